@@ -1,0 +1,102 @@
+"""The exception tree. Everything the framework raises on purpose derives from PipelineError.
+
+::
+
+    PipelineError
+    ├── ConfigError          bad YAML, parameters or links: a list of Problems, each FILE:LINE:COL
+    ├── InputError           a bad input file (a WAV that is truncated or of an unsupported kind)
+    ├── FormatError          two stages disagree on the audio format of a link
+    ├── StageError           a stage failed while running (``stage`` names it, ``__cause__`` says why)
+    └── SessionError         the realtime service failed (``code``)
+        ├── SessionLocalError    we misused the protocol (a bug, or a bad parameter)
+        └── SessionRemoteError   the peer misbehaved or refused us (401, bad message, gone)
+
+Exit codes: ConfigError / InputError / FormatError → 2 (bad input); StageError / SessionError → 1.
+Messages state what happened, with the numbers, and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PipelineError(Exception):
+    """Root of every error the framework raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem found before running, located in the user's file."""
+
+    message: str
+    fix: str = ""
+    file: str = ""
+    line: int = 0  # 1-based; 0 when unknown
+    column: int = 0  # 1-based; 0 when unknown
+
+    def __str__(self) -> str:
+        where = self.file or "<pipeline>"
+        if self.line:
+            where += f":{self.line}:{self.column or 1}"
+        text = f"{where}: {self.message}"
+        if self.fix:
+            text += f"; {self.fix}"
+        return text
+
+
+class ConfigError(PipelineError):
+    """The pipeline description is wrong; ``problems`` lists every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class InputError(PipelineError):
+    """An input file cannot be used (names the file and what is wrong)."""
+
+    exit_code = 2
+
+
+class FormatError(PipelineError):
+    """Audio of one format reached a stage that needs another."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message}; {fix}" if fix else message)
+
+
+class StageError(PipelineError):
+    """A stage failed while running. ``stage`` is its id; the cause is chained."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        self.stage = stage
+        self.message = message
+        super().__init__(f"stage '{stage}' failed: {message}")
+
+
+class SessionError(PipelineError):
+    """The realtime session failed."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class SessionLocalError(SessionError):
+    """We sent something the protocol does not allow."""
+
+
+class SessionRemoteError(SessionError):
+    """The service refused us, went away, or sent something we cannot read."""

@@ -1,0 +1,252 @@
+"""The closed set of frames that flow between stages.
+
+Every frame is a frozen, slotted dataclass: a flat value object, never subclassed. Dispatch on
+them with ``match``. Each has a class-level ``type`` name (snake_case) used in the YAML, the event
+log and ``pipeline stages``.
+
+Audio carries its format explicitly (``encoding``, ``rate``, ``channels``) and its media time
+(``pts``, seconds at the first sample); nothing is inferred from byte length alone.
+
+Event frames (everything but :class:`Audio`) carry ``stage``: the id of the stage that emitted
+them. Stages leave it empty and the runtime fills it in on the way out, so the event log can say
+where an event came from even after it travelled through a chain of transforms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Encoding: TypeAlias = Literal["pcm16", "pcmu", "pcma"]
+ENCODINGS: tuple[Encoding, ...] = ("pcm16", "pcmu", "pcma")
+BYTES_PER_SAMPLE: dict[str, int] = {"pcm16": 2, "pcmu": 1, "pcma": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """What a stream of audio frames looks like: encoding, sample rate and channel count."""
+
+    encoding: Encoding
+    rate: int
+    channels: int = 1
+
+    def __str__(self) -> str:
+        ch = "" if self.channels == 1 else f" x{self.channels}"
+        return f"{self.encoding} {self.rate} Hz{ch}"
+
+    @property
+    def bytes_per_second(self) -> int:
+        return BYTES_PER_SAMPLE[self.encoding] * self.rate * self.channels
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """A chunk of audio. ``data`` is raw bytes: little-endian int16 for pcm16, one byte per
+    sample for pcmu/pcma. ``pts`` is the media time of the first sample, in seconds."""
+
+    type: ClassVar[str] = "audio"
+    data: bytes
+    encoding: Encoding
+    rate: int
+    channels: int = 1
+    pts: float = 0.0
+
+    @property
+    def format(self) -> AudioFormat:
+        return AudioFormat(self.encoding, self.rate, self.channels)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per channel."""
+        return len(self.data) // (BYTES_PER_SAMPLE[self.encoding] * self.channels)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of media in this frame."""
+        return self.num_samples / self.rate
+
+    @property
+    def end_pts(self) -> float:
+        return self.pts + self.duration
+
+    def samples(self) -> npt.NDArray[np.int16]:
+        """A read-only int16 view of pcm16 data (no copy)."""
+        if self.encoding != "pcm16":
+            raise ValueError(f"samples() needs pcm16 audio, this frame is {self.encoding}")
+        return np.frombuffer(self.data, dtype="<i2")
+
+    @classmethod
+    def from_samples(
+        cls, samples: npt.NDArray[Any], rate: int, pts: float = 0.0, channels: int = 1
+    ) -> Audio:
+        """A pcm16 frame from an int16 array (other dtypes are converted with clipping)."""
+        if samples.dtype != np.int16:
+            samples = np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
+        return cls(samples.astype("<i2", copy=False).tobytes(), "pcm16", rate, channels, pts)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Text into a session (a user's typed turn, or instructions for the model to speak)."""
+
+    type: ClassVar[str] = "text"
+    text: str
+    role: Literal["user", "assistant", "system"] = "user"
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Speech began at ``pts`` (media time of the analysed stream)."""
+
+    type: ClassVar[str] = "speech_started"
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """Speech ended at ``pts`` (media time of the analysed stream)."""
+
+    type: ClassVar[str] = "speech_stopped"
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """Words heard from the user or spoken by the assistant; ``final`` marks a complete turn."""
+
+    type: ClassVar[str] = "transcript"
+    role: Literal["user", "assistant"]
+    text: str
+    final: bool = False
+    pts: float | None = None
+    item_id: str = ""
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for ``name`` to run with ``arguments`` (JSON text)."""
+
+    type: ClassVar[str] = "tool_call"
+    call_id: str
+    name: str
+    arguments: str
+    response_id: str = ""
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The output of a tool call, as text the model reads; ``is_error`` when it failed."""
+
+    type: ClassVar[str] = "tool_result"
+    call_id: str
+    output: str
+    is_error: bool = False
+    name: str = ""
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Barge-in: everything downstream drops audio it has queued but not yet played."""
+
+    type: ClassVar[str] = "interrupt"
+    pts: float | None = None
+    response_id: str = ""
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    """The model started a response."""
+
+    type: ClassVar[str] = "response_started"
+    response_id: str
+    status: str = "in_progress"
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """The model finished a response (``completed``, ``cancelled``, ``failed``, ...)."""
+
+    type: ClassVar[str] = "response_done"
+    response_id: str
+    status: str = "completed"
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A recoverable error reported as data (the run goes on)."""
+
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    pts: float | None = None
+    stage: str = ""
+
+
+Event: TypeAlias = (
+    Text
+    | SpeechStarted
+    | SpeechStopped
+    | Transcript
+    | ToolCall
+    | ToolResult
+    | Interrupt
+    | ResponseStarted
+    | ResponseDone
+    | Error
+)
+Frame: TypeAlias = Audio | Event
+
+FRAME_TYPES: tuple[type[Any], ...] = (
+    Audio,
+    Text,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+    ToolCall,
+    ToolResult,
+    Interrupt,
+    ResponseStarted,
+    ResponseDone,
+    Error,
+)
+FRAME_BY_NAME: dict[str, type[Any]] = {t.type: t for t in FRAME_TYPES}
+EVENT_TYPES: tuple[type[Any], ...] = FRAME_TYPES[1:]
+
+#: Control frames are never dropped by a channel and never wait behind audio.
+CONTROL_TYPES: tuple[type[Any], ...] = (Interrupt,)
+
+
+def frame_type_name(t: type[Any]) -> str:
+    return str(t.type)
+
+
+def event_to_dict(frame: Event) -> dict[str, Any]:
+    """The event-log form of an event frame: ``{"type", "pts", "stage", ...fields}``."""
+    out: dict[str, Any] = {"type": frame.type, "pts": frame.pts, "stage": frame.stage}
+    for f in dataclasses.fields(frame):
+        if f.name not in out:
+            out[f.name] = getattr(frame, f.name)
+    return out
+
+
+def with_stage(frame: Event, stage: str) -> Event:
+    """The same event attributed to ``stage``."""
+    return dataclasses.replace(frame, stage=stage)

@@ -1,0 +1,516 @@
+"""Stages: typed async generators registered with their parameters and frame types.
+
+A stage is one async generator function. Its first positional parameter (absent for a source)
+is the input stream; its keyword-only parameters are its parameters, typed, with defaults, each
+documented by one line in the docstring's ``Parameters:`` section::
+
+    @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True)
+    async def gain(frames: AsyncIterator[Frame], *, db: float = 0.0) -> AsyncIterator[Frame]:
+        '''Scale pcm16 audio.
+
+        Parameters:
+            db: gain in decibels
+        '''
+        k = 10 ** (db / 20)
+        async for f in frames:
+            if isinstance(f, Audio):
+                f = Audio.from_samples(f.samples() * k, f.rate, f.pts)
+            yield f
+
+The decorator returns the function unchanged (it stays callable as written) after recording a
+:class:`StageSpec` in the registry. A stage that wants the runtime's services (its id, the clock,
+a logger, the base folder of the YAML file) declares a keyword-only ``ctx: StageContext``.
+
+``passthrough=True`` means the stage forwards every frame it does not transform, so a link to it
+carries everything; ``accepts`` then lists what it transforms. A sync function
+``def f(frame, *, ...) -> Frame | None`` decorated with ``@stage`` becomes a per-frame map stage.
+
+``output_format(params, input_format)`` declares the audio format a stage emits given its input
+and parameters, and raises :class:`~pipeline.errors.FormatError` for an input it cannot take; the
+graph uses it to find mismatches before running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import pydantic
+
+from .clock import Clock, RealClock
+from .errors import ConfigError
+from .frames import EVENT_TYPES, FRAME_TYPES, AudioFormat, Frame
+
+ENTRY_POINT_GROUP = "pipeline.stages"
+
+
+class _PathRole:
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def __repr__(self) -> str:
+        return f"PathRole({self.role})"
+
+
+#: A parameter naming a file the stage reads: resolved against the YAML file's folder and
+#: checked to exist before running.
+InputPath = Annotated[Path, _PathRole("input")]
+#: A parameter naming a file the stage writes (``-`` is kept as is: standard output).
+OutputPath = Annotated[Path, _PathRole("output")]
+
+FormatFn = Callable[[Mapping[str, Any], AudioFormat | None], AudioFormat | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One parameter of a stage: type, default, and a one-line description."""
+
+    name: str
+    annotation: Any
+    default: Any
+    doc: str
+    required: bool
+    path_role: str = ""  # "input" | "output" | ""
+
+    @property
+    def type_text(self) -> str:
+        return type_text(self.annotation)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the runtime knows about a stage type."""
+
+    name: str
+    func: Callable[..., Any]
+    doc: str
+    params: dict[str, ParamSpec]
+    accepts: tuple[type[Any], ...]
+    emits: tuple[type[Any], ...]
+    passthrough: bool
+    is_source: bool
+    is_sink: bool
+    takes_ctx: bool
+    output_format: FormatFn | None
+    cycle_aware: bool = False
+    kind: Literal["generator", "map"] = "generator"
+    model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
+
+    def link_accepts(self) -> tuple[type[Any], ...]:
+        """The frame types a link into this stage delivers."""
+        return FRAME_TYPES if self.passthrough else self.accepts
+
+    def validate(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Check and convert raw parameter values. Returns (values, [(param, problem)])."""
+        problems: list[tuple[str, str]] = []
+        try:
+            obj = self.model.model_validate(dict(raw))
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                loc = str(err["loc"][0]) if err["loc"] else ""
+                problems.append((loc, self._explain(loc, err)))
+            return dict(raw), problems
+        values = {name: getattr(obj, name) for name in self.params}
+        return values, problems
+
+    def _explain(self, name: str, err: Any) -> str:
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(name, list(self.params), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else self._param_list()
+            return f"stage type '{self.name}' has no parameter '{name}'; {hint}"
+        p = self.params.get(name)
+        if kind == "missing" and p is not None:
+            what = f" ({p.doc})" if p.doc else ""
+            return f"missing required parameter '{name}' ({p.type_text}){what}; add it"
+        typ = f" ({p.type_text})" if p is not None else ""
+        return f"parameter '{name}'{typ}: {err['msg']}, got {err.get('input')!r}"
+
+    def _param_list(self) -> str:
+        if not self.params:
+            return f"'{self.name}' takes no parameters"
+        return "its parameters are " + ", ".join(self.params)
+
+
+REGISTRY: dict[str, StageSpec] = {}
+_SPEC_ATTR = "__pipeline_stage__"
+
+
+def spec_of(func: Any) -> StageSpec | None:
+    """The StageSpec recorded on a decorated function, if any."""
+    spec = getattr(func, _SPEC_ATTR, None)
+    return spec if isinstance(spec, StageSpec) else None
+
+
+def stage(
+    name: str | None = None,
+    *,
+    accepts: Iterable[type[Any]] = FRAME_TYPES,
+    emits: Iterable[type[Any]] = (),
+    passthrough: bool = False,
+    output_format: FormatFn | None = None,
+    cycle_aware: bool = False,
+    register: bool = True,
+) -> Callable[[Callable[..., Any]], Any]:
+    """Declare a stage. See the module docstring. Returns the function unchanged."""
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        spec = make_spec(
+            func,
+            name=name,
+            accepts=tuple(accepts),
+            emits=tuple(emits),
+            passthrough=passthrough,
+            output_format=output_format,
+            cycle_aware=cycle_aware,
+        )
+        setattr(func, _SPEC_ATTR, spec)
+        if register:
+            REGISTRY[spec.name] = spec
+        return func
+
+    return decorate
+
+
+def make_spec(
+    func: Callable[..., Any],
+    *,
+    name: str | None = None,
+    accepts: tuple[type[Any], ...] = FRAME_TYPES,
+    emits: tuple[type[Any], ...] = (),
+    passthrough: bool = False,
+    output_format: FormatFn | None = None,
+    cycle_aware: bool = False,
+) -> StageSpec:
+    """Build a StageSpec from a function's signature and docstring."""
+    name = name or func.__name__
+    is_gen = inspect.isasyncgenfunction(func)
+    sig = inspect.signature(func)
+    try:
+        hints = get_type_hints(func, include_extras=True)
+    except Exception:  # unresolvable forward refs: fall back to raw annotations
+        hints = {}
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) > 1:
+        raise TypeError(f"stage '{name}': takes at most one positional parameter (the input)")
+    is_source = is_gen and not positional
+    if not is_gen and not positional:
+        raise TypeError(f"stage '{name}': a map stage takes the frame as its first parameter")
+    docs = _param_docs(func.__doc__ or "")
+    params: dict[str, ParamSpec] = {}
+    fields: dict[str, Any] = {}
+    takes_ctx = False
+    for p in sig.parameters.values():
+        if p.kind is not p.KEYWORD_ONLY:
+            continue
+        if p.name == "ctx":
+            takes_ctx = True
+            continue
+        ann = hints.get(p.name, p.annotation)
+        if ann is inspect.Parameter.empty:
+            ann = Any
+        role = ""
+        if get_origin(ann) is Annotated:
+            for meta in get_args(ann)[1:]:
+                if isinstance(meta, _PathRole):
+                    role = meta.role
+        required = p.default is p.empty
+        params[p.name] = ParamSpec(
+            p.name, ann, None if required else p.default, docs.get(p.name, ""), required, role
+        )
+        base = _pydantic_type(ann)
+        fields[p.name] = (base, ... if required else p.default)
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{name}_params",
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+    doc = (inspect.getdoc(func) or "").strip().splitlines()
+    emits_t = emits
+    if not is_gen and not emits_t:
+        emits_t = accepts
+    return StageSpec(
+        name=name,
+        func=func,
+        doc=doc[0] if doc else "",
+        params=params,
+        accepts=accepts,
+        emits=emits_t,
+        passthrough=passthrough or not is_gen,
+        is_source=is_source,
+        is_sink=not is_source and not emits_t and not passthrough and is_gen,
+        takes_ctx=takes_ctx,
+        output_format=output_format,
+        cycle_aware=cycle_aware,
+        kind="generator" if is_gen else "map",
+        model=model,
+    )
+
+
+def _pydantic_type(ann: Any) -> Any:
+    if get_origin(ann) is Annotated:
+        args = get_args(ann)
+        if any(isinstance(m, _PathRole) for m in args[1:]):
+            return Path
+        return _pydantic_type(args[0])
+    return ann
+
+
+_DOC_LINE = re.compile(r"^\s{2,}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def _param_docs(doc: str) -> dict[str, str]:
+    """``name: text`` lines under a ``Parameters:`` (or ``Args:``) heading."""
+    out: dict[str, str] = {}
+    inside = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Parameters:", "Args:", "Arguments:"):
+            inside = True
+            continue
+        if inside:
+            if not stripped:
+                continue
+            m = _DOC_LINE.match(line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
+            elif not line.startswith(" "):
+                inside = False
+    return out
+
+
+def type_text(ann: Any) -> str:
+    """A short readable form of a parameter's type, for messages and ``pipeline stages``."""
+    origin = get_origin(ann)
+    if origin is Annotated:
+        args = get_args(ann)
+        if any(isinstance(m, _PathRole) for m in args[1:]):
+            return "path"
+        return type_text(args[0])
+    if origin is Literal:
+        return " | ".join(str(a) for a in get_args(ann))
+    if origin is not None:
+        args = get_args(ann)
+        name = getattr(origin, "__name__", str(origin))
+        if name in ("Union", "UnionType"):
+            return " | ".join(type_text(a) for a in args)
+        return f"{name}[{', '.join(type_text(a) for a in args)}]"
+    if ann is type(None):
+        return "null"
+    if ann is Any:
+        return "any"
+    return getattr(ann, "__name__", str(ann))
+
+
+# ---------------------------------------------------------------------------- lookup
+
+_builtins_loaded = False
+_entry_points_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module("stages")
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in REGISTRY:
+            continue
+        obj = ep.load()
+        spec = spec_of(obj) or make_spec(obj, name=ep.name)
+        if spec.name != ep.name:
+            spec = _renamed(spec, ep.name)
+        REGISTRY[ep.name] = spec
+
+
+def _renamed(spec: StageSpec, name: str) -> StageSpec:
+    from dataclasses import replace
+
+    return replace(spec, name=name)
+
+
+def builtin_names() -> list[str]:
+    _load_builtins()
+    _load_entry_points()
+    return sorted(REGISTRY)
+
+
+def resolve(type_name: str) -> StageSpec:
+    """Find a stage type: a built-in or entry-point name, or ``package.module:function``.
+
+    Raises LookupError with a readable message (and a "did you mean") when it cannot.
+    """
+    if ":" in type_name:
+        module_name, _, attr = type_name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise LookupError(
+                f"cannot import module '{module_name}' for stage type '{type_name}': {exc}; "
+                "check the module path and that its package is installed or on PYTHONPATH"
+            ) from None
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise LookupError(
+                f"module '{module_name}' has no '{attr}'; check the name after the ':'"
+            ) from None
+        spec = spec_of(obj)
+        if spec is None:
+            if not callable(obj):
+                raise LookupError(f"'{type_name}' is not a function")
+            try:
+                spec = make_spec(obj, name=type_name)
+            except TypeError as exc:
+                raise LookupError(str(exc)) from None
+        return spec
+    _load_builtins()
+    if type_name not in REGISTRY:
+        _load_entry_points()
+    if type_name in REGISTRY:
+        return REGISTRY[type_name]
+    close = difflib.get_close_matches(type_name, list(REGISTRY), n=1)
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else "see 'pipeline stages' for the list, or use 'package.module:function'"
+    )
+    raise LookupError(f"unknown stage type '{type_name}'; {hint}")
+
+
+def spec_for(obj: str | StageSpec | Callable[..., Any]) -> StageSpec:
+    """A StageSpec from a type name, a spec, or a (decorated or plain) function."""
+    if isinstance(obj, StageSpec):
+        return obj
+    if isinstance(obj, str):
+        return resolve(obj)
+    return spec_of(obj) or make_spec(obj)
+
+
+# ---------------------------------------------------------------------------- context
+
+
+class Bus:
+    """A per-run side channel for facts that flow against the stream (for example a sink
+    reporting how much audio was actually played, for the session to truncate at)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Callable[[Any], None]]] = {}
+
+    def subscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
+        self._subs.setdefault(topic, []).append(callback)
+
+    def publish(self, topic: str, value: Any) -> None:
+        for cb in self._subs.get(topic, ()):
+            cb(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A stage linked to this one."""
+
+    id: str
+    type: str
+    params: Mapping[str, Any]
+    feedback: bool = False
+
+
+@dataclass
+class StageContext:
+    """What the runtime gives a stage that asks for ``ctx``."""
+
+    id: str
+    type: str = ""
+    clock: Clock = field(default_factory=RealClock)
+    base_dir: Path = field(default_factory=Path.cwd)
+    log: Any = None
+    bus: Bus = field(default_factory=Bus)
+    #: stages this one sends to / receives from
+    downstream: tuple[Peer, ...] = ()
+    upstream: tuple[Peer, ...] = ()
+    input_format: AudioFormat | None = None
+    #: facts a stage reports for the summary (e.g. ``algorithmic_delay_ms``)
+    reports: dict[str, Any] = field(default_factory=dict)
+    _forward_ended: asyncio.Event | None = None
+    _stopping: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            import structlog
+
+            self.log = structlog.get_logger("pipeline").bind(stage=self.id)
+
+    @property
+    def forward_ended(self) -> asyncio.Event:
+        """Set when every forward (non-feedback) input link has ended. A stage inside a cycle
+        (``cycle_aware=True``) keeps receiving feedback frames after that; it finishes what it
+        owes, then returns, which ends the feedback path in turn."""
+        if self._forward_ended is None:
+            self._forward_ended = asyncio.Event()
+        return self._forward_ended
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the run is asked to stop (Ctrl-C): sources should end soon."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    def report(self, key: str, value: Any) -> None:
+        self.reports[key] = value
+
+
+def call_stage(
+    spec: StageSpec,
+    upstream: AsyncIterator[Frame] | None,
+    params: Mapping[str, Any],
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """Start a stage: the async iterator of its output."""
+    kwargs = dict(params)
+    if spec.takes_ctx:
+        kwargs["ctx"] = ctx
+    if spec.kind == "map":
+        assert upstream is not None
+        return _map_stage(spec, upstream, kwargs)
+    if spec.is_source:
+        return spec.func(**kwargs)  # type: ignore[no-any-return]
+    assert upstream is not None
+    return spec.func(upstream, **kwargs)  # type: ignore[no-any-return]
+
+
+async def _map_stage(
+    spec: StageSpec, upstream: AsyncIterator[Frame], kwargs: dict[str, Any]
+) -> AsyncIterator[Frame]:
+    func = spec.func
+    accepts = spec.accepts
+    async for frame in upstream:
+        if isinstance(frame, accepts):
+            out = func(frame, **kwargs)
+            if out is not None:
+                yield out
+        else:
+            yield frame
+
+
+def is_event_type(t: type[Any]) -> bool:
+    return t in EVENT_TYPES
