@@ -514,3 +514,16 @@ async def _map_stage(
 
 def is_event_type(t: type[Any]) -> bool:
     return t in EVENT_TYPES
+
+
+#: Bus topic on which sinks report audio actually played/written: the value is a
+#: :class:`Played`. The realtime session listens to truncate the assistant's item there.
+PLAYED = "played"
+
+
+@dataclass(frozen=True, slots=True)
+class Played:
+    """A sink has played (or written) audio up to media time ``pts`` (end of the last sample)."""
+
+    stage: str
+    pts: float
