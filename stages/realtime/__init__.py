@@ -1,0 +1,5 @@
+"""The realtime session stage (``realtime_session``) and its protocol emulator.
+
+``protocol`` is the sans-I/O core shared by the client stage (``session``) and the emulator
+(``emulator``); importing this package registers the stage.
+"""
