@@ -1,0 +1,282 @@
+"""G.711: the table codec against audioop (Python ≤ 3.12) or stored digests, and the stages."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import warnings
+from types import ModuleType
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.errors import FormatError, StageError
+from pipeline.frames import Audio, AudioFormat, SpeechStarted, Transcript
+from pipeline.stage import spec_for
+from pipeline.testing import run_stage
+from stages import g711
+
+
+def _audioop() -> ModuleType | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return importlib.import_module("audioop")
+        except ImportError:
+            return None
+
+
+audioop = _audioop()
+needs_audioop = pytest.mark.skipif(audioop is None, reason="audioop is gone (Python ≥ 3.13)")
+
+#: every int16 sample, as little-endian bytes, in uint16 order
+ALL_PCM = np.arange(65536, dtype=np.uint16).astype("<u2").tobytes()
+ALL_CODES = bytes(range(256))
+
+# SHA-256 of audioop's output over ALL_PCM / ALL_CODES, generated once on Python 3.11.7 with
+# audioop.lin2ulaw(ALL_PCM, 2), audioop.lin2alaw(ALL_PCM, 2), audioop.ulaw2lin(ALL_CODES, 2),
+# audioop.alaw2lin(ALL_CODES, 2).
+AUDIOOP_DIGESTS = {
+    "lin2ulaw": "617fa4850d68d3906597e949f7625fb2fc46db479e29707f33159b3d131721cb",
+    "lin2alaw": "f77c76aa923ee25617453f87514828a12896227f82ff383bf3bb53d6ac7c2a0f",
+    "ulaw2lin": "3dab54339e520bb2c924826e3b72a917a2b612e9fd12fc867500f1d983a75827",
+    "alaw2lin": "e04788d110e58ff8c70c93b8480190d973e3b67876b6119abbaec766cc75c174",
+}
+
+OURS = {
+    "lin2ulaw": lambda: g711.encode_ulaw(ALL_PCM),
+    "lin2alaw": lambda: g711.encode_alaw(ALL_PCM),
+    "ulaw2lin": lambda: g711.decode_ulaw(ALL_CODES),
+    "alaw2lin": lambda: g711.decode_alaw(ALL_CODES),
+}
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# ---------------------------------------------------------------------------- bit-exactness
+
+
+@needs_audioop
+@pytest.mark.parametrize("name", list(OURS))
+def test_bit_exact_with_audioop_for_every_input(name: str) -> None:
+    assert audioop is not None
+    arg = ALL_PCM if name.startswith("lin") else ALL_CODES
+    theirs = getattr(audioop, name)(arg, 2)
+    ours = OURS[name]()
+    assert len(ours) == len(theirs)
+    mismatches = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
+    assert mismatches == []
+
+
+@needs_audioop
+def test_stored_digests_are_audioops() -> None:
+    assert audioop is not None
+    for name, digest in AUDIOOP_DIGESTS.items():
+        arg = ALL_PCM if name.startswith("lin") else ALL_CODES
+        assert _sha(getattr(audioop, name)(arg, 2)) == digest, name
+
+
+@pytest.mark.parametrize("name", list(OURS))
+def test_matches_stored_audioop_digest(name: str) -> None:
+    assert _sha(OURS[name]()) == AUDIOOP_DIGESTS[name]
+
+
+def test_known_values() -> None:
+    # hand-checked points of the G.711 curves
+    # -1 is -0.25 of a 14-bit step: audioop truncates it to -1, not to "-0" (0x7F)
+    assert g711.encode_ulaw(np.array([0, -1, 32767, -32768], "<i2").tobytes()) == bytes(
+        [0xFF, 0x7E, 0x80, 0x00]
+    )
+    assert g711.encode_alaw(np.array([0, -1, 32767, -32768], "<i2").tobytes()) == bytes(
+        [0xD5, 0x55, 0xAA, 0x2A]
+    )
+    assert np.frombuffer(g711.decode_ulaw(bytes([0xFF, 0x7F, 0x80, 0x00])), "<i2").tolist() == [
+        0,
+        0,
+        32124,
+        -32124,
+    ]
+    assert np.frombuffer(g711.decode_alaw(bytes([0xD5, 0x55, 0xAA, 0x2A])), "<i2").tolist() == [
+        8,
+        -8,
+        32256,
+        -32256,
+    ]
+
+
+def test_tables_are_read_only() -> None:
+    for t in (g711.ULAW_ENCODE, g711.ALAW_ENCODE, g711.ULAW_DECODE, g711.ALAW_DECODE):
+        with pytest.raises(ValueError):
+            t[0] = 1
+
+
+def test_odd_pcm_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="whole number of 2-byte samples, got 3"):
+        g711.encode_ulaw(b"\x00\x01\x02")
+
+
+def test_empty() -> None:
+    assert g711.encode_ulaw(b"") == b""
+    assert g711.decode_alaw(b"") == b""
+
+
+# ---------------------------------------------------------------------------- hypothesis
+
+pcm_bytes = st.lists(st.integers(-32768, 32767), max_size=400).map(
+    lambda xs: np.array(xs, dtype="<i2").tobytes()
+)
+
+
+@given(pcm_bytes)
+def test_ulaw_round_trip_error_is_within_the_step(pcm: bytes) -> None:
+    x = np.frombuffer(pcm, "<i2").astype(np.int32)
+    y = np.frombuffer(g711.decode_ulaw(g711.encode_ulaw(pcm)), "<i2").astype(np.int32)
+    assert y.shape == x.shape
+    # μ-law steps double per segment: 8 near zero up to 1024 at the top, plus clipping at ±32124
+    bound = np.maximum(8, np.abs(x) // 16) + np.maximum(0, np.abs(x) - 32124)
+    assert np.all(np.abs(y - x) <= bound)
+    # the codec is idempotent: re-encoding the decoded value gives the same code
+    assert g711.encode_ulaw(g711.decode_ulaw(g711.encode_ulaw(pcm))) == g711.encode_ulaw(pcm)
+
+
+@given(pcm_bytes)
+def test_alaw_round_trip_error_is_within_the_step(pcm: bytes) -> None:
+    x = np.frombuffer(pcm, "<i2").astype(np.int32)
+    y = np.frombuffer(g711.decode_alaw(g711.encode_alaw(pcm)), "<i2").astype(np.int32)
+    bound = np.maximum(16, np.abs(x) // 16) + np.maximum(0, np.abs(x) - 32256)
+    assert np.all(np.abs(y - x) <= bound)
+    assert g711.encode_alaw(g711.decode_alaw(g711.encode_alaw(pcm))) == g711.encode_alaw(pcm)
+
+
+@given(st.binary(max_size=400))
+def test_decode_then_encode_restores_codes(codes: bytes) -> None:
+    assert g711.encode_alaw(g711.decode_alaw(codes)) == codes
+    # μ-law has two zeros (0x7F "-0" and 0xFF "+0"); 0 encodes to 0xFF
+    expected = codes.replace(b"\x7f", b"\xff")
+    assert g711.encode_ulaw(g711.decode_ulaw(codes)) == expected
+
+
+@given(pcm_bytes, st.integers(0, 400))
+def test_chunking_does_not_matter(pcm: bytes, cut: int) -> None:
+    cut = min(cut, len(pcm) // 2) * 2
+    whole = g711.encode_ulaw(pcm)
+    assert g711.encode_ulaw(pcm[:cut]) + g711.encode_ulaw(pcm[cut:]) == whole
+
+
+@needs_audioop
+@given(pcm_bytes)
+def test_random_buffers_match_audioop(pcm: bytes) -> None:
+    assert audioop is not None
+    assert g711.encode_ulaw(pcm) == audioop.lin2ulaw(pcm, 2)
+    assert g711.encode_alaw(pcm) == audioop.lin2alaw(pcm, 2)
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def _pcm_frame(pts: float = 0.0, n: int = 160, rate: int = 8000) -> Audio:
+    x = (np.sin(np.arange(n) * 0.3) * 12000).astype("<i2")
+    return Audio(x.tobytes(), "pcm16", rate, 1, pts)
+
+
+def test_decode_stage_decodes_and_passes_events_through() -> None:
+    pcm = _pcm_frame().data
+    ev = SpeechStarted(pts=0.1)
+    frames = [
+        Audio(g711.encode_ulaw(pcm), "pcmu", 8000, 1, 0.0),
+        ev,
+        Audio(g711.encode_alaw(pcm), "pcma", 8000, 1, 0.02),
+        Transcript("user", "hi"),
+    ]
+    out = run_stage("g711_decode", frames)
+    assert len(out) == 4
+    a, e, b, t = out
+    assert isinstance(a, Audio) and isinstance(b, Audio)
+    assert (a.encoding, a.rate, a.channels, a.pts) == ("pcm16", 8000, 1, 0.0)
+    assert a.data == g711.decode_ulaw(g711.encode_ulaw(pcm))
+    assert (b.encoding, b.pts) == ("pcm16", 0.02)
+    assert b.data == g711.decode_alaw(g711.encode_alaw(pcm))
+    assert e is ev and t == Transcript("user", "hi")
+
+
+def test_decode_stage_leaves_pcm16_unchanged() -> None:
+    f = _pcm_frame()
+    assert run_stage("g711_decode", [f]) == [f]
+
+
+def test_decode_output_format() -> None:
+    spec = spec_for("g711_decode")
+    assert spec.output_format is not None
+    assert spec.output_format({}, AudioFormat("pcmu", 8000)) == AudioFormat("pcm16", 8000)
+    assert spec.output_format({}, AudioFormat("pcma", 16000)) == AudioFormat("pcm16", 16000)
+    assert spec.output_format({}, None) is None
+    with pytest.raises(FormatError) as exc:
+        spec.output_format({}, AudioFormat("pcm16", 8000))
+    assert str(exc.value) == (
+        "gets pcm16 audio (pcm16 8000 Hz); it is already PCM, there is nothing to decode; "
+        "remove the g711_decode stage"
+    )
+    assert exc.value.fix == "remove the g711_decode stage"
+
+
+@pytest.mark.parametrize(("law", "enc"), [("ulaw", "pcmu"), ("alaw", "pcma")])
+def test_encode_stage(law: str, enc: str) -> None:
+    f = _pcm_frame(pts=0.5)
+    ev = SpeechStarted(pts=0.5)
+    out = run_stage("g711_encode", [f, ev], law=law)
+    assert len(out) == 2
+    a = out[0]
+    assert isinstance(a, Audio)
+    assert (a.encoding, a.rate, a.pts, a.num_samples) == (enc, 8000, 0.5, 160)
+    assert a.data == g711.encode(f.data, "pcmu" if law == "ulaw" else "pcma")
+    assert out[1] is ev
+
+
+def test_encode_output_format_and_messages() -> None:
+    spec = spec_for("g711_encode")
+    fmt = spec.output_format
+    assert fmt is not None
+    assert fmt({"law": "ulaw"}, AudioFormat("pcm16", 8000)) == AudioFormat("pcmu", 8000)
+    assert fmt({"law": "alaw"}, AudioFormat("pcm16", 8000)) == AudioFormat("pcma", 8000)
+    assert fmt({"law": "alaw"}, None) == AudioFormat("pcma", 8000)
+    cases = {
+        AudioFormat("pcm16", 16000): (
+            "gets 16000 Hz audio; G.711 needs 8000 Hz",
+            "add {type: resample, rate: 8000} before it",
+        ),
+        AudioFormat("pcma", 8000): (
+            "gets pcma audio (pcma 8000 Hz); G.711 encoding needs pcm16",
+            "add {type: g711_decode} before it",
+        ),
+        AudioFormat("pcmu", 8000): (
+            "gets pcmu audio (pcmu 8000 Hz); it is already μ-law",
+            "remove the g711_encode stage",
+        ),
+    }
+    for inp, (message, fix) in cases.items():
+        with pytest.raises(FormatError) as exc:
+            fmt({"law": "ulaw"}, inp)
+        assert (exc.value.message, exc.value.fix) == (message, fix)
+
+
+def test_encode_stage_refuses_wrong_rate_at_runtime() -> None:
+    with pytest.raises(StageError) as exc:
+        run_stage("g711_encode", [_pcm_frame(rate=16000)])
+    assert str(exc.value) == (
+        "stage 'g711_encode' failed: gets 16000 Hz audio; G.711 needs 8000 Hz; "
+        "add {type: resample, rate: 8000} before it"
+    )
+
+
+def test_stage_specs() -> None:
+    dec = spec_for("g711_decode")
+    enc = spec_for("g711_encode")
+    assert dec.passthrough and enc.passthrough
+    assert dec.accepts == (Audio,) and enc.emits == (Audio,)
+    assert list(enc.params) == ["law"]
+    assert enc.params["law"].default == "ulaw"
+    assert dec.params == {}
