@@ -1,0 +1,1 @@
+"""Example tools and data used by ``pipelines.yaml`` (importable as ``examples.tools``)."""
