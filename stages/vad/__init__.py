@@ -1,0 +1,129 @@
+"""The ``vad_gate`` stage: voice activity detection on a stream of audio.
+
+The work is synchronous and lives in three modules; the stage only adapts it to a stream:
+
+- :mod:`stages.vad.engines`: silero (ONNX), webrtc and energy engines, samples in, a score per
+  window out;
+- :mod:`stages.vad.machine`: the silence/onset/speech/hangover state machine, as a table;
+- :mod:`stages.vad.gate`: :class:`VadGate`, frames in, frames and speech events out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import FormatError
+from pipeline.frames import Audio, AudioFormat, Frame, SpeechStarted, SpeechStopped
+from pipeline.stage import StageContext, stage
+
+from .engines import (
+    ENGINE_RATES,
+    SILERO_INSTALL,
+    EnergyEngine,
+    Engine,
+    SileroEngine,
+    WebrtcEngine,
+    check_rate,
+    find_silero_model,
+    make_engine,
+    silero_session,
+)
+from .gate import VadGate, analysis_samples
+from .machine import TRANSITIONS, Action, Input, State, Transition, VadMachine
+
+__all__ = [
+    "ENGINE_RATES",
+    "SILERO_INSTALL",
+    "TRANSITIONS",
+    "Action",
+    "EnergyEngine",
+    "Engine",
+    "Input",
+    "SileroEngine",
+    "State",
+    "Transition",
+    "VadGate",
+    "VadMachine",
+    "WebrtcEngine",
+    "analysis_samples",
+    "check_rate",
+    "find_silero_model",
+    "make_engine",
+    "silero_session",
+    "vad_gate",
+]
+
+
+def _output_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
+    """Audio leaves as it came; a rate the engine cannot analyse is refused."""
+    if fmt is not None:
+        check_rate(str(params.get("engine", "silero")), fmt.rate)
+    return fmt
+
+
+@stage(
+    "vad_gate",
+    accepts=(Audio,),
+    emits=(Audio, SpeechStarted, SpeechStopped),
+    passthrough=True,
+    output_format=_output_format,
+)
+async def vad_gate(
+    frames: AsyncIterator[Frame],
+    *,
+    engine: Literal["silero", "webrtc", "energy"] = "silero",
+    threshold: float | None = None,
+    min_speech_ms: int = 100,
+    hangover_ms: int = 300,
+    prefix_ms: int = 300,
+    mode: Literal["gate", "annotate"] = "gate",
+    aggressiveness: Literal[0, 1, 2, 3] = 3,
+    model_path: Path | None = None,
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """Detect speech; pass only speech audio (gate) or all of it (annotate), with events.
+
+    Emits ``speech_started`` / ``speech_stopped`` with the media time of the onset / offset.
+    Audio (pcm16, pcmu or pcma) leaves byte for byte in the encoding it came in.
+
+    Parameters:
+        engine: silero (8/16 kHz), webrtc (8/16/32/48 kHz) or energy (any rate, numpy only)
+        threshold: speech score (default: silero probability 0.5, energy 9 dB over the noise)
+        min_speech_ms: speech shorter than this is a blip and is ignored
+        hangover_ms: a pause shorter than this does not end speech (audio passed after it)
+        prefix_ms: audio from before the onset released with it (gate mode)
+        mode: gate (only speech audio passes) or annotate (all audio passes, events added)
+        aggressiveness: webrtc only, 0..3 (3: fewest false alarms)
+        model_path: silero only, an .onnx model file instead of the packaged silero_vad.onnx
+    """
+    gate: VadGate | None = None
+    fmt: AudioFormat | None = None
+    model = None if model_path is None else ctx.base_dir / model_path
+    async for frame in frames:
+        if not isinstance(frame, Audio):
+            yield frame
+            continue
+        if gate is None or fmt is None:
+            fmt = frame.format
+            vad = make_engine(engine, frame.rate, aggressiveness=aggressiveness, model_path=model)
+            gate = VadGate(
+                vad,
+                threshold=threshold,
+                min_speech_ms=min_speech_ms,
+                hangover_ms=hangover_ms,
+                prefix_ms=prefix_ms,
+                mode=mode,
+            )
+        elif frame.rate != fmt.rate or frame.channels != fmt.channels:
+            raise FormatError(
+                f"stage '{ctx.id}' (vad_gate) got {frame.format} audio after {fmt}; "
+                "one gate analyses one format",
+                f"add {{type: resample, rate: {fmt.rate}}} before it",
+            )
+        for out in gate.push(frame):
+            yield out
+    if gate is not None:
+        for out in gate.finish():
+            yield out

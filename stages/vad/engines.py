@@ -1,0 +1,303 @@
+"""VAD engines: int16 samples in, one speech score per analysis window out.
+
+Every engine frames the audio itself: :meth:`Engine.process` takes any number of samples,
+buffers a partial window until the next call, and returns one score per window completed. The
+score's meaning, its default threshold and its hysteresis (how far below the threshold a score
+must fall to count as quiet once speech has started) depend on the engine:
+
+========  ===========================  =========  ==========  ===========================
+engine    score                        threshold  hysteresis  rates (Hz)
+========  ===========================  =========  ==========  ===========================
+silero    speech probability, 0..1     0.5        0.15        8000 (256-sample windows),
+                                                              16000 (512-sample windows)
+webrtc    0 or 1 (webrtcvad's answer)  0.5        0           8000, 16000, 32000, 48000
+energy    dB above the noise floor     9.0        3.0         any
+========  ===========================  =========  ==========  ===========================
+
+The silero model runs through onnxruntime. One ``InferenceSession`` per model file is shared by
+every engine in the process (created on first use, under a lock, with one intra-op thread);
+each engine keeps its own recurrent state and context, so gates never disturb one another.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import FormatError, InputError
+
+EngineName = Literal["silero", "webrtc", "energy"]
+
+#: sample rates each engine takes (None: any)
+ENGINE_RATES: dict[str, tuple[int, ...] | None] = {
+    "silero": (8000, 16000),
+    "webrtc": (8000, 16000, 32000, 48000),
+    "energy": None,
+}
+
+SILERO_INSTALL = "pip install --no-deps silero-vad"
+
+
+class Engine(Protocol):
+    """What the gate needs from an engine."""
+
+    rate: int
+    #: samples per analysis window (one score each)
+    window: int
+    #: the threshold used when the caller gives none
+    default_threshold: float
+    #: once speaking, a window counts as quiet below ``threshold - hysteresis``
+    hysteresis: float
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        """Scores for every window completed by these samples (a partial window waits)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget all state: buffered samples and any model state."""
+        ...
+
+
+def check_rate(engine: str, rate: int) -> None:
+    """Raise FormatError if ``engine`` cannot analyse audio at ``rate`` Hz."""
+    rates = ENGINE_RATES[engine]
+    if rates is None or rate in rates:
+        return
+    names = " or ".join(str(r) for r in rates)
+    raise FormatError(
+        f"vad_gate engine '{engine}' takes {names} Hz audio, not {rate} Hz",
+        "add {type: resample, rate: 16000} before it",
+    )
+
+
+class _Framer:
+    """Cuts a stream of samples into windows of ``size``, carrying a partial window over."""
+
+    __slots__ = ("_buf", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buf: npt.NDArray[np.int16] = np.zeros(0, np.int16)
+
+    def windows(self, pcm: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
+        buf = np.concatenate((self._buf, pcm)) if len(self._buf) else pcm
+        n = len(buf) // self.size
+        self._buf = buf[n * self.size :].copy()
+        return [buf[i * self.size : (i + 1) * self.size] for i in range(n)]
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, np.int16)
+
+
+# ---------------------------------------------------------------------------- silero
+
+_SESSIONS: dict[str, Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def find_silero_model() -> Path:
+    """The ``silero_vad.onnx`` bundled with the ``silero-vad`` package, found without importing
+    it (its ``__init__`` imports torch). Raises InputError saying how to install it."""
+    try:
+        dist = importlib.metadata.distribution("silero-vad")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None:
+        for f in dist.files or ():
+            if f.as_posix().endswith("silero_vad/data/silero_vad.onnx"):
+                path = Path(str(dist.locate_file(f)))
+                if path.is_file():
+                    return path
+    raise InputError(
+        "the silero VAD model (silero_vad.onnx) is not installed; install it with: "
+        f"{SILERO_INSTALL} (or give the gate model_path: FILE.onnx, or use engine: webrtc)"
+    )
+
+
+def silero_session(model_path: Path | None = None) -> Any:
+    """The process-wide onnxruntime session for the silero model (created on first use)."""
+    path = Path(model_path) if model_path is not None else find_silero_model()
+    key = str(path.resolve())
+    session = _SESSIONS.get(key)
+    if session is not None:
+        return session
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            if not path.is_file():
+                raise InputError(
+                    f"{path}: silero VAD model file not found; check model_path, "
+                    f"or drop it to use the packaged model ({SILERO_INSTALL})"
+                )
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            try:
+                session = ort.InferenceSession(
+                    str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise InputError(f"{path}: cannot load the silero VAD model: {exc}") from None
+            _SESSIONS[key] = session
+    return session
+
+
+class SileroEngine:
+    """Silero VAD v5/v6 through onnxruntime: a speech probability per 32 ms window.
+
+    The model takes ``[1, context + window]`` float32 samples in -1..1, where the context is the
+    last 64 (16 kHz) or 32 (8 kHz) samples of the previous window, a recurrent ``state`` of
+    shape ``[2, 1, 128]`` and the rate ``sr`` (int64); it returns the probability and the next
+    state. This is what the official ``OnnxWrapper`` does, without torch.
+    """
+
+    default_threshold = 0.5
+    hysteresis = 0.15
+
+    def __init__(self, rate: int, *, model_path: Path | None = None) -> None:
+        check_rate("silero", rate)
+        self.rate = rate
+        self.window = 512 if rate == 16000 else 256
+        self._context_size = 64 if rate == 16000 else 32
+        self._session = silero_session(model_path)
+        self._framer = _Framer(self.window)
+        self._sr = np.array(rate, dtype=np.int64)
+        self._input = np.zeros((1, self._context_size + self.window), np.float32)
+        self._state = np.zeros((2, 1, 128), np.float32)
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        scores: list[float] = []
+        ctx = self._context_size
+        x = self._input
+        for win in self._framer.windows(pcm):
+            x[0, ctx:] = win
+            x[0, ctx:] *= 1.0 / 32768.0
+            out, self._state = self._session.run(
+                None, {"input": x, "state": self._state, "sr": self._sr}
+            )
+            scores.append(float(out[0, 0]))
+            x[0, :ctx] = x[0, -ctx:]
+        return scores
+
+    def reset(self) -> None:
+        self._framer.reset()
+        self._input[:] = 0.0
+        self._state = np.zeros((2, 1, 128), np.float32)
+
+
+# ---------------------------------------------------------------------------- webrtc
+
+
+class WebrtcEngine:
+    """Google's WebRTC VAD (``webrtcvad``): a 0/1 decision per 10, 20 or 30 ms window.
+
+    ``aggressiveness`` 0..3: higher says "speech" less often (fewer false alarms in noise).
+    """
+
+    default_threshold = 0.5
+    hysteresis = 0.0
+
+    def __init__(self, rate: int, *, aggressiveness: int = 3, frame_ms: int = 30) -> None:
+        check_rate("webrtc", rate)
+        if frame_ms not in (10, 20, 30):
+            raise ValueError(f"webrtc frames are 10, 20 or 30 ms, not {frame_ms}")
+        if not 0 <= aggressiveness <= 3:
+            raise ValueError(f"webrtc aggressiveness is 0..3, not {aggressiveness}")
+        import webrtcvad
+
+        self.rate = rate
+        self.window = rate * frame_ms // 1000
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._framer = _Framer(self.window)
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        is_speech: Callable[[bytes, int], bool] = self._vad.is_speech
+        rate = self.rate
+        return [
+            1.0 if is_speech(w.astype("<i2", copy=False).tobytes(), rate) else 0.0
+            for w in self._framer.windows(pcm)
+        ]
+
+    def reset(self) -> None:
+        self._framer.reset()
+
+
+# ---------------------------------------------------------------------------- energy
+
+
+class EnergyEngine:
+    """Band energy over an adaptive noise floor, numpy only: the score of a 20 ms window is its
+    level (dB, 200 Hz to 4 kHz, so mains hum and rumble do not count) above the noise floor.
+
+    The floor is the lowest window level of the last ``floor_s`` seconds (minimum statistics):
+    speech always has pauses between words, so the minimum follows the noise, rising within
+    ``floor_s`` when the noise gets louder and falling at once when it gets quieter. Levels below
+    ``min_level_db`` (dB re full scale) never count as speech, so digital silence with a little
+    dither does not trigger it.
+    """
+
+    default_threshold = 9.0
+    hysteresis = 3.0
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        window_ms: int = 20,
+        floor_s: float = 2.0,
+        band: tuple[float, float] = (200.0, 4000.0),
+        min_level_db: float = -60.0,
+    ) -> None:
+        self.rate = rate
+        self.window = max(1, rate * window_ms // 1000)
+        self._framer = _Framer(self.window)
+        self._taper = np.hanning(self.window).astype(np.float32)
+        freqs = np.fft.rfftfreq(self.window, 1.0 / rate)
+        self._band = (freqs >= band[0]) & (freqs <= min(band[1], rate / 2))
+        # full-scale sine in the band -> about 0 dB
+        self._norm = float(np.sum(self._taper) ** 2 / 4.0 * 32768.0**2)
+        self._history = np.full(max(1, round(floor_s * 1000 / window_ms)), np.inf)
+        self._i = 0
+        self._min_level = min_level_db
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        scores: list[float] = []
+        for win in self._framer.windows(pcm):
+            spectrum = np.fft.rfft(win * self._taper)
+            power = float(np.sum(np.abs(spectrum[self._band]) ** 2)) / self._norm
+            level = 10.0 * np.log10(power + 1e-12)
+            self._history[self._i] = level
+            self._i = (self._i + 1) % len(self._history)
+            floor = max(float(self._history.min()), self._min_level)
+            scores.append(max(0.0, level - floor))
+        return scores
+
+    def reset(self) -> None:
+        self._framer.reset()
+        self._history[:] = np.inf
+        self._i = 0
+
+
+def make_engine(
+    name: str,
+    rate: int,
+    *,
+    aggressiveness: int = 3,
+    model_path: Path | None = None,
+) -> Engine:
+    """An engine by name for audio at ``rate`` Hz (FormatError if it cannot take that rate)."""
+    if name == "silero":
+        return SileroEngine(rate, model_path=model_path)
+    if name == "webrtc":
+        return WebrtcEngine(rate, aggressiveness=aggressiveness)
+    if name == "energy":
+        return EnergyEngine(rate)
+    raise ValueError(f"unknown VAD engine '{name}'; use silero, webrtc or energy")

@@ -1,0 +1,219 @@
+"""The VAD gate's synchronous core: audio frames in, audio frames and speech events out.
+
+:class:`VadGate` ties an engine (per-window scores), a threshold with hysteresis, and the
+:class:`~stages.vad.machine.VadMachine` (turns) to a stream of :class:`Audio` frames. It works
+in sample positions of the analysed stream (samples since the first frame) and keeps a map from
+positions to media time, so events carry the ``pts`` of the onset/offset sample even when the
+input's timestamps have gaps.
+
+Audio is never re-encoded: the gate decodes a *copy* of each frame for the engine and forwards
+the original bytes (whole frames, or byte slices of them in gate mode).
+
+``mode="annotate"``
+    Every frame passes at once, unchanged. An event follows the frame in which it was decided;
+    deciding lags the onset by ``min_speech`` and at most one window (and the offset by the
+    hangover), and the event's ``pts`` says where speech really started or stopped.
+``mode="gate"``
+    Only speech passes: from ``prefix`` before the onset to ``hangover`` after the offset. While
+    closed, the gate holds back just enough audio to release the prefix (``prefix`` before the
+    start of a possible onset); on START it emits ``SpeechStarted``, then the held audio from
+    ``onset - prefix`` in order, then every frame as it comes. On STOP it releases audio up to
+    ``offset + hangover`` (to the sample, unless a small frame already went further), then emits
+    ``SpeechStopped``.
+
+At the end of the stream (:meth:`VadGate.finish`) a turn still open is closed with
+``SpeechStopped`` at the end of the audio (or where the pause in progress began).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
+
+from .engines import Engine
+from .machine import Action, State, Transition, VadMachine
+
+Mode = Literal["gate", "annotate"]
+
+
+def _ulaw_table() -> npt.NDArray[np.int16]:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    magnitude = ((((u & 0x0F) << 3) + 0x84) << exponent) - 0x84
+    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
+
+
+def _alaw_table() -> npt.NDArray[np.int16]:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent = (a >> 4) & 0x07
+    mantissa = (a & 0x0F) << 4
+    magnitude = np.where(
+        exponent == 0, mantissa + 8, (mantissa + 0x108) << np.maximum(exponent - 1, 0)
+    )
+    return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
+
+
+#: G.711 code -> linear sample, as ITU-T G.711 (and audioop.ulaw2lin / alaw2lin)
+ULAW_TO_PCM16 = _ulaw_table()
+ALAW_TO_PCM16 = _alaw_table()
+
+
+def analysis_samples(frame: Audio) -> npt.NDArray[np.int16]:
+    """A mono int16 copy of the frame's audio for the engine (decoded, channels averaged)."""
+    if frame.encoding == "pcm16":
+        pcm = np.frombuffer(frame.data, dtype="<i2").astype(np.int16)
+    else:
+        codes = np.frombuffer(frame.data, dtype=np.uint8)
+        pcm = (ULAW_TO_PCM16 if frame.encoding == "pcmu" else ALAW_TO_PCM16)[codes]
+    if frame.channels > 1:
+        usable = len(pcm) - len(pcm) % frame.channels
+        mixed = pcm[:usable].reshape(-1, frame.channels).mean(axis=1)
+        pcm = np.rint(mixed).astype(np.int16)
+    return pcm
+
+
+class VadGate:
+    """Gate or annotate a stream of audio frames of one rate (see the module docstring).
+
+    Call :meth:`push` for every audio frame, in order, and :meth:`finish` at the end of the
+    stream; each returns the frames to send on. All durations are in milliseconds.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        threshold: float | None = None,
+        min_speech_ms: int = 100,
+        hangover_ms: int = 300,
+        prefix_ms: int = 300,
+        mode: Mode = "gate",
+    ) -> None:
+        rate = engine.rate
+        self.engine = engine
+        self.rate = rate
+        self.mode = mode
+        self.threshold = engine.default_threshold if threshold is None else threshold
+        self.release_threshold = self.threshold - engine.hysteresis
+        self.prefix = _samples(prefix_ms, rate)
+        self.hangover = _samples(hangover_ms, rate)
+        self.machine = VadMachine(min_speech=_samples(min_speech_ms, rate), hangover=self.hangover)
+        #: samples received so far
+        self.position = 0
+        # (start position, frame): frames received but not yet released or dropped (gate mode)
+        self._held: deque[tuple[int, Audio]] = deque()
+        # (start position, pts) of recent frames, to turn positions into media time
+        self._anchors: deque[tuple[int, float]] = deque()
+
+    def push(self, frame: Audio) -> list[Frame]:
+        """Analyse one audio frame; return what to send on (audio and events, in order)."""
+        if frame.rate != self.rate:
+            raise ValueError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
+        start = self.position
+        n = frame.num_samples
+        self.position += n
+        self._anchors.append((start, frame.pts))
+        out: list[Frame] = []
+        annotate = self.mode == "annotate"
+        if annotate:
+            out.append(frame)
+        elif n:
+            self._held.append((start, frame))
+        if n:
+            machine = self.machine
+            window = self.engine.window
+            for score in self.engine.process(analysis_samples(frame)):
+                limit = self.release_threshold if machine.speaking else self.threshold
+                transition = machine.step(score >= limit, window)
+                if transition is not None:
+                    self._on_transition(transition, out)
+        if not annotate:
+            if self.machine.speaking:
+                out.extend(self._release(self.position))
+            else:
+                self._drop(self.machine.pending_since - self.prefix)
+        self._prune_anchors()
+        return out
+
+    def finish(self) -> list[Frame]:
+        """End of stream: close a turn still open; return the last frames to send on."""
+        out: list[Frame] = []
+        machine = self.machine
+        if machine.speaking:
+            # in hangover the pause began at pending_since; in speech, speech ran to the end
+            end = machine.pending_since if machine.state is State.HANGOVER else self.position
+            if self.mode == "gate":
+                out.extend(self._release(self.position))
+            out.append(SpeechStopped(pts=self._pts_at(end)))
+        self._held.clear()
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_transition(self, transition: Transition, out: list[Frame]) -> None:
+        at = transition.position
+        if transition.action is Action.START:
+            if self.mode == "gate":
+                self._drop(at - self.prefix)
+            out.append(SpeechStarted(pts=self._pts_at(at)))
+        else:
+            if self.mode == "gate":
+                out.extend(self._release(min(at + self.hangover, self.position)))
+            out.append(SpeechStopped(pts=self._pts_at(at)))
+
+    def _release(self, until: int) -> list[Frame]:
+        """Held audio from the settled point up to ``until``, as (slices of) the input frames."""
+        out: list[Frame] = []
+        held = self._held
+        while held and held[0][0] < until:
+            start, frame = held.popleft()
+            n = frame.num_samples
+            if start + n <= until:
+                out.append(frame)
+            else:
+                head, tail = _split(frame, until - start)
+                out.append(head)
+                held.appendleft((until, tail))
+        return out
+
+    def _drop(self, before: int) -> None:
+        """Forget held audio before ``before`` (it will never pass)."""
+        held = self._held
+        while held and held[0][0] < before:
+            start, frame = held.popleft()
+            n = frame.num_samples
+            if start + n > before:
+                held.appendleft((before, _split(frame, before - start)[1]))
+                break
+
+    def _prune_anchors(self) -> None:
+        keep = min(self.machine.pending_since, self.position)
+        anchors = self._anchors
+        while len(anchors) > 1 and anchors[1][0] <= keep:
+            anchors.popleft()
+
+    def _pts_at(self, position: int) -> float:
+        for start, pts in reversed(self._anchors):
+            if start <= position:
+                return pts + (position - start) / self.rate
+        start, pts = self._anchors[0]
+        return pts + (position - start) / self.rate
+
+
+def _samples(ms: int, rate: int) -> int:
+    return max(0, round(ms * rate / 1000))
+
+
+def _split(frame: Audio, k: int) -> tuple[Audio, Audio]:
+    """The frame cut after ``k`` samples (per channel), byte-exact, with matching pts."""
+    cut = k * BYTES_PER_SAMPLE[frame.encoding] * frame.channels
+    head = Audio(frame.data[:cut], frame.encoding, frame.rate, frame.channels, frame.pts)
+    tail = Audio(
+        frame.data[cut:], frame.encoding, frame.rate, frame.channels, frame.pts + k / frame.rate
+    )
+    return head, tail
