@@ -46,7 +46,6 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 import pydantic
 
 from .clock import Clock, RealClock
-from .errors import ConfigError
 from .frames import EVENT_TYPES, FRAME_TYPES, AudioFormat, Frame
 
 ENTRY_POINT_GROUP = "pipeline.stages"

@@ -1,0 +1,311 @@
+"""Loading ``pipelines.yaml`` into :class:`~pipeline.graph.Pipeline` objects.
+
+The YAML is composed into nodes (ruamel.yaml) so every key and value keeps its line and column,
+and duplicate keys are seen rather than silently overwritten. Strings may use ``${VAR}`` and
+``${VAR:-default}``; ``--set id.param=value`` overrides a parameter (the value read as YAML).
+Every problem is collected and reported together as ``FILE:LINE:COL: problem; fix``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import ConfigError, Problem
+from .graph import Pipeline, Where
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_LINK_KEYS = ("chain", "capacity", "overflow")
+
+
+@dataclass
+class _Val:
+    """A YAML value with where it was written."""
+
+    value: Any
+    where: Where
+
+
+def _where(node: Node) -> Where:
+    m = node.start_mark
+    return (m.line + 1, m.column + 1)
+
+
+class _Reader:
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.problems: list[Problem] = []
+        self._yaml = YAML(typ="safe", pure=True)
+
+    def problem(self, message: str, fix: str, where: Where) -> None:
+        self.problems.append(Problem(message, fix, self.file, where[0], where[1]))
+
+    def scalar(self, node: ScalarNode) -> Any:
+        value = self._yaml.constructor.construct_object(node, deep=True)
+        if isinstance(value, str):
+            return self.substitute(value, _where(node))
+        return value
+
+    def substitute(self, text: str, where: Where) -> Any:
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env and self.env[name] != "":
+                return self.env[name]
+            if default is not None:
+                return default
+            self.problem(
+                f"environment variable {name} is not set",
+                f"export {name}=... or write ${{{name}:-default}}",
+                where,
+            )
+            return ""
+
+        if "${" not in text:
+            return text
+        return _ENV.sub(repl, text)
+
+    def plain(self, node: Node) -> Any:
+        """A node as plain Python values (positions dropped)."""
+        if isinstance(node, ScalarNode):
+            return self.scalar(node)
+        if isinstance(node, SequenceNode):
+            return [self.plain(n) for n in node.value]
+        if isinstance(node, MappingNode):
+            out: dict[Any, Any] = {}
+            for k, v in node.value:
+                key = self.plain(k)
+                if key in out:
+                    self.problem(f"duplicate key '{key}'", "remove one of them", _where(k))
+                out[key] = self.plain(v)
+            return out
+        return None
+
+    def mapping(self, node: Node, what: str) -> list[tuple[str, Node, Node]]:
+        """(key, key node, value node) of a mapping; a problem if it isn't one."""
+        if not isinstance(node, MappingNode):
+            self.problem(f"{what} must be a mapping", "write 'key: value' lines", _where(node))
+            return []
+        seen: dict[str, Where] = {}
+        out = []
+        for k, v in node.value:
+            key = self.plain(k)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in seen:
+                self.problem(
+                    f"duplicate {what} key '{key}' (first at line {seen[key][0]})",
+                    "give each a unique name",
+                    _where(k),
+                )
+                continue
+            seen[key] = _where(k)
+            out.append((key, k, v))
+        return out
+
+
+def load_text(
+    text: str,
+    name: str | None = None,
+    *,
+    file: str = "<string>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+    check: bool = True,
+) -> Pipeline:
+    """Build the pipeline ``name`` (default: the first) from YAML text.
+
+    With ``check`` (default), raises ConfigError listing every problem; otherwise the problems
+    are left for ``Pipeline.check()``.
+    """
+    r = _Reader(file, os.environ if env is None else env)
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        root = yaml.compose(StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = exc.problem or exc.context or "cannot read"
+        raise ConfigError(
+            Problem(f"YAML syntax error: {what}", "fix the YAML syntax", file, line, col)
+        ) from None
+    except YAMLError as exc:
+        raise ConfigError(Problem(f"YAML syntax error: {exc}", "fix the YAML syntax", file)) from None
+    if root is None:
+        raise ConfigError(Problem("the file is empty", "add 'version: 1' and 'pipelines:'", file))
+    top = {k: (kn, vn) for k, kn, vn in r.mapping(root, "top-level")}
+    if "version" in top:
+        v = r.plain(top["version"][1])
+        if v != 1:
+            r.problem(f"unsupported version {v!r}", "write 'version: 1'", _where(top["version"][1]))
+    for key in top:
+        if key not in ("version", "pipelines"):
+            r.problem(f"unknown top-level key '{key}'", "only 'version' and 'pipelines' are read",
+                      _where(top[key][0]))
+    if "pipelines" not in top:
+        r.problems.append(Problem("no 'pipelines:' section", "add one", file, 1, 1))
+        raise ConfigError(r.problems)
+    pipes = r.mapping(top["pipelines"][1], "pipelines")
+    if not pipes:
+        r.problem("no pipeline defined", "add one under 'pipelines:'", _where(top["pipelines"][1]))
+        raise ConfigError(r.problems)
+    names = [p[0] for p in pipes]
+    if name is None:
+        chosen = pipes[0]
+    else:
+        match = [p for p in pipes if p[0] == name]
+        if not match:
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"the file has: {', '.join(names)}"
+            raise ConfigError(Problem(f"no pipeline named '{name}'", hint, file))
+        chosen = match[0]
+    pipeline = _build(r, chosen[0], chosen[2], file, base_dir or Path.cwd(), overrides)
+    if check:
+        problems = r.problems + pipeline.check()
+        problems.sort(key=lambda p: (p.line or 10**9, p.column))
+        if problems:
+            raise ConfigError(problems)
+    else:
+        pipeline._problems[:0] = r.problems
+    return pipeline
+
+
+def pipeline_names(text: str) -> list[str]:
+    """The names of the pipelines in a YAML text (no checks)."""
+    yaml = YAML(typ="safe", pure=True)
+    data = yaml.load(text) or {}
+    return list((data.get("pipelines") or {}).keys())
+
+
+def _build(
+    r: _Reader, name: str, node: Node, file: str, base_dir: Path, overrides: Sequence[str]
+) -> Pipeline:
+    fields = {k: (kn, vn) for k, kn, vn in r.mapping(node, f"pipeline '{name}'")}
+    p = Pipeline(name, base_dir=base_dir, file=file)
+    if "description" in fields:
+        p.description = str(r.plain(fields["description"][1]))
+    for key in fields:
+        if key not in ("description", "stages", "links"):
+            r.problem(f"pipeline '{name}': unknown key '{key}'",
+                      "a pipeline has description, stages and links", _where(fields[key][0]))
+    if "stages" not in fields:
+        r.problem(f"pipeline '{name}' has no 'stages:'", "add its stages", _where(node))
+        return p
+    sets = _parse_overrides(r, overrides)
+    stage_ids = []
+    for sid, kn, vn in r.mapping(fields["stages"][1], "stage id"):
+        stage_ids.append(sid)
+        params: dict[str, Any] = {}
+        pwhere: dict[str, Where] = {}
+        type_name: Any = None
+        type_where = _where(kn)
+        for pk, pkn, pvn in r.mapping(vn, f"stage '{sid}'"):
+            if pk == "type":
+                type_name = r.plain(pvn)
+                type_where = _where(pvn)
+            else:
+                params[pk] = r.plain(pvn)
+                pwhere[pk] = _where(pvn)
+        for (oid, oparam), value in sets.items():
+            if oid == sid:
+                params[oparam] = value
+        if not isinstance(type_name, str):
+            r.problem(f"stage '{sid}' has no type", "add 'type: <stage type>' (see 'pipeline "
+                      "stages')", _where(kn))
+            continue
+        p.add(sid, type_name, _where=_where(kn), _type_where=type_where, _param_where=pwhere,
+              **params)
+    for oid, oparam in sets:
+        if oid not in stage_ids:
+            r.problem(f"--set {oid}.{oparam}: no stage '{oid}' in pipeline '{name}'",
+                      "check the stage id", (0, 0))
+    if "links" in fields:
+        links = fields["links"][1]
+        if not isinstance(links, SequenceNode):
+            r.problem("links must be a list", "write '- a -> b' items", _where(links))
+        else:
+            for item in links.value:
+                _link(r, p, item)
+    return p
+
+
+def _link(r: _Reader, p: Pipeline, item: Node) -> None:
+    where = _where(item)
+    if isinstance(item, ScalarNode):
+        text = r.plain(item)
+        if not isinstance(text, str) or "->" not in text:
+            r.problem(f"cannot read link {text!r}", "write 'a -> b' or {chain: 'a -> b', "
+                      "capacity: 8}", where)
+            return
+        p.chain(text, _where=where)
+        return
+    if isinstance(item, MappingNode):
+        opts = {k: r.plain(v) for k, _, v in r.mapping(item, "link")}
+        for k in opts:
+            if k not in _LINK_KEYS:
+                r.problem(f"unknown link option '{k}'", "use chain, capacity, overflow", where)
+        chain = opts.get("chain")
+        if not isinstance(chain, str) or "->" not in chain:
+            r.problem("a link mapping needs chain: 'a -> b'", "add it", where)
+            return
+        p.chain(chain, capacity=opts.get("capacity"), overflow=opts.get("overflow"), _where=where)
+        return
+    r.problem("cannot read link", "write 'a -> b'", where)
+
+
+def _parse_overrides(r: _Reader, overrides: Sequence[str]) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    yaml = YAML(typ="safe", pure=True)
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        sid, dot, param = key.partition(".")
+        if not eq or not dot or not sid or not param:
+            r.problems.append(Problem(f"--set {item!r}: expected ID.PARAM=VALUE",
+                                      "e.g. --set agent.voice=rex", "<command line>"))
+            continue
+        try:
+            value = yaml.load(raw) if raw.strip() else ""
+        except YAMLError:
+            value = raw
+        out[(sid, param)] = value
+    return out
+
+
+def load(
+    path: str | Path,
+    name: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+    check: bool = True,
+) -> Pipeline:
+    """Load pipeline ``name`` (default: the first) from a YAML file. Relative paths inside it
+    are relative to the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(Problem(f"{path}: no such file", "check the path")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(Problem(f"{path}: cannot read: {exc}", "")) from None
+    return load_text(
+        text,
+        name,
+        file=str(path),
+        base_dir=path.resolve().parent,
+        env=env,
+        overrides=overrides,
+        check=check,
+    )

@@ -1,0 +1,554 @@
+"""Running a checked pipeline.
+
+Theory of operation
+-------------------
+The graph is cut into *segments*: maximal linear runs of stages joined by plain links (one
+producer, one consumer, no link options, not a feedback link). A segment runs as one task in which
+each stage iterates the previous stage's generator directly: a hop costs a generator step, not a
+queue and a task switch. Every other link is a bounded :class:`~pipeline.channels.Channel`; the
+first stage of a segment reads its links through an :class:`~pipeline.channels.Inbox`, and the last
+one's frames are fanned out to its links, each getting only the frame types its destination takes.
+
+Every run has exactly one ``asyncio.TaskGroup``: one task per segment, plus the live view. End of
+stream is the end of a stage's output: its links close, and a stage whose inputs have all closed
+and drained sees its input end. A stage inside a cycle (``cycle_aware``) is told when its forward
+inputs end (``ctx.forward_ended``), finishes what it owes, and returns; that ends the feedback path.
+
+A stage that raises fails the run: the task group cancels every other task, every generator is
+closed (so sinks run their ``finally`` and leave valid files), and a :class:`StageError` naming the
+stage comes out. ``request_stop()`` (Ctrl-C) makes the sources end, so everything drains and the
+sinks close normally; ``cancel()`` stops at once.
+
+Per stage the runner counts frames in and out and the time the stage spends producing each frame,
+excluding time spent waiting for its input and sleeping on the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from array import array
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .channels import Channel, EndOfStream, Inbox
+from .clock import Clock, RealClock
+from .errors import PipelineError, StageError
+from .frames import Audio, Frame
+from .graph import Link, Node, Pipeline
+from .stage import Bus, Peer, StageContext, call_stage
+
+log = structlog.get_logger("pipeline")
+
+_perf = time.perf_counter_ns
+
+
+class StageStats:
+    """Counters for one stage while it runs."""
+
+    __slots__ = ("frames_in", "frames_out", "id", "media_s", "sleep_ns", "times", "type")
+
+    def __init__(self, id: str, type: str) -> None:
+        self.id = id
+        self.type = type
+        self.frames_in = 0
+        self.frames_out = 0
+        self.sleep_ns = 0
+        self.media_s = 0.0
+        self.times = array("q")  # ns per frame produced (per frame consumed, for sinks)
+
+    def record(self, ns: int) -> None:
+        if len(self.times) < 2_000_000:
+            self.times.append(ns)
+
+
+class _MeteredClock:
+    """The run's clock, counting how long one stage sleeps on it (not work)."""
+
+    __slots__ = ("_clock", "_stats")
+
+    def __init__(self, clock: Clock, stats: StageStats) -> None:
+        self._clock = clock
+        self._stats = stats
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    async def sleep_until(self, deadline: float) -> None:
+        t0 = _perf()
+        try:
+            await self._clock.sleep_until(deadline)
+        finally:
+            self._stats.sleep_ns += _perf() - t0
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self._clock.now() + seconds)
+
+
+class _Input:
+    """The input of one stage: pulls from the previous stage's generator (fused) or from an
+    inbox (queued), filters to the frame types the link carries, counts, and measures how long
+    the stage waits for it (so that wait is not billed to the stage)."""
+
+    __slots__ = (
+        "_accept",
+        "_inbox",
+        "_last",
+        "_stopping",
+        "_up",
+        "_up_input",
+        "_up_stamp",
+        "_up_stats",
+        "forward_ended",
+        "stats",
+        "wait_ns",
+    )
+
+    def __init__(
+        self,
+        stats: StageStats,
+        *,
+        upstream: AsyncIterator[Frame] | None = None,
+        up_input: _Input | None = None,
+        up_stats: StageStats | None = None,
+        inbox: Inbox | None = None,
+        accept: tuple[type[Any], ...] | None = None,
+        stopping: asyncio.Event | None = None,
+        forward_ended: asyncio.Event | None = None,
+    ) -> None:
+        self.stats = stats
+        self._up = upstream
+        self._up_input = up_input
+        self._up_stats = up_stats
+        self._up_stamp = up_stats.id if up_stats is not None else ""
+        self._inbox = inbox
+        self._accept = accept
+        self._stopping = stopping
+        self.forward_ended = forward_ended
+        self.wait_ns = 0
+        self._last = 0
+
+    def __aiter__(self) -> _Input:
+        return self
+
+    async def __anext__(self) -> Frame:
+        stats = self.stats
+        t0 = _perf()
+        if self._sink and self._last:  # a sink's work: from handing it a frame to its next ask
+            stats.record(t0 - self._last)
+        try:
+            while True:
+                frame = await self._pull()
+                if self._accept is None or isinstance(frame, self._accept):
+                    break
+        except StopAsyncIteration:
+            self.wait_ns += _perf() - t0
+            self._last = 0
+            if self.forward_ended is not None:
+                self.forward_ended.set()
+            raise
+        stats.frames_in += 1
+        t1 = _perf()
+        self.wait_ns += t1 - t0
+        self._last = t1
+        return frame
+
+    # Only sinks are billed per frame consumed; other stages per frame produced.
+    _sink = False
+
+    async def _pull(self) -> Frame:
+        if self._inbox is not None:
+            try:
+                return await self._inbox.get()
+            except EndOfStream:
+                raise StopAsyncIteration from None
+        up = self._up
+        assert up is not None
+        up_stats = self._up_stats
+        assert up_stats is not None
+        if self._stopping is not None and self._stopping.is_set() and self._up_input is None:
+            raise StopAsyncIteration  # a source asked to stop: end its stream here
+        up_in = self._up_input
+        w0 = up_in.wait_ns if up_in is not None else 0
+        s0 = up_stats.sleep_ns
+        t0 = _perf()
+        try:
+            frame = await up.__anext__()
+        except StopAsyncIteration:
+            raise
+        except StageError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise _stage_error(up_stats.id, exc) from exc
+            raise
+        own = _perf() - t0 - ((up_in.wait_ns - w0) if up_in is not None else 0)
+        own -= up_stats.sleep_ns - s0
+        up_stats.record(own)
+        up_stats.frames_out += 1
+        if frame.__class__ is Audio:
+            if up_in is None:
+                up_stats.media_s += frame.duration  # type: ignore[union-attr]
+        elif not frame.stage:  # type: ignore[union-attr]
+            frame = dataclasses.replace(frame, stage=self._up_stamp)  # type: ignore[type-var]
+        return frame
+
+
+class _SinkInput(_Input):
+    _sink = True
+
+
+def _stage_error(stage_id: str, exc: BaseException) -> StageError:
+    message = str(exc) or type(exc).__name__
+    if not isinstance(exc, PipelineError):
+        message = f"{type(exc).__name__}: {message}"
+    err = StageError(stage_id, message)
+    err.exit_code = getattr(exc, "exit_code", 1)
+    return err
+
+
+@dataclass
+class StageSummary:
+    id: str
+    type: str
+    frames_in: int
+    frames_out: int
+    p50_us: float | None
+    p99_us: float | None
+    total_ms: float
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LinkSummary:
+    name: str
+    fused: bool
+    capacity: int | None
+    overflow: str
+    sent: int
+    peak: int
+    dropped: int
+    purged: int
+    feedback: bool
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per stage frames and time, per link peak depth and drops."""
+
+    pipeline: str
+    stages: list[StageSummary]
+    links: list[LinkSummary]
+    wall_s: float
+    media_s: float
+    status: str = "completed"  # completed | failed | interrupted
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.media_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def stage(self, id: str) -> StageSummary:
+        return next(s for s in self.stages if s.id == id)
+
+    def link(self, name: str) -> LinkSummary:
+        return next(lk for lk in self.links if lk.name == name)
+
+
+def _percentiles(times: array[int]) -> tuple[float | None, float | None, float]:
+    if not times:
+        return None, None, 0.0
+    import numpy as np
+
+    a = np.frombuffer(times, dtype=np.int64)
+    p50, p99 = np.percentile(a, [50, 99])
+    return float(p50) / 1e3, float(p99) / 1e3, float(a.sum()) / 1e6
+
+
+@dataclass
+class _Segment:
+    nodes: list[Node]
+    inbox: Inbox | None
+    out_links: list[tuple[Link, Channel]]
+
+
+class Runner:
+    """Runs one checked Pipeline once. Create, then ``await run()``."""
+
+    def __init__(self, pipeline: Pipeline, *, clock: Clock | None = None, fuse: bool = True):
+        self.pipeline = pipeline
+        self.clock: Clock = clock or RealClock()
+        self.fuse = fuse
+        self.bus = Bus()
+        self.stats: dict[str, StageStats] = {}
+        self.contexts: dict[str, StageContext] = {}
+        self.channels: dict[str, Channel] = {}
+        self.fused_links: set[str] = set()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cancelled = False
+        self.started_at = 0.0
+        self.running = False
+        self.status = "completed"
+        self.on_tick: Callable[[Runner], None] | None = None
+        self.segments = self._plan()
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan(self) -> list[_Segment]:
+        p = self.pipeline
+        links = p.live_links()
+        ins: dict[str, list[Link]] = {n: [] for n in p.nodes}
+        outs: dict[str, list[Link]] = {n: [] for n in p.nodes}
+        for lk in links:
+            ins[lk.dst].append(lk)
+            outs[lk.src].append(lk)
+
+        def fusible(lk: Link) -> bool:
+            return (
+                self.fuse
+                and not lk.feedback
+                and not lk.has_options
+                and len(outs[lk.src]) == 1
+                and len(ins[lk.dst]) == 1
+            )
+
+        for n, node in p.nodes.items():
+            assert node.spec is not None
+            self.stats[n] = StageStats(n, node.spec.name)
+            self.contexts[n] = StageContext(
+                id=n,
+                type=node.spec.name,
+                clock=_MeteredClock(self.clock, self.stats[n]),
+                base_dir=p.base_dir,
+                log=log.bind(stage=n),
+                bus=self.bus,
+                downstream=tuple(
+                    Peer(lk.dst, p.nodes[lk.dst].type_name, p.nodes[lk.dst].values, lk.feedback)
+                    for lk in outs[n]
+                ),
+                upstream=tuple(
+                    Peer(lk.src, p.nodes[lk.src].type_name, p.nodes[lk.src].values, lk.feedback)
+                    for lk in ins[n]
+                ),
+                input_format=node.input_format,
+            )
+            self.contexts[n]._stopping = self._stopping
+
+        for lk in links:
+            if fusible(lk):
+                self.fused_links.add(lk.name)
+            else:
+                self.channels[lk.name] = Channel(
+                    lk.name, p.default_capacity(lk), lk.overflow or "block", feedback=lk.feedback
+                )
+
+        segments: list[_Segment] = []
+        heads = [
+            n for n in p.nodes if not (len(ins[n]) == 1 and ins[n][0].name in self.fused_links)
+        ]
+        for head in heads:
+            chain = [p.nodes[head]]
+            while True:
+                nxt = outs[chain[-1].id]
+                if len(nxt) == 1 and nxt[0].name in self.fused_links:
+                    chain.append(p.nodes[nxt[0].dst])
+                else:
+                    break
+            in_chans = [self.channels[lk.name] for lk in ins[head]]
+            spec = p.nodes[head].spec
+            assert spec is not None
+            inbox = Inbox(in_chans, stop_at_forward_end=not spec.cycle_aware) if in_chans else None
+            if inbox is not None:
+                inbox.on_forward_end.append(self.contexts[head].forward_ended)
+            out_links = [(lk, self.channels[lk.name]) for lk in outs[chain[-1].id]]
+            segments.append(_Segment(chain, inbox, out_links))
+        return segments
+
+    # ------------------------------------------------------------------ running
+
+    def request_stop(self) -> None:
+        """Ask the sources to end (graceful: everything downstream drains and closes)."""
+        self._stopping.set()
+        self.status = "interrupted"
+
+    def cancel(self) -> None:
+        """Stop now: cancel every task (sinks still close their files)."""
+        self._cancelled = True
+        self.status = "interrupted"
+        for t in self._tasks:
+            t.cancel()
+
+    async def run(self) -> RunSummary:
+        self.started_at = time.perf_counter()
+        self.running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for seg in self.segments:
+                    self._tasks.append(tg.create_task(self._run_segment(seg), name=seg.nodes[0].id))
+                if self.on_tick is not None:
+                    tg.create_task(self._tick(list(self._tasks)))
+        except* StageError as eg:
+            self.status = "failed"
+            err = _first(eg)
+            raise err from err.__cause__
+        except* asyncio.CancelledError:
+            if not self._cancelled:
+                raise
+        finally:
+            self.running = False
+            self.wall_s = time.perf_counter() - self.started_at
+        return self.summary()
+
+    async def _tick(self, segments: list[asyncio.Task[None]]) -> None:
+        """Feed the live view four times a second until every segment is done."""
+        done = asyncio.Event()
+        for t in segments:
+            t.add_done_callback(lambda _t: done.set() if all(s.done() for s in segments) else None)
+        while not done.is_set():
+            if self.on_tick is not None:
+                self.on_tick(self)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.25)
+
+    async def _run_segment(self, seg: _Segment) -> None:
+        p = self.pipeline
+        gens: list[AsyncIterator[Frame]] = []
+        inputs: list[_Input] = []
+        try:
+            upstream: AsyncIterator[Frame] | None = None
+            up_input: _Input | None = None
+            up_stats: StageStats | None = None
+            for i, node in enumerate(seg.nodes):
+                spec = node.spec
+                assert spec is not None
+                stats = self.stats[node.id]
+                ctx = self.contexts[node.id]
+                inp: _Input | None
+                cls = _SinkInput if spec.is_sink else _Input
+                if i == 0:
+                    inp = (
+                        cls(stats, inbox=seg.inbox, forward_ended=ctx.forward_ended)
+                        if seg.inbox is not None
+                        else None
+                    )
+                else:
+                    link = next(lk for lk in p.live_links() if lk.dst == node.id)
+                    prev = seg.nodes[i - 1]
+                    narrower = link.types != prev.out_types
+                    inp = cls(
+                        stats,
+                        upstream=upstream,
+                        up_input=up_input,
+                        up_stats=up_stats,
+                        accept=tuple(link.types) if narrower else None,
+                        stopping=self._stopping,
+                        forward_ended=ctx.forward_ended,
+                    )
+                if inp is not None:
+                    inputs.append(inp)
+                gen = call_stage(spec, inp, node.values, ctx)
+                gens.append(gen)
+                upstream, up_input, up_stats = gen, inp, stats
+            assert upstream is not None and up_stats is not None
+            await self._pump(seg, upstream, up_input, up_stats)
+        finally:
+            if seg.inbox is not None:
+                seg.inbox.close()
+            for ch in (c for _, c in seg.out_links):
+                ch.close()
+            for gen in reversed(gens):
+                aclose = getattr(gen, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception as exc:  # a failing finally in a stage
+                        log.warning(
+                            "stage close failed",
+                            stage=up_stats.id if up_stats else "",
+                            error=str(exc),
+                        )
+
+    async def _pump(
+        self,
+        seg: _Segment,
+        gen: AsyncIterator[Frame],
+        gen_input: _Input | None,
+        stats: StageStats,
+    ) -> None:
+        """Drive the last stage of a segment and fan its frames out to its links."""
+        tail = _Input(
+            StageStats("", ""),
+            upstream=gen,
+            up_input=gen_input,
+            up_stats=stats,
+            stopping=self._stopping,
+        )
+        routes = [(tuple(lk.types), ch) for lk, ch in seg.out_links]
+        if len(routes) == 1 and set(routes[0][0]) >= seg.nodes[-1].out_types:
+            only = routes[0][1]  # one link that takes everything: no per-frame type test
+            async for frame in tail:
+                await only.send(frame)
+            return
+        async for frame in tail:
+            for types, ch in routes:
+                if isinstance(frame, types):
+                    await ch.send(frame)
+
+    # ------------------------------------------------------------------ reporting
+
+    def summary(self) -> RunSummary:
+        p = self.pipeline
+        stages = []
+        for n, st in self.stats.items():
+            p50, p99, total = _percentiles(st.times)
+            stages.append(
+                StageSummary(
+                    n,
+                    st.type,
+                    st.frames_in,
+                    st.frames_out,
+                    p50,
+                    p99,
+                    total,
+                    dict(self.contexts[n].reports),
+                )
+            )
+        links = []
+        for lk in p.live_links():
+            ch = self.channels.get(lk.name)
+            if ch is None:
+                links.append(
+                    LinkSummary(
+                        lk.name, True, None, "-", self.stats[lk.dst].frames_in, 0, 0, 0, lk.feedback
+                    )
+                )
+            else:
+                links.append(
+                    LinkSummary(
+                        lk.name,
+                        False,
+                        ch.capacity,
+                        ch.overflow,
+                        ch.sent,
+                        ch.peak,
+                        ch.dropped,
+                        ch.purged,
+                        lk.feedback,
+                    )
+                )
+        media = max((st.media_s for st in self.stats.values()), default=0.0)
+        wall = getattr(self, "wall_s", time.perf_counter() - self.started_at)
+        return RunSummary(p.name, stages, links, wall, media, self.status)
+
+
+def _first(eg: BaseExceptionGroup[StageError]) -> StageError:
+    for exc in eg.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        return exc
+    raise AssertionError("empty exception group")
