@@ -140,7 +140,9 @@ def load_text(
             Problem(f"YAML syntax error: {what}", "fix the YAML syntax", file, line, col)
         ) from None
     except YAMLError as exc:
-        raise ConfigError(Problem(f"YAML syntax error: {exc}", "fix the YAML syntax", file)) from None
+        raise ConfigError(
+            Problem(f"YAML syntax error: {exc}", "fix the YAML syntax", file)
+        ) from None
     if root is None:
         raise ConfigError(Problem("the file is empty", "add 'version: 1' and 'pipelines:'", file))
     top = {k: (kn, vn) for k, kn, vn in r.mapping(root, "top-level")}
@@ -150,8 +152,11 @@ def load_text(
             r.problem(f"unsupported version {v!r}", "write 'version: 1'", _where(top["version"][1]))
     for key in top:
         if key not in ("version", "pipelines"):
-            r.problem(f"unknown top-level key '{key}'", "only 'version' and 'pipelines' are read",
-                      _where(top[key][0]))
+            r.problem(
+                f"unknown top-level key '{key}'",
+                "only 'version' and 'pipelines' are read",
+                _where(top[key][0]),
+            )
     if "pipelines" not in top:
         r.problems.append(Problem("no 'pipelines:' section", "add one", file, 1, 1))
         raise ConfigError(r.problems)
@@ -198,8 +203,11 @@ def _build(
         p.description = str(r.plain(fields["description"][1]))
     for key in fields:
         if key not in ("description", "stages", "links"):
-            r.problem(f"pipeline '{name}': unknown key '{key}'",
-                      "a pipeline has description, stages and links", _where(fields[key][0]))
+            r.problem(
+                f"pipeline '{name}': unknown key '{key}'",
+                "a pipeline has description, stages and links",
+                _where(fields[key][0]),
+            )
     if "stages" not in fields:
         r.problem(f"pipeline '{name}' has no 'stages:'", "add its stages", _where(node))
         return p
@@ -222,15 +230,22 @@ def _build(
             if oid == sid:
                 params[oparam] = value
         if not isinstance(type_name, str):
-            r.problem(f"stage '{sid}' has no type", "add 'type: <stage type>' (see 'pipeline "
-                      "stages')", _where(kn))
+            r.problem(
+                f"stage '{sid}' has no type",
+                "add 'type: <stage type>' (see 'pipeline stages')",
+                _where(kn),
+            )
             continue
-        p.add(sid, type_name, _where=_where(kn), _type_where=type_where, _param_where=pwhere,
-              **params)
+        p.add(
+            sid, type_name, _where=_where(kn), _type_where=type_where, _param_where=pwhere, **params
+        )
     for oid, oparam in sets:
         if oid not in stage_ids:
-            r.problem(f"--set {oid}.{oparam}: no stage '{oid}' in pipeline '{name}'",
-                      "check the stage id", (0, 0))
+            r.problem(
+                f"--set {oid}.{oparam}: no stage '{oid}' in pipeline '{name}'",
+                "check the stage id",
+                (0, 0),
+            )
     if "links" in fields:
         links = fields["links"][1]
         if not isinstance(links, SequenceNode):
@@ -246,8 +261,11 @@ def _link(r: _Reader, p: Pipeline, item: Node) -> None:
     if isinstance(item, ScalarNode):
         text = r.plain(item)
         if not isinstance(text, str) or "->" not in text:
-            r.problem(f"cannot read link {text!r}", "write 'a -> b' or {chain: 'a -> b', "
-                      "capacity: 8}", where)
+            r.problem(
+                f"cannot read link {text!r}",
+                "write 'a -> b' or {chain: 'a -> b', capacity: 8}",
+                where,
+            )
             return
         p.chain(text, _where=where)
         return
@@ -272,8 +290,13 @@ def _parse_overrides(r: _Reader, overrides: Sequence[str]) -> dict[tuple[str, st
         key, eq, raw = item.partition("=")
         sid, dot, param = key.partition(".")
         if not eq or not dot or not sid or not param:
-            r.problems.append(Problem(f"--set {item!r}: expected ID.PARAM=VALUE",
-                                      "e.g. --set agent.voice=rex", "<command line>"))
+            r.problems.append(
+                Problem(
+                    f"--set {item!r}: expected ID.PARAM=VALUE",
+                    "e.g. --set agent.voice=rex",
+                    "<command line>",
+                )
+            )
             continue
         try:
             value = yaml.load(raw) if raw.strip() else ""

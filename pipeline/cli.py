@@ -1,0 +1,237 @@
+"""The ``pipeline`` command: run, validate, stages, graph (and emulator, serve, bench).
+
+Exit codes: 0 success; 1 failure while running; 2 bad usage, bad config or bad input file;
+130 after Ctrl-C (having drained and closed every sink).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+from rich.live import Live
+
+from .errors import ConfigError, PipelineError
+from .report import (
+    dot,
+    live_table,
+    mermaid,
+    print_summary,
+    setup_logging,
+    stage_catalogue,
+    summary_table,
+)
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Modules that add their own subcommand with `add_parser(subparsers)`.
+_PLUGIN_COMMANDS = ("stages.realtime.emulator", "stages.twilio", "benchmarks.cli")
+
+
+def _err(console: Console, text: str) -> None:
+    console.print(f"error: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Realtime voice agents as a graph of audio stages."
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="log format on stderr (default: console on a terminal, else json)",
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline")
+    _file_args(run)
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="ID.PARAM=VALUE",
+        help="override a parameter (value read as YAML)",
+    )
+    run.add_argument("--no-live", action="store_true", help="no live view even on a terminal")
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to drain after Ctrl-C before stopping hard (default 5)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    val = sub.add_parser("validate", help="check a pipelines file (exit 0 or 2)")
+    val.add_argument("file")
+    val.add_argument("name", nargs="?", help="only this pipeline (default: all)")
+    val.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE"
+    )
+    val.set_defaults(handler=cmd_validate)
+
+    st = sub.add_parser("stages", help="list the stage catalogue")
+    st.add_argument("type", nargs="?", help="one stage type")
+    st.set_defaults(handler=cmd_stages)
+
+    gr = sub.add_parser("graph", help="print the graph as Mermaid or DOT")
+    _file_args(gr)
+    gr.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    gr.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE"
+    )
+    gr.set_defaults(handler=cmd_graph)
+
+    for mod_name in _PLUGIN_COMMANDS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        add = getattr(mod, "add_parser", None)
+        if add is not None:
+            add(sub)
+    return parser
+
+
+def _file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the pipelines YAML file")
+    p.add_argument("name", nargs="?", help="pipeline name (default: the first)")
+    p.add_argument("--pipeline", dest="pipeline_name", help="pipeline name (same as NAME)")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .config import load
+
+    name = args.name or getattr(args, "pipeline_name", None)
+    return load(args.file, name, overrides=args.overrides)
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from .config import load, pipeline_names
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+        names = [args.name] if args.name else pipeline_names(text)
+    except FileNotFoundError:
+        _err(console, f"{args.file}: no such file")
+        return EXIT_BAD_INPUT
+    except Exception:
+        names = [args.name] if args.name else [None]  # load() will report the syntax error
+    problems = []
+    for name in names or [None]:
+        try:
+            load(args.file, name, overrides=args.overrides)
+        except ConfigError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+    if problems:
+        for p in problems:
+            console.print(str(p), highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", highlight=False
+        )
+        return EXIT_BAD_INPUT
+    console.print(
+        f"{args.file}: ok ({len(names)} pipeline{'s' if len(names) != 1 else ''})", highlight=False
+    )
+    return EXIT_OK
+
+
+def cmd_stages(args: argparse.Namespace, console: Console) -> int:
+    try:
+        console.print(stage_catalogue(args.type))
+    except LookupError as exc:
+        _err(console, str(exc).strip("'\""))
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace, console: Console) -> int:
+    p = _load(args)
+    sys.stdout.write(mermaid(p) if args.format == "mermaid" else dot(p))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    p = _load(args)
+    return asyncio.run(_run(p, args, console))
+
+
+async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
+    from .runtime import Runner
+
+    log = structlog.get_logger("pipeline")
+    runner = Runner(p)
+    loop = asyncio.get_running_loop()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            log.warning("stopping: draining the pipeline (press Ctrl-C again to stop now)")
+            runner.request_stop()
+            loop.call_later(args.drain_timeout, runner.cancel)
+        else:
+            runner.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    live: Live | None = None
+    if console.is_terminal and not args.no_live:
+        live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
+        live.start()
+        runner.on_tick = lambda r: live.update(live_table(r)) if live else None
+    log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
+    try:
+        summary = await runner.run()
+    finally:
+        if live is not None:
+            live.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    console.print(summary_table(summary))
+    if summary.status == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pipeline`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    console = Console(stderr=False)
+    errors = Console(stderr=True)
+    handler: Callable[[argparse.Namespace, Console], int] = args.handler
+    try:
+        return handler(args, console)
+    except ConfigError as exc:
+        for p in exc.problems:
+            errors.print(str(p), highlight=False, markup=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except PipelineError as exc:
+        if args.debug:
+            errors.print_exception()
+        _err(errors, str(exc))
+        return int(getattr(exc, "exit_code", EXIT_FAIL))
+    except KeyboardInterrupt:
+        _err(errors, "interrupted")
+        return EXIT_INTERRUPTED
+
+
+def run_main() -> None:
+    sys.exit(main())
+
+
+__all__ = ["main", "print_summary"]

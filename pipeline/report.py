@@ -1,0 +1,177 @@
+"""Showing a run: the live view while it runs, the summary table after, logging set-up, and the
+graph as Mermaid or DOT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from .stage import StageSpec, builtin_names, resolve
+
+if TYPE_CHECKING:
+    from .graph import Pipeline
+    from .runtime import Runner, RunSummary
+
+
+def setup_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """structlog to stderr: a console renderer on a terminal, JSON lines otherwise or on request."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def summary_table(s: RunSummary) -> Table:
+    """Per stage frames and time p50/p99; per link peak depth and drops; media × real time."""
+    t = Table(
+        title=f"pipeline '{s.pipeline}' {s.status}: {s.media_s:.2f} s of media in "
+        f"{s.wall_s:.2f} s ({s.realtime_factor:,.1f}× real time)",
+        title_justify="left",
+    )
+    for col in ("stage", "type", "in", "out", "p50 µs", "p99 µs", "total ms", "notes"):
+        t.add_column(col, justify="right" if col not in ("stage", "type", "notes") else "left")
+    for st in s.stages:
+        notes = ", ".join(f"{k}={v}" for k, v in st.reports.items())
+        t.add_row(
+            st.id,
+            st.type,
+            str(st.frames_in),
+            str(st.frames_out),
+            _us(st.p50_us),
+            _us(st.p99_us),
+            f"{st.total_ms:,.1f}",
+            notes,
+        )
+    lt = Table(title="links", title_justify="left")
+    for col in ("link", "kind", "frames", "peak", "dropped", "purged"):
+        lt.add_column(col, justify="left" if col in ("link", "kind") else "right")
+    for lk in s.links:
+        if lk.fused:
+            kind = "fused"
+        else:
+            kind = f"queue {lk.capacity} {lk.overflow}" + (" feedback" if lk.feedback else "")
+        lt.add_row(
+            lk.name,
+            kind,
+            str(lk.sent),
+            "-" if lk.fused else str(lk.peak),
+            str(lk.dropped),
+            str(lk.purged),
+        )
+    outer = Table.grid()
+    outer.add_row(t)
+    outer.add_row(lt)
+    return outer
+
+
+def live_table(r: Runner) -> Table:
+    """The live view: per stage frames in/out, per link depth and drops."""
+    t = Table(title=f"running '{r.pipeline.name}'", title_justify="left")
+    for col in ("stage", "in", "out", "", "link", "depth", "peak", "dropped"):
+        t.add_column(col)
+    stages = list(r.stats.values())
+    links = list(r.channels.values())
+    for i in range(max(len(stages), len(links))):
+        row = ["", "", "", "", "", "", "", ""]
+        if i < len(stages):
+            st = stages[i]
+            row[0:3] = [st.id, str(st.frames_in), str(st.frames_out)]
+        if i < len(links):
+            ch = links[i]
+            row[4:8] = [ch.name, f"{ch.depth}/{ch.capacity}", str(ch.peak), str(ch.dropped)]
+        t.add_row(*row)
+    return t
+
+
+def print_summary(s: RunSummary, console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(s))
+
+
+# ---------------------------------------------------------------------------- catalogue
+
+
+def stage_catalogue(type_name: str | None = None) -> Table:
+    """`pipeline stages`: every stage with its parameters (types, defaults) and frame types."""
+    names = [type_name] if type_name else builtin_names()
+    t = Table(show_lines=True)
+    t.add_column("stage")
+    t.add_column("accepts → emits")
+    t.add_column("parameters")
+    for name in names:
+        spec = resolve(name)
+        t.add_row(f"[bold]{spec.name}[/bold]\n{spec.doc}", flow_text(spec), params_text(spec))
+    return t
+
+
+def flow_text(spec: StageSpec) -> str:
+    acc = "–" if spec.is_source else ", ".join(t.type for t in spec.accepts)
+    emi = "–" if not spec.emits else ", ".join(t.type for t in spec.emits)
+    text = f"{acc} → {emi}"
+    if spec.passthrough:
+        text += "\n(passes other frames through)"
+    return text
+
+
+def params_text(spec: StageSpec) -> str:
+    if not spec.params:
+        return "none"
+    lines = []
+    for p in spec.params.values():
+        default = "required" if p.required else f"= {p.default!r}"
+        doc = f": {p.doc}" if p.doc else ""
+        lines.append(f"{p.name} ({p.type_text}) {default}{doc}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- graph
+
+
+def mermaid(p: Pipeline) -> str:
+    lines = ["flowchart LR"]
+    for n in p.nodes.values():
+        lines.append(f'    {_ident(n.id)}["{n.id}<br/><small>{n.type_name}</small>"]')
+    for lk in p.live_links():
+        arrow = "-.->" if lk.feedback else "-->"
+        lines.append(f"    {_ident(lk.src)} {arrow}|{p.describe_link(lk)}| {_ident(lk.dst)}")
+    return "\n".join(lines) + "\n"
+
+
+def dot(p: Pipeline) -> str:
+    lines = [f'digraph "{p.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+    for n in p.nodes.values():
+        lines.append(f'    "{n.id}" [label="{n.id}\\n{n.type_name}"];')
+    for lk in p.live_links():
+        style = ", style=dashed" if lk.feedback else ""
+        lines.append(f'    "{lk.src}" -> "{lk.dst}" [label="{p.describe_link(lk)}"{style}];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _ident(s: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in s)
