@@ -1,0 +1,450 @@
+"""Sample-rate conversion of pcm16 audio: a low-latency polyphase filter, or soxr.
+
+Two engines behind one streaming interface (:class:`StreamResampler`: ``process`` a chunk of
+int16 samples, ``flush`` at the end of the stream, ``reset`` on barge-in), both plain synchronous
+code with no event loop:
+
+* ``low_latency=True`` (default): :class:`PolyphaseResampler`, a linear-phase Kaiser-windowed sinc
+  FIR evaluated in polyphase form for the exact rational ratio ``out/in`` (reduced by their gcd).
+  It meets the telephony numbers by design: ≥ 70 dB attenuation from 0.575 × the lower rate up
+  (aliases when down-sampling, images when up-sampling), ≤ 0.5 dB ripple up to 0.425 × the lower
+  rate, and about 15.5 / lower-rate seconds of delay (1.9 ms when one side is 8 kHz). Every input
+  chunk produces every output sample it can: after ``n`` input samples exactly
+  ``ceil(n × out / in)`` have come out, so a 20 ms frame in is a 20 ms frame out.
+* ``low_latency=False``: :class:`SoxrStream`, ``soxr.ResampleStream`` at the chosen quality. Its
+  concatenated output equals one-shot ``soxr.resample`` of the whole input to ±1 LSB, but it
+  releases audio in bursts (tens of ms held back; see ``docs/resample.md``).
+
+The ``resample`` stage adapts either to a stream of :class:`~pipeline.frames.Audio` frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from pipeline.errors import FormatError, StageError
+from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
+from pipeline.stage import StageContext, stage
+
+Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
+Int16Array: TypeAlias = npt.NDArray[np.int16]
+Float64Array: TypeAlias = npt.NDArray[np.float64]
+
+#: Pass band edge, stop band edge, as fractions of the lower of the two rates.
+PASS_EDGE = 0.425
+STOP_EDGE = 0.575
+#: Stop band attenuation the Kaiser design aims for: 70 dB required, 6 dB kept in hand for
+#: the approximations in Kaiser's formulas and for int16 rounding.
+DESIGN_ATTENUATION_DB = 76.0
+#: Above this many coefficients in the block matrix, use the gather form (less waste, slower).
+_MAX_BLOCK_MATRIX = 1 << 18
+#: Above this many filter coefficients, the ratio is too odd for the polyphase engine.
+_MAX_TAPS = 1 << 23
+
+_EMPTY16: Int16Array = np.zeros(0, dtype=np.int16)
+
+
+def _as_int16(samples: Int16Array | bytes) -> Int16Array:
+    if isinstance(samples, bytes | bytearray | memoryview):
+        return np.frombuffer(samples, dtype="<i2")
+    return samples
+
+
+def _to_int16(y: Float64Array) -> Int16Array:
+    """Round to nearest and saturate (``y`` is scratch: rounded in place)."""
+    np.rint(y, out=y)
+    np.maximum(y, -32768.0, out=y)  # two ufuncs: cheaper than np.clip on short arrays
+    np.minimum(y, 32767.0, out=y)
+    return y.astype(np.int16)
+
+
+def kaiser_lowpass(
+    fs: float, cutoff: float, transition: float, attenuation_db: float, multiple_of: int = 1
+) -> Float64Array:
+    """A linear-phase Kaiser-windowed sinc low-pass filter sampled at ``fs`` Hz.
+
+    ``cutoff`` is the -6 dB point (the middle of the transition band, Hz), ``transition`` the
+    width of the band from pass edge to stop edge (Hz). The length follows Kaiser's formula for
+    ``attenuation_db``, rounded up to a multiple of ``multiple_of`` (the polyphase factor). DC
+    gain is ``multiple_of`` so that each polyphase branch of an up-sampler has unit gain.
+    """
+    a = attenuation_db
+    dw = 2.0 * math.pi * transition / fs
+    n = math.ceil((a - 7.95) / (2.285 * dw)) + 1
+    n = math.ceil(n / multiple_of) * multiple_of
+    if a > 50:
+        beta = 0.1102 * (a - 8.7)
+    elif a >= 21:
+        beta = 0.5842 * (a - 21) ** 0.4 + 0.07886 * (a - 21)
+    else:
+        beta = 0.0
+    fc = cutoff / fs
+    t = np.arange(n) - (n - 1) / 2.0
+    h: Float64Array = 2.0 * fc * np.sinc(2.0 * fc * t) * np.kaiser(n, beta)
+    h *= multiple_of / h.sum()
+    return h
+
+
+class PolyphaseResampler:
+    """Low-latency streaming resampler for pcm16: a linear-phase FIR in polyphase form.
+
+    For ``out/in = L/M`` (reduced), output sample ``j`` sits at ``j·M`` on the ``in·L`` Hz grid
+    and is ``Σ_k h[p + kL]·x[b − k]`` with ``b = ⌊jM/L⌋``, ``p = jM mod L``: it needs input up to
+    sample ``b`` only, so each chunk releases every output its input makes computable. The
+    filter history is kept between chunks, so any split of the input gives the same samples.
+    Outputs are computed ``L`` at a time as one matrix product of a strided view of the input
+    (rows ``M`` samples apart) with a block matrix holding the ``L`` phases; for ratios where that
+    matrix would be large (e.g. 44.1 kHz ↔ 16 kHz) a gather form does the same sums.
+
+    The content comes out ``delay_s`` late (the filter's group delay); ``flush`` releases the
+    tail so that every input sample's content is out.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} and {out_rate}")
+        g = math.gcd(in_rate, out_rate)
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.up = L = out_rate // g
+        self.down = M = in_rate // g
+        low = min(in_rate, out_rate)
+        fs = float(in_rate) * L
+        n_est = math.ceil((DESIGN_ATTENUATION_DB - 7.95) / (2.285 * 2 * math.pi * 0.15 * low / fs))
+        if n_est > _MAX_TAPS:
+            raise ValueError(
+                f"{in_rate} Hz -> {out_rate} Hz reduces to {L}/{M}: too odd a ratio for the "
+                "low-latency polyphase filter; use low_latency: false"
+            )
+        h = kaiser_lowpass(
+            fs, 0.5 * low, (STOP_EDGE - PASS_EDGE) * low, DESIGN_ATTENUATION_DB, multiple_of=L
+        )
+        self.taps = h
+        self.num_taps = n = len(h)
+        self._T = T = n // L
+        #: phases[p, k] = h[p + k·L]
+        phases = np.ascontiguousarray(h.reshape(T, L).T)
+        self._S = S = ((L - 1) * M) // L + T
+        self._block: Float64Array | None = None
+        self._phases: Float64Array | None = None
+        if S * L <= _MAX_BLOCK_MATRIX:
+            # column r: output j = bL + r of block b, window starting at input bM - (T-1)
+            G = np.zeros((S, L))
+            k = np.arange(T)
+            for r in range(L):
+                G[(r * M) // L + T - 1 - k, r] = phases[(r * M) % L]
+            self._block = G
+        else:
+            self._phases = phases
+        #: group delay of the filter, in seconds of media
+        self.delay_s = (n - 1) / 2.0 / fs
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history: the next sample starts a new stream (silence before it)."""
+        T = self._T
+        self._buf: Float64Array = np.zeros(T - 1)
+        self._buf_start = -(T - 1)  # input index of _buf[0]
+        self._n_in = 0  # input samples consumed
+        self._j = 0  # next output index
+
+    @property
+    def samples_in(self) -> int:
+        """Input samples consumed since the start (or the last reset/flush)."""
+        return self._n_in
+
+    @property
+    def samples_out(self) -> int:
+        """Output samples released since the start (or the last reset/flush)."""
+        return self._j
+
+    def process(self, samples: Int16Array | bytes) -> Int16Array:
+        """Resample one chunk; returns every output sample it makes computable (int16)."""
+        x = _as_int16(samples)
+        n1 = self._n_in + len(x)
+        j1 = -(-n1 * self.up // self.down)
+        return self._run(x.astype(np.float64), n1, j1)
+
+    def flush(self) -> Int16Array:
+        """End of stream: the outputs still owed (the filter's tail, as if silence followed).
+
+        Afterwards the resampler is reset, ready for a new stream."""
+        L, M = self.up, self.down
+        n = self._n_in
+        tail = math.ceil((self.num_taps - 1) / 2.0 / M)
+        j_end = -(-n * L // M) + tail
+        need = ((j_end - 1) * M) // L + 1  # inputs read by output j_end - 1
+        zeros = np.zeros(max(0, need - n))
+        y = self._run(zeros, n + len(zeros), j_end) if j_end > self._j else _EMPTY16
+        self.reset()
+        return y
+
+    def _run(self, xf: Float64Array, n1: int, j1: int) -> Int16Array:
+        L, M, T, S = self.up, self.down, self._T, self._S
+        j0 = self._j
+        if j1 <= j0:
+            self._buf = np.concatenate((self._buf, xf))
+            self._n_in = n1
+            return _EMPTY16
+        b0 = j0 // L
+        nb = (j1 - 1) // L + 1 - b0
+        start = self._buf_start
+        end = (b0 + nb - 1) * M - (T - 1) + S  # one past the last input the blocks read
+        pad = end - n1
+        data = (
+            np.concatenate((self._buf, xf, np.zeros(pad)))
+            if pad > 0
+            else (np.concatenate((self._buf, xf)))
+        )
+        off = b0 * M - (T - 1) - start
+        if self._block is not None:
+            # rows M samples apart, overlapping; copied to contiguous so BLAS takes the product
+            # (numpy's fallback for strided operands is several times slower)
+            win = np.ndarray((nb, S), np.float64, data, off * 8, (M * 8, 8))
+            y = (np.ascontiguousarray(win) @ self._block).ravel()[j0 - b0 * L : j1 - b0 * L]
+        else:
+            assert self._phases is not None
+            j = np.arange(j0, j1, dtype=np.int64)
+            m = j * M
+            base = m // L - start  # position in data of x[b]
+            idx = base[:, None] - np.arange(T)
+            y = np.einsum("ij,ij->i", self._phases[m % L], data[idx])
+        keep = (j1 // L) * M - (T - 1)
+        assert start <= keep <= n1
+        self._buf = data[keep - start : n1 - start].copy()
+        self._buf_start = keep
+        self._n_in = n1
+        self._j = j1
+        return _to_int16(np.ascontiguousarray(y))
+
+
+class SoxrStream:
+    """``soxr.ResampleStream`` for pcm16 with an explicit ``flush``: the high-quality engine.
+
+    Runs soxr in float32 (soxr's int16 streaming path dithers each call differently, so its
+    output would depend on the chunking); the result is rounded to int16 and equals one-shot
+    ``soxr.resample`` of the whole int16 input to ±1 LSB whatever the chunk sizes. soxr holds
+    audio back and releases it in bursts: many 20 ms calls return nothing.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, quality: Quality = "HQ") -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.quality = quality
+        self._s = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+        self._n_in = 0
+        self._n_out = 0
+
+    @property
+    def delay_s(self) -> float:
+        """Audio soxr holds back right now, in seconds (it varies from call to call)."""
+        return float(self._s.delay()) / self.out_rate
+
+    @property
+    def samples_in(self) -> int:
+        return self._n_in
+
+    @property
+    def samples_out(self) -> int:
+        return self._n_out
+
+    def process(self, samples: Int16Array | bytes) -> Int16Array:
+        """Resample one chunk; soxr may return fewer samples than the chunk is worth, or none."""
+        x = _as_int16(samples)
+        self._n_in += len(x)
+        return self._out(self._s.resample_chunk(x.astype(np.float32) * np.float32(1 / 32768)))
+
+    def flush(self) -> Int16Array:
+        """End of stream: everything soxr still holds. Afterwards it is reset."""
+        y = self._out(self._s.resample_chunk(np.zeros(0, np.float32), last=True))
+        self.reset()
+        return y
+
+    def reset(self) -> None:
+        """Drop what soxr holds; the next sample starts a new stream."""
+        self._s.clear()
+        self._n_in = self._n_out = 0
+
+    def _out(self, y: npt.NDArray[np.float32]) -> Int16Array:
+        self._n_out += len(y)
+        if not len(y):
+            return _EMPTY16
+        return _to_int16(y.astype(np.float64) * 32768.0)
+
+
+class _Identity:
+    """Same rate in and out: samples pass unchanged."""
+
+    delay_s = 0.0
+
+    def __init__(self) -> None:
+        self.samples_in = self.samples_out = 0
+
+    def process(self, samples: Int16Array | bytes) -> Int16Array:
+        x = _as_int16(samples)
+        self.samples_in += len(x)
+        self.samples_out += len(x)
+        return x
+
+    def flush(self) -> Int16Array:
+        self.reset()
+        return _EMPTY16
+
+    def reset(self) -> None:
+        self.samples_in = self.samples_out = 0
+
+
+class StreamResampler:
+    """Streaming mono pcm16 resampling, ``in_rate`` → ``out_rate``, for any chunk sizes.
+
+    ``low_latency=True`` uses :class:`PolyphaseResampler` (``quality`` is ignored: the filter is
+    fixed by the 70 dB / 0.5 dB / 5 ms goals), ``False`` uses :class:`SoxrStream` at ``quality``.
+    Call ``process`` per chunk, ``flush`` at the end of the stream (then it is ready for a new
+    one), ``reset`` to drop the history (barge-in). ``delay_s`` is the algorithmic delay: the
+    filter's group delay for the polyphase engine, what soxr holds back right now for soxr.
+    """
+
+    def __init__(
+        self, in_rate: int, out_rate: int, quality: Quality = "HQ", low_latency: bool = True
+    ) -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.quality = quality
+        self.low_latency = low_latency
+        self.engine: PolyphaseResampler | SoxrStream | _Identity
+        if in_rate == out_rate:
+            self.engine = _Identity()
+        elif low_latency:
+            self.engine = PolyphaseResampler(in_rate, out_rate)
+        else:
+            self.engine = SoxrStream(in_rate, out_rate, quality)
+
+    @property
+    def delay_s(self) -> float:
+        return self.engine.delay_s
+
+    @property
+    def samples_in(self) -> int:
+        """Input samples consumed in the current stream."""
+        return self.engine.samples_in
+
+    @property
+    def samples_out(self) -> int:
+        """Output samples released in the current stream."""
+        return self.engine.samples_out
+
+    def process(self, samples: Int16Array | bytes) -> Int16Array:
+        """Resample one chunk of int16 samples (or little-endian pcm16 bytes)."""
+        return self.engine.process(samples)
+
+    def flush(self) -> Int16Array:
+        """End of stream: the samples still owed. The resampler is then ready for a new stream."""
+        return self.engine.flush()
+
+    def reset(self) -> None:
+        """Drop the history and anything held back."""
+        self.engine.reset()
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def _output_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
+    rate = int(params["rate"])
+    if fmt is None:
+        return AudioFormat("pcm16", rate)
+    if fmt.encoding != "pcm16":
+        raise FormatError(
+            f"gets {fmt.encoding} {fmt.rate} Hz audio; resample needs pcm16",
+            "add {type: g711_decode} before it",
+        )
+    if fmt.channels != 1:
+        raise FormatError(
+            f"gets {fmt} audio; resample needs mono ({fmt.channels} channels)",
+            "feed it mono audio (a mono WAV, or a source with channels: 1)",
+        )
+    return AudioFormat("pcm16", rate)
+
+
+#: A jump in input pts larger than this (seconds) starts a new segment.
+GAP_TOLERANCE_S = 1e-3
+
+
+@stage(
+    "resample",
+    accepts=(Audio,),
+    emits=(Audio,),
+    passthrough=True,
+    output_format=_output_format,
+)
+async def resample(
+    frames: AsyncIterator[Frame],
+    *,
+    rate: int,
+    quality: Quality = "HQ",
+    low_latency: bool = True,
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """Convert pcm16 audio to another sample rate; ≤ 5 ms added with low_latency (default).
+
+    Output pts are input media time mapped through (not shifted by the filter delay): the
+    output's content lags its pts by the reported ``algorithmic_delay_ms``. A jump in the input
+    pts (a gap or a restart) flushes the tail before the jump and starts afresh; an interrupt
+    drops the history and is forwarded. At the end of the stream the tail is flushed as a last
+    frame. Audio already at ``rate`` passes unchanged.
+
+    Parameters:
+        rate: output sample rate in Hz
+        quality: soxr quality when low_latency is false (QQ, LQ, MQ, HQ, VHQ)
+        low_latency: true: a polyphase filter adding ~2 ms; false: soxr streaming (bursty)
+    """
+    rs: StreamResampler | None = None
+    anchor = 0.0  # pts of the current segment's first input sample
+    reported = False
+
+    def tail() -> Audio | None:
+        assert rs is not None
+        j = rs.samples_out
+        y = rs.flush()
+        return Audio.from_samples(y, rate, anchor + j / rate) if len(y) else None
+
+    async for f in frames:
+        if isinstance(f, Audio):
+            if f.encoding != "pcm16" or f.channels != 1:
+                fmt = _output_format({"rate": rate}, f.format)  # raises FormatError
+                raise StageError(ctx.id, f"cannot resample {fmt}")
+            if f.rate == rate:
+                yield f
+                continue
+            if rs is None or rs.in_rate != f.rate:
+                if rs is not None and (t := tail()) is not None:
+                    yield t
+                rs = StreamResampler(f.rate, rate, quality, low_latency)
+                anchor = f.pts
+            elif abs(f.pts - (anchor + rs.samples_in / f.rate)) > GAP_TOLERANCE_S:
+                if (t := tail()) is not None:
+                    yield t
+                anchor = f.pts
+            if rs.samples_in == 0 and rs.samples_out == 0:
+                anchor = f.pts
+            j = rs.samples_out
+            y = rs.process(f.data)
+            if not reported:
+                reported = True
+                ctx.report("algorithmic_delay_ms", round(rs.delay_s * 1000, 3))
+            if len(y):
+                yield Audio.from_samples(y, rate, anchor + j / rate)
+        elif isinstance(f, Interrupt):
+            if rs is not None:
+                rs.reset()
+            yield f
+        else:
+            yield f
+    if rs is not None and (t := tail()) is not None:
+        yield t
