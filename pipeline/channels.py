@@ -274,11 +274,12 @@ class Inbox:
         return None
 
     def _ended(self) -> bool:
-        if not self._forward_done:
-            if all(c.closed and not c.depth for c in self.channels if not c.feedback):
-                self._forward_done = True
-                for ev in self.on_forward_end:
-                    ev.set()
+        if not self._forward_done and all(
+            c.closed and not c.depth for c in self.channels if not c.feedback
+        ):
+            self._forward_done = True
+            for ev in self.on_forward_end:
+                ev.set()
         if self._forward_done and self.stop_at_forward_end:
             return True
         return all(c.closed and not c.depth for c in self.channels)

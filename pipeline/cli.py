@@ -33,7 +33,7 @@ from .report import (
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Modules that add their own subcommand with `add_parser(subparsers)`.
-_PLUGIN_COMMANDS = ("stages.realtime.emulator", "stages.twilio", "benchmarks.cli")
+_PLUGIN_COMMANDS = ("stages.realtime.emulator", "pipeline.serve", "benchmarks.cli")
 
 
 def _err(console: Console, text: str) -> None:
@@ -120,9 +120,10 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from .config import load, pipeline_names
 
+    names: list[str | None]
     try:
         text = Path(args.file).read_text(encoding="utf-8")
-        names = [args.name] if args.name else pipeline_names(text)
+        names = [args.name] if args.name else list(pipeline_names(text))
     except FileNotFoundError:
         _err(console, f"{args.file}: no such file")
         return EXIT_BAD_INPUT

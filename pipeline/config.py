@@ -219,7 +219,7 @@ def _build(
         pwhere: dict[str, Where] = {}
         type_name: Any = None
         type_where = _where(kn)
-        for pk, pkn, pvn in r.mapping(vn, f"stage '{sid}'"):
+        for pk, _pkn, pvn in r.mapping(vn, f"stage '{sid}'"):
             if pk == "type":
                 type_name = r.plain(pvn)
                 type_where = _where(pvn)

@@ -6,7 +6,7 @@
     ├── ConfigError          bad YAML, parameters or links: a list of Problems, each FILE:LINE:COL
     ├── InputError           a bad input file (a WAV that is truncated or of an unsupported kind)
     ├── FormatError          two stages disagree on the audio format of a link
-    ├── StageError           a stage failed while running (``stage`` names it, ``__cause__`` says why)
+    ├── StageError           a stage failed while running (``stage`` names it; the cause is chained)
     └── SessionError         the realtime service failed (``code``)
         ├── SessionLocalError    we misused the protocol (a bug, or a bad parameter)
         └── SessionRemoteError   the peer misbehaved or refused us (401, bad message, gone)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ class Pipeline:
         self._checked = False
         if len(ids) < 2:
             self._problem("a link needs at least two stages", "write 'a -> b'", _where)
-        for a, b in zip(ids, ids[1:], strict=False):
+        for a, b in itertools.pairwise(ids):
             self.links.append(Link(a, b, capacity, overflow, _where))
         return self
 
@@ -358,12 +359,12 @@ class Pipeline:
             src, dst = self.nodes[link.src], self.nodes[link.dst]
             if not (src.spec and dst.spec):
                 continue
-            emits = ", ".join(sorted(t.type for t in src.out_types)) or "nothing"
-            accepts = ", ".join(sorted(t.type for t in dst.spec.link_accepts())) or "nothing"
+            emitted = ", ".join(sorted(t.type for t in src.out_types)) or "nothing"
+            taken = ", ".join(sorted(t.type for t in dst.spec.link_accepts())) or "nothing"
             out.append(
                 self._p(
                     f"link '{link.name}' can carry nothing: '{link.src}' ({src.spec.name}) emits "
-                    f"{emits}; '{link.dst}' ({dst.spec.name}) accepts {accepts}",
+                    f"{emitted}; '{link.dst}' ({dst.spec.name}) accepts {taken}",
                     "remove the link or put a converting stage between them",
                     link.where,
                 )

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from array import array
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +38,7 @@ import structlog
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
 from .errors import PipelineError, StageError
-from .frames import Audio, Frame
+from .frames import Audio, Frame, with_stage
 from .graph import Link, Node, Pipeline
 from .stage import Bus, Peer, StageContext, call_stage
 
@@ -191,11 +190,11 @@ class _Input:
         own -= up_stats.sleep_ns - s0
         up_stats.record(own)
         up_stats.frames_out += 1
-        if frame.__class__ is Audio:
+        if isinstance(frame, Audio):
             if up_in is None:
-                up_stats.media_s += frame.duration  # type: ignore[union-attr]
-        elif not frame.stage:  # type: ignore[union-attr]
-            frame = dataclasses.replace(frame, stage=self._up_stamp)  # type: ignore[type-var]
+                up_stats.media_s += frame.duration
+        elif not frame.stage:
+            frame = with_stage(frame, self._up_stamp)
         return frame
 
 

@@ -231,7 +231,7 @@ def make_spec(
         )
         base = _pydantic_type(ann)
         fields[p.name] = (base, ... if required else p.default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    model = pydantic.create_model(
         f"{name}_params",
         __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
         **fields,
