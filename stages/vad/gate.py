@@ -17,9 +17,12 @@ the original bytes (whole frames, or byte slices of them in gate mode).
     Only speech passes: from ``prefix`` before the onset to ``hangover`` after the offset. While
     closed, the gate holds back just enough audio to release the prefix (``prefix`` before the
     start of a possible onset); on START it emits ``SpeechStarted``, then the held audio from
-    ``onset - prefix`` in order, then every frame as it comes. On STOP it releases audio up to
-    ``offset + hangover`` (to the sample, unless a small frame already went further), then emits
-    ``SpeechStopped``.
+    ``onset - prefix`` in order, then every frame as it comes. During a pause it passes audio
+    up to ``pause start + hangover`` and holds the rest until it knows whether speech resumes
+    (then it passes) or has stopped (``SpeechStopped``; the rest is held as a possible prefix).
+    So what passes is exactly ``[onset - prefix, offset + hangover)`` for every turn, never the
+    same sample twice (to the sample whatever the frame sizes when ``hangover_ms`` is at least
+    one engine window; with a shorter hangover a frame may already have passed a little more).
 
 At the end of the stream (:meth:`VadGate.finish`) a turn still open is closed with
 ``SpeechStopped`` at the end of the audio (or where the pause in progress began).
@@ -133,8 +136,12 @@ class VadGate:
                 if transition is not None:
                     self._on_transition(transition, out)
         if not annotate:
-            if self.machine.speaking:
+            if self.machine.state is State.SPEECH:
                 out.extend(self._release(self.position))
+            elif self.machine.state is State.HANGOVER:
+                # only up to offset + hangover: the pause may turn out to be the end
+                limit = self.machine.pending_since + self.hangover
+                out.extend(self._release(min(limit, self.position)))
             else:
                 self._drop(self.machine.pending_since - self.prefix)
         self._prune_anchors()
@@ -148,7 +155,7 @@ class VadGate:
             # in hangover the pause began at pending_since; in speech, speech ran to the end
             end = machine.pending_since if machine.state is State.HANGOVER else self.position
             if self.mode == "gate":
-                out.extend(self._release(self.position))
+                out.extend(self._release(min(end + self.hangover, self.position)))
             out.append(SpeechStopped(pts=self._pts_at(end)))
         self._held.clear()
         return out
