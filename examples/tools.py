@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,7 +99,7 @@ async def get_time(city: str, clock: Literal["24h", "12h"] = "24h") -> str:
         city: the city name in English, e.g. "Paris" or "New York"
         clock: "24h" for 14:05, "12h" for 2:05 PM
     """
-    return describe_time(city, datetime.now(timezone.utc), clock)
+    return describe_time(city, datetime.now(UTC), clock)
 
 
 _orders: dict[str, dict[str, Any]] | None = None

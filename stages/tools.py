@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import importlib
 import inspect
 import json
@@ -57,7 +58,7 @@ from pydantic.fields import FieldInfo
 from pipeline.clock import Clock
 from pipeline.errors import ConfigError, Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
-from pipeline.stage import StageContext, stage, type_text
+from pipeline.stage import StageContext, stage
 
 __all__ = [
     "Tool",
@@ -102,6 +103,8 @@ class Tool:
     timeout_s: float | None = None
     #: (name, kind, annotation) of each parameter, in signature order
     params: tuple[tuple[str, Any, Any], ...] = field(default=(), repr=False)
+    #: the JSON schema of the arguments (self-contained: no $ref, no titles)
+    parameters: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def schema(self) -> dict[str, Any]:
         """The flat Realtime function shape:
@@ -110,7 +113,7 @@ class Tool:
             "type": "function",
             "name": self.name,
             "description": self.description,
-            "parameters": _clean_schema(self.model.model_json_schema(by_alias=True)),
+            "parameters": copy.deepcopy(self.parameters),
         }
 
     def parse_arguments(self, arguments: str) -> dict[str, Any]:
@@ -153,7 +156,10 @@ class Tool:
     def _expected_keys(self) -> str:
         if not self.params:
             return " ({} : it takes no arguments)"
-        return " with " + ", ".join(f"'{n}' ({type_text(a)})" for n, _, a in self.params)
+        return " with " + ", ".join(f"'{n}' ({self._expected(n)})" for n, _, _ in self.params)
+
+    def _expected(self, name: str) -> str:
+        return _schema_text(self.parameters.get("properties", {}).get(name, {}))
 
     def _explain(self, exc: pydantic.ValidationError) -> str:
         by_name = {n: a for n, _, a in self.params}
@@ -162,7 +168,7 @@ class Tool:
             loc = err["loc"]
             top = str(loc[0]) if loc else ""
             where = top + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-            expected = f" (expected {type_text(by_name[top])})" if top in by_name else ""
+            expected = f" (expected {self._expected(top)})" if top in by_name else ""
             if err["type"] == "missing":
                 parts.append(f"'{where}' is missing{expected}")
             elif err["type"] == "extra_forbidden":
@@ -386,7 +392,7 @@ def _describe(func: Callable[..., Any], *, ref: str, name: str, timeout_s: float
             __config__=pydantic.ConfigDict(extra="forbid"),
             **fields,
         )
-        _clean_schema(model.model_json_schema(by_alias=True))
+        parameters = _clean_schema(model.model_json_schema(by_alias=True))
     except Exception as exc:
         raise _config_error(
             f"tool '{ref}': its parameters cannot be described as JSON schema "
@@ -404,6 +410,7 @@ def _describe(func: Callable[..., Any], *, ref: str, name: str, timeout_s: float
         is_async=is_async,
         timeout_s=timeout_s,
         params=tuple(params),
+        parameters=parameters,
     )
 
 
@@ -515,6 +522,24 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = clean(schema, ())
     result.setdefault("properties", {})
     return result
+
+
+def _schema_text(schema: Mapping[str, Any]) -> str:
+    """A short reading of a JSON schema for messages: 'string', 'one of "a", "b"', ..."""
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " or ".join(_schema_text(s) for s in schema[key])
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items")
+        return f"array of {_schema_text(items)}" if items else "array"
+    if isinstance(kind, list):
+        return " or ".join(str(k) for k in kind)
+    return str(kind) if kind else "any value"
 
 
 def _json_kind(value: Any) -> str:

@@ -1,0 +1,843 @@
+"""Tests for the tool router: schemas, loading errors, every failure path, timeouts on a virtual
+clock, the concurrency limit, barge-in cancellation, de-duplication, logging and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import sys
+import threading
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import pytest
+import structlog
+
+from pipeline.clock import RealClock, VirtualClock
+from pipeline.errors import ConfigError
+from pipeline.frames import (
+    Frame,
+    Interrupt,
+    ResponseDone,
+    ResponseStarted,
+    ToolCall,
+    ToolResult,
+)
+from pipeline.stage import StageContext, resolve
+from pipeline.testing import run_stage_async
+from stages.tools import (
+    check_tools,
+    load_tool,
+    load_tools,
+    parse_docstring,
+    run_tool,
+    tool_router,
+    tool_schemas,
+)
+
+# The examples package sits at the repository root, next to pipelines.yaml (it is not installed).
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+from examples import tools as example_tools  # noqa: E402
+
+MOD = "tooltest_box"
+
+# ---------------------------------------------------------------------------- test tools
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+def typed(
+    name: str,
+    count: int,
+    ratio: float,
+    loud: bool,
+    mode: Literal["fast", "slow"],
+    color: Color,
+    note: str | None = None,
+    tags: list[str] | None = None,
+    level: Annotated[int, pydantic.Field(description="how loud, 0 to 10")] = 3,
+) -> str:
+    """Exercise every supported parameter type.
+
+    A second paragraph the model
+    also reads.
+
+    Args:
+        name: who to greet
+        count (int): how many times; it goes on
+            on a second line
+        ratio: a fraction
+        loud: shout or not
+        mode: the speed
+        color: a colour
+        note: optional note
+        tags: labels to attach
+
+    Returns:
+        nothing useful
+    """
+    return "ok"
+
+
+def numpy_style(city: str, days: int = 1) -> str:
+    """Forecast for a city.
+
+    Parameters
+    ----------
+    city : str
+        The city, in English.
+    days : int
+        How many days ahead.
+    """
+    return city
+
+
+def no_args() -> str:
+    return "nothing needed"
+
+
+def positional_only(a: int, /, b: int = 2) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def star_args(*names: str) -> str:
+    return ""
+
+
+def kw_star(**options: Any) -> str:
+    return ""
+
+
+class Opaque:
+    pass
+
+
+def opaque_param(thing: Opaque) -> str:
+    return ""
+
+
+def boom(x: int) -> str:
+    """Always fails."""
+    raise ValueError(f"bad x {x}")
+
+
+def huge() -> str:
+    return "x" * 1000
+
+
+def unserializable() -> object:
+    return object()
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Reading(pydantic.BaseModel):
+    value: float
+    unit: str
+
+
+async def structured() -> dict[str, Any]:
+    return {"point": Point(1, 2), "reading": Reading(value=1.5, unit="V"), "set": [3]}
+
+
+async def nothing() -> None:
+    return None
+
+
+def sync_add(a: int, b: int) -> int:
+    """Add (sync, runs in a thread)."""
+    return a + b
+
+
+def sync_wait_for(flag: str) -> str:
+    """Blocks its thread until the event loop sets a threading.Event."""
+    if not STATE.thread_event.wait(5):
+        return "loop was blocked"
+    return f"{flag} from {threading.current_thread().name}"
+
+
+class State:
+    """Shared by the tools below and the tests; reset per test."""
+
+    def __init__(self) -> None:
+        self.clock = VirtualClock()
+        self.active = 0
+        self.peak = 0
+        self.calls: list[str] = []
+        self.started = asyncio.Event()
+        self.finished: list[str] = []
+        self.cancelled: list[str] = []
+        self.thread_event = threading.Event()
+
+
+STATE = State()
+
+
+async def hold(tag: str, seconds: float = 1.0) -> str:
+    """Holds a slot for ``seconds`` of virtual time, counting overlapping calls."""
+    STATE.calls.append(tag)
+    STATE.active += 1
+    STATE.peak = max(STATE.peak, STATE.active)
+    STATE.started.set()
+    try:
+        await STATE.clock.sleep(seconds)
+    except asyncio.CancelledError:
+        STATE.cancelled.append(tag)
+        raise
+    finally:
+        STATE.active -= 1
+    STATE.finished.append(tag)
+    return f"done {tag}"
+
+
+async def hang() -> str:
+    """Waits for an event that never fires."""
+    await asyncio.Event().wait()
+    return "never"
+
+
+async def end_call(reason: str) -> str:
+    """Hang up."""
+    STATE.calls.append(f"end_call:{reason}")
+    return "hung up"
+
+
+@pytest.fixture(autouse=True)
+def toolbox() -> Iterator[types.ModuleType]:
+    """The functions above as an importable module, so refs like 'tooltest_box:hold' load."""
+    global STATE
+    STATE = State()
+    module = types.ModuleType(MOD)
+    for name, value in globals().items():
+        if callable(value) and getattr(value, "__module__", "") == __name__:
+            setattr(module, name, value)
+    sys.modules[MOD] = module
+    yield module
+    sys.modules.pop(MOD, None)
+
+
+def ref(name: str) -> str:
+    return f"{MOD}:{name}"
+
+
+# ---------------------------------------------------------------------------- schemas
+
+
+def test_schema_of_every_supported_type() -> None:
+    schema = load_tool(ref("typed")).schema()
+    assert schema["type"] == "function"
+    assert schema["name"] == "typed"
+    assert schema["description"] == (
+        "Exercise every supported parameter type.\n\nA second paragraph the model also reads."
+    )
+    assert schema["parameters"] == {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "description": "who to greet"},
+            "count": {
+                "type": "integer",
+                "description": "how many times; it goes on on a second line",
+            },
+            "ratio": {"type": "number", "description": "a fraction"},
+            "loud": {"type": "boolean", "description": "shout or not"},
+            "mode": {"type": "string", "enum": ["fast", "slow"], "description": "the speed"},
+            "color": {"type": "string", "enum": ["red", "green"], "description": "a colour"},
+            "note": {
+                "anyOf": [{"type": "string"}, {"type": "null"}],
+                "default": None,
+                "description": "optional note",
+            },
+            "tags": {
+                "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+                "default": None,
+                "description": "labels to attach",
+            },
+            "level": {"type": "integer", "default": 3, "description": "how loud, 0 to 10"},
+        },
+        "required": ["name", "count", "ratio", "loud", "mode", "color"],
+    }
+    json.dumps(schema)  # plain JSON all the way down
+
+
+def test_schema_from_numpy_docstring_and_defaults() -> None:
+    params = load_tool(ref("numpy_style")).schema()["parameters"]
+    assert params["properties"] == {
+        "city": {"type": "string", "description": "The city, in English."},
+        "days": {"type": "integer", "default": 1, "description": "How many days ahead."},
+    }
+    assert params["required"] == ["city"]
+
+
+def test_schema_of_a_function_without_parameters_or_docstring() -> None:
+    schema = load_tool(ref("no_args")).schema()
+    assert schema["description"] == "no args"
+    assert schema["parameters"] == {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+    }
+
+
+def test_parse_docstring_sections() -> None:
+    summary, params = parse_docstring(
+        """Do a thing.
+
+        Args:
+            a: first
+            b (int, optional): second,
+                continued
+        Raises:
+            ValueError: never listed as a parameter
+        """
+    )
+    assert summary == "Do a thing."
+    assert params == {"a": "first", "b": "second, continued"}
+
+
+def test_tool_schemas_of_the_examples_in_order() -> None:
+    schemas = tool_schemas(
+        ["examples.tools:get_time", {"ref": "examples.tools:lookup_order", "timeout_s": 3}]
+    )
+    assert [s["name"] for s in schemas] == ["get_time", "lookup_order"]
+    assert all(set(s) == {"type", "name", "description", "parameters"} for s in schemas)
+    get_time = schemas[0]["parameters"]
+    assert get_time["required"] == ["city"]
+    assert get_time["properties"]["clock"]["enum"] == ["24h", "12h"]
+    assert "New York" in get_time["properties"]["city"]["description"]
+    assert schemas[1]["description"].startswith("Look up a customer's order")
+
+
+def test_a_tool_can_be_renamed_and_given_its_own_timeout() -> None:
+    tool = load_tool({"ref": ref("hold"), "name": "wait_a_bit", "timeout_s": 2})
+    assert (tool.name, tool.timeout_s, tool.is_async) == ("wait_a_bit", 2.0, True)
+    assert load_tool(ref("sync_add")).is_async is False
+
+
+# ---------------------------------------------------------------------------- load errors
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("no_colon_here", "is not of the form 'module:function'"),
+        ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+        (f"{MOD}:missing", f"module '{MOD}' has no 'missing'"),
+        (f"{MOD}:MOD", "is a str, not a function"),
+        (f"{MOD}:star_args", "takes *names; the model can only fill named parameters"),
+        (f"{MOD}:kw_star", "takes **options"),
+        (f"{MOD}:opaque_param", "its parameters cannot be described as JSON schema"),
+        ({"ref": f"{MOD}:hold", "timeout": 3}, "unknown key 'timeout'"),
+        ({"timeout_s": 3}, "has no 'ref'"),
+        ({"ref": f"{MOD}:hold", "timeout_s": 0}, "timeout_s is 0"),
+        ({"ref": f"{MOD}:hold", "name": "bad name!"}, "is not a valid function name"),
+        (42, "a tool must be 'module:function'"),
+    ],
+)
+def test_bad_refs_are_clear_config_errors(spec: Any, expected: str) -> None:
+    if spec == f"{MOD}:MOD":
+        sys.modules[MOD].MOD = "a string"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as info:
+        load_tool(spec)
+    assert expected in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_check_tools_lists_every_problem() -> None:
+    problems = check_tools(
+        {
+            "tools": [ref("hold"), "nope_mod_q:f", ref("missing"), {"ref": ref("hold")}],
+            "timeout_s": 0,
+            "max_concurrency": 0,
+            "on_interrupt": "later",
+            "max_result_chars": 10,
+        }
+    )
+    assert len(problems) == 7, problems
+    joined = "\n".join(problems)
+    assert "cannot import module 'nope_mod_q'" in joined
+    assert "has no 'missing'" in joined
+    assert "two tools are named 'hold'" in joined
+    assert "'timeout_s' is 0; it must be more than 0" in joined
+    assert "'max_concurrency' is 0; it must be at least 1" in joined
+    assert "'max_result_chars' is 10; it must be at least 200" in joined
+    assert "'on_interrupt' is 'later'" in joined
+    assert check_tools({"tools": ["examples.tools:get_time"]}) == []
+    assert check_tools({"tools": []}) == ["'tools' is empty; list at least one 'module:function'"]
+
+
+def test_modules_next_to_the_yaml_file_are_found(tmp_path: Path) -> None:
+    (tmp_path / "mytools_near_yaml.py").write_text(
+        "def shout(text: str) -> str:\n    '''Shout.'''\n    return text.upper()\n"
+    )
+    try:
+        tool = load_tool("mytools_near_yaml:shout", base_dir=tmp_path)
+        assert tool.schema()["description"] == "Shout."
+    finally:
+        sys.modules.pop("mytools_near_yaml", None)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(tmp_path.resolve()))
+
+
+# ---------------------------------------------------------------------------- run_tool
+
+
+def run(call: ToolCall, *refs: str, clock: Any = None, **kw: Any) -> tuple[str, bool, str]:
+    table = load_tools(refs or [ref("boom")])
+
+    async def go() -> Any:
+        return await run_tool(table, call, clock=clock or VirtualClock(), **kw)
+
+    out = asyncio.run(go())
+    return out.output, out.is_error, out.outcome
+
+
+def test_bad_json_is_an_error_result_naming_the_expected_arguments() -> None:
+    out, err, outcome = run(ToolCall("c1", "boom", '{"x": 1'), ref("boom"))
+    assert err and outcome == "bad_arguments"
+    assert out.startswith("arguments for boom are not valid JSON (")
+    assert out.endswith("send a JSON object with 'x' (integer)")
+
+
+def test_arguments_that_are_not_an_object() -> None:
+    out, err, _ = run(ToolCall("c1", "boom", "[1]"), ref("boom"))
+    assert err and out.startswith("arguments for boom must be a JSON object, got an array")
+
+
+def test_bad_arguments_name_the_field_and_the_expected_type() -> None:
+    out, err, outcome = run(
+        ToolCall("c1", "typed", json.dumps({"name": 3, "count": "many", "mode": "medium"})),
+        ref("typed"),
+    )
+    assert err and outcome == "bad_arguments"
+    assert out.startswith("bad arguments for typed: ")
+    assert "'name' (expected string): Input should be a valid string, got 3" in out
+    assert "'count' (expected integer): Input should be a valid integer" in out
+    assert """'mode' (expected one of "fast", "slow")""" in out
+    assert "'ratio' is missing (expected number)" in out
+    assert out.endswith("fix them and call again")
+
+
+def test_unexpected_arguments_are_refused_with_the_real_names() -> None:
+    out, err, _ = run(ToolCall("c1", "boom", '{"x": 1, "y": 2}'), ref("boom"))
+    assert err and "unexpected argument 'y' (boom takes: x)" in out
+
+
+def test_lax_arguments_are_converted() -> None:
+    out, err, _ = run(ToolCall("c1", "positional_only", '{"a": "40"}'), ref("positional_only"))
+    assert (out, err) == ("42", False)
+
+
+def test_empty_arguments_mean_no_arguments() -> None:
+    assert run(ToolCall("c1", "no_args", ""), ref("no_args")) == ("nothing needed", False, "ok")
+
+
+def test_unknown_tool_is_refused_and_nothing_is_imported() -> None:
+    out, err, outcome = run(
+        ToolCall("c1", "os:system", '{"command": "true"}'), ref("boom"), ref("no_args")
+    )
+    assert (out, err, outcome) == (
+        "no tool named 'os:system'; available: boom, no_args",
+        True,
+        "unknown_tool",
+    )
+
+
+def test_exception_becomes_an_error_result() -> None:
+    out, err, outcome = run(ToolCall("c1", "boom", '{"x": 7}'), ref("boom"), clock=RealClock())
+    assert (out, err, outcome) == ("boom raised ValueError: bad x 7", True, "exception")
+
+
+def test_timeout_on_the_virtual_clock() -> None:
+    clock = VirtualClock()
+    out, err, outcome = run(ToolCall("c1", "hang", "{}"), ref("hang"), clock=clock, timeout_s=3)
+    assert err and outcome == "timeout"
+    assert out.startswith("hang took longer than 3 s and was stopped")
+    assert clock.now() == 3.0
+
+
+def test_per_tool_timeout_overrides_the_default() -> None:
+    clock = VirtualClock()
+    table = load_tools([{"ref": ref("hang"), "timeout_s": 0.25}])
+    out = asyncio.run(run_tool(table, ToolCall("c", "hang", ""), clock=clock, timeout_s=10))
+    assert out.output.startswith("hang took longer than 0.25 s")
+    assert clock.now() == 0.25
+
+
+def test_oversized_results_are_cut_with_a_note() -> None:
+    out, err, _ = run(ToolCall("c1", "huge", ""), ref("huge"), max_result_chars=200)
+    assert not err
+    assert len(out) <= 200
+    assert out.startswith("xxxx")
+    assert out.endswith(f"[result cut: 1000 characters, showing the first {out.index(chr(10))}]")
+
+
+def test_unserializable_result_is_an_error() -> None:
+    out, err, outcome = run(ToolCall("c1", "unserializable", ""), ref("unserializable"))
+    assert err and outcome == "error"
+    assert out.startswith("unserializable returned a object that cannot be turned into JSON")
+
+
+def test_non_string_results_are_json() -> None:
+    out, err, _ = run(ToolCall("c1", "structured", ""), ref("structured"))
+    assert not err
+    assert json.loads(out) == {
+        "point": {"x": 1, "y": 2},
+        "reading": {"value": 1.5, "unit": "V"},
+        "set": [3],
+    }
+    assert run(ToolCall("c1", "nothing", ""), ref("nothing"))[:2] == ("null", False)
+    assert run(ToolCall("c1", "sync_add", '{"a": 2, "b": 3}'), ref("sync_add"), clock=RealClock())[
+        :2
+    ] == ("5", False)
+
+
+def test_sync_tools_run_in_a_thread_without_blocking_the_loop() -> None:
+    table = load_tools([ref("sync_wait_for")])
+
+    async def go() -> str:
+        async def release() -> None:
+            await asyncio.sleep(0)
+            STATE.thread_event.set()  # only runs if the loop is free while the tool blocks
+
+        releaser = asyncio.create_task(release())
+        out = await run_tool(
+            table, ToolCall("c", "sync_wait_for", '{"flag": "ok"}'), clock=RealClock()
+        )
+        await releaser
+        return out.output
+
+    out = asyncio.run(go())
+    assert out.startswith("ok from tool-sync_wait_for")
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def make_ctx() -> StageContext:
+    return StageContext(id="tools", type="tool_router", clock=STATE.clock)
+
+
+Step = Frame | Callable[[], Awaitable[Any]]
+
+
+async def feed(steps: list[Step]) -> AsyncIterator[Frame]:
+    """Frames, with awaitables in between to order them against what the tools do."""
+    for step in steps:
+        if callable(step):
+            await step()
+        else:
+            yield step
+
+
+async def drive(steps: list[Step], **params: Any) -> list[ToolResult]:
+    ctx = make_ctx()
+    out: list[ToolResult] = []
+    gen = tool_router(feed(steps), ctx=ctx, **params)
+    async with contextlib.aclosing(gen):
+        async for frame in gen:
+            assert isinstance(frame, ToolResult)
+            out.append(frame)
+    return out
+
+
+def call(call_id: str, name: str, args: dict[str, Any] | str = "", response: str = "") -> ToolCall:
+    text = args if isinstance(args, str) else json.dumps(args)
+    return ToolCall(call_id, name, text, response_id=response)
+
+
+async def tool_started() -> None:
+    await STATE.started.wait()
+    STATE.started.clear()
+
+
+def test_stage_is_registered_with_its_frame_types() -> None:
+    spec = resolve("tool_router")
+    assert spec.func is tool_router
+    assert spec.accepts == (ToolCall, Interrupt, ResponseStarted, ResponseDone)
+    assert spec.emits == (ToolResult,)
+    assert set(spec.params) == {
+        "tools",
+        "timeout_s",
+        "max_concurrency",
+        "on_interrupt",
+        "max_result_chars",
+    }
+    assert spec.params["tools"].required and spec.params["timeout_s"].default == 10
+
+
+def test_stage_runs_calls_and_reports_failures_as_results() -> None:
+    frames: list[Frame] = [
+        call("c1", "hold", {"tag": "a"}),
+        call("c2", "boom", {"x": 1}),
+        call("c3", "nope"),
+        call("c4", "boom", "{oops"),
+    ]
+    out = asyncio.run(
+        run_stage_async(tool_router, frames, ctx=make_ctx(), tools=[ref("hold"), ref("boom")])
+    )
+    by_id = {r.call_id: r for r in out}
+    assert set(by_id) == {"c1", "c2", "c3", "c4"}
+    assert by_id["c1"] == ToolResult("c1", "done a", is_error=False, name="hold")
+    assert by_id["c2"].is_error and by_id["c2"].output == "boom raised ValueError: bad x 1"
+    assert by_id["c3"].output == "no tool named 'nope'; available: boom, hold"
+    assert by_id["c4"].is_error and "not valid JSON" in by_id["c4"].output
+    # results come as calls finish: the instant failures before the one-second hold
+    assert out[-1].call_id == "c1"
+
+
+def test_concurrency_limit_and_owed_results_after_input_ends() -> None:
+    frames = [call(f"c{i}", "hold", {"tag": str(i)}) for i in range(10)]
+    out = asyncio.run(drive(list(frames), tools=[ref("hold")], max_concurrency=3))
+    assert sorted(r.call_id for r in out) == sorted(f"c{i}" for i in range(10))
+    assert not any(r.is_error for r in out)
+    assert STATE.peak == 3
+    assert STATE.clock.now() == 4.0  # ceil(10 / 3) rounds of one virtual second
+
+
+def test_stage_timeout_uses_the_stage_clock() -> None:
+    out = asyncio.run(
+        drive(
+            [call("c1", "hold", {"tag": "slow", "seconds": 60})],
+            tools=[{"ref": ref("hold"), "timeout_s": 3}],
+        )
+    )
+    assert out == [
+        ToolResult(
+            "c1",
+            "hold took longer than 3 s and was stopped; tell the user it is not available "
+            "right now, or try once more",
+            is_error=True,
+            name="hold",
+        )
+    ]
+    assert STATE.clock.now() == 3.0
+    assert STATE.cancelled == ["slow"]
+
+
+def test_repeated_call_id_runs_once() -> None:
+    out = asyncio.run(
+        drive(
+            [call("c1", "hold", {"tag": "a"}), call("c1", "hold", {"tag": "b"})],
+            tools=[ref("hold")],
+        )
+    )
+    assert [r.output for r in out] == ["done a"]
+    assert STATE.calls == ["a"]
+
+
+def test_interrupt_cancels_running_calls_of_that_response() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "old", "seconds": 5}, response="r1"),
+                tool_started,
+                call("c2", "hold", {"tag": "other", "seconds": 5}, response="r2"),
+                tool_started,
+                Interrupt(response_id="r1"),
+            ],
+            tools=[ref("hold")],
+        )
+    )
+    assert [r.call_id for r in out] == ["c2"]
+    assert STATE.cancelled == ["old"]
+    assert STATE.finished == ["other"]
+
+
+def test_interrupt_without_response_id_means_the_current_response() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                ResponseStarted("r1"),
+                call("c1", "hold", {"tag": "a", "seconds": 5}, response="r1"),
+                tool_started,
+                Interrupt(),
+            ],
+            tools=[ref("hold")],
+        )
+    )
+    assert out == []
+    assert STATE.cancelled == ["a"]
+
+
+def test_finish_mode_lets_running_calls_complete() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "a", "seconds": 5}, response="r1"),
+                tool_started,
+                Interrupt(response_id="r1"),
+                ResponseDone("r1", status="cancelled"),
+            ],
+            tools=[ref("hold")],
+            on_interrupt="finish",
+        )
+    )
+    assert [r.output for r in out] == ["done a"]
+    assert STATE.cancelled == []
+
+
+@pytest.mark.parametrize("mode", ["cancel", "finish"])
+@pytest.mark.parametrize(
+    "cancel_frame", [Interrupt(response_id="r1"), ResponseDone("r1", status="cancelled")]
+)
+def test_a_call_from_a_cancelled_response_never_runs(mode: str, cancel_frame: Frame) -> None:
+    out = asyncio.run(
+        drive(
+            [cancel_frame, call("c1", "end_call", {"reason": "bye"}, response="r1")],
+            tools=[ref("end_call")],
+            on_interrupt=mode,
+        )
+    )
+    assert out == []
+    assert STATE.calls == []
+
+
+@pytest.mark.parametrize("mode", ["cancel", "finish"])
+def test_a_waiting_call_of_a_cancelled_response_never_runs(mode: str) -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "first", "seconds": 2}, response="r0"),
+                tool_started,
+                call("c2", "end_call", {"reason": "bye"}, response="r1"),  # waits for a slot
+                ResponseDone("r1", status="cancelled"),
+            ],
+            tools=[ref("hold"), ref("end_call")],
+            max_concurrency=1,
+            on_interrupt=mode,
+        )
+    )
+    assert [r.call_id for r in out] == ["c1"]
+    assert STATE.calls == ["first"]
+
+
+def test_completed_responses_do_not_cancel() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "a"}, response="r1"),
+                ResponseDone("r1", status="completed"),
+            ],
+            tools=[ref("hold")],
+        )
+    )
+    assert [r.output for r in out] == ["done a"]
+
+
+def test_each_call_is_logged() -> None:
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(
+            drive(
+                [call("c1", "hold", {"tag": "a", "seconds": 0.5}), call("c2", "boom", "{}")],
+                tools=[ref("hold"), ref("boom")],
+            )
+        )
+    done = [e for e in logs if e["event"] == "tool call" and "outcome" in e]
+    assert {(e["name"], e["call_id"], e["outcome"], e["duration_ms"]) for e in done} == {
+        ("hold", "c1", "ok", 500.0),
+        ("boom", "c2", "bad_arguments", 0.0),
+    }
+    assert all(e["log_level"] == "info" for e in done)
+    debug = [e for e in logs if e["log_level"] == "debug"]
+    assert {"arguments", "output"} <= {k for e in debug for k in e}
+
+
+def test_closing_the_stage_early_cancels_running_calls() -> None:
+    async def go() -> list[ToolResult]:
+        gen = tool_router(
+            feed(
+                [
+                    call("c1", "hold", {"tag": "quick", "seconds": 1}),
+                    call("c2", "hold", {"tag": "slow", "seconds": 100}),
+                ]
+            ),
+            ctx=make_ctx(),
+            tools=[ref("hold")],
+        )
+        out = []
+        async with contextlib.aclosing(gen):
+            async for frame in gen:
+                assert isinstance(frame, ToolResult)
+                out.append(frame)
+                break
+        return out
+
+    out = asyncio.run(go())
+    assert [r.output for r in out] == ["done quick"]
+    assert STATE.cancelled == ["slow"]
+    assert STATE.active == 0
+
+
+def test_bad_tools_fail_the_stage_before_any_call() -> None:
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(drive([call("c1", "x")], tools=["nowhere_mod_z:f"]))
+    assert "stage 'tools' (tool_router): tool 'nowhere_mod_z:f': cannot import" in str(info.value)
+
+
+def test_upstream_failure_propagates() -> None:
+    async def broken() -> AsyncIterator[Frame]:
+        yield call("c1", "hold", {"tag": "a", "seconds": 5})
+        raise RuntimeError("upstream broke")
+
+    async def go() -> None:
+        gen = tool_router(broken(), ctx=make_ctx(), tools=[ref("hold")])
+        async with contextlib.aclosing(gen):
+            async for _ in gen:
+                pass
+
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        asyncio.run(go())
+    assert STATE.cancelled == ["a"]
+
+
+# ---------------------------------------------------------------------------- example tools
+
+NOON_UTC = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+
+
+def test_example_time_in_a_city_with_an_injected_now() -> None:
+    assert example_tools.describe_time("paris", NOON_UTC) == (
+        "It is 14:00 on Wednesday 1 July 2026 in Paris (UTC+02:00)."
+    )
+    assert example_tools.describe_time("New-York", NOON_UTC, "12h") == (
+        "It is 8:00 AM on Wednesday 1 July 2026 in New York (UTC-04:00)."
+    )
+    assert example_tools.describe_time("São Paulo", NOON_UTC).startswith("It is 09:00")
+    with pytest.raises(ValueError, match="unknown city 'Atlantis'; known cities: Athens"):
+        example_tools.city_zone("Atlantis")
+
+
+def test_example_tools_through_the_router() -> None:
+    table = load_tools(["examples.tools:get_time", "examples.tools:lookup_order"])
+
+    async def go(c: ToolCall) -> Any:
+        return await run_tool(table, c, clock=VirtualClock())
+
+    now = asyncio.run(go(call("c1", "get_time", {"city": "Tokyo"})))
+    assert not now.is_error and "in Tokyo (UTC+09:00)." in now.output
+    order = asyncio.run(go(call("c2", "lookup_order", {"order_id": "#a-1002"})))
+    assert json.loads(order.output)["status"] == "processing"
+    missing = asyncio.run(go(call("c3", "lookup_order", {"order_id": "Z9"})))
+    assert missing.is_error
+    assert missing.output == (
+        "lookup_order raised LookupError: no order 'Z9'; order numbers look like A1001: "
+        "ask the caller to repeat it"
+    )
