@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
@@ -317,6 +318,11 @@ def load(
     """Load pipeline ``name`` (default: the first) from a YAML file. Relative paths inside it
     are relative to the file's folder."""
     path = Path(path)
+    # User stages and tools are named `package.module:function` relative to the project, as
+    # when running Python from the YAML file's folder.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
