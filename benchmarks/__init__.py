@@ -1,0 +1,1 @@
+"""Benchmarks: `pipeline bench` and the scripts behind it."""
