@@ -796,7 +796,10 @@ async def tool_router(
         )
 
     def cancel_response(response_id: str, why: str) -> None:
-        cancelled.add(response_id)
+        # "" (a session that does not number its responses) is not remembered: it would
+        # refuse every later call; it only stops what is running or waiting now.
+        if response_id:
+            cancelled.add(response_id)
         for entry in list(running.values()):
             if entry.call.response_id != response_id or entry.task is None:
                 continue
@@ -845,8 +848,11 @@ async def tool_router(
                         await start(frame)
                     case ResponseStarted():
                         current_response = frame.response_id
-                    case ResponseDone(status="cancelled"):
-                        cancel_response(frame.response_id, "its response was cancelled")
+                    case ResponseDone():
+                        if frame.response_id == current_response:
+                            current_response = ""
+                        if frame.status == "cancelled":
+                            cancel_response(frame.response_id, "its response was cancelled")
                     case Interrupt():
                         cancel_response(frame.response_id or current_response, "interrupted")
             while running:  # the calls still running are owed their results

@@ -841,3 +841,35 @@ def test_example_tools_through_the_router() -> None:
         "lookup_order raised LookupError: no order 'Z9'; order numbers look like A1001: "
         "ask the caller to repeat it"
     )
+
+
+def test_interrupt_after_the_response_completed_leaves_its_calls_running() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                ResponseStarted("r1"),
+                call("c1", "hold", {"tag": "lookup", "seconds": 5}, response="r1"),
+                ResponseDone("r1", status="completed"),
+                tool_started,
+                Interrupt(),  # nothing in flight: the user talks while the tool runs
+            ],
+            tools=[ref("hold")],
+        )
+    )
+    assert [r.output for r in out] == ["done lookup"]
+
+
+def test_calls_without_response_ids_are_interruptible_and_later_calls_still_run() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "a", "seconds": 5}),
+                tool_started,
+                Interrupt(),
+                call("c2", "hold", {"tag": "b"}),
+            ],
+            tools=[ref("hold")],
+        )
+    )
+    assert [r.output for r in out] == ["done b"]
+    assert STATE.cancelled == ["a"]
