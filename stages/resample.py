@@ -177,6 +177,9 @@ class PolyphaseResampler:
         Afterwards the resampler is reset, ready for a new stream."""
         L, M = self.up, self.down
         n = self._n_in
+        if n == 0:  # nothing since the start or the last reset: nothing owed
+            self.reset()
+            return _EMPTY16
         tail = math.ceil((self.num_taps - 1) / 2.0 / M)
         j_end = -(-n * L // M) + tail
         need = ((j_end - 1) * M) // L + 1  # inputs read by output j_end - 1
