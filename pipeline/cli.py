@@ -149,6 +149,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_stages(args: argparse.Namespace, console: Console) -> int:
+    if not console.is_terminal:
+        console = Console(width=140)
     try:
         console.print(stage_catalogue(args.type))
     except LookupError as exc:

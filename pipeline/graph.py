@@ -52,6 +52,7 @@ class Node:
     input_format: AudioFormat | None = None
     output_format: AudioFormat | None = None
     in_types: frozenset[type[Any]] = frozenset()
+    ok: bool = True  # False when its parameters or files have problems
     out_types: frozenset[type[Any]] = frozenset()
 
 
@@ -214,15 +215,18 @@ class Pipeline:
                 where = node.param_where.get(name, node.where)
                 out.append(self._p(f"stage '{node.id}' ({spec.name}): {message}", "", where))
             node.values = values
+            node.ok = not param_problems
             if param_problems:
                 continue
             for name, p in spec.params.items():
                 v = values.get(name)
                 if p.path_role == "input" and isinstance(v, Path) and not v.exists():
+                    node.ok = False
                     where = node.param_where.get(name, node.where)
                     out.append(
                         self._p(
-                            f"stage '{node.id}' ({spec.name}): input file {v} does not exist",
+                            f"stage '{node.id}' ({spec.name}): input file "
+                            f"'{node.raw_params.get(name)}' does not exist (looked for {v})",
                             "check the path (relative paths start at the YAML file's folder)",
                             where,
                         )
@@ -379,7 +383,8 @@ class Pipeline:
         for nid in self.topo_order():
             node = self.nodes[nid]
             spec = node.spec
-            if spec is None:
+            if spec is None or not node.ok:
+                node.output_format = None
                 continue
             fmts: dict[AudioFormat, Link] = {}
             for link in incoming[nid]:

@@ -11,6 +11,7 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
+from .frames import Error, ToolCall, ToolResult, Transcript
 from .stage import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
@@ -87,7 +88,41 @@ def summary_table(s: RunSummary) -> Table:
     outer = Table.grid()
     outer.add_row(t)
     outer.add_row(lt)
+    if s.event_counts:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s.event_counts.items()))
+        outer.add_row(f"events: {counts}")
+    conv = conversation_table(s)
+    if conv is not None:
+        outer.add_row(conv)
     return outer
+
+
+def conversation_table(s: RunSummary) -> Table | None:
+    """Tool calls with their results, final transcripts and errors, in order."""
+    if not s.notable:
+        return None
+    t = Table(title="conversation", title_justify="left")
+    for col in ("stage", "event", "detail"):
+        t.add_column(col)
+    for ev in s.notable[:60]:
+        match ev:
+            case ToolCall():
+                detail = f"{ev.name}({ev.arguments}) call_id={ev.call_id}"
+            case ToolResult():
+                flag = "error: " if ev.is_error else ""
+                detail = f"{flag}{_clip(ev.output)} call_id={ev.call_id}"
+            case Transcript():
+                detail = f"{ev.role}: {_clip(ev.text)}"
+            case Error():
+                detail = f"{ev.code}: {_clip(ev.message)}"
+            case _:
+                detail = ""
+        t.add_row(ev.stage, ev.type, detail)
+    return t
+
+
+def _clip(text: str, n: int = 90) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def live_table(r: Runner) -> Table:

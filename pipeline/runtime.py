@@ -38,7 +38,7 @@ import structlog
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
 from .errors import PipelineError, StageError
-from .frames import Audio, Frame, with_stage
+from .frames import Audio, Error, Event, Frame, ToolCall, ToolResult, Transcript, with_stage
 from .graph import Link, Node, Pipeline
 from .stage import Bus, Peer, StageContext, call_stage
 
@@ -104,6 +104,7 @@ class _Input:
         "_up_stamp",
         "_up_stats",
         "forward_ended",
+        "on_event",
         "stats",
         "wait_ns",
     )
@@ -119,8 +120,10 @@ class _Input:
         accept: tuple[type[Any], ...] | None = None,
         stopping: asyncio.Event | None = None,
         forward_ended: asyncio.Event | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.stats = stats
+        self.on_event = on_event
         self._up = upstream
         self._up_input = up_input
         self._up_stats = up_stats
@@ -195,6 +198,8 @@ class _Input:
                 up_stats.media_s += frame.duration
         elif not frame.stage:
             frame = with_stage(frame, self._up_stamp)
+            if self.on_event is not None:
+                self.on_event(frame)
         return frame
 
 
@@ -246,6 +251,10 @@ class RunSummary:
     wall_s: float
     media_s: float
     status: str = "completed"  # completed | failed | interrupted
+    #: events emitted, counted by type
+    event_counts: dict[str, int] = field(default_factory=dict)
+    #: the conversation as it happened: tool calls and results, final transcripts, errors
+    notable: list[Event] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -294,7 +303,18 @@ class Runner:
         self.running = False
         self.status = "completed"
         self.on_tick: Callable[[Runner], None] | None = None
+        self.event_counts: dict[str, int] = {}
+        self.notable: list[Event] = []
         self.segments = self._plan()
+
+    def _on_event(self, frame: Event) -> None:
+        counts = self.event_counts
+        counts[frame.type] = counts.get(frame.type, 0) + 1
+        if len(self.notable) < 500 and (
+            isinstance(frame, ToolCall | ToolResult | Error)
+            or (isinstance(frame, Transcript) and frame.final)
+        ):
+            self.notable.append(frame)
 
     # ------------------------------------------------------------------ planning
 
@@ -431,7 +451,12 @@ class Runner:
                 cls = _SinkInput if spec.is_sink else _Input
                 if i == 0:
                     inp = (
-                        cls(stats, inbox=seg.inbox, forward_ended=ctx.forward_ended)
+                        cls(
+                            stats,
+                            inbox=seg.inbox,
+                            forward_ended=ctx.forward_ended,
+                            on_event=self._on_event,
+                        )
                         if seg.inbox is not None
                         else None
                     )
@@ -447,6 +472,7 @@ class Runner:
                         accept=tuple(link.types) if narrower else None,
                         stopping=self._stopping,
                         forward_ended=ctx.forward_ended,
+                        on_event=self._on_event,
                     )
                 if inp is not None:
                     inputs.append(inp)
@@ -486,6 +512,7 @@ class Runner:
             up_input=gen_input,
             up_stats=stats,
             stopping=self._stopping,
+            on_event=self._on_event,
         )
         routes = [(tuple(lk.types), ch) for lk, ch in seg.out_links]
         if len(routes) == 1 and set(routes[0][0]) >= seg.nodes[-1].out_types:
@@ -542,7 +569,16 @@ class Runner:
                 )
         media = max((st.media_s for st in self.stats.values()), default=0.0)
         wall = getattr(self, "wall_s", time.perf_counter() - self.started_at)
-        return RunSummary(p.name, stages, links, wall, media, self.status)
+        return RunSummary(
+            p.name,
+            stages,
+            links,
+            wall,
+            media,
+            self.status,
+            dict(self.event_counts),
+            list(self.notable),
+        )
 
 
 def _first(eg: BaseExceptionGroup[StageError]) -> StageError:
