@@ -1,0 +1,212 @@
+"""Sources: a WAV file (``wav_source``) and generated test signals (``signal_source``).
+
+Both emit audio frames of ``frame_ms`` milliseconds (the last one may be shorter) whose ``pts``
+is the index of their first sample divided by the rate, so media time is exact however long the
+stream runs. ``pace: realtime`` releases each frame when the clock reaches ``start + pts`` (the
+first at once), like a microphone or a phone line; ``pace: fast`` releases them as fast as the
+pipeline takes them. Both stop early when the run is asked to stop (Ctrl-C).
+
+The sample generation is plain synchronous code (:class:`SignalGenerator`); WAV reading lives in
+:mod:`stages.wavfile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import StageError
+from pipeline.frames import Audio, AudioFormat, Encoding, Frame
+from pipeline.stage import InputPath, StageContext, stage
+
+from . import g711
+from .wavfile import WavReader, read_header
+
+__all__ = ["SignalGenerator", "frame_samples", "signal_source", "wav_source"]
+
+Pace = Literal["realtime", "fast"]
+
+
+def frame_samples(rate: int, frame_ms: int) -> int:
+    """Samples per frame of ``frame_ms`` at ``rate`` (rounded, at least one)."""
+    return max(1, round(rate * frame_ms / 1000))
+
+
+class _Pacer:
+    """Releases media time ``pts`` at ``start + pts`` on the clock (realtime), or at once."""
+
+    def __init__(self, ctx: StageContext, pace: Pace) -> None:
+        self._ctx = ctx
+        self._realtime = pace == "realtime"
+        self._start: float | None = None
+
+    async def wait(self, pts: float) -> None:
+        if not self._realtime:
+            return
+        if self._start is None:
+            self._start = self._ctx.clock.now()
+        await self._ctx.clock.sleep_until(self._start + pts)
+
+
+def _check_frame_ms(ctx: StageContext, frame_ms: int) -> None:
+    if frame_ms <= 0:
+        raise StageError(ctx.id, f"frame_ms must be at least 1, got {frame_ms}")
+
+
+# ---------------------------------------------------------------------------- wav_source
+
+
+def _wav_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
+    return read_header(params["path"]).format
+
+
+@stage("wav_source", emits=(Audio,), output_format=_wav_format)
+async def wav_source(
+    *,
+    path: InputPath,
+    pace: Pace = "realtime",
+    frame_ms: int = 20,
+    loop: bool = False,
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """Play a WAV file as audio frames (PCM16, μ-law, A-law as stored; other WAVs converted).
+
+    PCM16, μ-law (tag 7) and A-law (tag 6) mono files come out as stored (pcm16, pcmu, pcma);
+    8-bit, 24/32-bit, float and multi-channel files come out as pcm16 mono (see docs/audio-io.md).
+
+    Parameters:
+        path: the WAV file to read
+        pace: realtime (one frame per frame_ms on the clock) or fast (as fast as taken)
+        frame_ms: milliseconds of audio per frame
+        loop: start over at the end of the file (forever, until the run stops)
+    """
+    _check_frame_ms(ctx, frame_ms)
+    with WavReader(path) as reader:
+        fmt = reader.format
+        n = frame_samples(fmt.rate, frame_ms)
+        pacer = _Pacer(ctx, pace)
+        index = 0  # sample index of the next frame, across loops
+        if reader.header.conversion:
+            ctx.log.info("wav_converted", path=str(path), rule=reader.header.conversion)
+        while not ctx.stopping.is_set():
+            data = reader.read(n)
+            if not data:
+                if loop and reader.header.num_frames > 0:
+                    reader.rewind()
+                    continue
+                break
+            pts = index / fmt.rate
+            await pacer.wait(pts)
+            if ctx.stopping.is_set():
+                break
+            frame = Audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
+            index += frame.num_samples
+            yield frame
+
+
+# ---------------------------------------------------------------------------- signal_source
+
+Kind = Literal["sine", "silence", "noise"]
+
+
+class SignalGenerator:
+    """Samples of a test signal, block by block: the concatenation of the blocks does not
+    depend on their sizes (the sine is computed from the absolute sample index, so its phase
+    is continuous; the noise draws from one seeded generator in order).
+
+    ``amplitude`` is a fraction of full scale (1.0 = 32767); noise is uniform in
+    ±amplitude. Output is pcm16 bytes (little-endian int16), rounded to nearest.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        rate: int,
+        freq: float = 440.0,
+        amplitude: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.rate = rate
+        self.freq = freq
+        self.scale = amplitude * 32767.0
+        self._rng = np.random.default_rng(seed)
+        self.position = 0
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` samples as pcm16 bytes."""
+        x: npt.NDArray[np.float64]
+        if self.kind == "sine":
+            idx = np.arange(self.position, self.position + n, dtype=np.float64)
+            # reduce the phase modulo one cycle in exact-ish arithmetic to keep precision
+            # over long runs: (i * f / rate) mod 1
+            cycles = np.mod(idx * self.freq, self.rate) / self.rate
+            x = self.scale * np.sin(2.0 * np.pi * cycles)
+        elif self.kind == "noise":
+            x = self._rng.uniform(-self.scale, self.scale, n)
+        else:
+            x = np.zeros(n)
+        self.position += n
+        return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
+
+
+def _signal_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
+    return AudioFormat(params.get("encoding", "pcm16"), int(params.get("rate", 16000)))
+
+
+@stage("signal_source", emits=(Audio,), output_format=_signal_format)
+async def signal_source(
+    *,
+    kind: Kind = "sine",
+    freq: float = 440.0,
+    rate: int = 16000,
+    seconds: float = 1.0,
+    encoding: Encoding = "pcm16",
+    amplitude: float = 0.5,
+    seed: int = 0,
+    frame_ms: int = 20,
+    pace: Pace = "fast",
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """Generate a test signal: a sine tone, silence, or seeded white noise.
+
+    Parameters:
+        kind: sine, silence or noise (uniform white noise, the same for the same seed)
+        freq: sine frequency in Hz
+        rate: sample rate in Hz
+        seconds: duration of the signal
+        encoding: pcm16, pcmu or pcma (G.711-encoded from the pcm16 signal)
+        amplitude: peak level as a fraction of full scale (0 to 1)
+        seed: noise seed
+        frame_ms: milliseconds of audio per frame
+        pace: fast (as fast as taken) or realtime (one frame per frame_ms on the clock)
+    """
+    _check_frame_ms(ctx, frame_ms)
+    if rate <= 0:
+        raise StageError(ctx.id, f"rate must be a positive number of Hz, got {rate}")
+    if not 0.0 <= amplitude <= 1.0:
+        raise StageError(
+            ctx.id, f"amplitude is a fraction of full scale (0 to 1), got {amplitude:g}"
+        )
+    if seconds < 0:
+        raise StageError(ctx.id, f"seconds must be 0 or more, got {seconds:g}")
+    gen = SignalGenerator(kind, rate=rate, freq=freq, amplitude=amplitude, seed=seed)
+    total = round(seconds * rate)
+    pacer = _Pacer(ctx, pace)
+    for start, count in _blocks(total, frame_samples(rate, frame_ms)):
+        if ctx.stopping.is_set():
+            break
+        pts = start / rate
+        await pacer.wait(pts)
+        if ctx.stopping.is_set():
+            break
+        yield Audio(g711.encode(gen.read(count), encoding), encoding, rate, 1, pts)
+
+
+def _blocks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, size):
+        yield start, min(size, total - start)
