@@ -138,7 +138,13 @@ class Tool:
         try:
             obj = self.model.model_validate(raw)
         except pydantic.ValidationError as exc:
-            raise ToolArgumentError(self._explain(exc)) from None
+            try:
+                message = self._explain(exc)
+            except Exception:  # never let the explanation hide the problem
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                message = f"bad arguments for {self.name}: '{where}': {first['msg']}"
+            raise ToolArgumentError(message) from None
         return {f"p{i}": getattr(obj, f"p{i}") for i in range(len(self.params))}
 
     def call_args(self, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -162,24 +168,31 @@ class Tool:
         return _schema_text(self.parameters.get("properties", {}).get(name, {}))
 
     def _explain(self, exc: pydantic.ValidationError) -> str:
-        by_name = {n: a for n, _, a in self.params}
-        parts: list[str] = []
+        names = [n for n, _, _ in self.params]
+        parts: dict[str, str] = {}  # one message per argument path (unions give several errors)
         for err in exc.errors():
-            loc = err["loc"]
-            top = str(loc[0]) if loc else ""
-            where = top + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-            expected = f" (expected {self._expected(top)})" if top in by_name else ""
+            where, schema, union = _locate(self.parameters, err["loc"])
+            expected = f" (expected {_schema_text(schema)})" if schema is not None else ""
             if err["type"] == "missing":
-                parts.append(f"'{where}' is missing{expected}")
-            elif err["type"] == "extra_forbidden":
-                takes = ", ".join(by_name) or "no arguments"
-                parts.append(f"unexpected argument '{where}' ({self.name} takes: {takes})")
+                parts[where] = f"'{where}' is missing{expected}"
+            elif err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                parent = _locate(self.parameters, err["loc"][:-1])[0]
+                key = str(err["loc"][-1]) if err["loc"] else ""
+                if parent:
+                    parts[f"{parent}.{key}"] = f"unexpected key '{parent}.{key}'"
+                else:
+                    takes = ", ".join(names) or "no arguments"
+                    parts[key] = f"unexpected argument '{key}' ({self.name} takes: {takes})"
             else:
                 got = json.dumps(err.get("input"), default=str)
                 if len(got) > 80:
                     got = got[:77] + "..."
-                parts.append(f"'{where}'{expected}: {err['msg']}, got {got}")
-        return f"bad arguments for {self.name}: " + "; ".join(parts) + "; fix them and call again"
+                if union and where in parts:
+                    parts[where] = f"'{where}'{expected}: none of these fits, got {got}"
+                else:
+                    parts[where] = f"'{where}'{expected}: {err['msg']}, got {got}"
+        text = "; ".join(parts.values())
+        return f"bad arguments for {self.name}: {text}; fix them and call again"
 
 
 class ToolArgumentError(ValueError):
@@ -522,6 +535,36 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = clean(schema, ())
     result.setdefault("properties", {})
     return result
+
+
+def _locate(
+    parameters: Mapping[str, Any], loc: tuple[int | str, ...]
+) -> tuple[str, Mapping[str, Any] | None, bool]:
+    """Where a validation error is, as the model would write it (``pts[0].x``), the schema
+    expected there (None if unknown), and whether the path went through a union member."""
+    where = ""
+    schema: Mapping[str, Any] | None = parameters
+    union = False
+    for part in loc:
+        options = [schema] if schema is not None else []
+        if schema is not None and "anyOf" in schema:
+            options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        if isinstance(part, int):
+            where += f"[{part}]"
+            nxt = [o["items"] for o in options if isinstance(o.get("items"), Mapping)]
+            schema = nxt[0] if nxt else None
+            continue
+        props = [o["properties"][part] for o in options if part in o.get("properties", {})]
+        extra = [o.get("additionalProperties") for o in options]
+        extra = [e for e in extra if isinstance(e, Mapping)]
+        if props or extra:
+            where += f".{part}" if where else part
+            schema = props[0] if props else extra[0]
+        elif where:
+            union = True  # a union member's tag, such as 'int' in ('b', 'int'): not a key
+        else:
+            where, schema = part, None
+    return where, schema, union
 
 
 def _schema_text(schema: Mapping[str, Any]) -> str:

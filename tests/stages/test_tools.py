@@ -129,6 +129,11 @@ def opaque_param(thing: Opaque) -> str:
     return ""
 
 
+def nested(pts: list[Point], a: list[int] | None = None, b: int | str = 0) -> str:
+    """Takes nested values."""
+    return "ok"
+
+
 def boom(x: int) -> str:
     """Always fails."""
     raise ValueError(f"bad x {x}")
@@ -433,6 +438,22 @@ def test_bad_arguments_name_the_field_and_the_expected_type() -> None:
     assert """'mode' (expected one of "fast", "slow")""" in out
     assert "'ratio' is missing (expected number)" in out
     assert out.endswith("fix them and call again")
+
+
+def test_bad_nested_arguments_are_located_as_the_model_wrote_them() -> None:
+    args = {"pts": [{"x": 1, "y": 2}, {"x": "a", "y": 0, "z": 1}], "a": [1, "x"], "b": [1], "zz": 2}
+    out, err, _ = run(ToolCall("c1", "nested", json.dumps(args)), ref("nested"))
+    assert err
+    assert out == (
+        "bad arguments for nested: "
+        "'pts[1].x' (expected integer): Input should be a valid integer, unable to parse "
+        'string as an integer, got "a"; '
+        "unexpected key 'pts[1].z'; "
+        "'a[1]' (expected integer): Input should be a valid integer, unable to parse string "
+        'as an integer, got "x"; '
+        "'b' (expected integer or string): none of these fits, got [1]; "
+        "unexpected argument 'zz' (nested takes: pts, a, b); fix them and call again"
+    )
 
 
 def test_unexpected_arguments_are_refused_with_the_real_names() -> None:
