@@ -137,8 +137,9 @@ def _pipecat(n: int, repeat: int) -> list[float] | None:
 
         async def feed() -> None:
             for _ in range(n):
-                await task.queue_frame(InputAudioRawFrame(audio=FRAME.data, sample_rate=8000,
-                                                          num_channels=1))
+                await task.queue_frame(
+                    InputAudioRawFrame(audio=FRAME.data, sample_rate=8000, num_channels=1)
+                )
             await task.queue_frame(EndFrame())
 
         await asyncio.gather(runner.run(task), feed())
@@ -151,14 +152,17 @@ def run(quick: bool = False) -> list[Row]:
     n = 2000 if quick else 20000
     repeat = 7 if quick else 21
     plain = row("framework", "plain generators, 5 hops", _time(lambda: _plain(n), n, repeat))
-    queues = row("framework", "asyncio.Queue(8) + tasks, 5 hops",
-                 _time(lambda: _queues(n), n, repeat))
+    queues = row(
+        "framework", "asyncio.Queue(8) + tasks, 5 hops", _time(lambda: _queues(n), n, repeat)
+    )
     fused_p = _ours(n, True)
     queued_p = _ours(n, False)
-    fused = row("framework", "pipeline fused, 5 hops",
-                _time(lambda: _run_ours(fused_p, True), n, repeat))
-    queued = row("framework", "pipeline queued, 5 hops",
-                 _time(lambda: _run_ours(queued_p, False), n, repeat))
+    fused = row(
+        "framework", "pipeline fused, 5 hops", _time(lambda: _run_ours(fused_p, True), n, repeat)
+    )
+    queued = row(
+        "framework", "pipeline queued, 5 hops", _time(lambda: _run_ours(queued_p, False), n, repeat)
+    )
     rows = [plain, queues, compare(fused, plain), compare(queued, queues)]
     hops = STAGES + 1  # source -> 5 stages -> sink
     per_fused = row("framework", "pipeline, per fused hop", [a / hops for a in fused.samples])

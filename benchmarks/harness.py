@@ -57,12 +57,23 @@ def per_call_us(fn: Callable[[], object], *, inner: int, repeat: int) -> np.ndar
 
 
 def row(
-    group: str, name: str, samples: np.ndarray | list[float], unit: str = "µs/frame",
+    group: str,
+    name: str,
+    samples: np.ndarray | list[float],
+    unit: str = "µs/frame",
     note: str = "",
 ) -> Row:
     a = np.asarray(samples, dtype=float)
-    return Row(group, name, unit, float(np.median(a)), float(np.percentile(a, 99)), len(a),
-               note=note, samples=[float(x) for x in a])
+    return Row(
+        group,
+        name,
+        unit,
+        float(np.median(a)),
+        float(np.percentile(a, 99)),
+        len(a),
+        note=note,
+        samples=[float(x) for x in a],
+    )
 
 
 def compare(r: Row, base: Row) -> Row:

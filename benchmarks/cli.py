@@ -1,0 +1,131 @@
+"""``pipeline bench [--quick] [--json FILE] [--png FILE] [--only GROUP]``: every benchmark, a table
+on the terminal, JSON to a file, and a PNG chart when matplotlib is installed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .harness import Row
+
+#: (group, module): each module has run(quick: bool) -> list[Row]
+SUITES = (
+    ("hotpath", "benchmarks.hotpath"),
+    ("framework", "benchmarks.framework"),
+    ("latency", "benchmarks.latency"),
+    ("e2e", "benchmarks.e2e"),
+    ("calls", "benchmarks.load"),
+)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="run the benchmarks (medians, p99, baselines)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (under two minutes)")
+    p.add_argument("--json", dest="json_path", help="write the rows as JSON to this file")
+    p.add_argument("--png", dest="png_path", help="write a chart (needs matplotlib)")
+    p.add_argument("--only", action="append", default=[], help="run only these groups")
+    p.set_defaults(handler=cmd_bench)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def table(rows: list[Row]) -> Table:
+    t = Table(title="benchmarks: median and p99 over repetitions", title_justify="left")
+    for col in ("group", "what", "median", "p99", "unit", "baseline", "× baseline", "note"):
+        t.add_column(col, justify="right" if col in ("median", "p99", "× baseline") else "left")
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        t.add_row(
+            r.group, r.name, f"{r.median:,.2f}", f"{r.p99:,.2f}", r.unit, r.baseline, ratio, r.note
+        )
+    return t
+
+
+def markdown(rows: list[Row]) -> str:
+    """The table as Markdown, for the README."""
+    lines = [
+        "| group | what | median | p99 | unit | × baseline (baseline) |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for r in rows:
+        base = "" if r.ratio is None else f"{r.ratio:.2f} ({r.baseline})"
+        lines.append(
+            f"| {r.group} | {r.name} | {r.median:,.2f} | {r.p99:,.2f} | {r.unit} | {base} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[Row], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = sorted({r.group for r in rows})
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 + 0.35 * len(rows)))
+    if len(groups) == 1:
+        axes = [axes]
+    for ax, g in zip(axes, groups, strict=True):
+        rs = [r for r in rows if r.group == g and r.samples]
+        ax.boxplot([r.samples for r in rs], vert=False, showfliers=False)
+        ax.set_yticks(range(1, len(rs) + 1), [r.name for r in rs], fontsize=7)
+        ax.set_title(f"{g} ({rs[0].unit if rs else ''})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def run_all(quick: bool, only: list[str], console: Console | None = None) -> list[Row]:
+    rows: list[Row] = []
+    for group, mod_name in SUITES:
+        if only and group not in only:
+            continue
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            if console is not None:
+                console.print(f"skipping {group}: {exc}", highlight=False, markup=False)
+            continue
+        t0 = time.perf_counter()
+        got = mod.run(quick=quick)
+        if console is not None:
+            console.print(
+                f"{group}: {len(got)} rows in {time.perf_counter() - t0:.1f} s", highlight=False
+            )
+        rows += got
+    return rows
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    rows = run_all(args.quick, args.only, console)
+    console.print(table(rows))
+    info = machine()
+    console.print(f"machine: {info}", highlight=False, markup=False)
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as f:
+            json.dump(
+                {"machine": info, "quick": args.quick, "rows": [r.as_dict() for r in rows]},
+                f,
+                indent=1,
+            )
+    if args.png_path and not chart(rows, args.png_path):
+        console.print("no chart: matplotlib is not installed (pip install '.[bench]')")
+    return 0
