@@ -107,7 +107,12 @@ async def vad_gate(
             continue
         if gate is None or fmt is None:
             fmt = frame.format
-            vad = make_engine(engine, frame.rate, aggressiveness=aggressiveness, model_path=model)
+            try:
+                vad = make_engine(
+                    engine, frame.rate, aggressiveness=aggressiveness, model_path=model
+                )
+            except FormatError as exc:
+                raise FormatError(f"stage '{ctx.id}' (vad_gate) {exc.message}", exc.fix) from None
             gate = VadGate(
                 vad,
                 threshold=threshold,
@@ -118,8 +123,8 @@ async def vad_gate(
             )
         elif frame.rate != fmt.rate or frame.channels != fmt.channels:
             raise FormatError(
-                f"stage '{ctx.id}' (vad_gate) got {frame.format} audio after {fmt}; "
-                "one gate analyses one format",
+                f"stage '{ctx.id}' (vad_gate) gets {frame.format} audio after {fmt}; "
+                "a gate analyses one rate and channel count",
                 f"add {{type: resample, rate: {fmt.rate}}} before it",
             )
         for out in gate.push(frame):

@@ -65,13 +65,14 @@ class Engine(Protocol):
 
 
 def check_rate(engine: str, rate: int) -> None:
-    """Raise FormatError if ``engine`` cannot analyse audio at ``rate`` Hz."""
+    """Raise FormatError if ``engine`` cannot analyse audio at ``rate`` Hz. The message reads
+    after the stage's name (``stage 'gate' (vad_gate) gets 44100 Hz audio; ...``)."""
     rates = ENGINE_RATES[engine]
     if rates is None or rate in rates:
         return
     names = " or ".join(str(r) for r in rates)
     raise FormatError(
-        f"vad_gate engine '{engine}' takes {names} Hz audio, not {rate} Hz",
+        f"gets {rate} Hz audio; VAD engine '{engine}' takes {names} Hz",
         "add {type: resample, rate: 16000} before it",
     )
 
