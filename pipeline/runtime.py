@@ -138,16 +138,32 @@ class _Input:
     def __aiter__(self) -> _Input:
         return self
 
+    # Only sinks are billed per frame consumed; other stages per frame produced.
+    _sink = False
+
     async def __anext__(self) -> Frame:
         stats = self.stats
         t0 = _perf()
         if self._sink and self._last:  # a sink's work: from handing it a frame to its next ask
             stats.record(t0 - self._last)
+        inbox = self._inbox
+        accept = self._accept
         try:
-            while True:
-                frame = await self._pull()
-                if self._accept is None or isinstance(frame, self._accept):
-                    break
+            if inbox is not None:
+                while True:
+                    try:
+                        frame = await inbox.get()
+                    except EndOfStream:
+                        raise StopAsyncIteration from None
+                    if accept is None or isinstance(frame, accept):
+                        break
+                t1 = _perf()
+            else:
+                while True:
+                    frame, t1 = await self._pull(t0)
+                    if accept is None or isinstance(frame, accept):
+                        break
+                    t0 = t1
         except StopAsyncIteration:
             self.wait_ns += _perf() - t0
             self._last = 0
@@ -155,42 +171,30 @@ class _Input:
                 self.forward_ended.set()
             raise
         stats.frames_in += 1
-        t1 = _perf()
         self.wait_ns += t1 - t0
         self._last = t1
         return frame
 
-    # Only sinks are billed per frame consumed; other stages per frame produced.
-    _sink = False
-
-    async def _pull(self) -> Frame:
-        if self._inbox is not None:
-            try:
-                return await self._inbox.get()
-            except EndOfStream:
-                raise StopAsyncIteration from None
+    async def _pull(self, t0: int) -> tuple[Frame, int]:
+        """The next frame of the upstream stage, billing that stage for its own time."""
         up = self._up
-        assert up is not None
         up_stats = self._up_stats
-        assert up_stats is not None
-        if self._stopping is not None and self._stopping.is_set() and self._up_input is None:
-            raise StopAsyncIteration  # a source asked to stop: end its stream here
+        assert up is not None and up_stats is not None
         up_in = self._up_input
+        if up_in is None and self._stopping is not None and self._stopping.is_set():
+            raise StopAsyncIteration  # a source asked to stop: end its stream here
         w0 = up_in.wait_ns if up_in is not None else 0
         s0 = up_stats.sleep_ns
-        t0 = _perf()
         try:
             frame = await up.__anext__()
-        except StopAsyncIteration:
+        except (StopAsyncIteration, StageError):
             raise
-        except StageError:
-            raise
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                raise _stage_error(up_stats.id, exc) from exc
-            raise
-        own = _perf() - t0 - ((up_in.wait_ns - w0) if up_in is not None else 0)
-        own -= up_stats.sleep_ns - s0
+        except Exception as exc:
+            raise _stage_error(up_stats.id, exc) from exc
+        t1 = _perf()
+        own = t1 - t0 - (up_stats.sleep_ns - s0)
+        if up_in is not None:
+            own -= up_in.wait_ns - w0
         up_stats.record(own)
         up_stats.frames_out += 1
         if isinstance(frame, Audio):
@@ -200,7 +204,7 @@ class _Input:
             frame = with_stage(frame, self._up_stamp)
             if self.on_event is not None:
                 self.on_event(frame)
-        return frame
+        return frame, t1
 
 
 class _SinkInput(_Input):
