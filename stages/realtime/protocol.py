@@ -49,6 +49,16 @@ from pipeline.frames import AudioFormat, Encoding
 
 Dialect: TypeAlias = Literal["xai", "openai", "openai-beta"]
 DIALECTS: tuple[Dialect, ...] = ("xai", "openai", "openai-beta")
+#: Other names a dialect goes by (the emulator's ``openai-ga``, ...).
+DIALECT_ALIASES: dict[str, Dialect] = {
+    "xai": "xai",
+    "grok": "xai",
+    "openai": "openai",
+    "openai-ga": "openai",
+    "ga": "openai",
+    "openai-beta": "openai-beta",
+    "beta": "openai-beta",
+}
 
 #: The voices of xAI's Grok voice agent. IDs are case-insensitive on the wire; the server may echo
 #: them prefixed (``xai_ara``, ``human_Ara``), and custom voice IDs also work, so a voice outside
@@ -225,6 +235,14 @@ RESPONSE_STATUSES: tuple[str, ...] = (
 def canonical_event(name: str) -> str:
     """The canonical (GA) name of an incoming server event name."""
     return EVENT_ALIASES.get(name, name)
+
+
+def normalize_dialect(name: str) -> Dialect:
+    """Our dialect for any of its names (``openai-ga`` is ``openai``). Raises ValueError."""
+    try:
+        return DIALECT_ALIASES[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None
 
 
 def normalize_encoding(name: str) -> Encoding:
@@ -669,6 +687,8 @@ class RealtimeProtocol:
         self._audio_bytes: dict[str, int] = {}  # item_id -> bytes of assistant audio received
         self._user_partial: dict[str, str] = {}
         self._user_final: set[str] = set()
+        self._updates_sent = 0
+        self._updates_acked = 0
 
     def __repr__(self) -> str:
         return f"RealtimeProtocol(dialect={self.config.dialect!r}, state={self.state!r})"
@@ -740,9 +760,21 @@ class RealtimeProtocol:
         """Queue a ``session.update`` for ``config`` (default: this protocol's)."""
         if config is not None:
             self.config = config
+        self._updates_sent += 1
         return self._send(
             {"type": "session.update", "session": session_update_payload(self.config)}
         )
+
+    def sync(self) -> str:
+        """Queue a barrier: an unchanged ``session.update``. Servers handle client events in
+        order, so once :attr:`synced` is true again every message sent before it was handled
+        (the server's VAD has seen all the audio). Used at the end of the input."""
+        return self.session_update()
+
+    @property
+    def synced(self) -> bool:
+        """Every ``session.update`` sent has its ``session.updated``."""
+        return self._updates_acked >= self._updates_sent
 
     def append_audio(self, data: bytes) -> str:
         """Queue ``input_audio_buffer.append`` with ``data`` (raw bytes in the input format).
@@ -820,7 +852,7 @@ class RealtimeProtocol:
 
     def _follow_up(self, response_id: str) -> list[str]:
         resp = self._responses.get(response_id)
-        if resp is None or not resp.done or resp.followed_up:
+        if resp is None or not resp.call_ids or not resp.done or resp.followed_up:
             return []
         if any(c not in self._outputs for c in resp.call_ids):
             return []
@@ -902,6 +934,7 @@ class RealtimeProtocol:
         return [SessionCreated(session if isinstance(session, Mapping) else {})]
 
     def _on_session_updated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+        self._updates_acked += 1
         session = ev.get("session")
         session = session if isinstance(session, Mapping) else {}
         inp, out = session_formats(session)

@@ -1,0 +1,995 @@
+"""The ``realtime_session`` stage: a speech-to-speech model over a WebSocket.
+
+The protocol lives in :mod:`stages.realtime.protocol` (no I/O); this module pumps a socket
+through it. Theory of operation:
+
+- **Tasks.** The generator runs three tasks and yields what they put in one output queue: the
+  *input pump* (frames in → client messages), the *connection* (connect, read server messages →
+  frames, reconnect) and the *finisher* (once the input has ended: wait for what is owed, then
+  close). A task's failure is re-raised by the generator; its ``finally`` cancels and awaits
+  every task, so nothing leaks whether the run ends, fails or is cancelled.
+- **Handshake.** ``session.update`` goes out as soon as the socket opens; the input pump holds
+  every frame until ``session.updated`` (a timeout is a :class:`SessionRemoteError`).
+- **Input.** Audio is checked against ``input_format``/``input_rate`` and sent as
+  ``input_audio_buffer.append`` in 20–100 ms messages. Under server VAD, gaps in the input's pts
+  (a gate in ``gate`` mode drops silence) are filled with up to 1 s of silence so the server's
+  VAD hears the pause. ``text`` → a message item and a response. ``tool_result`` → one
+  ``function_call_output`` per call, then exactly one ``response.create`` once every call of the
+  response has its output. With ``turn_detection: none`` a ``speech_stopped`` from an upstream
+  ``vad_gate`` commits the turn and asks for a response.
+- **Output.** Assistant audio at the output format, with continuous pts (stamped when it
+  leaves the stage, so dropped audio leaves no hole); transcripts; tool calls; response and
+  server-VAD events; non-fatal server errors as ``error`` frames (and a warning).
+- **Barge-in.** A ``speech_started`` (from the gate or the server's VAD) while assistant audio
+  flows puts an ``interrupt`` frame at the head of the output queue, drops the audio queued
+  behind it and any later audio of that response, cancels the response (when our side heard
+  it: the server's VAD cancels by itself) and truncates the assistant item at the position a
+  sink reported as played (bus topic ``played``), else at what left the stage.
+- **Lifecycle.** An abnormal close reconnects with capped exponential backoff (the conversation
+  restarts on a new session, said in a warning); ``max_session_s`` recycles the session while
+  idle. When the input ends, the stage waits (``response_timeout_s``) for the response in flight
+  and the tool results it is owed, closes the socket cleanly and returns. Fatal failures (401/403,
+  a refused handshake, repeated connect failures) raise :class:`SessionRemoteError` with one line.
+
+The API key is read from the environment when connecting and kept in a local variable only: it
+is never logged, put in an error, a repr, or a frame. Network timeouts are real time (a virtual
+clock cannot know when a socket will answer); backoff and recycling use ``ctx.clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pipeline.errors import ConfigError, FormatError, SessionError, SessionRemoteError
+from pipeline.frames import (
+    Audio,
+    AudioFormat,
+    Encoding,
+    Error,
+    Frame,
+    Interrupt,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    Text,
+    ToolCall,
+    ToolResult,
+    Transcript,
+)
+from pipeline.stage import PLAYED, Played, StageContext, stage
+
+from . import protocol as p
+
+Provider = Literal["xai", "openai", "emulator"]
+FormatName = Literal[
+    "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
+]
+
+MIN_APPEND_MS = 20
+MAX_APPEND_MS = 100
+#: Longest input gap filled with silence under server VAD.
+GAP_FILL_MAX_S = 1.0
+#: Silence appended at the end of input when the server heard speech start but not stop.
+END_PAD_S = 1.0
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 8.0
+SILENCE_BYTE: dict[str, bytes] = {"pcm16": b"\x00\x00", "pcmu": b"\xff", "pcma": b"\xd5"}
+
+# websockets logs the handshake headers (the Authorization one included) at debug level: give
+# it a logger of its own that never says more than warnings.
+_WS_LOGGER = logging.getLogger("pipeline.realtime.websocket")
+_WS_LOGGER.setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The stage's parameters, checked and resolved (no secrets: the key is read at connect)."""
+
+    provider: Provider
+    url: str
+    api_key_env: str
+    session: p.SessionConfig
+    connect_timeout_s: float
+    ready_timeout_s: float
+    response_timeout_s: float
+    max_session_s: float | None
+    reconnect_attempts: int
+    emulator: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> p.Dialect:
+        return self.session.dialect
+
+    @property
+    def endpoint(self) -> str:
+        """The URL without its query, for messages."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _encoding(name: str, param: str) -> Encoding:
+    try:
+        return p.normalize_encoding(name)
+    except ValueError as exc:
+        raise ConfigError(f"parameter '{param}': {exc}") from None
+
+
+def _audio_format(name: str, rate: int | None, dialect: p.Dialect, which: str) -> AudioFormat:
+    enc = _encoding(name, f"{which}_format")
+    fixed = p.WIRE_FORMATS[enc].fixed_rate
+    fmt = AudioFormat(enc, rate if rate is not None else (fixed or p.DEFAULT_PCM_RATE))
+    try:
+        p.check_format(dialect, fmt)
+    except ValueError as exc:
+        raise FormatError(
+            f"realtime_session {which}_format/{which}_rate: {exc}",
+            f"set {which}_rate to a rate the service takes",
+        ) from None
+    return fmt
+
+
+def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
+    name = dialect or (emulator.get("dialect") if provider == "emulator" else None) or provider
+    if name == "emulator":
+        name = "xai"
+    try:
+        return p.normalize_dialect(str(name))
+    except ValueError as exc:
+        raise ConfigError(f"parameter 'dialect': {exc}") from None
+
+
+def _turn_detection(value: str | Mapping[str, Any] | None) -> p.TurnDetection:
+    if value is None or value in ("none", "manual", "null", ""):
+        return p.TurnDetection(None)
+    if isinstance(value, str):
+        value = {"type": value}
+    allowed = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms"}
+    extra = set(value) - allowed
+    if extra:
+        raise ConfigError(
+            f"parameter 'turn_detection': unknown key(s) {', '.join(sorted(extra))}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    kind = value.get("type", "server_vad")
+    if kind in (None, "none", "manual"):
+        return p.TurnDetection(None)
+    if kind not in ("server_vad", "semantic_vad"):
+        raise ConfigError(
+            f"parameter 'turn_detection': unknown type {kind!r}; use server_vad or none"
+        )
+    threshold = value.get("threshold")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"parameter 'turn_detection': threshold {threshold} is not in 0..1")
+    return p.TurnDetection(
+        kind,
+        None if threshold is None else float(threshold),
+        _opt_int(value.get("prefix_padding_ms")),
+        _opt_int(value.get("silence_duration_ms")),
+    )
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _with_model(url: str, model: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "model"]
+    query.append(("model", model))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def resolve_settings(
+    params: Mapping[str, Any], tools: tuple[Mapping[str, Any], ...] = ()
+) -> Settings:
+    """Check the stage's parameters and resolve their defaults. Raises ConfigError/FormatError."""
+    provider: Provider = params.get("provider") or "xai"
+    emulator = dict(params.get("emulator") or {})
+    dialect = _dialect(provider, params.get("dialect"), emulator)
+    model = params.get("model") or p.DEFAULT_MODEL[dialect]
+    voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
+    transcription = params.get("transcription", True)
+    if transcription is True:
+        transcription = p.DEFAULT_TRANSCRIPTION_MODEL[dialect]
+    elif not transcription:
+        transcription = None
+    session = p.SessionConfig(
+        dialect=dialect,
+        model=model,
+        voice=voice,
+        instructions=params.get("instructions"),
+        input_format=_audio_format(
+            params.get("input_format") or "pcm16", params.get("input_rate"), dialect, "input"
+        ),
+        output_format=_audio_format(
+            params.get("output_format") or "pcm16", params.get("output_rate"), dialect, "output"
+        ),
+        turn_detection=_turn_detection(params.get("turn_detection", "server_vad")),
+        tools=tools,
+        transcription=transcription,
+    )
+    url = params.get("url") or ("" if provider == "emulator" else p.DEFAULT_URL[dialect])
+    for key in ("connect_timeout_s", "session_timeout_s", "response_timeout_s"):
+        value = params.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    max_s = params.get("max_session_s")
+    if max_s is not None and max_s <= 0:
+        raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    return Settings(
+        provider=provider,
+        url=_with_model(url, model) if url else "",
+        api_key_env=params.get("api_key_env") or p.DEFAULT_API_KEY_ENV[dialect],
+        session=session,
+        connect_timeout_s=float(params.get("connect_timeout_s") or 10.0),
+        ready_timeout_s=float(params.get("session_timeout_s") or 5.0),
+        response_timeout_s=float(params.get("response_timeout_s") or 30.0),
+        max_session_s=max_s,
+        reconnect_attempts=int(params.get("reconnect_attempts", 5)),
+        emulator=emulator,
+    )
+
+
+def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
+    steps: list[str] = []
+    rate_in = incoming.rate
+    if incoming.encoding != "pcm16" and incoming.encoding != wanted.encoding:
+        steps.append("{type: g711_decode}")
+    if rate_in != wanted.rate:
+        steps.append(f"{{type: resample, rate: {wanted.rate}}}")
+    if wanted.encoding != "pcm16" and incoming.encoding != wanted.encoding:
+        law = "ulaw" if wanted.encoding == "pcmu" else "alaw"
+        steps.append(f"{{type: g711_encode, law: {law}}}")
+    if incoming.channels != 1:
+        return "feed it mono audio"
+    alt = (
+        f", or set input_rate: {incoming.rate}"
+        if incoming.encoding == wanted.encoding == "pcm16"
+        else ""
+    )
+    return f"add {' then '.join(steps)} before it{alt}"
+
+
+def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str) -> None:
+    """Raise FormatError if ``incoming`` audio is not the session's input format."""
+    if incoming != wanted:
+        raise FormatError(
+            f"{where} gets {incoming} audio; its input is {wanted} (input_format/input_rate)",
+            _fix_for(incoming, wanted),
+        )
+
+
+def _output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -> AudioFormat:
+    s = resolve_settings(params)
+    if input_format is not None:
+        check_input_format(input_format, s.session.input_format, "realtime_session")
+    return s.session.output_format
+
+
+def _linked_tools(ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
+    refs: list[Any] = []
+    seen: set[str] = set()
+    for peer in (*ctx.downstream, *ctx.upstream):
+        if peer.type == "tool_router" and peer.id not in seen:
+            seen.add(peer.id)
+            refs.extend(peer.params.get("tools") or ())
+    if not refs:
+        return ()
+    return tuple(_tool_schemas(refs, ctx))
+
+
+def _tool_schemas(refs: list[Any], ctx: StageContext) -> list[dict[str, Any]]:
+    from stages.tools import tool_schemas  # lazily: the tool router is optional
+
+    return tool_schemas(refs, base_dir=ctx.base_dir)
+
+
+def _explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
+    out: list[Mapping[str, Any]] = []
+    refs = [t for t in tools if isinstance(t, str)]
+    schemas = iter(_tool_schemas(refs, ctx)) if refs else iter(())
+    for t in tools:
+        if isinstance(t, str):
+            out.append(next(schemas))
+        elif isinstance(t, Mapping):
+            out.append(dict(t))
+        else:
+            raise ConfigError(
+                f"parameter 'tools': {t!r} is neither a 'module:function' nor a tool definition"
+            )
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- output queue
+
+
+@dataclass(frozen=True, slots=True)
+class _AudioOut:
+    data: bytes
+    item_id: str
+    response_id: str
+
+
+class _End:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    exc: BaseException
+
+
+_OutItem = Frame | _AudioOut | _End | _Failed
+
+
+class _OutQueue:
+    """What the stage will yield. Never blocks a producer: the reader must keep reading (a
+    barge-in can arrive while downstream is slow), and what it holds is what the server sent
+    ahead, which a barge-in drops. ``urgent`` puts an item first and drops queued audio."""
+
+    def __init__(self) -> None:
+        self._q: deque[_OutItem] = deque()
+        self._ev = asyncio.Event()
+
+    def put(self, item: _OutItem) -> None:
+        self._q.append(item)
+        self._ev.set()
+
+    def urgent(self, item: _OutItem) -> int:
+        kept = [x for x in self._q if not isinstance(x, _AudioOut)]
+        dropped = len(self._q) - len(kept)
+        self._q = deque([item, *kept])
+        self._ev.set()
+        return dropped
+
+    def has_audio(self) -> bool:
+        return any(isinstance(x, _AudioOut) for x in self._q)
+
+    async def get(self) -> _OutItem:
+        while not self._q:
+            self._ev.clear()
+            await self._ev.wait()
+        return self._q.popleft()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class _Closed(Exception):
+    """The connection ended (why: in the message)."""
+
+
+class _Run:
+    """One run of the stage: the state the three tasks share."""
+
+    def __init__(self, s: Settings, ctx: StageContext, url: str) -> None:
+        self.s = s
+        self.ctx = ctx
+        self.log = ctx.log
+        self.url = url
+        self.cfg = s.session
+        self.out = _OutQueue()
+        self.proto = p.RealtimeProtocol(self.cfg)
+        self.ws: Any = None
+        self.ready = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.input_done = asyncio.Event()
+        self.closing = False
+        self.send_lock = asyncio.Lock()
+        # input
+        fmt = self.cfg.input_format
+        width = 2 if fmt.encoding == "pcm16" else 1
+        self.in_width = width
+        self.min_bytes = fmt.rate * MIN_APPEND_MS // 1000 * width
+        self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
+        self.batch = bytearray()
+        self.batch_pts = 0.0
+        self.next_in_pts: float | None = None
+        self.conn_origin: float | None = None
+        self.server_speaking = False
+        self.expect_response = False
+        self.recycling = False
+        # output
+        self.out_pts = 0.0
+        self.last_item = ""
+        self.item_start: dict[str, float] = {}
+        self.played: float | None = None
+        self.response = ""
+        self.response_audio = False
+        self.muted = ""
+        self.interrupted_at = -1.0
+        self.sessions = 0
+        ctx.bus.subscribe(PLAYED, self._on_played)
+
+    # -- helpers
+
+    def _on_played(self, value: Any) -> None:
+        if isinstance(value, Played) and 0.0 <= value.pts <= self.out_pts + 1e-6:
+            self.played = value.pts
+
+    def emit(self, frame: Frame) -> None:
+        self.out.put(frame)
+
+    async def flush(self) -> None:
+        """Send what the protocol has queued, in order."""
+        async with self.send_lock:
+            msgs = self.proto.data_to_send()
+            ws = self.ws
+            if ws is None:
+                return
+            for m in msgs:
+                try:
+                    await ws.send(m)
+                except Exception as exc:  # the reader sees the close and reconnects
+                    self.log.debug("send failed; the connection is closing", error=str(exc))
+                    return
+
+    def materialize(self, item: _AudioOut) -> Audio:
+        """Stamp queued audio with the next pts as it leaves the stage."""
+        if item.item_id != self.last_item:
+            self.last_item = item.item_id
+            self.item_start.setdefault(item.item_id, self.out_pts)
+        fmt = self.cfg.output_format
+        frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.out_pts)
+        self.out_pts += frame.duration
+        return frame
+
+    # -- input pump
+
+    async def pump_input(self, frames: AsyncIterator[Frame]) -> None:
+        async for f in frames:
+            await self.on_frame(f)
+        self.input_done.set()
+
+    async def wait_ready(self) -> None:
+        await self.ready.wait()
+
+    async def on_frame(self, f: Frame) -> None:
+        match f:
+            case Audio():
+                check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
+                await self.wait_ready()
+                self.add_audio(f)
+                await self.flush()
+            case Text():
+                await self.wait_ready()
+                self.send_batch(final=True)
+                self.proto.send_text(f.text, f.role)
+                await self.flush()
+            case ToolResult():
+                await self.wait_ready()
+                if not self.proto.tool_output(f.call_id, f.output):
+                    self.log.warning(
+                        "tool result for a call this session is not waiting for; dropped",
+                        call_id=f.call_id,
+                    )
+                await self.flush()
+                self.changed.set()
+            case SpeechStarted():
+                self.emit(f)
+                await self.barge_in(local=True)
+            case SpeechStopped():
+                self.emit(f)
+                if not self.cfg.server_vad and self.ready.is_set():
+                    self.send_batch(final=True)
+                    self.proto.user_turn_ended()
+                    await self.flush()
+                    self.changed.set()
+            case _:
+                pass
+
+    def add_audio(self, f: Audio) -> None:
+        if self.cfg.server_vad and self.next_in_pts is not None:
+            gap = f.pts - self.next_in_pts
+            if gap > 0.005:
+                self.add_bytes(self.silence(min(gap, GAP_FILL_MAX_S)), self.next_in_pts)
+        self.add_bytes(f.data, f.pts)
+        self.next_in_pts = f.end_pts
+
+    def silence(self, seconds: float) -> bytes:
+        fmt = self.cfg.input_format
+        return SILENCE_BYTE[fmt.encoding] * int(seconds * fmt.rate)
+
+    def add_bytes(self, data: bytes, pts: float) -> None:
+        if not self.batch:
+            self.batch_pts = pts
+        self.batch += data
+        self.send_batch(final=False)
+
+    def send_batch(self, *, final: bool) -> None:
+        bps = self.cfg.input_format.bytes_per_second
+        while len(self.batch) >= self.min_bytes or (final and self.batch):
+            n = min(len(self.batch), self.max_bytes)
+            chunk = bytes(self.batch[:n])
+            del self.batch[:n]
+            if self.conn_origin is None:
+                self.conn_origin = self.batch_pts
+            self.proto.append_audio(chunk)
+            self.batch_pts += n / bps
+
+    # -- barge-in
+
+    def audio_flowing(self) -> bool:
+        if self.out.has_audio():
+            return True
+        rid = self.proto.active_response
+        if rid is not None and rid != self.muted and self.response_audio:
+            return True
+        lag = self.played is not None and self.played < self.out_pts - 0.02
+        return lag and self.out_pts > self.interrupted_at
+
+    async def barge_in(self, *, local: bool) -> None:
+        if not self.audio_flowing():
+            return
+        rid = self.proto.active_response or self.response
+        dropped = self.out.urgent(Interrupt(pts=self.out_pts, response_id=rid))
+        self.muted = rid
+        self.interrupted_at = self.out_pts
+        item = self.proto.assistant_item
+        start = self.item_start.get(item)
+        if start is None:
+            played_ms = 0
+        else:
+            heard = self.out_pts if self.played is None else min(self.played, self.out_pts)
+            played_ms = max(0, round((heard - start) * 1000))
+        self.log.info(
+            "barge-in: interrupting the assistant",
+            by="vad_gate" if local else "server_vad",
+            response_id=rid,
+            dropped_frames=dropped,
+            played_ms=played_ms,
+        )
+        if self.ready.is_set():
+            self.proto.interrupt(played_ms, local=local)
+            await self.flush()
+
+    # -- server events
+
+    async def on_event(self, ev: p.ProtocolEvent) -> None:
+        match ev:
+            case p.SessionReady():
+                if not self.ready.is_set():
+                    self.log.info("session ready", session=self.sessions, dialect=self.cfg.dialect)
+                    self._check_echo(ev)
+                    self.ready.set()
+            case p.SessionCreated():
+                self.log.debug("session created")
+            case p.SpeechStarted():
+                self.server_speaking = True
+                self.emit(SpeechStarted(pts=self._in_pts(ev.audio_start_ms)))
+                await self.barge_in(local=False)
+            case p.SpeechStopped():
+                self.server_speaking = False
+                self.expect_response = True  # server VAD answers a finished turn
+                self.emit(SpeechStopped(pts=self._in_pts(ev.audio_end_ms)))
+            case p.ResponseCreated():
+                self.expect_response = False
+                self.response = ev.response_id
+                self.response_audio = False
+                if self.muted and self.muted != ev.response_id:
+                    self.muted = ""
+                self.emit(ResponseStarted(ev.response_id))
+            case p.ResponseDone():
+                self.emit(ResponseDone(ev.response_id, ev.status))
+            case p.AudioDelta():
+                rid = ev.response_id or self.response
+                if rid and rid == self.muted:
+                    return
+                self.response_audio = True
+                self.out.put(_AudioOut(ev.data, ev.item_id, rid))
+            case p.TranscriptDelta():
+                self.emit(Transcript(ev.role, ev.text, False, item_id=ev.item_id))
+            case p.TranscriptDone():
+                self.emit(Transcript(ev.role, ev.text, True, item_id=ev.item_id))
+            case p.FunctionCallDone():
+                self.emit(ToolCall(ev.call_id, ev.name, ev.arguments, ev.response_id))
+            case p.ServerError():
+                self._server_error(ev)
+            case p.Malformed():
+                self.log.warning("unreadable message from the server", reason=ev.reason)
+                self.emit(Error("malformed_message", f"unreadable server message: {ev.reason}"))
+            case p.RateLimits():
+                self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
+            case p.Ignored():
+                if ev.type != "ping":
+                    self.log.debug("server event ignored", server_event=ev.type)
+            case _:
+                self.log.debug("server event", server_event=type(ev).__name__)
+
+    def _in_pts(self, ms: int) -> float | None:
+        if self.conn_origin is None:
+            return ms / 1000
+        return round(self.conn_origin + ms / 1000, 6)
+
+    def _check_echo(self, ev: p.SessionReady) -> None:
+        for which, got, want in (
+            ("output", ev.output_format, self.cfg.output_format),
+            ("input", ev.input_format, self.cfg.input_format),
+        ):
+            if got is not None and got != want:
+                self.log.warning(
+                    f"the server echoed {which} audio {got}, not the {want} asked for; "
+                    f"if the audio sounds wrong, set {which}_format/{which}_rate to one it takes"
+                )
+
+    def _server_error(self, ev: p.ServerError) -> None:
+        if ev.fatal:
+            raise SessionRemoteError(
+                f"the realtime service refused the session: {ev.code}: {ev.message}",
+                code=ev.code,
+            )
+        if ev.benign:
+            self.log.debug("server error (benign race)", code=ev.code, message=ev.message)
+            return
+        self.log.warning("server error", code=ev.code, message=ev.message, param=ev.param)
+        self.emit(Error(ev.code, ev.message))
+
+    # -- connection
+
+    async def connection_loop(self) -> None:
+        failures = 0
+        while not self.closing:
+            try:
+                ws = await self.connect()
+            except _Retry as exc:
+                failures += 1
+                if failures > self.s.reconnect_attempts:
+                    raise SessionRemoteError(
+                        f"cannot connect to {self.s.endpoint} after {failures} attempts: "
+                        f"{exc}; check the url and the network",
+                        code="connect_failed",
+                    ) from None
+                self.log.warning("connect failed; retrying", error=str(exc), attempt=failures)
+                await self.backoff(failures)
+                continue
+            became_ready = await self.serve(ws)
+            if self.closing:
+                return
+            failures = 0 if became_ready else failures + 1
+            if failures > self.s.reconnect_attempts:
+                raise SessionRemoteError(
+                    f"{self.s.endpoint} closed the connection {failures} times before the "
+                    "session was ready; check the model and the session parameters",
+                    code="connect_failed",
+                )
+            if failures:
+                await self.backoff(failures)
+
+    async def backoff(self, failures: int) -> None:
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+        await self.ctx.clock.sleep(delay)
+
+    def api_key(self) -> str:
+        key = os.environ.get(self.s.api_key_env, "")
+        if not key and self.s.provider == "emulator":
+            key = "emulator"
+        if not key:
+            raise ConfigError(
+                f"environment variable {self.s.api_key_env} is not set; export your API key "
+                "in it (or name another variable with api_key_env)"
+            )
+        return key
+
+    async def connect(self) -> Any:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+        headers = {"Authorization": f"Bearer {self.api_key()}"}
+        if self.cfg.dialect == "openai-beta":
+            headers["OpenAI-Beta"] = "realtime=v1"
+        try:
+            return await connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self.s.connect_timeout_s,
+                max_size=None,
+                compression=None,
+                logger=_WS_LOGGER,
+                user_agent_header="pipeline-realtime",
+            )
+        except InvalidURI:
+            raise ConfigError(
+                f"parameter 'url': {self.s.endpoint!r} is not a ws:// or wss:// URL"
+            ) from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise SessionRemoteError(
+                    f"{self.s.endpoint} refused the API key from {self.s.api_key_env} "
+                    f"(HTTP {status}); check that the key is valid and allowed to use the model",
+                    code=str(status),
+                ) from None
+            if 400 <= status < 500 and status not in (408, 429):
+                raise SessionRemoteError(
+                    f"{self.s.endpoint} refused the connection (HTTP {status}); check the url "
+                    "and the model",
+                    code=str(status),
+                ) from None
+            raise _Retry(f"HTTP {status}") from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise _Retry(_reason(exc)) from None
+
+    async def serve(self, ws: Any) -> bool:
+        """Run one connection until it closes. Returns whether the session became ready."""
+        from websockets.exceptions import ConnectionClosed
+
+        self.sessions += 1
+        self.proto = p.RealtimeProtocol(self.cfg)
+        self.ws = ws
+        self.conn_origin = None
+        self.server_speaking = False
+        self.expect_response = False
+        self.recycling = False
+        self.proto.connection_made()
+        recycle = None
+        if self.s.max_session_s is not None:
+            recycle = asyncio.create_task(self.recycle_after(self.s.max_session_s))
+        became_ready = False
+        try:
+            await self.flush()
+            async with asyncio.timeout(self.s.ready_timeout_s) as deadline:
+                async for message in ws:
+                    for ev in self.proto.receive(message):
+                        await self.on_event(ev)
+                    if self.proto.ready and not became_ready:
+                        became_ready = True
+                        deadline.reschedule(None)
+                    await self.flush()
+                    self.changed.set()
+            code, reason = ws.close_code, ws.close_reason
+        except TimeoutError:
+            raise SessionRemoteError(
+                f"no session.updated from {self.s.endpoint} within {self.s.ready_timeout_s:g} s "
+                "of session.update; the service may not accept the session parameters "
+                "(raise session_timeout_s if it is just slow)",
+                code="session_timeout",
+            ) from None
+        except ConnectionClosed as exc:
+            code, reason = _close_info(exc)
+        finally:
+            if recycle is not None:
+                recycle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recycle
+            self.ws = None
+            self.ready.clear()
+            self.proto.connection_lost()
+            self.changed.set()
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if not self.closing and not self.recycling:
+            self.log.warning(
+                "connection to the realtime service lost; the conversation restarts on a "
+                "new session",
+                code=code,
+                reason=reason or None,
+                was_ready=became_ready,
+            )
+        return became_ready
+
+    async def recycle_after(self, seconds: float) -> None:
+        await self.ctx.clock.sleep(seconds)
+        while self.proto.owes:
+            self.changed.clear()
+            await self.changed.wait()
+        self.log.warning(
+            "recycling the session after max_session_s; the conversation restarts on a new session",
+            max_session_s=seconds,
+        )
+        self.recycling = True
+        ws = self.ws
+        if ws is not None:
+            await ws.close(1000, "recycling")
+
+    # -- end of input
+
+    async def finish(self) -> None:
+        """Once the input has ended: wait for what is owed, then close cleanly."""
+        forward = asyncio.ensure_future(self.ctx.forward_ended.wait())
+        done = asyncio.ensure_future(self.input_done.wait())
+        try:
+            await asyncio.wait({forward, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forward.cancel()
+            done.cancel()
+        await self.ready.wait()
+        self.send_batch(final=True)
+        if not self.cfg.server_vad:
+            self.proto.user_turn_ended()
+        elif self.conn_origin is not None:
+            # Let the server's VAD hear the end of a turn cut short by the end of the input.
+            silence_ms = self.cfg.turn_detection.silence_duration_ms or 500
+            pad = max(END_PAD_S, silence_ms / 1000 + 0.2)
+            self.add_bytes(self.silence(pad), self.next_in_pts or self.batch_pts)
+            self.send_batch(final=True)
+        self.proto.sync()  # answered once the server has handled everything sent before
+        await self.flush()
+        try:
+            async with asyncio.timeout(self.s.response_timeout_s):
+                while self.ready.is_set() and (
+                    not self.proto.synced
+                    or self.proto.owes
+                    or self.server_speaking
+                    or self.expect_response
+                ):
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            self.log.warning(
+                "input ended; stopped waiting for the response and tool results",
+                response_timeout_s=self.s.response_timeout_s,
+                pending_calls=list(self.proto.pending_calls),
+            )
+        self.closing = True
+        ws = self.ws
+        if ws is not None:
+            await ws.close()
+
+
+class _Retry(Exception):
+    """A connection attempt failed in a way worth retrying."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _close_info(exc: Any) -> tuple[int | None, str]:
+    rcvd = getattr(exc, "rcvd", None)
+    if rcvd is not None:
+        return rcvd.code, rcvd.reason
+    return None, "no close frame"
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+@stage(
+    "realtime_session",
+    accepts=(Audio, Text, ToolResult, SpeechStarted, SpeechStopped),
+    emits=(
+        Audio,
+        Transcript,
+        ToolCall,
+        SpeechStarted,
+        SpeechStopped,
+        Interrupt,
+        ResponseStarted,
+        ResponseDone,
+        Error,
+    ),
+    output_format=_output_format,
+    cycle_aware=True,
+)
+async def realtime_session(
+    frames: AsyncIterator[Frame],
+    *,
+    provider: Provider = "xai",
+    dialect: Literal["xai", "openai", "openai-ga", "openai-beta"] | None = None,
+    url: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    voice: str | None = None,
+    instructions: str | None = None,
+    input_format: FormatName = "pcm16",
+    input_rate: int | None = None,
+    output_format: FormatName = "pcm16",
+    output_rate: int | None = None,
+    turn_detection: str | dict[str, Any] | None = "server_vad",
+    tools: list[Any] | None = None,
+    transcription: bool | str = True,
+    response_timeout_s: float = 30.0,
+    connect_timeout_s: float = 10.0,
+    session_timeout_s: float = 5.0,
+    max_session_s: float | None = None,
+    reconnect_attempts: int = 5,
+    emulator: dict[str, Any] | None = None,
+    ctx: StageContext,
+) -> AsyncIterator[Frame]:
+    """A speech-to-speech model (xAI Grok voice agent, OpenAI Realtime, or the emulator).
+
+    Parameters:
+        provider: xai | openai | emulator (in-process, on an ephemeral loopback port)
+        dialect: wire dialect (default: the provider's; for the emulator, its own dialect)
+        url: the endpoint, overriding the provider's (?model= is still added)
+        model: model name (xai: grok-voice-latest, openai: gpt-realtime)
+        api_key_env: environment variable holding the API key (XAI_API_KEY / OPENAI_API_KEY)
+        voice: ara, rex, sal, eve, leo (xai; default ara) or an OpenAI voice (default alloy)
+        instructions: the system prompt
+        input_format: pcm16 | pcmu | pcma (also by their wire names, e.g. g711_ulaw, audio/pcmu)
+        input_rate: input sample rate (default 24000 for pcm16, 8000 for G.711)
+        output_format: pcm16 | pcmu | pcma: the audio this stage emits
+        output_rate: output sample rate (default 24000 for pcm16, 8000 for G.711)
+        turn_detection: server_vad (optionally {type, threshold, prefix_padding_ms, silence_duration_ms}) or none
+        tools: tool definitions or 'module:function' refs (default: those of linked tool_router stages)
+        transcription: transcribe the user's audio: true, false, or a transcription model name
+        response_timeout_s: at end of input, how long to wait for the response and tool results
+        connect_timeout_s: timeout of one connection attempt
+        session_timeout_s: how long to wait for session.updated after session.update
+        max_session_s: recycle the session (while idle) after this many seconds
+        reconnect_attempts: consecutive failed connections before giving up
+        emulator: settings for the emulator when provider is emulator (e.g. dialect, think_ms)
+    """  # noqa: E501
+    params = {k: v for k, v in locals().items() if k not in ("frames", "ctx")}
+    schemas = _explicit_tools(tools, ctx) if tools is not None else _linked_tools(ctx)
+    settings = resolve_settings(params, schemas)
+    async with contextlib.AsyncExitStack() as stack:
+        url_ = settings.url
+        if settings.provider == "emulator":
+            url_ = await _start_emulator(stack, settings, ctx)
+        run = _Run(settings, ctx, url_)
+        tasks: list[asyncio.Task[None]] = []
+
+        async def guard(coro: Any, *, ends: bool) -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                run.out.put(_Failed(exc))
+            else:
+                if ends:
+                    run.out.put(_End())
+
+        tasks.append(asyncio.create_task(guard(run.connection_loop(), ends=True)))
+        tasks.append(asyncio.create_task(guard(run.pump_input(frames), ends=False)))
+        tasks.append(asyncio.create_task(guard(run.finish(), ends=False)))
+        try:
+            while True:
+                item = await run.out.get()
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, _Failed):
+                    if isinstance(item.exc, SessionError | ConfigError | FormatError):
+                        raise item.exc
+                    raise SessionRemoteError(
+                        f"realtime session failed: {type(item.exc).__name__}: {item.exc}"
+                    ) from item.exc
+                if isinstance(item, _AudioOut):
+                    yield run.materialize(item)
+                else:
+                    yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if run.ws is not None:
+                with contextlib.suppress(Exception):
+                    await run.ws.close()
+
+
+async def _start_emulator(stack: contextlib.AsyncExitStack, s: Settings, ctx: StageContext) -> str:
+    import pydantic
+
+    try:
+        from .emulator import EmulatorConfig, run_emulator
+    except ImportError as exc:
+        raise ConfigError(
+            f"provider 'emulator' is not available ({exc}); use provider xai or openai"
+        ) from None
+    options = dict(s.emulator)
+    options["dialect"] = s.dialect
+    try:
+        config = EmulatorConfig(**options)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"parameter 'emulator': {where}: {first['msg']}") from None
+    emu = await stack.enter_async_context(
+        run_emulator(config, host="127.0.0.1", port=0, clock=ctx.clock)
+    )
+    base = str(emu.url)
+    return _with_model(base, s.session.model)
