@@ -61,11 +61,15 @@ from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, Too
 from pipeline.stage import StageContext, stage
 
 __all__ = [
+    "CallLedger",
+    "CallOutcome",
     "Tool",
+    "ToolArgumentError",
     "ToolSpec",
     "check_tools",
     "load_tool",
     "load_tools",
+    "parse_docstring",
     "run_tool",
     "tool_router",
     "tool_schemas",
@@ -742,6 +746,57 @@ class _Recent:
         return key in self._keys
 
 
+class CallLedger:
+    """Which calls may run: the router's bookkeeping, without I/O or an event loop.
+
+    It remembers the call ids seen (a repeat runs once), the responses cancelled (by an
+    interrupt or a ``response_done`` with status ``cancelled``: their calls that have not
+    started never run) and the response in flight (what an interrupt without a response id
+    means). The stage feeds it frames and acts on its answers.
+    """
+
+    def __init__(self, remember_calls: int = 4096, remember_responses: int = 256) -> None:
+        self._seen = _Recent(remember_calls)
+        self._cancelled = _Recent(remember_responses)
+        #: the response in flight ("" when none is known)
+        self.current = ""
+
+    def admit(self, call: ToolCall) -> Literal["run", "repeat", "cancelled"]:
+        """What to do with a new call: run it, ignore it (a repeated ``call_id``), or skip it
+        (its response was cancelled)."""
+        if call.call_id in self._seen:
+            return "repeat"
+        self._seen.add(call.call_id)
+        if call.response_id:
+            self.current = call.response_id
+        return "cancelled" if self.is_cancelled(call.response_id) else "run"
+
+    def is_cancelled(self, response_id: str) -> bool:
+        """The response was cancelled: its calls that have not started must not run."""
+        return bool(response_id) and response_id in self._cancelled
+
+    def response_started(self, response_id: str) -> None:
+        self.current = response_id
+
+    def response_done(self, response_id: str, status: str) -> str | None:
+        """A response ended; returns its id if its calls must be cancelled."""
+        if response_id == self.current:
+            self.current = ""
+        return self.cancel(response_id) if status == "cancelled" else None
+
+    def interrupt(self, response_id: str) -> str:
+        """Barge-in on ``response_id`` ("" = the response in flight); returns the id whose
+        calls must be cancelled ("" = the calls that carry no response id)."""
+        return self.cancel(response_id or self.current)
+
+    def cancel(self, response_id: str) -> str:
+        # "" (a session that does not number its responses) is not remembered: it would
+        # refuse every later call; it only stops what is running or waiting now.
+        if response_id:
+            self._cancelled.add(response_id)
+        return response_id
+
+
 @dataclass(eq=False)
 class _Running:
     call: ToolCall
@@ -799,9 +854,7 @@ async def tool_router(
     slots = asyncio.Semaphore(max_concurrency)
     out: asyncio.Queue[ToolResult | _End | _Failed] = asyncio.Queue(maxsize=max_concurrency)
     running: dict[str, _Running] = {}
-    seen = _Recent(4096)
-    cancelled = _Recent(256)
-    current_response = ""
+    ledger = CallLedger()
 
     def skip(call: ToolCall, why: str) -> None:
         log.info(
@@ -816,7 +869,7 @@ async def tool_router(
     async def run(entry: _Running) -> None:
         call = entry.call
         async with slots:
-            if call.response_id in cancelled:
+            if ledger.is_cancelled(call.response_id):
                 skip(call, "its response was cancelled before it started")
                 return
             entry.started = True
@@ -838,11 +891,7 @@ async def tool_router(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
         )
 
-    def cancel_response(response_id: str, why: str) -> None:
-        # "" (a session that does not number its responses) is not remembered: it would
-        # refuse every later call; it only stops what is running or waiting now.
-        if response_id:
-            cancelled.add(response_id)
+    def cancel_calls(response_id: str, why: str) -> None:
         for entry in list(running.values()):
             if entry.call.response_id != response_id or entry.task is None:
                 continue
@@ -853,12 +902,12 @@ async def tool_router(
                 entry.task.cancel()  # logged by the call itself, outcome "cancelled"
 
     async def start(call: ToolCall) -> None:
-        if call.call_id in seen:
+        verdict = ledger.admit(call)
+        if verdict == "repeat":
             log.warning("tool call repeated; ignored", name=call.name, call_id=call.call_id)
             return
-        seen.add(call.call_id)
         log.debug("tool call", name=call.name, call_id=call.call_id, arguments=call.arguments)
-        if call.response_id in cancelled:
+        if verdict == "cancelled":
             skip(call, "its response was cancelled")
             return
         if len(running) >= max_concurrency + MAX_PENDING:
@@ -881,23 +930,19 @@ async def tool_router(
         entry.task.add_done_callback(lambda _t: running.pop(call.call_id, None))
 
     async def read() -> None:
-        nonlocal current_response
         try:
             async for frame in frames:
                 match frame:
                     case ToolCall():
-                        if frame.response_id:
-                            current_response = frame.response_id
                         await start(frame)
                     case ResponseStarted():
-                        current_response = frame.response_id
+                        ledger.response_started(frame.response_id)
                     case ResponseDone():
-                        if frame.response_id == current_response:
-                            current_response = ""
-                        if frame.status == "cancelled":
-                            cancel_response(frame.response_id, "its response was cancelled")
+                        target = ledger.response_done(frame.response_id, frame.status)
+                        if target is not None:
+                            cancel_calls(target, "its response was cancelled")
                     case Interrupt():
-                        cancel_response(frame.response_id or current_response, "interrupted")
+                        cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
             while running:  # the calls still running are owed their results
                 await asyncio.wait([e.task for e in running.values() if e.task is not None])
             await out.put(_End())

@@ -31,8 +31,9 @@ from pipeline.frames import (
     ToolResult,
 )
 from pipeline.stage import StageContext, resolve
-from pipeline.testing import run_stage_async
+from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
+    CallLedger,
     check_tools,
     load_tool,
     load_tools,
@@ -549,6 +550,49 @@ def test_sync_tools_run_in_a_thread_without_blocking_the_loop() -> None:
     assert out.startswith("ok from tool-sync_wait_for")
 
 
+# ---------------------------------------------------------------------------- the ledger
+
+
+def test_ledger_deduplicates_and_refuses_calls_of_cancelled_responses() -> None:
+    book = CallLedger()
+    assert book.admit(call("c1", "f", response="r1")) == "run"
+    assert book.admit(call("c1", "f", response="r1")) == "repeat"
+    assert book.interrupt("r1") == "r1"
+    assert book.is_cancelled("r1")
+    assert book.admit(call("c2", "f", response="r1")) == "cancelled"
+    assert book.admit(call("c2", "f", response="r1")) == "repeat"
+    assert book.admit(call("c3", "f", response="r2")) == "run"
+    assert book.response_done("r3", "cancelled") == "r3"
+    assert book.admit(call("c4", "end_call", response="r3")) == "cancelled"
+    assert book.response_done("r2", "completed") is None
+    assert not book.is_cancelled("r2")
+
+
+def test_ledger_tracks_the_response_in_flight() -> None:
+    book = CallLedger()
+    assert book.interrupt("") == ""  # nothing known: the calls without a response id
+    book.response_started("r1")
+    assert book.current == "r1"
+    book.admit(call("c1", "f", response="r2"))  # a call names its response
+    assert book.current == "r2"
+    book.response_done("r2", "completed")
+    assert book.current == ""
+    book.response_started("r3")
+    assert book.interrupt("") == "r3"
+    assert book.is_cancelled("r3") and not book.is_cancelled("")
+    assert book.admit(call("c9", "f")) == "run"  # "" is never remembered as cancelled
+
+
+def test_ledger_memory_is_bounded() -> None:
+    book = CallLedger(remember_calls=2, remember_responses=1)
+    for cid in ("a", "b", "c"):
+        book.admit(call(cid, "f"))
+    assert book.admit(call("a", "f")) == "run"  # forgotten: the oldest of 2
+    book.interrupt("r1")
+    book.interrupt("r2")
+    assert not book.is_cancelled("r1") and book.is_cancelled("r2")
+
+
 # ---------------------------------------------------------------------------- the stage
 
 
@@ -602,6 +646,18 @@ def test_stage_is_registered_with_its_frame_types() -> None:
         "max_result_chars",
     }
     assert spec.params["tools"].required and spec.params["timeout_s"].default == 10
+
+
+def test_stage_passes_the_conformance_checks() -> None:
+    frames: list[Frame] = [
+        ResponseStarted("r1"),
+        call("c1", "no_args", response="r1"),
+        call("c2", "boom", {"x": 1}, response="r1"),
+        call("c3", "nope", response="r1"),
+        ResponseDone("r1"),
+    ]
+    out = check_stage(tool_router, frames, tools=[ref("no_args"), ref("boom")])
+    assert sorted(r.call_id for r in out if isinstance(r, ToolResult)) == ["c1", "c2", "c3"]
 
 
 def test_stage_runs_calls_and_reports_failures_as_results() -> None:
