@@ -49,7 +49,7 @@ class ChannelStatistics:
     overflow: str
     depth: int
     peak: int
-    sent: int
+    sent: int  # frames offered: sent == received + dropped + purged + depth
     received: int
     dropped: int
     purged: int  # audio dropped because an interrupt overtook it
@@ -119,6 +119,7 @@ class Channel:
         data = self._data
         while len(data) >= self.capacity:
             if self.overflow == "drop_newest":
+                self.sent += 1  # sent counts every frame offered, as under drop_oldest
                 self.dropped += 1
                 return
             if self.overflow == "drop_oldest":
