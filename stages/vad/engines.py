@@ -201,12 +201,19 @@ class WebrtcEngine:
     """Google's WebRTC VAD (``webrtcvad``): a 0/1 decision per 10, 20 or 30 ms window.
 
     ``aggressiveness`` 0..3: higher says "speech" less often (fewer false alarms in noise).
+    ``preemphasis`` (``y[n] = x[n] - a·x[n-1]``, 0 to turn it off) tilts the spectrum before
+    webrtcvad sees it: mains hum and its low harmonics otherwise keep its lowest band (80-250 Hz)
+    busy, and it never hears the end of speech (on the dev set's babble-and-hum file it found
+    one segment from the first word to the end of the file without it, and every utterance with
+    it, at no cost on the other files).
     """
 
     default_threshold = 0.5
     hysteresis = 0.0
 
-    def __init__(self, rate: int, *, aggressiveness: int = 3, frame_ms: int = 30) -> None:
+    def __init__(
+        self, rate: int, *, aggressiveness: int = 3, frame_ms: int = 30, preemphasis: float = 0.8
+    ) -> None:
         check_rate("webrtc", rate)
         if frame_ms not in (10, 20, 30):
             raise ValueError(f"webrtc frames are 10, 20 or 30 ms, not {frame_ms}")
@@ -218,8 +225,19 @@ class WebrtcEngine:
         self.window = rate * frame_ms // 1000
         self._vad = webrtcvad.Vad(aggressiveness)
         self._framer = _Framer(self.window)
+        self._a = preemphasis
+        self._last = 0.0
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        if self._a and len(pcm):
+            x = pcm.astype(np.float32)
+            y = np.empty_like(x)
+            y[0] = self._last
+            y[1:] = x[:-1]
+            self._last = float(x[-1])
+            y *= -self._a
+            y += x
+            pcm = np.clip(y, -32768, 32767, out=y).astype(np.int16)
         is_speech: Callable[[bytes, int], bool] = self._vad.is_speech
         rate = self.rate
         return [
@@ -229,6 +247,7 @@ class WebrtcEngine:
 
     def reset(self) -> None:
         self._framer.reset()
+        self._last = 0.0
 
 
 # ---------------------------------------------------------------------------- energy

@@ -587,6 +587,15 @@ def test_silero_model_path_must_exist(tmp_path: Path) -> None:
     assert SileroEngine(16000, model_path=model)._session is SileroEngine(16000)._session
 
 
+def test_webrtc_scores_do_not_depend_on_chunk_sizes() -> None:
+    x = _speech_like(16000, 2.0, [(0.5, 1.5)])
+    whole = WebrtcEngine(16000).process(x)
+    e = WebrtcEngine(16000)
+    pieces = [s for i in range(0, len(x), 333) for s in e.process(x[i : i + 333])]
+    assert pieces == whole and len(whole) == len(x) // 480
+    assert 0.0 in whole and 1.0 in whole
+
+
 def test_webrtc_frames_and_refusals() -> None:
     e = WebrtcEngine(48000, aggressiveness=0)
     assert e.window == 1440
