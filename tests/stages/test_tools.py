@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import enum
 import json
+import re
 import sys
 import threading
 import types
@@ -27,10 +28,11 @@ from pipeline.frames import (
     Interrupt,
     ResponseDone,
     ResponseStarted,
+    Text,
     ToolCall,
     ToolResult,
 )
-from pipeline.stage import StageContext, resolve
+from pipeline.stage import StageContext, resolve, stage
 from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
     CallLedger,
@@ -950,3 +952,111 @@ def test_calls_without_response_ids_are_interruptible_and_later_calls_still_run(
     )
     assert [r.output for r in out] == ["done b"]
     assert STATE.cancelled == ["a"]
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@stage("ask", emits=(Text,), register=False)
+async def ask(*, text: str) -> AsyncIterator[Frame]:
+    """One typed user turn.
+
+    Parameters:
+        text: what the user says
+    """
+    yield Text(text)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "is_error", "expected"),
+    [
+        (
+            "get_time",
+            {"city": "Tokyo"},
+            False,
+            r"It is \d\d:\d\d on \w+ \d+ \w+ \d{4} in Tokyo \(UTC\+09:00\)\.",
+        ),
+        (
+            "lookup_order",
+            {"order_id": "Z9"},
+            True,
+            r"lookup_order raised LookupError: no order 'Z9'; .*",
+        ),
+    ],
+)
+def test_end_to_end_through_the_emulator(
+    tool: str,
+    arguments: dict[str, Any],
+    is_error: bool,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """realtime_session <-> tool_router: the emulator, scripted to call a tool, gets the
+    router's tools advertised by default, and the result comes back as a function output."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from pipeline.graph import Pipeline
+
+    monkeypatch.setenv("TOOLTEST_KEY", "test-key")
+    refs = ["examples.tools:get_time", "examples.tools:lookup_order"]
+    events = tmp_path / "events.jsonl"
+    config = emulator.EmulatorConfig(
+        tool_calls=({"turn": 1, "name": tool, "arguments": arguments},),
+        reply="tone",
+        tone_ms=100,
+    )
+
+    async def go() -> tuple[Any, list[dict[str, Any]]]:
+        async with emulator.run_emulator(config) as emu:
+            p = Pipeline("e2e", base_dir=ROOT)
+            p.add("user", ask, text="What time is it in Tokyo?")
+            p.add(
+                "agent",
+                "realtime_session",
+                provider="xai",
+                url=emu.url,
+                api_key_env="TOOLTEST_KEY",
+                response_timeout_s=5,
+            )
+            p.add("tools", "tool_router", tools=refs)
+            p.add("log", "jsonl_sink", path=str(events))
+            p.add("speaker", "null_sink")
+            p.chain("user -> agent -> tools -> agent")
+            p.chain("agent -> log")
+            p.chain("tools -> log")
+            p.chain("agent -> speaker")
+            summary = await asyncio.wait_for(p.run_async(), 30)
+            return summary, list(emu.received)
+
+    summary, received = asyncio.run(go())
+    assert summary.status == "completed"
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+
+    # the session advertised the router's tools, as tool_schemas describes them
+    update = next(m for m in received if m["type"] == "session.update")
+    assert update["session"]["tools"] == tool_schemas(refs)
+
+    # the event log: the call from the agent, then its result from the router
+    calls = [e for e in log if e["type"] == "tool_call"]
+    results = [e for e in log if e["type"] == "tool_result"]
+    assert len(calls) == 1 and len(results) == 1
+    call_id = calls[0]["call_id"]
+    assert calls[0]["stage"] == "agent" and calls[0]["name"] == tool
+    assert json.loads(calls[0]["arguments"]) == arguments
+    result = results[0]
+    assert (result["stage"], result["call_id"], result["name"]) == ("tools", call_id, tool)
+    assert result["is_error"] is is_error
+    assert re.fullmatch(expected, result["output"]), result["output"]
+    assert log.index(calls[0]) < log.index(result)
+
+    # the emulator got exactly that output for that call, then asked for the follow-up
+    outputs = [
+        m["item"]
+        for m in received
+        if m["type"] == "conversation.item.create" and m["item"]["type"] == "function_call_output"
+    ]
+    assert outputs == [
+        {"type": "function_call_output", "call_id": call_id, "output": result["output"]}
+    ]
+    spoken = [e["text"] for e in log if e["type"] == "transcript" and e["final"]]
+    assert spoken == [f"{tool} says: {result['output']}"]
