@@ -983,6 +983,7 @@ async def ask(*, text: str) -> AsyncIterator[Frame]:
             r"lookup_order raised LookupError: no order 'Z9'; .*",
         ),
     ],
+    ids=["get_time", "lookup_order-error"],
 )
 def test_end_to_end_through_the_emulator(
     tool: str,
