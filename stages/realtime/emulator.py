@@ -692,6 +692,8 @@ class _Response:
     transcript_sent: dict[str, str] = field(default_factory=dict)
 
 
+#: Server event names per dialect; ``part.*`` is the content type inside items (the
+#: ``content_part`` events say ``audio`` / ``text`` in every dialect, as the GA SDK types do).
 _EVENT_NAMES: dict[Dialect, dict[str, str]] = {
     "xai": {
         "audio.delta": "response.output_audio.delta",
@@ -1074,6 +1076,7 @@ class EmulatorSession:
             text = f"utterance {n} ({seconds:.2f} s)"
         self._last_user_pcm = bytes(pcm)
         self._last_user_text = text
+        usage = {"type": "duration", "seconds": round(seconds, 3)}
         if self.dialect == "xai" or self.state.transcription is not None:
             self._emit(
                 {
@@ -1081,6 +1084,7 @@ class EmulatorSession:
                     "item_id": item_id,
                     "content_index": 0,
                     "transcript": text,
+                    **({} if self.dialect == "xai" else {"usage": usage}),
                 }
             )
 
@@ -1348,7 +1352,7 @@ class EmulatorSession:
         step = out.rate * self.config.chunk_ms // 1000 * width
         chunks = [audio[i : i + step] for i in range(0, len(audio), step)] or [b""]
         pieces = _split_text(text, len(chunks))
-        part_type = self.names["part.audio"]
+        item_part = self.names["part.audio"]
         added = self._message_item(item_id, "in_progress", {})
         base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self._emit(
@@ -1366,7 +1370,7 @@ class EmulatorSession:
             {
                 "type": "response.content_part.added",
                 **base,
-                "part": {"type": part_type, "transcript": ""},
+                "part": {"type": "audio", "transcript": ""},
             },
             at=t,
             response_id=rid,
@@ -1397,8 +1401,8 @@ class EmulatorSession:
                     response_id=rid,
                 )
         end = t + (len(chunks) - 1) * period
-        part = {"type": part_type, "transcript": text}
-        done = self._message_item(item_id, "completed", part)
+        part = {"type": "audio", "transcript": text}
+        done = self._message_item(item_id, "completed", {**part, "type": item_part})
         self._emit({"type": self.names["audio.done"], **base}, at=end, response_id=rid)
         self._emit(
             {"type": self.names["transcript.done"], **base, "transcript": text},
@@ -1433,7 +1437,7 @@ class EmulatorSession:
     def _text_message(self, resp: _Response, text: str, t: float) -> None:
         rid = resp.id
         item_id = self._id("item")
-        part_type = self.names["part.text"]
+        item_part = self.names["part.text"]
         added = self._message_item(item_id, "in_progress", {})
         base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self._emit(
@@ -1451,7 +1455,7 @@ class EmulatorSession:
             {
                 "type": "response.content_part.added",
                 **base,
-                "part": {"type": part_type, "text": ""},
+                "part": {"type": "text", "text": ""},
             },
             at=t,
             response_id=rid,
@@ -1460,8 +1464,8 @@ class EmulatorSession:
             self._emit(
                 {"type": self.names["text.delta"], **base, "delta": piece}, at=t, response_id=rid
             )
-        part = {"type": part_type, "text": text}
-        done = self._message_item(item_id, "completed", part)
+        part = {"type": "text", "text": text}
+        done = self._message_item(item_id, "completed", {**part, "type": item_part})
         self._emit({"type": self.names["text.done"], **base, "text": text}, at=t, response_id=rid)
         self._emit(
             {"type": "response.content_part.done", **base, "part": part}, at=t, response_id=rid
