@@ -1088,10 +1088,13 @@ class RealtimeProtocol:
 
     def _on_error(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
         info = parse_error(ev)
-        if info.code == "conversation_already_has_active_response" and self._requested:
-            # Our response.create lost a race with one the server started: ask again after it.
+        if info.code == "conversation_already_has_active_response":
+            # A response.create of ours lost a race with one the server started (its VAD):
+            # ask again once that one is done.
             self._requested = False
             self._want_response = True
+            if self._active is None:
+                self.create_response()
         return [
             ServerError(
                 info.code,
