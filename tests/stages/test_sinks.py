@@ -28,7 +28,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.stage import PLAYED, Played, StageContext, spec_for
-from pipeline.testing import run_stage
+from pipeline.testing import check_stage, run_stage
 from stages import g711
 from stages.sinks import jsonl_sink, null_sink, wav_sink
 from stages.wavfile import read_header, read_wav
@@ -326,3 +326,11 @@ def test_sink_specs() -> None:
     assert spec_for("wav_sink").params["path"].path_role == "output"
     assert spec_for("jsonl_sink").params["path"].path_role == "output"
     assert null_sink is spec_for("null_sink").func
+
+
+def test_conformance(tmp_path: Path) -> None:
+    assert check_stage("wav_sink", pcm_frames(3), path=tmp_path / "c.wav") == []
+    assert sf.info(tmp_path / "c.wav").frames == 480
+    assert check_stage("jsonl_sink", EVENTS, path=tmp_path / "c.jsonl") == []
+    assert len((tmp_path / "c.jsonl").read_bytes().splitlines()) == 5
+    assert check_stage("null_sink", [*pcm_frames(2), *EVENTS]) == []

@@ -17,7 +17,7 @@ from pipeline.clock import VirtualClock
 from pipeline.errors import InputError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame
 from pipeline.stage import StageContext, spec_for
-from pipeline.testing import run_stage
+from pipeline.testing import check_stage, run_stage
 from stages import g711
 from stages.sources import SignalGenerator, frame_samples, signal_source, wav_source
 from stages.wavfile import WavWriter
@@ -306,3 +306,11 @@ def test_frame_samples() -> None:
     assert frame_samples(8000, 20) == 160
     assert frame_samples(11025, 20) == 220  # 220.5 rounds to even
     assert frame_samples(8000, 0) == 1
+
+
+def test_conformance(tmp_path: Path) -> None:
+    p = write_wav(tmp_path / "u.wav", bytes(range(256)) * 10, AudioFormat("pcmu", 8000))
+    out = audio(check_stage("wav_source", path=p, pace="realtime"))
+    assert len(out) == 16 and out[-1].num_samples == 160
+    out = audio(check_stage("signal_source", kind="noise", encoding="pcma", rate=8000))
+    assert len(out) == 50 and out[0].format == AudioFormat("pcma", 8000)
