@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import contextvars
 import copy
+import difflib
 import importlib
 import inspect
 import json
@@ -65,6 +66,7 @@ __all__ = [
     "CallOutcome",
     "Tool",
     "ToolArgumentError",
+    "ToolConfigError",
     "ToolSpec",
     "check_tools",
     "load_tool",
@@ -223,9 +225,11 @@ def load_tool(spec: ToolSpec, *, base_dir: Path | None = None) -> Tool:
         try:
             obj = getattr(obj, part)
         except AttributeError:
+            names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))]
+            close = difflib.get_close_matches(part, names, n=1)
             raise _config_error(
                 f"tool '{ref}': module '{module_name}' has no '{attr_path}'",
-                "check the name after the ':'",
+                f"did you mean '{close[0]}'?" if close else "check the name after the ':'",
             ) from None
     if not callable(obj):
         raise _config_error(
@@ -262,7 +266,7 @@ def load_tools(specs: Iterable[ToolSpec], *, base_dir: Path | None = None) -> di
             continue
         tools[tool.name] = tool
     if problems:
-        raise ConfigError(problems)
+        raise ToolConfigError(problems)
     return tools
 
 
@@ -312,8 +316,18 @@ def _problem_text(p: Problem) -> str:
     return f"{p.message}; {p.fix}" if p.fix else p.message
 
 
-def _config_error(message: str, fix: str) -> ConfigError:
-    return ConfigError(Problem(message, fix))
+class ToolConfigError(ConfigError):
+    """Tools that cannot be used: a bad ref, a failed import, parameters that cannot be
+    described to the model. ``problems`` lists each; the text has no file location (the
+    config validator adds it)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.args = ("\n".join(_problem_text(p) for p in problems),)
+
+
+def _config_error(message: str, fix: str) -> ToolConfigError:
+    return ToolConfigError([Problem(message, fix)])
 
 
 def _parse_spec(spec: ToolSpec) -> tuple[str, float | None, str | None]:
@@ -846,7 +860,7 @@ async def tool_router(
     }
     problems = check_tools(params, base_dir=ctx.base_dir)
     if problems:
-        raise ConfigError([Problem(f"stage '{ctx.id}' (tool_router): {p}") for p in problems])
+        raise ToolConfigError([Problem(f"stage '{ctx.id}' (tool_router): {p}") for p in problems])
     table = load_tools(tools, base_dir=ctx.base_dir)
     log = ctx.log
     clock = ctx.clock
