@@ -30,17 +30,29 @@ if str(ROOT) not in sys.path:
 
 from pipeline.frames import Audio  # noqa: E402
 from stages.vad import VadGate, make_engine  # noqa: E402
-from stages.vad.quality import CONDITIONS, evaluate, prepare, read_wav, table  # noqa: E402
+from stages.vad.quality import (  # noqa: E402
+    CONDITIONS,
+    FileScore,
+    evaluate,
+    evaluate_scenes,
+    harder_scenes,
+    prepare,
+    read_wav,
+    table,
+)
 
 DEV_SET = ROOT / ".." / "shared" / "audio" / "vad-dev"
 ENGINES = ("silero", "webrtc", "energy")
 
 
-def quality(folder: Path = DEV_SET) -> list[Any] | None:
-    """Per-file scores for every engine and condition, or None without the dev set."""
+def quality(folder: Path = DEV_SET) -> tuple[list[FileScore], list[FileScore]] | None:
+    """Per-file scores for every engine and condition on the dev set and on the harder scenes
+    made from it, or None without the dev set."""
     if not (folder / "labels.json").is_file():
         return None
-    return evaluate(folder, ENGINES, tuple(CONDITIONS))
+    dev = evaluate(folder, ENGINES, tuple(CONDITIONS))
+    harder = evaluate_scenes(harder_scenes(folder), ENGINES, tuple(CONDITIONS))
+    return dev, harder
 
 
 def _test_audio(rate: int, seconds: float) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -137,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = quality()
     print("## VAD quality (../shared/audio/vad-dev)\n")
-    print(table(scores) if scores is not None else "(skipped: ../shared/audio/vad-dev is absent)")
+    if scores is None:
+        print("(skipped: ../shared/audio/vad-dev is absent)")
+    else:
+        print(table(scores[0]))
+        print("\n## VAD quality, harder scenes made from the clean dev file\n")
+        print(table(scores[1]))
     rows = cost(args.quick)
     print("\n## VAD cost per 20 ms frame (one thread)\n")
     print(cost_table(rows))
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     "merged": s.merged,
                     "onset_errors_ms": list(s.onset_errors_ms),
                 }
-                for s in scores or []
+                for s in (scores[0] + scores[1] if scores else [])
             ],
             "cost": rows,
         }

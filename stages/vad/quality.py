@@ -186,23 +186,72 @@ def evaluate(
     **gate_params: Any,
 ) -> list[FileScore]:
     """Score every engine on every labelled file under every condition."""
-    scores: list[FileScore] = []
+    scenes = []
     for item in load_labels(folder):
         samples, rate = read_wav(item.path)
+        scenes.append(Scene(item.path.name, samples, rate, item.speech))
+    return evaluate_scenes(scenes, engines, conditions, **gate_params)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Labelled audio held in memory (a dev-set file, or one made from it)."""
+
+    name: str
+    samples: npt.NDArray[np.int16]
+    rate: int
+    speech: tuple[Segment, ...]
+
+
+def evaluate_scenes(
+    scenes: Iterable[Scene],
+    engines: Sequence[str] = ("silero", "webrtc", "energy"),
+    conditions: Sequence[str] = ("16k pcm16",),
+    **gate_params: Any,
+) -> list[FileScore]:
+    """Score every engine on every scene under every condition."""
+    scores: list[FileScore] = []
+    for scene in scenes:
         for condition in conditions:
-            data, frate, encoding = prepare(samples, rate, condition)
+            data, rate, encoding = prepare(scene.samples, scene.rate, condition)
             for engine in engines:
-                segments = detect(frames_of(data, encoding, frate), engine, frate, **gate_params)
+                segments = detect(frames_of(data, encoding, rate), engine, rate, **gate_params)
                 scores.append(
                     score(
-                        segments,
-                        item.speech,
-                        engine=engine,
-                        condition=condition,
-                        file=item.path.name,
+                        segments, scene.speech, engine=engine, condition=condition, file=scene.name
                     )
                 )
     return scores
+
+
+def harder_scenes(folder: Path) -> list[Scene]:
+    """Harder than the dev set, made from its clean file: white noise at 5 and 0 dB SNR
+    (speech power over noise power), and non-speech bursts (250 ms of pink-ish noise, as loud
+    as the speech) in every pause, where any detection is a false segment."""
+    clean = next(item for item in load_labels(folder) if item.snr_db is None)
+    x, rate = read_wav(clean.path)
+    speech = np.concatenate([x[int(a * rate) : int(b * rate)] for a, b in clean.speech])
+    power = float(np.mean(speech.astype(np.float64) ** 2))
+    rng = np.random.default_rng(2024)
+    scenes = []
+    for snr in (5, 0):
+        noise = rng.normal(0, np.sqrt(power / 10 ** (snr / 10)), len(x))
+        mixed = np.clip(np.rint(x + noise), -32768, 32767).astype(np.int16)
+        scenes.append(Scene(f"clean + white {snr} dB", mixed, rate, clean.speech))
+    bursty = x.astype(np.float64)
+    n = int(0.25 * rate)
+    pauses = [(0.0, clean.speech[0][0])] + [
+        (a[1], b[0]) for a, b in zip(clean.speech, clean.speech[1:], strict=False)
+    ]
+    for a, b in pauses:
+        burst = np.cumsum(rng.normal(0, 1, n))  # brown noise: low-frequency heavy
+        burst -= np.linspace(burst[0], burst[-1], n)
+        burst *= np.sqrt(power / np.mean(burst**2)) * np.hanning(n)
+        at = int((a + b) / 2 * rate) - n // 2
+        bursty[at : at + n] += burst
+    mixed = np.clip(np.rint(bursty), -32768, 32767).astype(np.int16)
+    scenes.append(Scene("clean + noise bursts in pauses", mixed, rate, clean.speech))
+    return scenes
 
 
 def table(scores: Iterable[FileScore]) -> str:
