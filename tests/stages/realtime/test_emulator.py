@@ -12,6 +12,7 @@ import heapq
 import itertools
 import json
 import math
+import warnings
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,10 +37,12 @@ from stages.realtime.emulator import (
     vad_level_dbfs,
 )
 
-try:
-    import audioop  # 3.11/3.12 only: an independent G.711 reference
-except ImportError:  # pragma: no cover
-    audioop = None  # type: ignore[assignment]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import audioop  # 3.11/3.12 only: an independent G.711 reference
+    except ImportError:  # pragma: no cover
+        audioop = None  # type: ignore[assignment]
 
 Json = dict[str, Any]
 AUTH = {"Authorization": "Bearer test-key"}

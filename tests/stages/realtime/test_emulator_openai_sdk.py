@@ -131,8 +131,10 @@ def test_openai_sdk_ga_server_vad_and_errors() -> None:
     strict = pydantic.TypeAdapter(RealtimeServerEvent)
 
     async def go() -> None:
-        async with run_emulator(EmulatorConfig(dialect="openai", reply="tone", tone_ms=300)) as emu:
-            async with client_for(emu.port).realtime.connect(model="gpt-realtime") as conn:
+        cfg = EmulatorConfig(dialect="openai", reply="tone", tone_ms=300)
+        async with run_emulator(cfg) as emu:
+            conn_manager = client_for(emu.port).realtime.connect(model="gpt-realtime")
+            async with conn_manager as conn:
                 await collect(conn, "conversation.created", strict)
                 await conn.session.update(session={"type": "realtime"})
                 await collect(conn, "session.updated", strict)
