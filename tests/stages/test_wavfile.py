@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -485,3 +488,26 @@ def test_we_read_what_sox_writes(tmp_path: Path) -> None:
         # sox rounds where audioop truncates, so compare what sox decodes, not the codes
         decoded = _sox(str(out), "-t", "raw", "-e", "signed-integer", "-b", "16", "-")
         assert g711.decode(data, h.format.encoding) == decoded
+
+
+def test_writer_file_is_valid_after_the_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL runs no finally and flushes no buffer: the header must already be right."""
+    p = tmp_path / "killed.wav"
+    script = (
+        "import os, signal\n"
+        "from pipeline.frames import AudioFormat\n"
+        "from stages.wavfile import WavWriter\n"
+        f"w = WavWriter({str(p)!r}, AudioFormat('pcmu', 8000))\n"
+        "for i in range(25):\n"
+        "    w.write(bytes([i]) * 161)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env={**os.environ, "PYTHONPATH": str(root)}
+    )
+    assert proc.returncode == -signal.SIGKILL
+    h, data = read_wav(p)
+    assert h.format == AudioFormat("pcmu", 8000)
+    assert data == b"".join(bytes([i]) * 161 for i in range(25))
+    assert sf.info(p).frames == 25 * 161
