@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.clock import RealClock, VirtualClock
 from pipeline.errors import ConfigError
@@ -36,6 +38,7 @@ from pipeline.stage import StageContext, resolve, stage
 from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
     CallLedger,
+    _cut,
     check_tools,
     load_tool,
     load_tools,
@@ -465,6 +468,46 @@ def test_bad_nested_arguments_are_located_as_the_model_wrote_them() -> None:
 def test_unexpected_arguments_are_refused_with_the_real_names() -> None:
     out, err, _ = run(ToolCall("c1", "boom", '{"x": 1, "y": 2}'), ref("boom"))
     assert err and "unexpected argument 'y' (boom takes: x)" in out
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["name", "count", "ratio", "loud", "mode", "color", "note", "tags", "x"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=st.one_of(
+        st.text(max_size=40),
+        JSON_VALUES.map(json.dumps),
+        st.dictionaries(KEYS, JSON_VALUES, max_size=9).map(json.dumps),
+    )
+)
+def test_any_arguments_give_a_result_never_an_exception(raw: str) -> None:
+    tool = load_tool(ref("typed"))
+    try:
+        tool.parse_arguments(raw)
+    except ValueError as exc:
+        message = str(exc)
+        assert message.startswith(("arguments for typed", "bad arguments for typed: "))
+        assert len(message) < 2000
+    else:
+        # it validated: then it is a JSON object with every required key
+        args = json.loads(raw)
+        assert {"name", "count", "ratio", "loud", "mode", "color"} <= set(args)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=600), limit=st.integers(200, 500))
+def test_cut_results_fit_the_limit(text: str, limit: int) -> None:
+    out = _cut(text, limit)
+    assert len(out) <= limit
+    assert out == text if len(text) <= limit else out.startswith(text[: limit - 80])
 
 
 def test_lax_arguments_are_converted() -> None:
