@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
-from pipeline import Audio, Frame, Interrupt, SpeechStarted, StageContext, Text, stage
+from pipeline import Audio, Frame, SpeechStarted, StageContext, Text, stage
 from pipeline.frames import EVENT_TYPES, AudioFormat
 
+#: generators of these stages currently open (aiostream's assert_cleanup idea): 0 after a run
 OPEN: dict[str, int] = {"count": 0}
 SEEN: dict[str, list[Frame]] = {}
 
@@ -24,16 +27,30 @@ async def source(*, n: int = 5, samples: int = 160, ctx: StageContext) -> AsyncI
         samples: samples per frame
     """
     t0 = ctx.clock.now()
-    for i in range(n):
-        await ctx.clock.sleep_until(t0 + i * samples / 8000)
-        yield Audio(bytes([i % 256, 0]) * samples, "pcm16", 8000, pts=i * samples / 8000)
+    OPEN["count"] += 1
+    try:
+        for i in range(n):
+            await ctx.clock.sleep_until(t0 + i * samples / 8000)
+            yield Audio(bytes([i % 256, 0]) * samples, "pcm16", 8000, pts=i * samples / 8000)
+    finally:
+        OPEN["count"] -= 1
 
 
 @stage("kit_events", emits=(Text,), register=False)
-async def events(*, n: int = 3) -> AsyncIterator[Frame]:
-    """Emit n text frames."""
+async def events(*, n: int = 3, gap: float = 0.0, ctx: StageContext) -> AsyncIterator[Frame]:
+    """Emit n text frames, `gap` seconds apart on the clock (and end `gap` after the last).
+
+    Parameters:
+        n: how many frames
+        gap: seconds between frames
+    """
+    t0 = ctx.clock.now()
     for i in range(n):
+        if gap:
+            await ctx.clock.sleep_until(t0 + i * gap)
         yield Text(f"t{i}")
+    if gap:
+        await ctx.clock.sleep_until(t0 + n * gap)  # then ends
 
 
 @stage("kit_pass", passthrough=True, register=False)
@@ -89,17 +106,56 @@ async def echo_events(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
 
 @stage("kit_loop", passthrough=True, cycle_aware=True, register=False)
 async def loop_head(frames: AsyncIterator[Frame], *, ctx: StageContext) -> AsyncIterator[Frame]:
-    """Forward; after the forward input ended, wait for as many answers as texts sent."""
+    """Forward texts into the cycle and remember the answers coming back; once the forward
+    input has ended, end as soon as every text sent has been answered (like a session waiting
+    for the tool results it is owed)."""
     owed = 0
     answered = 0
-    async for f in frames:
+    it = frames.__aiter__()
+    while not (ctx.forward_ended.is_set() and answered >= owed):
+        nxt = asyncio.ensure_future(it.__anext__())
+        try:
+            if not ctx.forward_ended.is_set():
+                ended = asyncio.ensure_future(ctx.forward_ended.wait())
+                await asyncio.wait({nxt, ended}, return_when=asyncio.FIRST_COMPLETED)
+                ended.cancel()
+                if not nxt.done() and answered >= owed:
+                    return
+            f = await nxt
+        except StopAsyncIteration:
+            return
+        finally:
+            if not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
         if isinstance(f, Text):
             owed += 1
             yield f
         elif isinstance(f, SpeechStarted):
             answered += 1
             SEEN.setdefault("answers", []).append(f)
-        elif isinstance(f, Interrupt):
+        else:
             yield f
-        if ctx.forward_ended.is_set() and answered >= owed:
-            return
+
+
+@stage("kit_slow_sink", accepts=tuple([Audio, *EVENT_TYPES]), register=False)
+async def slow_sink(
+    frames: AsyncIterator[Frame], *, each: float = 0.1, key: str = "slow", ctx: StageContext
+) -> AsyncIterator[Frame]:
+    """Take `each` seconds (on the clock) per frame; remember them under SEEN[key].
+
+    Parameters:
+        each: seconds per frame
+        key: where to keep them
+    """
+    seen = SEEN.setdefault(key, [])
+    OPEN["count"] += 1
+    try:
+        async for f in frames:
+            await ctx.clock.sleep(each)
+            seen.append(f)
+    finally:
+        OPEN["count"] -= 1
+    return
+    yield  # pragma: no cover
