@@ -1061,3 +1061,78 @@ def test_cli_parser_builds_config() -> None:
     assert cfg.dialect == "openai" and cfg.think_ms == 250 and not cfg.require_auth
     assert cfg.transcripts == ("hello",)
     assert cfg.tool_calls[0].turn == 2 and cfg.tool_calls[0].arguments == {"city": "Tokyo"}
+
+
+# ----------------------------------------------------------------------------- our client core
+
+
+@pytest.mark.parametrize(
+    ("dialect", "model"),
+    [("xai", "grok-voice-latest"), ("openai", "gpt-realtime"), ("openai-beta", "gpt-4o-realtime")],
+)
+def test_protocol_core_against_emulator(dialect: str, model: str) -> None:
+    """The client's sans-I/O core (``protocol.RealtimeProtocol``) and the emulator agree: a
+    manual audio turn echoed back, then a typed turn with a tool call and its follow-up."""
+    from pipeline.frames import AudioFormat
+    from stages.realtime import protocol as p
+
+    tools = ({"type": "function", "name": "get_time", "description": "t", "parameters": {}},)
+    config = p.SessionConfig(
+        dialect=dialect,  # type: ignore[arg-type]
+        model=model,
+        voice="alloy" if dialect != "xai" else "ara",
+        input_format=AudioFormat("pcmu", 8000),
+        output_format=AudioFormat("pcmu", 8000),
+        turn_detection=p.TurnDetection(type=None),
+        tools=tools,
+    )
+    cfg = EmulatorConfig(
+        dialect="auto",
+        tool_calls=({"turn": 2, "name": "get_time", "arguments": {"tz": "UTC"}},),  # type: ignore[arg-type]
+    )
+    headers = {**AUTH, **({"OpenAI-Beta": "realtime=v1"} if dialect == "openai-beta" else {})}
+
+    async def go() -> None:
+        async with emulator(cfg) as emu, client(emu, model=model, headers=headers) as c:
+            proto = p.RealtimeProtocol(config)
+
+            async def flush() -> None:
+                for text in proto.data_to_send():
+                    await c.send(text)
+
+            async def until(kind: type) -> list[Any]:
+                got: list[Any] = []
+                while not any(isinstance(e, kind) for e in got):
+                    got += proto.receive(json.dumps(await c.recv()))
+                    await flush()
+                assert not [e for e in got if isinstance(e, p.ServerError)], got
+                return got
+
+            proto.connection_made()
+            await flush()
+            await until(p.SessionReady)
+            codes = g711.encode_ulaw(tone(8000, 300).tobytes())
+            for i in range(0, len(codes), 160):
+                proto.append_audio(codes[i : i + 160])
+            proto.user_turn_ended()
+            await flush()
+            got = await until(p.ResponseDone)
+            audio = b"".join(e.data for e in got if isinstance(e, p.AudioDelta))
+            assert audio == codes
+            assert got[-1].status == "completed"
+            proto.send_text("what time is it?")
+            await flush()
+            got = await until(p.FunctionCallDone)
+            call = next(e for e in got if isinstance(e, p.FunctionCallDone))
+            assert (call.name, call.arguments) == ("get_time", '{"tz":"UTC"}')
+            got = await until(p.ResponseDone)
+            proto.tool_output(call.call_id, "12:00")
+            await flush()
+            got = await until(p.ResponseDone)
+            said = [
+                e.text for e in got if isinstance(e, p.TranscriptDone) and e.role == "assistant"
+            ]
+            assert said == ["get_time says: 12:00"]
+            assert emu.connections[0].dialect == dialect
+
+    run(go())
