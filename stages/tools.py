@@ -122,9 +122,10 @@ class Tool:
             "parameters": copy.deepcopy(self.parameters),
         }
 
-    def parse_arguments(self, arguments: str) -> dict[str, Any]:
-        """Parse and validate JSON ``arguments``; raises :class:`ToolArgumentError` with a
-        message the model can act on."""
+    def bind_arguments(self, arguments: str) -> tuple[list[Any], dict[str, Any]]:
+        """Parse and validate the model's JSON ``arguments``: the positional and keyword
+        arguments to call the function with. Raises :class:`ToolArgumentError` with a message
+        the model can act on."""
         text = arguments.strip()
         if not text:
             raw: Any = {}
@@ -151,14 +152,10 @@ class Tool:
                 where = ".".join(str(p) for p in first["loc"])
                 message = f"bad arguments for {self.name}: '{where}': {first['msg']}"
             raise ToolArgumentError(message) from None
-        return {f"p{i}": getattr(obj, f"p{i}") for i in range(len(self.params))}
-
-    def call_args(self, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """Positional and keyword arguments for the function from validated values."""
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for i, (name, kind, _) in enumerate(self.params):
-            value = values[f"p{i}"]
+            value = getattr(obj, f"p{i}")  # fields are p0, p1...: aliases carry the real names
             if kind is inspect.Parameter.POSITIONAL_ONLY:
                 args.append(value)
             else:
@@ -167,7 +164,7 @@ class Tool:
 
     def _expected_keys(self) -> str:
         if not self.params:
-            return " ({} : it takes no arguments)"
+            return " ({}: it takes no arguments)"
         return " with " + ", ".join(f"'{n}' ({self._expected(n)})" for n, _, _ in self.params)
 
     def _expected(self, name: str) -> str:
@@ -647,10 +644,9 @@ async def run_tool(
             f"no tool named '{call.name}'; available: {available}", True, "unknown_tool"
         )
     try:
-        values = tool.parse_arguments(call.arguments)
+        args, kwargs = tool.bind_arguments(call.arguments)
     except ToolArgumentError as exc:
         return CallOutcome(str(exc), True, "bad_arguments")
-    args, kwargs = tool.call_args(values)
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
     try:
         result = await _with_timeout(_invoke(tool, args, kwargs), clock, limit)

@@ -491,7 +491,7 @@ KEYS = st.sampled_from(["name", "count", "ratio", "loud", "mode", "color", "note
 def test_any_arguments_give_a_result_never_an_exception(raw: str) -> None:
     tool = load_tool(ref("typed"))
     try:
-        tool.parse_arguments(raw)
+        tool.bind_arguments(raw)
     except ValueError as exc:
         message = str(exc)
         assert message.startswith(("arguments for typed", "bad arguments for typed: "))
