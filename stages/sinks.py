@@ -66,7 +66,7 @@ async def wav_sink(
         if writer is None:
             writer = WavWriter(path, ctx.input_format or EMPTY_FORMAT)
         writer.close()
-        ctx.report("wav_frames", writer.num_frames)
+        ctx.report("seconds", round(writer.num_frames / writer.format.rate, 3))
     return
     yield  # an async generator that yields nothing
 
@@ -118,6 +118,6 @@ async def null_sink(frames: AsyncIterator[Frame], *, ctx: StageContext) -> Async
                 seconds += frame.duration
     finally:
         ctx.report("frames", count)
-        ctx.report("audio_seconds", round(seconds, 6))
+        ctx.report("seconds", round(seconds, 3))
     return
     yield  # an async generator that yields nothing

@@ -82,7 +82,7 @@ def test_wav_sink_publishes_played(tmp_path: Path) -> None:
     ctx.bus.subscribe(PLAYED, seen.append)
     run_stage("wav_sink", pcm_frames(3), path=tmp_path / "r.wav", ctx=ctx)
     assert seen == [Played("reply", 0.02), Played("reply", 0.04), Played("reply", 0.06)]
-    assert ctx.reports["wav_frames"] == 480
+    assert ctx.reports["seconds"] == 0.06
 
 
 def test_wav_sink_refuses_a_second_format(tmp_path: Path) -> None:
@@ -312,7 +312,7 @@ def test_jsonl_sink_without_events_leaves_an_empty_file(tmp_path: Path) -> None:
 def test_null_sink_consumes_everything() -> None:
     ctx = ctx_for("null")
     assert run_stage("null_sink", [*pcm_frames(5), *EVENTS], ctx=ctx) == []
-    assert ctx.reports == {"frames": 10, "audio_seconds": 0.1}
+    assert ctx.reports == {"frames": 10, "seconds": 0.1}
 
 
 def test_sink_specs() -> None:
