@@ -136,13 +136,13 @@ class PolyphaseResampler:
         # K·M near T, rows overlap by about half, so copying the view for BLAS stays cheap;
         # P ≤ ~48 keeps the product small (measured: 8k→16k/24k, 24k→8k, 16k↔24k, 48k→8k).
         K = max(1, min(round(T / M), 48 // L)) if block_periods is None else block_periods
-        self._P, self._Q = P, Q = K * L, K * M
+        self._P, self._Q = K * L, K * M
+        P = self._P
         self._S = S = ((P - 1) * M) // L + T
         self._block: Float64Array | None = None
         self._phases: Float64Array | None = None
-        if S * P > _MAX_BLOCK_MATRIX:
-            K = 1
-            self._P, self._Q = P, Q = L, M
+        if S * P > _MAX_BLOCK_MATRIX:  # one period per block: the smallest block matrix
+            self._P, self._Q = P, _ = L, M
             self._S = S = ((P - 1) * M) // L + T
         if S * P <= _MAX_BLOCK_MATRIX:
             # column r: output j = bP + r of block b, window starting at input bQ - (T-1)

@@ -423,3 +423,15 @@ def test_filter_response_over_the_whole_stop_band(in_rate: int, out_rate: int) -
     passband = 20 * np.log10(spec[f <= 0.425 * low])
     assert stop <= -70, stop
     assert passband.max() - passband.min() <= 0.5
+
+
+@pytest.mark.parametrize("in_rate,out_rate", [(8000, 24000), (24000, 16000), (48000, 8000)])
+def test_block_size_is_only_a_speed_choice(in_rate: int, out_rate: int) -> None:
+    x = np.clip(np.random.default_rng(5).standard_normal(in_rate // 5) * 5000, -32768, 32767)
+    x16 = x.astype(np.int16)
+    outs = []
+    for k in (None, 1, 3, 17):
+        r = PolyphaseResampler(in_rate, out_rate, block_periods=k)
+        outs.append(np.concatenate([r.process(x16[i : i + 333]) for i in range(0, len(x), 333)]))
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
