@@ -579,6 +579,21 @@ def test_non_string_results_are_json() -> None:
     ] == ("5", False)
 
 
+def test_a_sync_tool_past_its_timeout_is_abandoned_not_awaited() -> None:
+    table = load_tools([{"ref": ref("sync_wait_for"), "timeout_s": 2}])
+    clock = VirtualClock()  # virtual time does not wait for the thread: the timeout is at once
+    try:
+        out = asyncio.run(
+            run_tool(table, ToolCall("c", "sync_wait_for", '{"flag": "x"}'), clock=clock)
+        )
+        assert (out.outcome, clock.now()) == ("timeout", 2.0)
+        assert out.output.startswith("sync_wait_for took longer than 2 s")
+        threads = [t for t in threading.enumerate() if t.name == "tool-sync_wait_for"]
+        assert threads and all(t.daemon for t in threads)  # never holds up the exit
+    finally:
+        STATE.thread_event.set()
+
+
 def test_sync_tools_run_in_a_thread_without_blocking_the_loop() -> None:
     table = load_tools([ref("sync_wait_for")])
 
