@@ -1616,6 +1616,8 @@ class EmulatorConnection:
     session: EmulatorSession
     sent: list[Json] = field(default_factory=list)
     closed: bool = False
+    aborted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
     def received(self) -> list[Json]:
@@ -1742,8 +1744,11 @@ class Emulator:
         try:
             async for message in ws:
                 session.receive(message, self.clock.now())
+                # what is due now goes out before the next message is read, so a client that
+                # sends faster than real time still sees a pace-0 response complete
+                if not await self._flush(ws, conn):
+                    break
                 wake.set()
-                self._notify()
         except ConnectionClosed:
             pass
         finally:
@@ -1754,13 +1759,14 @@ class Emulator:
             self._notify()
             log.info("emulator.disconnect", connection=conn.index, code=ws.close_code)
 
-    async def _writer(
-        self, ws: ServerConnection, conn: EmulatorConnection, wake: asyncio.Event
-    ) -> None:
-        session, cfg = conn.session, self.config
-        while True:
-            wake.clear()
-            for event in session.release(self.clock.now()):
+    async def _flush(self, ws: ServerConnection, conn: EmulatorConnection) -> bool:
+        """Send the events due now, applying the fault injections; False once the socket was
+        dropped on purpose."""
+        cfg = self.config
+        async with conn.lock:
+            if conn.aborted:
+                return False
+            for event in conn.session.release(self.clock.now()):
                 if (
                     cfg.malformed_after_events is not None
                     and len(conn.sent) == cfg.malformed_after_events
@@ -1769,13 +1775,23 @@ class Emulator:
                     conn.sent.append({"type": "<malformed>"})
                 if cfg.close_after_events is not None and len(conn.sent) >= cfg.close_after_events:
                     log.info("emulator.fault_close", connection=conn.index, after=len(conn.sent))
+                    conn.aborted = True
                     if ws.transport is not None:
                         ws.transport.abort()
-                    return
+                    return False
                 await ws.send(orjson.dumps(event).decode())
                 conn.sent.append(event)
-            self._notify()
-            deadline = session.next_deadline()
+        self._notify()
+        return True
+
+    async def _writer(
+        self, ws: ServerConnection, conn: EmulatorConnection, wake: asyncio.Event
+    ) -> None:
+        while True:
+            wake.clear()
+            if not await self._flush(ws, conn):
+                return
+            deadline = conn.session.next_deadline()
             waiter = asyncio.ensure_future(wake.wait())
             if deadline is None:
                 await waiter
