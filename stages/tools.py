@@ -222,7 +222,7 @@ def load_tool(spec: ToolSpec, *, base_dir: Path | None = None) -> Tool:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))]
+            names = [n for n in dir(obj) if n[:1] != "_" and callable(getattr(obj, n, None))]
             close = difflib.get_close_matches(part, names, n=1)
             raise _config_error(
                 f"tool '{ref}': module '{module_name}' has no '{attr_path}'",
