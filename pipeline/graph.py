@@ -218,6 +218,11 @@ class Pipeline:
             node.ok = not param_problems
             if param_problems:
                 continue
+            if spec.check is not None:
+                for name, message in spec.check(values, self.base_dir):
+                    node.ok = False
+                    where = node.param_where.get(name, node.where)
+                    out.append(self._p(f"stage '{node.id}' ({spec.name}): {message}", "", where))
             for name, p in spec.params.items():
                 v = values.get(name)
                 if p.path_role == "input" and isinstance(v, Path) and not v.exists():
@@ -361,8 +366,8 @@ class Pipeline:
             if link.types:
                 continue
             src, dst = self.nodes[link.src], self.nodes[link.dst]
-            if not (src.spec and dst.spec):
-                continue
+            if not (src.spec and dst.spec) or src.spec.is_sink or dst.spec.is_source:
+                continue  # unknown type, or already reported as a link from a sink/into a source
             emitted = ", ".join(sorted(t.type for t in src.out_types)) or "nothing"
             taken = ", ".join(sorted(t.type for t in dst.spec.link_accepts())) or "nothing"
             out.append(
@@ -443,7 +448,9 @@ class Pipeline:
                 out.append(
                     self._p(
                         f"stage '{node.id}' ({spec.name}) is not connected",
-                        f"link it, e.g. '{node.id} -> ...', or remove it",
+                        f"link it, e.g. '... -> {node.id}', or remove it"
+                        if spec.is_sink
+                        else f"link it, e.g. '{node.id} -> ...', or remove it",
                         node.where,
                     )
                 )

@@ -56,7 +56,12 @@ def summary_table(s: RunSummary) -> Table:
         title_justify="left",
     )
     for col in ("stage", "type", "in", "out", "p50 µs", "p99 µs", "total ms", "notes"):
-        t.add_column(col, justify="right" if col not in ("stage", "type", "notes") else "left")
+        t.add_column(
+            col,
+            justify="right" if col not in ("stage", "type", "notes") else "left",
+            overflow="fold",
+            no_wrap=col not in ("type", "notes"),
+        )
     for st in s.stages:
         notes = ", ".join(f"{k}={v}" for k, v in st.reports.items())
         t.add_row(

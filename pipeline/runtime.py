@@ -195,7 +195,9 @@ class _Input:
         own = t1 - t0 - (up_stats.sleep_ns - s0)
         if up_in is not None:
             own -= up_in.wait_ns - w0
-        up_stats.record(own)
+        # A stage that reads its input in a task of its own (a session, a tool router) can wait
+        # for input while no output is asked for; never bill it a negative time.
+        up_stats.record(own if own > 0 else 0)
         up_stats.frames_out += 1
         if isinstance(frame, Audio):
             if up_in is None:

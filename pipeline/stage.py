@@ -66,6 +66,10 @@ InputPath = Annotated[Path, _PathRole("input")]
 OutputPath = Annotated[Path, _PathRole("output")]
 
 FormatFn = Callable[[Mapping[str, Any], AudioFormat | None], AudioFormat | None]
+#: ``check(values, base_dir) -> [(param, problem)]``: extra checks of a stage's parameters before
+#: running; each problem says what is wrong and the fix, and the validator locates it at ``param``
+#: in the file ("" for the stage itself).
+CheckFn = Callable[[Mapping[str, Any], Path], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ class StageSpec:
     takes_ctx: bool
     output_format: FormatFn | None
     cycle_aware: bool = False
+    check: CheckFn | None = None
     kind: Literal["generator", "map"] = "generator"
     model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
 
@@ -157,6 +162,7 @@ def stage(
     passthrough: bool = False,
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
+    check: CheckFn | None = None,
     register: bool = True,
 ) -> Callable[[Callable[..., Any]], Any]:
     """Declare a stage. See the module docstring. Returns the function unchanged."""
@@ -170,6 +176,7 @@ def stage(
             passthrough=passthrough,
             output_format=output_format,
             cycle_aware=cycle_aware,
+            check=check,
         )
         setattr(func, _SPEC_ATTR, spec)
         if register:
@@ -188,6 +195,7 @@ def make_spec(
     passthrough: bool = False,
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
+    check: CheckFn | None = None,
 ) -> StageSpec:
     """Build a StageSpec from a function's signature and docstring."""
     name = name or func.__name__
@@ -253,6 +261,7 @@ def make_spec(
         takes_ctx=takes_ctx,
         output_format=output_format,
         cycle_aware=cycle_aware,
+        check=check,
         kind="generator" if is_gen else "map",
         model=model,
     )

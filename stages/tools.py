@@ -823,10 +823,16 @@ class _Failed:
     exc: BaseException
 
 
+def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
+    return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
+
+
 @stage(
     "tool_router",
     accepts=(ToolCall, Interrupt, ResponseStarted, ResponseDone),
     emits=(ToolResult,),
+    check=_check,
 )
 async def tool_router(
     frames: AsyncIterator[Frame],

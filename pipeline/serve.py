@@ -1,0 +1,613 @@
+"""``pipeline serve``: one fresh pipeline per phone call, over Twilio Media Streams.
+
+Theory of operation
+-------------------
+The YAML is loaded and checked once. Every WebSocket connection is one call: the handler makes
+a :class:`~stages.twilio.TwilioCall` bound to the connection, reads messages into it until the
+``start`` message (which carries the callSid, bound to every log line of the call through
+structlog's context variables), then runs a fresh copy of the pipeline with the call bound to the
+context (:func:`stages.twilio.bind_call`), so its ``twilio_source`` and ``twilio_sink`` talk to this
+connection and no other. When the pipeline ends (the caller hung up and everything drained) the
+socket is closed. A call that fails is logged and closed with code 1011; other calls never see it
+(each runs in its own task, with its own runner, channels and bus).
+
+Before the WebSocket handshake (``process_request``):
+
+* ``GET /healthz``: 200 ``{"status": "ok", ...}`` (503 ``draining`` during a drain);
+* ``GET /metrics``: Prometheus text from this server's own registry;
+* any other path is a call: refused with 401 (no token) or 403 (wrong token) when a token is
+  set, and with 503 when ``max_calls`` calls are running or the server is draining.
+
+Messages larger than ``max_message_bytes`` close the connection (1009). SIGTERM (and Ctrl-C)
+drains: the listening socket closes, running calls go on until they end or ``drain_timeout_s``
+passes, then whatever is left is cancelled (every sink still closes properly).
+
+Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcome}``,
+``pipeline_connections_refused_total{reason}``, ``pipeline_stage_frame_cost_seconds{stage,type}``
+(histogram of the time a stage spends per frame, excluding waits), ``pipeline_outgoing_frame_
+lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk that continues a
+stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
+(audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
+``pipeline_tool_calls_total{outcome}`` and ``pipeline_twilio_bad_messages_total``. The last
+three are read from the stages' log events (see :func:`metrics_log_processor`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import copy
+import hmac
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .errors import PipelineError
+from .graph import Pipeline
+from .runtime import Runner
+
+log = structlog.get_logger("pipeline.serve")
+
+#: Stage cost buckets, seconds per frame.
+COST_BUCKETS = (
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
+)  # fmt: skip
+#: Lateness buckets, seconds.
+LATENESS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+class _StageCost:
+    """A histogram per stage of the time spent per frame, filled in bulk from the runners'
+    own per-frame timings (no per-frame call into prometheus-client)."""
+
+    def __init__(self, buckets: Iterable[float] = COST_BUCKETS) -> None:
+        self.bounds = tuple(buckets)
+        self._bounds_ns = np.array(self.bounds) * 1e9
+        self._data: dict[tuple[str, str], tuple[np.ndarray[Any, Any], list[float]]] = {}
+
+    def add(self, stage: str, type_: str, times_ns: np.ndarray[Any, Any]) -> None:
+        if not len(times_ns):
+            return
+        counts, total = self._data.setdefault(
+            (stage, type_), (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
+        )
+        idx = np.searchsorted(self._bounds_ns, times_ns, side="left")
+        counts += np.bincount(idx, minlength=len(self.bounds) + 1)
+        total[0] += float(times_ns.sum()) / 1e9
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [self._family()]
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "pipeline_stage_frame_cost_seconds",
+            "Time a stage spends per frame it produces (per frame consumed for a sink), "
+            "excluding time waiting for input or sleeping",
+            labels=["stage", "type"],
+        )
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        fam = self._family()
+        for (stage, type_), (counts, total) in sorted(self._data.items()):
+            cum = np.cumsum(counts)
+            buckets = [(repr(b), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
+            buckets.append(("+Inf", float(cum[-1])))
+            fam.add_metric([stage, type_], buckets, total[0])
+        yield fam
+
+
+class ServeMetrics:
+    """The server's Prometheus metrics, in a registry of their own (so two servers in one
+    process, as in tests, never mix their figures)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.calls_active = Gauge("pipeline_calls_active", "Calls in progress", registry=r)
+        self.calls = Counter("pipeline_calls", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.refused = Counter(
+            "pipeline_connections_refused",
+            "Connections refused before the call started, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "pipeline_outgoing_frame_lateness_seconds",
+            "Gap the caller hears before an outgoing audio chunk that continues a stretch of "
+            "audio (0: the chunk arrived before the previous one finished playing)",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.link_dropped = Counter(
+            "pipeline_link_dropped_frames",
+            "Frames dropped by a link's overflow policy",
+            ["link"],
+            registry=r,
+        )
+        self.link_purged = Counter(
+            "pipeline_link_purged_frames",
+            "Audio frames dropped from a link by a barge-in (interrupt)",
+            ["link"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "pipeline_session_reconnects",
+            "Realtime sessions opened again after the first one of a call",
+            registry=r,
+        )
+        self.tool_calls = Counter(
+            "pipeline_tool_calls", "Tool calls run, by outcome", ["outcome"], registry=r
+        )
+        self.bad_messages = Counter(
+            "pipeline_twilio_bad_messages",
+            "Twilio messages refused (malformed or invalid) and skipped",
+            registry=r,
+        )
+        self.stage_cost = _StageCost()
+        r.register(self.stage_cost)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_CALL_METRICS: contextvars.ContextVar[ServeMetrics | None] = contextvars.ContextVar(
+    "serve_metrics", default=None
+)
+
+
+def metrics_log_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor that counts what stages report only in their logs: tool call
+    outcomes (``tool call`` events of ``tool_router``) and session reconnects (``session
+    ready`` events of ``realtime_session`` past the first session), into the metrics of the
+    server whose call is logging. Install it first in the chain (:func:`install_log_metrics`);
+    events below the log level never reach it."""
+    metrics = _CALL_METRICS.get()
+    if metrics is not None:
+        event = event_dict.get("event")
+        if event == "tool call" and "outcome" in event_dict:
+            metrics.tool_calls.labels(str(event_dict["outcome"])).inc()
+        elif event == "session ready" and int(event_dict.get("session") or 1) > 1:
+            metrics.reconnects.inc()
+    return event_dict
+
+
+def install_log_metrics() -> Callable[[], None]:
+    """Put :func:`metrics_log_processor` first in structlog's processors; returns an undo."""
+    old = structlog.get_config()["processors"]
+    if metrics_log_processor not in old:
+        structlog.configure(processors=[metrics_log_processor, *old])
+
+    def undo() -> None:
+        structlog.configure(processors=old)
+
+    return undo
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+def fresh_copy(template: Pipeline) -> Pipeline:
+    """An independent copy of a checked pipeline (parameter values deep-copied; stage specs,
+    which are read-only, shared), ready for its own Runner."""
+    memo: dict[int, Any] = {}
+    for node in template.nodes.values():
+        if node.spec is not None:
+            memo[id(node.spec)] = node.spec
+    return copy.deepcopy(template, memo)
+
+
+@dataclass
+class _Live:
+    runner: Runner
+    folded: dict[str, int]
+    drops: dict[str, tuple[int, int]]
+
+
+class CallServer:
+    """Answers Twilio Media Streams connections, one fresh pipeline per call.
+
+    Use :func:`run_server` (tests, embedding) or ``pipeline serve`` (command line)."""
+
+    def __init__(
+        self,
+        template: Pipeline,
+        *,
+        token: str | None = None,
+        max_calls: int = 100,
+        max_message_bytes: int = 64 * 1024,
+        start_timeout_s: float = 10.0,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        if max_calls < 1:
+            raise ValueError(f"max_calls must be at least 1, got {max_calls}")
+        template.validate()
+        self.template = template
+        self.token = token or None
+        self.max_calls = max_calls
+        self.max_message_bytes = max_message_bytes
+        self.start_timeout_s = start_timeout_s
+        self.metrics = metrics or ServeMetrics()
+        self.active = 0
+        self.draining = False
+        self.url = ""
+        self.port = 0
+        self._server: Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._live: dict[int, _Live] = {}
+        self._calls = 0
+
+    # -- HTTP before the upgrade
+
+    def _respond(
+        self, connection: ServerConnection, status: int, body: str, content_type: str = ""
+    ) -> Response:
+        response = connection.respond(status, body)
+        if content_type:
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = content_type
+        return response
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/healthz":
+            status = "draining" if self.draining else "ok"
+            body = json.dumps(
+                {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
+            )
+            return self._respond(
+                connection, 503 if self.draining else 200, body + "\n", "application/json"
+            )
+        if url.path == "/metrics":
+            self.fold_all()
+            text = self.metrics.text().decode()
+            return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
+        if self.token is not None:
+            given = _token_of(request, url.query)
+            if given is None:
+                self.metrics.refused.labels("unauthenticated").inc()
+                return self._respond(
+                    connection, 401, "a token is required: ?token=... or Authorization: Bearer\n"
+                )
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                self.metrics.refused.labels("bad_token").inc()
+                return self._respond(connection, 403, "wrong token\n")
+        if self.draining:
+            self.metrics.refused.labels("draining").inc()
+            return self._respond(connection, 503, "draining: not taking new calls\n")
+        if self.active >= self.max_calls:
+            self.metrics.refused.labels("busy").inc()
+            return self._respond(connection, 503, f"busy: {self.active} calls running\n")
+        return None
+
+    # -- one call
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        from stages.twilio import TwilioCall, bind_call
+
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._calls += 1
+        conn_id = self._calls
+        _CALL_METRICS.set(self.metrics)
+        structlog.contextvars.bind_contextvars(conn=conn_id)
+        if self.active >= self.max_calls or self.draining:  # raced past process_request
+            self.metrics.refused.labels("busy").inc()
+            await ws.close(1013, "busy")
+            self._handlers.discard(task)
+            return
+        self.active += 1
+        self.metrics.calls_active.inc()
+        call = TwilioCall(
+            ws.send, log=log.bind(conn=conn_id), on_lateness=self.metrics.lateness.observe
+        )
+        reader = asyncio.create_task(self._read(ws, call), name=f"call {conn_id} reader")
+        outcome, code, reason = "completed", 1000, ""
+        t0 = time.perf_counter()
+        live: _Live | None = None
+        try:
+            if not await self._wait_start(call):
+                outcome, code, reason = "no_start", 1008, "no start message"
+                log.warning(
+                    "connection closed before a start message",
+                    timeout_s=self.start_timeout_s,
+                    messages=call.messages_in,
+                )
+                return
+            structlog.contextvars.bind_contextvars(
+                call_sid=call.call_sid, stream_sid=call.stream_sid
+            )
+            call.log = call.log.bind(call_sid=call.call_sid)
+            runner = Runner(fresh_copy(self.template))
+            live = self._live[conn_id] = _Live(runner, {}, {})
+            start = call.start
+            log.info(
+                "call started",
+                pipeline=self.template.name,
+                custom_parameters=dict(start.custom_parameters) if start else {},
+                active_calls=self.active,
+            )
+            with bind_call(call):
+                summary = await runner.run()
+            if summary.status != "completed":
+                outcome, code, reason = summary.status, 1001, "server shutting down"
+        except PipelineError as exc:
+            outcome, code, reason = "failed", 1011, "pipeline failed"
+            log.error("call failed", error=str(exc))
+        except asyncio.CancelledError:
+            outcome, code, reason = "cancelled", 1001, "server shutting down"
+            raise
+        except Exception as exc:
+            outcome, code, reason = "failed", 1011, "internal error"
+            log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        finally:
+            if live is not None:
+                self._fold(live)
+                self._live.pop(conn_id, None)
+            if call.bad_messages:
+                self.metrics.bad_messages.inc(call.bad_messages)
+            with contextlib.suppress(Exception):
+                await ws.close(code, reason)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self.active -= 1
+            self.metrics.calls_active.dec()
+            self.metrics.calls.labels(outcome).inc()
+            if call.start is not None:
+                log.info(
+                    "call ended",
+                    outcome=outcome,
+                    duration_s=round(time.perf_counter() - t0, 3),
+                    messages_in=call.messages_in,
+                    messages_out=call.messages_out,
+                )
+            self._handlers.discard(task)
+
+    async def _read(self, ws: ServerConnection, call: Any) -> None:
+        try:
+            async for message in ws:
+                await call.receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            call.connection_closed()
+
+    async def _wait_start(self, call: Any) -> bool:
+        started = asyncio.ensure_future(call.started.wait())
+        ended = asyncio.ensure_future(call.ended.wait())
+        try:
+            await asyncio.wait(
+                [started, ended], timeout=self.start_timeout_s, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            started.cancel()
+            ended.cancel()
+        return bool(call.start is not None)
+
+    # -- metrics from the runners
+
+    def _fold(self, live: _Live) -> None:
+        runner = live.runner
+        for sid, st in runner.stats.items():
+            n = len(st.times)
+            k = live.folded.get(sid, 0)
+            if n > k:
+                times = np.frombuffer(st.times, dtype=np.int64)[k:n]
+                self.metrics.stage_cost.add(sid, st.type, times)
+                live.folded[sid] = n
+        for name, ch in runner.channels.items():
+            d0, p0 = live.drops.get(name, (0, 0))
+            if ch.dropped > d0:
+                self.metrics.link_dropped.labels(name).inc(ch.dropped - d0)
+            if ch.purged > p0:
+                self.metrics.link_purged.labels(name).inc(ch.purged - p0)
+            live.drops[name] = (ch.dropped, ch.purged)
+
+    def fold_all(self) -> None:
+        """Bring the per-stage and per-link metrics up to date with the running calls."""
+        for live in list(self._live.values()):
+            self._fold(live)
+
+    # -- lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=self.max_message_bytes,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"ws://{shown}:{self.port}"
+
+    async def drain(self, timeout_s: float = 30.0) -> int:
+        """Stop accepting calls; let the running ones end for up to ``timeout_s``, then cancel
+        the rest. Returns the number of calls that had to be cancelled."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        pending = set(self._handlers)
+        log.info("draining", active_calls=len(pending), timeout_s=timeout_s)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for live in list(self._live.values()):
+            live.runner.cancel()
+        if pending:
+            log.warning("drain deadline passed; cancelling calls", calls=len(pending))
+            _, still = await asyncio.wait(pending, timeout=5.0)
+            for t in still:
+                t.cancel()
+        await self.close()
+        return len(pending)
+
+    async def close(self) -> None:
+        """Close at once: every connection and the listening socket."""
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+            self._server = None
+
+
+def _token_of(request: Request, query: str) -> str | None:
+    values = parse_qs(query).get("token")
+    if values:
+        return values[0]
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    header = request.headers.get("X-Pipeline-Token")
+    return header if header else None
+
+
+@contextlib.asynccontextmanager
+async def run_server(
+    template: Pipeline, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> AsyncIterator[CallServer]:
+    """Serve calls while the block runs (port 0: a free one; see ``server.url``). Closes every
+    connection on the way out."""
+    server = CallServer(template, **options)
+    await server.start(host, port)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+# ---------------------------------------------------------------------------- command line
+
+TOKEN_ENV = "PIPELINE_SERVE_TOKEN"
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``pipeline serve`` to the CLI."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="answer phone calls: one pipeline per Twilio Media Streams connection",
+        description="Run a WebSocket server for Twilio Media Streams (<Connect><Stream "
+        "url='wss://HOST/...'>). Each connection runs a fresh copy of the pipeline; "
+        "GET /healthz and GET /metrics answer plain HTTP.",
+    )
+    p.add_argument("file", help="the pipelines YAML file")
+    p.add_argument("name", nargs="?", help="pipeline name (default: the first)")
+    p.add_argument("--pipeline", dest="pipeline_name", help="pipeline name (same as NAME)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    p.add_argument(
+        "--token-env",
+        default=TOKEN_ENV,
+        help=f"environment variable holding the shared token (default {TOKEN_ENV}); when it "
+        "is set, connections need ?token=... or 'Authorization: Bearer ...'",
+    )
+    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls (100)")
+    p.add_argument(
+        "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
+    )
+    p.add_argument(
+        "--start-timeout", type=float, default=10.0, help="seconds to wait for 'start' (10)"
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds running calls may take to finish (30)",
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace, _console: Any = None) -> int:
+    """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
+    from .config import load
+
+    p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
+    token = os.environ.get(args.token_env) or None
+    if args.max_calls < 1:
+        log.error("--max-calls must be at least 1", given=args.max_calls)
+        return 2
+    undo = install_log_metrics()
+    try:
+        return asyncio.run(
+            _serve(
+                p,
+                args.host,
+                args.port,
+                token=token,
+                max_calls=args.max_calls,
+                max_message_bytes=args.max_message_bytes,
+                start_timeout_s=args.start_timeout,
+                drain_timeout_s=args.drain_timeout,
+            )
+        )
+    finally:
+        undo()
+
+
+async def _serve(
+    p: Pipeline, host: str, port: int, *, drain_timeout_s: float, **options: Any
+) -> int:
+    server = CallServer(p, **options)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        log.error("cannot listen", host=host, port=port, error=str(exc))
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            stop.set()
+        else:
+            for live in list(server._live.values()):
+                live.runner.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
+    log.info(
+        "serving",
+        url=server.url,
+        pipeline=p.name,
+        max_calls=server.max_calls,
+        auth="token" if server.token else "none",
+    )
+    try:
+        await stop.wait()
+        cancelled = await server.drain(drain_timeout_s)
+        log.info("stopped", cancelled_calls=cancelled)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.close()
+    return 0
