@@ -274,7 +274,9 @@ class SoxrStream:
         """Resample one chunk; soxr may return fewer samples than the chunk is worth, or none."""
         x = _as_int16(samples)
         self._n_in += len(x)
-        return self._out(self._s.resample_chunk(x.astype(np.float32) * np.float32(1 / 32768)))
+        xf = x.astype(np.float32)
+        xf *= np.float32(1 / 32768)
+        return self._out(self._s.resample_chunk(xf))
 
     def flush(self) -> Int16Array:
         """End of stream: everything soxr still holds. Afterwards it is reset."""
@@ -291,7 +293,11 @@ class SoxrStream:
         self._n_out += len(y)
         if not len(y):
             return _EMPTY16
-        return _to_int16(y.astype(np.float64) * 32768.0)
+        y *= np.float32(32768.0)  # float32 holds ±32768 to 1/256 LSB: rounding is exact
+        np.rint(y, out=y)
+        np.maximum(y, np.float32(-32768.0), out=y)
+        np.minimum(y, np.float32(32767.0), out=y)
+        return y.astype(np.int16)
 
 
 class _Identity:
