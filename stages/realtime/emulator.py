@@ -59,7 +59,7 @@ import numpy as np
 import orjson
 import soxr
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -149,6 +149,12 @@ class EmulatorConfig(BaseModel):
     tool_calls: tuple[ToolCallScript, ...] = ()
     #: ``{"type": "ping"}`` keep-alive period (0: off)
     ping_interval_ms: int = Field(default=0, ge=0)
+    #: session limit: after this long, a ``session_expired`` error, then close code 1001
+    #: (0: none; the real services allow 30 to 60 minutes)
+    max_session_s: float = Field(default=0, ge=0)
+    #: send ``rate_limits.updated`` after ``response.created`` (None: as the dialect does,
+    #: i.e. OpenAI yes, xAI no)
+    rate_limits: bool | None = None
     #: fault: after this many server events, drop the TCP connection (no close frame: 1006)
     close_after_events: int | None = Field(default=None, ge=0)
     #: fault: after this many server events, send one message that is not JSON
@@ -674,6 +680,11 @@ def _session_wire(state: _State, dialect: Dialect, session_id: str) -> Json:
 
 # ----------------------------------------------------------------------------- the core
 
+_RATE_LIMITS: list[Json] = [
+    {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+    {"name": "tokens", "limit": 50000, "remaining": 49950, "reset_seconds": 60.0},
+]
+
 
 @dataclass
 class _Out:
@@ -778,6 +789,9 @@ class EmulatorSession:
         self._outputs: list[tuple[str, str]] = []  # (tool name, output) not yet answered
         self._scripted_turns: set[int] = set()
         self._next_ping: float | None = None
+        self._expires_at: float | None = None
+        #: the session hit ``max_session_s``: the edge closes the socket with 1001
+        self.expired = False
 
     # -- ids and queue
 
@@ -799,16 +813,31 @@ class EmulatorSession:
         self._queue.append(_Out(due, self._seq, event, response_id, on_release))
 
     def next_deadline(self) -> float | None:
-        """The clock time of the next queued event or ping (None: nothing until a message)."""
+        """The clock time of the next queued event, ping or session expiry (None: nothing
+        until a message)."""
         times = [o.due for o in self._queue]
         if self._next_ping is not None:
             times.append(self._next_ping)
+        if self._expires_at is not None and not self.expired:
+            times.append(self._expires_at)
         return min(times) if times else None
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._queue.clear()
+        self._next_ping = None
+        limit = self.config.max_session_s
+        span = f"{limit / 60:g} minutes" if limit % 60 == 0 else f"{limit:g} seconds"
+        self._error(
+            _ClientError("session_expired", f"Your session hit the maximum duration of {span}.")
+        )
 
     def release(self, now: float) -> list[Json]:
         """The events due by ``now``, in order, each with its ``event_id``."""
         self._now = now
         out: list[Json] = []
+        if self._expires_at is not None and now >= self._expires_at and not self.expired:
+            self._expire()
         while True:
             if self._next_ping is not None and self._next_ping <= now:
                 out.append({"type": "ping", "timestamp": round(self._next_ping * 1000)})
@@ -872,6 +901,8 @@ class EmulatorSession:
             )
         if self.config.ping_interval_ms:
             self._next_ping = now + self.config.ping_interval_ms / 1000
+        if self.config.max_session_s:
+            self._expires_at = now + self.config.max_session_s
 
     # -- client messages
 
@@ -1264,6 +1295,9 @@ class EmulatorSession:
                 "response": self._response_obj(resp, "in_progress", None, []),
             }
         )
+        rate_limits = self.config.rate_limits
+        if rate_limits or (rate_limits is None and self.dialect != "xai"):
+            self._emit({"type": "rate_limits.updated", "rate_limits": _RATE_LIMITS})
         t = self._now + self.config.think_ms / 1000
         turn = self._turn
         names = {t_.get("name") for t_ in self.state.tools if t_.get("type") == "function"}
@@ -1781,6 +1815,11 @@ class Emulator:
                     return False
                 await ws.send(orjson.dumps(event).decode())
                 conn.sent.append(event)
+            if conn.session.expired:
+                conn.aborted = True
+                log.info("emulator.session_expired", connection=conn.index)
+                await ws.close(1001, "session expired")
+                return False
         self._notify()
         return True
 
@@ -1915,7 +1954,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     for spec in getattr(args, "tool_calls", None) or []:
         turn, _, rest = spec.partition(":")
         name, _, raw = rest.partition(":")
-        calls.append({"turn": int(turn), "name": name, "arguments": orjson.loads(raw or "{}")})
+        try:
+            calls.append({"turn": int(turn), "name": name, "arguments": orjson.loads(raw or "{}")})
+        except ValueError:
+            raise ValueError(
+                f"--tool-call {spec!r}: expected TURN:NAME[:JSON], e.g. 1:get_time:"
+                '\'{"city": "Tokyo"}\''
+            ) from None
     if calls:
         values["tool_calls"] = calls
     return EmulatorConfig.model_validate(values)
@@ -1932,6 +1977,12 @@ def run_command(args: argparse.Namespace) -> int:
     """``pipeline emulator``: serve until Ctrl-C (exit 130); 2 for bad settings."""
     try:
         config = config_from_args(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"pipeline emulator: bad settings: {problems}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"pipeline emulator: bad settings: {exc}", file=sys.stderr)
         return 2
@@ -1947,3 +1998,17 @@ def run_command(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stages.realtime.emulator [options]``: the same as ``pipeline emulator``."""
+    parser = argparse.ArgumentParser(prog="python -m stages.realtime.emulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["emulator", *(sys.argv[1:] if argv is None else argv)])
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
 from stages import g711
 from stages.realtime.emulator import (
@@ -677,7 +677,9 @@ def test_text_turn_and_text_only_response_names_per_dialect() -> None:
         kinds = types_of(xai)
         assert "response.text.delta" in kinds and "response.text.done" in kinds
         assert "".join(e["delta"] for e in xai if e["type"] == "response.text.delta") == "Hi there"
+        assert "rate_limits.updated" not in kinds  # xAI does not send it
         ga = await one("openai", "gpt-realtime", AUTH)
+        assert types_of(ga)[3] == "rate_limits.updated"  # right after response.created
         assert types_of(ga)[:2] == ["conversation.item.added", "conversation.item.done"]
         assert "response.output_text.delta" in types_of(ga)
         part = next(e for e in ga if e["type"] == "response.content_part.added")["part"]
@@ -948,6 +950,27 @@ def test_ping_keepalive() -> None:
             await c.until("conversation.created")
             clock.advance(1.0)
             assert await c.recv() == {"type": "ping", "timestamp": 1000}
+
+    run(go())
+
+
+def test_max_session_expires_with_error_then_1001() -> None:
+    clock = ManualClock()
+    cfg = EmulatorConfig(max_session_s=1800, dialect="openai")
+
+    async def go() -> None:
+        async with emulator(cfg, clock=clock) as emu, client(emu, model="gpt-realtime") as c:
+            await c.until("conversation.created")
+            clock.advance(1799.9)
+            await c.send({"type": "x"})
+            await c.until("error")
+            clock.advance(0.1)
+            (err,) = await c.until("error")
+            assert err["error"]["code"] == "session_expired"
+            assert err["error"]["message"] == "Your session hit the maximum duration of 30 minutes."
+            with pytest.raises(ConnectionClosedOK) as info:
+                await c.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
 
     run(go())
 
