@@ -240,7 +240,8 @@ def frame_type_name(t: type[Any]) -> str:
 
 def event_to_dict(frame: Event) -> dict[str, Any]:
     """The event-log form of an event frame: ``{"type", "pts", "stage", ...fields}``."""
-    out: dict[str, Any] = {"type": frame.type, "pts": frame.pts, "stage": frame.stage}
+    pts = None if frame.pts is None else round(frame.pts, 6)
+    out: dict[str, Any] = {"type": frame.type, "pts": pts, "stage": frame.stage}
     for f in dataclasses.fields(frame):
         if f.name not in out:
             out[f.name] = getattr(frame, f.name)
