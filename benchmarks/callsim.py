@@ -1,0 +1,592 @@
+"""A Twilio Media Streams caller, for tests and load: plays a WAV into ``pipeline serve`` as
+Twilio would and records what comes back.
+
+What it does, per call: ``connected``, ``start`` (streamSid, callSid, customParameters,
+mediaFormat), then one ``media`` every 20 ms (160 bytes of μ-law, base64) paced in real time
+against an injectable clock, with string ``sequenceNumber``/``chunk``/``timestamp``; then waits
+for the reply to finish and sends ``stop``. Every message the server sends is checked strictly
+(:func:`stages.twilio.parse_outgoing`: exact fields, right ``streamSid``; violations are recorded
+as Twilio's 31950/31951 would be). Outgoing audio goes into a player model (:class:`Player`):
+chunks play back to back in arrival order; a ``mark`` is echoed once the audio sent before it
+has played (by payload duration); ``clear`` drops the unplayed audio and echoes the pending marks
+at once.
+
+Use it as a module (:func:`run_call`, :func:`run_calls`) or from the shell::
+
+    python -m benchmarks.callsim call ws://127.0.0.1:8080/media examples/caller_8k_ulaw.wav
+    python -m benchmarks.callsim load --calls 50,100,150 --engine webrtc
+
+``load`` starts one ``pipeline serve`` process on loopback (pinned to one core when the machine
+has two or more), runs N simultaneous calls against it from this process (pinned to another
+core), and reports for each N the p99 lateness of outgoing frames (the server's histogram and
+the callers' own measure), lost audio, and the server's CPU use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.clock import Clock, RealClock
+from stages.twilio import (
+    Clear,
+    Connected,
+    Mark,
+    Media,
+    OutMedia,
+    Start,
+    Stop,
+    TwilioMessageError,
+    encode,
+    parse_outgoing,
+)
+
+FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+RATE = 8000
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_WAV = ROOT / "examples" / "caller_8k_ulaw.wav"
+
+
+# ---------------------------------------------------------------------------- the player
+
+
+@dataclass
+class Player:
+    """What a Twilio call does with the audio we get: a playback queue in arrival order.
+
+    ``media(now, n)`` queues ``n`` bytes and returns the chunk's lateness: how long the caller
+    heard nothing before it, if the player had run dry within a stretch of audio (a gap shorter
+    than ``stretch_gap_s``; a longer silence starts a new stretch and is not lateness).
+    ``mark(now, name)`` returns when its echo is due; ``clear(now)`` drops what has not played
+    and returns the bytes dropped."""
+
+    stretch_gap_s: float = 0.25
+    busy_until: float = 0.0
+    chunks: deque[tuple[float, float, int]] = field(default_factory=deque)  # start, end, bytes
+    played_bytes: int = 0
+    cleared_bytes: int = 0
+
+    def _retire(self, now: float) -> None:
+        while self.chunks and self.chunks[0][1] <= now:
+            self.played_bytes += self.chunks.popleft()[2]
+
+    def media(self, now: float, n: int) -> float:
+        self._retire(now)
+        late = 0.0
+        if self.busy_until < now:
+            gap = now - self.busy_until
+            if gap < self.stretch_gap_s:
+                late = gap
+        start = max(now, self.busy_until)
+        self.busy_until = start + n / RATE
+        self.chunks.append((start, self.busy_until, n))
+        return late
+
+    def mark(self, now: float) -> float:
+        return max(now, self.busy_until)
+
+    def clear(self, now: float) -> int:
+        self._retire(now)
+        dropped = 0
+        for start, _end, n in self.chunks:
+            if start >= now:
+                dropped += n
+            else:  # partly played
+                heard = round((now - start) * RATE)
+                self.played_bytes += heard
+                dropped += n - heard
+        self.chunks.clear()
+        self.busy_until = now
+        self.cleared_bytes += dropped
+        return dropped
+
+    def finish(self, now: float) -> None:
+        self._retire(now)
+
+
+@dataclass
+class CallRecord:
+    """What one simulated call sent and got back."""
+
+    call_sid: str
+    stream_sid: str
+    sent_audio: bytes = b""
+    received_audio: bytearray = field(default_factory=bytearray)
+    media_times: list[float] = field(default_factory=list)  # arrival, s after the call began
+    lateness: list[float] = field(default_factory=list)  # per received chunk
+    send_lag: list[float] = field(default_factory=list)  # how late we sent each media
+    marks: list[str] = field(default_factory=list)  # names received
+    echoed: list[str] = field(default_factory=list)  # names echoed back
+    clears: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # protocol violations by the server
+    played_bytes: int = 0
+    cleared_bytes: int = 0
+    close_code: int | None = None
+    refused: str = ""  # HTTP refusal of the upgrade, e.g. "HTTP 401"
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.refused and self.close_code in (1000, None)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "call_sid": self.call_sid,
+            "sent_bytes": len(self.sent_audio),
+            "received_bytes": len(self.received_audio),
+            "media_messages": len(self.media_times),
+            "marks": len(self.marks),
+            "echoed": len(self.echoed),
+            "clears": len(self.clears),
+            "lateness_p99_ms": _p99_ms(self.lateness),
+            "send_lag_p99_ms": _p99_ms(self.send_lag),
+            "errors": self.errors[:5],
+            "close_code": self.close_code,
+            "refused": self.refused,
+        }
+
+
+def _p99_ms(values: Sequence[float]) -> float:
+    return round(float(np.percentile(values, 99)) * 1000, 2) if len(values) else 0.0
+
+
+def caller_audio(path: str | os.PathLike[str]) -> bytes:
+    """The μ-law 8 kHz mono bytes of a WAV (μ-law as stored, PCM16 8 kHz encoded)."""
+    from stages.g711 import encode_ulaw
+    from stages.wavfile import read_wav
+
+    header, data = read_wav(path)
+    fmt = header.format
+    if fmt.rate != RATE or fmt.channels != 1:
+        raise ValueError(f"{path}: {fmt}; a phone caller needs 8000 Hz mono audio")
+    if fmt.encoding == "pcmu":
+        return data
+    if fmt.encoding == "pcm16":
+        return encode_ulaw(data)
+    raise ValueError(f"{path}: {fmt.encoding} audio; use a μ-law or PCM16 WAV")
+
+
+# ---------------------------------------------------------------------------- one call
+
+
+async def run_call(
+    url: str,
+    audio: bytes,
+    *,
+    clock: Clock | None = None,
+    token: str | None = None,
+    call_sid: str = "CA00000000000000000000000000000001",
+    stream_sid: str = "MZ00000000000000000000000000000001",
+    custom_parameters: dict[str, str] | None = None,
+    tail_s: float = 10.0,
+    quiet_s: float = 1.0,
+    echo_marks_on_clear: bool = True,
+    close_timeout_s: float = 10.0,
+    clock_origin: float | None = None,
+) -> CallRecord:
+    """Play ``audio`` (μ-law 8 kHz) into ``url`` as one Twilio call and record the reply.
+
+    After the last media, waits until nothing has arrived for ``quiet_s`` and every mark has
+    been echoed (at most ``tail_s``), then sends ``stop`` and waits for the server to close.
+    ``clock_origin`` (a ``clock.now()`` value) delays the first media until then (staggers
+    many calls)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    clock = clock or RealClock()
+    rec = CallRecord(call_sid, stream_sid, sent_audio=audio)
+    player = Player()
+    seq = 0
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    echo_due: deque[tuple[float, str]] = deque()
+    echo_wake = asyncio.Event()
+    last_media = [0.0]
+    t_begin = clock.now()
+
+    def next_seq() -> str:
+        nonlocal seq
+        seq += 1
+        return str(seq)
+
+    try:
+        ws = await connect(url, additional_headers=headers, compression=None, max_size=2**20)
+    except InvalidStatus as exc:
+        rec.refused = f"HTTP {exc.response.status_code}"
+        return rec
+    async with ws:
+        send_lock = asyncio.Lock()
+
+        async def send(text: str) -> None:
+            async with send_lock:
+                await ws.send(text)
+
+        def on_message(raw: str | bytes) -> None:
+            now = clock.now()
+            try:
+                msg = parse_outgoing(raw)
+            except TwilioMessageError as exc:
+                rec.errors.append(f"{exc.code}: {exc}")
+                return
+            if msg.stream_sid != stream_sid:
+                rec.errors.append(f"31951: {msg.event} for streamSid {msg.stream_sid!r}")
+                return
+            match msg:
+                case OutMedia():
+                    rec.lateness.append(player.media(now, len(msg.payload)))
+                    rec.received_audio += msg.payload
+                    rec.media_times.append(now - t_begin)
+                    last_media[0] = now
+                case Mark():
+                    rec.marks.append(msg.name)
+                    echo_due.append((player.mark(now), msg.name))
+                    echo_wake.set()
+                case Clear():
+                    rec.clears.append(now - t_begin)
+                    player.clear(now)
+                    if echo_marks_on_clear:
+                        pending = [(now, name) for _, name in echo_due]
+                        echo_due.clear()
+                        echo_due.extend(pending)
+                    else:
+                        echo_due.clear()
+                    echo_wake.set()
+
+        async def receiver() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for raw in ws:
+                    on_message(raw)
+
+        async def echoer() -> None:
+            while True:
+                if not echo_due:
+                    echo_wake.clear()
+                    await echo_wake.wait()
+                    continue
+                due, name = echo_due[0]
+                if due > clock.now():
+                    echo_wake.clear()
+                    sleeper = asyncio.ensure_future(clock.sleep_until(due))
+                    waker = asyncio.ensure_future(echo_wake.wait())
+                    await asyncio.wait([sleeper, waker], return_when="FIRST_COMPLETED")
+                    sleeper.cancel()
+                    waker.cancel()
+                    continue
+                echo_due.popleft()
+                with contextlib.suppress(ConnectionClosed):
+                    await send(encode(Mark(stream_sid, name, int(next_seq()))))
+                    rec.echoed.append(name)
+
+        recv_task = asyncio.create_task(receiver())
+        echo_task = asyncio.create_task(echoer())
+        try:
+            await send(encode(Connected()))
+            start = Start(
+                stream_sid=stream_sid,
+                call_sid=call_sid,
+                account_sid="AC00000000000000000000000000000001",
+                custom_parameters=custom_parameters or {},
+                sequence_number=int(next_seq()),
+            )
+            await send(encode(start))
+            t0 = clock_origin if clock_origin is not None else clock.now()
+            n = (len(audio) + FRAME_BYTES - 1) // FRAME_BYTES
+            for i in range(n):
+                due = t0 + i * FRAME_BYTES / RATE
+                await clock.sleep_until(due)
+                rec.send_lag.append(max(0.0, clock.now() - due))
+                chunk = audio[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
+                media = Media(
+                    stream_sid=stream_sid,
+                    payload=chunk,
+                    timestamp=i * 20,
+                    chunk=i + 1,
+                    sequence_number=int(next_seq()),
+                )
+                await send(encode(media))
+            last_media[0] = max(last_media[0], clock.now())
+            deadline = clock.now() + tail_s
+            while clock.now() < deadline and not recv_task.done():
+                quiet = clock.now() - last_media[0] >= quiet_s
+                if quiet and not echo_due and len(rec.echoed) == len(rec.marks):
+                    break
+                await clock.sleep(0.05)
+            player.finish(clock.now())
+            await send(encode(Stop(stream_sid, call_sid, start.account_sid, int(next_seq()))))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(close_timeout_s):
+                    await recv_task
+        except ConnectionClosed:
+            pass
+        finally:
+            echo_task.cancel()
+            recv_task.cancel()
+            await asyncio.gather(echo_task, recv_task, return_exceptions=True)
+        rec.close_code = ws.close_code
+    rec.played_bytes = player.played_bytes
+    rec.cleared_bytes = player.cleared_bytes
+    rec.duration_s = clock.now() - t_begin
+    return rec
+
+
+async def run_calls(
+    url: str, audio: bytes, n: int, *, spread_s: float = 0.02, **options: Any
+) -> list[CallRecord]:
+    """``n`` simultaneous calls, their first media spread over ``spread_s`` (so the 20 ms
+    ticks of many calls do not all fall on the same instant, as with real callers)."""
+    clock: Clock = options.pop("clock", None) or RealClock()
+    t0 = clock.now() + 0.5 + 0.01 * n  # time to connect everyone first
+    calls = [
+        run_call(
+            url,
+            audio,
+            clock=clock,
+            call_sid=f"CA{i:032d}",
+            stream_sid=f"MZ{i:032d}",
+            clock_origin=t0 + spread_s * i / max(1, n),
+            **options,
+        )
+        for i in range(n)
+    ]
+    return list(await asyncio.gather(*calls))
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def phone_yaml(engine: str, *, pace: float = 1.0) -> str:
+    """The zero-transcode phone pipeline with the in-process emulator as the model."""
+    return f"""version: 1
+pipelines:
+  phone:
+    stages:
+      caller: {{type: twilio_source}}
+      gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
+      agent:  {{type: realtime_session, provider: emulator, input_format: pcmu,
+               output_format: pcmu,
+               emulator: {{think_ms: 0, pace: {pace}, reply: echo, chunk_ms: 20}}}}
+      phone:  {{type: twilio_sink}}
+    links:
+      - caller -> gate -> agent -> phone
+"""
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    """The figures ``load`` reads from ``/metrics``: the lateness histogram's buckets and the
+    calls by outcome."""
+    buckets: dict[float, float] = {}
+    outcomes: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'pipeline_outgoing_frame_lateness_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            buckets[float(m.group(1))] = float(m.group(2))
+        m = re.match(r'pipeline_calls_total\{outcome="([^"]+)"\} (\S+)', line)
+        if m:
+            outcomes[m.group(1)] = float(m.group(2))
+    return {"lateness_buckets": buckets, "calls": outcomes}
+
+
+def bucket_p99(buckets: dict[float, float]) -> float | None:
+    """The smallest bucket bound at or under which 99 % of the observations fall."""
+    if not buckets:
+        return None
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return 0.0
+    for bound in sorted(buckets):
+        if buckets[bound] >= 0.99 * total:
+            return bound
+    return float("inf")
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _get(port: int, path: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data.decode(errors="replace").split("\r\n\r\n", 1)[-1]
+
+
+@contextlib.contextmanager
+def serve_process(yaml_text: str, *, cpu: int | None = None, max_calls: int = 1000) -> Any:
+    """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
+    port). SIGTERM and a wait on the way out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "phone.yaml"
+        path.write_text(yaml_text)
+        cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
+        cmd += ["--log-format", "json", "--log-level", "warning"]
+        cmd += ["serve", str(path), "--port", "0", "--max-calls", str(max_calls)]
+        cmd += ["--drain-timeout", "5"]
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("PIPELINE_SERVE_TOKEN", None)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        try:
+            port = _wait_port(proc)
+            yield proc, port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
+def _wait_port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pipeline serve exited with {proc.returncode}")
+            continue
+        m = re.search(r"listening on ws://[^ ]+:(\d+)", line)
+        if m:
+            # keep draining stderr so the server never blocks on a full pipe
+            threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+            return int(m.group(1))
+    raise RuntimeError("pipeline serve did not print its url within 30 s")
+
+
+async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
+    """One load step: ``n`` calls at once; the figures for the report."""
+    url = f"ws://127.0.0.1:{port}/media"
+    before = parse_metrics(await _get(port, "/metrics"))
+    t0 = time.monotonic()
+    records = await run_calls(url, audio, n, spread_s=0.02, tail_s=15.0, quiet_s=1.0)
+    wall = time.monotonic() - t0
+    after = parse_metrics(await _get(port, "/metrics"))
+    buckets = {
+        b: after["lateness_buckets"].get(b, 0.0) - before["lateness_buckets"].get(b, 0.0)
+        for b in after["lateness_buckets"]
+    }
+    received = [len(r.received_audio) for r in records]
+    lateness = [x for r in records for x in r.lateness]
+    lag = [x for r in records for x in r.send_lag]
+    return {
+        "calls": n,
+        "wall_s": round(wall, 2),
+        "ok_calls": sum(r.ok for r in records),
+        "received_bytes_min": min(received),
+        "received_bytes_max": max(received),
+        "server_lateness_p99_le_s": bucket_p99(buckets),
+        "caller_lateness_p99_ms": _p99_ms(lateness),
+        "caller_send_lag_p99_ms": _p99_ms(lag),
+        "errors": sorted({e for r in records for e in r.errors})[:3],
+    }
+
+
+async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    audio = caller_audio(args.wav)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    server_cpu = client_cpu = None
+    if len(cpus) >= 2 and not args.no_pin:
+        server_cpu, client_cpu = sorted(cpus)[-1], sorted(cpus)[0]
+        os.sched_setaffinity(0, {client_cpu})
+    rows = []
+    for engine in args.engine:
+        with serve_process(phone_yaml(engine, pace=args.pace), cpu=server_cpu) as (proc, port):
+            reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
+            expected = len(reference[0].received_audio)
+            for n in args.calls:
+                cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                row = await load_step(port, audio, n)
+                cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                p99 = row["server_lateness_p99_le_s"]
+                row.update(
+                    engine=engine,
+                    expected_bytes=expected,
+                    server_cpu=round(cpu, 2),
+                    lost_audio=row["received_bytes_min"] < expected,
+                    passed=(
+                        row["ok_calls"] == n
+                        and row["received_bytes_min"] >= expected
+                        and p99 is not None
+                        and p99 <= 0.02
+                    ),
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if not row["passed"] and not args.keep_going:
+                    break
+    return rows
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.callsim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("call", help="one call: play a WAV, print what came back")
+    c.add_argument("url", help="ws://HOST:PORT/PATH of 'pipeline serve'")
+    c.add_argument("wav", nargs="?", default=str(EXAMPLE_WAV), help="8 kHz mono WAV")
+    c.add_argument("--token", help="shared token (Authorization: Bearer)")
+    c.add_argument("--out", help="write the audio that came back to this μ-law WAV")
+    c.add_argument("--tail", type=float, default=10.0, help="max seconds to wait for replies")
+    c.add_argument("--calls", type=int, default=1, help="simultaneous calls (1)")
+    ld = sub.add_parser("load", help="N calls against a 'pipeline serve' subprocess")
+    ld.add_argument("--calls", default="25,50,100,150,200", help="steps, e.g. 50,100,150")
+    ld.add_argument(
+        "--engine", default="webrtc", help="VAD engines, comma separated (webrtc,energy,silero)"
+    )
+    ld.add_argument("--wav", default=str(EXAMPLE_WAV))
+    ld.add_argument("--pace", type=float, default=1.0, help="emulator reply pace (1: real time)")
+    ld.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ld.add_argument("--keep-going", action="store_true", help="run every step even after a fail")
+    ld.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args(argv)
+    if args.command == "call":
+        audio = caller_audio(args.wav)
+        records = asyncio.run(run_calls(args.url, audio, args.calls, token=args.token))
+        for r in records:
+            print(json.dumps(r.summary()))
+        if args.out and records:
+            from pipeline.frames import AudioFormat
+            from stages.wavfile import WavWriter
+
+            w = WavWriter(args.out, AudioFormat("pcmu", RATE))
+            w.write(bytes(records[0].received_audio))
+            w.close()
+        return 0 if all(r.ok for r in records) else 1
+    args.calls = [int(x) for x in str(args.calls).split(",")]
+    args.engine = [x.strip() for x in str(args.engine).split(",")]
+    rows = asyncio.run(_load(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

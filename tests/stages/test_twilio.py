@@ -1,0 +1,497 @@
+"""Twilio Media Streams: message conformance both ways, the chunker and marks, the stages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.clock import VirtualClock
+from pipeline.errors import FormatError, StageError
+from pipeline.frames import Audio, Frame, Interrupt, ResponseDone
+from pipeline.graph import Pipeline
+from pipeline.runtime import Runner
+from pipeline.stage import PLAYED, StageContext
+from pipeline.testing import run_stage_async
+from stages.twilio import (
+    Clear,
+    Connected,
+    Dtmf,
+    LatenessMeter,
+    Mark,
+    Media,
+    MediaFormat,
+    OutMedia,
+    Playout,
+    Start,
+    Stop,
+    TwilioCall,
+    TwilioMessageError,
+    bind_call,
+    current_call,
+    encode,
+    parse_incoming,
+    parse_outgoing,
+    twilio_sink,
+    twilio_source,
+)
+
+SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
+CALL = "CA0123456789abcdef0123456789abcdef"
+
+# The messages as Twilio's docs show them (realtime-protocol.md section 5).
+DOC_IN = {
+    "connected": {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+    "start": {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": SID,
+        "start": {
+            "streamSid": SID,
+            "accountSid": "AC1",
+            "callSid": CALL,
+            "tracks": ["inbound"],
+            "customParameters": {"k": "v"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    },
+    "media": {
+        "event": "media",
+        "sequenceNumber": "3",
+        "streamSid": SID,
+        "media": {
+            "track": "inbound",
+            "chunk": "1",
+            "timestamp": "5",
+            "payload": "no+JhoaJjpzSHxAKBgYJ",
+        },
+    },
+    "dtmf": {
+        "event": "dtmf",
+        "sequenceNumber": "5",
+        "streamSid": SID,
+        "dtmf": {"track": "inbound_track", "digit": "1"},
+    },
+    "mark": {
+        "event": "mark",
+        "sequenceNumber": "4",
+        "streamSid": SID,
+        "mark": {"name": "resp_1:42"},
+    },
+    "stop": {
+        "event": "stop",
+        "sequenceNumber": "5",
+        "streamSid": SID,
+        "stop": {"accountSid": "AC1", "callSid": CALL},
+    },
+}
+
+
+def dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d)
+
+
+# ---------------------------------------------------------------------------- incoming
+
+
+def test_parse_every_documented_incoming_message() -> None:
+    assert parse_incoming(dumps(DOC_IN["connected"])) == Connected("Call", "1.0.0")
+    start = parse_incoming(dumps(DOC_IN["start"]))
+    assert start == Start(
+        stream_sid=SID,
+        call_sid=CALL,
+        account_sid="AC1",
+        tracks=("inbound",),
+        custom_parameters={"k": "v"},
+        media_format=MediaFormat("audio/x-mulaw", 8000, 1),
+        sequence_number=1,
+    )
+    media = parse_incoming(dumps(DOC_IN["media"]))
+    assert isinstance(media, Media)
+    assert media.payload == base64.b64decode("no+JhoaJjpzSHxAKBgYJ")
+    assert (media.timestamp, media.chunk, media.sequence_number, media.pts) == (5, 1, 3, 0.005)
+    assert parse_incoming(dumps(DOC_IN["dtmf"])) == Dtmf(SID, "1", "inbound_track", 5)
+    assert parse_incoming(dumps(DOC_IN["mark"])) == Mark(SID, "resp_1:42", 4)
+    assert parse_incoming(dumps(DOC_IN["stop"])) == Stop(SID, CALL, "AC1", 5)
+
+
+@pytest.mark.parametrize("event", list(DOC_IN))
+def test_encode_writes_exactly_the_documented_shape(event: str) -> None:
+    msg = parse_incoming(dumps(DOC_IN[event]))
+    assert json.loads(encode(msg)) == DOC_IN[event]
+
+
+@given(
+    payload=st.binary(min_size=0, max_size=400),
+    ts=st.integers(0, 10**9),
+    chunk=st.integers(1, 10**6),
+    seq=st.integers(1, 10**6),
+)
+def test_media_round_trip(payload: bytes, ts: int, chunk: int, seq: int) -> None:
+    msg = Media(stream_sid=SID, payload=payload, timestamp=ts, chunk=chunk, sequence_number=seq)
+    text = encode(msg)
+    raw = json.loads(text)
+    for key in ("chunk", "timestamp"):
+        assert isinstance(raw["media"][key], str)
+    assert raw["sequenceNumber"] == str(seq)
+    assert parse_incoming(text) == msg
+
+
+def _with(event: str, path: tuple[str, ...], value: Any) -> str:
+    d = json.loads(json.dumps(DOC_IN[event]))
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return json.dumps(d)
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("event", "path", "value", "expected"),
+    [
+        ("media", ("playload",), "x", "unknown field 'playload'"),
+        ("media", ("media", "extra"), 1, "media: unknown field 'extra'"),
+        ("start", ("start", "foo"), 1, "start: unknown field 'foo'"),
+        ("media", ("sequenceNumber",), 3, "'sequenceNumber' must be a string of digits"),
+        ("media", ("media", "timestamp"), 5, "'media.timestamp' must be a string of digits"),
+        ("media", ("media", "chunk"), "one", "'media.chunk' must be a string of digits"),
+        ("media", ("media", "payload"), "not base64!", "'media.payload' is not valid base64"),
+        ("media", ("media", "payload"), _DELETE, "missing field 'media.payload'"),
+        ("media", ("streamSid",), _DELETE, "missing field 'streamSid'"),
+        ("start", ("start", "callSid"), _DELETE, "missing field 'start.callSid'"),
+        ("start", ("start", "mediaFormat", "sampleRate"), 16000, "audio/x-mulaw 8000 Hz x1"),
+        ("start", ("start", "mediaFormat", "sampleRate"), "8000", "must be an integer"),
+        ("start", ("start", "customParameters"), {"k": 1}, "must be an object of strings"),
+        ("start", ("start", "streamSid"), "MZother", "differs from streamSid"),
+        ("mark", ("mark",), "x", "'mark' must be an object"),
+        ("stop", ("stop", "callSid"), None, "'stop.callSid' must be a string, got null"),
+        ("connected", ("version",), 1, "'version' must be a string"),
+    ],
+)
+def test_incoming_refused_with_the_field_named(
+    event: str, path: tuple[str, ...], value: Any, expected: str
+) -> None:
+    with pytest.raises(TwilioMessageError) as err:
+        parse_incoming(_with(event, path, value))
+    assert expected in str(err.value)
+    assert err.value.code == 31951
+
+
+def test_binary_frames_and_bad_json_are_malformed() -> None:
+    for raw, text in [
+        (b'{"event":"media"}', "binary frame of 17 bytes"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+    ]:
+        with pytest.raises(TwilioMessageError) as err:
+            parse_incoming(raw)
+        assert text in str(err.value)
+        assert err.value.code == 31950
+
+
+def test_unknown_event_is_named() -> None:
+    with pytest.raises(TwilioMessageError, match="unknown incoming event 'clear'"):
+        parse_incoming('{"event": "clear", "streamSid": "MZ1"}')
+    with pytest.raises(TwilioMessageError, match="no 'event' string"):
+        parse_incoming('{"streamSid": "MZ1"}')
+
+
+# ---------------------------------------------------------------------------- outgoing
+
+
+def test_outgoing_shapes_are_exact() -> None:
+    assert json.loads(encode(OutMedia(SID, b"\xff\x7f"))) == {
+        "event": "media",
+        "streamSid": SID,
+        "media": {"payload": "/38="},
+    }
+    assert json.loads(encode(Mark(SID, "7"))) == {
+        "event": "mark",
+        "streamSid": SID,
+        "mark": {"name": "7"},
+    }
+    assert json.loads(encode(Clear(SID))) == {"event": "clear", "streamSid": SID}
+    for msg in (OutMedia(SID, b"abc"), Mark(SID, "7"), Clear(SID)):
+        assert parse_outgoing(encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"event": "media", "streamSid": SID, "media": {"payload": "", "track": "x"}}, "'track'"),
+        (
+            {"event": "mark", "sequenceNumber": "1", "streamSid": SID, "mark": {"name": "a"}},
+            "'sequenceNumber'",
+        ),
+        ({"event": "clear"}, "missing field 'streamSid'"),
+        ({"event": "stop", "streamSid": SID}, "unknown outgoing event 'stop'"),
+        ({"event": "media", "streamSid": SID, "media": {"payload": 5}}, "must be a base64 string"),
+    ],
+)  # fmt: skip
+def test_outgoing_refused(raw: dict[str, Any], expected: str) -> None:
+    with pytest.raises(TwilioMessageError, match=expected):
+        parse_outgoing(json.dumps(raw))
+
+
+# ---------------------------------------------------------------------------- playout
+
+
+def _media_and_marks(messages: list[str]) -> tuple[list[bytes], list[str]]:
+    payloads, marks = [], []
+    for i, text in enumerate(messages):
+        msg = parse_outgoing(text)
+        if isinstance(msg, OutMedia):
+            payloads.append(msg.payload)
+            nxt = parse_outgoing(messages[i + 1])  # every media is followed by its mark
+            assert isinstance(nxt, Mark)
+        elif isinstance(msg, Mark):
+            marks.append(msg.name)
+    return payloads, marks
+
+
+@settings(max_examples=60)
+@given(
+    data=st.binary(min_size=0, max_size=3000),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+    chunk_ms=st.sampled_from([20, 30, 40, 50]),
+)
+def test_chunking_does_not_depend_on_how_audio_arrives(
+    data: bytes, cuts: list[int], chunk_ms: int
+) -> None:
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    p = Playout(SID, chunk_ms=chunk_ms)
+    out: list[str] = []
+    for a, b in itertools.pairwise(bounds):
+        out += p.push(data[a:b], a / 8000)
+    out += p.flush()
+    payloads, marks = _media_and_marks(out)
+    size = 8 * chunk_ms
+    assert b"".join(payloads) == data
+    assert all(len(x) == size for x in payloads[:-1])
+    assert payloads == [data[i : i + size] for i in range(0, len(data), size)]
+    assert marks == [str(i + 1) for i in range(len(payloads))]
+    assert p.bytes_sent == len(data)
+
+
+def test_marks_move_the_heard_position_and_clear_resets() -> None:
+    p = Playout(SID, chunk_ms=20)
+    out = p.push(bytes(480), 1.0)  # three chunks: 1.00-1.02, 1.02-1.04, 1.04-1.06
+    assert [n for n, _ in p.pending] == ["1", "2", "3"]
+    assert _media_and_marks(out)[1] == ["1", "2", "3"]
+    assert p.mark_echoed("2") == pytest.approx(1.04)  # "1" implied: played in order
+    assert [n for n, _ in p.pending] == ["3"]
+    assert p.mark_echoed("nope") is None
+    assert p.push(bytes(100), 1.06) == []  # partial chunk held
+    msgs, heard = p.clear()
+    assert [json.loads(m) for m in msgs] == [{"event": "clear", "streamSid": SID}]
+    assert heard == pytest.approx(1.04)
+    assert not p.pending and p.buffered == 0
+    assert p.mark_echoed("3") is None  # Twilio may echo cleared marks: ignored
+    assert p.clear() == ([], pytest.approx(1.04))  # nothing unplayed: no clear sent
+
+
+def test_a_gap_in_media_time_flushes_the_partial_chunk() -> None:
+    p = Playout(SID, chunk_ms=20)
+    assert p.push(bytes(100), 0.0) == []
+    out = p.push(bytes(160), 5.0)  # a new stretch: the 100 bytes go out alone first
+    payloads, _ = _media_and_marks(out)
+    assert [len(x) for x in payloads] == [100, 160]
+    assert [round(end, 4) for _, end in p.pending] == [0.0125, 5.02]
+
+
+def test_lateness_is_the_gap_heard_within_a_stretch() -> None:
+    lates: list[float] = []
+    p = Playout(SID, chunk_ms=20, on_chunk=lates.append)
+    p.push(bytes(160), 0.0, now=10.0)  # first chunk of a stretch: never late
+    p.push(bytes(160), 0.02, now=10.005)  # early: the player is still busy
+    p.push(bytes(160), 0.04, now=10.07)  # player ran dry at 10.04: 30 ms gap
+    p.push(bytes(160), 3.0, now=20.0)  # a new stretch (media time jumps): not late
+    assert lates == pytest.approx([0.0, 0.0, 0.03, 0.0])
+    m = LatenessMeter()
+    assert m.chunk(0.0, 0.02, continues=True) == 0.0  # nothing before it
+
+
+def test_chunk_ms_range() -> None:
+    with pytest.raises(ValueError, match="between 20 and 50"):
+        Playout(SID, chunk_ms=10)
+
+
+# ---------------------------------------------------------------------------- the call
+
+
+def _call(sent: list[str] | None = None) -> TwilioCall:
+    async def send(text: str) -> None:
+        if sent is not None:
+            sent.append(text)
+
+    return TwilioCall(send)
+
+
+async def _start(call: TwilioCall) -> None:
+    await call.receive(dumps(DOC_IN["connected"]))
+    await call.receive(dumps(DOC_IN["start"]))
+
+
+def test_call_checks_order_and_stream_sid() -> None:
+    async def main() -> TwilioCall:
+        call = _call()
+        await call.receive(dumps(DOC_IN["media"]))  # before start: skipped
+        await _start(call)
+        await call.receive(_with("media", ("streamSid",), "MZother"))
+        await call.receive(dumps(DOC_IN["start"]))  # twice
+        await call.receive(b"\x00\x01")  # binary
+        await call.receive(dumps(DOC_IN["media"]))  # fine
+        return call
+
+    call = asyncio.run(main())
+    assert call.bad_messages == 4
+    assert call.call_sid == CALL and call.stream_sid == SID
+    assert call.inbound.qsize() == 1
+
+
+def test_no_call_bound_is_a_clear_error() -> None:
+    with pytest.raises(StageError, match="run inside 'pipeline serve"):
+        current_call("caller")
+
+
+def _media(i: int, payload: bytes) -> str:
+    return encode(Media(SID, payload, timestamp=20 * i, chunk=i + 1, sequence_number=i + 3))
+
+
+def test_source_emits_pcmu_with_pts_from_timestamps_and_ends_on_stop() -> None:
+    async def main() -> list[Frame]:
+        call = _call()
+        await _start(call)
+        await call.receive(_media(0, b"\x01" * 160))
+        await call.receive(dumps(DOC_IN["dtmf"]))
+        await call.receive(_media(1, b"\x02" * 160))
+        await call.receive(dumps(DOC_IN["stop"]))
+        await call.receive(_media(2, b"\x03" * 160))  # after stop: never read
+        with bind_call(call):
+            return await run_stage_async(twilio_source, dtmf="text")
+
+    out = asyncio.run(main())
+    assert [type(f).__name__ for f in out] == ["Audio", "Text", "Audio"]
+    a, t, b = out
+    assert isinstance(a, Audio) and isinstance(b, Audio)
+    assert (a.data, a.encoding, a.rate, a.pts) == (b"\x01" * 160, "pcmu", 8000, 0.0)
+    assert (b.data, b.pts) == (b"\x02" * 160, 0.02)
+    assert t.text == "DTMF 1"  # type: ignore[union-attr]
+
+
+def test_source_ends_when_the_socket_closes() -> None:
+    async def main() -> list[Frame]:
+        call = _call()
+        await _start(call)
+        await call.receive(_media(0, b"\x01" * 160))
+        call.connection_closed()
+        with bind_call(call):
+            return await run_stage_async(twilio_source)
+
+    assert len(asyncio.run(main())) == 1
+
+
+def _ulaw(n: int, pts: float, fill: int = 0x55) -> Audio:
+    return Audio(bytes([fill]) * n, "pcmu", 8000, 1, pts)
+
+
+def test_sink_sends_media_and_marks_and_clear_on_interrupt() -> None:
+    sent: list[str] = []
+    played: list[float] = []
+
+    async def drive() -> None:
+        call = _call(sent)
+        await _start(call)
+        ctx = StageContext("phone", clock=VirtualClock())
+        ctx.bus.subscribe(PLAYED, lambda v: played.append(v.pts))
+
+        async def frames() -> AsyncIterator[Frame]:
+            yield _ulaw(320, 0.0)
+            await call.receive(encode(Mark(SID, "1", 9)))
+            yield _ulaw(100, 0.04)
+            yield Interrupt()
+            yield _ulaw(160, 7.0, fill=0x66)
+            yield ResponseDone("r2")
+
+        with bind_call(call):
+            gen = twilio_sink(frames(), chunk_ms=20, ctx=ctx)
+            async for _ in gen:
+                pass
+
+    asyncio.run(drive())
+    events = [json.loads(m) for m in sent]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["media", "mark", "media", "mark", "clear", "media", "mark"]
+    assert all(e["streamSid"] == SID for e in events)
+    assert base64.b64decode(events[0]["media"]["payload"]) == b"\x55" * 160
+    assert events[3]["mark"]["name"] == "2"
+    assert base64.b64decode(events[5]["media"]["payload"]) == b"\x66" * 160
+    assert played == pytest.approx([0.02, 0.02])  # the echo, then the heard position at clear
+
+
+def test_sink_refuses_other_formats_before_running() -> None:
+    p = Pipeline("bad")
+    p.add("src", "tests.stagekit:source")
+    p.add("phone", "twilio_sink")
+    p.link("src", "phone")
+    problems = p.check()
+    assert len(problems) == 1
+    assert "a Twilio stream plays pcmu 8000 Hz mono" in problems[0].message
+    assert "g711_encode" in problems[0].fix
+
+
+def test_sink_refuses_other_formats_while_running() -> None:
+    async def main() -> None:
+        call = _call([])
+        await _start(call)
+        with bind_call(call):
+            await run_stage_async(twilio_sink, [Audio(bytes(320), "pcm16", 8000)])
+
+    with pytest.raises(FormatError, match="pcm16 8000 Hz audio"):
+        asyncio.run(main())
+
+
+def test_loopback_pipeline_returns_the_callers_audio() -> None:
+    """twilio_source -> twilio_sink in a real Runner with a virtual clock: every byte back,
+    in 20 ms chunks, the last partial chunk flushed after the hold."""
+    sent: list[str] = []
+    audio = bytes(range(256)) * 3  # 768 bytes: 4 full chunks + 128
+
+    async def main() -> None:
+        call = _call(sent)
+        await _start(call)
+        for i in range(0, len(audio), 160):
+            await call.receive(_media(i // 160, audio[i : i + 160]))
+        p = Pipeline("loop")
+        p.add("caller", "twilio_source")
+        p.add("phone", "twilio_sink")
+        p.link("caller", "phone")
+        p.validate()
+
+        async def hang_up_later() -> None:
+            await asyncio.sleep(0.01)
+            await call.receive(dumps(DOC_IN["stop"]))
+
+        with bind_call(call):
+            task = asyncio.create_task(hang_up_later())
+            await Runner(p, clock=VirtualClock()).run()
+            await task
+
+    asyncio.run(main())
+    back = [parse_outgoing(m) for m in sent]
+    payloads = [m.payload for m in back if isinstance(m, OutMedia)]
+    assert b"".join(payloads) == audio
+    assert [len(x) for x in payloads] == [160, 160, 160, 160, 128]
