@@ -57,9 +57,13 @@ __all__ = [
 
 
 def _output_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
-    """Audio leaves as it came; a rate the engine cannot analyse is refused."""
+    """Audio leaves as it came; a rate the engine cannot analyse is refused, and so is silero
+    without its model (so ``pipeline validate`` says how to install it)."""
+    engine = str(params.get("engine", "silero"))
+    if engine == "silero" and params.get("model_path") is None:
+        find_silero_model()
     if fmt is not None:
-        check_rate(str(params.get("engine", "silero")), fmt.rate)
+        check_rate(engine, fmt.rate)
     return fmt
 
 
@@ -101,6 +105,8 @@ async def vad_gate(
     gate: VadGate | None = None
     fmt: AudioFormat | None = None
     model = None if model_path is None else ctx.base_dir / model_path
+    if engine == "silero":
+        silero_session(model)  # load the shared model now, not when the first words arrive
     async for frame in frames:
         if not isinstance(frame, Audio):
             yield frame

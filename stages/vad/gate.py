@@ -205,11 +205,13 @@ class VadGate:
             anchors.popleft()
 
     def _pts_at(self, position: int) -> float:
-        for start, pts in reversed(self._anchors):
-            if start <= position:
-                return pts + (position - start) / self.rate
         start, pts = self._anchors[0]
-        return pts + (position - start) / self.rate
+        for anchor in reversed(self._anchors):
+            if anchor[0] <= position:
+                start, pts = anchor
+                break
+        # to the nanosecond: 4.352, not 4.351999999999999, in the event log
+        return round(pts + (position - start) / self.rate, 9)
 
 
 def _samples(ms: int, rate: int) -> int:

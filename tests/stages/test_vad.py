@@ -27,7 +27,7 @@ from pipeline.frames import (
     Text,
 )
 from pipeline.stage import spec_for
-from pipeline.testing import run_stage
+from pipeline.testing import make_context, run_stage
 from stages import vad
 from stages.vad import (
     TRANSITIONS,
@@ -578,6 +578,13 @@ def test_silero_model_missing_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(engines.importlib.metadata, "distribution", missing)
     with pytest.raises(InputError, match=r"install it with: pip install --no-deps silero-vad"):
         engines.find_silero_model()
+    # before running too (pipeline validate), unless the model is given or not needed
+    spec = spec_for("vad_gate")
+    assert spec.output_format is not None
+    with pytest.raises(InputError, match=r"pip install --no-deps silero-vad"):
+        spec.output_format({"engine": "silero"}, AudioFormat("pcmu", 8000))
+    assert spec.output_format({"engine": "silero", "model_path": "m.onnx"}, None) is None
+    assert spec.output_format({"engine": "webrtc"}, None) is None
 
 
 def test_silero_model_path_must_exist(tmp_path: Path) -> None:
@@ -585,6 +592,19 @@ def test_silero_model_path_must_exist(tmp_path: Path) -> None:
         SileroEngine(16000, model_path=tmp_path / "nope.onnx")
     model = engines.find_silero_model()
     assert SileroEngine(16000, model_path=model)._session is SileroEngine(16000)._session
+
+
+def test_model_path_is_relative_to_the_pipeline_file(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "vad.onnx").write_bytes(engines.find_silero_model().read_bytes())
+    spec = spec_for("vad_gate")
+    ctx = make_context(spec, base_dir=tmp_path)
+    frames = [Audio(bytes(320), "pcmu", 8000)]
+    assert run_stage(spec, frames, ctx=ctx, mode="annotate", model_path="models/vad.onnx") == frames
+    with pytest.raises(InputError, match=r"elsewhere\.onnx: silero VAD model file not found"):
+        run_stage(
+            spec, frames, ctx=make_context(spec, base_dir=tmp_path), model_path="elsewhere.onnx"
+        )
 
 
 def test_webrtc_scores_do_not_depend_on_chunk_sizes() -> None:
