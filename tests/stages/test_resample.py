@@ -435,3 +435,19 @@ def test_block_size_is_only_a_speed_choice(in_rate: int, out_rate: int) -> None:
         outs.append(np.concatenate([r.process(x16[i : i + 333]) for i in range(0, len(x), 333)]))
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
+
+
+def test_stage_flushes_when_the_input_rate_changes() -> None:
+    a, b = tone(1000, 8000, 0.04), tone(500, 16000, 0.04)
+    ins = frames_of(a, 8000) + frames_of(b, 16000, pts0=0.04) + frames_of(a, 8000, pts0=0.08)
+    out = [f for f in run_stage("resample", ins, rate=16000) if isinstance(f, Audio)]
+    ra = stream(StreamResampler(8000, 16000), a, [len(a)])[0]
+    np.testing.assert_array_equal(audio_of(out[:3]), ra)  # 2 frames and the tail
+    assert out[3] is ins[2] and out[4] is ins[3]  # 16 kHz audio passes as is
+    np.testing.assert_array_equal(audio_of(out[5:]), ra)
+    assert out[5].pts == 0.08
+
+
+def test_stage_rejects_a_bad_rate() -> None:
+    with pytest.raises(FormatError, match="not a sample rate"):
+        run_stage("resample", [], rate=0)
