@@ -451,3 +451,23 @@ def test_stage_flushes_when_the_input_rate_changes() -> None:
 def test_stage_rejects_a_bad_rate() -> None:
     with pytest.raises(FormatError, match="not a sample rate"):
         run_stage("resample", [], rate=0)
+
+
+def test_gather_form_for_odd_ratios_matches_the_block_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.clip(np.random.default_rng(9).standard_normal(4410) * 5000, -32768, 32767)
+    x16 = x.astype(np.int16)
+    block = PolyphaseResampler(44100, 16000)
+    monkeypatch.setattr("stages.resample._MAX_BLOCK_MATRIX", 0)
+    gather = PolyphaseResampler(44100, 16000)
+    assert block._block is not None and gather._block is None
+    yb = np.concatenate([block.process(x16), block.flush()])
+    sizes = np.random.default_rng(1).integers(0, 500, size=40)
+    parts, i = [], 0
+    for n in sizes:
+        parts.append(gather.process(x16[i : i + n]))
+        i += int(n)
+    parts += [gather.process(x16[i:]), gather.flush()]
+    yg = np.concatenate(parts)
+    assert len(yg) == len(yb)
+    assert np.abs(yg.astype(np.int32) - yb).max() <= 1  # same sums, other summation order
+    np.testing.assert_array_equal(yg, np.concatenate([gather.process(x16), gather.flush()]))
