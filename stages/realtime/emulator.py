@@ -203,7 +203,7 @@ class EnergyVad:
         prefix_padding_ms: int,
         silence_duration_ms: int,
         *,
-        start_ms: int = 0,
+        start_sample: int = 0,
     ) -> None:
         self.rate = rate
         self.level = vad_level_dbfs(threshold)
@@ -213,9 +213,8 @@ class EnergyVad:
         self.in_speech = False
         self._frame = rate * self.FRAME_MS // 1000
         self._pending = np.zeros(0, dtype=np.int16)
-        self._frames = start_ms // self.FRAME_MS  # frames consumed since the session started
+        self._samples = start_sample  # samples consumed since the session started
         self._last_speech_end = 0
-        self._silence_ms = 0
 
     def feed(self, samples: np.ndarray[Any, np.dtype[np.int16]]) -> list[VadEvent]:
         """Consume samples; return the starts and stops they complete, in order."""
@@ -224,22 +223,21 @@ class EnergyVad:
         events: list[VadEvent] = []
         for i in range(n):
             frame = buf[i * self._frame : (i + 1) * self._frame]
-            start_ms = self._frames * self.FRAME_MS
-            end_ms = start_ms + self.FRAME_MS
-            self._frames += 1
+            # times from sample counts, so rates like 22050 Hz do not drift
+            start_ms = self._samples * 1000 // self.rate
+            self._samples += self._frame
+            end_ms = self._samples * 1000 // self.rate
             speech = _dbfs(frame) >= self.level
             if speech:
-                self._silence_ms = 0
                 self._last_speech_end = end_ms
                 if not self.in_speech:
                     self.in_speech = True
                     padded = max(self.floor_ms, start_ms - self.prefix_padding_ms)
                     events.append(VadEvent("start", padded))
             elif self.in_speech:
-                self._silence_ms += self.FRAME_MS
-                if self._silence_ms >= max(self.silence_duration_ms, self.FRAME_MS):
+                silent_ms = end_ms - self._last_speech_end
+                if silent_ms >= max(self.silence_duration_ms, self.FRAME_MS):
                     self.in_speech = False
-                    self._silence_ms = 0
                     events.append(VadEvent("stop", end_ms, self._last_speech_end))
         self._pending = buf[n * self._frame :].copy()
         return events
@@ -247,7 +245,6 @@ class EnergyVad:
     def reset(self, floor_ms: int) -> None:
         """Forget any speech in progress (the buffer was cleared at ``floor_ms``)."""
         self.in_speech = False
-        self._silence_ms = 0
         self.floor_ms = floor_ms
 
 
@@ -773,7 +770,10 @@ class EmulatorSession:
         self.conversation_id = self._id("conv")
         self.configured = False  # session.updated released
         self._audio_seen = False
-        self._pcm = bytearray()  # the session's input, pcm16 at the input rate
+        # the session's input from the last commit on, pcm16 at the input rate; sample indexes
+        # count from the session's first sample (_pcm[0] is sample _pcm_offset)
+        self._pcm = bytearray()
+        self._pcm_offset = 0
         self._buffer_start = 0  # sample index where the uncommitted buffer starts
         self._vad: EnergyVad | None = None
         self._vad_item: str | None = None
@@ -980,7 +980,7 @@ class EmulatorSession:
                 new.vad.threshold,
                 new.vad.prefix_padding_ms,
                 new.vad.silence_duration_ms,
-                start_ms=self._ms(len(self._pcm) // 2),
+                start_sample=self._samples_in,
             )
             self._vad.reset(floor)
         if not self.config.ack_session_update:
@@ -1005,6 +1005,23 @@ class EmulatorSession:
             or self._vad.prefix_padding_ms != vad.prefix_padding_ms
             or self._vad.silence_duration_ms != vad.silence_duration_ms
         )
+
+    @property
+    def _samples_in(self) -> int:
+        """Input samples received in this session."""
+        return self._pcm_offset + len(self._pcm) // 2
+
+    def _input(self, start: int, end: int) -> bytes:
+        """Input samples [start, end) (session sample indexes) as pcm16 bytes."""
+        lo, hi = start - self._pcm_offset, end - self._pcm_offset
+        return bytes(self._pcm[2 * max(lo, 0) : 2 * max(hi, 0)])
+
+    def _drop_input_before(self, sample: int) -> None:
+        # committed audio is never read again: keep memory flat in long sessions
+        cut = sample - self._pcm_offset
+        if cut > 0:
+            del self._pcm[: 2 * cut]
+            self._pcm_offset = sample
 
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.state.input.rate
@@ -1068,17 +1085,18 @@ class EmulatorSession:
         )
         rate = self.state.input.rate
         start = self._buffer_start
-        end = min(len(self._pcm) // 2, ev.ms * rate // 1000)
+        end = min(self._samples_in, ev.ms * rate // 1000)
         speech_end = min(end, ev.speech_end_ms * rate // 1000)
         # the utterance starts where speech_started said (prefix padding included)
         started = max(start, self._speech_start_ms * rate // 1000)
-        self._commit(item_id, bytes(self._pcm[2 * started : 2 * speech_end]), end)
+        self._commit(item_id, self._input(started, speech_end), end)
         vad = self.state.vad
         if vad is not None and vad.create_response and self._response is None:
             self._start_response()
 
     def _commit(self, item_id: str, pcm: bytes, end_sample: int) -> None:
         self._buffer_start = end_sample
+        self._drop_input_before(end_sample)
         if self._vad is not None:
             self._vad.reset(self._ms(end_sample))
         self._turn += 1
@@ -1137,7 +1155,7 @@ class EmulatorSession:
                 "type",
             )
         rate = self.state.input.rate
-        start, end = self._buffer_start, len(self._pcm) // 2
+        start, end = self._buffer_start, self._samples_in
         ms = (end - start) * 1000 / rate
         if ms < 100:
             raise _ClientError(
@@ -1145,10 +1163,11 @@ class EmulatorSession:
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms "
                 f"of audio, but buffer only has {ms:.2f}ms of audio.",
             )
-        self._commit(self._id("item"), bytes(self._pcm[2 * start : 2 * end]), end)
+        self._commit(self._id("item"), self._input(start, end), end)
 
     def _on_input_audio_buffer_clear(self, event: Json) -> None:
-        self._buffer_start = len(self._pcm) // 2
+        self._buffer_start = self._samples_in
+        self._drop_input_before(self._buffer_start)
         self._vad_item = None
         if self._vad is not None:
             self._vad.reset(self._ms(self._buffer_start))

@@ -1159,3 +1159,13 @@ def test_protocol_core_against_emulator(dialect: str, model: str) -> None:
             assert emu.connections[0].dialect == dialect
 
     run(go())
+
+
+def test_energy_vad_times_do_not_drift_at_22050() -> None:
+    rate = 22050
+    x = np.concatenate([silence(rate, 60_000), tone(rate, 1000), silence(rate, 700)])
+    events = EnergyVad(rate, 0.5, 300, 500).feed(x)
+    # within one 10 ms frame (counting frames of 220 samples would drift by 136 ms here)
+    assert [e.kind for e in events] == ["start", "stop"]
+    assert abs(events[0].ms - 59_700) <= 10 and abs(events[1].ms - 61_500) <= 10
+    assert abs(events[1].speech_end_ms - 61_000) <= 10
