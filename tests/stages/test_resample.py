@@ -408,6 +408,8 @@ def test_stage_rejects_g711_with_the_fix() -> None:
     pcmu = Audio(b"\xff" * 160, "pcmu", 8000)
     with pytest.raises(FormatError, match="g711_decode"):
         run_stage("resample", [pcmu], rate=16000)
+    with pytest.raises(FormatError, match="needs mono"):
+        spec.output_format({"rate": 16000}, AudioFormat("pcm16", 8000, 2))
 
 
 @pytest.mark.parametrize("in_rate,out_rate", TELEPHONY + ODD)
