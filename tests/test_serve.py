@@ -1,0 +1,334 @@
+"""``pipeline serve``: calls over loopback WebSockets, driven by the call simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.callsim import CallRecord, run_call
+from pipeline.frames import Frame
+from pipeline.graph import Pipeline
+from pipeline.serve import CallServer, run_server
+from pipeline.stage import stage
+from stages.twilio import Connected, Media, Start, current_call, encode
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = bytes(range(256)) * 5  # 1280 bytes: 8 frames of 20 ms
+
+
+@stage("serve_test_fail_if_asked", passthrough=True, register=False)
+async def fail_if_asked(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    """Forward everything; raise after the first frame when the call's TwiML parameters say
+    fail=yes (one broken call among healthy ones)."""
+    call = current_call()
+    fail = call.start is not None and call.start.custom_parameters.get("fail") == "yes"
+    async for f in frames:
+        yield f
+        if fail:
+            raise RuntimeError("asked to fail")
+
+
+def loop_pipeline(middle: Any = None) -> Pipeline:
+    """twilio_source -> [middle ->] twilio_sink: the caller hears themselves."""
+    p = Pipeline("loop")
+    p.add("caller", "twilio_source")
+    ids = ["caller"]
+    if middle is not None:
+        p.add("mid", middle)
+        ids.append("mid")
+    p.add("phone", "twilio_sink")
+    p.link(*ids, "phone")
+    return p
+
+
+async def http_get(port: int, path: str, headers: str = "") -> tuple[int, str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = (await reader.read()).decode()
+    writer.close()
+    head, _, body = data.partition("\r\n\r\n")
+    status = int(head.split()[1])
+    ctype = re.search(r"(?im)^content-type: (.*)$", head)
+    return status, ctype.group(1).strip() if ctype else "", body
+
+
+def call(url: str, **kw: Any) -> Any:
+    kw.setdefault("quiet_s", 0.15)
+    kw.setdefault("tail_s", 3.0)
+    return run_call(url, kw.pop("audio", AUDIO), **kw)
+
+
+def assert_echoed(rec: CallRecord, audio: bytes = AUDIO) -> None:
+    assert rec.errors == []
+    assert rec.close_code == 1000
+    assert bytes(rec.received_audio) == audio
+    assert rec.echoed == rec.marks and len(rec.marks) == len(audio) // 160
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+def test_health_metrics_and_one_call() -> None:
+    async def main() -> None:
+        async with run_server(loop_pipeline()) as server:
+            status, ctype, body = await http_get(server.port, "/healthz")
+            assert (status, ctype) == (200, "application/json")
+            assert json.loads(body) == {"status": "ok", "active_calls": 0, "max_calls": 100}
+            rec = await call(server.url + "/media", custom_parameters={"lang": "fr"})
+            assert_echoed(rec)
+            status, ctype, text = await http_get(server.port, "/metrics")
+            assert status == 200 and ctype.startswith("text/plain; version=")
+            assert 'pipeline_calls_total{outcome="completed"} 1.0' in text
+            assert "pipeline_calls_active 0.0" in text
+            assert "pipeline_outgoing_frame_lateness_seconds_count 8.0" in text
+            for sid, typ in (("caller", "twilio_source"), ("phone", "twilio_sink")):
+                m = re.search(
+                    rf'pipeline_stage_frame_cost_seconds_count{{stage="{sid}",type="{typ}"}} (\S+)',
+                    text,
+                )
+                assert m is not None and float(m.group(1)) >= 8
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_token_refusal() -> None:
+    async def main() -> None:
+        async with run_server(loop_pipeline(), token="s3cret") as server:
+            url = server.url + "/media"
+            assert (await call(url)).refused == "HTTP 401"
+            assert (await call(url, token="wrong")).refused == "HTTP 403"
+            assert_echoed(await call(url, token="s3cret"))  # Authorization: Bearer
+            assert_echoed(await call(url + "?token=s3cret"))  # query parameter
+            status, _, _ = await http_get(server.port, "/healthz")  # health needs no token
+            assert status == 200
+            _, _, text = await http_get(server.port, "/metrics")
+            assert 'pipeline_connections_refused_total{reason="unauthenticated"} 1.0' in text
+            assert 'pipeline_connections_refused_total{reason="bad_token"} 1.0' in text
+
+    asyncio.run(main())
+
+
+def test_call_cap_and_message_size() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(), max_calls=1, max_message_bytes=1024) as server:
+            async with connect(server.url) as first:
+                await first.send(encode(Connected()))
+                for _ in range(50):  # wait until the server counts the call
+                    if server.active == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                with pytest.raises(InvalidStatus) as err:
+                    await connect(server.url)
+                assert err.value.response.status_code == 503
+                assert b"busy" in err.value.response.body
+            async with connect(server.url) as ws:
+                await ws.send("x" * 2000)
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 1009
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- isolation
+
+
+def test_a_broken_call_beside_healthy_ones() -> None:
+    from websockets.asyncio.client import connect
+
+    async def garbage_then_vanish(url: str) -> None:
+        async with connect(url) as ws:
+            await ws.send(encode(Connected()))
+            await ws.send(encode(Start(stream_sid="MZbad", call_sid="CAbad")))
+            await ws.send(b"\x00binary")
+            await ws.send('{"event": "media", "nonsense": true}')
+            media = Media("MZbad", b"\x00" * 160, 0, 1, sequence_number=3)
+            await ws.send(encode(media))
+            await asyncio.sleep(0.05)
+            ws.transport.abort()  # no close frame, no stop
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(fail_if_asked)) as server:
+            url = server.url + "/media"
+            healthy = [
+                call(url, call_sid=f"CA{i}", stream_sid=f"MZ{i}", audio=AUDIO * 3) for i in range(3)
+            ]
+            broken = call(url, custom_parameters={"fail": "yes"}, audio=AUDIO * 3)
+            results = await asyncio.gather(*healthy, broken, garbage_then_vanish(url))
+            for rec in results[:3]:
+                assert_echoed(rec, AUDIO * 3)
+            failed = results[3]
+            assert failed.close_code == 1011
+            assert len(failed.received_audio) < len(AUDIO * 3)
+            for _ in range(100):
+                if server.active == 0:
+                    break
+                await asyncio.sleep(0.01)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert 'pipeline_calls_total{outcome="completed"} 4.0' in text  # 3 + the vanished
+            assert 'pipeline_calls_total{outcome="failed"} 1.0' in text
+            assert "pipeline_twilio_bad_messages_total 2.0" in text
+            assert server.active == 0
+
+    asyncio.run(main())
+
+
+def test_fresh_pipeline_per_call() -> None:
+    from pipeline.serve import fresh_copy
+
+    p = loop_pipeline()
+    p.validate()
+    q = fresh_copy(p)
+    assert q is not p and q.nodes["caller"] is not p.nodes["caller"]
+    assert q.nodes["caller"].spec is p.nodes["caller"].spec
+    assert q.nodes["phone"].values == p.nodes["phone"].values
+    with pytest.raises(ValueError, match="max_calls"):
+        CallServer(p, max_calls=0)
+
+
+# ---------------------------------------------------------------------------- drain
+
+
+@contextlib.contextmanager
+def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[Any, int]]:
+    path = tmp / "p.yaml"
+    path.write_text(yaml_text)
+    cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
+    cmd += ["--log-format", "json", "serve", str(path), "--port", "0", *args]
+    env = dict(os.environ)
+    env.pop("PIPELINE_SERVE_TOKEN", None)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        port = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not port:
+            line = proc.stderr.readline()
+            m = re.search(r"listening on ws://127.0.0.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+            elif not line and proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}")
+        assert port, "serve did not start"
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+LOOP_YAML = """version: 1
+pipelines:
+  loop:
+    stages:
+      caller: {type: twilio_source}
+      phone: {type: twilio_sink}
+    links:
+      - caller -> phone
+"""
+
+
+def test_sigterm_drains(tmp_path: Path) -> None:
+    """SIGTERM: the listening socket closes at once, a call in progress finishes with all its
+    audio, a call that would go on past the deadline is cancelled (1001), exit code 0."""
+    from websockets.asyncio.client import connect
+
+    short = AUDIO * 10  # 1.6 s
+    long_ = AUDIO * 60  # 9.6 s: outlives the 1 s drain deadline
+
+    with serve_subprocess(LOOP_YAML, tmp_path, "--drain-timeout", "1.0") as (proc, port):
+
+        async def main() -> tuple[CallRecord, CallRecord]:
+            url = f"ws://127.0.0.1:{port}/media"
+            a = asyncio.create_task(call(url, audio=short, call_sid="CAa", stream_sid="MZa"))
+            b = asyncio.create_task(call(url, audio=long_, call_sid="CAb", stream_sid="MZb"))
+            await asyncio.sleep(0.8)  # both calls are under way
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            with pytest.raises(OSError):  # no longer listening
+                await connect(f"ws://127.0.0.1:{port}/media", open_timeout=2)
+            return await a, await b
+
+        t0 = time.monotonic()
+        done, cut = asyncio.run(main())
+        code = proc.wait(timeout=20)
+        assert code == 0
+        assert time.monotonic() - t0 < 8
+    assert_echoed(done, short)
+    assert cut.close_code == 1001
+    assert 0 < len(cut.received_audio) < len(long_)
+    assert bytes(cut.received_audio) == long_[: len(cut.received_audio)]
+
+
+# ---------------------------------------------------------------------------- the phone path
+
+
+def _b64s(events: list[dict[str, Any]], kind: str, key: str) -> bytes:
+    return b"".join(base64.b64decode(e[key]) for e in events if e.get("type") == kind)
+
+
+def test_zero_transcode_path_is_byte_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caller μ-law → vad_gate (annotate, analysing a decoded copy) → realtime_session with
+    pcmu both ways → twilio_sink: the caller's bytes reach the model's input buffer unchanged,
+    and the model's μ-law reply reaches the caller unchanged."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from benchmarks.callsim import caller_audio
+
+    wav = ROOT / "examples" / "caller_8k_ulaw.wav"
+    if not wav.exists():
+        pytest.skip(f"{wav} is absent")
+    audio = caller_audio(wav)[: 160 * 150]  # the first utterance (3 s)
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+
+    async def main() -> None:
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=600, chunk_ms=40, pace=0)
+        async with emulator.run_emulator(config) as emu:
+            p = Pipeline("phone")
+            p.add("caller", "twilio_source")
+            p.add("gate", "vad_gate", engine="energy", mode="annotate")
+            p.add(
+                "agent",
+                "realtime_session",
+                provider="xai",
+                url=emu.url,
+                api_key_env="SERVE_TEST_KEY",
+                input_format="pcmu",
+                output_format="pcmu",
+            )
+            p.add("phone", "twilio_sink")
+            p.link("caller", "gate", "agent", "phone")
+            async with run_server(p) as server:
+                rec = await run_call(server.url + "/media", audio, quiet_s=1.0, tail_s=10.0)
+            assert rec.errors == [] and rec.close_code == 1000
+            received = emu.connections[0].received
+            appended = _b64s(received, "input_audio_buffer.append", "audio")
+            assert appended[: len(audio)] == audio
+            # at the end of input the session pads silence so the server's VAD ends the turn
+            assert set(appended[len(audio) :]) <= {0xFF}
+            sent = emu.connections[0].sent
+            reply = _b64s(sent, "response.output_audio.delta", "delta")
+            assert len(reply) == 4800  # 600 ms of μ-law
+            assert bytes(rec.received_audio) == reply
+            assert rec.echoed == rec.marks
+
+    asyncio.run(main())
