@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -578,6 +579,54 @@ def test_pcm16_in_pcma_out_matches_audioop_reference() -> None:
             events = await c.until("response.done")
             ref = np.asarray(soxr.resample(x, 16000, 8000), dtype="<i2").tobytes()
             assert audio_of(events) == audioop.lin2alaw(ref, 2)
+
+    run(go())
+
+
+CALLER = Path(__file__).resolve().parents[3] / "examples" / "caller_8k_ulaw.wav"
+
+
+@pytest.mark.skipif(not CALLER.exists(), reason=f"{CALLER} is absent")
+def test_example_caller_two_turns_at_xai_threshold() -> None:
+    """The project's example caller (two spoken questions) gives two turns and two echoes
+    under xAI's default threshold (0.85)."""
+    raw = CALLER.read_bytes()
+    at = raw.index(b"data")
+    codes = raw[at + 8 : at + 8 + int.from_bytes(raw[at + 4 : at + 8], "little")]
+    session = {
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.85,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
+        },
+        "audio": {
+            "input": {"format": {"type": "audio/pcmu"}},
+            "output": {"format": {"type": "audio/pcmu"}},
+        },
+    }
+
+    async def go() -> None:
+        async with emulator(EmulatorConfig(transcripts=("one", "two"))) as emu, client(emu) as c:
+            await c.handshake(session)
+            await append_chunks(c, codes, 160)
+            first = await c.until("response.done")
+            second = await c.until("response.done")
+            for events, (start, stop) in zip(
+                (first, second), ((180, 2990), (4040, 7090)), strict=True
+            ):
+                started = next(
+                    e for e in events if e["type"] == "input_audio_buffer.speech_started"
+                )
+                stopped = next(
+                    e for e in events if e["type"] == "input_audio_buffer.speech_stopped"
+                )
+                assert (started["audio_start_ms"], stopped["audio_end_ms"]) == (start, stop)
+                assert events[-1]["response"]["status"] == "completed"
+                # the echo is the caller's own μ-law bytes, from the padded onset to the speech end
+                echo = audio_of(events)
+                assert echo == codes[start * 8 : start * 8 + len(echo)]
+                assert (stop - 500) * 8 - 80 <= start * 8 + len(echo) <= (stop - 500) * 8
 
     run(go())
 
