@@ -37,11 +37,12 @@ import difflib
 import importlib
 import inspect
 import re
+import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pydantic
 
@@ -228,11 +229,7 @@ def make_spec(
         ann = hints.get(p.name, p.annotation)
         if ann is inspect.Parameter.empty:
             ann = Any
-        role = ""
-        if get_origin(ann) is Annotated:
-            for meta in get_args(ann)[1:]:
-                if isinstance(meta, _PathRole):
-                    role = meta.role
+        role = _path_role(ann)
         required = p.default is p.empty
         params[p.name] = ParamSpec(
             p.name, ann, None if required else p.default, docs.get(p.name, ""), required, role
@@ -267,12 +264,29 @@ def make_spec(
     )
 
 
+def _path_role(ann: Any) -> str:
+    """ "input"/"output" for InputPath/OutputPath (also inside ``X | None``), else ""."""
+    if get_origin(ann) is Annotated:
+        for meta in get_args(ann)[1:]:
+            if isinstance(meta, _PathRole):
+                return meta.role
+        return ""
+    if get_origin(ann) in (Union, types.UnionType):
+        for arg in get_args(ann):
+            role = _path_role(arg)
+            if role:
+                return role
+    return ""
+
+
 def _pydantic_type(ann: Any) -> Any:
     if get_origin(ann) is Annotated:
         args = get_args(ann)
         if any(isinstance(m, _PathRole) for m in args[1:]):
             return Path
         return _pydantic_type(args[0])
+    if get_origin(ann) in (Union, types.UnionType) and _path_role(ann):
+        return Path | None
     return ann
 
 

@@ -11,12 +11,11 @@ The work is synchronous and lives in three modules; the stage only adapts it to 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, SpeechStarted, SpeechStopped
-from pipeline.stage import StageContext, stage
+from pipeline.stage import InputPath, StageContext, stage
 
 from .engines import (
     ENGINE_RATES,
@@ -84,7 +83,7 @@ async def vad_gate(
     prefix_ms: int = 300,
     mode: Literal["gate", "annotate"] = "gate",
     aggressiveness: Literal[0, 1, 2, 3] = 3,
-    model_path: Path | None = None,
+    model_path: InputPath | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
     """Detect speech; pass only speech audio (gate) or all of it (annotate), with events.
@@ -104,7 +103,7 @@ async def vad_gate(
     """
     gate: VadGate | None = None
     fmt: AudioFormat | None = None
-    model = None if model_path is None else ctx.base_dir / model_path
+    model = None if model_path is None else ctx.base_dir / model_path  # absolute from YAML
     if engine == "silero":
         silero_session(model)  # load the shared model now, not when the first words arrive
     async for frame in frames:
