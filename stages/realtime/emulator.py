@@ -966,7 +966,9 @@ class EmulatorSession:
                 f"Multiple frame rates in the concatenated frames: {{{a.rate}, {b.rate}}}"
                 if a.rate != b.rate
                 else f"Input format changed from {a} to {b} after audio was received.",
-                "session.audio.input.format",
+                "session.input_audio_format"
+                if self.dialect == "openai-beta"
+                else "session.audio.input.format",
                 type="server_error",
                 flat_message="ValueError",
             )
@@ -984,6 +986,8 @@ class EmulatorSession:
             )
             self._vad.reset(floor)
         if not self.config.ack_session_update:
+            # the update took effect; the server just never says so
+            self.configured = True
             return
 
         def ready() -> None:
