@@ -1218,3 +1218,46 @@ def test_energy_vad_times_do_not_drift_at_22050() -> None:
     assert [e.kind for e in events] == ["start", "stop"]
     assert abs(events[0].ms - 59_700) <= 10 and abs(events[1].ms - 61_500) <= 10
     assert abs(events[1].speech_end_ms - 61_000) <= 10
+
+
+def test_force_message_delete_and_retrieve() -> None:
+    async def go() -> None:
+        cfg = EmulatorConfig(reply="tone", tone_ms=200)
+        async with emulator(cfg) as emu, client(emu) as c:
+            await c.handshake(MANUAL_SESSION)
+            item = {
+                "type": "force_message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Please hold."}],
+            }
+            await c.send({"type": "conversation.item.create", "item": item})
+            events = await c.until("response.done")
+            assert events[0]["type"] == "conversation.item.added"
+            tdone = next(e for e in events if e["type"].endswith("transcript.done"))
+            assert tdone["transcript"] == "Please hold."
+            forced = events[0]["item"]["id"]
+            await c.send({"type": "conversation.item.delete", "item_id": forced})
+            assert await c.recv() == {
+                "type": "conversation.item.deleted",
+                "event_id": c.seen[-1]["event_id"],
+                "item_id": forced,
+            }
+            err = await _error_for(c, {"type": "conversation.item.retrieve", "item_id": forced})
+            assert err["error"]["param"] == "type"  # not an xAI event
+        ga = EmulatorConfig(dialect="openai")
+        async with emulator(ga) as emu, client(emu, model="gpt-realtime") as c:
+            await c.handshake({"type": "realtime"})
+            text = [{"type": "input_text", "text": "hi"}]
+            msg = {"id": "mine", "type": "message", "role": "user", "content": text}
+            await c.send({"type": "conversation.item.create", "item": msg})
+            await c.until("conversation.item.done")
+            await c.send({"type": "conversation.item.retrieve", "item_id": "mine"})
+            (got,) = await c.until("conversation.item.retrieved")
+            assert got["item"]["content"] == text
+            err = await _error_for(c, {"type": "conversation.item.create", "item": msg})
+            assert err["error"]["code"] == "item_id_already_exists"
+            item = {"type": "force_message", "content": []}
+            err = await _error_for(c, {"type": "conversation.item.create", "item": item})
+            assert err["error"]["param"] == "item.type"  # xAI only
+
+    run(go())
