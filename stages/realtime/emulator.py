@@ -147,6 +147,9 @@ class EmulatorConfig(BaseModel):
     #: user transcripts, by turn; past the end: ``utterance N (1.23 s)``
     transcripts: tuple[str, ...] = ()
     tool_calls: tuple[ToolCallScript, ...] = ()
+    #: copies of ``conversation.item.added`` per function_call item (Grok sends it, sometimes
+    #: several times: clients de-duplicate by ``call_id``)
+    function_call_item_added: int = Field(default=0, ge=0)
     #: ``{"type": "ping"}`` keep-alive period (0: off)
     ping_interval_ms: int = Field(default=0, ge=0)
     #: session limit: after this long, a ``session_expired`` error, then close code 1001
@@ -1582,6 +1585,12 @@ class EmulatorSession:
                 response_id=rid,
                 on_release=self._released(resp, "response.output_item.added", item),
             )
+            for _ in range(self.config.function_call_item_added):
+                self._emit(
+                    {"type": self.names["item.added"], "previous_item_id": None, "item": item},
+                    at=t,
+                    response_id=rid,
+                )
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
                 if piece:

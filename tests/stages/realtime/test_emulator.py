@@ -935,6 +935,26 @@ def test_scripted_tool_call_then_follow_up() -> None:
     run(go())
 
 
+def test_function_call_item_added_copies() -> None:
+    call = {"turn": 1, "name": "get_time"}
+    cfg = EmulatorConfig(tool_calls=(call,), function_call_item_added=2)  # type: ignore[arg-type]
+    tools = [{"type": "function", "name": "get_time", "parameters": {}}]
+
+    async def go() -> None:
+        async with emulator(cfg) as emu, client(emu) as c:
+            await c.handshake({**MANUAL_SESSION, "tools": tools})
+            text = [{"type": "input_text", "text": "x"}]
+            msg = {"type": "message", "role": "user", "content": text}
+            await c.send({"type": "conversation.item.create", "item": msg})
+            await c.send({"type": "response.create"})
+            events = await c.until("response.done")
+            copies = [e for e in events[1:] if e["type"] == "conversation.item.added"]
+            assert [e["item"]["call_id"] for e in copies] == ["call_0001", "call_0001"]
+            assert types_of(events).count("response.function_call_arguments.done") == 1
+
+    run(go())
+
+
 def test_undeclared_scripted_tool_is_not_called() -> None:
     cfg = EmulatorConfig(tool_calls=({"turn": 1, "name": "get_time"},), reply="tone", tone_ms=100)  # type: ignore[arg-type]
 
