@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -44,17 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline", description="Realtime voice agents as a graph of audio stages."
     )
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default="auto",
-        help="log format on stderr (default: console on a terminal, else json)",
-    )
-    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
+    _log_args(parser, "auto", "info", False)
+    # The same options after the command (`pipeline run FILE --log-format json`, as the
+    # contract writes them); SUPPRESS keeps a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _log_args(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a pipeline")
+    run = sub.add_parser("run", help="run a pipeline", parents=[common])
     _file_args(run)
     run.add_argument(
         "--set",
@@ -73,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
-    val = sub.add_parser("validate", help="check a pipelines file (exit 0 or 2)")
+    val = sub.add_parser("validate", help="check a pipelines file (exit 0 or 2)", parents=[common])
     val.add_argument("file")
     val.add_argument("name", nargs="?", help="only this pipeline (default: all)")
     val.add_argument(
@@ -81,11 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.set_defaults(handler=cmd_validate)
 
-    st = sub.add_parser("stages", help="list the stage catalogue")
+    st = sub.add_parser("stages", help="list the stage catalogue", parents=[common])
     st.add_argument("type", nargs="?", help="one stage type")
     st.set_defaults(handler=cmd_stages)
 
-    gr = sub.add_parser("graph", help="print the graph as Mermaid or DOT")
+    gr = sub.add_parser("graph", help="print the graph as Mermaid or DOT", parents=[common])
     _file_args(gr)
     gr.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     gr.add_argument(
@@ -102,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         if add is not None:
             add(sub)
     return parser
+
+
+def _log_args(p: argparse.ArgumentParser, fmt: Any, level: Any, debug: Any) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default=fmt,
+        help="log format on stderr (default: console on a terminal, else json)",
+    )
+    p.add_argument("--log-level", default=level, help="debug, info, warning, error")
+    p.add_argument(
+        "--debug", action="store_true", default=debug, help="show tracebacks for failures"
+    )
 
 
 def _file_args(p: argparse.ArgumentParser) -> None:
@@ -154,7 +165,7 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
     try:
         console.print(stage_catalogue(args.type))
     except LookupError as exc:
-        _err(console, str(exc).strip("'\""))
+        _err(Console(stderr=True), str(exc).strip("'\""))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -197,12 +208,16 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
     log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
     try:
-        summary = await runner.run()
-    finally:
-        if live is not None:
-            live.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        try:
+            summary = await runner.run()
+        finally:
+            if live is not None:
+                live.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    except PipelineError:
+        console.print(summary_table(runner.summary()))  # a failed run has a summary too
+        raise
     console.print(summary_table(summary))
     if summary.status == "interrupted":
         return EXIT_INTERRUPTED
@@ -216,9 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_format, args.log_level)
     console = Console(stderr=False)
     errors = Console(stderr=True)
-    handler: Callable[[argparse.Namespace, Console], int] = args.handler
+    handler: Callable[..., int] = args.handler
+    # Subcommands added by plugin modules may take (args) or (args, console).
+    takes_console = len(inspect.signature(handler).parameters) > 1
     try:
-        return handler(args, console)
+        return handler(args, console) if takes_console else handler(args)
     except ConfigError as exc:
         for p in exc.problems:
             errors.print(str(p), highlight=False, markup=False, soft_wrap=True)
