@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +56,35 @@ def per_call_us(fn: Callable[[], object], *, inner: int, repeat: int) -> np.ndar
     return out
 
 
+def cpu_per_item_us(run: Callable[[int], object], *, n: int, n0: int, repeat: int) -> np.ndarray:
+    """CPU µs per item of ``run(n)`` (a whole run over ``n`` items: frames through a pipeline),
+    with the fixed cost (event loop, tasks, start and stop) taken out: each sample is
+    ``(cpu(run(n)) - cpu(run(n0))) / (n - n0)``. CPU time of this process, not wall time: the
+    machine is shared, and wall time would count the other processes."""
+    cpu = time.process_time_ns
+    out = np.empty(repeat)
+    run(n0)  # warm-up (imports, first-call caches)
+    for r in range(repeat):
+        t0 = cpu()
+        run(n0)
+        t1 = cpu()
+        run(n)
+        t2 = cpu()
+        out[r] = ((t2 - t1) - (t1 - t0)) / (n - n0) / 1e3
+    return out
+
+
+def drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends (a library's ``async def`` that does sync work) to
+    its result without an event loop, so only the work itself is timed."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("the coroutine suspended; it needs an event loop")
+
+
 def row(
     group: str,
     name: str,
@@ -63,7 +92,10 @@ def row(
     unit: str = "µs/frame",
     note: str = "",
 ) -> Row:
+    """A row from samples (median and p99 over them)."""
     a = np.asarray(samples, dtype=float)
+    if a.size == 0:
+        a = np.asarray([float("nan")])
     return Row(
         group,
         name,
@@ -81,3 +113,20 @@ def compare(r: Row, base: Row) -> Row:
     r.baseline = base.name
     r.ratio = r.median / base.median if base.median else None
     return r
+
+
+def fixed(group: str, name: str, value: float, unit: str, note: str = "") -> Row:
+    """A row for one figure that is not a distribution (a count, or "not measured": NaN)."""
+    return Row(group, name, unit, value, value, 1, note=note, samples=[value])
+
+
+def quiet_pipecat() -> bool:
+    """Import Pipecat with its logging silenced; False when it is not installed."""
+    try:
+        from loguru import logger
+
+        logger.remove()
+        import pipecat  # noqa: F401
+    except Exception:
+        return False
+    return True
