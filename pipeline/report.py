@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .frames import Error, ToolCall, ToolResult, Transcript
@@ -165,7 +166,12 @@ def stage_catalogue(type_name: str | None = None) -> Table:
     t.add_column("parameters")
     for name in names:
         spec = resolve(name)
-        t.add_row(f"[bold]{spec.name}[/bold]\n{spec.doc}", flow_text(spec), params_text(spec))
+        # escape: a type such as dict[str, any] is not rich markup
+        t.add_row(
+            f"[bold]{escape(spec.name)}[/bold]\n{escape(spec.doc)}",
+            escape(flow_text(spec)),
+            escape(params_text(spec)),
+        )
     return t
 
 

@@ -75,8 +75,8 @@ def test_every_problem_of_a_file_is_reported_together() -> None:
         f"{f}:13:7: duplicate stage id key 'tone' (first at line 5); give each a unique name",
         f"{f}:14:7: stage 'lonely' (null_sink) is not connected; link it, e.g. "
         "'... -> lonely', or remove it",
-        f"{f}:15:7: stage 'tools' (tool_router) is not connected; link it, e.g. "
-        "'tools -> ...', or remove it",
+        f"{f}:15:7: stage 'spare' (resample) is not connected; link it, e.g. "
+        "'spare -> ...', or remove it",
         f"{f}:18:9: link 'tone -> enc': stage 'enc' (g711_encode) gets 16000 Hz audio; "
         "G.711 needs 8000 Hz; add {type: resample, rate: 8000} before it",
         f"{f}:20:9: link 'enc -> nowhere' names unknown stage 'nowhere'; define it under stages",
