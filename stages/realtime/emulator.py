@@ -757,6 +757,7 @@ class EmulatorSession:
         *,
         dialect: Dialect = "xai",
         model: str | None = None,
+        counters: dict[str, int] | None = None,
     ) -> None:
         self.config = config
         self.dialect: Dialect = dialect
@@ -765,7 +766,9 @@ class EmulatorSession:
         self.received: list[Json] = []
         self.warnings: list[str] = []
         self.state = _default_state(dialect, self.model)
-        self._counters: dict[str, int] = {}
+        # Shared by every connection of one server: ids stay unique across reconnects, so a
+        # client de-duplicating by call_id never mistakes a new call for a repeat.
+        self._counters: dict[str, int] = {} if counters is None else counters
         self._queue: list[_Out] = []
         self._seq = 0
         self._now = 0.0
@@ -1701,6 +1704,7 @@ class Emulator:
         self.url = ""
         self.port = 0
         self.connections: list[EmulatorConnection] = []
+        self._ids: dict[str, int] = {}
         self._changed = asyncio.Event()
 
     @property
@@ -1791,7 +1795,7 @@ class Emulator:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
         model = query["model"][0] if query.get("model") else None
         dialect = self._dialect(request, model)
-        session = EmulatorSession(self.config, dialect=dialect, model=model)
+        session = EmulatorSession(self.config, dialect=dialect, model=model, counters=self._ids)
         conn = EmulatorConnection(
             index=len(self.connections),
             dialect=dialect,
