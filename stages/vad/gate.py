@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
+from stages.g711 import ALAW_DECODE, ULAW_DECODE
 
 from .engines import Engine
 from .machine import Action, State, Transition, VadMachine
@@ -44,26 +45,9 @@ from .machine import Action, State, Transition, VadMachine
 Mode = Literal["gate", "annotate"]
 
 
-def _ulaw_table() -> npt.NDArray[np.int16]:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    exponent = (u >> 4) & 0x07
-    magnitude = ((((u & 0x0F) << 3) + 0x84) << exponent) - 0x84
-    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
-
-
-def _alaw_table() -> npt.NDArray[np.int16]:
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    exponent = (a >> 4) & 0x07
-    mantissa = (a & 0x0F) << 4
-    magnitude = np.where(
-        exponent == 0, mantissa + 8, (mantissa + 0x108) << np.maximum(exponent - 1, 0)
-    )
-    return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
-
-
-#: G.711 code -> linear sample, as ITU-T G.711 (and audioop.ulaw2lin / alaw2lin)
-ULAW_TO_PCM16 = _ulaw_table()
-ALAW_TO_PCM16 = _alaw_table()
+#: G.711 code -> linear sample, as ITU-T G.711 (and audioop.ulaw2lin / alaw2lin): the codec's tables
+ULAW_TO_PCM16 = ULAW_DECODE
+ALAW_TO_PCM16 = ALAW_DECODE
 
 
 def analysis_samples(frame: Audio) -> npt.NDArray[np.int16]:
