@@ -1,4 +1,4 @@
-"""Framework overhead: µs per frame through 5 pass-through stages.
+"""Framework overhead: CPU per frame through 5 pass-through stages, and per-frame latency.
 
 Designs measured in the same run:
 
@@ -9,30 +9,47 @@ Designs measured in the same run:
 * ``pipecat``: Pipecat's Pipeline of 5 pass-through FrameProcessors, when ``pipecat-ai`` is
   installed (the optional ``bench`` extra).
 
-Per-hop figures divide the whole cost by the 6 hops (source → 5 stages → sink).
+**Cost** is CPU time of this process per frame, with the fixed cost of a run (event loop, tasks,
+start and stop) taken out by differencing a long and a short run (``cpu_per_item_us``). Per-hop
+figures divide it by the 6 links a frame crosses (source → 5 stages → sink).
+
+**Latency** is the time from the source handing a frame on to the sink receiving it, with the
+source paced (a short sleep between frames) so every frame finds the pipeline empty: the cost
+of crossing it, not time spent queued behind earlier frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pipeline import Audio, Frame, Pipeline, stage
 
-from .harness import Row, compare, row
+from .harness import Row, compare, cpu_per_item_us, quiet_pipecat, row
 
 STAGES = 5
+HOPS = STAGES + 1
 FRAME = Audio(b"\x00\x00" * 160, "pcm16", 8000)
+#: pause between frames in the latency runs (seconds)
+GAP_S = 0.0002
+
+_perf = time.perf_counter_ns
 
 
 @stage("bench_source", emits=(Audio,), register=False)
-async def _source(*, n: int = 1000) -> AsyncIterator[Frame]:
-    """n identical 20 ms frames, as fast as possible."""
+async def _source(*, n: int = 1000, gap_s: float = 0.0) -> AsyncIterator[Frame]:
+    """n 20 ms frames, as fast as possible (gap_s 0) or with a pause between them, each
+    stamped with the time it is handed on (pts: perf_counter seconds) when paced."""
     f = FRAME
+    if not gap_s:
+        for _ in range(n):
+            yield f
+        return
     for _ in range(n):
-        yield f
+        await asyncio.sleep(gap_s)
+        yield Audio(f.data, "pcm16", 8000, 1, _perf() / 1e9)
 
 
 @stage("bench_pass", passthrough=True, register=False)
@@ -43,18 +60,26 @@ async def _pass(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
 
 
 @stage("bench_sink", register=False)
-async def _sink(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
-    """Consume."""
-    async for _ in frames:
-        pass
+async def _sink(frames: AsyncIterator[Frame], *, out: Any = None) -> AsyncIterator[Frame]:
+    """Consume; with ``out`` (a list), record each frame's latency in µs."""
+    if out is None:
+        async for _ in frames:
+            pass
+    else:
+        async for f in frames:
+            out.append(_perf() / 1e3 - f.pts * 1e6)  # type: ignore[union-attr]
     return
     yield  # pragma: no cover
 
 
-async def _plain(n: int) -> None:
+async def _plain(n: int, gap_s: float = 0.0, out: list[float] | None = None) -> None:
     async def src() -> AsyncIterator[Frame]:
         for _ in range(n):
-            yield FRAME
+            if gap_s:
+                await asyncio.sleep(gap_s)
+                yield Audio(FRAME.data, "pcm16", 8000, 1, _perf() / 1e9)
+            else:
+                yield FRAME
 
     async def hop(it: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
         async for f in it:
@@ -63,16 +88,21 @@ async def _plain(n: int) -> None:
     it: AsyncIterator[Frame] = src()
     for _ in range(STAGES):
         it = hop(it)
-    async for _ in it:
-        pass
+    async for f in it:
+        if out is not None:
+            out.append(_perf() / 1e3 - f.pts * 1e6)
 
 
-async def _queues(n: int) -> None:
+async def _queues(n: int, gap_s: float = 0.0, out: list[float] | None = None) -> None:
     qs: list[asyncio.Queue[Frame | None]] = [asyncio.Queue(8) for _ in range(STAGES + 1)]
 
     async def src() -> None:
         for _ in range(n):
-            await qs[0].put(FRAME)
+            if gap_s:
+                await asyncio.sleep(gap_s)
+                await qs[0].put(Audio(FRAME.data, "pcm16", 8000, 1, _perf() / 1e9))
+            else:
+                await qs[0].put(FRAME)
         await qs[0].put(None)
 
     async def hop(i: int) -> None:
@@ -81,8 +111,9 @@ async def _queues(n: int) -> None:
         await qs[i + 1].put(None)
 
     async def sink() -> None:
-        while await qs[STAGES].get() is not None:
-            pass
+        while (f := await qs[STAGES].get()) is not None:
+            if out is not None:
+                out.append(_perf() / 1e3 - f.pts * 1e6)
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(src())
@@ -91,11 +122,11 @@ async def _queues(n: int) -> None:
         tg.create_task(sink())
 
 
-def _ours(n: int, fuse: bool) -> Pipeline:
+def _ours(n: int, gap_s: float = 0.0, out: list[float] | None = None) -> Pipeline:
     p = Pipeline("bench")
-    p.add("src", _source, n=n)
+    p.add("src", _source, n=n, gap_s=gap_s)
     ids = [p.add(f"s{i}", _pass) for i in range(STAGES)]
-    p.add("sink", _sink)
+    p.add("sink", _sink, out=out)
     p.link("src", *ids, "sink")
     p.validate()
     return p
@@ -107,70 +138,129 @@ async def _run_ours(p: Pipeline, fuse: bool) -> None:
     await Runner(p, fuse=fuse).run()
 
 
-def _time(coro_factory: Any, n: int, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        asyncio.run(coro_factory())
-        out.append((time.perf_counter_ns() - t0) / n / 1e3)
-    return out
-
-
-def _pipecat(n: int, repeat: int) -> list[float] | None:
-    try:
-        from pipecat.frames.frames import EndFrame, InputAudioRawFrame
-        from pipecat.pipeline.pipeline import Pipeline as PcPipeline
-        from pipecat.pipeline.runner import PipelineRunner
-        from pipecat.pipeline.task import PipelineTask
-        from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-    except Exception:
-        return None
+async def _pipecat(n: int, gap_s: float = 0.0, out: list[float] | None = None) -> None:
+    """One run of Pipecat's Pipeline (its defaults) over n frames (needs pipecat-ai)."""
+    from pipecat.frames.frames import EndFrame, InputAudioRawFrame
+    from pipecat.pipeline.pipeline import Pipeline as PcPipeline
+    from pipecat.pipeline.runner import PipelineRunner
+    from pipecat.pipeline.task import PipelineTask
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
     class Pass(FrameProcessor):  # type: ignore[misc]
         async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
             await self.push_frame(frame, direction)
 
-    async def once() -> None:
-        task = PipelineTask(PcPipeline([Pass() for _ in range(STAGES)]))
-        runner = PipelineRunner(handle_sigint=False)
+    class Last(FrameProcessor):  # type: ignore[misc]
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame):
+                if out is not None:
+                    out.append(_perf() / 1e3 - frame.bench_t0 / 1e3)
+                return
+            await self.push_frame(frame, direction)
 
-        async def feed() -> None:
-            for _ in range(n):
-                await task.queue_frame(
-                    InputAudioRawFrame(audio=FRAME.data, sample_rate=8000, num_channels=1)
-                )
-            await task.queue_frame(EndFrame())
+    procs = [Pass() for _ in range(STAGES - 1)] + [Last()]
+    task = PipelineTask(PcPipeline(procs))
+    runner = PipelineRunner(handle_sigint=False)
 
-        await asyncio.gather(runner.run(task), feed())
+    async def feed() -> None:
+        for _ in range(n):
+            if gap_s:
+                await asyncio.sleep(gap_s)
+            f = InputAudioRawFrame(audio=FRAME.data, sample_rate=8000, num_channels=1)
+            f.bench_t0 = _perf()
+            await task.queue_frame(f)
+        await task.queue_frame(EndFrame())
 
-    return _time(once, n, repeat)
+    await asyncio.gather(runner.run(task), feed())
 
 
-def run(quick: bool = False) -> list[Row]:
-    """The framework rows, each with its baseline."""
-    n = 2000 if quick else 20000
-    repeat = 7 if quick else 21
-    plain = row("framework", "plain generators, 5 hops", _time(lambda: _plain(n), n, repeat))
-    queues = row(
-        "framework", "asyncio.Queue(8) + tasks, 5 hops", _time(lambda: _queues(n), n, repeat)
-    )
-    fused_p = _ours(n, True)
-    queued_p = _ours(n, False)
+def _cost(make: Callable[[int], Any], n: int, n0: int, repeat: int) -> list[float]:
+    return list(cpu_per_item_us(lambda k: asyncio.run(make(k)), n=n, n0=n0, repeat=repeat))
+
+
+def _latency(run_once: Callable[[list[float]], object]) -> list[float]:
+    out: list[float] = []
+    run_once(out)
+    return out[10:]  # the first frames pay for warm-up
+
+
+def run(quick: bool = False, tiny: bool = False) -> list[Row]:
+    """The framework rows: cost per frame and per hop, latency p50/p99, each with its baseline."""
+    n, n0, repeat = (400, 40, 2) if tiny else (4000, 400, 5) if quick else (20000, 2000, 15)
+    lat_n = 60 if tiny else 500 if quick else 2000
+    g = "framework"
+    plain = row(g, "plain generators, 5 hops", _cost(_plain, n, n0, repeat))
+    queues = row(g, "asyncio.Queue(8) + tasks, 5 hops", _cost(_queues, n, n0, repeat))
     fused = row(
-        "framework", "pipeline fused, 5 hops", _time(lambda: _run_ours(fused_p, True), n, repeat)
+        g,
+        "pipeline fused, 5 hops",
+        _cost(lambda k: _run_ours(_ours(k), True), n, n0, repeat),
     )
     queued = row(
-        "framework", "pipeline queued, 5 hops", _time(lambda: _run_ours(queued_p, False), n, repeat)
+        g,
+        "pipeline queued, 5 hops",
+        _cost(lambda k: _run_ours(_ours(k), False), n, n0, repeat),
     )
     rows = [plain, queues, compare(fused, plain), compare(queued, queues)]
-    hops = STAGES + 1  # source -> 5 stages -> sink
-    per_fused = row("framework", "pipeline, per fused hop", [a / hops for a in fused.samples])
-    per_queued = row("framework", "pipeline, per queued hop", [a / hops for a in queued.samples])
-    rows += [per_fused, per_queued]
-    pc = _pipecat(max(200, n // 10), max(3, repeat // 3))
-    if pc is not None:
-        pcr = row("framework", "pipecat Pipeline, 5 processors", pc)
-        rows.append(pcr)
-        rows.append(compare(row("framework", "pipeline fused vs pipecat", fused.samples), pcr))
+    per_fused = row(
+        g, "pipeline, per fused hop", [a / HOPS for a in fused.samples], note="goal ≤ 2 µs"
+    )
+    per_queued = row(
+        g, "pipeline, per queued hop", [a / HOPS for a in queued.samples], note="goal ≤ 12 µs"
+    )
+    per_plain = row(g, "plain generators, per hop", [a / HOPS for a in plain.samples])
+    per_q = row(g, "asyncio.Queue + tasks, per hop", [a / HOPS for a in queues.samples])
+    rows += [per_plain, compare(per_fused, per_plain), per_q, compare(per_queued, per_q)]
+
+    # latency through the 5 stages, source paced so the pipeline is empty when a frame arrives
+    lat_q = row(
+        g,
+        "latency asyncio.Queue + tasks",
+        _latency(lambda out: asyncio.run(_queues(lat_n, GAP_S, out))),
+        unit="µs",
+    )
+    lat_plain = row(
+        g,
+        "latency plain generators",
+        _latency(lambda out: asyncio.run(_plain(lat_n, GAP_S, out))),
+        unit="µs",
+    )
+    lat_fused = row(
+        g,
+        "latency pipeline fused",
+        _latency(lambda out: asyncio.run(_run_ours(_ours(lat_n, GAP_S, out), True))),
+        unit="µs",
+    )
+    lat_queued = row(
+        g,
+        "latency pipeline queued",
+        _latency(lambda out: asyncio.run(_run_ours(_ours(lat_n, GAP_S, out), False))),
+        unit="µs",
+    )
+    rows += [lat_plain, compare(lat_fused, lat_plain), lat_q, compare(lat_queued, lat_q)]
+
+    if quiet_pipecat():
+        pn, pn0 = max(100, n // 5), max(20, n0 // 5)
+        pc = row(
+            g,
+            "pipecat Pipeline, 5 processors",
+            _cost(_pipecat, pn, pn0, max(2, repeat // 2)),
+        )
+        pc_hop = row(g, "pipecat, per hop", [a / HOPS for a in pc.samples])
+        lat_pc = row(
+            g,
+            "latency pipecat Pipeline",
+            _latency(lambda out: asyncio.run(_pipecat(max(60, lat_n // 2), GAP_S, out))),
+            unit="µs",
+        )
+        rows += [
+            pc,
+            compare(row(g, "pipeline queued vs pipecat", queued.samples), pc),
+            compare(row(g, "pipeline fused vs pipecat", fused.samples), pc),
+            pc_hop,
+            lat_pc,
+            compare(row(g, "latency pipeline queued vs pipecat", lat_queued.samples, "µs"), lat_pc),
+        ]
     return rows

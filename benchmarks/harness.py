@@ -122,6 +122,10 @@ def fixed(group: str, name: str, value: float, unit: str, note: str = "") -> Row
 
 def quiet_pipecat() -> bool:
     """Import Pipecat with its logging silenced; False when it is not installed."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pipecat\..*")
+    warnings.filterwarnings("ignore", message=r".*WorkerRunner.*", category=DeprecationWarning)
     try:
         from loguru import logger
 

@@ -7,17 +7,20 @@ the raw library calls measured in the same run: ``audioop`` (Python ≤ 3.12), n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
-from .harness import Row, compare, drive, per_call_us, row
+from pipeline import Audio, Frame, stage
+
+from .harness import Row, compare, cpu_per_item_us, drive, per_call_us, quiet_pipecat, row
 
 
 def _tone(rate: int, ms: int = 20, freq: float = 440.0) -> np.ndarray:
@@ -386,4 +389,247 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     for fn in (g711_rows, resample_rows, vad_rows, session_rows):
         f: Callable[[int, int], list[Row]] = fn
         rows += f(inner, repeat)
+    rows += callpath_rows(quick, tiny)
+    return rows
+
+
+# ---------------------------------------------------------------------------- whole call
+
+#: The whole-call hot path, both directions, through our Runner (neural VAD excluded):
+#: μ-law in → g711_decode → resample 16 kHz → vad_gate (webrtc, annotate) → session core
+#: (append encode; one 960-byte delta decoded per frame) → resample 8 kHz → g711_encode → sink.
+CALL_STAGES = ("decode", "up", "vad", "session", "down", "encode")
+
+
+@stage("bench_caller", emits=(Audio,), register=False)
+async def _caller(*, frames: list[Audio]) -> AsyncIterator[Frame]:
+    """The given μ-law frames, as fast as they are taken."""
+    for f in frames:
+        yield f
+
+
+@stage("bench_session_core", accepts=(Audio,), emits=(Audio,), register=False)
+async def _session_core(
+    frames: AsyncIterator[Frame], *, proto: Any, message: str
+) -> AsyncIterator[Frame]:
+    """What ``realtime_session`` does per frame minus the socket: batch the input audio into
+    ``input_audio_buffer.append`` messages (20 ms minimum) and parse one server delta into an
+    output frame (the server answers at the pace it is fed, here one delta per input frame)."""
+    batch = bytearray()
+    min_bytes = 640  # 20 ms at 16 kHz
+    pts = 0.0
+    async for f in frames:
+        if isinstance(f, Audio):
+            batch += f.data
+            while len(batch) >= min_bytes:
+                chunk = bytes(batch[:min_bytes])
+                del batch[:min_bytes]
+                proto.append_audio(chunk)
+            proto.data_to_send()
+        for ev in proto.receive(message):
+            data = ev.data
+            out = Audio(data, "pcm16", 24000, 1, pts)
+            pts += len(data) / 48000
+            yield out
+
+
+@stage("bench_null", accepts=(Audio,), emits=(), register=False)
+async def _null(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    """Consume."""
+    async for _ in frames:
+        pass
+    return
+    yield  # pragma: no cover
+
+
+def _ulaw_frames(n: int) -> list[Audio]:
+    from stages import g711
+
+    pcm = _speechlike(8000, 2.0)
+    ulaw = g711.encode_ulaw(pcm.tobytes())
+    k = len(ulaw) // 160
+    return [
+        Audio(ulaw[(i % k) * 160 : (i % k + 1) * 160], "pcmu", 8000, 1, i * 0.02) for i in range(n)
+    ]
+
+
+def _call_pipeline(frames: list[Audio], fuse: bool = True) -> Any:
+    import stages  # noqa: F401  (registers the stage types)
+    from pipeline import Pipeline
+
+    p = Pipeline("callpath")
+    p.add("src", _caller, frames=frames)
+    p.add("decode", "g711_decode")
+    p.add("up", "resample", rate=16000)
+    p.add("vad", "vad_gate", engine="webrtc", mode="annotate")
+    p.add(
+        "session",
+        _session_core,
+        proto=ready_protocol(),
+        message=delta_message(_tone(24000).tobytes()),
+    )
+    p.add("down", "resample", rate=8000)
+    p.add("encode", "g711_encode")
+    p.add("sink", _null)
+    p.link("src", *CALL_STAGES, "sink")
+    p.validate()
+    return p
+
+
+def _run_ours(frames: list[Audio]) -> Any:
+    from pipeline.runtime import Runner
+
+    return asyncio.run(Runner(_call_pipeline(frames)).run())
+
+
+def _pipecat_call(n_frames: int) -> Callable[[int], object] | None:
+    """The same path in Pipecat: a Pipeline of five FrameProcessors doing what its Twilio
+    serializer (``ulaw_to_pcm`` / ``pcm_to_ulaw`` with its default stream resampler), its VAD
+    analyzer (webrtcvad as the voice_confidence, the sync core, no executor hop) and its OpenAI
+    realtime service (append event, delta parse) do per frame."""
+    if not quiet_pipecat():
+        return None
+    try:
+        import webrtcvad
+        from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResampler
+        from pipecat.audio.utils import pcm_to_ulaw, ulaw_to_pcm
+        from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+        from pipecat.frames.frames import (
+            EndFrame,
+            InputAudioRawFrame,
+            OutputAudioRawFrame,
+            TTSAudioRawFrame,
+        )
+        from pipecat.pipeline.pipeline import Pipeline as PcPipeline
+        from pipecat.pipeline.runner import PipelineRunner
+        from pipecat.pipeline.task import PipelineTask
+        from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+        from pipecat.services.openai.realtime import events as pc_events
+    except Exception:
+        return None
+
+    class WebrtcAnalyzer(VADAnalyzer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(sample_rate=16000)
+            self._v = webrtcvad.Vad(3)
+
+        def num_frames_required(self) -> int:
+            return 320
+
+        def voice_confidence(self, buffer: bytes) -> float:
+            return 1.0 if self._v.is_speech(buffer, 16000) else 0.0
+
+    class Uplink(FrameProcessor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._rs = SOXRStreamAudioResampler()
+
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame) and frame.sample_rate == 8000:
+                pcm = await ulaw_to_pcm(frame.audio, 8000, 16000, self._rs)
+                frame = InputAudioRawFrame(audio=pcm, sample_rate=16000, num_channels=1)
+            await self.push_frame(frame, direction)
+
+    class Vad(FrameProcessor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._an = WebrtcAnalyzer()
+            self._an.set_sample_rate(16000)
+
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame):
+                self._an._run_analyzer(frame.audio)
+            await self.push_frame(frame, direction)
+
+    delta = delta_message(_tone(24000).tobytes())
+
+    class Realtime(FrameProcessor):  # type: ignore[misc]
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame):
+                payload = base64.b64encode(frame.audio).decode("utf-8")
+                ev = pc_events.InputAudioBufferAppendEvent(audio=payload)
+                json.dumps(ev.model_dump(exclude_none=True))
+                got = pc_events.parse_server_event(delta)
+                audio = base64.b64decode(got.delta)
+                await self.push_frame(
+                    TTSAudioRawFrame(audio=audio, sample_rate=24000, num_channels=1), direction
+                )
+            else:
+                await self.push_frame(frame, direction)
+
+    class Downlink(FrameProcessor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._rs = SOXRStreamAudioResampler()
+
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, OutputAudioRawFrame):
+                await pcm_to_ulaw(frame.audio, 24000, 8000, self._rs)
+                return
+            await self.push_frame(frame, direction)
+
+    class Sink(FrameProcessor):  # type: ignore[misc]
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if not isinstance(frame, InputAudioRawFrame | OutputAudioRawFrame):
+                await self.push_frame(frame, direction)
+
+    ulaw = [f.data for f in _ulaw_frames(n_frames)]
+
+    def run_n(n: int) -> object:
+        async def once() -> None:
+            procs = [Uplink(), Vad(), Realtime(), Downlink(), Sink()]
+            task = PipelineTask(PcPipeline(procs))
+            runner = PipelineRunner(handle_sigint=False)
+
+            async def feed() -> None:
+                for i in range(n):
+                    await task.queue_frame(
+                        InputAudioRawFrame(audio=ulaw[i], sample_rate=8000, num_channels=1)
+                    )
+                await task.queue_frame(EndFrame())
+
+            await asyncio.gather(runner.run(task), feed())
+
+        asyncio.run(once())
+        return None
+
+    return run_n
+
+
+def callpath_rows(quick: bool, tiny: bool) -> list[Row]:
+    """The whole-call hot path (goal ≤ 60 µs per 20 ms frame, both directions), its stages as
+    the Runner bills them, and the same path in Pipecat (goal: ≥ 5× less CPU)."""
+    n, n0, repeat = (200, 20, 2) if tiny else (3000, 300, 5) if quick else (10000, 1000, 11)
+    frames = _ulaw_frames(n)
+    samples = cpu_per_item_us(lambda k: _run_ours(frames[:k]), n=n, n0=n0, repeat=repeat)
+    ours = row(
+        "callpath",
+        "whole call, both directions, fused Runner",
+        samples,
+        note="goal ≤ 60 µs; CPU per 20 ms frame pair",
+    )
+    rows = [ours]
+    summary = _run_ours(frames)
+    for sid in CALL_STAGES:
+        st = summary.stage(sid)
+        if st.p50_us is not None:
+            r = row("callpath", f"  stage {sid} ({st.type}), as billed", [st.p50_us])
+            r.p99 = st.p99_us or r.p99
+            r.n = st.frames_out
+            rows.append(r)
+    pc = _pipecat_call(n)
+    if pc is not None:
+        pn, pn0 = (n // 5, n0 // 5) if not tiny else (60, 10)
+        pcr = row(
+            "callpath",
+            "pipecat: same path, 5 FrameProcessors",
+            cpu_per_item_us(pc, n=pn, n0=pn0, repeat=max(2, repeat // 2)),
+            note="goal: ours ≥ 5× less",
+        )
+        rows += [pcr, compare(row("callpath", "whole call: ours vs pipecat", samples), pcr)]
     return rows
