@@ -369,21 +369,54 @@ async def run_calls(
 # ---------------------------------------------------------------------------- load
 
 
-def phone_yaml(engine: str, *, pace: float = 1.0) -> str:
-    """The zero-transcode phone pipeline with the in-process emulator as the model."""
+def phone_yaml(
+    engine: str, *, pace: float = 1.0, emulator_url: str = "", emulator_chunk_ms: int = 100
+) -> str:
+    """The zero-transcode phone pipeline. The model is the emulator: in-process (``provider:
+    emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``."""
+    if emulator_url:
+        agent = (
+            f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
+            "api_key_env: CALLSIM_EMULATOR_KEY, input_format: pcmu, output_format: pcmu}"
+        )
+    else:
+        agent = (
+            "{type: realtime_session, provider: emulator, input_format: pcmu, "
+            f"output_format: pcmu, emulator: {{think_ms: 0, pace: {pace}, reply: echo, "
+            f"chunk_ms: {emulator_chunk_ms}}}}}"
+        )
     return f"""version: 1
 pipelines:
   phone:
     stages:
       caller: {{type: twilio_source}}
       gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
-      agent:  {{type: realtime_session, provider: emulator, input_format: pcmu,
-               output_format: pcmu,
-               emulator: {{think_ms: 0, pace: {pace}, reply: echo, chunk_ms: 20}}}}
+      agent:  {agent}
       phone:  {{type: twilio_sink}}
     links:
       - caller -> gate -> agent -> phone
 """
+
+
+@contextlib.contextmanager
+def emulator_process(*, cpu: int | None = None, pace: float = 1.0, chunk_ms: int = 100) -> Any:
+    """``pipeline emulator`` in a subprocess on a free loopback port; yields its URL."""
+    cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()", "emulator"]
+    cmd += ["--port", "0", "--think-ms", "0", "--pace", str(pace), "--reply", "echo"]
+    cmd += ["--chunk-ms", str(chunk_ms)]
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = _wait_line(proc, r"listening on (ws://\S+)")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def parse_metrics(text: str) -> dict[str, Any]:
@@ -430,23 +463,26 @@ async def _get(port: int, path: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_process(yaml_text: str, *, cpu: int | None = None, max_calls: int = 1000) -> Any:
+def serve_process(
+    yaml_text: str, *, cpu: int | None = None, max_calls: int = 1000, prefix: str = ""
+) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "phone.yaml"
         path.write_text(yaml_text)
-        cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
+        main = prefix.split() or ["-c", "from pipeline.cli import run_main; run_main()"]
+        cmd = [sys.executable, *main]
         cmd += ["--log-format", "json", "--log-level", "warning"]
         cmd += ["serve", str(path), "--port", "0", "--max-calls", str(max_calls)]
         cmd += ["--drain-timeout", "5"]
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
         env.pop("PIPELINE_SERVE_TOKEN", None)
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         try:
-            port = _wait_port(proc)
+            port = int(_wait_line(proc, r"listening on ws://[^ ]+:(\d+)"))
             yield proc, port
         finally:
             proc.terminate()
@@ -462,21 +498,21 @@ def _drain(stream: Any) -> None:
         pass
 
 
-def _wait_port(proc: subprocess.Popen[str]) -> int:
+def _wait_line(proc: subprocess.Popen[str], pattern: str) -> str:
+    """Read the process's stderr until a line matches; then keep draining it in a thread."""
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
             if proc.poll() is not None:
-                raise RuntimeError(f"pipeline serve exited with {proc.returncode}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
             continue
-        m = re.search(r"listening on ws://[^ ]+:(\d+)", line)
+        m = re.search(pattern, line)
         if m:
-            # keep draining stderr so the server never blocks on a full pipe
             threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
-            return int(m.group(1))
-    raise RuntimeError("pipeline serve did not print its url within 30 s")
+            return m.group(1)
+    raise RuntimeError(f"{proc.args!r} did not print {pattern!r} within 30 s")
 
 
 async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
@@ -500,6 +536,7 @@ async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
         "ok_calls": sum(r.ok for r in records),
         "received_bytes_min": min(received),
         "received_bytes_max": max(received),
+        "clears": sum(len(r.clears) for r in records),
         "server_lateness_p99_le_s": bucket_p99(buckets),
         "caller_lateness_p99_ms": _p99_ms(lateness),
         "caller_send_lag_p99_ms": _p99_ms(lag),
@@ -507,8 +544,16 @@ async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
     }
 
 
+def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV) -> bytes:
+    """The caller of the load test: the example's first utterance (0-2.6 s), then 4.5 s of
+    silence (Twilio keeps streaming while the caller listens) in which the whole reply plays.
+    One turn, no barge-in: every call must get exactly the same reply bytes."""
+    audio = caller_audio(path)
+    return audio[: 130 * FRAME_BYTES] + b"\xff" * (225 * FRAME_BYTES)
+
+
 async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
-    audio = caller_audio(args.wav)
+    audio = load_audio(args.wav) if args.wav == str(EXAMPLE_WAV) else caller_audio(args.wav)
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     server_cpu = client_cpu = None
     if len(cpus) >= 2 and not args.no_pin:
@@ -516,7 +561,26 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
         os.sched_setaffinity(0, {client_cpu})
     rows = []
     for engine in args.engine:
-        with serve_process(phone_yaml(engine, pace=args.pace), cpu=server_cpu) as (proc, port):
+        with contextlib.ExitStack() as stack:
+            emulator_url = ""
+            if args.external_emulator:
+                emulator_url = stack.enter_context(
+                    emulator_process(
+                        cpu=client_cpu, pace=args.pace, chunk_ms=args.emulator_chunk_ms
+                    )
+                )
+            if args.yaml:
+                yaml_text = Path(args.yaml).read_text()
+            else:
+                yaml_text = phone_yaml(
+                    engine,
+                    pace=args.pace,
+                    emulator_url=emulator_url,
+                    emulator_chunk_ms=args.emulator_chunk_ms,
+                )
+            proc, port = stack.enter_context(
+                serve_process(yaml_text, cpu=server_cpu, prefix=args.prefix)
+            )
             reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
             expected = len(reference[0].received_audio)
             for n in args.calls:
@@ -526,6 +590,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 p99 = row["server_lateness_p99_le_s"]
                 row.update(
                     engine=engine,
+                    emulator="external" if args.external_emulator else "in-process",
                     expected_bytes=expected,
                     server_cpu=round(cpu, 2),
                     lost_audio=row["received_bytes_min"] < expected,
@@ -566,6 +631,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ld.add_argument("--keep-going", action="store_true", help="run every step even after a fail")
     ld.add_argument("--json", help="write the rows to this file")
+    ld.add_argument("--yaml", help="serve this pipelines file instead of the phone pipeline")
+    ld.add_argument(
+        "--external-emulator",
+        action="store_true",
+        help="run the emulator as its own process (on the callers' core), not inside serve",
+    )
+    ld.add_argument("--emulator-chunk-ms", type=int, default=100, help="audio per delta (100)")
+    ld.add_argument("--prefix", default="", help="command prefix for the server (profiling)")
     args = parser.parse_args(argv)
     if args.command == "call":
         audio = caller_audio(args.wav)
