@@ -38,7 +38,17 @@ import structlog
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
 from .errors import PipelineError, StageError
-from .frames import Audio, Error, Event, Frame, ToolCall, ToolResult, Transcript, with_stage
+from .frames import (
+    EVENT_TYPES,
+    Audio,
+    Error,
+    Event,
+    Frame,
+    ToolCall,
+    ToolResult,
+    Transcript,
+    with_stage,
+)
 from .graph import Link, Node, Pipeline
 from .stage import Bus, Peer, StageContext, call_stage
 
@@ -202,6 +212,10 @@ class _Input:
         if isinstance(frame, Audio):
             if up_in is None:
                 up_stats.media_s += frame.duration
+        elif frame.__class__ not in _EVENT_CLASSES:  # name the stage that yielded it
+            raise _stage_error(
+                up_stats.id, TypeError(f"yielded {frame!r}, which is not a frame")
+            ) from None
         elif not frame.stage:
             frame = with_stage(frame, self._up_stamp)
             if self.on_event is not None:
@@ -211,6 +225,9 @@ class _Input:
 
 class _SinkInput(_Input):
     _sink = True
+
+
+_EVENT_CLASSES = frozenset(EVENT_TYPES)
 
 
 def _stage_error(stage_id: str, exc: BaseException) -> StageError:

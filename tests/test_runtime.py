@@ -434,3 +434,24 @@ def test_summary_reports_and_times() -> None:
     assert st.p50_us is not None and st.p99_us is not None and st.p50_us <= st.p99_us
     assert s.stage("src").frames_out == 10
     assert s.realtime_factor > 0
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("queued_after", [True, False])
+def test_a_stage_yielding_a_non_frame_is_named(fuse: bool, queued_after: bool) -> None:
+    @stage("sloppy", passthrough=True, register=False)
+    async def sloppy(frames: AsyncIterator[Frame]) -> AsyncIterator[Any]:
+        async for _f in frames:
+            yield {"not": "a frame"}
+
+    p = Pipeline("sloppy")
+    p.add("src", kit.source, n=3)
+    p.add("bad", sloppy)
+    p.add("out", kit.collect)
+    p.chain("src -> bad")
+    p.link("bad", "out", capacity=2 if queued_after else None)
+    with pytest.raises(StageError) as e:
+        run(p, fuse=fuse)
+    assert str(e.value) == (
+        "stage 'bad' failed: TypeError: yielded {'not': 'a frame'}, which is not a frame"
+    )
