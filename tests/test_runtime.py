@@ -14,6 +14,7 @@ import pytest
 from pipeline import (
     Audio,
     Frame,
+    Interrupt,
     Pipeline,
     SpeechStarted,
     StageContext,
@@ -455,3 +456,77 @@ def test_a_stage_yielding_a_non_frame_is_named(fuse: bool, queued_after: bool) -
     assert str(e.value) == (
         "stage 'bad' failed: TypeError: yielded {'not': 'a frame'}, which is not a frame"
     )
+
+
+@stage("take2", accepts=(Audio,), register=False)
+async def take2(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    """A sink that stops reading after two frames."""
+    n = 0
+    async for _f in frames:
+        n += 1
+        if n == 2:
+            return
+    yield _f  # pragma: no cover
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_sink_ending_early_does_not_block_its_producer(fuse: bool) -> None:
+    p = Pipeline("early")
+    p.add("src", kit.source, n=50)
+    p.add("t", take2)
+    p.add("out", kit.collect)
+    p.chain("src -> t")
+    p.chain("src -> out")
+    s = run(p, fuse=fuse)
+    assert audio_ids("out") == list(range(50))  # the other branch got everything
+    assert s.link("src -> t").sent == 2  # nothing more queued for a stage that has finished
+
+
+@stage("interrupter", passthrough=True, register=False)
+async def interrupter(frames: AsyncIterator[Frame], *, at: int = 5) -> AsyncIterator[Frame]:
+    """Forward; after `at` frames send an interrupt.
+
+    Parameters:
+        at: frames before the interrupt
+    """
+    i = 0
+    async for f in frames:
+        yield f
+        i += 1
+        if i == at:
+            yield Interrupt(pts=1.0)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_an_interrupt_purges_audio_queued_on_a_link(fuse: bool) -> None:
+    p = Pipeline("barge-in")
+    p.add("src", kit.source, n=20)
+    p.add("agent", interrupter, at=10)
+    p.add("speaker", kit.slow_sink, each=1.0)
+    p.chain("src -> agent")
+    p.link("agent", "speaker", capacity=8)
+    s = run(p, fuse=fuse)
+    got = kit.SEEN["slow"]
+    # 0 was playing and 1 next in line; 2..9 were queued and are not played
+    assert got[:3] == [got[0], got[1], Interrupt(pts=1.0, stage="agent")]
+    assert audio_ids("slow") == [0, 1, *range(10, 20)]
+    lk = s.link("agent -> speaker")
+    assert (lk.sent, lk.purged, lk.dropped) == (21, 8, 0)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_request_stop_ends_every_source_of_a_fan_in(fuse: bool) -> None:
+    runner: list[Runner] = []
+    HOOK["fn"] = lambda: runner[0].request_stop()
+    p = Pipeline("stop")
+    p.add("mic", kit.source, n=1000)
+    p.add("hook", hook_after, n=5)
+    p.add("chat", kit.events, n=1000, gap=0.01)
+    p.add("mix", kit.passthrough)
+    p.add("out", kit.collect)
+    p.chain("mic -> hook -> mix -> out")
+    p.chain("chat -> mix")
+    s = run(p, fuse=fuse, on_start=runner.append)
+    assert s.status == "interrupted"
+    assert s.stage("mic").frames_out < 10 and s.stage("chat").frames_out < 20
+    assert len(kit.SEEN["out"]) == s.stage("mic").frames_out + s.stage("chat").frames_out
