@@ -141,11 +141,19 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     except Exception:
         names = [args.name] if args.name else [None]  # load() will report the syntax error
     problems = []
+    # With every pipeline checked, `--set agent.x=...` may name a stage of only some of them:
+    # its "no stage" problem counts only when no pipeline has that stage.
+    no_stage: dict[str, list[Any]] = {}
     for name in names or [None]:
         try:
             load(args.file, name, overrides=args.overrides)
         except ConfigError as exc:
-            problems += [p for p in exc.problems if p not in problems]
+            for p in exc.problems:
+                if p.message.startswith("--set ") and ": no stage '" in p.message:
+                    no_stage.setdefault(p.message.partition(":")[0], []).append(p)
+                elif p not in problems:
+                    problems.append(p)
+    problems += [ps[0] for ps in no_stage.values() if len(ps) == len(names or [None])]
     if problems:
         for p in problems:
             console.print(str(p), highlight=False, markup=False, soft_wrap=True)

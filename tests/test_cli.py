@@ -304,3 +304,15 @@ def test_ctrl_c_drains_closes_sinks_and_exits_130(run_yaml: Path) -> None:
     assert "Traceback" not in err
     wav = sf.info(str(run_yaml.parent / "out" / "long.wav"))  # closed: a valid WAV
     assert wav.samplerate == 8000 and 0 < wav.frames < 8000 * 60
+
+
+def test_validate_all_with_set_for_a_stage_of_one_pipeline(
+    run_yaml: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(run_yaml), "--set", "enc.law=alaw"]) == 0  # only 'tone' has enc
+    assert capsys.readouterr().out == f"{run_yaml}: ok (4 pipelines)\n"
+    assert main(["validate", str(run_yaml), "--set", "ghost.x=1"]) == 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"{run_yaml}: --set ghost.x: no stage 'ghost' in pipeline 'tone'; check the stage id",
+        "1 problem found",
+    ]
