@@ -509,17 +509,13 @@ class Runner:
                 seg.inbox.close()
             for ch in (c for _, c in seg.out_links):
                 ch.close()
-            for gen in reversed(gens):
+            for node, gen in reversed(list(zip(seg.nodes, gens, strict=False))):
                 aclose = getattr(gen, "aclose", None)
                 if aclose is not None:
                     try:
                         await aclose()
                     except Exception as exc:  # a failing finally in a stage
-                        log.warning(
-                            "stage close failed",
-                            stage=up_stats.id if up_stats else "",
-                            error=str(exc),
-                        )
+                        log.warning("stage close failed", stage=node.id, error=str(exc))
 
     async def _pump(
         self,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from pipeline import (
     Audio,
@@ -530,3 +531,32 @@ def test_request_stop_ends_every_source_of_a_fan_in(fuse: bool) -> None:
     assert s.status == "interrupted"
     assert s.stage("mic").frames_out < 10 and s.stage("chat").frames_out < 20
     assert len(kit.SEEN["out"]) == s.stage("mic").frames_out + s.stage("chat").frames_out
+
+
+@stage("bad_close", passthrough=True, register=False)
+async def bad_close(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    """Forward; fail in finally when closed early."""
+    try:
+        async for f in frames:
+            yield f
+    except GeneratorExit:
+        raise RuntimeError("cannot flush") from None
+
+
+def test_a_stage_failing_while_being_closed_is_logged_under_its_own_id() -> None:
+    p = Pipeline("close")
+    p.add("src", kit.source, n=20)
+    p.add("fragile", bad_close)
+    p.add("t", take2)
+    p.chain("src -> fragile -> t")
+    with structlog.testing.capture_logs() as logs:
+        s = run(p)
+    assert s.status == "completed"
+    assert [e for e in logs if e["event"] == "stage close failed"] == [
+        {
+            "event": "stage close failed",
+            "stage": "fragile",
+            "error": "cannot flush",
+            "log_level": "warning",
+        }
+    ]
