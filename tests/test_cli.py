@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import soundfile as sf
+import structlog
 from rich.console import Console
 
 import pipeline.cli as cli
@@ -56,6 +58,14 @@ pipelines:
     links:
       - tone -> wav
 """
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() points structlog at this test's captured stderr: put the old set-up back."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 @pytest.fixture
@@ -275,8 +285,6 @@ def test_subprocess_exit_codes(run_yaml: Path) -> None:
     assert fails.returncode == 1
     assert text_lines(fails.stderr) == ["error: stage 'bad' failed: ValueError: boom after 2"]
     assert all(json.loads(ln) for ln in fails.stderr.splitlines() if ln.startswith("{"))
-    usage = pipeline("run")
-    assert usage.returncode == 2 and "usage: pipeline run" in usage.stderr
 
 
 def test_ctrl_c_drains_closes_sinks_and_exits_130(run_yaml: Path) -> None:
@@ -316,3 +324,10 @@ def test_validate_all_with_set_for_a_stage_of_one_pipeline(
         f"{run_yaml}: --set ghost.x: no stage 'ghost' in pipeline 'tone'; check the stage id",
         "1 problem found",
     ]
+
+
+def test_bad_usage_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["run"])
+    assert e.value.code == 2
+    assert "usage: pipeline run" in capsys.readouterr().err
