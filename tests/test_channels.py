@@ -147,7 +147,7 @@ def test_counters_add_up(overflow: Any) -> None:
 def test_drop_policies_never_drop_control_frames() -> None:
     async def main() -> None:
         for overflow in ("drop_oldest", "drop_newest"):
-            ch = Channel(capacity=2, overflow=overflow)  # type: ignore[arg-type]
+            ch = Channel(capacity=2, overflow=overflow)
             inbox = Inbox([ch])
             await ch.send(Text("a"))
             await ch.send(Text("b"))
