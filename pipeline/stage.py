@@ -340,6 +340,7 @@ def type_text(ann: Any) -> str:
 
 _builtins_loaded = False
 _entry_points_loaded = False
+_BROKEN_ENTRY_POINTS: dict[str, str] = {}  # name -> why it could not be loaded
 
 
 def _load_builtins() -> None:
@@ -357,8 +358,16 @@ def _load_entry_points() -> None:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in REGISTRY:
             continue
-        obj = ep.load()
-        spec = spec_of(obj) or make_spec(obj, name=ep.name)
+        try:  # one broken package must not break every other lookup
+            obj = ep.load()
+            spec = spec_of(obj) or make_spec(obj, name=ep.name)
+        except Exception as exc:
+            _BROKEN_ENTRY_POINTS[ep.name] = (
+                f"stage type '{ep.name}' (entry point '{ep.value}' of group "
+                f"{ENTRY_POINT_GROUP}) cannot be loaded: {type(exc).__name__}: {exc}; "
+                "reinstall or fix the package that provides it"
+            )
+            continue
         if spec.name != ep.name:
             spec = _renamed(spec, ep.name)
         REGISTRY[ep.name] = spec
@@ -410,6 +419,8 @@ def resolve(type_name: str) -> StageSpec:
         _load_entry_points()
     if type_name in REGISTRY:
         return REGISTRY[type_name]
+    if type_name in _BROKEN_ENTRY_POINTS:
+        raise LookupError(_BROKEN_ENTRY_POINTS[type_name])
     close = difflib.get_close_matches(type_name, list(REGISTRY), n=1)
     hint = (
         f"did you mean '{close[0]}'?"

@@ -385,9 +385,12 @@ def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     info = site / "ep_pkg-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-pkg\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[pipeline.stages]\ngreeter = ep_pkg_stages:hello\n")
+    (info / "entry_points.txt").write_text(
+        "[pipeline.stages]\ngreeter = ep_pkg_stages:hello\nbroken = ep_pkg_gone:stage\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(stage_mod, "_entry_points_loaded", False)
+    monkeypatch.setattr(stage_mod, "_BROKEN_ENTRY_POINTS", {})
     yield site
     stage_mod.REGISTRY.pop("greeter", None)
     sys.modules.pop("ep_pkg_stages", None)
@@ -464,3 +467,26 @@ def test_fixture_yaml_files_are_copied_cleanly(tmp_path: Path) -> None:
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
         x.name for x in FIXTURES.glob("*.yaml")
     )
+
+
+def test_a_broken_entry_point_is_a_problem_not_a_crash(
+    entry_point_dist: Path, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        """\
+pipelines:
+  p:
+    stages:
+      hi: {type: greeter}
+      b: {type: broken}
+      out: {type: null_sink}
+    links: [hi -> b -> out]
+""",
+    )
+    assert problems_of(path) == [
+        f"{path}:5:17: stage 'b': stage type 'broken' (entry point 'ep_pkg_gone:stage' of "
+        "group pipeline.stages) cannot be loaded: ModuleNotFoundError: No module named "
+        "'ep_pkg_gone'; reinstall or fix the package that provides it"
+    ]
+    assert "greeter" in stage_mod.builtin_names() and "broken" not in stage_mod.builtin_names()
