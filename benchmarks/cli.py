@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import platform
 import time
@@ -31,17 +32,35 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (under two minutes)")
     p.add_argument("--json", dest="json_path", help="write the rows as JSON to this file")
     p.add_argument("--png", dest="png_path", help="write a chart (needs matplotlib)")
-    p.add_argument("--only", action="append", default=[], help="run only these groups")
+    p.add_argument("--markdown", dest="md_path", help="write the table as Markdown to this file")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only this suite (hotpath, framework, latency, e2e, calls); repeatable",
+    )
     p.set_defaults(handler=cmd_bench)
 
 
 def machine() -> dict[str, Any]:
+    """What the numbers were measured on (CPU model, cores, load while running)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": model,
         "system": f"{platform.system()} {platform.release()}",
+        "load_avg_1_5_15": [round(x, 2) for x in load],
     }
 
 
@@ -60,13 +79,14 @@ def table(rows: list[Row]) -> Table:
 def markdown(rows: list[Row]) -> str:
     """The table as Markdown, for the README."""
     lines = [
-        "| group | what | median | p99 | unit | × baseline (baseline) |",
-        "|---|---|---:|---:|---|---|",
+        "| group | what | median | p99 | unit | × baseline (baseline) | note |",
+        "|---|---|---:|---:|---|---|---|",
     ]
     for r in rows:
         base = "" if r.ratio is None else f"{r.ratio:.2f} ({r.baseline})"
         lines.append(
-            f"| {r.group} | {r.name} | {r.median:,.2f} | {r.p99:,.2f} | {r.unit} | {base} |"
+            f"| {r.group} | {r.name.strip()} | {r.median:,.2f} | {r.p99:,.2f} | {r.unit} | {base} "
+            f"| {r.note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -84,7 +104,11 @@ def chart(rows: list[Row], path: str) -> bool:
     if len(groups) == 1:
         axes = [axes]
     for ax, g in zip(axes, groups, strict=True):
-        rs = [r for r in rows if r.group == g and r.samples]
+        rs = [
+            r
+            for r in rows
+            if r.group == g and r.samples and all(math.isfinite(x) for x in r.samples)
+        ]
         ax.boxplot([r.samples for r in rs], vert=False, showfliers=False)
         ax.set_yticks(range(1, len(rs) + 1), [r.name for r in rs], fontsize=7)
         ax.set_title(f"{g} ({rs[0].unit if rs else ''})", fontsize=9)
@@ -93,7 +117,13 @@ def chart(rows: list[Row], path: str) -> bool:
     return True
 
 
-def run_all(quick: bool, only: list[str], console: Console | None = None) -> list[Row]:
+def run_all(
+    quick: bool, only: list[str], console: Console | None = None, tiny: bool = False
+) -> list[Row]:
+    """Run the suites (all, or those in ``only``) and return their rows in order."""
+    from .harness import quiet_pipecat
+
+    quiet_pipecat()
     rows: list[Row] = []
     for group, mod_name in SUITES:
         if only and group not in only:
@@ -105,7 +135,7 @@ def run_all(quick: bool, only: list[str], console: Console | None = None) -> lis
                 console.print(f"skipping {group}: {exc}", highlight=False, markup=False)
             continue
         t0 = time.perf_counter()
-        got = mod.run(quick=quick)
+        got = mod.run(quick=quick, tiny=tiny) if tiny else mod.run(quick=quick)
         if console is not None:
             console.print(
                 f"{group}: {len(got)} rows in {time.perf_counter() - t0:.1f} s", highlight=False
@@ -115,10 +145,16 @@ def run_all(quick: bool, only: list[str], console: Console | None = None) -> lis
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    """``pipeline bench``: run, print the table, write JSON / Markdown / PNG if asked."""
+    t0 = time.perf_counter()
     rows = run_all(args.quick, args.only, console)
     console.print(table(rows))
     info = machine()
     console.print(f"machine: {info}", highlight=False, markup=False)
+    console.print(f"took {time.perf_counter() - t0:.0f} s", highlight=False)
+    if args.md_path:
+        with open(args.md_path, "w", encoding="utf-8") as f:
+            f.write(markdown(rows))
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as f:
             json.dump(

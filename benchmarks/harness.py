@@ -124,8 +124,6 @@ def quiet_pipecat() -> bool:
     """Import Pipecat with its logging silenced; False when it is not installed."""
     import warnings
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pipecat\..*")
-    warnings.filterwarnings("ignore", message=r".*WorkerRunner.*", category=DeprecationWarning)
     try:
         from loguru import logger
 
@@ -133,4 +131,6 @@ def quiet_pipecat() -> bool:
         import pipecat  # noqa: F401
     except Exception:
         return False
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pipecat\..*")
+    warnings.filterwarnings("ignore", message=r".*deprecated since", category=DeprecationWarning)
     return True

@@ -569,13 +569,19 @@ def _pipecat_call(n_frames: int) -> Callable[[int], object] | None:
             await super().process_frame(frame, direction)
             if isinstance(frame, OutputAudioRawFrame):
                 await pcm_to_ulaw(frame.audio, 24000, 8000, self._rs)
+                done[0] += 1
                 return
             await self.push_frame(frame, direction)
+
+    seen = [0]
+    done = [0]
 
     class Sink(FrameProcessor):  # type: ignore[misc]
         async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
-            if not isinstance(frame, InputAudioRawFrame | OutputAudioRawFrame):
+            if isinstance(frame, InputAudioRawFrame | OutputAudioRawFrame):
+                seen[0] += 1
+            else:
                 await self.push_frame(frame, direction)
 
     ulaw = [f.data for f in _ulaw_frames(n_frames)]
@@ -595,7 +601,10 @@ def _pipecat_call(n_frames: int) -> Callable[[int], object] | None:
 
             await asyncio.gather(runner.run(task), feed())
 
+        seen[0] = done[0] = 0
         asyncio.run(once())
+        if seen[0] != 0 or done[0] != n:  # every frame went both ways, none leaked
+            raise RuntimeError(f"pipecat path: {done[0]} of {n} frames encoded, {seen[0]} leaked")
         return None
 
     return run_n
