@@ -134,6 +134,7 @@ class CallRecord:
     marks: list[str] = field(default_factory=list)  # names received
     echoed: list[str] = field(default_factory=list)  # names echoed back
     clears: list[float] = field(default_factory=list)
+    played_at_clear: list[int] = field(default_factory=list)  # bytes heard when each came
     errors: list[str] = field(default_factory=list)  # protocol violations by the server
     played_bytes: int = 0
     cleared_bytes: int = 0
@@ -160,6 +161,9 @@ class CallRecord:
             "close_code": self.close_code,
             "refused": self.refused,
         }
+
+
+_SEQ_SENTINEL = 987654321987
 
 
 def _p99_ms(values: Sequence[float]) -> float:
@@ -254,11 +258,14 @@ async def run_call(
                     last_media[0] = now
                 case Mark():
                     rec.marks.append(msg.name)
+                    was_empty = not echo_due
                     echo_due.append((player.mark(now), msg.name))
-                    echo_wake.set()
+                    if was_empty:  # the echoer sleeps on the head only
+                        echo_wake.set()
                 case Clear():
                     rec.clears.append(now - t_begin)
                     player.clear(now)
+                    rec.played_at_clear.append(player.played_bytes)
                     if echo_marks_on_clear:
                         pending = [(now, name) for _, name in echo_due]
                         echo_due.clear()
@@ -273,24 +280,30 @@ async def run_call(
                     on_message(raw)
 
         async def echoer() -> None:
+            # Echo due times only grow (the player plays in order) until a clear makes every
+            # pending echo due at once; so: sleep until the head is due, echo all that are due.
             while True:
                 if not echo_due:
                     echo_wake.clear()
                     await echo_wake.wait()
                     continue
-                due, name = echo_due[0]
-                if due > clock.now():
+                now = clock.now()
+                if echo_due[0][0] > now:
                     echo_wake.clear()
-                    sleeper = asyncio.ensure_future(clock.sleep_until(due))
+                    sleeper = asyncio.ensure_future(clock.sleep_until(echo_due[0][0]))
                     waker = asyncio.ensure_future(echo_wake.wait())
                     await asyncio.wait([sleeper, waker], return_when="FIRST_COMPLETED")
                     sleeper.cancel()
                     waker.cancel()
                     continue
-                echo_due.popleft()
-                with contextlib.suppress(ConnectionClosed):
-                    await send(encode(Mark(stream_sid, name, int(next_seq()))))
+                out = []
+                while echo_due and echo_due[0][0] <= now:
+                    name = echo_due.popleft()[1]
+                    out.append(encode(Mark(stream_sid, name, int(next_seq()))))
                     rec.echoed.append(name)
+                with contextlib.suppress(ConnectionClosed):
+                    for text in out:
+                        await send(text)
 
         recv_task = asyncio.create_task(receiver())
         echo_task = asyncio.create_task(echoer())
@@ -304,21 +317,27 @@ async def run_call(
                 sequence_number=int(next_seq()),
             )
             await send(encode(start))
-            t0 = clock_origin if clock_origin is not None else clock.now()
             n = (len(audio) + FRAME_BYTES - 1) // FRAME_BYTES
-            for i in range(n):
+            # encoded ahead (around the sequence number, which mark echoes share), so the
+            # paced loop only sends
+            messages = [
+                encode(
+                    Media(
+                        stream_sid=stream_sid,
+                        payload=audio[i * FRAME_BYTES : (i + 1) * FRAME_BYTES],
+                        timestamp=i * 20,
+                        chunk=i + 1,
+                        sequence_number=_SEQ_SENTINEL,
+                    )
+                ).split(str(_SEQ_SENTINEL), 1)
+                for i in range(n)
+            ]
+            t0 = clock_origin if clock_origin is not None else clock.now()
+            for i, (head, tail) in enumerate(messages):
                 due = t0 + i * FRAME_BYTES / RATE
                 await clock.sleep_until(due)
                 rec.send_lag.append(max(0.0, clock.now() - due))
-                chunk = audio[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
-                media = Media(
-                    stream_sid=stream_sid,
-                    payload=chunk,
-                    timestamp=i * 20,
-                    chunk=i + 1,
-                    sequence_number=int(next_seq()),
-                )
-                await send(encode(media))
+                await send(head + next_seq() + tail)
             last_media[0] = max(last_media[0], clock.now())
             deadline = clock.now() + tail_s
             while clock.now() < deadline and not recv_task.done():
@@ -377,12 +396,14 @@ def phone_yaml(
     if emulator_url:
         agent = (
             f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
-            "api_key_env: CALLSIM_EMULATOR_KEY, input_format: pcmu, output_format: pcmu}"
+            "api_key_env: CALLSIM_EMULATOR_KEY, input_format: pcmu, output_format: pcmu, "
+            "turn_detection: none}"
         )
     else:
         agent = (
             "{type: realtime_session, provider: emulator, input_format: pcmu, "
-            f"output_format: pcmu, emulator: {{think_ms: 0, pace: {pace}, reply: echo, "
+            "output_format: pcmu, turn_detection: none, "
+            f"emulator: {{think_ms: 0, pace: {pace}, reply: echo, "
             f"chunk_ms: {emulator_chunk_ms}}}}}"
         )
     return f"""version: 1
@@ -585,8 +606,11 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
             expected = len(reference[0].received_audio)
             for n in args.calls:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                own0 = time.process_time()
                 row = await load_step(port, audio, n)
-                cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                wall = time.monotonic() - t0
+                cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
+                row["callers_cpu"] = round((time.process_time() - own0) / wall, 2)
                 p99 = row["server_lateness_p99_le_s"]
                 row.update(
                     engine=engine,

@@ -332,3 +332,56 @@ def test_zero_transcode_path_is_byte_exact(monkeypatch: pytest.MonkeyPatch) -> N
             assert rec.echoed == rec.marks
 
     asyncio.run(main())
+
+
+def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller speaks again while a long reply plays: the sink sends ``clear``, and the
+    session truncates the assistant's item at the position the caller's marks say was heard."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from benchmarks.callsim import FRAME_BYTES, caller_audio
+
+    wav = ROOT / "examples" / "caller_8k_ulaw.wav"
+    if not wav.exists():
+        pytest.skip(f"{wav} is absent")
+    example = caller_audio(wav)
+    silence = b"\xff" * FRAME_BYTES
+    # utterance 1, 1.4 s of silence (the reply starts), utterance 2 over the reply, silence
+    audio = example[: 130 * FRAME_BYTES] + silence * 70 + example[215 * FRAME_BYTES :]
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+
+    async def main() -> None:
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=4000, chunk_ms=100, pace=1.0)
+        async with emulator.run_emulator(config) as emu:
+            p = Pipeline("phone")
+            p.add("caller", "twilio_source")
+            p.add("gate", "vad_gate", engine="webrtc", mode="gate")
+            p.add(
+                "agent",
+                "realtime_session",
+                provider="xai",
+                url=emu.url,
+                api_key_env="SERVE_TEST_KEY",
+                input_format="pcmu",
+                output_format="pcmu",
+                turn_detection="none",  # the gate's speech_stopped ends the turn
+            )
+            p.add("phone", "twilio_sink")
+            p.link("caller", "gate", "agent", "phone")
+            async with run_server(p) as server:
+                rec = await run_call(server.url + "/media", audio, quiet_s=0.5, tail_s=6.0)
+            assert rec.errors == [] and rec.close_code == 1000
+            assert len(rec.clears) >= 1
+            heard_at_clear = rec.played_at_clear[0]  # bytes the caller had heard by then
+            assert 0 < heard_at_clear < 4000 * 8
+            assert rec.cleared_bytes > 0  # audio Twilio had buffered was dropped
+            truncates = [
+                e for e in emu.connections[0].received if e["type"] == "conversation.item.truncate"
+            ]
+            assert len(truncates) == 1
+            # heard = the last echoed mark: at most one 20 ms chunk (+ echo latency) behind
+            heard_ms = truncates[0]["audio_end_ms"]
+            assert heard_at_clear / 8 - 60 <= heard_ms <= heard_at_clear / 8 + 1
+
+    asyncio.run(main())
