@@ -109,7 +109,7 @@ def chart(rows: list[Row], path: str) -> bool:
             for r in rows
             if r.group == g and r.samples and all(math.isfinite(x) for x in r.samples)
         ]
-        ax.boxplot([r.samples for r in rs], vert=False, showfliers=False)
+        ax.boxplot([r.samples for r in rs], orientation="horizontal", showfliers=False)
         ax.set_yticks(range(1, len(rs) + 1), [r.name for r in rs], fontsize=7)
         ax.set_title(f"{g} ({rs[0].unit if rs else ''})", fontsize=9)
     fig.tight_layout()
