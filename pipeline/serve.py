@@ -16,7 +16,12 @@ Before the WebSocket handshake (``process_request``):
 * ``GET /healthz``: 200 ``{"status": "ok", ...}`` (503 ``draining`` during a drain);
 * ``GET /metrics``: Prometheus text from this server's own registry;
 * any other path is a call: refused with 401 (no token) or 403 (wrong token) when a token is
-  set, and with 503 when ``max_calls`` calls are running or the server is draining.
+  set, and with 503 when ``max_calls`` calls are running or the server is draining. The token
+  comes as ``?token=``, ``Authorization: Bearer`` or ``X-Pipeline-Token``; Twilio drops query
+  strings from ``<Stream url>`` and sends no custom headers, so with ``token_parameter`` a
+  connection without one is let through the handshake and must carry it in the ``start``
+  message (TwiML ``<Parameter name="token" value="..."/>``), else it is closed (1008) before
+  any pipeline is built. The token is never logged.
 
 Messages larger than ``max_message_bytes`` close the connection (1009). SIGTERM (and Ctrl-C)
 drains: the listening socket closes, running calls go on until they end or ``drain_timeout_s``
@@ -237,6 +242,7 @@ class CallServer:
         max_calls: int = 100,
         max_message_bytes: int = 64 * 1024,
         start_timeout_s: float = 10.0,
+        token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
     ) -> None:
         if max_calls < 1:
@@ -247,6 +253,8 @@ class CallServer:
         self.max_calls = max_calls
         self.max_message_bytes = max_message_bytes
         self.start_timeout_s = start_timeout_s
+        self.token_parameter = token_parameter
+        self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
         self.active = 0
         self.draining = False
@@ -284,12 +292,14 @@ class CallServer:
             return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
         if self.token is not None:
             given = _token_of(request, url.query)
-            if given is None:
+            if given is None and self.token_parameter:
+                self._check_at_start.add(id(connection))  # Twilio: <Parameter name="token">
+            elif given is None:
                 self.metrics.refused.labels("unauthenticated").inc()
                 return self._respond(
                     connection, 401, "a token is required: ?token=... or Authorization: Bearer\n"
                 )
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if given is not None and not hmac.compare_digest(given.encode(), self.token.encode()):
                 self.metrics.refused.labels("bad_token").inc()
                 return self._respond(connection, 403, "wrong token\n")
         if self.draining:
@@ -339,13 +349,23 @@ class CallServer:
                 call_sid=call.call_sid, stream_sid=call.stream_sid
             )
             call.log = call.log.bind(call_sid=call.call_sid)
+            if id(ws) in self._check_at_start:
+                refusal = self._start_token_refusal(call)
+                if refusal:
+                    self.metrics.refused.labels(refusal).inc()
+                    outcome, code, reason = "refused", 1008, "token required"
+                    log.warning("call refused: no valid token in start.customParameters")
+                    return
             runner = Runner(fresh_copy(self.template))
             live = self._live[conn_id] = _Live(runner, {}, {})
             start = call.start
+            params = dict(start.custom_parameters) if start else {}
+            if "token" in params:
+                params["token"] = "<redacted>"
             log.info(
                 "call started",
                 pipeline=self.template.name,
-                custom_parameters=dict(start.custom_parameters) if start else {},
+                custom_parameters=params,
                 active_calls=self.active,
             )
             with bind_call(call):
@@ -362,6 +382,7 @@ class CallServer:
             outcome, code, reason = "failed", 1011, "internal error"
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
+            self._check_at_start.discard(id(ws))
             if live is not None:
                 self._fold(live)
                 self._live.pop(conn_id, None)
@@ -384,6 +405,16 @@ class CallServer:
                     messages_out=call.messages_out,
                 )
             self._handlers.discard(task)
+
+    def _start_token_refusal(self, call: Any) -> str:
+        """'' when ``start.customParameters.token`` matches, else the refusal reason."""
+        given = call.start.custom_parameters.get("token") if call.start else None
+        if given is None:
+            return "unauthenticated"
+        assert self.token is not None
+        if not hmac.compare_digest(str(given).encode(), self.token.encode()):
+            return "bad_token"
+        return ""
 
     async def _read(self, ws: ServerConnection, call: Any) -> None:
         try:
@@ -526,6 +557,12 @@ def add_parser(subparsers: Any) -> None:
         help=f"environment variable holding the shared token (default {TOKEN_ENV}); when it "
         "is set, connections need ?token=... or 'Authorization: Bearer ...'",
     )
+    p.add_argument(
+        "--token-parameter",
+        action="store_true",
+        help="also accept the token as <Parameter name='token'> (start.customParameters.token): "
+        "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
+    )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls (100)")
     p.add_argument(
         "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
@@ -560,6 +597,7 @@ def cmd_serve(args: argparse.Namespace, _console: Any = None) -> int:
                 args.host,
                 args.port,
                 token=token,
+                token_parameter=args.token_parameter,
                 max_calls=args.max_calls,
                 max_message_bytes=args.max_message_bytes,
                 start_timeout_s=args.start_timeout,

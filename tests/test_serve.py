@@ -385,3 +385,27 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
             assert heard_at_clear / 8 - 60 <= heard_ms <= heard_at_clear / 8 + 1
 
     asyncio.run(main())
+
+
+def test_token_in_the_start_message_for_twilio(capsys: pytest.CaptureFixture[str]) -> None:
+    """Twilio drops query strings from <Stream url>: with token_parameter the token may come
+    as <Parameter name="token">; without it (or wrong) the call is closed before it starts."""
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(), token="s3cret", token_parameter=True) as server:
+            url = server.url + "/media"
+            ok = await call(url, custom_parameters={"token": "s3cret"})
+            assert_echoed(ok)
+            missing = await call(url)
+            wrong = await call(url, custom_parameters={"token": "nope"})
+            assert missing.close_code == wrong.close_code == 1008
+            assert missing.received_audio == wrong.received_audio == b""
+            assert (await call(url, token="nope")).refused == "HTTP 403"  # still checked
+            _, _, text = await http_get(server.port, "/metrics")
+            assert 'pipeline_calls_total{outcome="refused"} 2.0' in text
+            assert 'pipeline_calls_total{outcome="completed"} 1.0' in text
+
+    asyncio.run(main())
+    logs = capsys.readouterr().out
+    assert "call started" in logs and "<redacted>" in logs
+    assert "s3cret" not in logs and "nope" not in logs
