@@ -27,8 +27,10 @@ From these:
   read by the emulator in an append (uplink); delta parsed → its first audio at the sink
   (downlink).
 
-Two variants run: ``gate`` (the gate passes speech only, as in ``phone-agent``) and ``annotate``
-(every frame goes to the server, as in ``grok``).
+Variants: ``gate`` (the gate passes speech only and the server's VAD ends turns, as in
+``phone-agent``), ``annotate`` (every frame goes to the server, as in ``grok``) and, in full runs,
+``local`` (the gate passes speech only and its ``speech_stopped`` ends the turn:
+``turn_detection: none``).
 """
 
 from __future__ import annotations
@@ -161,11 +163,20 @@ def _vad_engine() -> str:
     return "silero"
 
 
-async def _call(codes: bytes, mode: str, speed: float) -> CallLog:
+#: variant -> (vad_gate mode, realtime_session turn_detection)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "gate": ("gate", "server_vad"),
+    "annotate": ("annotate", "server_vad"),
+    "local": ("gate", "none"),
+}
+
+
+async def _call(codes: bytes, variant: str, speed: float) -> CallLog:
     import stages  # noqa: F401  (registers the stage types)
     from pipeline import Pipeline
     from pipeline.runtime import Runner
 
+    mode, turns = VARIANTS[variant]
     log = CallLog()
     p = Pipeline("e2e")
     p.add("caller", _caller, codes=codes, log=log, speed=speed)
@@ -179,6 +190,7 @@ async def _call(codes: bytes, mode: str, speed: float) -> CallLog:
         voice="ara",
         input_rate=16000,
         output_rate=24000,
+        turn_detection=turns,
         emulator={"think_ms": 0, "pace": 1.0 / speed, "chunk_ms": 20, "reply": "echo"},
     )
     p.add("down", "resample", rate=8000)
@@ -208,8 +220,11 @@ class CallFigures:
     downlink_ms: list[float] = field(default_factory=list)
 
 
-def analyse(log: CallLog, spans: list[tuple[float, float]], speed: float) -> CallFigures:
-    """Turn, barge-in and chain latencies from one call's notes."""
+def analyse(
+    log: CallLog, spans: list[tuple[float, float]], speed: float, turn_by: str = "agent"
+) -> CallFigures:
+    """Turn, barge-in and chain latencies from one call's notes; ``turn_by``: the stage whose
+    ``speech_stopped`` ends a turn (``agent``: the server's VAD, ``gate``: ours)."""
     out = CallFigures()
     emitted = log.emitted
     if not emitted:
@@ -222,7 +237,7 @@ def analyse(log: CallLog, spans: list[tuple[float, float]], speed: float) -> Cal
     sink = log.sink
     audio_t = [t for t, f in sink if isinstance(f, Audio)]
     interrupts = [t for t, f in sink if isinstance(f, Interrupt)]
-    stops = [t for t, f in sink if isinstance(f, SpeechStopped) and f.stage == "agent"]
+    stops = [t for t, f in sink if isinstance(f, SpeechStopped) and f.stage == turn_by]
     starts_gate = [t for t, f in sink if isinstance(f, SpeechStarted) and f.stage == "gate"]
     ms = 1e-6
     for k, (a, b) in enumerate(spans):
@@ -278,7 +293,8 @@ def analyse(log: CallLog, spans: list[tuple[float, float]], speed: float) -> Cal
 
 @functools.lru_cache(maxsize=4)
 def calls(quick: bool, tiny: bool) -> dict[str, list[CallFigures]]:
-    """Run the calls once per process (the latency suite reuses them): mode -> figures."""
+    """Run the calls once per process (the latency suite reuses them): variant -> figures.
+    Quick and tiny runs leave out the ``local`` variant."""
     codes = _read_codes()
     spans = speech_spans(codes)
     speed = 4.0 if tiny else 1.0
@@ -286,37 +302,45 @@ def calls(quick: bool, tiny: bool) -> dict[str, list[CallFigures]]:
         codes = codes[: int((spans[1][0] + 0.5) * 8000)] if len(spans) > 1 else codes
         spans = speech_spans(codes)
     runs = 1 if quick or tiny else 3
-    modes = ("annotate",) if tiny else ("gate", "annotate")
+    variants = ("annotate",) if tiny else ("gate", "annotate") if quick else tuple(VARIANTS)
     out: dict[str, list[CallFigures]] = {}
-    for mode in modes:
-        out[mode] = [
-            analyse(asyncio.run(_call(codes, mode, speed)), spans, speed) for _ in range(runs)
+    for v in variants:
+        by = "gate" if VARIANTS[v][1] == "none" else "agent"
+        out[v] = [
+            analyse(asyncio.run(_call(codes, v, speed)), spans, speed, by) for _ in range(runs)
         ]
     return out
 
 
-def _rows_of(mode: str, figs: list[CallFigures]) -> list[Row]:
+NAMES = {
+    "gate": "phone-agent (gate, server VAD)",
+    "annotate": "annotate, server VAD",
+    "local": "gate, local turns",
+}
+
+
+def _rows_of(variant: str, figs: list[CallFigures]) -> list[Row]:
     g = "e2e"
 
     def col(name: str) -> list[float]:
         return [x for f in figs for x in getattr(f, name)]
 
-    what = "gate mode (phone-agent)" if mode == "gate" else "annotate mode (grok)"
+    what = NAMES[variant]
+    turns = col("turn_ms")
+    each = ", ".join(f"{x:.0f}" for x in turns[:6])
+    if variant == "local":
+        hang = "local VAD hangover (gate speech_stopped; hangover_ms 400)"
+    else:
+        hang = "server VAD hangover (its speech_stopped; silence_duration_ms 500)"
     rows = [
         row(
             g,
             f"{what}: speech end → first reply audio",
-            col("turn_ms"),
+            turns,
             unit="ms",
-            note="per turn; includes the VAD hangover",
+            note=f"per turn ({each} ms); includes the VAD hangover",
         ),
-        row(
-            g,
-            f"{what}:   of which server VAD hangover",
-            col("hangover_ms"),
-            unit="ms",
-            note="speech end → speech_stopped at the sink (silence_duration_ms 500)",
-        ),
+        row(g, f"{what}:   of which {hang}", col("hangover_ms"), unit="ms"),
         row(
             g,
             f"{what}:   of which after the turn end",
@@ -325,27 +349,32 @@ def _rows_of(mode: str, figs: list[CallFigures]) -> list[Row]:
             note="speech_stopped → first reply audio at the sink",
         ),
     ]
+    if variant == "gate":
+        rows[0].note += (
+            "; the gate drops the pause after its 400 ms hangover, so the server's VAD "
+            "(500 ms) hears the turn end only when audio resumes"
+        )
+        return rows  # its "barge-in" would be the late reply to turn 1 cut as turn 2 begins
     bi = col("bargein_ms")
     after = sum(f.audio_after_interrupt for f in figs)
-    if bi or mode == "annotate":
-        rows.append(
-            row(
-                g,
-                f"{what}: barge-in onset → reply stops",
-                bi,
-                unit="ms",
-                note=f"interrupt at the sink; reply audio after it: {after} frames",
-            )
+    rows.append(
+        row(
+            g,
+            f"{what}: barge-in onset → reply stops",
+            bi,
+            unit="ms",
+            note=f"interrupt at the sink; reply audio after it: {after} frames",
         )
-        rows.append(
-            row(
-                g,
-                f"{what}:   local VAD onset (gate speech_started)",
-                col("bargein_vad_ms"),
-                unit="ms",
-                note="min_speech_ms 100 + silero windows",
-            )
+    )
+    rows.append(
+        row(
+            g,
+            f"{what}:   local VAD onset (gate speech_started)",
+            col("bargein_vad_ms"),
+            unit="ms",
+            note="min_speech_ms 100 + silero windows (the server's VAD may be first)",
         )
+    )
     return rows
 
 
@@ -354,6 +383,6 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     if not CALLER.exists():
         return [fixed("e2e", "end to end", float("nan"), "ms", note=f"{CALLER} missing")]
     rows: list[Row] = []
-    for mode, figs in calls(quick, tiny).items():
-        rows += _rows_of(mode, figs)
+    for variant, figs in calls(quick, tiny).items():
+        rows += _rows_of(variant, figs)
     return rows

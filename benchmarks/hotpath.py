@@ -152,12 +152,12 @@ def resample_rows(inner: int, repeat: int) -> list[Row]:
                     repeat=repeat,
                 ),
             )
-            ll = next(
+            mine = next(
                 r
                 for r in rows
                 if r.name.endswith("low_latency") and f"{src // 1000}k→{dst // 1000}k " in r.name
             )
-            rows += [pcr, compare(row("resample", f"{ll.name} vs pipecat", ll.samples), pcr)]
+            rows += [pcr, compare(row("resample", f"{mine.name} vs pipecat", mine.samples), pcr)]
     return rows
 
 
