@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .harness import Row
@@ -64,15 +65,26 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(rows: list[Row]) -> Table:
+def table(rows: list[Row], width: int = 200) -> Table:
+    """The terminal table. Narrower than 150 columns, the baseline goes under the row's name
+    and the notes are left out (they are in the JSON and the Markdown)."""
+    wide = width >= 150
     t = Table(title="benchmarks: median and p99 over repetitions", title_justify="left")
-    for col in ("group", "what", "median", "p99", "unit", "baseline", "× baseline", "note"):
-        t.add_column(col, justify="right" if col in ("median", "p99", "× baseline") else "left")
+    cols = ["group", "what", "median", "p99", "unit", "× baseline"]
+    if wide:
+        cols += ["baseline", "note"]
+    for col in cols:
+        right = col in ("median", "p99", "× baseline")
+        t.add_column(col, justify="right" if right else "left", no_wrap=right)
     for r in rows:
         ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
-        t.add_row(
-            r.group, r.name, f"{r.median:,.2f}", f"{r.p99:,.2f}", r.unit, r.baseline, ratio, r.note
-        )
+        name = escape(r.name)
+        if r.baseline and not wide:
+            name += f"\n[dim]vs {escape(r.baseline)}[/dim]"
+        cells = [r.group, name, f"{r.median:,.2f}", f"{r.p99:,.2f}", r.unit, ratio]
+        if wide:
+            cells += [escape(r.baseline), escape(r.note)]
+        t.add_row(*cells)
     return t
 
 
@@ -146,9 +158,14 @@ def run_all(
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     """``pipeline bench``: run, print the table, write JSON / Markdown / PNG if asked."""
+    if getattr(args, "log_level", "info") == "info":
+        # the calls would log every connect and barge-in: warnings only, unless asked
+        from pipeline.report import setup_logging
+
+        setup_logging(getattr(args, "log_format", "auto"), "warning")
     t0 = time.perf_counter()
     rows = run_all(args.quick, args.only, console)
-    console.print(table(rows))
+    console.print(table(rows, console.width))
     info = machine()
     console.print(f"machine: {info}", highlight=False, markup=False)
     console.print(f"took {time.perf_counter() - t0:.0f} s", highlight=False)
