@@ -58,6 +58,7 @@ from stages.twilio import (
 )
 
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+TURN_S = 7.1  # one turn of the load caller (see load_audio)
 RATE = 8000
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_WAV = ROOT / "examples" / "caller_8k_ulaw.wav"
@@ -536,12 +537,14 @@ def _wait_line(proc: subprocess.Popen[str], pattern: str) -> str:
     raise RuntimeError(f"{proc.args!r} did not print {pattern!r} within 30 s")
 
 
-async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
+async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -> dict[str, Any]:
     """One load step: ``n`` calls at once; the figures for the report."""
     url = f"ws://127.0.0.1:{port}/media"
     before = parse_metrics(await _get(port, "/metrics"))
     t0 = time.monotonic()
-    records = await run_calls(url, audio, n, spread_s=0.02, tail_s=15.0, quiet_s=1.0)
+    # call starts spread over one turn, as real calls are not in step; with three turns per
+    # call, all n calls are up at once for two turns' time
+    records = await run_calls(url, audio, n, spread_s=spread_s, tail_s=15.0, quiet_s=1.0)
     wall = time.monotonic() - t0
     after = parse_metrics(await _get(port, "/metrics"))
     buckets = {
@@ -565,16 +568,19 @@ async def load_step(port: int, audio: bytes, n: int) -> dict[str, Any]:
     }
 
 
-def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV) -> bytes:
-    """The caller of the load test: the example's first utterance (0-2.6 s), then 4.5 s of
-    silence (Twilio keeps streaming while the caller listens) in which the whole reply plays.
-    One turn, no barge-in: every call must get exactly the same reply bytes."""
+def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV, turns: int = 3) -> bytes:
+    """The caller of the load test: ``turns`` times the example's first utterance (0-2.6 s)
+    then 4.5 s of silence (Twilio keeps streaming while the caller listens) in which the whole
+    reply plays. No barge-in: every call must get exactly the same reply bytes."""
     audio = caller_audio(path)
-    return audio[: 130 * FRAME_BYTES] + b"\xff" * (225 * FRAME_BYTES)
+    return (audio[: 130 * FRAME_BYTES] + b"\xff" * (225 * FRAME_BYTES)) * turns
 
 
 async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
-    audio = load_audio(args.wav) if args.wav == str(EXAMPLE_WAV) else caller_audio(args.wav)
+    if args.wav == str(EXAMPLE_WAV):
+        audio = load_audio(args.wav, args.turns)
+    else:
+        audio = caller_audio(args.wav)
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     server_cpu = client_cpu = None
     if len(cpus) >= 2 and not args.no_pin:
@@ -651,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine", default="webrtc", help="VAD engines, comma separated (webrtc,energy,silero)"
     )
     ld.add_argument("--wav", default=str(EXAMPLE_WAV))
+    ld.add_argument("--turns", type=int, default=3, help="turns per call (3, of 7.1 s each)")
     ld.add_argument("--pace", type=float, default=1.0, help="emulator reply pace (1: real time)")
     ld.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ld.add_argument("--keep-going", action="store_true", help="run every step even after a fail")

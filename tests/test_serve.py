@@ -409,3 +409,26 @@ def test_token_in_the_start_message_for_twilio(capsys: pytest.CaptureFixture[str
     logs = capsys.readouterr().out
     assert "call started" in logs and "<redacted>" in logs
     assert "s3cret" not in logs and "nope" not in logs
+
+
+def test_tool_outcomes_and_reconnects_are_counted_from_the_logs() -> None:
+    from pipeline.serve import _CALL_METRICS, ServeMetrics, metrics_log_processor
+
+    m = ServeMetrics()
+    token = _CALL_METRICS.set(m)
+    try:
+        for event in (
+            {"event": "tool call", "name": "get_time", "outcome": "ok"},
+            {"event": "tool call", "name": "get_time", "outcome": "timeout"},
+            {"event": "tool call", "name": "x", "call_id": "c1"},  # the debug line: no outcome
+            {"event": "session ready", "session": 1},
+            {"event": "session ready", "session": 2},  # a reconnect
+        ):
+            assert metrics_log_processor(None, "info", dict(event)) == event
+    finally:
+        _CALL_METRICS.reset(token)
+    metrics_log_processor(None, "info", {"event": "tool call", "outcome": "ok"})  # no call
+    text = m.text().decode()
+    assert 'pipeline_tool_calls_total{outcome="ok"} 1.0' in text
+    assert 'pipeline_tool_calls_total{outcome="timeout"} 1.0' in text
+    assert "pipeline_session_reconnects_total 1.0" in text
