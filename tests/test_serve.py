@@ -432,3 +432,19 @@ def test_tool_outcomes_and_reconnects_are_counted_from_the_logs() -> None:
     assert 'pipeline_tool_calls_total{outcome="ok"} 1.0' in text
     assert 'pipeline_tool_calls_total{outcome="timeout"} 1.0' in text
     assert "pipeline_session_reconnects_total 1.0" in text
+
+
+def test_the_phone_pipelines_in_the_docs_validate() -> None:
+    from pipeline.config import load_text, pipeline_names
+
+    doc = ROOT / "docs" / "telephony.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    assert blocks, "docs/telephony.md has no yaml block"
+    names = []
+    for text in blocks:
+        for name in pipeline_names(text):
+            p = load_text(text, name, file=str(doc), base_dir=ROOT)
+            names.append(name)
+            assert p.nodes["caller"].output_format == p.nodes["phone"].input_format
+            assert str(p.nodes["phone"].input_format) == "pcmu 8000 Hz"
+    assert {"phone", "phone-emulator", "phone-pcm"} <= set(names)
