@@ -352,7 +352,9 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
     monkeypatch.setenv("SERVE_TEST_KEY", "k")
 
     async def main() -> None:
-        config = emulator.EmulatorConfig(reply="tone", tone_ms=4000, chunk_ms=100, pace=1.0)
+        # pace 0: the whole 4 s reply reaches the phone's buffer at once, so "what left the
+        # session" (4 s) and "what the caller heard" (about 1.2 s) differ widely
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=4000, chunk_ms=100, pace=0)
         async with emulator.run_emulator(config) as emu:
             p = Pipeline("phone")
             p.add("caller", "twilio_source")
@@ -375,14 +377,15 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
             assert len(rec.clears) >= 1
             heard_at_clear = rec.played_at_clear[0]  # bytes the caller had heard by then
             assert 0 < heard_at_clear < 4000 * 8
-            assert rec.cleared_bytes > 0  # audio Twilio had buffered was dropped
+            assert rec.cleared_bytes > 8000  # over a second Twilio had buffered was dropped
             truncates = [
                 e for e in emu.connections[0].received if e["type"] == "conversation.item.truncate"
             ]
             assert len(truncates) == 1
-            # heard = the last echoed mark: at most one 20 ms chunk (+ echo latency) behind
+            # heard = the last echoed mark: one 20 ms chunk (+ echo latency) behind at most
             heard_ms = truncates[0]["audio_end_ms"]
-            assert heard_at_clear / 8 - 60 <= heard_ms <= heard_at_clear / 8 + 1
+            assert heard_at_clear / 8 - 150 <= heard_ms <= heard_at_clear / 8 + 1
+            assert heard_ms < 3000
 
     asyncio.run(main())
 
