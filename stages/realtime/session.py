@@ -80,6 +80,8 @@ MAX_APPEND_MS = 100
 GAP_FILL_MAX_S = 1.0
 #: Silence appended at the end of input when the server heard speech start but not stop.
 END_PAD_S = 1.0
+#: How long a cancelled run waits for the close handshake before dropping the connection.
+CLOSE_GRACE_S = 0.2
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
 SILENCE_BYTE: dict[str, bytes] = {"pcm16": b"\x00\x00", "pcmu": b"\xff", "pcma": b"\xd5"}
@@ -696,6 +698,7 @@ class _Run:
                 open_timeout=self.s.connect_timeout_s,
                 max_size=None,
                 compression=None,
+                close_timeout=5.0,
                 logger=_WS_LOGGER,
                 user_agent_header="pipeline-realtime",
             )
@@ -767,8 +770,7 @@ class _Run:
             self.ready.clear()
             self.proto.connection_lost()
             self.changed.set()
-            with contextlib.suppress(Exception):
-                await ws.close()
+            await _close(ws)
         if not self.closing and not self.recycling:
             self.log.warning(
                 "connection to the realtime service lost; the conversation restarts on a "
@@ -836,6 +838,22 @@ class _Run:
         ws = self.ws
         if ws is not None:
             await ws.close()
+
+
+async def _close(ws: Any) -> None:
+    """Close the socket. When the run is being cancelled, do not wait out a peer that is not
+    reading (it may be blocked sending to us, and we stopped reading): a short grace, then
+    drop the connection."""
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        with contextlib.suppress(Exception):
+            await ws.close()
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await ws.close()
+    if ws.transport is not None and not ws.transport.is_closing():
+        ws.transport.abort()
 
 
 class _Retry(Exception):

@@ -43,6 +43,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.stage import PLAYED, Peer, Played, StageContext, spec_of
+from pipeline.testing import check_stage_async
 from stages.realtime.session import realtime_session, resolve_settings
 
 SECRET = "sk-TEST-do-not-leak-4242"
@@ -968,18 +969,16 @@ async def test_end_of_input_gives_up_on_a_response_that_never_ends() -> None:
 async def test_recycles_the_session_after_max_session_s() -> None:
     async with ScriptedPeer(handshake_only).running() as peer:
         with structlog.testing.capture_logs() as logs:
-            run = Run(context(), **params(peer.url, max_session_s=60))
+            run = Run(context(), **params(peer.url, max_session_s=60))  # virtual seconds
+            consuming = asyncio.create_task(run.rest())
             while len(peer.conns) < 2:
-                pull = asyncio.create_task(run.pull())
-                done, _ = await asyncio.wait({pull}, timeout=0.01)
-                if not done:
-                    pull.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pull
+                await asyncio.sleep(0)
             run.feed.end()
-            with contextlib.suppress(StopAsyncIteration):
-                await run.rest()
-    assert any("recycling the session" in e["event"] for e in logs)
+            await consuming
+    assert peer.sent_types()[:2] == ["session.update", "session.update"]
+    recycled = [e for e in logs if "recycling the session" in e["event"]]
+    assert recycled and recycled[0]["max_session_s"] == 60
+    assert not [e for e in logs if "connection to the realtime service lost" in e["event"]]
 
 
 @aio
@@ -1065,6 +1064,14 @@ async def test_emulator_tool_call_round_trip() -> None:
     assert any(isinstance(f, Audio) for f in out)
     done = [f for f in out if isinstance(f, ResponseDone)]
     assert done and done[-1].status == "completed"
+
+
+@aio
+async def test_emulator_check_stage_conformance() -> None:
+    frames = await check_stage_async(
+        "realtime_session", utterance(), provider="emulator", input_rate=16000
+    )
+    assert any(isinstance(f, Audio) for f in frames)
 
 
 @aio
