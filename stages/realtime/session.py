@@ -404,7 +404,7 @@ class _Run:
         self.expect_response = False
         self.recycling = False
         # output
-        self.out_pts = 0.0
+        self.out_samples = 0  # assistant audio that left the stage (pts from a count: exact)
         self.last_item = ""
         self.item_start: dict[str, float] = {}
         self.played: float | None = None
@@ -420,6 +420,11 @@ class _Run:
     def _on_played(self, value: Any) -> None:
         if isinstance(value, Played) and 0.0 <= value.pts <= self.out_pts + 1e-6:
             self.played = value.pts
+
+    @property
+    def out_pts(self) -> float:
+        """Media time of the end of the audio that left the stage."""
+        return self.out_samples / self.cfg.output_format.rate
 
     def emit(self, frame: Frame) -> None:
         self.out.put(frame)
@@ -445,7 +450,7 @@ class _Run:
             self.item_start.setdefault(item.item_id, self.out_pts)
         fmt = self.cfg.output_format
         frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.out_pts)
-        self.out_pts += frame.duration
+        self.out_samples += frame.num_samples
         return frame
 
     # -- input pump

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -1114,3 +1115,28 @@ async def test_no_api_key_anywhere(caplog: pytest.LogCaptureFixture) -> None:
     assert any(isinstance(f, Audio) for f in out)
     assert "Bearer" not in text or SECRET not in text
     assert SECRET not in text
+
+
+@aio
+async def test_emulator_barge_in_cancels_and_no_audio_follows_the_interrupt() -> None:
+    clock = VirtualClock()
+    config = emulator.EmulatorConfig(reply="tone", tone_ms=3000, chunk_ms=100, pace=1.0)
+    async with emulator.run_emulator(config, "127.0.0.1", 0, clock=clock) as emu:
+        run = Run(context(clock), **params(emu.url))
+        run.feed.put(*utterance())  # turn 1; the reply is paced in (virtual) real time
+        await run.until(Audio)
+        later = [
+            dataclasses.replace(f, pts=f.pts + 2.5)  # turn 2 while the reply is playing
+            for f in utterance()
+        ]
+        run.feed.put(*later)
+        run.feed.end()
+        out = await run.rest()
+        received = emu.received
+    cut = next(i for i, f in enumerate(out) if isinstance(f, Interrupt))
+    assert out[cut].response_id == "resp_0001"  # type: ignore[union-attr]
+    first_reply_after = [f for f in out[cut:] if isinstance(f, ResponseStarted | Audio)][:1]
+    assert not first_reply_after or isinstance(first_reply_after[0], ResponseStarted)
+    assert ResponseDone("resp_0001", "cancelled") in out
+    truncate = [m for m in received if m["type"] == "conversation.item.truncate"]
+    assert len(truncate) == 1 and truncate[0]["audio_end_ms"] > 0
