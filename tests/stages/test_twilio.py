@@ -495,3 +495,19 @@ def test_loopback_pipeline_returns_the_callers_audio() -> None:
     payloads = [m.payload for m in back if isinstance(m, OutMedia)]
     assert b"".join(payloads) == audio
     assert [len(x) for x in payloads] == [160, 160, 160, 160, 128]
+
+
+def test_sink_passes_the_stage_conformance_checks() -> None:
+    from pipeline.testing import check_stage
+
+    sent: list[str] = []
+    call = _call(sent)
+
+    async def started() -> None:
+        await _start(call)
+
+    asyncio.run(started())
+    frames: list[Frame] = [_ulaw(400, 0.0), Interrupt(), _ulaw(160, 1.0), ResponseDone("r")]
+    with bind_call(call):
+        assert check_stage("twilio_sink", frames) == []
+    assert sent and all(parse_outgoing(m).stream_sid == SID for m in sent)
