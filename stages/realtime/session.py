@@ -43,7 +43,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -393,7 +393,6 @@ class _Run:
         # input
         fmt = self.cfg.input_format
         width = 2 if fmt.encoding == "pcm16" else 1
-        self.in_width = width
         self.min_bytes = fmt.rate * MIN_APPEND_MS // 1000 * width
         self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
         self.batch = bytearray()
@@ -740,6 +739,10 @@ class _Run:
         self.server_speaking = False
         self.expect_response = False
         self.recycling = False
+        if self.closing:  # the input ended while we were connecting
+            await _close(ws)
+            self.ws = None
+            return False
         self.proto.connection_made()
         recycle = None
         if self.s.max_session_s is not None:
@@ -788,9 +791,7 @@ class _Run:
 
     async def recycle_after(self, seconds: float) -> None:
         await self.ctx.clock.sleep(seconds)
-        while self.proto.owes:
-            self.changed.clear()
-            await self.changed.wait()
+        await self.until(lambda: not self.proto.owes)
         self.log.warning(
             "recycling the session after max_session_s; the conversation restarts on a new session",
             max_session_s=seconds,
@@ -799,6 +800,14 @@ class _Run:
         ws = self.ws
         if ws is not None:
             await ws.close(1000, "recycling")
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, re-checked whenever the session state changes."""
+        while True:
+            self.changed.clear()  # before checking: a change after the check wakes us
+            if condition():
+                return
+            await self.changed.wait()
 
     # -- end of input
 
@@ -825,14 +834,17 @@ class _Run:
         await self.flush()
         try:
             async with asyncio.timeout(self.s.response_timeout_s):
-                while self.ready.is_set() and (
-                    not self.proto.synced
-                    or self.proto.owes
-                    or self.server_speaking
-                    or self.expect_response
-                ):
-                    self.changed.clear()
-                    await self.changed.wait()
+                await self.until(
+                    lambda: (
+                        not self.ready.is_set()
+                        or (
+                            self.proto.synced
+                            and not self.proto.owes
+                            and not self.server_speaking
+                            and not self.expect_response
+                        )
+                    )
+                )
         except TimeoutError:
             self.log.warning(
                 "input ended; stopped waiting for the response and tool results",
