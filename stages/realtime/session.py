@@ -136,7 +136,7 @@ def _audio_format(name: str, rate: int | None, dialect: p.Dialect, which: str) -
         p.check_format(dialect, fmt)
     except ValueError as exc:
         raise FormatError(
-            f"realtime_session {which}_format/{which}_rate: {exc}",
+            f"has {which}_format/{which}_rate that the service cannot take: {exc}",
             f"set {which}_rate to a rate the service takes",
         ) from None
     return fmt
@@ -264,19 +264,26 @@ def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
     return f"add {' then '.join(steps)} before it{alt}"
 
 
-def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str) -> None:
-    """Raise FormatError if ``incoming`` audio is not the session's input format."""
+def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str = "") -> None:
+    """Raise FormatError if ``incoming`` audio is not the session's input format. The message
+    starts with ``where`` (e.g. ``stage 'agent'``); without it, with the verb, for the graph
+    to put the link and stage in front."""
     if incoming != wanted:
+        subject = f"{where} gets" if where else "gets"
         raise FormatError(
-            f"{where} gets {incoming} audio; its input is {wanted} (input_format/input_rate)",
+            f"{subject} {incoming} audio; its input is {wanted} (input_format/input_rate)",
             _fix_for(incoming, wanted),
         )
 
 
 def _output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -> AudioFormat:
-    s = resolve_settings(params)
+    try:
+        s = resolve_settings(params)
+    except ConfigError as exc:
+        # before running, the graph names the stage and the file position itself
+        raise ValueError("; ".join(p.message for p in exc.problems)) from None
     if input_format is not None:
-        check_input_format(input_format, s.session.input_format, "realtime_session")
+        check_input_format(input_format, s.session.input_format)
     return s.session.output_format
 
 
