@@ -1040,7 +1040,7 @@ class RealtimeProtocol:
         return out
 
     def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        data = base64.b64decode(ev["delta"], validate=True)
+        data = binascii.a2b_base64(ev["delta"], strict_mode=True)
         item = str(ev.get("item_id") or "")
         self._audio_item = item
         self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)
