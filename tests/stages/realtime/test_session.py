@@ -1140,3 +1140,19 @@ async def test_emulator_barge_in_cancels_and_no_audio_follows_the_interrupt() ->
     assert ResponseDone("resp_0001", "cancelled") in out
     truncate = [m for m in received if m["type"] == "conversation.item.truncate"]
     assert len(truncate) == 1 and truncate[0]["audio_end_ms"] > 0
+
+
+@pytest.mark.parametrize(("law", "wire"), [("pcmu", "audio/pcmu"), ("pcma", "g711_alaw")])
+@aio
+async def test_emulator_telephony_g711_both_ways(law: str, wire: str) -> None:
+    from stages import g711
+
+    encode = g711.encode_ulaw if law == "pcmu" else g711.encode_alaw
+    frames = [Audio(encode(f.data), law, 8000, pts=f.pts) for f in utterance(8000)]  # type: ignore[arg-type]
+    run = Run(context(), provider="emulator", input_format=law, output_format=wire)
+    run.feed.put(*frames)
+    run.feed.end()
+    out = await run.rest()
+    audio = [f for f in out if isinstance(f, Audio)]
+    assert audio and {(a.encoding, a.rate) for a in audio} == {(law, 8000)}
+    assert sum(a.num_samples for a in audio) == pytest.approx(8000 * 1.333, abs=400)
