@@ -445,15 +445,19 @@ def parse_metrics(text: str) -> dict[str, Any]:
     """The figures ``load`` reads from ``/metrics``: the lateness histogram's buckets and the
     calls by outcome."""
     buckets: dict[float, float] = {}
+    lag: dict[float, float] = {}
     outcomes: dict[str, float] = {}
     for line in text.splitlines():
+        m = re.match(r'pipeline_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            lag[float(m.group(1))] = float(m.group(2))
         m = re.match(r'pipeline_outgoing_frame_lateness_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
         if m:
             buckets[float(m.group(1))] = float(m.group(2))
         m = re.match(r'pipeline_calls_total\{outcome="([^"]+)"\} (\S+)', line)
         if m:
             outcomes[m.group(1)] = float(m.group(2))
-    return {"lateness_buckets": buckets, "calls": outcomes}
+    return {"lateness_buckets": buckets, "loop_lag_buckets": lag, "calls": outcomes}
 
 
 def bucket_p99(buckets: dict[float, float]) -> float | None:
@@ -537,6 +541,23 @@ def _wait_line(proc: subprocess.Popen[str], pattern: str) -> str:
     raise RuntimeError(f"{proc.args!r} did not print {pattern!r} within 30 s")
 
 
+def _diff(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
+    return {b: after[b] - before.get(b, 0.0) for b in after}
+
+
+def _core_busy(cpu: int | None) -> tuple[float, float]:
+    """(busy, total) jiffies of one core (all of them with None), from /proc/stat."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] == name:
+                v = [float(x) for x in parts[1:]]
+                idle = v[3] + v[4]
+                return sum(v) - idle, sum(v)
+    return 0.0, 0.0
+
+
 async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -> dict[str, Any]:
     """One load step: ``n`` calls at once; the figures for the report."""
     url = f"ws://127.0.0.1:{port}/media"
@@ -547,10 +568,8 @@ async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -
     records = await run_calls(url, audio, n, spread_s=spread_s, tail_s=15.0, quiet_s=1.0)
     wall = time.monotonic() - t0
     after = parse_metrics(await _get(port, "/metrics"))
-    buckets = {
-        b: after["lateness_buckets"].get(b, 0.0) - before["lateness_buckets"].get(b, 0.0)
-        for b in after["lateness_buckets"]
-    }
+    buckets = _diff(after["lateness_buckets"], before["lateness_buckets"])
+    lag_buckets = _diff(after["loop_lag_buckets"], before["loop_lag_buckets"])
     received = [len(r.received_audio) for r in records]
     lateness = [x for r in records for x in r.lateness]
     lag = [x for r in records for x in r.send_lag]
@@ -562,6 +581,7 @@ async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -
         "received_bytes_max": max(received),
         "clears": sum(len(r.clears) for r in records),
         "server_lateness_p99_le_s": bucket_p99(buckets),
+        "server_loop_lag_p99_le_s": bucket_p99(lag_buckets),
         "caller_lateness_p99_ms": _p99_ms(lateness),
         "caller_send_lag_p99_ms": _p99_ms(lag),
         "errors": sorted({e for r in records for e in r.errors})[:3],
@@ -613,10 +633,16 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
             for n in args.calls:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
                 own0 = time.process_time()
+                busy0, total0 = _core_busy(server_cpu)
                 row = await load_step(port, audio, n)
                 wall = time.monotonic() - t0
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
+                busy1, total1 = _core_busy(server_cpu)
                 row["callers_cpu"] = round((time.process_time() - own0) / wall, 2)
+                # the server's core: how busy it was in all, and how much of it others took
+                core = (busy1 - busy0) / max(1.0, total1 - total0)
+                row["server_core_busy"] = round(core, 2)
+                row["server_core_others"] = round(max(0.0, core - cpu), 2)
                 p99 = row["server_lateness_p99_le_s"]
                 row.update(
                     engine=engine,

@@ -33,7 +33,8 @@ Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcom
 lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk that continues a
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
-``pipeline_tool_calls_total{outcome}`` and ``pipeline_twilio_bad_messages_total``. The last
+``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
+``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). The last
 three are read from the stages' log events (see :func:`metrics_log_processor`).
 """
 
@@ -167,6 +168,13 @@ class ServeMetrics:
             "Twilio messages refused (malformed or invalid) and skipped",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "pipeline_event_loop_lag_seconds",
+            "How late the server's event loop wakes a 50 ms timer (a starved or blocked loop "
+            "makes every call late at once)",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
 
@@ -264,6 +272,7 @@ class CallServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._live: dict[int, _Live] = {}
         self._calls = 0
+        self._monitor: asyncio.Task[None] | None = None
 
     # -- HTTP before the upgrade
 
@@ -478,6 +487,14 @@ class CallServer:
         self.port = int(sock.getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
         self.url = f"ws://{shown}:{self.port}"
+        self._monitor = asyncio.create_task(self._watch_loop(), name="loop lag")
+
+    async def _watch_loop(self, period: float = 0.05) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - t0 - period))
 
     async def drain(self, timeout_s: float = 30.0) -> int:
         """Stop accepting calls; let the running ones end for up to ``timeout_s``, then cancel
@@ -501,6 +518,11 @@ class CallServer:
 
     async def close(self) -> None:
         """Close at once: every connection and the listening socket."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
