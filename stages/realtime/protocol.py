@@ -689,6 +689,7 @@ class RealtimeProtocol:
         self._user_final: set[str] = set()
         self._updates_sent = 0
         self._updates_acked = 0
+        self._sync_ids: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RealtimeProtocol(dialect={self.config.dialect!r}, state={self.state!r})"
@@ -766,10 +767,15 @@ class RealtimeProtocol:
         )
 
     def sync(self) -> str:
-        """Queue a barrier: an unchanged ``session.update``. Servers handle client events in
-        order, so once :attr:`synced` is true again every message sent before it was handled
-        (the server's VAD has seen all the audio). Used at the end of the input."""
-        return self.session_update()
+        """Queue a barrier: a ``session.update`` that changes nothing (an empty session; GA
+        needs its ``type``). Servers handle client events in order, so once :attr:`synced` is
+        true again every message sent before it was handled (the server's VAD has seen all the
+        audio). An error answering it counts as the answer. Used at the end of the input."""
+        session: dict[str, Any] = {"type": "realtime"} if self.config.dialect == "openai" else {}
+        self._updates_sent += 1
+        text = self._send({"type": "session.update", "session": session})
+        self._sync_ids.add(f"c-{self._seq}")
+        return text
 
     @property
     def synced(self) -> bool:
@@ -1088,6 +1094,9 @@ class RealtimeProtocol:
 
     def _on_error(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
         info = parse_error(ev)
+        if info.event_id in self._sync_ids:  # the barrier was refused, but it was handled
+            self._sync_ids.discard(info.event_id)
+            self._updates_acked += 1
         if info.code == "conversation_already_has_active_response":
             # A response.create of ours lost a race with one the server started (its VAD):
             # ask again once that one is done.

@@ -466,8 +466,25 @@ def test_sync_barrier() -> None:
     assert proto.synced
     proto.sync()
     assert not proto.synced
-    assert types(sent(proto)) == ["session.update"]
+    (msg,) = sent(proto)
+    assert (msg["type"], msg["session"]) == ("session.update", {})  # changes nothing
     proto.receive(FIXTURES["session.updated.xai"])
+    assert proto.synced
+
+
+def test_sync_barrier_ga_names_its_type() -> None:
+    proto = ready_proto(dialect="openai")
+    proto.sync()
+    assert sent(proto)[0]["session"] == {"type": "realtime"}
+
+
+def test_sync_barrier_refused_still_counts_as_handled() -> None:
+    proto = ready_proto()
+    proto.sync()
+    (msg,) = sent(proto)
+    refusal = ev("error.nested")
+    refusal["error"]["event_id"] = msg["event_id"]
+    proto.receive(refusal)
     assert proto.synced
 
 
