@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pipeline.errors import ConfigError, FormatError, SessionError, SessionRemoteError
+from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
     Audio,
     AudioFormat,
@@ -995,11 +995,7 @@ async def realtime_session(
                 if isinstance(item, _End):
                     break
                 if isinstance(item, _Failed):
-                    if isinstance(item.exc, SessionError | ConfigError | FormatError):
-                        raise item.exc
-                    raise SessionRemoteError(
-                        f"realtime session failed: {type(item.exc).__name__}: {item.exc}"
-                    ) from item.exc
+                    raise item.exc  # ours say what happened; anything else is a bug: as is
                 if isinstance(item, _AudioOut):
                     yield run.materialize(item)
                 else:
