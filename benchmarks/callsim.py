@@ -490,7 +490,12 @@ async def _get(port: int, path: str) -> str:
 
 @contextlib.contextmanager
 def serve_process(
-    yaml_text: str, *, cpu: int | None = None, max_calls: int = 1000, prefix: str = ""
+    yaml_text: str,
+    *,
+    cpu: int | None = None,
+    max_calls: int = 1000,
+    prefix: str = "",
+    nice: int = 0,
 ) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
@@ -504,6 +509,8 @@ def serve_process(
         cmd += ["--drain-timeout", "5"]
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]
         env = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
         env.pop("PIPELINE_SERVE_TOKEN", None)
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -606,6 +613,8 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     if len(cpus) >= 2 and not args.no_pin:
         server_cpu, client_cpu = sorted(cpus)[-1], sorted(cpus)[0]
         os.sched_setaffinity(0, {client_cpu})
+    if args.nice:
+        os.nice(args.nice)  # the callers too (a negative value needs privileges)
     rows = []
     for engine in args.engine:
         with contextlib.ExitStack() as stack:
@@ -626,7 +635,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     emulator_chunk_ms=args.emulator_chunk_ms,
                 )
             proc, port = stack.enter_context(
-                serve_process(yaml_text, cpu=server_cpu, prefix=args.prefix)
+                serve_process(yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice)
             )
             reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
             expected = len(reference[0].received_audio)
@@ -686,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--turns", type=int, default=3, help="turns per call (3, of 7.1 s each)")
     ld.add_argument("--pace", type=float, default=1.0, help="emulator reply pace (1: real time)")
     ld.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ld.add_argument(
+        "--nice", type=int, default=0, help="niceness of the server and callers (a shared box)"
+    )
     ld.add_argument("--keep-going", action="store_true", help="run every step even after a fail")
     ld.add_argument("--json", help="write the rows to this file")
     ld.add_argument("--yaml", help="serve this pipelines file instead of the phone pipeline")
