@@ -428,6 +428,12 @@ class _Run:
             self.played = value.pts
 
     @property
+    def endpoint(self) -> str:
+        """The URL connected to, without its query, for messages."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+    @property
     def out_pts(self) -> float:
         """Media time of the end of the audio that left the stage."""
         return self.out_samples / self.cfg.output_format.rate
@@ -660,7 +666,7 @@ class _Run:
                 failures += 1
                 if failures > self.s.reconnect_attempts:
                     raise SessionRemoteError(
-                        f"cannot connect to {self.s.endpoint} after {failures} attempts: "
+                        f"cannot connect to {self.endpoint} after {failures} attempts: "
                         f"{exc}; check the url and the network",
                         code="connect_failed",
                     ) from None
@@ -673,7 +679,7 @@ class _Run:
             failures = 0 if became_ready else failures + 1
             if failures > self.s.reconnect_attempts:
                 raise SessionRemoteError(
-                    f"{self.s.endpoint} closed the connection {failures} times before the "
+                    f"{self.endpoint} closed the connection {failures} times before the "
                     "session was ready; check the model and the session parameters",
                     code="connect_failed",
                 )
@@ -715,19 +721,19 @@ class _Run:
             )
         except InvalidURI:
             raise ConfigError(
-                f"parameter 'url': {self.s.endpoint!r} is not a ws:// or wss:// URL"
+                f"parameter 'url': {self.endpoint!r} is not a ws:// or wss:// URL"
             ) from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
                 raise SessionRemoteError(
-                    f"{self.s.endpoint} refused the API key from {self.s.api_key_env} "
+                    f"{self.endpoint} refused the API key from {self.s.api_key_env} "
                     f"(HTTP {status}); check that the key is valid and allowed to use the model",
                     code=str(status),
                 ) from None
             if 400 <= status < 500 and status not in (408, 429):
                 raise SessionRemoteError(
-                    f"{self.s.endpoint} refused the connection (HTTP {status}); check the url "
+                    f"{self.endpoint} refused the connection (HTTP {status}); check the url "
                     "and the model",
                     code=str(status),
                 ) from None
@@ -769,7 +775,7 @@ class _Run:
             code, reason = ws.close_code, ws.close_reason
         except TimeoutError:
             raise SessionRemoteError(
-                f"no session.updated from {self.s.endpoint} within {self.s.ready_timeout_s:g} s "
+                f"no session.updated from {self.endpoint} within {self.s.ready_timeout_s:g} s "
                 "of session.update; the service may not accept the session parameters "
                 "(raise session_timeout_s if it is just slow)",
                 code="session_timeout",

@@ -1156,3 +1156,11 @@ async def test_emulator_telephony_g711_both_ways(law: str, wire: str) -> None:
     audio = [f for f in out if isinstance(f, Audio)]
     assert audio and {(a.encoding, a.rate) for a in audio} == {(law, 8000)}
     assert sum(a.num_samples for a in audio) == pytest.approx(8000 * 1.333, abs=400)
+
+
+@aio
+async def test_emulator_provider_403_names_the_endpoint() -> None:
+    run = Run(context(), provider="emulator", input_rate=16000, emulator={"reject_status": 403})
+    run.feed.end()
+    with pytest.raises(SessionRemoteError, match=r"^ws://127\.0\.0\.1:\d+/v1/realtime refused"):
+        await run.rest()
