@@ -50,6 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
+    BYTES_PER_SAMPLE,
     Audio,
     AudioFormat,
     Encoding,
@@ -324,6 +325,64 @@ def _explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, A
 # ----------------------------------------------------------------------------- output queue
 
 
+class AudioBatcher:
+    """Input audio cut into ``input_audio_buffer.append``-sized pieces: 20–100 ms each (small
+    frames are joined, large ones split), each with the pts of its first sample. With
+    ``fill_gaps``, a jump forward in the frames' pts (a gate that dropped silence) becomes up to
+    ``GAP_FILL_MAX_S`` of silence, so a server's VAD hears the pause. No I/O."""
+
+    def __init__(self, fmt: AudioFormat, *, fill_gaps: bool) -> None:
+        self.fmt = fmt
+        self.fill_gaps = fill_gaps
+        width = BYTES_PER_SAMPLE[fmt.encoding]
+        self.min_bytes = fmt.rate * MIN_APPEND_MS // 1000 * width
+        self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
+        self._buf = bytearray()
+        self._buf_pts = 0.0
+        #: media time just after the last sample pushed (None before any)
+        self.next_pts: float | None = None
+
+    def push(self, frame: Audio) -> list[tuple[float, bytes]]:
+        """Add a frame (already checked to be in ``fmt``); the pieces now complete."""
+        out: list[tuple[float, bytes]] = []
+        if self.fill_gaps and self.next_pts is not None:
+            gap = frame.pts - self.next_pts
+            if gap > 0.005:
+                out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), self.next_pts)
+        out += self._add(frame.data, frame.pts)
+        self.next_pts = frame.end_pts
+        return out
+
+    def pad(self, seconds: float) -> list[tuple[float, bytes]]:
+        """Append ``seconds`` of silence after what was pushed; the pieces now complete."""
+        at = self.next_pts if self.next_pts is not None else self._buf_pts
+        out = self._add(self.silence_bytes(seconds), at)
+        self.next_pts = at + seconds
+        return out
+
+    def flush(self) -> list[tuple[float, bytes]]:
+        """The rest, however short (end of a turn, end of the input)."""
+        return self._take(final=True)
+
+    def silence_bytes(self, seconds: float) -> bytes:
+        return SILENCE_BYTE[self.fmt.encoding] * int(seconds * self.fmt.rate)
+
+    def _add(self, data: bytes, pts: float) -> list[tuple[float, bytes]]:
+        if not self._buf:
+            self._buf_pts = pts
+        self._buf += data
+        return self._take(final=False)
+
+    def _take(self, *, final: bool) -> list[tuple[float, bytes]]:
+        out: list[tuple[float, bytes]] = []
+        while len(self._buf) >= self.min_bytes or (final and self._buf):
+            n = min(len(self._buf), self.max_bytes)
+            out.append((self._buf_pts, bytes(self._buf[:n])))
+            del self._buf[:n]
+            self._buf_pts += n / self.fmt.bytes_per_second
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class _AudioOut:
     data: bytes
@@ -343,41 +402,82 @@ class _Failed:
 _OutItem = Frame | _AudioOut | _End | _Failed
 
 
-class _OutQueue:
-    """What the stage will yield. Never blocks a producer: the reader must keep reading (a
-    barge-in can arrive while downstream is slow), and what it holds is what the server sent
-    ahead, which a barge-in drops. ``urgent`` puts an item first and drops queued audio."""
+class Playout:
+    """The stage's output side: what it will yield, and where the assistant's audio stands.
 
-    def __init__(self) -> None:
+    The queue never blocks a producer: the reader must keep reading (a barge-in can arrive
+    while downstream is slow), and what it holds is what the server sent ahead, which a
+    barge-in drops. Audio is stamped with its pts as it leaves (counted in samples: exact, and
+    dropped audio leaves no hole); :meth:`heard_ms` says how much of an item was heard: up to
+    the position a sink reported as played (:meth:`on_played`), else what left the stage."""
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.fmt = fmt
         self._q: deque[_OutItem] = deque()
         self._ev = asyncio.Event()
+        self.samples_out = 0
+        self.played: float | None = None
+        self._item = ""
+        self._item_start: dict[str, float] = {}
+        self.interrupted_at = -1.0
+
+    @property
+    def pts(self) -> float:
+        """Media time of the end of the audio that left the stage."""
+        return self.samples_out / self.fmt.rate
 
     def put(self, item: _OutItem) -> None:
         self._q.append(item)
         self._ev.set()
 
-    def urgent(self, item: _OutItem) -> int:
+    def interrupt(self, frame: Interrupt) -> int:
+        """Put ``frame`` first and drop the queued audio; returns how many chunks were dropped."""
         kept = [x for x in self._q if not isinstance(x, _AudioOut)]
         dropped = len(self._q) - len(kept)
-        self._q = deque([item, *kept])
+        self._q = deque([frame, *kept])
         self._ev.set()
+        self.interrupted_at = self.pts
         return dropped
 
     def has_audio(self) -> bool:
         return any(isinstance(x, _AudioOut) for x in self._q)
 
-    async def get(self) -> _OutItem:
+    def lagging(self) -> bool:
+        """A sink reported playing behind what left the stage (and it was not cut since)."""
+        if self.played is None:
+            return False
+        return self.played < self.pts - 0.02 and self.pts > self.interrupted_at
+
+    def on_played(self, value: Any) -> None:
+        """Bus callback (topic ``played``): reports outside our output's timeline are ignored."""
+        if isinstance(value, Played) and 0.0 <= value.pts <= self.pts + 1e-6:
+            self.played = value.pts
+
+    def heard_ms(self, item_id: str) -> int:
+        """Milliseconds of ``item_id`` heard (0 if none of it left the stage)."""
+        start = self._item_start.get(item_id)
+        if start is None:
+            return 0
+        heard = self.pts if self.played is None else min(self.played, self.pts)
+        return max(0, round((heard - start) * 1000))
+
+    async def get(self) -> Frame | _End | _Failed:
         while not self._q:
             self._ev.clear()
             await self._ev.wait()
-        return self._q.popleft()
+        item = self._q.popleft()
+        if not isinstance(item, _AudioOut):
+            return item
+        if item.item_id != self._item:
+            self._item = item.item_id
+            self._item_start.setdefault(item.item_id, self.pts)
+        fmt = self.fmt
+        frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.pts)
+        self.samples_out += frame.num_samples
+        return frame
 
 
 # ----------------------------------------------------------------------------- the run
-
-
-class _Closed(Exception):
-    """The connection ended (why: in the message)."""
 
 
 class _Run:
@@ -389,54 +489,34 @@ class _Run:
         self.log = ctx.log
         self.url = url
         self.cfg = s.session
-        self.out = _OutQueue()
+        self.out = Playout(self.cfg.output_format)
         self.proto = p.RealtimeProtocol(self.cfg)
         self.ws: Any = None
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
         self.input_done = asyncio.Event()
         self.closing = False
+        self.recycling = False
         self.send_lock = asyncio.Lock()
+        self.sessions = 0
         # input
-        fmt = self.cfg.input_format
-        width = 2 if fmt.encoding == "pcm16" else 1
-        self.min_bytes = fmt.rate * MIN_APPEND_MS // 1000 * width
-        self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
-        self.batch = bytearray()
-        self.batch_pts = 0.0
-        self.next_in_pts: float | None = None
-        self.conn_origin: float | None = None
+        self.batcher = AudioBatcher(self.cfg.input_format, fill_gaps=self.cfg.server_vad)
+        self.conn_origin: float | None = None  # pts of the first audio sent on this connection
         self.server_speaking = False
         self.expect_response = False
-        self.recycling = False
         # output
-        self.out_samples = 0  # assistant audio that left the stage (pts from a count: exact)
-        self.last_item = ""
-        self.item_start: dict[str, float] = {}
-        self.played: float | None = None
         self.response = ""
         self.response_audio = False
         self.muted = ""
-        self.interrupted_at = -1.0
-        self.sessions = 0
-        ctx.bus.subscribe(PLAYED, self._on_played)
+        ctx.bus.subscribe(PLAYED, self.out.on_played)
 
     # -- helpers
-
-    def _on_played(self, value: Any) -> None:
-        if isinstance(value, Played) and 0.0 <= value.pts <= self.out_pts + 1e-6:
-            self.played = value.pts
 
     @property
     def endpoint(self) -> str:
         """The URL connected to, without its query, for messages."""
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-    @property
-    def out_pts(self) -> float:
-        """Media time of the end of the audio that left the stage."""
-        return self.out_samples / self.cfg.output_format.rate
 
     def emit(self, frame: Frame) -> None:
         self.out.put(frame)
@@ -455,16 +535,6 @@ class _Run:
                     self.log.debug("send failed; the connection is closing", error=str(exc))
                     return
 
-    def materialize(self, item: _AudioOut) -> Audio:
-        """Stamp queued audio with the next pts as it leaves the stage."""
-        if item.item_id != self.last_item:
-            self.last_item = item.item_id
-            self.item_start.setdefault(item.item_id, self.out_pts)
-        fmt = self.cfg.output_format
-        frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.out_pts)
-        self.out_samples += frame.num_samples
-        return frame
-
     # -- input pump
 
     async def pump_input(self, frames: AsyncIterator[Frame]) -> None:
@@ -480,11 +550,11 @@ class _Run:
             case Audio():
                 check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
                 await self.wait_ready()
-                self.add_audio(f)
+                self.send_audio(self.batcher.push(f))
                 await self.flush()
             case Text():
                 await self.wait_ready()
-                self.send_batch(final=True)
+                self.send_audio(self.batcher.flush())
                 self.proto.send_text(f.text, f.role)
                 await self.flush()
             case ToolResult():
@@ -502,72 +572,39 @@ class _Run:
             case SpeechStopped():
                 self.emit(f)
                 if not self.cfg.server_vad and self.ready.is_set():
-                    self.send_batch(final=True)
+                    self.send_audio(self.batcher.flush())
                     self.proto.user_turn_ended()
                     await self.flush()
                     self.changed.set()
             case _:
                 pass
 
-    def add_audio(self, f: Audio) -> None:
-        if self.cfg.server_vad and self.next_in_pts is not None:
-            gap = f.pts - self.next_in_pts
-            if gap > 0.005:
-                self.add_bytes(self.silence(min(gap, GAP_FILL_MAX_S)), self.next_in_pts)
-        self.add_bytes(f.data, f.pts)
-        self.next_in_pts = f.end_pts
-
-    def silence(self, seconds: float) -> bytes:
-        fmt = self.cfg.input_format
-        return SILENCE_BYTE[fmt.encoding] * int(seconds * fmt.rate)
-
-    def add_bytes(self, data: bytes, pts: float) -> None:
-        if not self.batch:
-            self.batch_pts = pts
-        self.batch += data
-        self.send_batch(final=False)
-
-    def send_batch(self, *, final: bool) -> None:
-        bps = self.cfg.input_format.bytes_per_second
-        while len(self.batch) >= self.min_bytes or (final and self.batch):
-            n = min(len(self.batch), self.max_bytes)
-            chunk = bytes(self.batch[:n])
-            del self.batch[:n]
+    def send_audio(self, pieces: list[tuple[float, bytes]]) -> None:
+        for pts, data in pieces:
             if self.conn_origin is None:
-                self.conn_origin = self.batch_pts
-            self.proto.append_audio(chunk)
-            self.batch_pts += n / bps
+                self.conn_origin = pts
+            self.proto.append_audio(data)
 
     # -- barge-in
 
     def audio_flowing(self) -> bool:
-        if self.out.has_audio():
-            return True
+        """Assistant audio is queued here, arriving, or still playing at a sink."""
         rid = self.proto.active_response
-        if rid is not None and rid != self.muted and self.response_audio:
-            return True
-        lag = self.played is not None and self.played < self.out_pts - 0.02
-        return lag and self.out_pts > self.interrupted_at
+        arriving = rid is not None and rid != self.muted and self.response_audio
+        return arriving or self.out.has_audio() or self.out.lagging()
 
     async def barge_in(self, *, local: bool) -> None:
         if not self.audio_flowing():
             return
         rid = self.proto.active_response or self.response
-        dropped = self.out.urgent(Interrupt(pts=self.out_pts, response_id=rid))
+        dropped = self.out.interrupt(Interrupt(pts=self.out.pts, response_id=rid))
         self.muted = rid
-        self.interrupted_at = self.out_pts
-        item = self.proto.assistant_item
-        start = self.item_start.get(item)
-        if start is None:
-            played_ms = 0
-        else:
-            heard = self.out_pts if self.played is None else min(self.played, self.out_pts)
-            played_ms = max(0, round((heard - start) * 1000))
+        played_ms = self.out.heard_ms(self.proto.assistant_item)
         self.log.info(
             "barge-in: interrupting the assistant",
             by="vad_gate" if local else "server_vad",
             response_id=rid,
-            dropped_frames=dropped,
+            dropped_chunks=dropped,
             played_ms=played_ms,
         )
         if self.ready.is_set():
@@ -834,15 +871,16 @@ class _Run:
             forward.cancel()
             done.cancel()
         await self.ready.wait()
-        self.send_batch(final=True)
         if not self.cfg.server_vad:
+            self.send_audio(self.batcher.flush())
             self.proto.user_turn_ended()
         elif self.conn_origin is not None:
             # Let the server's VAD hear the end of a turn cut short by the end of the input.
             silence_ms = self.cfg.turn_detection.silence_duration_ms or 500
-            pad = max(END_PAD_S, silence_ms / 1000 + 0.2)
-            self.add_bytes(self.silence(pad), self.next_in_pts or self.batch_pts)
-            self.send_batch(final=True)
+            self.send_audio(self.batcher.pad(max(END_PAD_S, silence_ms / 1000 + 0.2)))
+            self.send_audio(self.batcher.flush())
+        else:
+            self.send_audio(self.batcher.flush())
         self.proto.sync()  # answered once the server has handled everything sent before
         await self.flush()
         try:
@@ -1002,10 +1040,7 @@ async def realtime_session(
                     break
                 if isinstance(item, _Failed):
                     raise item.exc  # ours say what happened; anything else is a bug: as is
-                if isinstance(item, _AudioOut):
-                    yield run.materialize(item)
-                else:
-                    yield item
+                yield item
         finally:
             for t in tasks:
                 t.cancel()

@@ -23,6 +23,8 @@ import numpy as np
 import orjson
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -45,7 +47,14 @@ from pipeline.frames import (
 )
 from pipeline.stage import PLAYED, Peer, Played, StageContext, spec_of
 from pipeline.testing import check_stage_async
-from stages.realtime.session import realtime_session, resolve_settings
+from stages.realtime import emulator
+from stages.realtime.session import (
+    AudioBatcher,
+    Playout,
+    _AudioOut,
+    realtime_session,
+    resolve_settings,
+)
 
 SECRET = "sk-TEST-do-not-leak-4242"
 SAFETY_S = 10.0  # a hung test fails after this; nothing waits for it in a passing run
@@ -1011,8 +1020,6 @@ async def test_missing_key_is_a_config_error() -> None:
 
 # ----------------------------------------------------------------------------- against the emulator
 
-emulator = pytest.importorskip("stages.realtime.emulator")
-
 
 def utterance(rate: int = 16000) -> list[Audio]:
     """0.5 s silence, 1 s of a loud tone, 1 s silence, as 20 ms frames."""
@@ -1164,3 +1171,66 @@ async def test_emulator_provider_403_names_the_endpoint() -> None:
     run.feed.end()
     with pytest.raises(SessionRemoteError, match=r"^ws://127\.0\.0\.1:\d+/v1/realtime refused"):
         await run.rest()
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+@given(
+    sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=30),
+    rate=st.sampled_from([8000, 16000, 24000]),
+)
+def test_batcher_pieces_are_20_to_100_ms_whatever_the_frame_sizes(
+    sizes: list[int], rate: int
+) -> None:
+    batcher = AudioBatcher(AudioFormat("pcm16", rate), fill_gaps=False)
+    frames, pts = [], 0.0
+    for i, n in enumerate(sizes):
+        frames.append(Audio(np.full(n, i, "<i2").tobytes(), "pcm16", rate, pts=pts))
+        pts += n / rate
+    pieces = [piece for f in frames for piece in batcher.push(f)] + batcher.flush()
+    data = b"".join(d for _, d in pieces)
+    assert data == b"".join(f.data for f in frames)
+    ms = [len(d) / 2 / rate * 1000 for _, d in pieces]
+    assert all(m <= 100 for m in ms)
+    assert all(m >= 20 for m in ms[:-1])
+    position = 0
+    for piece_pts, d in pieces:  # each piece's pts is where its first sample is
+        assert piece_pts == pytest.approx(position / 2 / rate)
+        position += len(d)
+
+
+def test_batcher_fills_gaps_and_pads_with_the_codec_silence() -> None:
+    batcher = AudioBatcher(AudioFormat("pcmu", 8000), fill_gaps=True)
+    a = Audio(b"\x01" * 160, "pcmu", 8000, pts=0.0)
+    b = Audio(b"\x02" * 160, "pcmu", 8000, pts=0.1)  # 80 ms gap
+    pieces = batcher.push(a) + batcher.push(b) + batcher.pad(0.05) + batcher.flush()
+    data = b"".join(d for _, d in pieces)
+    assert data == b"\x01" * 160 + b"\xff" * 640 + b"\x02" * 160 + b"\xff" * 400
+
+
+def test_batcher_caps_a_long_gap() -> None:
+    batcher = AudioBatcher(AudioFormat("pcm16", 8000), fill_gaps=True)
+    batcher.push(Audio(b"\x00\x00" * 160, "pcm16", 8000, pts=0.0))
+    pieces = batcher.push(Audio(b"\x01\x00" * 160, "pcm16", 8000, pts=60.0)) + batcher.flush()
+    assert sum(len(d) for _, d in pieces) == (8000 + 160 + 160) * 2 - 320  # 1 s of silence, not 60
+
+
+@aio
+async def test_playout_interrupt_jumps_ahead_and_drops_queued_audio() -> None:
+    out = Playout(AudioFormat("pcm16", 8000))
+    out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
+    out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
+    out.put(Transcript("assistant", "hi", True))
+    first = await out.get()
+    assert isinstance(first, Audio) and first.pts == 0.0
+    assert out.interrupt(Interrupt(pts=out.pts, response_id="r1")) == 1
+    assert await out.get() == Interrupt(pts=0.1, response_id="r1")
+    assert await out.get() == Transcript("assistant", "hi", True)
+    assert not out.has_audio()
+    assert out.heard_ms("item_1") == 100
+    out.on_played(Played("sink", 0.04))
+    assert out.heard_ms("item_1") == 40
+    out.on_played(Played("other timeline", 7.0))  # ignored
+    assert out.heard_ms("item_1") == 40
+    assert out.heard_ms("never_played") == 0
