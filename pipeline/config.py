@@ -326,9 +326,23 @@ def load(
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(Problem(f"{path}: no such file", "check the path")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(Problem(f"{path}: cannot read: {exc}", "")) from None
+        raise ConfigError(Problem("no such file", "check the path", str(path))) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            Problem("is a folder, not a file", "name the pipelines YAML file", str(path))
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            Problem(
+                f"not UTF-8 text (bad byte at offset {exc.start})",
+                "save it as UTF-8 YAML",
+                str(path),
+            )
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            Problem(f"cannot read: {exc.strerror or exc}", "check its permissions", str(path))
+        ) from None
     return load_text(
         text,
         name,
