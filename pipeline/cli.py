@@ -109,7 +109,13 @@ def _log_args(p: argparse.ArgumentParser, fmt: Any, level: Any, debug: Any) -> N
         default=fmt,
         help="log format on stderr (default: console on a terminal, else json)",
     )
-    p.add_argument("--log-level", default=level, help="debug, info, warning, error")
+    p.add_argument(
+        "--log-level",
+        default=level,
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="debug, info, warning, error (default info)",
+    )
     p.add_argument(
         "--debug", action="store_true", default=debug, help="show tracebacks for failures"
     )
@@ -135,9 +141,6 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     try:
         text = Path(args.file).read_text(encoding="utf-8")
         names = [args.name] if args.name else list(pipeline_names(text))
-    except FileNotFoundError:
-        _err(console, f"{args.file}: no such file")
-        return EXIT_BAD_INPUT
     except Exception:
         names = [args.name] if args.name else [None]  # load() will report the syntax error
     problems = []
@@ -170,10 +173,16 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def cmd_stages(args: argparse.Namespace, console: Console) -> int:
     if not console.is_terminal:
         console = Console(width=140)
+    # `pipeline stages mystages:gain` from the project folder finds mystages.py, as
+    # `pipeline run` finds it next to the YAML file.
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         console.print(stage_catalogue(args.type))
     except LookupError as exc:
-        _err(Console(stderr=True), str(exc).strip("'\""))
+        # str() of a LookupError is its repr (quoted); the message is args[0]
+        _err(Console(stderr=True), str(exc.args[0]) if exc.args else str(exc))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -209,6 +218,10 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    if _writes_stdout(p):
+        # a stage writes to standard output (`jsonl_sink` with path: -): keep that stream
+        # clean for `| jq` and put the live view and the summary on stderr
+        console = Console(stderr=True)
     live: Live | None = None
     if console.is_terminal and not args.no_live:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
@@ -230,6 +243,17 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
     if summary.status == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _writes_stdout(p: Any) -> bool:
+    """Whether a stage of pipeline ``p`` writes to standard output (an output path ``-``)."""
+    for node in p.nodes.values():
+        if node.spec is None:
+            continue
+        for name, param in node.spec.params.items():
+            if param.path_role == "output" and str(node.values.get(name)) == "-":
+                return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
