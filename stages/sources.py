@@ -12,7 +12,9 @@ The sample generation is plain synchronous code (:class:`SignalGenerator`); WAV 
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -51,9 +53,22 @@ class _Pacer:
         await self._ctx.clock.sleep_until(self._start + pts)
 
 
-def _check_frame_ms(ctx: StageContext, frame_ms: int) -> None:
+def _frame_ms_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    frame_ms = values.get("frame_ms", 20)
     if frame_ms <= 0:
-        raise StageError(ctx.id, f"frame_ms must be at least 1, got {frame_ms}")
+        return [("frame_ms", f"frame_ms must be at least 1, got {frame_ms}")]
+    return []
+
+
+def _raise_first(ctx: StageContext, problems: list[tuple[str, str]]) -> None:
+    """Called as a stage starts, for callers that skipped ``pipeline validate`` (Python)."""
+    if problems:
+        raise StageError(ctx.id, problems[0][1])
+
+
+def _check_wav_source(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Bad numbers are found by ``pipeline validate`` (exit 2), not once the run has started."""
+    return _frame_ms_problems(values)
 
 
 # ---------------------------------------------------------------------------- wav_source
@@ -63,7 +78,7 @@ def _wav_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioForm
     return read_header(params["path"]).format
 
 
-@stage("wav_source", emits=(Audio,), output_format=_wav_format)
+@stage("wav_source", emits=(Audio,), output_format=_wav_format, check=_check_wav_source)
 async def wav_source(
     *,
     path: InputPath,
@@ -83,7 +98,7 @@ async def wav_source(
         frame_ms: milliseconds of audio per frame
         loop: start over at the end of the file (forever, until the run stops)
     """
-    _check_frame_ms(ctx, frame_ms)
+    _raise_first(ctx, _frame_ms_problems({"frame_ms": frame_ms}))
     with WavReader(path) as reader:
         fmt = reader.format
         n = frame_samples(fmt.rate, frame_ms)
@@ -158,7 +173,35 @@ def _signal_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioF
     return AudioFormat(params.get("encoding", "pcm16"), int(params.get("rate", 16000)))
 
 
-@stage("signal_source", emits=(Audio,), output_format=_signal_format)
+def _check_signal_source(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Bad numbers are found by ``pipeline validate`` (exit 2), not once the run has started."""
+    out = _frame_ms_problems(values)
+    rate = values.get("rate", 16000)
+    if rate <= 0:
+        out.append(("rate", f"rate must be a positive number of Hz, got {rate}"))
+    amplitude = values.get("amplitude", 0.5)
+    if not 0.0 <= amplitude <= 1.0:  # also refuses nan
+        out.append(
+            ("amplitude", f"amplitude is a fraction of full scale (0 to 1), got {amplitude:g}")
+        )
+    seconds = values.get("seconds", 1.0)
+    if not math.isfinite(seconds):
+        out.append(("seconds", f"seconds must be a finite number, got {seconds:g}"))
+    elif seconds < 0:
+        out.append(("seconds", f"seconds must be 0 or more, got {seconds:g}"))
+    freq = values.get("freq", 440.0)
+    if values.get("kind", "sine") == "sine" and rate > 0 and not 0.0 <= freq <= rate / 2:
+        out.append(
+            (
+                "freq",
+                f"freq must be between 0 and half the rate ({rate / 2:g} Hz) or the tone "
+                f"aliases, got {freq:g}",
+            )
+        )
+    return out
+
+
+@stage("signal_source", emits=(Audio,), output_format=_signal_format, check=_check_signal_source)
 async def signal_source(
     *,
     kind: Kind = "sine",
@@ -185,15 +228,8 @@ async def signal_source(
         frame_ms: milliseconds of audio per frame
         pace: fast (as fast as taken) or realtime (one frame per frame_ms on the clock)
     """
-    _check_frame_ms(ctx, frame_ms)
-    if rate <= 0:
-        raise StageError(ctx.id, f"rate must be a positive number of Hz, got {rate}")
-    if not 0.0 <= amplitude <= 1.0:
-        raise StageError(
-            ctx.id, f"amplitude is a fraction of full scale (0 to 1), got {amplitude:g}"
-        )
-    if seconds < 0:
-        raise StageError(ctx.id, f"seconds must be 0 or more, got {seconds:g}")
+    values = {"frame_ms": frame_ms, "rate": rate, "amplitude": amplitude, "seconds": seconds}
+    _raise_first(ctx, _check_signal_source(values | {"kind": kind, "freq": freq}, Path()))
     gen = SignalGenerator(kind, rate=rate, freq=freq, amplitude=amplitude, seed=seed)
     total = round(seconds * rate)
     pacer = _Pacer(ctx, pace)
