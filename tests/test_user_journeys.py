@@ -1,0 +1,650 @@
+"""User journeys through the ``pipeline`` command, run as a user runs them: real subprocesses in a
+fresh folder with the user's own YAML and WAV files, asserting on exit codes and the exact text.
+
+Most commands are independent, so the ``batch`` fixture starts them together (a few at a time)
+and each test reads its own result; the journeys that need timing (Ctrl-C, a server) run on their
+own and wait on output markers, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+_EXE = Path(sys.executable).parent / "pipeline"
+PIPELINE = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "pipeline"]
+SECRET = "xai-QA-do-not-print-7f3a9c"  # a fake key; it must never be printed anywhere
+TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one command did."""
+
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        """stderr without the structured log lines (JSON, as stderr is not a terminal)."""
+        return [ln for ln in self.err.splitlines() if not ln.startswith("{")]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.pop("CALLER_PACE", None)
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """Run ``pipeline ARGS`` in ``cwd`` and wait for it."""
+    p = subprocess.run(
+        [*PIPELINE, *args],
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return 0.3 * np.sin(2 * np.pi * 440 * t)
+
+
+# ------------------------------------------------------------------------------ the files
+
+
+def make_files(d: Path) -> None:
+    """The user's folder: WAVs of every kind, good and bad, and the YAML files."""
+    shutil.copytree(ROOT / "examples", d / "examples")
+    shutil.copy(ROOT / "pipelines.yaml", d / "pipelines.yaml")
+    x = tone(0.2, 16000)
+    sf.write(d / "pcm16.wav", x, 16000, subtype="PCM_16")
+    sf.write(d / "ulaw.wav", tone(0.2, 8000), 8000, subtype="ULAW")
+    sf.write(d / "stereo_float.wav", np.stack([x, -x / 2], 1).astype(np.float32), 16000, "FLOAT")
+    sf.write(d / "adpcm.wav", tone(0.2, 8000), 8000, subtype="IMA_ADPCM")
+    good = (d / "pcm16.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(good[:-1001])
+    (d / "empty.wav").write_bytes(b"")
+    (d / "song.wav").write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(2000))  # an MP3
+    with wave.open(str(d / "zero.wav"), "wb") as w:  # no samples at all
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+    (d / "afile").write_text("not a folder")
+    (d / "latin1.yaml").write_bytes(b"version: 1\n# caf\xe9\n")
+
+    write(
+        d,
+        "mistakes.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              t: {type: signal_source, seconds: "abc", frq: 3}
+              s: {type: null_snk}
+              t: {type: null_sink}
+            links: [t -> s, t -> x, "t ->", 5]
+        """,
+    )
+    write(
+        d,
+        "syntax.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              t: {type: signal_source, seconds: 0.1
+              s: {type: null_sink}
+        """,
+    )
+    write(
+        d,
+        "problems.yaml",
+        """
+        version: 1
+        pipelines:
+          truncated:
+            stages:
+              src: {type: wav_source, path: truncated.wav}
+              out: {type: null_sink}
+            links: [src -> out]
+          empty:
+            stages:
+              src: {type: wav_source, path: empty.wav}
+              out: {type: null_sink}
+            links: [src -> out]
+          mp3:
+            stages:
+              src: {type: wav_source, path: song.wav}
+              out: {type: null_sink}
+            links: [src -> out]
+          adpcm:
+            stages:
+              src: {type: wav_source, path: adpcm.wav}
+              out: {type: null_sink}
+            links: [src -> out]
+          missing:
+            stages:
+              src: {type: wav_source, path: nowhere.wav}
+              out: {type: null_sink}
+            links: [src -> out]
+          ulaw-to-resample:
+            stages:
+              src: {type: wav_source, path: ulaw.wav}
+              up: {type: resample, rate: 16000}
+              out: {type: null_sink}
+            links: [src -> up -> out]
+          pcm16k-to-encode:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              enc: {type: g711_encode}
+              out: {type: null_sink}
+            links: [src -> enc -> out]
+          session-rate:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              agent: {type: realtime_session, provider: emulator, input_rate: 24000}
+              out: {type: null_sink}
+            links: [src -> agent -> out]
+          audio-to-log:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              log: {type: jsonl_sink, path: out/e.jsonl}
+            links: [src -> log]
+          numbers:
+            stages:
+              t: {type: signal_source, rate: -5, seconds: .inf, amplitude: 2, frame_ms: 0}
+              n: {type: signal_source, rate: 8000, freq: 5000, seconds: .nan}
+              w: {type: wav_source, path: pcm16.wav, frame_ms: -20}
+              s: {type: null_sink}
+            links: [t -> s, n -> s, w -> s]
+        """,
+    )
+    write(
+        d,
+        "convert.yaml",
+        """
+        version: 1
+        pipelines:
+          convert:
+            stages:
+              stereo: {type: wav_source, path: stereo_float.wav, pace: fast}
+              zero: {type: wav_source, path: zero.wav, pace: fast}
+              mono: {type: wav_sink, path: out/new/mono.wav}
+              nothing: {type: wav_sink, path: out/new/nothing.wav}
+              tone: {type: signal_source, seconds: 0.1, rate: 8000, amplitude: 0.5}
+              quieter: {type: "mystages:gain", db: -6}
+              gain: {type: wav_sink, path: out/gain.wav}
+            links: [stereo -> mono, zero -> nothing, tone -> quieter -> gain]
+        """,
+    )
+    write(
+        d,
+        "env.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              t: {type: signal_source, seconds: "${QA_SECONDS}", rate: "${QA_RATE:-8000}"}
+              s: {type: wav_sink, path: "${QA_OUT:-out}/env.wav"}
+            links: [t -> s]
+        """,
+    )
+    write(
+        d,
+        "stdout.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              src: {type: wav_source, path: examples/caller_8k_ulaw.wav, pace: fast}
+              vad: {type: vad_gate, engine: energy, mode: annotate}
+              sink: {type: null_sink}
+              log: {type: jsonl_sink, path: "-"}
+            links: [src -> vad -> sink, vad -> log]
+        """,
+    )
+    write(
+        d,
+        "grok.yaml",
+        """
+        version: 1
+        pipelines:
+          grok:
+            stages:
+              src: {type: signal_source, seconds: 0.1, rate: 16000}
+              agent: {type: realtime_session, provider: xai, input_rate: 16000,
+                      reconnect_attempts: 1, connect_timeout_s: 2}
+              out: {type: wav_sink, path: out/grok.wav}
+              log: {type: jsonl_sink, path: out/grok.jsonl}
+            links: [src -> agent -> out, agent -> log]
+        """,
+    )
+    # The README's own code, copied as written.
+    write(
+        d,
+        "mystages.py",
+        '''
+        # mystages.py
+        from collections.abc import AsyncIterator
+        from pipeline import Audio, Frame, stage
+
+        @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True)
+        async def gain(frames: AsyncIterator[Frame], *, db: float = 0.0) -> AsyncIterator[Frame]:
+            """Scale pcm16 audio.
+
+            Parameters:
+                db: gain in decibels
+            """
+            k = 10 ** (db / 20)
+            async for f in frames:
+                yield Audio.from_samples(f.samples() * k, f.rate, f.pts) if isinstance(f, Audio) else f
+        ''',  # noqa: E501 (the README's line, as written)
+    )
+    write(
+        d,
+        "compose.py",
+        """
+        from mystages import gain
+        from pipeline import Pipeline
+
+        p = Pipeline("tone")
+        p.add("tone", "signal_source", kind="sine", freq=440, rate=8000, seconds=2)
+        p.add("louder", gain, db=6)
+        p.add("out", "wav_sink", path="out/tone.wav")
+        p.link("tone", "louder", "out")
+        summary = p.run()             # or: await p.run_async()
+        print(summary.stage("louder").frames_out, summary.realtime_factor)
+        """,
+    )
+
+
+# The independent commands: name -> (args, extra environment).
+COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "default_run": (["run", "pipelines.yaml"], {"CALLER_PACE": "fast"}),
+    "validate_repo": (["validate", "pipelines.yaml"], {}),
+    "mistakes": (["validate", "mistakes.yaml"], {}),
+    "problems": (["validate", "problems.yaml"], {}),
+    "syntax": (["run", "syntax.yaml"], {}),
+    "no_file": (["run", "nofile.yaml"], {}),
+    "latin1": (["graph", "latin1.yaml"], {}),
+    "convert": (["run", "convert.yaml", "--log-level", "INFO"], {}),
+    "env_set": (
+        ["run", "env.yaml", "--set", "t.rate=16000", "--set", "t.seconds=0.04"],
+        {"QA_SECONDS": "0.1", "QA_OUT": "out/env"},
+    ),
+    "set_abuse": (
+        ["validate", "env.yaml", "--set", "t.rat=1", "--set", "x.y=1", "--set", "noequals"],
+        {},
+    ),
+    "stdout_log": (["run", "stdout.yaml", "--log-level", "WARNING"], {}),
+    "grok_no_key": (["run", "grok.yaml"], {}),
+    "grok_fake_key": (["run", "grok.yaml", "--log-level", "debug"], {"XAI_API_KEY": SECRET}),
+    "stages_all": (["stages"], {}),
+    "stages_unknown": (["stages", "nope"], {}),
+    "stages_user": (["stages", "mystages:gain"], {}),
+    "graph_mermaid": (["graph", "pipelines.yaml"], {}),
+    "graph_dot": (["graph", "pipelines.yaml", "tone", "--format", "dot"], {}),
+    "emu_tool_call": (["emulator", "--tool-call", "garbage"], {}),
+}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("user")
+    make_files(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def batch(folder: Path) -> dict[str, Result]:
+    """Every independent command, run a few at a time."""
+
+    def one(item: tuple[str, tuple[list[str], dict[str, str]]]) -> tuple[str, Result]:
+        name, (args, extra) = item
+        return name, cli(*args, cwd=folder, env=_env(**extra))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(pool.map(one, COMMANDS.items()))
+    compose = subprocess.run(
+        [sys.executable, "compose.py"], cwd=folder, capture_output=True, text=True, timeout=60
+    )
+    results["compose"] = Result(compose.returncode, compose.stdout, compose.stderr)
+    return results
+
+
+# ------------------------------------------------------------------------------ the journeys
+
+
+def test_default_pipeline_runs_end_to_end(batch: dict[str, Result], folder: Path) -> None:
+    r = batch["default_run"]
+    assert r.rc == 0, r.err
+    assert r.out.startswith("pipeline 'phone-agent' completed: 7.57 s of media in ")
+    info = sf.info(folder / "out" / "reply.wav")
+    assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "ULAW")
+    assert info.duration > 1.0
+    events = [json.loads(ln) for ln in (folder / "out" / "events.jsonl").read_text().splitlines()]
+    calls = [e["name"] for e in events if e["type"] == "tool_call"]
+    assert calls == ["get_time", "lookup_order"]
+    results = [e for e in events if e["type"] == "tool_result"]
+    assert [e["is_error"] for e in results] == [False, False]
+    assert '"status":"out for delivery"' in results[1]["output"]
+
+
+def test_validate_the_repo_pipelines_without_a_key(batch: dict[str, Result]) -> None:
+    assert batch["validate_repo"] == Result(0, "pipelines.yaml: ok (3 pipelines)\n", "")
+
+
+def test_every_mistake_of_a_file_at_once(batch: dict[str, Result]) -> None:
+    r = batch["mistakes"]
+    assert r.rc == 2
+    assert r.out.splitlines() == [
+        "mistakes.yaml:5:41: stage 't' (signal_source): parameter 'seconds' (float): Input "
+        "should be a valid number, unable to parse string as a number, got 'abc'",
+        "mistakes.yaml:5:53: stage 't' (signal_source): stage type 'signal_source' has no "
+        "parameter 'frq'; did you mean 'freq'?",
+        "mistakes.yaml:6:17: stage 's': unknown stage type 'null_snk'; did you mean 'null_sink'?",
+        "mistakes.yaml:7:7: duplicate stage id key 't' (first at line 5); give each a unique name",
+        "mistakes.yaml:8:21: link 't -> x' names unknown stage 'x'; define it under stages",
+        "mistakes.yaml:8:29: cannot read link 't ->'; write 'a -> b -> c'",
+        "mistakes.yaml:8:37: cannot read link 5; write 'a -> b' or {chain: 'a -> b', capacity: 8}",
+        "7 problems found",
+    ]
+
+
+def test_yaml_syntax_error_names_the_line(batch: dict[str, Result]) -> None:
+    r = batch["syntax"]
+    assert (r.rc, r.out) == (2, "")
+    assert r.err_lines == [
+        "syntax.yaml:6:8: YAML syntax error: expected ',' or '}', but got ':'; fix the YAML syntax"
+    ]
+
+
+def test_unreadable_pipeline_files_give_one_line(batch: dict[str, Result]) -> None:
+    assert batch["no_file"] == Result(2, "", "nofile.yaml: no such file; check the path\n")
+    assert batch["latin1"] == Result(
+        2, "", "latin1.yaml: not UTF-8 text (bad byte at offset 16); save it as UTF-8 YAML\n"
+    )
+
+
+def test_bad_files_formats_and_numbers_found_before_running(
+    batch: dict[str, Result], folder: Path
+) -> None:
+    r = batch["problems"]
+    assert r.rc == 2
+    assert r.out.splitlines() == [
+        # bad WAVs
+        "problems.yaml:5:37: stage 'src' (wav_source): truncated.wav: data chunk says 6400 "
+        "bytes, file has 5399; the file is truncated",
+        "problems.yaml:10:37: stage 'src' (wav_source): empty.wav: empty file (0 bytes), not a "
+        "WAV file",
+        "problems.yaml:15:37: stage 'src' (wav_source): song.wav: not a WAV file (starts with "
+        "b'ID3\\x04')",
+        "problems.yaml:20:37: stage 'src' (wav_source): adpcm.wav: IMA ADPCM (WAV format tag "
+        "0x0011) is not supported; convert it with e.g. 'sox IN.wav -e signed-integer -b 16 "
+        "OUT.wav'",
+        "problems.yaml:25:37: stage 'src' (wav_source): input file 'nowhere.wav' does not exist "
+        f"(looked for {folder / 'nowhere.wav'}); check the path (relative paths start at the "
+        "YAML file's folder)",
+        # format mismatches
+        "problems.yaml:33:13: link 'src -> up': stage 'up' (resample) gets pcmu 8000 Hz audio; "
+        "resample needs pcm16; add {type: g711_decode} before it",
+        "problems.yaml:39:13: link 'src -> enc': stage 'enc' (g711_encode) gets 16000 Hz audio; "
+        "G.711 needs 8000 Hz; add {type: resample, rate: 8000} before it",
+        "problems.yaml:45:13: link 'src -> agent': stage 'agent' (realtime_session) gets pcm16 "
+        "16000 Hz audio; its input is pcm16 24000 Hz (input_format/input_rate); add {type: "
+        "resample, rate: 24000} before it, or set input_rate: 16000",
+        "problems.yaml:50:13: link 'src -> log' can carry nothing: 'src' (wav_source) emits "
+        "audio; 'log' (jsonl_sink) accepts error, interrupt, response_done, response_started, "
+        "speech_started, speech_stopped, text, tool_call, tool_result, transcript; remove the "
+        "link or put a converting stage between them",
+        # impossible numbers: found by validate (exit 2), not once the run has started
+        "problems.yaml:53:38: stage 't' (signal_source): rate must be a positive number of Hz, "
+        "got -5",
+        "problems.yaml:53:51: stage 't' (signal_source): seconds must be a finite number, got inf",
+        "problems.yaml:53:68: stage 't' (signal_source): amplitude is a fraction of full scale "
+        "(0 to 1), got 2",
+        "problems.yaml:53:81: stage 't' (signal_source): frame_ms must be at least 1, got 0",
+        "problems.yaml:54:50: stage 'n' (signal_source): freq must be between 0 and half the "
+        "rate (4000 Hz) or the tone aliases, got 5000",
+        "problems.yaml:54:65: stage 'n' (signal_source): seconds must be a finite number, got nan",
+        "problems.yaml:55:56: stage 'w' (wav_source): frame_ms must be at least 1, got -20",
+        "16 problems found",
+    ]
+
+
+def test_converted_wavs_an_empty_wav_and_a_user_stage_run(
+    batch: dict[str, Result], folder: Path
+) -> None:
+    r = batch["convert"]
+    assert r.rc == 0, r.err
+    assert "2 channels mixed to mono by their mean" in r.err
+    assert '"pipeline starting"' in r.err  # --log-level INFO (any case)
+    mono, rate = sf.read(folder / "out" / "new" / "mono.wav", dtype="int16")
+    assert (rate, mono.shape) == (16000, (3200,))
+    x = tone(0.2, 16000).astype(np.float32).astype(np.float64)
+    expected = np.clip(np.rint((x - x / 2) / 2 * 32768), -32768, 32767)
+    assert np.abs(mono - expected).max() <= 1
+    info = sf.info(folder / "out" / "new" / "nothing.wav")
+    assert (info.frames, info.samplerate) == (0, 16000)
+    data, _ = sf.read(folder / "out" / "gain.wav", dtype="int16")
+    assert abs(int(np.abs(data).max()) - round(0.5 * 32767 * 10 ** (-6 / 20))) <= 2
+
+
+def test_environment_variables_and_set(batch: dict[str, Result], folder: Path) -> None:
+    r = batch["set_abuse"]  # QA_SECONDS unset as well
+    assert r.rc == 2
+    assert r.out.splitlines() == [
+        "env.yaml:5:7: stage 't' (signal_source): stage type 'signal_source' has no parameter "
+        "'rat'; did you mean 'rate'?",
+        "env.yaml:5:41: environment variable QA_SECONDS is not set; export QA_SECONDS=... or "
+        "write ${QA_SECONDS:-default}",
+        "env.yaml:5:41: stage 't' (signal_source): parameter 'seconds' (float): Input should be "
+        "a valid number, unable to parse string as a number, got ''",
+        "<command line>: --set 'noequals': expected ID.PARAM=VALUE; e.g. --set agent.voice=rex",
+        "env.yaml: --set x.y: no stage 'x' in pipeline 'a'; check the stage id",
+        "5 problems found",
+    ]
+    r = batch["env_set"]
+    assert r.rc == 0, r.err
+    data, rate = sf.read(folder / "out" / "env" / "env.wav", dtype="int16")
+    assert (rate, len(data)) == (16000, 640)
+
+
+def test_event_log_on_stdout_stays_json(batch: dict[str, Result]) -> None:
+    r = batch["stdout_log"]
+    assert r.rc == 0, r.err
+    events = [json.loads(line) for line in r.out.splitlines()]
+    assert [e["type"] for e in events] == ["speech_started", "speech_stopped"] * 2
+    assert r.err.startswith("pipeline 'a' completed")  # the summary; no info logs
+
+
+def test_grok_without_a_key(batch: dict[str, Result]) -> None:
+    r = batch["grok_no_key"]
+    assert r.rc == 2
+    (line,) = r.err_lines[-1:]
+    assert "environment variable XAI_API_KEY is not set; export your API key in it" in line
+    assert line.startswith("error: stage 'agent' failed: ")
+
+
+def test_grok_with_a_fake_key_and_no_network(batch: dict[str, Result], folder: Path) -> None:
+    r = batch["grok_fake_key"]
+    assert r.rc == 1
+    assert r.err_lines[-1].startswith(
+        "error: stage 'agent' failed: cannot connect to wss://api.x.ai/v1/realtime after "
+    )
+    assert r.err_lines[-1].endswith("; check the url and the network")
+    assert "Traceback" not in r.err
+    for text in (r.out, r.err, (folder / "out" / "grok.jsonl").read_text()):
+        assert SECRET not in text
+    assert sf.info(folder / "out" / "grok.wav").frames == 0  # a valid, empty WAV
+
+
+def test_stage_catalogue(batch: dict[str, Result]) -> None:
+    r = batch["stages_all"]
+    assert r.rc == 0
+    for name in ("wav_source", "signal_source", "resample", "g711_decode", "g711_encode"):
+        assert f"│ {name} " in r.out
+    for name in ("vad_gate", "realtime_session", "tool_router", "wav_sink", "jsonl_sink"):
+        assert f"│ {name} " in r.out
+    assert "pace (realtime | fast) = 'realtime'" in r.out
+    assert batch["stages_unknown"] == Result(
+        2,
+        "",
+        "error: unknown stage type 'nope'; see 'pipeline stages' for the list, or use "
+        "'package.module:function'\n",
+    )
+    # the README's stage, from the folder that holds mystages.py
+    assert batch["stages_user"].rc == 0
+    assert "db (float) = 0.0: gain in decibels" in batch["stages_user"].out
+
+
+def test_graph_both_formats(batch: dict[str, Result]) -> None:
+    r = batch["graph_mermaid"]
+    assert r.rc == 0
+    lines = r.out.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert "    caller -->|audio [pcmu 8000 Hz]| decode" in lines
+    assert "    tools -.->|tool_result| agent" in lines
+    assert batch["graph_dot"] == Result(
+        0,
+        'digraph "tone" {\n'
+        "    rankdir=LR;\n"
+        "    node [shape=box];\n"
+        '    "tone" [label="tone\\nsignal_source"];\n'
+        '    "sink" [label="sink\\nnull_sink"];\n'
+        '    "tone" -> "sink" [label="audio [pcm16 8000 Hz]"];\n'
+        "}\n",
+        "",
+    )
+
+
+def test_readme_composition_in_python(batch: dict[str, Result], folder: Path) -> None:
+    r = batch["compose"]
+    assert r.rc == 0, r.err
+    frames, factor = r.out.splitlines()[-1].split()
+    assert frames == "100" and float(factor) > 1
+    data, rate = sf.read(folder / "out" / "tone.wav", dtype="int16")
+    assert (rate, len(data)) == (8000, 16000)
+    assert abs(int(np.abs(data).max()) - round(0.5 * 32767 * 10 ** (6 / 20))) <= 2
+
+
+def test_emulator_refuses_bad_flags(batch: dict[str, Result]) -> None:
+    assert batch["emu_tool_call"] == Result(
+        2,
+        "",
+        "pipeline emulator: bad settings: --tool-call 'garbage': expected TURN:NAME[:JSON], "
+        'e.g. 1:get_time:\'{"city": "Tokyo"}\'\n',
+    )
+
+
+# ------------------------------------------------------------------------ timed journeys
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*PIPELINE, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _wait_for(stream: Iterator[str], marker: Callable[[str], bool]) -> list[str]:
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if marker(line):
+            return seen
+    raise AssertionError("marker never came; output:\n" + "".join(seen))
+
+
+def test_ctrl_c_during_the_default_pipeline(folder: Path) -> None:
+    p = _start(["run", "pipelines.yaml", "--log-format", "json"], folder, _env())
+    try:
+        assert p.stderr is not None
+        _wait_for(p.stderr, lambda line: '"session ready"' in line)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        p.kill()
+    assert p.returncode == 130
+    assert "draining the pipeline" in err
+    assert "Traceback" not in err
+    assert out.startswith("pipeline 'phone-agent' interrupted: ")
+    info = sf.info(folder / "out" / "reply.wav")
+    assert (info.samplerate, info.subtype) == (8000, "ULAW")
+    for line in (folder / "out" / "events.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_an_emulator_that_refuses_the_key(folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "reject.yaml").write_text("reject_status: 401\n")
+    emu = _start(["emulator", "--port", "0", "--config", "reject.yaml"], tmp_path, _env())
+    try:
+        assert emu.stderr is not None
+        (line,) = _wait_for(emu.stderr, lambda line: "listening on" in line)
+        url = line.split("listening on ")[1].strip()
+        assert url.startswith("ws://127.0.0.1:")
+        write(
+            tmp_path,
+            "p.yaml",
+            f"""
+            version: 1
+            pipelines:
+              a:
+                stages:
+                  src: {{type: signal_source, seconds: 0.1, rate: 16000}}
+                  agent: {{type: realtime_session, provider: xai, url: "{url}",
+                          input_rate: 16000}}
+                  out: {{type: wav_sink, path: out.wav}}
+                links: [src -> agent -> out]
+            """,
+        )
+        r = cli("run", "p.yaml", "--log-level", "debug", cwd=tmp_path, env=_env(XAI_API_KEY=SECRET))
+    finally:
+        emu.kill()
+        emu.communicate()
+    assert r.rc == 1
+    assert r.err_lines[-1] == (
+        f"error: stage 'agent' failed: {url} refused the API key from XAI_API_KEY (HTTP 401); "
+        "check that the key is valid and allowed to use the model"
+    )
+    assert SECRET not in r.out + r.err
