@@ -883,8 +883,10 @@ class _Run:
             self.send_audio(self.batcher.flush())
         self.proto.sync()  # answered once the server has handled everything sent before
         await self.flush()
+        # asked to stop (Ctrl-C): close at once; else wait for what is owed
+        wait_s = 0.0 if self.ctx.stopping.is_set() else self.s.response_timeout_s
         try:
-            async with asyncio.timeout(self.s.response_timeout_s):
+            async with asyncio.timeout(wait_s):
                 await self.until(
                     lambda: (
                         not self.ready.is_set()
@@ -897,11 +899,12 @@ class _Run:
                     )
                 )
         except TimeoutError:
-            self.log.warning(
-                "input ended; stopped waiting for the response and tool results",
-                response_timeout_s=self.s.response_timeout_s,
-                pending_calls=list(self.proto.pending_calls),
-            )
+            if wait_s:
+                self.log.warning(
+                    "input ended; stopped waiting for the response and tool results",
+                    response_timeout_s=self.s.response_timeout_s,
+                    pending_calls=list(self.proto.pending_calls),
+                )
         self.closing = True
         ws = self.ws
         if ws is not None:

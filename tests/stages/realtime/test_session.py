@@ -976,6 +976,23 @@ async def test_end_of_input_gives_up_on_a_response_that_never_ends() -> None:
 
 
 @aio
+async def test_asked_to_stop_closes_without_waiting_for_the_response() -> None:
+    async def stuck(conn: Conn) -> None:
+        await conn.handshake()
+        await conn.next("response.create")
+        await conn.send(type="response.created", response={"id": "resp_1"})
+
+    async with ScriptedPeer(stuck).running() as peer:
+        ctx = context(RealClock())
+        run = Run(ctx, **params(peer.url))  # response_timeout_s: 30 s, not waited for
+        run.feed.put(Text("hi"))
+        await run.until(ResponseStarted)
+        ctx.stopping.set()  # Ctrl-C: the sources end
+        run.feed.end()
+        assert await run.rest() == []
+
+
+@aio
 async def test_recycles_the_session_after_max_session_s() -> None:
     async with ScriptedPeer(handshake_only).running() as peer:
         with structlog.testing.capture_logs() as logs:
