@@ -262,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     console = Console(stderr=False)
+    if not console.is_terminal:  # piped or captured: wide enough that tables do not wrap names
+        console = Console(stderr=False, width=140)
     errors = Console(stderr=True)
     handler: Callable[..., int] = args.handler
     # Subcommands added by plugin modules may take (args) or (args, console).

@@ -407,6 +407,8 @@ class Runner:
             inbox = Inbox(in_chans, stop_at_forward_end=not spec.cycle_aware) if in_chans else None
             if inbox is not None:
                 inbox.on_forward_end.append(self.contexts[head].forward_ended)
+                if not any(not c.feedback for c in in_chans):  # only feedback inputs
+                    self.contexts[head].forward_ended.set()
             out_links = [(lk, self.channels[lk.name]) for lk in outs[chain[-1].id]]
             segments.append(_Segment(chain, inbox, out_links))
         return segments

@@ -410,7 +410,10 @@ def resolve(type_name: str) -> StageSpec:
             if not callable(obj):
                 raise LookupError(f"'{type_name}' is not a function")
             try:
-                spec = make_spec(obj, name=type_name)
+                # Undeclared: it may emit anything (a source or a transform), or nothing at all
+                # if it never yields; the graph treats it as emitting every frame type.
+                emits = FRAME_TYPES if inspect.isasyncgenfunction(obj) else ()
+                spec = make_spec(obj, name=type_name, emits=emits)
             except TypeError as exc:
                 raise LookupError(str(exc)) from None
         return spec
