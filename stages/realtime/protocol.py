@@ -86,7 +86,7 @@ DEFAULT_API_KEY_ENV: dict[Dialect, str] = {
     "openai-beta": "OPENAI_API_KEY",
 }
 DEFAULT_TRANSCRIPTION_MODEL: dict[Dialect, str] = {
-    "xai": "grok-transcribe",
+    "xai": "",  # documented as optional ("grok-transcribe" is only a third-party claim)
     "openai": "gpt-4o-mini-transcribe",
     "openai-beta": "whisper-1",
 }
@@ -338,7 +338,7 @@ class SessionConfig:
     output_format: AudioFormat = PCM24K
     turn_detection: TurnDetection = TurnDetection()
     tools: tuple[Mapping[str, Any], ...] = ()
-    #: input transcription model; None: off
+    #: input transcription: None off; "" on with the server's default model; else the model
     transcription: str | None = None
 
     @property
@@ -351,7 +351,9 @@ def session_update_payload(config: SessionConfig) -> dict[str, Any]:
     d = config.dialect
     td = config.turn_detection.to_wire(d)
     tools = [dict(t) for t in config.tools]
-    transcription = {"model": config.transcription} if config.transcription else None
+    transcription: dict[str, Any] | None = None
+    if config.transcription is not None:
+        transcription = {"model": config.transcription} if config.transcription else {}
     session: dict[str, Any]
     if d == "openai-beta":
         session = {"modalities": ["text", "audio"]}

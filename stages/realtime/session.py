@@ -205,7 +205,7 @@ def resolve_settings(
     voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
     transcription = params.get("transcription", True)
     if transcription is True:
-        transcription = p.DEFAULT_TRANSCRIPTION_MODEL[dialect]
+        transcription = p.DEFAULT_TRANSCRIPTION_MODEL[dialect]  # "": the server's default
     elif not transcription:
         transcription = None
     session = p.SessionConfig(

@@ -946,3 +946,10 @@ def test_any_sequence_of_spec_events_never_raises(names: list[str]) -> None:
         proto.receive(FIXTURES[name])
         proto.data_to_send()
     assert proto.state in ("ready", "responding")
+
+
+def test_input_transcription_on_with_the_servers_model() -> None:
+    audio_in = p.session_update_payload(full_config("xai", transcription=""))["audio"]["input"]
+    assert audio_in["transcription"] == {}
+    beta = p.session_update_payload(full_config("openai-beta", transcription=""))
+    assert beta["input_audio_transcription"] == {}
