@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import aiostream
 
 from .clock import Clock, VirtualClock
 from .errors import FormatError
@@ -30,19 +32,40 @@ def make_context(
     )
 
 
-async def _feed(frames: Iterable[Frame]) -> AsyncIterator[Frame]:
+async def _feed(frames: Iterable[Frame] | AsyncIterable[Frame]) -> AsyncIterator[Frame]:
+    if isinstance(frames, AsyncIterable):
+        it = aiter(frames)
+        try:
+            async for f in it:
+                yield f
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
     for f in frames:
         yield f
 
 
+async def merge(*sources: AsyncIterable[Frame]) -> AsyncIterator[Frame]:
+    """Several inputs as one, each frame as soon as its source yields it (a fan-in, as the
+    runtime's inbox does for a stage with several links): e.g. paced caller audio beside tool
+    results for a session under test. Every source is closed when the merge is (aiostream's
+    stream context)."""
+    async with aiostream.stream.merge(*sources).stream() as streamer:
+        async for frame in streamer:
+            yield frame
+
+
 async def run_stage_async(
     stage: str | StageSpec | Callable[..., Any],
-    frames: Iterable[Frame] = (),
+    frames: Iterable[Frame] | AsyncIterable[Frame] = (),
     *,
     ctx: StageContext | None = None,
     **params: Any,
 ) -> list[Frame]:
-    """Run one stage over ``frames`` (ignored for a source) and collect its output."""
+    """Run one stage over ``frames`` (a list, or an async iterable such as :func:`merge`;
+    ignored for a source) and collect its output."""
     spec = spec_for(stage)
     values, problems = spec.validate(params)
     if problems:
@@ -59,7 +82,7 @@ async def run_stage_async(
 
 def run_stage(
     stage: str | StageSpec | Callable[..., Any],
-    frames: Iterable[Frame] = (),
+    frames: Iterable[Frame] | AsyncIterable[Frame] = (),
     *,
     ctx: StageContext | None = None,
     **params: Any,

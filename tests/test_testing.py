@@ -250,3 +250,31 @@ def test_run_stage_map_function() -> None:
     out = run_stage(negate, [*AUDIO[:1], Text("x")])
     assert out[0] == Audio(b"\xff\xff" * 160, "pcm16", 8000) and out[1] == Text("x")
     check_stage(negate, FRAMES)
+
+
+def test_merge_feeds_a_stage_from_several_paced_inputs_in_time_order() -> None:
+    from pipeline import Audio, Text, VirtualClock
+    from pipeline.testing import merge, run_stage_async
+    from tests import stagekit
+
+    clock = VirtualClock()
+
+    async def audio() -> AsyncIterator[Frame]:
+        for i in range(3):
+            await clock.sleep_until(i * 0.02)
+            yield Audio(b"\x00\x00" * 160, "pcm16", 8000, pts=i * 0.02)
+
+    async def texts() -> AsyncIterator[Frame]:
+        await clock.sleep_until(0.03)
+        yield Text("hello")
+
+    async def go() -> list[Frame]:
+        return await run_stage_async(stagekit.passthrough, merge(audio(), texts()))
+
+    out = asyncio.run(go())
+    assert [(f.type, f.pts) for f in out] == [
+        ("audio", 0.0),
+        ("audio", 0.02),
+        ("text", None),
+        ("audio", 0.04),
+    ]
