@@ -570,8 +570,8 @@ async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -
     url = f"ws://127.0.0.1:{port}/media"
     before = parse_metrics(await _get(port, "/metrics"))
     t0 = time.monotonic()
-    # call starts spread over one turn, as real calls are not in step; with three turns per
-    # call, all n calls are up at once for two turns' time
+    # call starts spread over one turn, as real calls are not in step; with two turns per
+    # call, all n calls are up at once for one turn's time
     records = await run_calls(url, audio, n, spread_s=spread_s, tail_s=15.0, quiet_s=1.0)
     wall = time.monotonic() - t0
     after = parse_metrics(await _get(port, "/metrics"))
@@ -595,7 +595,7 @@ async def load_step(port: int, audio: bytes, n: int, spread_s: float = TURN_S) -
     }
 
 
-def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV, turns: int = 3) -> bytes:
+def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV, turns: int = 2) -> bytes:
     """The caller of the load test: ``turns`` times the example's first utterance (0-2.6 s)
     then 4.5 s of silence (Twilio keeps streaming while the caller listens) in which the whole
     reply plays. No barge-in: every call must get exactly the same reply bytes."""
@@ -652,6 +652,11 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 core = (busy1 - busy0) / max(1.0, total1 - total0)
                 row["server_core_busy"] = round(core, 2)
                 row["server_core_others"] = round(max(0.0, core - cpu), 2)
+                # CPU per call while it is up (the step's wall also holds the ramp and tail)
+                call_s = n * len(audio) / RATE
+                per_call = (cpu * wall) / call_s if call_s else 0.0
+                row["server_cpu_per_call"] = round(per_call, 5)
+                row["calls_per_core_by_cpu"] = round(1 / per_call) if per_call else None
                 p99 = row["server_lateness_p99_le_s"]
                 row.update(
                     engine=engine,
@@ -692,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine", default="webrtc", help="VAD engines, comma separated (webrtc,energy,silero)"
     )
     ld.add_argument("--wav", default=str(EXAMPLE_WAV))
-    ld.add_argument("--turns", type=int, default=3, help="turns per call (3, of 7.1 s each)")
+    ld.add_argument("--turns", type=int, default=2, help="turns per call (2, of 7.1 s each)")
     ld.add_argument("--pace", type=float, default=1.0, help="emulator reply pace (1: real time)")
     ld.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ld.add_argument(
