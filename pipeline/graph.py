@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import itertools
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,7 @@ class Pipeline:
         problems += self._check_params()
         problems += self._check_links()
         self._mark_feedback()
+        problems += self._check_cycles()
         problems += self._propagate_types()
         problems += self._propagate_formats()
         problems += self._check_connected()
@@ -200,6 +202,7 @@ class Pipeline:
 
     def _check_params(self) -> list[Problem]:
         out: list[Problem] = []
+        writers: dict[Path, str] = {}  # output file -> the stage that writes it
         for node in self.nodes.values():
             spec = node.spec
             if spec is None:
@@ -236,6 +239,16 @@ class Pipeline:
                             where,
                         )
                     )
+                if p.path_role == "output" and isinstance(v, Path) and str(v) != "-":
+                    problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
+                    if problem:
+                        node.ok = False
+                        where = node.param_where.get(name, node.where)
+                        out.append(
+                            self._p(
+                                f"stage '{node.id}' ({spec.name}): {problem[0]}", problem[1], where
+                            )
+                        )
         return out
 
     def _check_links(self) -> list[Problem]:
@@ -323,6 +336,23 @@ class Pipeline:
         for r in roots:
             if r not in state:
                 visit(r)
+
+    def _check_cycles(self) -> list[Problem]:
+        """A plain stage linked to itself takes back everything it emits, so the link fills
+        and the stage waits on itself for ever."""
+        out: list[Problem] = []
+        for link in self.live_links():
+            spec = self.nodes[link.src].spec
+            if link.src == link.dst and spec is not None and not spec.cycle_aware:
+                out.append(
+                    self._p(
+                        f"link '{link.name}' links stage '{link.src}' to itself: it would take "
+                        "back everything it emits and the run would never end",
+                        "remove the link",
+                        link.where,
+                    )
+                )
+        return out
 
     def topo_order(self) -> list[str]:
         """Stage ids in order along forward links (feedback links ignored)."""
@@ -508,3 +538,36 @@ class Pipeline:
 def resolve_type(name: str) -> StageSpec:
     """Look up a stage type (re-exported for the CLI)."""
     return resolve(name)
+
+
+def _output_problem(
+    path: Path, raw: Any, writers: dict[Path, str], stage_id: str
+) -> tuple[str, str] | None:
+    """(problem, fix) for an output file that cannot be written, or that another stage writes
+    too; None when it looks writable (the run still reports a full disk or the like)."""
+    shown = f"'{raw}'" if raw not in (None, "") else "''"
+    if path.is_dir():
+        return (f"output path {shown} is a folder ({path})", "name a file in it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return (
+                    f"output path {shown}: {parent} is a file, not a folder",
+                    "choose another path",
+                )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return (
+                    f"output path {shown}: no permission to write in {parent}",
+                    "choose a folder you can write in",
+                )
+            break
+    if path.exists() and not path.is_file():
+        return None  # /dev/null and the like: any number of stages may write there
+    key = path.resolve()
+    if key in writers:
+        return (
+            f"output path {shown} is written by stage '{writers[key]}' too",
+            "give each stage its own file",
+        )
+    writers[key] = stage_id
+    return None

@@ -194,6 +194,37 @@ def make_files(d: Path) -> None:
     )
     write(
         d,
+        "outputs.yaml",
+        """
+        version: 1
+        pipelines:
+          one-file-two-writers:
+            stages:
+              src: {type: wav_source, path: examples/caller_8k_ulaw.wav}
+              vad: {type: vad_gate, engine: energy, mode: annotate}
+              audio: {type: wav_sink, path: out/x.wav}
+              log: {type: jsonl_sink, path: out/x.wav}
+            links: [src -> vad -> audio, vad -> log]
+          not-a-file:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              here: {type: wav_sink, path: ""}
+              folder: {type: wav_sink, path: examples}
+              under-a-file: {type: wav_sink, path: afile/x.wav}
+              discard1: {type: wav_sink, path: /dev/null}
+              discard2: {type: wav_sink, path: /dev/null}
+            links: [src -> here, src -> folder, src -> under-a-file, src -> discard1,
+                    src -> discard2]
+          self-loop:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              down: {type: resample, rate: 8000}
+              out: {type: null_sink}
+            links: [src -> down -> down -> out]
+        """,
+    )
+    write(
+        d,
         "convert.yaml",
         """
         version: 1
@@ -299,6 +330,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
     "validate_repo": (["validate", "pipelines.yaml"], {}),
     "mistakes": (["validate", "mistakes.yaml"], {}),
     "problems": (["validate", "problems.yaml"], {}),
+    "outputs": (["validate", "outputs.yaml"], {}),
     "syntax": (["run", "syntax.yaml"], {}),
     "no_file": (["run", "nofile.yaml"], {}),
     "latin1": (["graph", "latin1.yaml"], {}),
@@ -444,6 +476,26 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "problems.yaml:54:65: stage 'n' (signal_source): seconds must be a finite number, got nan",
         "problems.yaml:55:56: stage 'w' (wav_source): frame_ms must be at least 1, got -20",
         "16 problems found",
+    ]
+
+
+def test_unwritable_outputs_and_self_loops_found_before_running(
+    batch: dict[str, Result], folder: Path
+) -> None:
+    r = batch["outputs"]
+    assert r.rc == 2
+    assert r.out.splitlines() == [
+        "outputs.yaml:8:37: stage 'log' (jsonl_sink): output path 'out/x.wav' is written by "
+        "stage 'audio' too; give each stage its own file",
+        f"outputs.yaml:13:36: stage 'here' (wav_sink): output path '' is a folder ({folder}); "
+        "name a file in it",
+        "outputs.yaml:14:38: stage 'folder' (wav_sink): output path 'examples' is a folder "
+        f"({folder / 'examples'}); name a file in it",
+        "outputs.yaml:15:44: stage 'under-a-file' (wav_sink): output path 'afile/x.wav': "
+        f"{folder / 'afile'} is a file, not a folder; choose another path",
+        "outputs.yaml:25:13: link 'down -> down' links stage 'down' to itself: it would take "
+        "back everything it emits and the run would never end; remove the link",
+        "5 problems found",
     ]
 
 
