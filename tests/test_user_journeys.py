@@ -351,7 +351,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
     "stages_user": (["stages", "mystages:gain"], {}),
     "graph_mermaid": (["graph", "pipelines.yaml"], {}),
     "graph_dot": (["graph", "pipelines.yaml", "tone", "--format", "dot"], {}),
-    "emu_tool_call": (["emulator", "--tool-call", "garbage"], {}),
+    "emu_port": (["emulator", "--port", "99999"], {}),
+    "emu_config": (["emulator", "--config", "mistakes.yaml"], {}),
 }
 
 
@@ -616,11 +617,16 @@ def test_readme_composition_in_python(batch: dict[str, Result], folder: Path) ->
 
 
 def test_emulator_refuses_bad_flags(batch: dict[str, Result]) -> None:
-    assert batch["emu_tool_call"] == Result(
+    assert batch["emu_port"] == Result(
         2,
         "",
-        "pipeline emulator: bad settings: --tool-call 'garbage': expected TURN:NAME[:JSON], "
-        'e.g. 1:get_time:\'{"city": "Tokyo"}\'\n',
+        "pipeline emulator: --port 99999 is not a port; give 0 to 65535 (0 picks a free one)\n",
+    )
+    assert batch["emu_config"] == Result(
+        2,
+        "",
+        'pipeline emulator: bad settings: mistakes.yaml:7:7: found duplicate key "t" with value '
+        '"{}" (original value: "{}"); fix the YAML syntax\n',
     )
 
 

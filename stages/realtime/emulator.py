@@ -1975,8 +1975,20 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     values: Json = {}
     if getattr(args, "config", None):
         from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
 
-        values = dict(YAML(typ="safe").load(Path(args.config).read_text()) or {})
+        try:
+            loaded = YAML(typ="safe").load(Path(args.config).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{args.config}: not UTF-8 text; save it as UTF-8") from None
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{args.config}:{mark.line + 1}:{mark.column + 1}" if mark else args.config
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ValueError(f"{where}: {problem}; fix the YAML syntax") from None
+        if not isinstance(loaded, dict | None):
+            raise ValueError(f"{args.config}: expected a mapping of settings (key: value)")
+        values = dict(loaded or {})
     for key in (
         "dialect", "think_ms", "pace", "reply", "reply_text", "tone_ms", "chunk_ms",
         "error_shape", "ping_interval_ms", "transcripts",
@@ -2011,6 +2023,13 @@ async def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """``pipeline emulator``: serve until Ctrl-C (exit 130); 2 for bad settings."""
+    if not 0 <= args.port <= 65535:
+        print(
+            f"pipeline emulator: --port {args.port} is not a port; give 0 to 65535 "
+            "(0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = config_from_args(args)
     except ValidationError as exc:
