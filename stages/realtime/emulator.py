@@ -45,6 +45,7 @@ import base64
 import binascii
 import contextlib
 import copy
+import errno
 import http
 import math
 import re
@@ -2046,9 +2047,9 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
+        fix = "pick another --port" if exc.errno == errno.EADDRINUSE else "check --host"
         print(
-            f"pipeline emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
-            "pick another --port",
+            f"pipeline emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}; {fix}",
             file=sys.stderr,
         )
         return 1
