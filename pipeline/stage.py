@@ -241,14 +241,13 @@ def make_spec(
         __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
         **fields,
     )
-    doc = (inspect.getdoc(func) or "").strip().splitlines()
     emits_t = emits
     if not is_gen and not emits_t:
         emits_t = accepts
     return StageSpec(
         name=name,
         func=func,
-        doc=doc[0] if doc else "",
+        doc=_summary(inspect.getdoc(func) or ""),
         params=params,
         accepts=accepts,
         emits=emits_t,
@@ -262,6 +261,16 @@ def make_spec(
         kind="generator" if is_gen else "map",
         model=model,
     )
+
+
+def _summary(doc: str) -> str:
+    """The docstring's first paragraph on one line: a first sentence may wrap."""
+    lines: list[str] = []
+    for line in doc.strip().splitlines():
+        if not line.strip() or line.strip().rstrip(":") in ("Parameters", "Args"):
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
 
 
 def _path_role(ann: Any) -> str:

@@ -575,6 +575,7 @@ def test_stage_catalogue(batch: dict[str, Result]) -> None:
     for name in ("vad_gate", "realtime_session", "tool_router", "wav_sink", "jsonl_sink"):
         assert f"│ {name} " in r.out
     assert "pace (realtime | fast) = 'realtime'" in r.out
+    assert "timestamps); ends when the call" in " ".join(r.out.split())  # a 2-line summary
     assert batch["stages_unknown"] == Result(
         2,
         "",
