@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -221,7 +222,7 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
     if _writes_stdout(p):
         # a stage writes to standard output (`jsonl_sink` with path: -): keep that stream
         # clean for `| jq` and put the live view and the summary on stderr
-        console = Console(stderr=True)
+        console = Console(stderr=True, width=None if _sized(sys.stderr) else 120)
     live: Live | None = None
     if console.is_terminal and not args.no_live:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
@@ -245,6 +246,11 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _sized(stream: Any) -> bool:
+    """Whether the width of ``stream`` is known (a terminal, or COLUMNS set)."""
+    return bool(os.environ.get("COLUMNS")) or (hasattr(stream, "isatty") and stream.isatty())
+
+
 def _writes_stdout(p: Any) -> bool:
     """Whether a stage of pipeline ``p`` writes to standard output (an output path ``-``)."""
     for node in p.nodes.values():
@@ -261,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    console = Console(stderr=False)
+    # Piped into a file or a CI log, rich would fold the summary at 80 columns ("g711_decod|e")
+    console = Console(stderr=False, width=None if _sized(sys.stdout) else 120)
     if not console.is_terminal:  # piped or captured: wide enough that tables do not wrap names
         console = Console(stderr=False, width=140)
     errors = Console(stderr=True)
