@@ -131,9 +131,10 @@ def resample_rows(inner: int, repeat: int) -> list[Row]:
             ),
         )
         rows.append(base)
-        for ll in (True, False):
-            r = StreamResampler(src, dst, "HQ", low_latency=ll)
-            name = f"resample {src // 1000}k→{dst // 1000}k " + ("low_latency" if ll else "soxr HQ")
+        for mode in ("low_latency", "QQ", "HQ", "VHQ"):
+            ll = mode == "low_latency"
+            r = StreamResampler(src, dst, "HQ" if ll else mode, low_latency=ll)  # type: ignore[arg-type]
+            name = f"resample {src // 1000}k→{dst // 1000}k " + (mode if ll else f"soxr {mode}")
             ours = row(
                 "resample",
                 name,
@@ -386,6 +387,7 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
 def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     """Per-stage rows, each with its baselines."""
     inner, repeat = (30, 3) if tiny else (500, 15) if quick else (2000, 41)
+    quiet_pipecat()
     rows: list[Row] = []
     for fn in (g711_rows, resample_rows, vad_rows, session_rows):
         f: Callable[[int, int], list[Row]] = fn

@@ -26,7 +26,7 @@ import soxr
 
 from .harness import Row, fixed, row
 
-PAIRS = ((8000, 16000), (24000, 8000))
+PAIRS = ((8000, 16000), (16000, 8000), (8000, 24000), (24000, 8000))
 MODES = ("low_latency", "soxr QQ", "soxr HQ", "soxr VHQ", "soxr vr")
 
 
