@@ -138,8 +138,12 @@ async def _run_ours(p: Pipeline, fuse: bool) -> None:
     await Runner(p, fuse=fuse).run()
 
 
-async def _pipecat(n: int, gap_s: float = 0.0, out: list[float] | None = None) -> None:
-    """One run of Pipecat's Pipeline (its defaults) over n frames (needs pipecat-ai)."""
+async def _pipecat(
+    n: int, gap_s: float = 0.0, out: list[float] | None = None, lean: bool = False
+) -> None:
+    """One run of Pipecat's Pipeline over n frames (needs pipecat-ai): its defaults, or
+    ``lean``: processors in direct mode (no queue and task each), turn tracking, RTVI, idle
+    timeout and the dangling-task check off."""
     from pipecat.frames.frames import EndFrame, InputAudioRawFrame
     from pipecat.pipeline.pipeline import Pipeline as PcPipeline
     from pipecat.pipeline.runner import PipelineRunner
@@ -160,8 +164,18 @@ async def _pipecat(n: int, gap_s: float = 0.0, out: list[float] | None = None) -
                 return
             await self.push_frame(frame, direction)
 
-    procs = [Pass() for _ in range(STAGES - 1)] + [Last()]
-    task = PipelineTask(PcPipeline(procs))
+    kw: dict[str, Any] = {"enable_direct_mode": True} if lean else {}
+    procs = [Pass(**kw) for _ in range(STAGES - 1)] + [Last(**kw)]
+    if lean:
+        task = PipelineTask(
+            PcPipeline(procs),
+            enable_turn_tracking=False,
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+            check_dangling_tasks=False,
+        )
+    else:
+        task = PipelineTask(PcPipeline(procs))
     runner = PipelineRunner(handle_sigint=False)
 
     async def feed() -> None:
@@ -248,6 +262,11 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
             "pipecat Pipeline, 5 processors",
             _cost(_pipecat, pn, pn0, max(2, repeat // 2)),
         )
+        lean = row(
+            g,
+            "pipecat Pipeline, extras off + direct mode",
+            _cost(lambda k: _pipecat(k, lean=True), pn, pn0, max(2, repeat // 2)),
+        )
         pc_hop = row(g, "pipecat, per hop", [a / HOPS for a in pc.samples])
         lat_pc = row(
             g,
@@ -259,6 +278,8 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
             pc,
             compare(row(g, "pipeline queued vs pipecat", queued.samples), pc),
             compare(row(g, "pipeline fused vs pipecat", fused.samples), pc),
+            lean,
+            compare(row(g, "pipeline queued vs pipecat lean", queued.samples), lean),
             pc_hop,
             lat_pc,
             compare(row(g, "latency pipeline queued vs pipecat", lat_queued.samples, "µs"), lat_pc),
