@@ -227,9 +227,11 @@ def _build(
             else:
                 params[pk] = r.plain(pvn)
                 pwhere[pk] = _where(pvn)
+        from_set = []
         for (oid, oparam), value in sets.items():
             if oid == sid:
                 params[oparam] = value
+                from_set.append(oparam)
         if not isinstance(type_name, str):
             r.problem(
                 f"stage '{sid}' has no type",
@@ -238,7 +240,13 @@ def _build(
             )
             continue
         p.add(
-            sid, type_name, _where=_where(kn), _type_where=type_where, _param_where=pwhere, **params
+            sid,
+            type_name,
+            _where=_where(kn),
+            _type_where=type_where,
+            _param_where=pwhere,
+            _from_set=from_set,
+            **params,
         )
     for oid, oparam in sets:
         if oid not in stage_ids:

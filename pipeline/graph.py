@@ -21,7 +21,7 @@ import asyncio
 import difflib
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ class Node:
     output_format: AudioFormat | None = None
     in_types: frozenset[type[Any]] = frozenset()
     ok: bool = True  # False when its parameters or files have problems
+    from_set: frozenset[str] = frozenset()  # parameters given on the command line (--set)
     out_types: frozenset[type[Any]] = frozenset()
 
 
@@ -110,6 +111,7 @@ class Pipeline:
         _where: Where = (0, 0),
         _type_where: Where = (0, 0),
         _param_where: Mapping[str, Where] | None = None,
+        _from_set: Iterable[str] = (),
         **params: Any,
     ) -> str:
         """Add a stage under ``id``: a type name, ``module:function``, or a stage function.
@@ -138,6 +140,7 @@ class Pipeline:
             where=_where,
             param_where=dict(_param_where or {}),
             type_where=_type_where,
+            from_set=frozenset(_from_set),
         )
         return id
 
@@ -215,8 +218,7 @@ class Pipeline:
                         raw[name] = self.base_dir / Path(value).expanduser()
             values, param_problems = spec.validate(raw)
             for name, message in param_problems:
-                where = node.param_where.get(name, node.where)
-                out.append(self._p(f"stage '{node.id}' ({spec.name}): {message}", "", where))
+                out.append(self._param_p(node, name, message, ""))
             node.values = values
             node.ok = not param_problems
             if param_problems:
@@ -224,32 +226,35 @@ class Pipeline:
             if spec.check is not None:
                 for name, message in spec.check(values, self.base_dir):
                     node.ok = False
-                    where = node.param_where.get(name, node.where)
-                    out.append(self._p(f"stage '{node.id}' ({spec.name}): {message}", "", where))
+                    out.append(self._param_p(node, name, message, ""))
             for name, p in spec.params.items():
                 v = values.get(name)
                 if p.path_role == "input" and isinstance(v, Path) and not v.exists():
                     node.ok = False
-                    where = node.param_where.get(name, node.where)
                     out.append(
-                        self._p(
-                            f"stage '{node.id}' ({spec.name}): input file "
-                            f"'{node.raw_params.get(name)}' does not exist (looked for {v})",
+                        self._param_p(
+                            node,
+                            name,
+                            f"input file '{node.raw_params.get(name)}' does not exist "
+                            f"(looked for {v})",
                             "check the path (relative paths start at the YAML file's folder)",
-                            where,
                         )
                     )
                 if p.path_role == "output" and isinstance(v, Path) and str(v) != "-":
                     problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
                     if problem:
                         node.ok = False
-                        where = node.param_where.get(name, node.where)
-                        out.append(
-                            self._p(
-                                f"stage '{node.id}' ({spec.name}): {problem[0]}", problem[1], where
-                            )
-                        )
+                        out.append(self._param_p(node, name, *problem))
         return out
+
+    def _param_p(self, node: Node, name: str, message: str, fix: str) -> Problem:
+        """A problem with parameter ``name`` of ``node``, located at its value in the file; a
+        ``--set`` value is located at the stage and says it came from the command line."""
+        what = f"stage '{node.id}' ({node.spec.name if node.spec else node.type_name})"
+        if name in node.from_set:
+            message += f" (from --set {node.id}.{name})"
+            return self._p(f"{what}: {message}", fix, node.where)
+        return self._p(f"{what}: {message}", fix, node.param_where.get(name, node.where))
 
     def _check_links(self) -> list[Problem]:
         out: list[Problem] = []

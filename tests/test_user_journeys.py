@@ -340,7 +340,11 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
         {"QA_SECONDS": "0.1", "QA_OUT": "out/env"},
     ),
     "set_abuse": (
-        ["validate", "env.yaml", "--set", "t.rat=1", "--set", "x.y=1", "--set", "noequals"],
+        [
+            "validate",
+            "env.yaml",
+            *["--set", "t.rat=1", "--set", "x.y=1", "--set", "noequals", "--set", "t.rate=abc"],
+        ],
         {},
     ),
     "stdout_log": (["run", "stdout.yaml", "--log-level", "WARNING"], {}),
@@ -522,15 +526,18 @@ def test_environment_variables_and_set(batch: dict[str, Result], folder: Path) -
     r = batch["set_abuse"]  # QA_SECONDS unset as well
     assert r.rc == 2
     assert r.out.splitlines() == [
+        # a --set value is located at its stage, not at the value in the file it replaced
+        "env.yaml:5:7: stage 't' (signal_source): parameter 'rate' (int): Input should be a "
+        "valid integer, unable to parse string as an integer, got 'abc' (from --set t.rate)",
         "env.yaml:5:7: stage 't' (signal_source): stage type 'signal_source' has no parameter "
-        "'rat'; did you mean 'rate'?",
+        "'rat'; did you mean 'rate'? (from --set t.rat)",
         "env.yaml:5:41: environment variable QA_SECONDS is not set; export QA_SECONDS=... or "
         "write ${QA_SECONDS:-default}",
         "env.yaml:5:41: stage 't' (signal_source): parameter 'seconds' (float): Input should be "
         "a valid number, unable to parse string as a number, got ''",
         "<command line>: --set 'noequals': expected ID.PARAM=VALUE; e.g. --set agent.voice=rex",
         "env.yaml: --set x.y: no stage 'x' in pipeline 'a'; check the stage id",
-        "5 problems found",
+        "6 problems found",
     ]
     r = batch["env_set"]
     assert r.rc == 0, r.err
