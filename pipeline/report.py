@@ -200,12 +200,31 @@ def params_text(spec: StageSpec) -> str:
 
 def mermaid(p: Pipeline) -> str:
     lines = ["flowchart LR"]
+    ids = _idents(list(p.nodes))
     for n in p.nodes.values():
-        lines.append(f'    {_ident(n.id)}["{n.id}<br/><small>{n.type_name}</small>"]')
+        lines.append(f'    {ids[n.id]}["{n.id}<br/><small>{n.type_name}</small>"]')
     for lk in p.live_links():
         arrow = "-.->" if lk.feedback else "-->"
-        lines.append(f"    {_ident(lk.src)} {arrow}|{p.describe_link(lk)}| {_ident(lk.dst)}")
+        lines.append(f"    {ids[lk.src]} {arrow}|{p.describe_link(lk)}| {ids[lk.dst]}")
     return "\n".join(lines) + "\n"
+
+
+def _idents(names: list[str]) -> dict[str, str]:
+    """Mermaid node ids for stage ids, distinct even when two differ only in punctuation
+    ('my-src' and 'my_src' would both be my_src)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = _ident(name)
+        if base == "end":  # a Mermaid keyword: `end` as a node id breaks the chart
+            base = "end_"
+        ident = base
+        k = 2
+        while ident in used:
+            ident, k = f"{base}_{k}", k + 1
+        used.add(ident)
+        out[name] = ident
+    return out
 
 
 def dot(p: Pipeline) -> str:

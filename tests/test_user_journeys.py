@@ -225,6 +225,20 @@ def make_files(d: Path) -> None:
     )
     write(
         d,
+        "names.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              my-src: {type: signal_source, seconds: 0.1, rate: 8000}
+              my_src: {type: signal_source, seconds: 0.1, rate: 8000}
+              end: {type: null_sink}
+            links: [my-src -> end, my_src -> end]
+        """,
+    )
+    write(
+        d,
         "convert.yaml",
         """
         version: 1
@@ -354,6 +368,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
     "stages_unknown": (["stages", "nope"], {}),
     "stages_user": (["stages", "mystages:gain"], {}),
     "graph_mermaid": (["graph", "pipelines.yaml"], {}),
+    "graph_names": (["graph", "names.yaml"], {}),
     "graph_dot": (["graph", "pipelines.yaml", "tone", "--format", "dot"], {}),
     "emu_port": (["emulator", "--port", "99999"], {}),
     "emu_config": (["emulator", "--config", "mistakes.yaml"], {}),
@@ -610,6 +625,19 @@ def test_graph_both_formats(batch: dict[str, Result]) -> None:
         '    "sink" [label="sink\\nnull_sink"];\n'
         '    "tone" -> "sink" [label="audio [pcm16 8000 Hz]"];\n'
         "}\n",
+        "",
+    )
+
+
+def test_mermaid_ids_stay_distinct_and_avoid_keywords(batch: dict[str, Result]) -> None:
+    assert batch["graph_names"] == Result(
+        0,
+        "flowchart LR\n"
+        '    my_src["my-src<br/><small>signal_source</small>"]\n'
+        '    my_src_2["my_src<br/><small>signal_source</small>"]\n'
+        '    end_["end<br/><small>null_sink</small>"]\n'
+        "    my_src -->|audio [pcm16 8000 Hz]| end_\n"
+        "    my_src_2 -->|audio [pcm16 8000 Hz]| end_\n",
         "",
     )
 
