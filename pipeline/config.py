@@ -22,10 +22,12 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError, Problem
+from .graph import Node as StageNode
 from .graph import Pipeline, Where
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LINK_KEYS = ("chain", "capacity", "overflow")
+_UNSET = "environment variable "
 
 
 @dataclass
@@ -65,7 +67,7 @@ class _Reader:
             if default is not None:
                 return default
             self.problem(
-                f"environment variable {name} is not set",
+                f"{_UNSET}{name} is not set",
                 f"export {name}=... or write ${{{name}:-default}}",
                 where,
             )
@@ -179,7 +181,10 @@ def load_text(
         chosen = match[0]
     pipeline = _build(r, chosen[0], chosen[2], file, base_dir or Path.cwd(), overrides)
     if check:
-        problems = r.problems + pipeline.check()
+        # A value whose variable is unset was read as "": say only that the variable is unset,
+        # not also that "" is not a number, not a file, ...
+        unset = {(q.line, q.column) for q in r.problems if q.message.startswith(_UNSET)}
+        problems = r.problems + [q for q in pipeline.check() if (q.line, q.column) not in unset]
         problems.sort(key=lambda p: (p.line or 10**9, p.column))
         if problems:
             raise ConfigError(problems)
@@ -233,11 +238,20 @@ def _build(
                 params[oparam] = value
                 from_set.append(oparam)
         if not isinstance(type_name, str):
-            r.problem(
-                f"stage '{sid}' has no type",
-                "add 'type: <stage type>' (see 'pipeline stages')",
-                _where(kn),
-            )
+            if type_name is not None:
+                r.problem(
+                    f"stage '{sid}': type must be a stage type name, got {type_name!r}",
+                    "see 'pipeline stages'",
+                    type_where,
+                )
+            elif isinstance(vn, MappingNode):  # else: "must be a mapping" already said it
+                r.problem(
+                    f"stage '{sid}' has no type",
+                    "add 'type: <stage type>' (see 'pipeline stages')",
+                    _where(kn),
+                )
+            # the stage exists, so links to it are not "unknown stage" problems too
+            p.nodes[sid] = StageNode(sid, "?", None, params, _where(kn))
             continue
         p.add(
             sid,
