@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,7 @@ class _Input:
 
     __slots__ = (
         "_accept",
+        "_gen",
         "_inbox",
         "_last",
         "_stopping",
@@ -144,6 +145,7 @@ class _Input:
         self.forward_ended = forward_ended
         self.wait_ns = 0
         self._last = 0
+        self._gen: AsyncGenerator[Frame, None] | None = None
 
     def __aiter__(self) -> _Input:
         return self
@@ -151,76 +153,107 @@ class _Input:
     # Only sinks are billed per frame consumed; other stages per frame produced.
     _sink = False
 
-    async def __anext__(self) -> Frame:
-        stats = self.stats
-        t0 = _perf()
-        if self._sink and self._last:  # a sink's work: from handing it a frame to its next ask
-            stats.record(t0 - self._last)
-        inbox = self._inbox
-        accept = self._accept
-        try:
-            if inbox is not None:
-                while True:
-                    try:
-                        frame = await inbox.get()
-                    except EndOfStream:
-                        raise StopAsyncIteration from None
-                    if accept is None or isinstance(frame, accept):
-                        break
-                t1 = _perf()
-            else:
-                while True:
-                    frame, t1 = await self._pull(t0)
-                    if accept is None or isinstance(frame, accept):
-                        break
-                    t0 = t1
-        except StopAsyncIteration:
-            self.wait_ns += _perf() - t0
-            self._last = 0
-            if self.forward_ended is not None:
-                self.forward_ended.set()
-            raise
-        stats.frames_in += 1
-        self.wait_ns += t1 - t0
-        self._last = t1
-        return frame
+    def __anext__(self) -> Awaitable[Frame]:
+        # A plain method handing out the generator's own awaitable: no coroutine per hop.
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self._frames()
+        return gen.__anext__()
 
-    async def _pull(self, t0: int) -> tuple[Frame, int]:
-        """The next frame of the upstream stage, billing that stage for its own time."""
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    async def _frames(self) -> AsyncGenerator[Frame, None]:
+        stats = self.stats
+        sink = self._sink
+        if self._inbox is not None:
+            while True:
+                t0 = _perf()
+                if sink and self._last:  # a sink's work: from handing it a frame to its next ask
+                    stats.record(t0 - self._last)
+                try:
+                    frame = await self._from_inbox(t0)
+                except StopAsyncIteration:
+                    return
+                yield frame
+        # Fused: pull straight from the upstream generator.
         up = self._up
         up_stats = self._up_stats
         assert up is not None and up_stats is not None
         up_in = self._up_input
-        if up_in is None and self._stopping is not None and self._stopping.is_set():
-            raise StopAsyncIteration  # a source asked to stop: end its stream here
-        w0 = up_in.wait_ns if up_in is not None else 0
-        s0 = up_stats.sleep_ns
-        try:
-            frame = await up.__anext__()
-        except (StopAsyncIteration, StageError):
-            raise
-        except Exception as exc:
-            raise _stage_error(up_stats.id, exc) from exc
+        accept = self._accept
+        stopping = self._stopping if up_in is None else None
+        t0 = _perf()
+        while True:
+            if stopping is not None and stopping.is_set():
+                self._ended(t0)  # a source asked to stop: end its stream here
+                return
+            w0 = up_in.wait_ns if up_in is not None else 0
+            s0 = up_stats.sleep_ns
+            try:
+                frame = await up.__anext__()
+            except StopAsyncIteration:
+                self._ended(t0)
+                return
+            except StageError:
+                raise
+            except Exception as exc:
+                raise _stage_error(up_stats.id, exc) from exc
+            t1 = _perf()
+            own = t1 - t0 - (up_stats.sleep_ns - s0)
+            if up_in is not None:
+                own -= up_in.wait_ns - w0
+            # A stage that reads its input in a task of its own (a session, a tool router) can
+            # wait for input while no output is asked for; never bill it a negative time.
+            up_stats.record(own if own > 0 else 0)
+            up_stats.frames_out += 1
+            if frame.__class__ is Audio:
+                if up_in is None:
+                    up_stats.media_s += frame.duration
+            elif frame.__class__ not in _EVENT_CLASSES:  # name the stage that yielded it
+                raise _stage_error(
+                    up_stats.id, TypeError(f"yielded {frame!r}, which is not a frame")
+                ) from None
+            elif not frame.stage:  # type: ignore[union-attr]
+                frame = with_stage(frame, self._up_stamp)  # type: ignore[arg-type]
+                if self.on_event is not None:
+                    self.on_event(frame)
+            if accept is not None and not isinstance(frame, accept):
+                self.wait_ns += t1 - t0
+                t0 = t1
+                continue
+            stats.frames_in += 1
+            self.wait_ns += t1 - t0
+            self._last = t1
+            yield frame
+            t0 = _perf()
+            if sink:
+                stats.record(t0 - t1)
+
+    async def _from_inbox(self, t0: int) -> Frame:
+        inbox = self._inbox
+        assert inbox is not None
+        accept = self._accept
+        while True:
+            try:
+                frame = await inbox.get()
+            except EndOfStream:
+                self._ended(t0)
+                raise StopAsyncIteration from None
+            if accept is None or isinstance(frame, accept):
+                break
         t1 = _perf()
-        own = t1 - t0 - (up_stats.sleep_ns - s0)
-        if up_in is not None:
-            own -= up_in.wait_ns - w0
-        # A stage that reads its input in a task of its own (a session, a tool router) can wait
-        # for input while no output is asked for; never bill it a negative time.
-        up_stats.record(own if own > 0 else 0)
-        up_stats.frames_out += 1
-        if isinstance(frame, Audio):
-            if up_in is None:
-                up_stats.media_s += frame.duration
-        elif frame.__class__ not in _EVENT_CLASSES:  # name the stage that yielded it
-            raise _stage_error(
-                up_stats.id, TypeError(f"yielded {frame!r}, which is not a frame")
-            ) from None
-        elif not frame.stage:
-            frame = with_stage(frame, self._up_stamp)
-            if self.on_event is not None:
-                self.on_event(frame)
-        return frame, t1
+        self.stats.frames_in += 1
+        self.wait_ns += t1 - t0
+        self._last = t1
+        return frame
+
+    def _ended(self, t0: int) -> None:
+        self.wait_ns += _perf() - t0
+        self._last = 0
+        if self.forward_ended is not None:
+            self.forward_ended.set()
 
 
 class _SinkInput(_Input):
@@ -518,6 +551,8 @@ class Runner:
                         await aclose()
                     except Exception as exc:  # a failing finally in a stage
                         log.warning("stage close failed", stage=node.id, error=str(exc))
+            for inp in reversed(inputs):  # the glue between stages: nothing to fail here
+                await inp.aclose()
 
     async def _pump(
         self,
@@ -536,15 +571,18 @@ class Runner:
             on_event=self._on_event,
         )
         routes = [(tuple(lk.types), ch) for lk, ch in seg.out_links]
-        if len(routes) == 1 and set(routes[0][0]) >= seg.nodes[-1].out_types:
-            only = routes[0][1]  # one link that takes everything: no per-frame type test
+        try:
+            if len(routes) == 1 and set(routes[0][0]) >= seg.nodes[-1].out_types:
+                only = routes[0][1]  # one link that takes everything: no per-frame type test
+                async for frame in tail:
+                    await only.send(frame)
+                return
             async for frame in tail:
-                await only.send(frame)
-            return
-        async for frame in tail:
-            for types, ch in routes:
-                if isinstance(frame, types):
-                    await ch.send(frame)
+                for types, ch in routes:
+                    if isinstance(frame, types):
+                        await ch.send(frame)
+        finally:
+            await tail.aclose()
 
     # ------------------------------------------------------------------ reporting
 
