@@ -527,8 +527,10 @@ def serve_process(
 
 
 def _drain(stream: Any) -> None:
-    for _ in stream:
-        pass
+    show = bool(os.environ.get("CALLSIM_SHOW_SERVER_STDERR"))
+    for line in stream:
+        if show:
+            sys.stderr.write(line)
 
 
 def _wait_line(proc: subprocess.Popen[str], pattern: str) -> str:
