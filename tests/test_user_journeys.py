@@ -195,6 +195,12 @@ def make_files(d: Path) -> None:
               t: {type: 5}
               s: {}
             links: [t -> s]
+          vad:
+            stages:
+              src: {type: wav_source, path: pcm16.wav}
+              v: {type: vad_gate, threshold: 7, prefix_ms: -1}
+              out: {type: null_sink}
+            links: [src -> v -> out]
         """,
     )
     write(
@@ -505,7 +511,11 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "stages'",
         "problems.yaml:61:7: stage 's' has no type; add 'type: <stage type>' (see 'pipeline "
         "stages')",
-        "18 problems found",
+        # a gate that would drop everything (silero scores are 0..1)
+        "problems.yaml:66:38: stage 'v' (vad_gate): the silero threshold is a speech "
+        "probability between 0 and 1; got 7",
+        "problems.yaml:66:52: stage 'v' (vad_gate): prefix_ms must be 0 or more, got -1",
+        "20 problems found",
     ]
 
 

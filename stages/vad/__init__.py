@@ -11,6 +11,7 @@ The work is synchronous and lives in three modules; the stage only adapts it to 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import FormatError
@@ -66,12 +67,40 @@ def _output_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioF
     return fmt
 
 
+def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Numbers that would make the gate drop or keep everything, found by ``pipeline
+    validate`` rather than by an empty reply."""
+    out = []
+    for name in ("min_speech_ms", "hangover_ms", "prefix_ms"):
+        if values.get(name, 0) < 0:
+            out.append((name, f"{name} must be 0 or more, got {values[name]}"))
+    threshold, engine = values.get("threshold"), values.get("engine", "silero")
+    if threshold is not None:
+        if engine == "energy" and not threshold > 0:
+            out.append(
+                (
+                    "threshold",
+                    f"the energy threshold is dB above the noise, more than 0; got {threshold:g}",
+                )
+            )
+        elif engine != "energy" and not 0 < threshold < 1:
+            out.append(
+                (
+                    "threshold",
+                    f"the {engine} threshold is a speech probability between 0 and 1; "
+                    f"got {threshold:g}",
+                )
+            )
+    return out
+
+
 @stage(
     "vad_gate",
     accepts=(Audio,),
     emits=(Audio, SpeechStarted, SpeechStopped),
     passthrough=True,
     output_format=_output_format,
+    check=_check,
 )
 async def vad_gate(
     frames: AsyncIterator[Frame],
