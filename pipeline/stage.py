@@ -137,6 +137,8 @@ class StageSpec:
             what = f" ({p.doc})" if p.doc else ""
             return f"missing required parameter '{name}' ({p.type_text}){what}; add it"
         typ = f" ({p.type_text})" if p is not None else ""
+        if kind == "path_type":  # pydantic's text names a Python class
+            return f"parameter '{name}'{typ}: a file path is text, got {err.get('input')!r}"
         return f"parameter '{name}'{typ}: {err['msg']}, got {err.get('input')!r}"
 
     def _param_list(self) -> str:

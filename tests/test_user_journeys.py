@@ -201,6 +201,11 @@ def make_files(d: Path) -> None:
               v: {type: vad_gate, threshold: 7, prefix_ms: -1}
               out: {type: null_sink}
             links: [src -> v -> out]
+          paths:
+            stages:
+              src: {type: wav_source, path: [a, b]}
+              out: {type: null_sink}
+            links: [src -> out]
         """,
     )
     write(
@@ -515,7 +520,9 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "problems.yaml:66:38: stage 'v' (vad_gate): the silero threshold is a speech "
         "probability between 0 and 1; got 7",
         "problems.yaml:66:52: stage 'v' (vad_gate): prefix_ms must be 0 or more, got -1",
-        "20 problems found",
+        "problems.yaml:71:37: stage 'src' (wav_source): parameter 'path' (path): a file path "
+        "is text, got ['a', 'b']",
+        "21 problems found",
     ]
 
 
@@ -751,9 +758,11 @@ def test_an_emulator_that_refuses_the_key(folder: Path, tmp_path: Path) -> None:
             """,
         )
         r = cli("run", "p.yaml", "--log-level", "debug", cwd=tmp_path, env=_env(XAI_API_KEY=SECRET))
+        emu.send_signal(signal.SIGINT)  # Ctrl-C stops the emulator: exit 130, no traceback
+        _, emu_err = emu.communicate(timeout=TIMEOUT)
+        assert (emu.returncode, emu_err) == (130, "")
     finally:
         emu.kill()
-        emu.communicate()
     assert r.rc == 1
     assert r.err_lines[-1] == (
         f"error: stage 'agent' failed: {url} refused the API key from XAI_API_KEY (HTTP 401); "
