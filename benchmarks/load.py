@@ -88,14 +88,16 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     best = max(passed, key=lambda r: int(r["calls"]), default=None)
     took = time.monotonic() - t0
     if best is None:
+        first = got[0] if got else {}
         rows.insert(
             0,
             fixed(
                 g,
                 f"calls per core ({engine} VAD)",
-                0.0,
+                float("nan"),
                 "calls",
-                note=f"no step passed (steps {steps}; {took:.0f} s)",
+                note=f"fewer than {first.get('calls', steps)}: no step passed "
+                f"(server at {float(first.get('server_cpu') or 0):.2f} cores; {took:.0f} s)",
             ),
         )
     else:
