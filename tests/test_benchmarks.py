@@ -93,6 +93,11 @@ def test_load_rows_from_the_load_test(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows[0].name.startswith("calls per core") and rows[0].median == 25
     assert "next step failed" in rows[0].note
 
+    failed = [{"calls": 50, "passed": False, "server_cpu": 0.4}]
+    monkeypatch.setattr(load, "load_steps", lambda *a, **k: (failed, ""))
+    top = load.run(quick=True, tiny=True)[0]
+    assert math.isnan(top.median) and top.note.startswith("fewer than 50")
+
     monkeypatch.setattr(
         load, "load_steps", lambda *a, **k: ([], "benchmarks/callsim.py is missing")
     )
