@@ -410,6 +410,11 @@ def resolve(type_name: str) -> StageSpec:
                 f"cannot import module '{module_name}' for stage type '{type_name}': {exc}; "
                 "check the module path and that its package is installed or on PYTHONPATH"
             ) from None
+        except Exception as exc:  # the user's module itself fails: a SyntaxError, a raise, ...
+            raise LookupError(
+                f"importing module '{module_name}' for stage type '{type_name}' failed: "
+                f"{type(exc).__name__}: {exc}{_where_raised(exc)}; fix the error in that module"
+            ) from None
         try:
             obj = getattr(module, attr)
         except AttributeError:
@@ -442,6 +447,17 @@ def resolve(type_name: str) -> StageSpec:
         else "see 'pipeline stages' for the list, or use 'package.module:function'"
     )
     raise LookupError(f"unknown stage type '{type_name}'; {hint}")
+
+
+def _where_raised(exc: BaseException) -> str:
+    """`` (file.py, line N)`` of the innermost frame, for import failures (a SyntaxError's
+    text already says where)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError) or tb is None:
+        return ""
+    return f" ({Path(tb.tb_frame.f_code.co_filename).name}, line {tb.tb_lineno})"
 
 
 def spec_for(obj: str | StageSpec | Callable[..., Any]) -> StageSpec:

@@ -206,6 +206,11 @@ def make_files(d: Path) -> None:
               src: {type: wav_source, path: [a, b]}
               out: {type: null_sink}
             links: [src -> out]
+          broken-module:
+            stages:
+              src: {type: signal_source}
+              x: {type: "broken:thing"}
+            links: [src -> x]
         """,
     )
     write(
@@ -336,6 +341,39 @@ def make_files(d: Path) -> None:
                 yield Audio.from_samples(f.samples() * k, f.rate, f.pts) if isinstance(f, Audio) else f
         ''',  # noqa: E501 (the README's line, as written)
     )
+    write(d, "broken.py", 'import os\nraise ValueError("not today")\n')
+    write(
+        d,
+        "explode.py",
+        '''
+        from collections.abc import AsyncIterator
+        from pipeline import Audio, Frame, stage
+
+        @stage("explode", accepts=(Audio,), emits=(Audio,), passthrough=True)
+        async def explode(frames: AsyncIterator[Frame], *, after: int = 3) -> AsyncIterator[Frame]:
+            """Fail after some frames."""
+            n = 0
+            async for f in frames:
+                n += 1
+                if n > after:
+                    raise ValueError(f"exploded after {after} frames")
+                yield f
+        ''',
+    )
+    write(
+        d,
+        "explode.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              src: {type: signal_source, seconds: 1, rate: 8000}
+              x: {type: "explode:explode", after: 5}
+              out: {type: wav_sink, path: out/explode.wav}
+            links: [src -> x -> out]
+        """,
+    )
     write(
         d,
         "compose.py",
@@ -377,6 +415,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
         ],
         {},
     ),
+    "explode": (["run", "explode.yaml"], {}),
     "stdout_log": (["run", "stdout.yaml", "--log-level", "WARNING"], {}),
     "grok_no_key": (["run", "grok.yaml"], {}),
     "grok_fake_key": (["run", "grok.yaml", "--log-level", "debug"], {"XAI_API_KEY": SECRET}),
@@ -522,7 +561,11 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "problems.yaml:66:52: stage 'v' (vad_gate): prefix_ms must be 0 or more, got -1",
         "problems.yaml:71:37: stage 'src' (wav_source): parameter 'path' (path): a file path "
         "is text, got ['a', 'b']",
-        "21 problems found",
+        # the user's stage module raises while it is imported: one line, no traceback
+        "problems.yaml:77:17: stage 'x': importing module 'broken' for stage type "
+        "'broken:thing' failed: ValueError: not today (broken.py, line 2); fix the error in "
+        "that module",
+        "22 problems found",
     ]
 
 
@@ -583,6 +626,14 @@ def test_environment_variables_and_set(batch: dict[str, Result], folder: Path) -
     assert r.rc == 0, r.err
     data, rate = sf.read(folder / "out" / "env" / "env.wav", dtype="int16")
     assert (rate, len(data)) == (16000, 640)
+
+
+def test_a_user_stage_failing_while_running(batch: dict[str, Result], folder: Path) -> None:
+    r = batch["explode"]
+    assert r.rc == 1
+    assert r.err_lines == ["error: stage 'x' failed: ValueError: exploded after 5 frames"]
+    assert r.out.startswith("pipeline 'a' failed: ")
+    assert sf.info(folder / "out" / "explode.wav").frames == 5 * 160  # what came before
 
 
 def test_event_log_on_stdout_stays_json(batch: dict[str, Result]) -> None:
