@@ -1,10 +1,14 @@
-"""G.711: the table codec against audioop (Python ≤ 3.12) or stored digests, and the stages."""
+"""G.711: both codecs (audioop, tables) against audioop (≤ 3.12) or stored digests; stages."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -51,6 +55,16 @@ OURS = {
     "ulaw2lin": lambda: g711.decode_ulaw(ALL_CODES),
     "alaw2lin": lambda: g711.decode_alaw(ALL_CODES),
 }
+#: the table codec, the fallback where audioop does not import: checked the same way
+TABLES = {
+    "lin2ulaw": lambda: g711.numpy_encode_ulaw(ALL_PCM),
+    "lin2alaw": lambda: g711.numpy_encode_alaw(ALL_PCM),
+    "ulaw2lin": lambda: g711.numpy_decode_ulaw(ALL_CODES),
+    "alaw2lin": lambda: g711.numpy_decode_alaw(ALL_CODES),
+}
+BOTH = [
+    (f"{name} {kind}", fns[name]) for kind, fns in (("", OURS), ("tables", TABLES)) for name in fns
+]
 
 
 def _sha(b: bytes) -> str:
@@ -61,12 +75,13 @@ def _sha(b: bytes) -> str:
 
 
 @needs_audioop
-@pytest.mark.parametrize("name", list(OURS))
-def test_bit_exact_with_audioop_for_every_input(name: str) -> None:
+@pytest.mark.parametrize(("name", "fn"), BOTH)
+def test_bit_exact_with_audioop_for_every_input(name: str, fn: Callable[[], bytes]) -> None:
     assert audioop is not None
+    name = name.split()[0]
     arg = ALL_PCM if name.startswith("lin") else ALL_CODES
     theirs = getattr(audioop, name)(arg, 2)
-    ours = OURS[name]()
+    ours = fn()
     assert len(ours) == len(theirs)
     mismatches = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
     assert mismatches == []
@@ -80,9 +95,17 @@ def test_stored_digests_are_audioops() -> None:
         assert _sha(getattr(audioop, name)(arg, 2)) == digest, name
 
 
-@pytest.mark.parametrize("name", list(OURS))
-def test_matches_stored_audioop_digest(name: str) -> None:
-    assert _sha(OURS[name]()) == AUDIOOP_DIGESTS[name]
+@pytest.mark.parametrize(("name", "fn"), BOTH)
+def test_matches_stored_audioop_digest(name: str, fn: Callable[[], bytes]) -> None:
+    assert _sha(fn()) == AUDIOOP_DIGESTS[name.split()[0]]
+
+
+def test_audioop_is_used_when_it_imports() -> None:
+    # the fast path where it exists; the tables (checked above either way) where it does not
+    assert (g711.AUDIOOP is None) == (g711.encode_ulaw is g711.numpy_encode_ulaw)
+    assert (g711.AUDIOOP is None) == (audioop is None)
+    assert g711.ENCODERS["pcmu"] is g711.encode_ulaw and g711.ENCODERS["pcma"] is g711.encode_alaw
+    assert g711.DECODERS["pcmu"] is g711.decode_ulaw and g711.DECODERS["pcma"] is g711.decode_alaw
 
 
 def test_known_values() -> None:
@@ -114,9 +137,12 @@ def test_tables_are_read_only() -> None:
             t[0] = 1
 
 
-def test_odd_pcm_length_is_refused() -> None:
+@pytest.mark.parametrize(
+    "fn", [g711.encode_ulaw, g711.encode_alaw, g711.numpy_encode_ulaw, g711.numpy_encode_alaw]
+)
+def test_odd_pcm_length_is_refused(fn: Callable[[bytes], bytes]) -> None:
     with pytest.raises(ValueError, match="whole number of 2-byte samples, got 3"):
-        g711.encode_ulaw(b"\x00\x01\x02")
+        fn(b"\x00\x01\x02")
 
 
 def test_empty() -> None:
@@ -166,6 +192,14 @@ def test_chunking_does_not_matter(pcm: bytes, cut: int) -> None:
     cut = min(cut, len(pcm) // 2) * 2
     whole = g711.encode_ulaw(pcm)
     assert g711.encode_ulaw(pcm[:cut]) + g711.encode_ulaw(pcm[cut:]) == whole
+
+
+@given(pcm_bytes, st.binary(max_size=400))
+def test_the_two_codecs_agree_on_random_buffers(pcm: bytes, codes: bytes) -> None:
+    assert g711.encode_ulaw(pcm) == g711.numpy_encode_ulaw(pcm)
+    assert g711.encode_alaw(pcm) == g711.numpy_encode_alaw(pcm)
+    assert g711.decode_ulaw(codes) == g711.numpy_decode_ulaw(codes)
+    assert g711.decode_alaw(codes) == g711.numpy_decode_alaw(codes)
 
 
 @needs_audioop
@@ -290,3 +324,17 @@ def test_conformance() -> None:
     assert [type(f) for f in out] == [Audio, Audio, Audio, SpeechStarted]
     out = check_stage("g711_encode", [*pcm, Transcript("user", "x")], law="alaw")
     assert [f.encoding for f in out if isinstance(f, Audio)] == ["pcma"] * 3
+
+
+def test_without_audioop_the_tables_serve() -> None:
+    # Python 3.13+ without audioop-lts: the module imports and falls back to the tables
+    code = (
+        "import sys; sys.modules['audioop'] = None\n"
+        "from stages import g711\n"
+        "assert g711.AUDIOOP is None and g711.encode_ulaw is g711.numpy_encode_ulaw\n"
+        "assert g711.ENCODERS['pcma'] is g711.numpy_encode_alaw\n"
+        "assert g711.DECODERS['pcmu'] is g711.numpy_decode_ulaw\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
