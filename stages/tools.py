@@ -24,8 +24,15 @@ Theory of operation (the ``tool_router`` stage)
 - Barge-in: an :class:`~pipeline.frames.Interrupt` or a ``ResponseDone(status="cancelled")``
   marks a response cancelled. A call of a cancelled response that has not started never runs
   (a hallucinated ``end_call`` from a discarded turn must not hang up a live caller). With
-  ``on_interrupt: cancel`` the running calls of that response are cancelled too and their
-  results dropped; with ``finish`` they complete and their results are delivered.
+  ``on_interrupt: cancel`` the running calls of that response are cancelled too; with
+  ``finish`` they complete and their results are delivered. A call has *started* once it holds
+  a concurrency slot: a call that finds a free slot starts as it arrives, so a call read before
+  the interrupt runs under ``finish``.
+- Every call gets exactly one result, dropped ones included: a call that is cancelled or never
+  runs because of a barge-in gets an ``is_error`` result saying so ("cancelled by barge-in").
+  The session sends it as the call's ``function_call_output``, so the server's conversation
+  never holds a ``function_call`` without an output (which can break the next response on the
+  real services) and the session stops owing the call (no wait at the end of the input).
 - Results are emitted as calls finish (not in call order). When the input ends, the router
   waits for the calls still running (their results are owed), then ends.
 
@@ -68,9 +75,11 @@ __all__ = [
     "ToolArgumentError",
     "ToolConfigError",
     "ToolSpec",
+    "cancelled_text",
     "check_tools",
     "load_tool",
     "load_tools",
+    "not_run_text",
     "parse_docstring",
     "run_tool",
     "tool_router",
@@ -810,8 +819,16 @@ class CallLedger:
 @dataclass(eq=False)
 class _Running:
     call: ToolCall
+    slots: asyncio.Semaphore
     task: asyncio.Task[None] | None = None
+    #: holds a concurrency slot (from then on, ``finish`` lets it complete)
     started: bool = False
+    released: bool = False
+
+    def release(self) -> None:
+        if self.started and not self.released:
+            self.released = True
+            self.slots.release()
 
 
 class _End:
@@ -872,7 +889,8 @@ async def tool_router(
     running: dict[str, _Running] = {}
     ledger = CallLedger()
 
-    def skip(call: ToolCall, why: str) -> None:
+    def skip(call: ToolCall, why: str) -> ToolResult:
+        """Log a call that will not run; its result, which says so."""
         log.info(
             "tool call",
             name=call.name,
@@ -881,41 +899,52 @@ async def tool_router(
             outcome="skipped",
             reason=why,
         )
+        return ToolResult(call.call_id, not_run_text(call.name), is_error=True, name=call.name)
 
     async def run(entry: _Running) -> None:
         call = entry.call
-        async with slots:
-            if ledger.is_cancelled(call.response_id):
-                skip(call, "its response was cancelled before it started")
-                return
+        if not entry.started:  # no free slot when it arrived: wait for one
+            await slots.acquire()
             entry.started = True
-            start = clock.now()
-            try:
-                result = await run_tool(
-                    table,
-                    call,
-                    clock=clock,
-                    timeout_s=timeout_s,
-                    max_result_chars=max_result_chars,
-                )
-            except asyncio.CancelledError:
-                _log_done(log, call, start, clock, "cancelled")
-                raise
+            if ledger.is_cancelled(call.response_id):
+                entry.release()
+                await out.put(skip(call, "its response was cancelled before it started"))
+                return
+        start = clock.now()
+        try:
+            result = await run_tool(
+                table,
+                call,
+                clock=clock,
+                timeout_s=timeout_s,
+                max_result_chars=max_result_chars,
+            )
+        except asyncio.CancelledError:
+            _log_done(log, call, start, clock, "cancelled")
+            raise
+        finally:
+            entry.release()
         _log_done(log, call, start, clock, result.outcome)
         log.debug("tool result", name=call.name, call_id=call.call_id, output=result.output)
         await out.put(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
         )
 
-    def cancel_calls(response_id: str, why: str) -> None:
+    async def cancel_calls(response_id: str, why: str) -> None:
+        # Each dropped call still gets its (error) result, so the session's bookkeeping closes.
         for entry in list(running.values()):
-            if entry.call.response_id != response_id or entry.task is None:
+            task = entry.task
+            if entry.call.response_id != response_id or task is None or task.done():
+                continue
+            if task.cancelling():  # already dropped (an interrupt, then response_done)
                 continue
             if not entry.started:
-                skip(entry.call, f"{why} before it started")
-                entry.task.cancel()
+                task.cancel()
+                await out.put(skip(entry.call, f"{why} before it started"))
             elif on_interrupt == "cancel":
-                entry.task.cancel()  # logged by the call itself, outcome "cancelled"
+                task.cancel()  # logged by the call itself, outcome "cancelled"
+                c = entry.call
+                await out.put(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
 
     async def start(call: ToolCall) -> None:
         verdict = ledger.admit(call)
@@ -924,7 +953,7 @@ async def tool_router(
             return
         log.debug("tool call", name=call.name, call_id=call.call_id, arguments=call.arguments)
         if verdict == "cancelled":
-            skip(call, "its response was cancelled")
+            await out.put(skip(call, "its response was cancelled"))
             return
         if len(running) >= max_concurrency + MAX_PENDING:
             log.info(
@@ -940,10 +969,18 @@ async def tool_router(
             )
             await out.put(ToolResult(call.call_id, text, is_error=True, name=call.name))
             return
-        entry = _Running(call)
+        entry = _Running(call, slots)
+        if not slots.locked():  # a free slot: the call starts now (acquire does not wait)
+            await slots.acquire()
+            entry.started = True
         entry.task = loop.create_task(run(entry), name=f"tool {call.name} {call.call_id}")
         running[call.call_id] = entry
-        entry.task.add_done_callback(lambda _t: running.pop(call.call_id, None))
+
+        def done(_t: object) -> None:
+            entry.release()  # a call cancelled before its first step still gives its slot back
+            running.pop(call.call_id, None)
+
+        entry.task.add_done_callback(done)
 
     async def read() -> None:
         try:
@@ -956,9 +993,9 @@ async def tool_router(
                     case ResponseDone():
                         target = ledger.response_done(frame.response_id, frame.status)
                         if target is not None:
-                            cancel_calls(target, "its response was cancelled")
+                            await cancel_calls(target, "its response was cancelled")
                     case Interrupt():
-                        cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
+                        await cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
             while running:  # the calls still running are owed their results
                 await asyncio.wait([e.task for e in running.values() if e.task is not None])
             await out.put(_End())
@@ -985,6 +1022,22 @@ async def tool_router(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+def cancelled_text(name: str) -> str:
+    """The result of a call cancelled while running (``on_interrupt: cancel``)."""
+    return (
+        f"{name} was cancelled by barge-in: the caller interrupted before it finished, so it "
+        "may not have taken effect; ask the caller before calling it again"
+    )
+
+
+def not_run_text(name: str) -> str:
+    """The result of a call that never ran: its response was interrupted or cancelled first."""
+    return (
+        f"{name} did not run: cancelled by barge-in (the caller interrupted the response that "
+        "asked for it); ask the caller before calling it again"
+    )
 
 
 def _log_done(log: Any, call: ToolCall, start: float, clock: Clock, outcome: str) -> None:

@@ -661,6 +661,7 @@ class _Response:
     done: bool = False
     status: str = "in_progress"
     followed_up: bool = False
+    interrupted: bool = False  # barge-in: the user's next turn drives what follows
 
 
 class RealtimeProtocol:
@@ -679,6 +680,7 @@ class RealtimeProtocol:
         # responses and tool calls
         self._responses: dict[str, _Response] = {}
         self._active: str | None = None
+        self._last: str = ""  # the response created last (what a barge-in interrupts)
         self._calls: dict[str, str] = {}  # call_id -> response_id
         self._outputs: set[str] = set()
         self._want_response = False
@@ -847,7 +849,11 @@ class RealtimeProtocol:
 
     def tool_output(self, call_id: str, output: str) -> list[str]:
         """One ``function_call_output`` item for ``call_id``; then, once every call of that
-        response has its output and the response is done, exactly one ``response.create``.
+        response has its output and the response is done, exactly one ``response.create``
+        (none for a response that was cancelled or barged in on: the user's turn drives the
+        next one). A call owed stays in :attr:`pending_calls` until its output is given, even
+        when its response was cancelled: the tool router answers every call it drops with an
+        error result, so the conversation never keeps a ``function_call`` without an output.
 
         An output for a call this connection never emitted (e.g. from before a reconnect) or a
         second output for the same call sends nothing and returns []."""
@@ -865,8 +871,9 @@ class RealtimeProtocol:
         if any(c not in self._outputs for c in resp.call_ids):
             return []
         resp.followed_up = True
-        if resp.status == "cancelled":
-            # The user barged in: their new turn drives the next response.
+        if resp.status == "cancelled" or resp.interrupted:
+            # The user barged in: their new turn drives the next response (which sees these
+            # outputs in the conversation); asking for one here would talk over the caller.
             return []
         return self.create_response()
 
@@ -891,8 +898,12 @@ class RealtimeProtocol:
     def interrupt(self, played_ms: int | None, *, local: bool) -> list[str]:
         """Barge-in. Cancel the response in flight (``local``: our own VAD heard it; the server's
         VAD cancels by itself) and truncate the assistant item at ``played_ms`` (what was heard;
-        None: all audio received so far)."""
+        None: all audio received so far). The interrupted response (the one in flight, else the
+        last one) gets no follow-up ``response.create`` when its tool outputs come in."""
         sent: list[str] = []
+        rid = self._active or self._last
+        if rid in self._responses:
+            self._responses[rid].interrupted = True
         if local or not self.config.server_vad:
             sent += self.cancel_response()
         item = self._audio_item
@@ -1014,6 +1025,7 @@ class RealtimeProtocol:
         rid = str((resp.get("id") if isinstance(resp, Mapping) else None) or ev.get("response_id"))
         self._responses.setdefault(rid, _Response(rid))
         self._active = rid
+        self._last = rid
         self._requested = False
         return [ResponseCreated(rid)]
 

@@ -39,9 +39,11 @@ from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
     CallLedger,
     _cut,
+    cancelled_text,
     check_tools,
     load_tool,
     load_tools,
+    not_run_text,
     parse_docstring,
     run_tool,
     tool_router,
@@ -796,7 +798,15 @@ def test_interrupt_cancels_running_calls_of_that_response() -> None:
             tools=[ref("hold")],
         )
     )
-    assert [r.call_id for r in out] == ["c2"]
+    # the dropped call still gets its result, at once, saying why (the session owes it)
+    assert out == [
+        ToolResult("c1", cancelled_text("hold"), is_error=True, name="hold"),
+        ToolResult("c2", "done other", name="hold"),
+    ]
+    assert cancelled_text("hold") == (
+        "hold was cancelled by barge-in: the caller interrupted before it finished, so it "
+        "may not have taken effect; ask the caller before calling it again"
+    )
     assert STATE.cancelled == ["old"]
     assert STATE.finished == ["other"]
 
@@ -813,7 +823,7 @@ def test_interrupt_without_response_id_means_the_current_response() -> None:
             tools=[ref("hold")],
         )
     )
-    assert out == []
+    assert out == [ToolResult("c1", cancelled_text("hold"), is_error=True, name="hold")]
     assert STATE.cancelled == ["a"]
 
 
@@ -846,7 +856,11 @@ def test_a_call_from_a_cancelled_response_never_runs(mode: str, cancel_frame: Fr
             on_interrupt=mode,
         )
     )
-    assert out == []
+    assert out == [ToolResult("c1", not_run_text("end_call"), is_error=True, name="end_call")]
+    assert not_run_text("end_call") == (
+        "end_call did not run: cancelled by barge-in (the caller interrupted the response that "
+        "asked for it); ask the caller before calling it again"
+    )
     assert STATE.calls == []
 
 
@@ -865,8 +879,48 @@ def test_a_waiting_call_of_a_cancelled_response_never_runs(mode: str) -> None:
             on_interrupt=mode,
         )
     )
-    assert [r.call_id for r in out] == ["c1"]
+    assert [(r.call_id, r.is_error) for r in out] == [("c2", True), ("c1", False)]
+    assert out[0].output == not_run_text("end_call")
     assert STATE.calls == ["first"]
+
+
+@pytest.mark.parametrize("mode", ["cancel", "finish"])
+def test_a_call_read_just_before_the_interrupt_started(mode: str) -> None:
+    """A call followed at once by the interrupt (both already queued, the router never waits
+    between them) holds its slot as it arrives: ``finish`` runs it, ``cancel`` answers it."""
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "a", "seconds": 1}, response="r1"),
+                Interrupt(response_id="r1"),
+                ResponseDone("r1", status="cancelled"),
+            ],
+            tools=[ref("hold")],
+            on_interrupt=mode,
+        )
+    )
+    if mode == "finish":
+        assert out == [ToolResult("c1", "done a", name="hold")]
+        assert STATE.calls == ["a"]
+    else:
+        assert out == [ToolResult("c1", cancelled_text("hold"), is_error=True, name="hold")]
+        assert STATE.finished == []
+
+
+def test_cancelled_calls_give_their_slots_back() -> None:
+    out = asyncio.run(
+        drive(
+            [
+                call("c1", "hold", {"tag": "a", "seconds": 5}, response="r1"),
+                Interrupt(response_id="r1"),  # cancelled before its first step
+                call("c2", "hold", {"tag": "b"}, response="r2"),
+            ],
+            tools=[ref("hold")],
+            max_concurrency=1,
+        )
+    )
+    assert [(r.call_id, r.is_error) for r in out] == [("c1", True), ("c2", False)]
+    assert STATE.calls == ["b"]
 
 
 def test_completed_responses_do_not_cancel() -> None:
@@ -1011,7 +1065,7 @@ def test_calls_without_response_ids_are_interruptible_and_later_calls_still_run(
             tools=[ref("hold")],
         )
     )
-    assert [r.output for r in out] == ["done b"]
+    assert [r.output for r in out] == [cancelled_text("hold"), "done b"]
     assert STATE.cancelled == ["a"]
 
 

@@ -871,6 +871,47 @@ def test_calls_of_two_responses_are_counted_apart() -> None:
     assert types(sent(proto)) == ["conversation.item.create", "response.create"]
 
 
+def test_calls_of_a_cancelled_response_are_owed_until_answered() -> None:
+    """The protocol does not forget a call when its response is cancelled: the server holds a
+    function_call item that needs its output. The tool router answers dropped calls with an
+    error result; that output closes the books, with no response.create."""
+    proto = ready_proto()
+    responding(proto)
+    call(proto, "call_a")
+    done(proto, status="cancelled")
+    assert proto.pending_calls == ("call_a",) and proto.owes
+    proto.tool_output("call_a", "get_time was cancelled by barge-in")
+    (out,) = sent(proto)
+    assert out["item"] == {
+        "type": "function_call_output",
+        "call_id": "call_a",
+        "output": "get_time was cancelled by barge-in",
+    }
+    assert proto.pending_calls == () and not proto.owes
+
+
+def test_barge_in_on_a_completed_response_with_calls_asks_for_no_follow_up() -> None:
+    """The response finished (its calls out, its audio still playing) and the caller spoke
+    over it: outputs that arrive later (``on_interrupt: finish``) are sent, and the caller's
+    turn, not a response.create of ours, drives what the model says next."""
+    proto = ready_proto()
+    responding(proto)
+    audio_item(proto, 1000)
+    call(proto, "call_a")
+    done(proto)  # completed
+    proto.interrupt(400, local=False)
+    assert types(sent(proto)) == ["conversation.item.truncate"]
+    assert proto.owes
+    proto.tool_output("call_a", "12:00")
+    assert types(sent(proto)) == ["conversation.item.create"]
+    assert not proto.owes
+    responding(proto, "resp_2")  # the next response (the caller's turn) is followed up as usual
+    call(proto, "call_b", "resp_2")
+    done(proto, "resp_2")
+    proto.tool_output("call_b", "ok")
+    assert types(sent(proto)) == ["conversation.item.create", "response.create"]
+
+
 # ----------------------------------------------------------------------------- barge-in
 
 
