@@ -47,6 +47,7 @@ import contextlib
 import copy
 import errno
 import http
+import logging
 import math
 import re
 import sys
@@ -93,6 +94,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger("pipeline.emulator")
+
+# websockets' server logs every request header it receives (Authorization: Bearer <key>
+# included) at debug level on ``websockets.server``: give it a logger of its own that never says
+# more than warnings, as the client side does (stages.realtime.session).
+_WS_LOGGER = logging.getLogger("pipeline.emulator.websocket")
+_WS_LOGGER.setLevel(logging.WARNING)
 
 Json = dict[str, Any]
 
@@ -1681,7 +1688,7 @@ class EmulatorConnection:
     dialect: Dialect
     model: str
     path: str
-    headers: Headers
+    headers: Headers = field(repr=False)  # holds the client's Authorization header
     subprotocol: str | None
     session: EmulatorSession
     sent: list[Json] = field(default_factory=list)
@@ -1924,6 +1931,7 @@ async def run_emulator(
         select_subprotocol=emu._select_subprotocol,
         max_size=None,
         compression=None,
+        logger=_WS_LOGGER,
     ) as server:
         sock = next(iter(server.sockets))
         emu.port = int(sock.getsockname()[1])

@@ -21,8 +21,9 @@ through it. Theory of operation:
   leaves the stage, so dropped audio leaves no hole); transcripts; tool calls; response and
   server-VAD events; non-fatal server errors as ``error`` frames (and a warning).
 - **Barge-in.** A ``speech_started`` (from the gate or the server's VAD) while assistant audio
-  flows puts an ``interrupt`` frame at the head of the output queue, drops the audio queued
-  behind it and any later audio of that response, cancels the response (when our side heard
+  flows drops the audio in the output queue and any later audio of that response and queues an
+  ``interrupt`` frame: it overtakes the dropped audio only, events queued before it (a
+  ``tool_call``) stay ahead of it, cancels the response (when our side heard
   it: the server's VAD cancels by itself) and truncates the assistant item at the position a
   sink reported as played (bus topic ``played``), else at what left the stage.
 - **Lifecycle.** An abnormal close reconnects with capped exponential backoff (the conversation
@@ -431,10 +432,14 @@ class Playout:
         self._ev.set()
 
     def interrupt(self, frame: Interrupt) -> int:
-        """Put ``frame`` first and drop the queued audio; returns how many chunks were dropped."""
+        """Drop the queued audio and queue ``frame``; returns how many chunks were dropped.
+
+        The interrupt overtakes queued audio only (all of it is gone): events queued before it
+        (a ``tool_call`` of the interrupted response, a transcript) keep their order and stay
+        ahead of it, so a tool router sees the call before the interrupt, as it happened."""
         kept = [x for x in self._q if not isinstance(x, _AudioOut)]
         dropped = len(self._q) - len(kept)
-        self._q = deque([frame, *kept])
+        self._q = deque([*kept, frame])
         self._ev.set()
         self.interrupted_at = self.pts
         return dropped

@@ -57,6 +57,7 @@ from stages.realtime.session import (
 )
 
 SECRET = "sk-TEST-do-not-leak-4242"
+_PEER_LOGGER = logging.getLogger("tests.scripted_peer")
 SAFETY_S = 10.0  # a hung test fails after this; nothing waits for it in a passing run
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -174,7 +175,11 @@ class ScriptedPeer:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ScriptedPeer]:
         async with serve(
-            self._handler, "127.0.0.1", 0, process_request=self._process_request
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            logger=_PEER_LOGGER,  # a test double: its header log is not what is under test
         ) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}/v1/realtime"
@@ -1130,13 +1135,16 @@ async def test_no_api_key_anywhere(caplog: pytest.LogCaptureFixture) -> None:
             captured += [str(info.value), repr(info.value)]
     captured += [repr(f) for f in out]
     captured += [repr(e) for e in logs]
-    # websockets' *server* logger (the emulator's, the test peer's) shows the request headers it
-    # received at debug level; everything on the client's side must not.
-    client_records = [r for r in caplog.records if r.name != "websockets.server"]
-    captured += [r.getMessage() + repr(r.args) for r in client_records]
+    # every record, the emulator's server side included (websockets logs the request headers
+    # at debug level on its default loggers); only the scripted test double is left out
+    records = [r for r in caplog.records if r.name != _PEER_LOGGER.name]
+    captured += [r.getMessage() + repr(r.args) for r in records]
     captured.append(repr(resolve_settings(params(emu.url))))
+    captured.append(repr(emu.connections))
     text = "\n".join(captured)
     assert any(isinstance(f, Audio) for f in out)
+    # websockets' own loggers were at debug level (they log request headers at that level)
+    assert logging.getLogger("websockets.server").isEnabledFor(logging.DEBUG)
     assert "Bearer" not in text or SECRET not in text
     assert SECRET not in text
 
@@ -1234,7 +1242,7 @@ def test_batcher_caps_a_long_gap() -> None:
 
 
 @aio
-async def test_playout_interrupt_jumps_ahead_and_drops_queued_audio() -> None:
+async def test_playout_interrupt_jumps_ahead_of_audio_and_drops_it() -> None:
     out = Playout(AudioFormat("pcm16", 8000))
     out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
     out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
@@ -1242,8 +1250,8 @@ async def test_playout_interrupt_jumps_ahead_and_drops_queued_audio() -> None:
     first = await out.get()
     assert isinstance(first, Audio) and first.pts == 0.0
     assert out.interrupt(Interrupt(pts=out.pts, response_id="r1")) == 1
+    assert await out.get() == Transcript("assistant", "hi", True)  # queued before it
     assert await out.get() == Interrupt(pts=0.1, response_id="r1")
-    assert await out.get() == Transcript("assistant", "hi", True)
     assert not out.has_audio()
     assert out.heard_ms("item_1") == 100
     out.on_played(Played("sink", 0.04))
@@ -1251,3 +1259,26 @@ async def test_playout_interrupt_jumps_ahead_and_drops_queued_audio() -> None:
     out.on_played(Played("other timeline", 7.0))  # ignored
     assert out.heard_ms("item_1") == 40
     assert out.heard_ms("never_played") == 0
+
+
+@aio
+async def test_playout_interrupt_never_overtakes_a_queued_tool_call() -> None:
+    """A tool call queued behind audio stays ahead of the interrupt (``on_interrupt: finish``
+    runs calls the router saw before the interrupt); audio queued after it is dropped."""
+    out = Playout(AudioFormat("pcm16", 8000))
+    call = ToolCall("call_1", "get_time", "{}", "r1")
+    out.put(_AudioOut(b"\x01\x00" * 80, "item_1", "r1"))
+    out.put(call)
+    out.put(_AudioOut(b"\x02\x00" * 80, "item_1", "r1"))
+    out.put(Transcript("assistant", "let me check", False))
+    out.put(_AudioOut(b"\x03\x00" * 80, "item_1", "r1"))
+    assert out.interrupt(Interrupt(pts=0.0, response_id="r1")) == 3
+    out.put(ResponseDone("r1", "cancelled"))
+    got = [await out.get() for _ in range(4)]
+    assert got == [
+        call,
+        Transcript("assistant", "let me check", False),
+        Interrupt(pts=0.0, response_id="r1"),
+        ResponseDone("r1", "cancelled"),
+    ]
+    assert not out.has_audio() and out.pts == 0.0
