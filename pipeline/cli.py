@@ -21,7 +21,7 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
-from .errors import ConfigError, PipelineError
+from .errors import ConfigError, PipelineError, Problem
 from .report import (
     dot,
     live_table,
@@ -131,8 +131,16 @@ def _file_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from .config import load
 
-    name = args.name or getattr(args, "pipeline_name", None)
-    return load(args.file, name, overrides=args.overrides)
+    flag = getattr(args, "pipeline_name", None)
+    if args.name and flag and args.name != flag:
+        raise ConfigError(
+            Problem(
+                f"two pipeline names: '{args.name}' and --pipeline '{flag}'",
+                "give one of them",
+                "<command line>",
+            )
+        )
+    return load(args.file, args.name or flag, overrides=args.overrides)
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:

@@ -424,7 +424,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
     "stages_user": (["stages", "mystages:gain"], {}),
     "graph_mermaid": (["graph", "pipelines.yaml"], {}),
     "graph_names": (["graph", "names.yaml"], {}),
-    "graph_dot": (["graph", "pipelines.yaml", "tone", "--format", "dot"], {}),
+    "graph_dot": (["graph", "pipelines.yaml", "--pipeline", "tone", "--format", "dot"], {}),
+    "two_names": (["run", "pipelines.yaml", "tone", "--pipeline", "grok"], {}),
     "emu_port": (["emulator", "--port", "99999"], {}),
     "emu_config": (["emulator", "--config", "mistakes.yaml"], {}),
 }
@@ -702,6 +703,14 @@ def test_graph_both_formats(batch: dict[str, Result]) -> None:
         '    "tone" -> "sink" [label="audio [pcm16 8000 Hz]"];\n'
         "}\n",
         "",
+    )
+
+
+def test_two_different_pipeline_names_are_refused(batch: dict[str, Result]) -> None:
+    assert batch["two_names"] == Result(
+        2,
+        "",
+        "<command line>: two pipeline names: 'tone' and --pipeline 'grok'; give one of them\n",
     )
 
 
