@@ -332,11 +332,14 @@ def _value(v: Any, kind: Any, name: str) -> Any:
         if not isinstance(v, int) or isinstance(v, bool):
             raise TwilioMessageError(f"field '{name}' must be an integer, got {_kind(v)} {v!r}")
         return v
-    if kind == "strmap":
-        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-            raise TwilioMessageError(
-                f"field '{name}' must be an object of strings, got {_kind(v)} {v!r}"
-            )
+    if kind == "strmap":  # values are never quoted: a <Parameter> may hold a secret
+        if not isinstance(v, dict):
+            raise TwilioMessageError(f"field '{name}' must be an object of strings, got {_kind(v)}")
+        for key, x in v.items():
+            if not isinstance(x, str):
+                raise TwilioMessageError(
+                    f"field '{name}.{key}' must be a string (an object of strings), got {_kind(x)}"
+                )
         return dict(v)
     if kind == "strlist":
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):

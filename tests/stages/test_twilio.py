@@ -174,7 +174,8 @@ _DELETE = object()
         ("start", ("start", "callSid"), _DELETE, "missing field 'start.callSid'"),
         ("start", ("start", "mediaFormat", "sampleRate"), 16000, "audio/x-mulaw 8000 Hz x1"),
         ("start", ("start", "mediaFormat", "sampleRate"), "8000", "must be an integer"),
-        ("start", ("start", "customParameters"), {"k": 1}, "must be an object of strings"),
+        ("start", ("start", "customParameters"), {"k": 1}, "'start.customParameters.k' must be"),
+        ("start", ("start", "customParameters"), ["secret"], "must be an object of strings, got"),
         ("start", ("start", "streamSid"), "MZother", "differs from streamSid"),
         ("mark", ("mark",), "x", "'mark' must be an object"),
         ("stop", ("stop", "callSid"), None, "'stop.callSid' must be a string, got null"),
@@ -511,3 +512,11 @@ def test_sink_passes_the_stage_conformance_checks() -> None:
     with bind_call(call):
         assert check_stage("twilio_sink", frames) == []
     assert sent and all(parse_outgoing(m).stream_sid == SID for m in sent)
+
+
+def test_errors_never_quote_parameter_values() -> None:
+    bad = _with("start", ("start", "customParameters"), {"token": "s3cret", "n": 5})
+    with pytest.raises(TwilioMessageError) as err:
+        parse_incoming(bad)
+    assert "s3cret" not in str(err.value)
+    assert "'start.customParameters.n'" in str(err.value)
