@@ -258,7 +258,7 @@ def _load(raw: str | bytes, direction: str) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise TwilioMessageError(
-            f"{direction} message is not valid JSON ({exc}): {raw[:80]!r}", MALFORMED
+            f"{direction} message of {len(raw)} characters is not valid JSON ({exc})", MALFORMED
         ) from None
     if not isinstance(data, dict):
         raise TwilioMessageError(
@@ -327,7 +327,9 @@ def _value(v: Any, kind: Any, name: str) -> Any:
         try:
             return base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
-            raise TwilioMessageError(f"field '{name}' is not valid base64: {v[:40]!r}") from None
+            raise TwilioMessageError(
+                f"field '{name}' is not valid base64 ({len(v)} characters)"
+            ) from None
     if kind == "int":
         if not isinstance(v, int) or isinstance(v, bool):
             raise TwilioMessageError(f"field '{name}' must be an integer, got {_kind(v)} {v!r}")
@@ -366,7 +368,7 @@ def _event(data: Mapping[str, Any], schemas: Mapping[str, _Schema], direction: s
     event = data.get("event")
     if not isinstance(event, str):
         raise TwilioMessageError(
-            f"{direction} message has no 'event' string: {orjson.dumps(data)[:80]!r}"
+            f"{direction} message has no 'event' string (its fields: {', '.join(map(str, data))})"
         )
     if event not in schemas:
         raise TwilioMessageError(
