@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import FormatError, InputError
+from stages.g711 import AUDIOOP
 
 EngineName = Literal["silero", "webrtc", "energy"]
 
@@ -197,15 +198,39 @@ class SileroEngine:
 # ---------------------------------------------------------------------------- webrtc
 
 
+def _preemphasis_audioop(data: bytes, prev: bytes, a: float) -> bytes:
+    assert AUDIOOP is not None
+    return AUDIOOP.add(data, AUDIOOP.mul(prev + data[:-2], 2, -a), 2)  # type: ignore[no-any-return]
+
+
+def _preemphasis_numpy(data: bytes, prev: bytes, a: float) -> bytes:
+    # audioop's arithmetic: the product in double, floored; the sum saturated
+    y = np.frombuffer(prev + data[:-2], np.int16) * -a
+    np.floor(y, out=y)
+    y += np.frombuffer(data, np.int16)
+    np.maximum(y, -32768.0, out=y)
+    np.minimum(y, 32767.0, out=y)
+    return y.astype(np.int16).tobytes()
+
+
+def preemphasize(data: bytes, prev: bytes, a: float) -> bytes:
+    """``y[n] = x[n] + ⌊-a·x[n-1]⌋`` saturated to int16, on native int16 bytes; ``prev`` holds
+    ``x[-1]`` (the 2 bytes before ``data``) and ``0 <= a < 1``. Through ``audioop`` when it
+    imports (``audioop.add(data, audioop.mul(shifted, 2, -a), 2)``, ~1.5 µs per 20 ms at
+    16 kHz), else numpy with the same arithmetic (~5 µs): the same bytes either way."""
+    return (_preemphasis_audioop if AUDIOOP is not None else _preemphasis_numpy)(data, prev, a)
+
+
 class WebrtcEngine:
     """Google's WebRTC VAD (``webrtcvad``): a 0/1 decision per 10, 20 or 30 ms window.
 
     ``aggressiveness`` 0..3: higher says "speech" less often (fewer false alarms in noise).
-    ``preemphasis`` (``y[n] = x[n] - a·x[n-1]``, 0 to turn it off) tilts the spectrum before
-    webrtcvad sees it: mains hum and its low harmonics otherwise keep its lowest band (80-250 Hz)
-    busy, and it never hears the end of speech (on the dev set's babble-and-hum file it found
-    one segment from the first word to the end of the file without it, and every utterance with
-    it, at no cost on the other files).
+    ``preemphasis`` (``y[n] = x[n] - a·x[n-1]``, 0 to turn it off, below 1) tilts the spectrum
+    before webrtcvad sees it: mains hum and its low harmonics otherwise keep its lowest band
+    (80-250 Hz) busy, and it never hears the end of speech (on the dev set's babble-and-hum file
+    it found one segment from the first word to the end of the file without it, and every
+    utterance with it, at no cost on the other files). It works on bytes, as webrtcvad does
+    (:func:`preemphasize`): no float conversion, no numpy on the audioop path.
     """
 
     default_threshold = 0.5
@@ -219,35 +244,42 @@ class WebrtcEngine:
             raise ValueError(f"webrtc frames are 10, 20 or 30 ms, not {frame_ms}")
         if not 0 <= aggressiveness <= 3:
             raise ValueError(f"webrtc aggressiveness is 0..3, not {aggressiveness}")
+        if not 0 <= preemphasis < 1:
+            raise ValueError(f"webrtc pre-emphasis is 0 (off) up to below 1, not {preemphasis}")
         import webrtcvad
 
         self.rate = rate
         self.window = rate * frame_ms // 1000
+        self._window_bytes = 2 * self.window
         self._vad = webrtcvad.Vad(aggressiveness)
-        self._framer = _Framer(self.window)
         self._a = preemphasis
-        self._last = 0.0
+        self._emphasize = _preemphasis_audioop if AUDIOOP is not None else _preemphasis_numpy
+        self._buf = b""  # a partial window (pre-emphasised)
+        self._last = b"\0\0"  # the last input sample, before pre-emphasis
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
-        if self._a and len(pcm):
-            x = pcm.astype(np.float32)
-            y = np.empty_like(x)
-            y[0] = self._last
-            y[1:] = x[:-1]
-            self._last = float(x[-1])
-            y *= -self._a
-            y += x
-            pcm = np.clip(y, -32768, 32767, out=y).astype(np.int16)
+        data = pcm.astype(np.int16, copy=False).tobytes()  # native order, as webrtcvad reads it
+        if not data:
+            return []
+        if self._a:
+            last, self._last = self._last, data[-2:]
+            data = self._emphasize(data, last, self._a)
+        if self._buf:
+            data = self._buf + data
+        wb = self._window_bytes
+        n = len(data) // wb
+        self._buf = data[n * wb :]
+        if not n:
+            return []
         is_speech: Callable[[bytes, int], bool] = self._vad.is_speech
         rate = self.rate
-        return [
-            1.0 if is_speech(w.astype("<i2", copy=False).tobytes(), rate) else 0.0
-            for w in self._framer.windows(pcm)
-        ]
+        if n == 1:
+            return [1.0 if is_speech(data[:wb], rate) else 0.0]
+        return [1.0 if is_speech(data[i * wb : (i + 1) * wb], rate) else 0.0 for i in range(n)]
 
     def reset(self) -> None:
-        self._framer.reset()
-        self._last = 0.0
+        self._buf = b""
+        self._last = b"\0\0"
 
 
 # ---------------------------------------------------------------------------- energy

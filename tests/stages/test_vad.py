@@ -616,6 +616,39 @@ def test_webrtc_scores_do_not_depend_on_chunk_sizes() -> None:
     assert 0.0 in whole and 1.0 in whole
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-32768, 32767), min_size=1, max_size=300),
+    st.integers(-32768, 32767),
+    st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_preemphasis_numpy_matches_audioop(xs: list[int], prev: int, a: float) -> None:
+    data = np.array(xs, np.int16).tobytes()
+    p = np.array([prev], np.int16).tobytes()
+    y = np.frombuffer(engines._preemphasis_numpy(data, p, a), np.int16)
+    # y[n] = x[n] + floor(-a x[n-1]), saturated: audioop.mul then audioop.add
+    x1 = np.array([prev, *xs[:-1]], np.float64)
+    expected = np.clip(np.array(xs) + np.floor(-a * x1), -32768, 32767)
+    assert y.tolist() == expected.astype(np.int64).tolist()
+    if engines.AUDIOOP is not None:
+        assert engines._preemphasis_audioop(data, p, a) == y.tobytes()
+    assert engines.preemphasize(data, p, a) == y.tobytes()
+
+
+def test_preemphasis_values_and_both_paths_in_the_engine() -> None:
+    x = np.array([100, 100, -32768, 32767, 0, -1], np.int16).tobytes()
+    y = np.frombuffer(engines.preemphasize(x, np.array([50], np.int16).tobytes(), 0.8), np.int16)
+    assert y.tolist() == [60, 20, -32768, 32767, -26214, -1]  # saturated both ways
+    speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
+    fast = WebrtcEngine(16000)
+    fallback = WebrtcEngine(16000)
+    fallback._emphasize = engines._preemphasis_numpy  # what runs where audioop is absent
+    for i in range(0, len(speech), 320):
+        assert fast.process(speech[i : i + 320]) == fallback.process(speech[i : i + 320])
+    with pytest.raises(ValueError, match=r"pre-emphasis is 0 \(off\) up to below 1, not 1\.2"):
+        WebrtcEngine(16000, preemphasis=1.2)
+
+
 def test_webrtc_frames_and_refusals() -> None:
     e = WebrtcEngine(48000, aggressiveness=0)
     assert e.window == 1440
