@@ -13,9 +13,9 @@ with the media time written up to, so a realtime session can truncate what the c
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -31,7 +31,23 @@ __all__ = ["jsonl_sink", "null_sink", "wav_sink"]
 EMPTY_FORMAT = AudioFormat("pcm16", 8000)
 
 
-@stage("wav_sink", accepts=(Audio,), emits=())
+def _cannot_write(stage_id: str, path: object, exc: OSError) -> StageError:
+    """One line naming the file, for a write that failed while running (a full disk...)."""
+    return StageError(
+        stage_id,
+        f"cannot write {path}: {exc.strerror or exc}; check the path, its permissions and the "
+        "free space",
+    )
+
+
+def _check_wav_sink(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """``path: -`` is refused by ``pipeline validate``, not once the run has started."""
+    if str(values.get("path")) == "-":
+        return [("path", "wav_sink cannot write to standard output ('-'); give a file path")]
+    return []
+
+
+@stage("wav_sink", accepts=(Audio,), emits=(), check=_check_wav_sink)
 async def wav_sink(
     frames: AsyncIterator[Frame], *, path: OutputPath, ctx: StageContext
 ) -> AsyncIterator[Frame]:
@@ -47,26 +63,36 @@ async def wav_sink(
     if str(path) == "-":
         raise StageError(ctx.id, "wav_sink cannot write to standard output ('-'); give a file path")
     writer: WavWriter | None = None
+    ended = False  # True once the input ended normally (no error on the way out)
     try:
         async for frame in frames:
             if not isinstance(frame, Audio):
                 continue
-            if writer is None:
-                writer = WavWriter(path, frame.format)
-                ctx.log.debug("wav_sink_open", path=str(path), format=str(frame.format))
-            elif frame.format != writer.format:
-                raise StageError(
-                    ctx.id,
-                    f"got {frame.format} audio at {frame.pts:.3f} s after {writer.format} audio; "
-                    "a WAV file holds one format: add a resample or g711 stage before it",
-                )
-            writer.write(frame.data)
+            try:
+                if writer is None:
+                    writer = WavWriter(path, frame.format)
+                    ctx.log.debug("wav_sink_open", path=str(path), format=str(frame.format))
+                elif frame.format != writer.format:
+                    raise StageError(
+                        ctx.id,
+                        f"got {frame.format} audio at {frame.pts:.3f} s after {writer.format} "
+                        "audio; a WAV file holds one format: add a resample or g711 stage "
+                        "before it",
+                    )
+                writer.write(frame.data)
+            except OSError as exc:
+                raise _cannot_write(ctx.id, path, exc) from exc
             ctx.bus.publish(PLAYED, Played(ctx.id, frame.end_pts))
+        ended = True
     finally:
-        if writer is None:
-            writer = WavWriter(path, ctx.input_format or EMPTY_FORMAT)
-        writer.close()
-        ctx.report("seconds", round(writer.num_frames / writer.format.rate, 3))
+        try:
+            if writer is None:
+                writer = WavWriter(path, ctx.input_format or EMPTY_FORMAT)
+            writer.close()
+            ctx.report("seconds", round(writer.num_frames / writer.format.rate, 3))
+        except OSError as exc:
+            if ended:  # else the error already on its way out is the one to report
+                raise _cannot_write(ctx.id, path, exc) from exc
     return
     yield  # an async generator that yields nothing
 
@@ -86,15 +112,21 @@ async def jsonl_sink(
     if str(path) == "-":
         out, owned = sys.stdout.buffer, False
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out, owned = open(path, "wb"), True  # noqa: SIM115 - closed in finally
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            out, owned = open(path, "wb"), True  # noqa: SIM115 - closed in finally
+        except OSError as exc:
+            raise _cannot_write(ctx.id, path, exc) from exc
     count = 0
     try:
         async for frame in frames:
             if isinstance(frame, Audio):
                 continue
-            out.write(orjson.dumps(event_to_dict(frame)) + b"\n")
-            out.flush()
+            try:
+                out.write(orjson.dumps(event_to_dict(frame)) + b"\n")
+                out.flush()
+            except OSError as exc:
+                raise _cannot_write(ctx.id, path, exc) from exc
             count += 1
     finally:
         if owned:

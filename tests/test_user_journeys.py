@@ -234,8 +234,9 @@ def make_files(d: Path) -> None:
               under-a-file: {type: wav_sink, path: afile/x.wav}
               discard1: {type: wav_sink, path: /dev/null}
               discard2: {type: wav_sink, path: /dev/null}
+              stdout: {type: wav_sink, path: "-"}
             links: [src -> here, src -> folder, src -> under-a-file, src -> discard1,
-                    src -> discard2]
+                    src -> discard2, src -> stdout]
           self-loop:
             stages:
               src: {type: wav_source, path: pcm16.wav}
@@ -256,6 +257,19 @@ def make_files(d: Path) -> None:
               my_src: {type: signal_source, seconds: 0.1, rate: 8000}
               end: {type: null_sink}
             links: [my-src -> end, my_src -> end]
+        """,
+    )
+    write(
+        d,
+        "full.yaml",
+        """
+        version: 1
+        pipelines:
+          a:
+            stages:
+              tone: {type: signal_source, seconds: 0.1, rate: 8000}
+              disk: {type: wav_sink, path: /dev/full}
+            links: [tone -> disk]
         """,
     )
     write(
@@ -416,6 +430,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
         {},
     ),
     "explode": (["run", "explode.yaml"], {}),
+    "disk_full": (["run", "full.yaml"], {}),
     "stdout_log": (["run", "stdout.yaml", "--log-level", "WARNING"], {}),
     "grok_no_key": (["run", "grok.yaml"], {}),
     "grok_fake_key": (["run", "grok.yaml", "--log-level", "debug"], {"XAI_API_KEY": SECRET}),
@@ -584,9 +599,11 @@ def test_unwritable_outputs_and_self_loops_found_before_running(
         f"({folder / 'examples'}); name a file in it",
         "outputs.yaml:15:44: stage 'under-a-file' (wav_sink): output path 'afile/x.wav': "
         f"{folder / 'afile'} is a file, not a folder; choose another path",
-        "outputs.yaml:25:13: link 'down -> down' links stage 'down' to itself: it would take "
+        "outputs.yaml:18:38: stage 'stdout' (wav_sink): wav_sink cannot write to standard "
+        "output ('-'); give a file path",
+        "outputs.yaml:26:13: link 'down -> down' links stage 'down' to itself: it would take "
         "back everything it emits and the run would never end; remove the link",
-        "5 problems found",
+        "6 problems found",
     ]
 
 
@@ -635,6 +652,16 @@ def test_a_user_stage_failing_while_running(batch: dict[str, Result], folder: Pa
     assert r.err_lines == ["error: stage 'x' failed: ValueError: exploded after 5 frames"]
     assert r.out.startswith("pipeline 'a' failed: ")
     assert sf.info(folder / "out" / "explode.wav").frames == 5 * 160  # what came before
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line_naming_the_file(batch: dict[str, Result]) -> None:
+    r = batch["disk_full"]
+    assert r.rc == 1
+    assert r.err_lines == [
+        "error: stage 'disk' failed: cannot write /dev/full: No space left on device; check the "
+        "path, its permissions and the free space"
+    ]
 
 
 def test_event_log_on_stdout_stays_json(batch: dict[str, Result]) -> None:
