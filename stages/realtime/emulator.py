@@ -108,13 +108,15 @@ Json = dict[str, Any]
 
 class ToolCallScript(BaseModel):
     """One scripted function call: the response to user turn ``turn`` (1-based) calls ``name``
-    with ``arguments`` instead of speaking."""
+    with ``arguments`` instead of speaking, or, with ``say``, calls it and then speaks ``say``
+    in the same response (as models do: "let me check that for you"), with the reply audio."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     turn: int = Field(ge=1)
     name: str = Field(min_length=1)
     arguments: dict[str, Any] = Field(default_factory=dict)
+    say: str | None = None
 
 
 class EmulatorConfig(BaseModel):
@@ -1412,7 +1414,17 @@ class EmulatorSession:
             "content": [part] if part else [],
         }
 
-    def _audio_message(self, resp: _Response, text: str, t: float) -> None:
+    def _audio_message(
+        self,
+        resp: _Response,
+        text: str,
+        t: float,
+        *,
+        index: int = 0,
+        before: list[Json] | None = None,
+    ) -> None:
+        """An audio message item at ``output_index`` ``index``, then ``response.done`` (whose
+        output lists ``before``, the items already sent in this response, then this one)."""
         rid = resp.id
         item_id = self._id("item")
         self._audio_ms[item_id] = 0
@@ -1425,12 +1437,12 @@ class EmulatorSession:
         pieces = _split_text(text, len(chunks))
         item_part = self.names["part.audio"]
         added = self._message_item(item_id, "in_progress", {})
-        base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
         self._emit(
             {
                 "type": "response.output_item.added",
                 "response_id": rid,
-                "output_index": 0,
+                "output_index": index,
                 "item": added,
             },
             at=t,
@@ -1487,7 +1499,7 @@ class EmulatorSession:
             {
                 "type": "response.output_item.done",
                 "response_id": rid,
-                "output_index": 0,
+                "output_index": index,
                 "item": done,
             },
             at=end,
@@ -1498,7 +1510,7 @@ class EmulatorSession:
         self._emit(
             {
                 "type": "response.done",
-                "response": self._response_obj(resp, "completed", None, [done]),
+                "response": self._response_obj(resp, "completed", None, [*(before or ()), done]),
             },
             at=end,
             response_id=rid,
@@ -1634,6 +1646,10 @@ class EmulatorSession:
                 response_id=rid,
                 on_release=self._released(resp, "response.output_item.done", done),
             )
+        say = " ".join(c.say for c in script if c.say)
+        if say and "audio" in self.state.modalities:
+            self._audio_message(resp, say, t, index=len(script), before=done_items)
+            return
         self._emit(
             {
                 "type": "response.done",
@@ -1656,6 +1672,8 @@ class EmulatorSession:
                 part = {"type": self.names["part.audio"], "transcript": said}
                 item = self._message_item(item["id"], "incomplete", part)
                 self._items[item["id"]] = item
+            elif item["id"] in resp.done_items:  # a finished function_call stays completed
+                item = self._items.get(item["id"], item)
             else:
                 item = {**item, "status": "incomplete"}
             output.append(item)

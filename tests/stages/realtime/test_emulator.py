@@ -935,6 +935,51 @@ def test_scripted_tool_call_then_follow_up() -> None:
     run(go())
 
 
+def test_scripted_tool_call_that_also_speaks_and_is_barged_in_on() -> None:
+    """``say``: the response calls the tool first, then speaks (paced); speech over it cancels
+    the response, whose output keeps the function_call item (status incomplete), and the
+    function_call_output sent afterwards is accepted (the server holds that call)."""
+    clock = ManualClock()
+    script = {"turn": 1, "name": "get_time", "arguments": {"city": "Tokyo"}, "say": "One moment."}
+    cfg = EmulatorConfig(tool_calls=(script,), reply="tone", tone_ms=1000, pace=1.0)  # type: ignore[arg-type]
+    tools = [{"type": "function", "name": "get_time", "parameters": {"type": "object"}}]
+
+    async def go() -> None:
+        async with emulator(cfg, clock=clock) as emu, client(emu) as c:
+            await c.handshake({**VAD_SESSION, "tools": tools})
+            await append_chunks(c, _vad_turn_audio(16000), 640)
+            events = await c.until("response.output_audio.delta")
+            kinds = types_of(events)
+            start = kinds.index("response.created")
+            assert kinds[start:] == [
+                "response.created",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_audio.delta",
+            ]
+            call_id = events[start + 4]["call_id"]
+            assert events[start + 6]["output_index"] == 1  # the message after the call
+            await append_chunks(c, tone(16000, 200).tobytes(), 640)
+            events = await c.until("response.done")
+            resp = events[-1]["response"]
+            assert resp["status"] == "cancelled"
+            assert [(i["type"], i["status"]) for i in resp["output"]] == [
+                ("function_call", "completed"),
+                ("message", "incomplete"),
+            ]
+            out = {"type": "function_call_output", "call_id": call_id, "output": "cancelled"}
+            await c.send({"type": "conversation.item.create", "item": out})
+            added = await c.until("conversation.item.added")
+            assert added[-1]["item"]["call_id"] == call_id
+
+    run(go())
+
+
 def test_function_call_item_added_copies() -> None:
     call = {"turn": 1, "name": "get_time"}
     cfg = EmulatorConfig(tool_calls=(call,), function_call_item_added=2)  # type: ignore[arg-type]
