@@ -119,7 +119,7 @@ class StageSpec:
         try:
             obj = self.model.model_validate(dict(raw))
         except pydantic.ValidationError as exc:
-            for err in exc.errors():
+            for err in _merge_union_errors(exc.errors()):
                 loc = str(err["loc"][0]) if err["loc"] else ""
                 problems.append((loc, self._explain(loc, err)))
             return dict(raw), problems
@@ -145,6 +145,28 @@ class StageSpec:
         if not self.params:
             return f"'{self.name}' takes no parameters"
         return "its parameters are " + ", ".join(self.params)
+
+
+def _merge_union_errors(errors: list[Any]) -> list[Any]:
+    """One error per wrong value: pydantic reports a value that fits no member of a union
+    (``str | dict``) once per member, the member's name last in ``loc``."""
+    out: list[Any] = []
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if len(loc) > 1 and isinstance(loc[-1], str):
+            groups.setdefault(loc[:-1], []).append(err)
+        else:
+            out.append(err)
+    for at, group in groups.items():
+        if len(group) == 1 or len({repr(e.get("input")) for e in group}) > 1:
+            out.extend(group)
+            continue
+        inner = "".join(f"item {i + 1}: " if isinstance(i, int) else f"'{i}': " for i in at[1:])
+        kinds = " or ".join(str(e["loc"][-1]) for e in group)
+        msg = f"{inner}Input should be {kinds}"
+        out.append({**group[0], "loc": at, "msg": msg, "type": "union"})
+    return out
 
 
 REGISTRY: dict[str, StageSpec] = {}

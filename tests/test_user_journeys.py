@@ -211,6 +211,13 @@ def make_files(d: Path) -> None:
               src: {type: signal_source}
               x: {type: "broken:thing"}
             links: [src -> x]
+          unions:
+            stages:
+              src: {type: signal_source, rate: 24000}
+              agent: {type: realtime_session, provider: emulator, turn_detection: 5}
+              tools: {type: tool_router, tools: [5]}
+              out: {type: null_sink}
+            links: [src -> agent -> out, agent -> tools -> agent]
         """,
     )
     write(
@@ -581,7 +588,12 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "problems.yaml:77:17: stage 'x': importing module 'broken' for stage type "
         "'broken:thing' failed: ValueError: not today (broken.py, line 2); fix the error in "
         "that module",
-        "22 problems found",
+        # a value that fits no member of a union: one line, not one per member
+        "problems.yaml:82:75: stage 'agent' (realtime_session): parameter 'turn_detection' "
+        "(str | dict[str, any] | null): Input should be str or dict[str,any], got 5",
+        "problems.yaml:83:41: stage 'tools' (tool_router): parameter 'tools' "
+        "(list[str | dict[str, any]]): item 1: Input should be str or dict[str,any], got 5",
+        "24 problems found",
     ]
 
 
