@@ -46,7 +46,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
@@ -619,6 +619,8 @@ class _Run:
     # -- server events
 
     async def on_event(self, ev: p.ProtocolEvent) -> None:
+        """One typed protocol event: frames out, turn state, barge-in. Every event type of the
+        protocol has its case (checked by mypy: ``assert_never``)."""
         match ev:
             case p.SessionReady():
                 if not self.ready.is_set():
@@ -666,8 +668,11 @@ class _Run:
             case p.Ignored():
                 if ev.type != "ping":
                     self.log.debug("server event ignored", server_event=ev.type)
-            case _:
+            case p.InputCommitted() | p.AudioDone() | p.Truncated():
                 self.log.debug("server event", server_event=type(ev).__name__)
+            case _:
+                # ProtocolEvent is a closed union: mypy fails here if a new event has no case
+                assert_never(ev)
 
     def _in_pts(self, ms: int) -> float | None:
         if self.conn_origin is None:
