@@ -66,7 +66,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError, Problem
 from .graph import Pipeline
 from .runtime import Runner
 
@@ -608,6 +608,16 @@ def cmd_serve(args: argparse.Namespace, _console: Any = None) -> int:
     from .config import load
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
+    if not any(n.type_name in ("twilio_source", "twilio_sink") for n in p.nodes.values()):
+        raise ConfigError(
+            Problem(
+                f"pipeline '{p.name}' has no twilio_source or twilio_sink, so a call could "
+                "neither be heard nor answered",
+                "pipeline serve runs one copy per phone call: add {type: twilio_source} and "
+                "{type: twilio_sink} (see docs/telephony.md)",
+                p.file,
+            )
+        )
     token = os.environ.get(args.token_env) or None
     if args.max_calls < 1:
         log.error("--max-calls must be at least 1", given=args.max_calls)

@@ -451,3 +451,24 @@ def test_the_phone_pipelines_in_the_docs_validate() -> None:
             assert p.nodes["caller"].output_format == p.nodes["phone"].input_format
             assert str(p.nodes["phone"].input_format) == "pcmu 8000 Hz"
     assert {"phone", "phone-emulator", "phone-pcm"} <= set(names)
+
+
+def test_serve_refuses_a_pipeline_without_a_call_leg(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "version: 1\npipelines:\n  tone:\n    stages:\n"
+        "      tone: {type: signal_source, seconds: 0.1}\n      sink: {type: null_sink}\n"
+        "    links:\n      - tone -> sink\n"
+    )
+    cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
+    proc = subprocess.run(
+        [*cmd, "serve", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "has no twilio_source or twilio_sink" in proc.stderr
+    assert "Traceback" not in proc.stderr
