@@ -283,6 +283,13 @@ def _link(r: _Reader, p: Pipeline, item: Node) -> None:
     where = _where(item)
     if isinstance(item, ScalarNode):
         text = r.plain(item)
+        if isinstance(text, str) and re.search(r"--+>", text):
+            r.problem(
+                f"cannot read link {text!r}: an arrow is '->', one dash",
+                f"write {re.sub(r'-+>', '->', text)!r}",
+                where,
+            )
+            return
         if not isinstance(text, str) or "->" not in text:
             r.problem(
                 f"cannot read link {text!r}",

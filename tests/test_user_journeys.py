@@ -114,7 +114,7 @@ def make_files(d: Path) -> None:
               t: {type: signal_source, seconds: "abc", frq: 3}
               s: {type: null_snk}
               t: {type: null_sink}
-            links: [t -> s, t -> x, "t ->", 5]
+            links: [t -> s, t -> x, "t ->", 5, "s --> t"]
         """,
     )
     write(
@@ -512,7 +512,9 @@ def test_every_mistake_of_a_file_at_once(batch: dict[str, Result]) -> None:
         "mistakes.yaml:8:21: link 't -> x' names unknown stage 'x'; define it under stages",
         "mistakes.yaml:8:29: cannot read link 't ->'; write 'a -> b -> c'",
         "mistakes.yaml:8:37: cannot read link 5; write 'a -> b' or {chain: 'a -> b', capacity: 8}",
-        "7 problems found",
+        "mistakes.yaml:8:40: cannot read link 's --> t': an arrow is '->', one dash; write "
+        "'s -> t'",
+        "8 problems found",
     ]
 
 
