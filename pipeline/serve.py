@@ -300,6 +300,7 @@ class CallServer:
             self.fold_all()
             text = self.metrics.text().decode()
             return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
+        self._check_at_start.discard(id(connection))  # an id may be reused: start afresh
         if self.token is not None:
             given = _token_of(request, url.query)
             if given is None and self.token_parameter:
