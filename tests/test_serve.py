@@ -472,3 +472,53 @@ def test_serve_refuses_a_pipeline_without_a_call_leg(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "has no twilio_source or twilio_sink" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_gated_phone_path_passes_the_callers_bytes_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shipped phone pipeline (gate mode, local turns): every turn the model receives is a
+    byte-identical slice of what the caller sent, and the reply reaches the caller unchanged."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from benchmarks.callsim import caller_audio
+
+    wav = ROOT / "examples" / "caller_8k_ulaw.wav"
+    if not wav.exists():
+        pytest.skip(f"{wav} is absent")
+    audio = caller_audio(wav)[: 160 * 130] + b"\xff" * 160 * 60  # utterance 1, 1.2 s pause
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+
+    async def main() -> None:
+        config = emulator.EmulatorConfig(reply="echo", pace=0)
+        async with emulator.run_emulator(config) as emu:
+            p = Pipeline("phone")
+            p.add("caller", "twilio_source")
+            p.add("gate", "vad_gate", engine="webrtc", mode="gate")
+            p.add(
+                "agent",
+                "realtime_session",
+                provider="xai",
+                url=emu.url,
+                api_key_env="SERVE_TEST_KEY",
+                input_format="pcmu",
+                output_format="pcmu",
+                turn_detection="none",
+            )
+            p.add("phone", "twilio_sink")
+            p.link("caller", "gate", "agent", "phone")
+            async with run_server(p) as server:
+                rec = await run_call(server.url + "/media", audio, quiet_s=0.5, tail_s=5.0)
+        assert rec.errors == [] and rec.close_code == 1000
+        turns, turn = [], bytearray()
+        for e in emu.connections[0].received:
+            if e["type"] == "input_audio_buffer.append":
+                turn += base64.b64decode(e["audio"])
+            elif e["type"] == "input_audio_buffer.commit":
+                turns.append(bytes(turn))
+                turn.clear()
+        assert len(turns) == 1 and len(turns[0]) > 8000
+        assert turns[0] in audio  # one contiguous slice of the caller's bytes
+        reply = _b64s(emu.connections[0].sent, "response.output_audio.delta", "delta")
+        assert len(reply) > 8000 and bytes(rec.received_audio) == reply
+
+    asyncio.run(main())
