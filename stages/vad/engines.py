@@ -65,6 +65,11 @@ class Engine(Protocol):
         ...
 
 
+# An engine that works on bytes (webrtc) may also offer ``process_bytes(data: bytes) ->
+# list[float]``, ``process`` for native-order int16 bytes: the gate then hands it mono pcm16
+# frames' bytes as they are, with no array round trip.
+
+
 def check_rate(engine: str, rate: int) -> None:
     """Raise FormatError if ``engine`` cannot analyse audio at ``rate`` Hz. The message reads
     after the stage's name (``stage 'gate' (vad_gate) gets 44100 Hz audio; ...``)."""
@@ -258,7 +263,11 @@ class WebrtcEngine:
         self._last = b"\0\0"  # the last input sample, before pre-emphasis
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
-        data = pcm.astype(np.int16, copy=False).tobytes()  # native order, as webrtcvad reads it
+        # native order, as webrtcvad reads it
+        return self.process_bytes(pcm.astype(np.int16, copy=False).tobytes())
+
+    def process_bytes(self, data: bytes) -> list[float]:
+        """:meth:`process` for native-order int16 bytes (what the gate has for pcm16 frames)."""
         if not data:
             return []
         if self._a:

@@ -456,6 +456,39 @@ def test_analysis_decodes_g711_like_audioop() -> None:
         assert got.astype("<i2").tobytes() == decode(codes, 2)
 
 
+class ArrayOnly:
+    """An engine seen without its ``process_bytes``: the gate hands it int16 arrays."""
+
+    def __init__(self, engine: WebrtcEngine) -> None:
+        self.engine = engine
+        self.rate, self.window = engine.rate, engine.window
+        self.default_threshold, self.hysteresis = engine.default_threshold, engine.hysteresis
+        self.seen: list[npt.NDArray[np.int16]] = []
+
+    def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
+        self.seen.append(pcm)
+        return self.engine.process(pcm)
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+
+@pytest.mark.parametrize("mode", ["gate", "annotate"])
+def test_the_gate_gives_webrtc_bytes_or_arrays_alike(mode: Any) -> None:
+    x = _speech_like(16000, 3.0, [(0.5, 1.2), (1.9, 2.6)])
+    frames = [
+        Audio(x[i : i + 320].astype("<i2").tobytes(), "pcm16", 16000, 1, i / 16000)
+        for i in range(0, len(x), 320)
+    ]
+    wrapped = ArrayOnly(WebrtcEngine(16000))
+    by_bytes = _run(VadGate(WebrtcEngine(16000), mode=mode), frames)
+    by_array = _run(VadGate(wrapped, mode=mode), frames)
+    assert by_bytes == by_array
+    assert [type(f) for f in by_bytes].count(SpeechStarted) == 2
+    # the engine reads the frame's bytes in place: a read-only view, no copy
+    assert not wrapped.seen[0].flags.writeable and wrapped.seen[0].base is not None
+
+
 # ---------------------------------------------------------------------------- the stage
 
 
