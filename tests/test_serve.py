@@ -347,14 +347,15 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
         pytest.skip(f"{wav} is absent")
     example = caller_audio(wav)
     silence = b"\xff" * FRAME_BYTES
-    # utterance 1, 1.4 s of silence (the reply starts), utterance 2 over the reply, silence
-    audio = example[: 130 * FRAME_BYTES] + silence * 70 + example[215 * FRAME_BYTES :]
+    # utterance 1, 1.4 s of silence (the reply starts), 1 s of utterance 2 over the reply
+    audio = example[: 130 * FRAME_BYTES] + silence * 70 + example[215 * FRAME_BYTES : 265 * 160]
+    audio += silence * 30
     monkeypatch.setenv("SERVE_TEST_KEY", "k")
 
     async def main() -> None:
-        # pace 0: the whole 4 s reply reaches the phone's buffer at once, so "what left the
-        # session" (4 s) and "what the caller heard" (about 1.2 s) differ widely
-        config = emulator.EmulatorConfig(reply="tone", tone_ms=4000, chunk_ms=100, pace=0)
+        # pace 0: the whole 2.5 s reply reaches the phone's buffer at once, so "what left the
+        # session" (2.5 s) and "what the caller heard" (about 1.2 s) differ widely
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=2500, chunk_ms=100, pace=0)
         async with emulator.run_emulator(config) as emu:
             p = Pipeline("phone")
             p.add("caller", "twilio_source")
@@ -376,7 +377,7 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
             assert rec.errors == [] and rec.close_code == 1000
             assert len(rec.clears) >= 1
             heard_at_clear = rec.played_at_clear[0]  # bytes the caller had heard by then
-            assert 0 < heard_at_clear < 4000 * 8
+            assert 0 < heard_at_clear < 2500 * 8
             assert rec.cleared_bytes > 8000  # over a second Twilio had buffered was dropped
             truncates = [
                 e for e in emu.connections[0].received if e["type"] == "conversation.item.truncate"
@@ -385,7 +386,7 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
             # heard = the last echoed mark: one 20 ms chunk (+ echo latency) behind at most
             heard_ms = truncates[0]["audio_end_ms"]
             assert heard_at_clear / 8 - 150 <= heard_ms <= heard_at_clear / 8 + 1
-            assert heard_ms < 3000
+            assert heard_ms < 2000
 
     asyncio.run(main())
 
