@@ -133,7 +133,7 @@ def test_call_cap_and_message_size() -> None:
         async with run_server(loop_pipeline(), max_calls=1, max_message_bytes=1024) as server:
             async with connect(server.url) as first:
                 await first.send(encode(Connected()))
-                for _ in range(50):  # wait until the server counts the call
+                for _ in range(500):  # wait until the server counts the call
                     if server.active == 1:
                         break
                     await asyncio.sleep(0.01)
@@ -180,7 +180,7 @@ def test_a_broken_call_beside_healthy_ones() -> None:
             failed = results[3]
             assert failed.close_code == 1011
             assert len(failed.received_audio) < len(AUDIO * 3)
-            for _ in range(100):
+            for _ in range(500):
                 if server.active == 0:
                     break
                 await asyncio.sleep(0.01)
