@@ -3,7 +3,8 @@
 A :class:`Channel` is one link: a bounded FIFO with an overflow policy and statistics. Control
 frames (:data:`~pipeline.frames.CONTROL_TYPES`: interrupt) never wait behind audio and are never
 dropped: they go into a separate lane that the consumer reads first, and an interrupt also drops the
-audio still queued on that link (barge-in: what was not yet played is not played).
+audio still queued on that link (barge-in: what was not yet played is not played). Events queued
+before an interrupt stay ahead of it: it overtakes audio, never a queued tool call.
 
 An :class:`Inbox` is the receiving side of every link into one stage. ``get()`` returns the next
 frame (control lanes first, then the data lanes round-robin) or raises :class:`EndOfStream` when
@@ -123,8 +124,7 @@ class Channel:
                 self.dropped += 1
                 return
             if self.overflow == "drop_oldest":
-                data.popleft()
-                self.dropped += 1
+                self._drop_oldest()
                 break
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
@@ -163,14 +163,27 @@ class Channel:
             return False
         return True
 
+    def _drop_oldest(self) -> None:
+        data = self._data
+        for i, f in enumerate(data):
+            if type(f) not in CONTROL_TYPES:  # an interrupt queued behind events is never dropped
+                del data[i]
+                self.dropped += 1
+                return
+
     def _send_control(self, frame: Frame) -> None:
+        lane = self._ctrl
         if isinstance(frame, Interrupt):
             kept = [f for f in self._data if not isinstance(f, Audio)]
             self.purged += len(self._data) - len(kept)
             self._data.clear()
             self._data.extend(kept)
             self._release_space()
-        self._ctrl.append(frame)
+            if kept:
+                # Overtake audio only: events queued before the interrupt (a tool call of the
+                # interrupted response, say) keep their order, so it goes behind them.
+                lane = self._data
+        lane.append(frame)
         self.sent += 1
         depth = len(self._data) + len(self._ctrl)
         if depth > self.peak:
