@@ -78,6 +78,9 @@ FormatName = Literal[
 
 MIN_APPEND_MS = 20
 MAX_APPEND_MS = 100
+#: Under server VAD, silence heard after a local speech_stopped beyond the server's
+#: silence_duration_ms, so its VAD ends the turn at once.
+TURN_END_MARGIN_S = 0.1
 #: Longest input gap filled with silence under server VAD.
 GAP_FILL_MAX_S = 1.0
 #: Silence appended at the end of input when the server heard speech start but not stop.
@@ -346,13 +349,31 @@ class AudioBatcher:
     def push(self, frame: Audio) -> list[tuple[float, bytes]]:
         """Add a frame (already checked to be in ``fmt``); the pieces now complete."""
         out: list[tuple[float, bytes]] = []
+        data, pts = frame.data, frame.pts
         if self.fill_gaps and self.next_pts is not None:
-            gap = frame.pts - self.next_pts
+            gap = pts - self.next_pts
             if gap > 0.005:
                 out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), self.next_pts)
-        out += self._add(frame.data, frame.pts)
-        self.next_pts = frame.end_pts
+            elif gap < -0.0005:
+                # Silence padded at a turn's end stands in for audio up to next_pts: drop the
+                # part of this frame it already covers, so the server's timeline stays the input's.
+                width = BYTES_PER_SAMPLE[self.fmt.encoding] * frame.channels
+                skip = min(len(data), round(-gap * frame.rate) * width)
+                data, pts = data[skip:], self.next_pts
+                if not data:
+                    return out
+        out += self._add(data, pts)
+        self.next_pts = max(frame.end_pts, self.next_pts or 0.0)
         return out
+
+    def pad_turn_end(self, offset_pts: float, silence_s: float) -> list[tuple[float, bytes]]:
+        """A gate said speech stopped at ``offset_pts``: make sure the server hears
+        ``silence_s`` of silence after it now, not when the caller speaks again (a gate in
+        ``gate`` mode passes only its hangover, often shorter than the server's VAD needs)."""
+        heard = (self.next_pts if self.next_pts is not None else offset_pts) - offset_pts
+        if heard >= silence_s:
+            return []
+        return self.pad(silence_s - heard) + self.flush()
 
     def pad(self, seconds: float) -> list[tuple[float, bytes]]:
         """Append ``seconds`` of silence after what was pushed; the pieces now complete."""
@@ -576,7 +597,13 @@ class _Run:
                 await self.barge_in(local=True)
             case SpeechStopped():
                 self.emit(f)
-                if not self.cfg.server_vad and self.ready.is_set():
+                if self.cfg.server_vad and self.ready.is_set() and f.pts is not None:
+                    silence_ms = self.cfg.turn_detection.silence_duration_ms or 500
+                    pad = self.batcher.pad_turn_end(f.pts, silence_ms / 1000 + TURN_END_MARGIN_S)
+                    if pad:
+                        self.send_audio(pad)
+                        await self.flush()
+                elif not self.cfg.server_vad and self.ready.is_set():
                     self.send_audio(self.batcher.flush())
                     self.proto.user_turn_ended()
                     await self.flush()

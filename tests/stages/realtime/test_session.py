@@ -1282,3 +1282,39 @@ async def test_playout_interrupt_never_overtakes_a_queued_tool_call() -> None:
         ResponseDone("r1", "cancelled"),
     ]
     assert not out.has_audio() and out.pts == 0.0
+
+
+@aio
+async def test_server_vad_gate_mode_turn_is_answered_before_the_caller_speaks_again() -> None:
+    # A gate in `gate` mode passes speech plus its hangover (400 ms here), then nothing: shorter
+    # than the 500 ms of silence the server's VAD needs. Its speech_stopped must end the turn.
+    rate = 16000
+    t = np.arange(int(0.8 * rate)) / rate
+    tone = (8000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    sig = np.concatenate([tone, np.zeros(int(0.4 * rate), np.int16)])  # speech + hangover
+    n = rate // 50
+    run = Run(context(), provider="emulator", input_rate=rate, emulator={"reply": "echo"})
+    run.feed.put(
+        *(Audio.from_samples(sig[i : i + n], rate, pts=i / rate) for i in range(0, len(sig), n))
+    )
+    run.feed.put(SpeechStopped(pts=0.8))  # the gate's offset; the input stays open
+    started = await run.until(ResponseStarted)  # fails on the safety timeout without the pad
+    assert started.response_id
+    run.feed.end()
+    await run.rest()
+
+
+def test_batcher_turn_end_pad_and_overlap_keep_the_input_timeline() -> None:
+    fmt = AudioFormat("pcm16", 16000)
+    b = AudioBatcher(fmt, fill_gaps=True)
+    pieces = b.push(pcm(100, pts=0.0))  # speech 0–0.1 s (its 400 ms hangover included)
+    pieces += b.pad_turn_end(0.0, 0.6)  # offset at 0: 100 ms heard, 500 ms of silence added
+    assert b.next_pts == pytest.approx(0.6)
+    pieces += b.push(pcm(200, pts=0.5))  # annotate-mode audio already covered until 0.6
+    pieces += b.flush()
+    total = sum(len(d) for _, d in pieces) // 2
+    assert total == int(0.7 * 16000)  # 0–0.7 s, nothing twice
+    data = b"".join(d for _, d in pieces)
+    samples = np.frombuffer(data, "<i2")
+    assert np.all(samples[1600:9600] == 0) and np.all(samples[9600:] == 1000)
+    assert b.pad_turn_end(0.0, 0.6) == []  # already heard enough silence
