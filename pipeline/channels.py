@@ -12,7 +12,8 @@ every link has been closed by its producer and drained.
 
 Overflow policies, when a link is full:
 
-* ``block``: the producer waits for room (back-pressure, the default);
+* ``block``: the producer waits for room (back-pressure, the default; a feedback link, the one
+  closing a cycle, never makes its producer wait, as that could deadlock the cycle);
 * ``drop_oldest``: the oldest queued frame is dropped to make room (a live stream stays current);
 * ``drop_newest``: the new frame is dropped.
 
@@ -125,6 +126,11 @@ class Channel:
                 return
             if self.overflow == "drop_oldest":
                 self._drop_oldest()
+                break
+            if self.feedback:
+                # A feedback link never makes its producer wait: inside a cycle that wait could
+                # be on a stage that is itself waiting to send into the cycle (a deadlock). Its
+                # capacity is a soft limit here; the summary's peak shows how far it went.
                 break
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
@@ -267,6 +273,11 @@ class Inbox:
         self._rr = 0
         self.stop_at_forward_end = stop_at_forward_end
         self._forward_done = not any(not c.feedback for c in channels)
+        self._cut_feedback = (
+            stop_at_forward_end
+            and any(c.feedback for c in channels)
+            and any(not c.feedback for c in channels)
+        )
         self.on_forward_end: list[asyncio.Event] = []
 
     def _wake(self) -> None:
@@ -301,6 +312,10 @@ class Inbox:
     async def get(self) -> Frame:
         """The next frame; raises EndOfStream when the inputs have ended."""
         while True:
+            if self._cut_feedback and self._ended():
+                # Forward inputs are done: frames still coming round a cycle are not waited for
+                # (they could circulate for ever through stages that do not end a cycle).
+                raise EndOfStream
             frame = self._try_get()
             if frame is not None:
                 return frame

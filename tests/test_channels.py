@@ -330,10 +330,12 @@ def test_forward_end_ends_a_plain_stage_even_with_feedback_open() -> None:
         await fwd.send(Text("f"))
         await fb.send(Text("fb"))
         fwd.close()
-        assert await take(inbox, 2) == [Text("f"), Text("fb")]
-        assert not ended.is_set()  # noticed when the inbox runs dry
+        assert await take(inbox, 1) == [Text("f")]
+        assert not ended.is_set()
         with pytest.raises(EndOfStream):
-            await inbox.get()  # the feedback link is still open
+            # the feedback link is still open, and a frame on it is not waited for: frames
+            # going round a cycle of plain stages could otherwise keep it alive for ever
+            await inbox.get()
         assert ended.is_set()
 
     run(main())

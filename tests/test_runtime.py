@@ -560,3 +560,26 @@ def test_a_stage_failing_while_being_closed_is_logged_under_its_own_id() -> None
             "log_level": "warning",
         }
     ]
+
+
+def test_a_cycle_carrying_audio_through_plain_stages_ends_instead_of_deadlocking() -> None:
+    # src -> a -> b -> out, b -> a: every link fills up in a cycle of blocking sends unless the
+    # feedback link (b -> a) never blocks. a is not cycle-aware: it ends with its forward input.
+    kit.SEEN.clear()
+    p = Pipeline("cycle")
+    p.add("src", kit.source, n=40)
+    p.add("a", kit.passthrough)
+    p.add("b", kit.passthrough)
+    p.add("out", kit.collect, key="cycle")
+    p.link("src", "a", "b", "out")
+    p.link("b", "a")
+
+    async def go() -> RunSummary:
+        async with asyncio.timeout(10):  # a safety net: a deadlock fails here
+            return await p.run_async(clock=VirtualClock())
+
+    summary = asyncio.run(go())
+    assert summary.link("b -> a").feedback
+    got = kit.SEEN["cycle"]
+    assert len([f for f in got if isinstance(f, Audio)]) >= 40  # every source frame got through
+    assert kit.OPEN["count"] == 0
