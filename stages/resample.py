@@ -20,8 +20,9 @@ The ``resample`` stage adapts either to a stream of :class:`~pipeline.frames.Aud
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -52,16 +53,34 @@ _PCM16 = np.dtype("<i2")  # parsed once: a dtype string costs ~0.4 µs per call
 
 
 def _as_int16(samples: Int16Array | bytes) -> Int16Array:
-    if isinstance(samples, bytes | bytearray | memoryview):
+    if isinstance(samples, (bytes, bytearray, memoryview)):  # a tuple: faster than a union
         return np.frombuffer(samples, dtype=_PCM16)
     return samples
 
 
+def _clip_ufunc() -> Any:
+    """The ufunc behind ``np.clip``, without its Python wrapper (~2 µs on short arrays; the
+    ufunc alone costs what one ``np.maximum`` does). None if this numpy hides it."""
+    for name in ("numpy._core.umath", "numpy.core.umath"):
+        try:
+            return importlib.import_module(name).clip
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+_CLIP = _clip_ufunc()
+
+
 def _to_int16(y: Float64Array) -> Int16Array:
-    """Round to nearest and saturate (``y`` is scratch: rounded in place)."""
+    """Saturate and round to nearest (``y`` is scratch: changed in place). Saturating first
+    gives the same result (the bounds are integers) and keeps rint's output in range."""
+    if _CLIP is not None:
+        _CLIP(y, -32768.0, 32767.0, out=y)
+    else:
+        np.maximum(y, -32768.0, out=y)
+        np.minimum(y, 32767.0, out=y)
     np.rint(y, out=y)
-    np.maximum(y, -32768.0, out=y)  # two ufuncs: cheaper than np.clip on short arrays
-    np.minimum(y, 32767.0, out=y)
     return y.astype(np.int16)
 
 
@@ -163,6 +182,7 @@ class PolyphaseResampler:
         T = self._T
         # _work[:_hist] holds the input from index _buf_start on; it grows as needed
         self._work: Float64Array = np.zeros(max(4096, 4 * (T + self._S)))
+        self._views: dict[int, tuple[Float64Array, Float64Array, Float64Array, Float64Array]] = {}
         self._hist = T - 1
         self._buf_start = -(T - 1)  # input index of _work[0]
         self._n_in = 0  # input samples consumed
@@ -202,43 +222,62 @@ class PolyphaseResampler:
         return y
 
     def _run(self, x: Int16Array, n1: int, j1: int) -> Int16Array:
-        L, M, T, S, P, Q = self.up, self.down, self._T, self._S, self._P, self._Q
+        # The work buffer holds the input from index _buf_start on, and _buf_start is always
+        # where the next block's window starts (the history kept after each call begins
+        # there), so the block windows are a view of the buffer from index 0: one view and one
+        # scratch pair per block count, kept until the buffer grows.
         j0, h, start = self._j, self._hist, self._buf_start
+        P = self._P
         b0 = j0 // P
         nb = (j1 - 1) // P + 1 - b0
         # one past the last input the blocks read (beyond n1: zeros, which meet zero taps)
-        end = max(n1, (b0 + nb - 1) * Q - (T - 1) + S) - start
+        end = max(n1, (b0 + nb - 1) * self._Q - (self._T - 1) + self._S) - start
         work = self._work
         if end > len(work):
             work = np.zeros(2 * end)
             work[:h] = self._work[:h]
             self._work = work
+            self._views.clear()
         work[h : h + len(x)] = x
         if j1 <= j0:
             self._hist = h + len(x)
             self._n_in = n1
             return _EMPTY16
-        work[n1 - start : end] = 0.0
-        off = b0 * Q - (T - 1) - start
+        if end > n1 - start:
+            work[n1 - start : end] = 0.0
         if self._block is not None:
-            # rows Q samples apart, overlapping; copied to contiguous so BLAS takes the product
+            assert b0 * self._Q - (self._T - 1) == start  # the first window starts at work[0]
+            scratch = self._views.get(nb)
+            if scratch is None:
+                scratch = self._views[nb] = self._scratch(nb)
+            win, rows, out, flat = scratch
+            # rows Q samples apart, overlapping: copied to contiguous so BLAS takes the product
             # (numpy's fallback for strided operands is several times slower)
-            win = np.ndarray((nb, S), np.float64, work, off * 8, (Q * 8, 8))
-            y = (np.ascontiguousarray(win) @ self._block).ravel()[j0 - b0 * P : j1 - b0 * P]
-            y = np.ascontiguousarray(y)
+            np.copyto(rows, win)
+            np.dot(rows, self._block, out=out)  # cheaper to call than np.matmul
+            y = flat[j0 - b0 * P : j1 - b0 * P]  # a slice of a contiguous array: contiguous
         else:
             assert self._phases is not None
+            L, M, T = self.up, self.down, self._T
             m = np.arange(j0, j1, dtype=np.int64) * M
             idx = (m // L - start)[:, None] - np.arange(T)  # positions of x[b - k]
             y = np.einsum("ij,ij->i", self._phases[m % L], work[idx])
-        keep = (j1 // P) * Q - (T - 1)
+        keep = (j1 // P) * self._Q - (self._T - 1)
         assert start <= keep <= n1
-        self._hist = n1 - keep
-        work[: self._hist] = work[keep - start : n1 - start]  # numpy handles the overlap
+        self._hist = hist = n1 - keep
+        work[:hist] = work[keep - start : n1 - start]  # numpy handles the overlap
         self._buf_start = keep
         self._n_in = n1
         self._j = j1
         return _to_int16(y)
+
+    def _scratch(self, nb: int) -> tuple[Float64Array, Float64Array, Float64Array, Float64Array]:
+        """For ``nb`` blocks: the window view of the work buffer, its contiguous copy, the
+        product, and the product as one row."""
+        S, Q = self._S, self._Q
+        win: Float64Array = np.ndarray((nb, S), np.float64, self._work, 0, (Q * 8, 8))
+        out = np.empty((nb, self._P))
+        return win, np.empty((nb, S)), out, out.reshape(-1)
 
 
 class SoxrStream:
@@ -431,47 +470,61 @@ async def resample(
     """
     _output_format({"rate": rate}, None)  # a bad rate fails here, before any audio
     rs: StreamResampler | None = None
+    process: Callable[[bytes], Int16Array] = _Identity().process  # rs's engine's, once set
+    in_rate = 0  # rs's input rate (0: none yet)
     anchor = 0.0  # pts of the current segment's first input sample
+    n_in = n_out = 0  # samples into and out of rs in the current segment
     reported = False
 
     def tail() -> Audio | None:
+        """Flush rs: its last samples as a frame (None if none); a new segment begins."""
+        nonlocal n_in, n_out
         assert rs is not None
-        j = rs.samples_out
         y = rs.flush()
-        return Audio(y.tobytes(), "pcm16", rate, 1, anchor + j / rate) if len(y) else None
+        last = Audio(y.tobytes(), "pcm16", rate, 1, anchor + n_out / rate) if len(y) else None
+        n_in = n_out = 0
+        return last
 
     async for f in frames:
         if isinstance(f, Audio):
             if f.encoding != "pcm16" or f.channels != 1:
                 fmt = _output_format({"rate": rate}, f.format)  # raises FormatError
                 raise StageError(ctx.id, f"cannot resample {fmt}")
-            if f.rate == rate:  # nothing to do, at no cost
+            f_rate = f.rate
+            if f_rate == rate:  # nothing to do, at no cost
                 if rs is not None and (t := tail()) is not None:
                     yield t
-                rs = None
+                rs, in_rate = None, 0
                 yield f
                 continue
-            if rs is None or rs.in_rate != f.rate:
+            if f_rate != in_rate:
                 if rs is not None and (t := tail()) is not None:
                     yield t
-                rs = StreamResampler(f.rate, rate, quality, low_latency)
+                rs = StreamResampler(f_rate, rate, quality, low_latency)
+                process, in_rate = rs.engine.process, f_rate
+            elif (
+                n_in
+                and abs(f.pts - (anchor + n_in / f_rate)) > GAP_TOLERANCE_S
+                and (t := tail()) is not None
+            ):
+                yield t  # a gap: the tail before it, and a new segment
+            if not n_in:  # a new segment starts with this frame
                 anchor = f.pts
-            elif abs(f.pts - (anchor + rs.samples_in / f.rate)) > GAP_TOLERANCE_S:
-                if (t := tail()) is not None:
-                    yield t
-                anchor = f.pts
-            if rs.samples_in == 0 and rs.samples_out == 0:
-                anchor = f.pts
-            j = rs.samples_out
-            y = rs.process(f.data)
+            data = f.data
+            y = process(data)
+            n_in += len(data) >> 1
             if not reported:
                 reported = True
+                assert rs is not None
                 ctx.report("algorithmic_delay_ms", round(rs.delay_s * 1000, 3))
             if len(y):
+                j = n_out
+                n_out += len(y)
                 yield Audio(y.tobytes(), "pcm16", rate, 1, anchor + j / rate)
         elif isinstance(f, Interrupt):
             if rs is not None:
                 rs.reset()
+                n_in = n_out = 0
             yield f
         else:
             yield f

@@ -394,6 +394,24 @@ def test_stage_flushes_at_a_pts_gap() -> None:
     np.testing.assert_array_equal(audio_of(out[:3]), ra)
 
 
+@pytest.mark.parametrize("low_latency", [True, False])
+def test_stage_segment_starts_at_its_first_samples(low_latency: bool) -> None:
+    # an empty frame, then audio elsewhere on the timeline, then an interrupt and more audio:
+    # each segment's pts come from its first frame with samples
+    x = tone(1000, 8000, 0.4)  # soxr holds back up to ~0.15 s
+    ins: list[Frame] = [Audio(b"", "pcm16", 8000, 1, 1.0), *frames_of(x, 8000, pts0=5.0)]
+    ins += [Interrupt(pts=5.4), Audio(b"", "pcm16", 8000, 1, 6.0), *frames_of(x, 8000, pts0=7.0)]
+    out = run_stage("resample", ins, rate=16000, low_latency=low_latency)
+    i = next(k for k, f in enumerate(out) if isinstance(f, Interrupt))
+    for part, pts0 in ((out[:i], 5.0), (out[i + 1 :], 7.0)):
+        audio = [f for f in part if isinstance(f, Audio)]
+        assert audio[0].pts == pts0
+        for a, b in itertools.pairwise(audio):
+            assert b.pts == pytest.approx(a.end_pts, abs=1e-9)
+    ref = stream(StreamResampler(8000, 16000, low_latency=low_latency), x, [len(x)])[0]
+    np.testing.assert_array_equal(audio_of(out[i + 1 :]), ref)
+
+
 def test_stage_rejects_g711_with_the_fix() -> None:
     spec = spec_for("resample")
     assert spec.output_format is not None
