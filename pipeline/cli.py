@@ -42,6 +42,25 @@ def _err(console: Console, text: str) -> None:
     console.print(f"error: {text}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline", description="Realtime voice agents as a graph of audio stages."
@@ -51,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     # contract writes them); SUPPRESS keeps a value given before the command.
     common = argparse.ArgumentParser(add_help=False)
     _log_args(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"pipeline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline", parents=[common])
@@ -66,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-live", action="store_true", help="no live view even on a terminal")
     run.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="seconds to drain after Ctrl-C before stopping hard (default 5)",
     )

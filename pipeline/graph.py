@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from .channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
 from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, AudioFormat
@@ -519,6 +521,10 @@ class Pipeline:
         """Check, then run until every source has ended and everything has drained."""
         from .runtime import Runner
 
+        if not structlog.is_configured():  # a script's first run: log to stderr, not stdout
+            from .report import setup_logging
+
+            setup_logging()
         self.validate()
         runner = Runner(self, clock=clock, fuse=fuse)
         if on_start is not None:
