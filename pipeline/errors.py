@@ -37,13 +37,15 @@ class Problem:
     column: int = 0  # 1-based; 0 when unknown
 
     def __str__(self) -> str:
+        text = self.message
+        if self.fix:
+            text += f"; {self.fix}"
+        if not self.file and not self.line:
+            return text  # raised from code, not about a place in a file
         where = self.file or "<pipeline>"
         if self.line:
             where += f":{self.line}:{self.column or 1}"
-        text = f"{where}: {self.message}"
-        if self.fix:
-            text += f"; {self.fix}"
-        return text
+        return f"{where}: {text}"
 
 
 class ConfigError(PipelineError):

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
 from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, AudioFormat
@@ -178,10 +176,11 @@ class Pipeline:
         return self.link(*ids, capacity=capacity, overflow=overflow, _where=_where)
 
     def _problem(self, message: str, fix: str = "", where: Where = (0, 0)) -> None:
-        self._problems.append(Problem(message, fix, self.file, where[0], where[1]))
+        self._problems.append(self._p(message, fix, where))
 
     def _p(self, message: str, fix: str, where: Where) -> Problem:
-        return Problem(message, fix, self.file, where[0], where[1])
+        # A pipeline built in Python has no file: its problems say "<pipeline>".
+        return Problem(message, fix, self.file or "<pipeline>", where[0], where[1])
 
     # ------------------------------------------------------------------ checking
 
@@ -521,10 +520,6 @@ class Pipeline:
         """Check, then run until every source has ended and everything has drained."""
         from .runtime import Runner
 
-        if not structlog.is_configured():  # a script's first run: log to stderr, not stdout
-            from .report import setup_logging
-
-            setup_logging()
         self.validate()
         runner = Runner(self, clock=clock, fuse=fuse)
         if on_start is not None:

@@ -685,7 +685,9 @@ def test_grok_without_a_key(batch: dict[str, Result]) -> None:
     r = batch["grok_no_key"]
     assert r.rc == 2
     (line,) = r.err_lines[-1:]
-    assert "environment variable XAI_API_KEY is not set; export your API key in it" in line
+    assert (
+        "environment variable XAI_API_KEY is not set (or blank); export your API key in it" in line
+    )
     assert line.startswith("error: stage 'agent' failed: ")
 
 

@@ -46,8 +46,11 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, assert_never
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pydantic
 
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
@@ -765,13 +768,13 @@ class _Run:
         await self.ctx.clock.sleep(delay)
 
     def api_key(self) -> str:
-        key = os.environ.get(self.s.api_key_env, "")
+        key = os.environ.get(self.s.api_key_env, "").strip()
         if not key and self.s.provider == "emulator":
             key = "emulator"
         if not key:
             raise ConfigError(
-                f"environment variable {self.s.api_key_env} is not set; export your API key "
-                "in it (or name another variable with api_key_env)"
+                f"environment variable {self.s.api_key_env} is not set (or blank); export your "
+                "API key in it (or name another variable with api_key_env)"
             )
         return key
 
@@ -983,6 +986,53 @@ def _close_info(exc: Any) -> tuple[int | None, str]:
 # ----------------------------------------------------------------------------- the stage
 
 
+def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Every problem with the parameters, before running (``pipeline validate``): the settings as
+    the stage resolves them, the URL, the retry count, the emulator settings and tool refs."""
+    problems: list[tuple[str, str]] = []
+
+    def strip(exc: Exception) -> str:
+        text = exc.message if isinstance(exc, FormatError) else str(exc)
+        if isinstance(exc, FormatError) and exc.fix:
+            text += f"; {exc.fix}"
+        return text.removeprefix("<pipeline>: ")
+
+    try:
+        resolve_settings(values)
+    except (ConfigError, FormatError) as exc:
+        text = strip(exc)
+        name = next((n for n in values if f"'{n}'" in text or text.startswith(n)), "")
+        problems.append((name, text))
+    url = values.get("url")
+    if url and not str(url).startswith(("ws://", "wss://")):
+        problems.append(("url", f"'url' must be a ws:// or wss:// address, got {url!r}"))
+    attempts = values.get("reconnect_attempts", 5)
+    if isinstance(attempts, int) and attempts < 0:
+        problems.append(
+            ("reconnect_attempts", f"'reconnect_attempts' must be 0 or more, got {attempts}")
+        )
+    emu = values.get("emulator")
+    if emu:
+        from .emulator import EmulatorConfig
+
+        try:
+            EmulatorConfig(**dict(emu))
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(x) for x in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    text = f"'emulator' has no setting '{where}'; see docs/realtime-emulator.md"
+                else:
+                    text = f"'emulator.{where}': {err['msg']}, got {err.get('input')!r}"
+                problems.append(("emulator", text))
+    refs = [t for t in values.get("tools") or [] if isinstance(t, str)]
+    if refs:
+        from stages.tools import check_tools
+
+        problems += [("tools", msg) for msg in check_tools({"tools": refs}, base_dir=base_dir)]
+    return problems
+
+
 @stage(
     "realtime_session",
     accepts=(Audio, Text, ToolResult, SpeechStarted, SpeechStopped),
@@ -999,6 +1049,7 @@ def _close_info(exc: Any) -> tuple[int | None, str]:
     ),
     output_format=_output_format,
     cycle_aware=True,
+    check=_check,
 )
 async def realtime_session(
     frames: AsyncIterator[Frame],
