@@ -99,6 +99,8 @@ def _display(path: Path) -> str:
 
 
 _CONVERT_HINT: Final = "convert it with e.g. 'sox IN.wav -e signed-integer -b 16 OUT.wav'"
+#: For a file that is not a WAV at all (an MP3 or OGG renamed, a text file, an empty file).
+_NOT_WAV_HINT: Final = "give a WAV file, or convert this one with e.g. 'sox IN OUT.wav'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +155,17 @@ def _parse(f: BinaryIO, size: int, path: Path, name: str) -> WavHeader:
 
     head = f.read(12)
     if size == 0:
-        raise fail("empty file (0 bytes), not a WAV file")
+        raise fail(f"empty file (0 bytes), not a WAV file; {_NOT_WAV_HINT}")
     if head[:4] == b"RIFX":
         raise fail(f"big-endian RIFX WAV is not supported; {_CONVERT_HINT}")
     if head[:4] == b"RF64":
         raise fail(f"RF64 WAV (for files over 4 GB) is not supported; {_CONVERT_HINT}")
     if head[:4] != b"RIFF":
-        raise fail(f"not a WAV file (starts with {head[:4]!r})")
+        raise fail(f"not a WAV file (starts with {head[:4]!r}); {_NOT_WAV_HINT}")
     if len(head) < 12:
-        raise fail(f"too short to be a WAV file ({size} bytes)")
+        raise fail(f"too short to be a WAV file ({size} bytes); {_NOT_WAV_HINT}")
     if head[8:12] != b"WAVE":
-        raise fail(f"a RIFF file but not WAVE (form type {head[8:12]!r})")
+        raise fail(f"a RIFF file but not WAVE (form type {head[8:12]!r}); {_NOT_WAV_HINT}")
 
     fmt: bytes | None = None
     pos = 12

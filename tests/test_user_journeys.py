@@ -542,9 +542,9 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "problems.yaml:5:37: stage 'src' (wav_source): truncated.wav: data chunk says 6400 "
         "bytes, file has 5399; the file is truncated",
         "problems.yaml:10:37: stage 'src' (wav_source): empty.wav: empty file (0 bytes), not a "
-        "WAV file",
+        "WAV file; give a WAV file, or convert this one with e.g. 'sox IN OUT.wav'",
         "problems.yaml:15:37: stage 'src' (wav_source): song.wav: not a WAV file (starts with "
-        "b'ID3\\x04')",
+        "b'ID3\\x04'); give a WAV file, or convert this one with e.g. 'sox IN OUT.wav'",
         "problems.yaml:20:37: stage 'src' (wav_source): adpcm.wav: IMA ADPCM (WAV format tag "
         "0x0011) is not supported; convert it with e.g. 'sox IN.wav -e signed-integer -b 16 "
         "OUT.wav'",

@@ -224,17 +224,18 @@ def test_stereo_mean_rounds_half_to_even(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- reading: refused
 
 HDR = fmt_chunk(1, 1, 8000, 2)
+NOT_WAV = "; give a WAV file, or convert this one with e.g. 'sox IN OUT.wav'"
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"", "empty file (0 bytes), not a WAV file"),
-        (b"ID3\x03\x00\x00\x00\x00", "not a WAV file (starts with b'ID3\\x03')"),
-        (b"RIFF\x10\x00", "too short to be a WAV file (6 bytes)"),
+        (b"", "empty file (0 bytes), not a WAV file" + NOT_WAV),
+        (b"ID3\x03\x00\x00\x00\x00", "not a WAV file (starts with b'ID3\\x03')" + NOT_WAV),
+        (b"RIFF\x10\x00", "too short to be a WAV file (6 bytes)" + NOT_WAV),
         (
             b"RIFF\x04\x00\x00\x00AVI ",
-            "a RIFF file but not WAVE (form type b'AVI ')",
+            "a RIFF file but not WAVE (form type b'AVI ')" + NOT_WAV,
         ),
         (
             b"RIFX\x04\x00\x00\x00WAVE",
@@ -343,7 +344,7 @@ def test_path_outside_working_folder_is_shown_in_full(
     p = put(tmp_path, b"OggS\0\0\0\0\0\0\0\0", "x.wav")
     with pytest.raises(InputError) as exc:
         read_header(p)
-    assert str(exc.value) == f"{p}: not a WAV file (starts with b'OggS')"
+    assert str(exc.value) == f"{p}: not a WAV file (starts with b'OggS')" + NOT_WAV
 
 
 def test_extensible_with_unknown_subformat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
