@@ -234,10 +234,6 @@ EVENT_TYPES: tuple[type[Any], ...] = FRAME_TYPES[1:]
 CONTROL_TYPES: tuple[type[Any], ...] = (Interrupt,)
 
 
-def frame_type_name(t: type[Any]) -> str:
-    return str(t.type)
-
-
 def event_to_dict(frame: Event) -> dict[str, Any]:
     """The event-log form of an event frame: ``{"type", "pts", "stage", ...fields}``."""
     pts = None if frame.pts is None else round(frame.pts, 6)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
 from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, AudioFormat
-from .stage import StageSpec, resolve, spec_for
+from .stage import StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -539,11 +539,6 @@ class Pipeline:
 
     def default_capacity(self, link: Link) -> int:
         return link.capacity if link.capacity is not None else DEFAULT_CAPACITY
-
-
-def resolve_type(name: str) -> StageSpec:
-    """Look up a stage type (re-exported for the CLI)."""
-    return resolve(name)
 
 
 def _output_problem(

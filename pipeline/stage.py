@@ -47,7 +47,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import pydantic
 
 from .clock import Clock, RealClock
-from .frames import EVENT_TYPES, FRAME_TYPES, AudioFormat, Frame
+from .frames import FRAME_TYPES, AudioFormat, Frame
 
 ENTRY_POINT_GROUP = "pipeline.stages"
 
@@ -595,10 +595,6 @@ async def _map_stage(
                 yield out
         else:
             yield frame
-
-
-def is_event_type(t: type[Any]) -> bool:
-    return t in EVENT_TYPES
 
 
 #: Bus topic on which sinks report audio actually played/written: the value is a
