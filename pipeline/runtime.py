@@ -71,6 +71,10 @@ class StageStats:
         self.media_s = 0.0
         self.times = array("q")  # ns per frame produced (per frame consumed, for sinks)
 
+    def add_wait(self, ns: int) -> None:
+        """Time the stage declared as waiting (``ctx.waiting()``): billed like clock sleeps."""
+        self.sleep_ns += ns
+
     def record(self, ns: int) -> None:
         if len(self.times) < 2_000_000:
             self.times.append(ns)
@@ -413,6 +417,7 @@ class Runner:
                 input_format=node.input_format,
             )
             self.contexts[n]._stopping = self._stopping
+            self.contexts[n]._on_wait = self.stats[n].add_wait
 
         for lk in links:
             if fusible(lk):

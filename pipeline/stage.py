@@ -33,12 +33,14 @@ graph uses it to find mismatches before running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import importlib
 import inspect
 import re
+import time
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -537,6 +539,7 @@ class StageContext:
     reports: dict[str, Any] = field(default_factory=dict)
     _forward_ended: asyncio.Event | None = None
     _stopping: asyncio.Event | None = None
+    _on_wait: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -562,6 +565,18 @@ class StageContext:
 
     def report(self, key: str, value: Any) -> None:
         self.reports[key] = value
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Mark an ``await`` in the stage's own step as waiting, not work: e.g. a source waiting
+        for the network, a session for its server. The summary's per-frame time leaves it out,
+        as it does the time a stage waits for its input or sleeps on the clock."""
+        t0 = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            if self._on_wait is not None:
+                self._on_wait(time.perf_counter_ns() - t0)
 
 
 def call_stage(

@@ -1007,7 +1007,8 @@ async def tool_router(
     reader = loop.create_task(read(), name=f"{ctx.id} reader")
     try:
         while True:
-            item = await out.get()
+            with ctx.waiting():  # waiting for calls to finish is not work
+                item = await out.get()
             if isinstance(item, _End):
                 break
             if isinstance(item, _Failed):

@@ -862,7 +862,8 @@ async def twilio_source(
     """
     call = current_call(ctx.id)
     while True:
-        msg = await call.next_inbound()
+        with ctx.waiting():  # waiting for Twilio is not work
+            msg = await call.next_inbound()
         match msg:
             case Media():
                 yield Audio(msg.payload, "pcmu", RATE, 1, msg.pts)

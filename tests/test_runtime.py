@@ -583,3 +583,25 @@ def test_a_cycle_carrying_audio_through_plain_stages_ends_instead_of_deadlocking
     got = kit.SEEN["cycle"]
     assert len([f for f in got if isinstance(f, Audio)]) >= 40  # every source frame got through
     assert kit.OPEN["count"] == 0
+
+
+@stage("kit_waiter", emits=(Audio,), register=False)
+async def _waiter(*, ctx: StageContext) -> AsyncIterator[Frame]:
+    """Waits (declared) before each frame, like a source reading a socket."""
+    for i in range(5):
+        with ctx.waiting():
+            await ctx.clock.sleep(0)  # stands for a network wait
+            await asyncio.sleep(0.002)  # real time passes: it must not be billed as work
+        yield Audio(b"\x00\x00" * 160, "pcm16", 8000, pts=i * 0.02)
+
+
+def test_declared_waits_are_not_billed_as_work() -> None:
+    kit.SEEN.clear()
+    p = Pipeline("waits")
+    p.add("src", _waiter)
+    p.add("out", kit.collect, key="waits")
+    p.link("src", "out")
+    summary = asyncio.run(p.run_async(clock=VirtualClock()))
+    st = summary.stage("src")
+    assert st.frames_out == 5
+    assert st.p99_us is not None and st.p99_us < 1500  # not the 2 ms wait per frame

@@ -1126,7 +1126,8 @@ async def realtime_session(
         tasks.append(asyncio.create_task(guard(run.finish(), ends=False)))
         try:
             while True:
-                item = await run.out.get()
+                with ctx.waiting():  # waiting for the server is not work
+                    item = await run.out.get()
                 if isinstance(item, _End):
                     break
                 if isinstance(item, _Failed):
