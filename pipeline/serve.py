@@ -266,6 +266,7 @@ class CallServer:
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
         self.active = 0
+        self._active_changed = asyncio.Event()  # set (and replaced) whenever active changes
         self.draining = False
         self.url = ""
         self.port = 0
@@ -338,8 +339,7 @@ class CallServer:
             await ws.close(1013, "busy")
             self._handlers.discard(task)
             return
-        self.active += 1
-        self.metrics.calls_active.inc()
+        self._count_call(+1)
         call = TwilioCall(
             ws.send, log=log.bind(conn=conn_id), on_lateness=self.metrics.lateness.observe
         )
@@ -404,8 +404,7 @@ class CallServer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self.active -= 1
-            self.metrics.calls_active.dec()
+            self._count_call(-1)
             self.metrics.calls.labels(outcome).inc()
             if call.start is not None:
                 log.info(
@@ -416,6 +415,20 @@ class CallServer:
                     messages_out=call.messages_out,
                 )
             self._handlers.discard(task)
+
+    def _count_call(self, delta: int) -> None:
+        self.active += delta
+        self.metrics.calls_active.inc(delta)
+        changed, self._active_changed = self._active_changed, asyncio.Event()
+        changed.set()
+
+    async def wait_active(self, n: int) -> None:
+        """Wait until exactly ``n`` calls are running (a call counts from the moment its
+        connection is accepted until it is closed). For tests and embedding code that must
+        act on the server's state, not on a guess of how long it takes; bound it with
+        ``asyncio.timeout``."""
+        while self.active != n:
+            await self._active_changed.wait()
 
     def _start_token_refusal(self, call: Any) -> str:
         """'' when ``start.customParameters.token`` matches, else the refusal reason."""
@@ -500,10 +513,14 @@ class CallServer:
 
     async def drain(self, timeout_s: float = 30.0) -> int:
         """Stop accepting calls; let the running ones end for up to ``timeout_s``, then cancel
-        the rest. Returns the number of calls that had to be cancelled."""
+        the rest. Returns the number of calls that had to be cancelled. The listening socket
+        is closed before the ``draining`` log line is written."""
         self.draining = True
         if self._server is not None:
             self._server.close(close_connections=False)
+            # websockets stops listening in a task of its own; stop now, so that once the
+            # 'draining' line is out nobody can connect any more
+            self._server.server.close()
         pending = set(self._handlers)
         log.info("draining", active_calls=len(pending), timeout_s=timeout_s)
         if pending:
