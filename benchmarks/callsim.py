@@ -204,13 +204,15 @@ async def run_call(
     echo_marks_on_clear: bool = True,
     close_timeout_s: float = 10.0,
     clock_origin: float | None = None,
+    heard: asyncio.Event | None = None,
 ) -> CallRecord:
     """Play ``audio`` (μ-law 8 kHz) into ``url`` as one Twilio call and record the reply.
 
     After the last media, waits until nothing has arrived for ``quiet_s`` and every mark has
     been echoed (at most ``tail_s``), then sends ``stop`` and waits for the server to close.
     ``clock_origin`` (a ``clock.now()`` value) delays the first media until then (staggers
-    many calls)."""
+    many calls). ``heard``, if given, is set when the first reply audio arrives (a test can
+    act once a call is under way both ways, without guessing how long that takes)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -257,6 +259,8 @@ async def run_call(
                     rec.received_audio += msg.payload
                     rec.media_times.append(now - t_begin)
                     last_media[0] = now
+                    if heard is not None:
+                        heard.set()
                 case Mark():
                     rec.marks.append(msg.name)
                     was_empty = not echo_due
