@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,7 +24,15 @@ from pipeline.frames import Frame
 from pipeline.graph import Pipeline
 from pipeline.serve import CallServer, run_server
 from pipeline.stage import stage
-from stages.twilio import Connected, Media, Start, current_call, encode
+from stages.twilio import (
+    Connected,
+    Media,
+    OutMedia,
+    Start,
+    current_call,
+    encode,
+    parse_outgoing,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = bytes(range(256)) * 5  # 1280 bytes: 8 frames of 20 ms
@@ -133,10 +142,8 @@ def test_call_cap_and_message_size() -> None:
         async with run_server(loop_pipeline(), max_calls=1, max_message_bytes=1024) as server:
             async with connect(server.url) as first:
                 await first.send(encode(Connected()))
-                for _ in range(500):  # wait until the server counts the call
-                    if server.active == 1:
-                        break
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(10):  # until the server counts the call
+                    await server.wait_active(1)
                 with pytest.raises(InvalidStatus) as err:
                     await connect(server.url)
                 assert err.value.response.status_code == 503
@@ -164,7 +171,9 @@ def test_a_broken_call_beside_healthy_ones() -> None:
             await ws.send('{"event": "media", "nonsense": true}')
             media = Media("MZbad", b"\x00" * 160, 0, 1, sequence_number=3)
             await ws.send(encode(media))
-            await asyncio.sleep(0.05)
+            async with asyncio.timeout(10):  # the echo: the server has read all of the above
+                echo = parse_outgoing(await ws.recv())
+            assert isinstance(echo, OutMedia) and echo.payload == media.payload
             ws.transport.abort()  # no close frame, no stop
 
     async def main() -> None:
@@ -180,10 +189,8 @@ def test_a_broken_call_beside_healthy_ones() -> None:
             failed = results[3]
             assert failed.close_code == 1011
             assert len(failed.received_audio) < len(AUDIO * 3)
-            for _ in range(500):
-                if server.active == 0:
-                    break
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):  # the vanished call's handler has finished
+                await server.wait_active(0)
             _, _, text = await http_get(server.port, "/metrics")
             assert 'pipeline_calls_total{outcome="completed"} 4.0' in text  # 3 + the vanished
             assert 'pipeline_calls_total{outcome="failed"} 1.0' in text
@@ -209,8 +216,42 @@ def test_fresh_pipeline_per_call() -> None:
 # ---------------------------------------------------------------------------- drain
 
 
+class Lines:
+    """A process's stderr, read line by line on a thread (so the pipe never fills), that a
+    test can wait on: :meth:`wait_for` returns the first line matching a pattern."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self.eof = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self.eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            return next(filter(None, (re.search(pattern, x) for x in self.lines)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: self.eof or found() is not None, timeout)
+            m = found()
+            assert m is not None, f"no line matches {pattern!r} in:\n{''.join(self.lines)}"
+            return m
+
+    async def wait_for_async(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        return await asyncio.to_thread(self.wait_for, pattern, timeout)
+
+
 @contextlib.contextmanager
-def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[Any, int]]:
+def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[Any, int, Lines]]:
     path = tmp / "p.yaml"
     path.write_text(yaml_text)
     cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
@@ -220,17 +261,9 @@ def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[An
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stderr is not None
-        port = 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not port:
-            line = proc.stderr.readline()
-            m = re.search(r"listening on ws://127.0.0.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-            elif not line and proc.poll() is not None:
-                raise AssertionError(f"serve exited {proc.returncode}")
-        assert port, "serve did not start"
-        yield proc, port
+        lines = Lines(proc.stderr)
+        port = int(lines.wait_for(r"listening on ws://127.0.0.1:(\d+)").group(1))
+        yield proc, port, lines
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -256,15 +289,22 @@ def test_sigterm_drains(tmp_path: Path) -> None:
     short = AUDIO * 10  # 1.6 s
     long_ = AUDIO * 60  # 9.6 s: outlives the 3 s drain deadline
 
-    with serve_subprocess(LOOP_YAML, tmp_path, "--drain-timeout", "3.0") as (proc, port):
+    with serve_subprocess(LOOP_YAML, tmp_path, "--drain-timeout", "3.0") as (proc, port, lines):
 
         async def main() -> tuple[CallRecord, CallRecord]:
             url = f"ws://127.0.0.1:{port}/media"
-            a = asyncio.create_task(call(url, audio=short, call_sid="CAa", stream_sid="MZa"))
-            b = asyncio.create_task(call(url, audio=long_, call_sid="CAb", stream_sid="MZb"))
-            await asyncio.sleep(0.8)  # both calls are under way
+            heard_a, heard_b = asyncio.Event(), asyncio.Event()
+            a = asyncio.create_task(
+                call(url, audio=short, call_sid="CAa", stream_sid="MZa", heard=heard_a)
+            )
+            b = asyncio.create_task(
+                call(url, audio=long_, call_sid="CAb", stream_sid="MZb", heard=heard_b)
+            )
+            async with asyncio.timeout(20):  # both calls are under way: audio came back
+                await asyncio.gather(heard_a.wait(), heard_b.wait())
             proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            # serve writes 'draining' once its listening socket is closed
+            await lines.wait_for_async(r'"event": ?"draining"', timeout=20)
             with pytest.raises(OSError):  # no longer listening
                 await connect(f"ws://127.0.0.1:{port}/media", open_timeout=2)
             return await a, await b
