@@ -467,12 +467,20 @@ def test_sink_refuses_other_formats_while_running() -> None:
 
 def test_loopback_pipeline_returns_the_callers_audio() -> None:
     """twilio_source -> twilio_sink in a real Runner with a virtual clock: every byte back,
-    in 20 ms chunks, the last partial chunk flushed after the hold."""
+    in 20 ms chunks, the last partial chunk flushed after the hold (the caller hangs up only
+    once it has all come back, so the end of the stream flushes nothing)."""
     sent: list[str] = []
     audio = bytes(range(256)) * 3  # 768 bytes: 4 full chunks + 128
+    all_back = asyncio.Event()
 
     async def main() -> None:
-        call = _call(sent)
+        async def send(text: str) -> None:
+            sent.append(text)
+            back = sum(len(m.payload) for m in map(parse_outgoing, sent) if isinstance(m, OutMedia))
+            if back == len(audio):
+                all_back.set()
+
+        call = TwilioCall(send)
         await _start(call)
         for i in range(0, len(audio), 160):
             await call.receive(_media(i // 160, audio[i : i + 160]))
@@ -483,7 +491,8 @@ def test_loopback_pipeline_returns_the_callers_audio() -> None:
         p.validate()
 
         async def hang_up_later() -> None:
-            await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):
+                await all_back.wait()
             await call.receive(dumps(DOC_IN["stop"]))
 
         with bind_call(call):
