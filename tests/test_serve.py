@@ -91,6 +91,26 @@ def assert_echoed(rec: CallRecord, audio: bytes = AUDIO) -> None:
 # ---------------------------------------------------------------------------- endpoints
 
 
+def phone_pipeline(url: str, *, engine: str, mode: str, **session: Any) -> Pipeline:
+    """caller (Twilio) -> vad_gate -> realtime_session (μ-law both ways, at ``url``) -> phone."""
+    p = Pipeline("phone")
+    p.add("caller", "twilio_source")
+    p.add("gate", "vad_gate", engine=engine, mode=mode)
+    p.add(
+        "agent",
+        "realtime_session",
+        provider="xai",
+        url=url,
+        api_key_env="SERVE_TEST_KEY",
+        input_format="pcmu",
+        output_format="pcmu",
+        **session,
+    )
+    p.add("phone", "twilio_sink")
+    p.link("caller", "gate", "agent", "phone")
+    return p
+
+
 def test_health_metrics_and_one_call() -> None:
     async def main() -> None:
         async with run_server(loop_pipeline()) as server:
@@ -343,20 +363,7 @@ def test_zero_transcode_path_is_byte_exact(monkeypatch: pytest.MonkeyPatch) -> N
     async def main() -> None:
         config = emulator.EmulatorConfig(reply="tone", tone_ms=600, chunk_ms=40, pace=0)
         async with emulator.run_emulator(config) as emu:
-            p = Pipeline("phone")
-            p.add("caller", "twilio_source")
-            p.add("gate", "vad_gate", engine="energy", mode="annotate")
-            p.add(
-                "agent",
-                "realtime_session",
-                provider="xai",
-                url=emu.url,
-                api_key_env="SERVE_TEST_KEY",
-                input_format="pcmu",
-                output_format="pcmu",
-            )
-            p.add("phone", "twilio_sink")
-            p.link("caller", "gate", "agent", "phone")
+            p = phone_pipeline(emu.url, engine="energy", mode="annotate")
             async with run_server(p) as server:
                 rec = await run_call(server.url + "/media", audio, quiet_s=1.0, tail_s=10.0)
             assert rec.errors == [] and rec.close_code == 1000
@@ -397,21 +404,7 @@ def test_barge_in_clears_the_phone_and_truncates_at_what_was_heard(
         # session" (2.5 s) and "what the caller heard" (about 1.2 s) differ widely
         config = emulator.EmulatorConfig(reply="tone", tone_ms=2500, chunk_ms=100, pace=0)
         async with emulator.run_emulator(config) as emu:
-            p = Pipeline("phone")
-            p.add("caller", "twilio_source")
-            p.add("gate", "vad_gate", engine="webrtc", mode="gate")
-            p.add(
-                "agent",
-                "realtime_session",
-                provider="xai",
-                url=emu.url,
-                api_key_env="SERVE_TEST_KEY",
-                input_format="pcmu",
-                output_format="pcmu",
-                turn_detection="none",  # the gate's speech_stopped ends the turn
-            )
-            p.add("phone", "twilio_sink")
-            p.link("caller", "gate", "agent", "phone")
+            p = phone_pipeline(emu.url, engine="webrtc", mode="gate", turn_detection="none")
             async with run_server(p) as server:
                 rec = await run_call(server.url + "/media", audio, quiet_s=0.5, tail_s=6.0)
             assert rec.errors == [] and rec.close_code == 1000
@@ -532,21 +525,7 @@ def test_gated_phone_path_passes_the_callers_bytes_untouched(
     async def main() -> None:
         config = emulator.EmulatorConfig(reply="echo", pace=0)
         async with emulator.run_emulator(config) as emu:
-            p = Pipeline("phone")
-            p.add("caller", "twilio_source")
-            p.add("gate", "vad_gate", engine="webrtc", mode="gate")
-            p.add(
-                "agent",
-                "realtime_session",
-                provider="xai",
-                url=emu.url,
-                api_key_env="SERVE_TEST_KEY",
-                input_format="pcmu",
-                output_format="pcmu",
-                turn_detection="none",
-            )
-            p.add("phone", "twilio_sink")
-            p.link("caller", "gate", "agent", "phone")
+            p = phone_pipeline(emu.url, engine="webrtc", mode="gate", turn_detection="none")
             async with run_server(p) as server:
                 rec = await run_call(server.url + "/media", audio, quiet_s=0.5, tail_s=5.0)
         assert rec.errors == [] and rec.close_code == 1000
