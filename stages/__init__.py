@@ -15,6 +15,7 @@ _MODULES = (
     "realtime",
     "tools",
     "twilio",
+    "browser",
 )
 
 for _name in _MODULES:
