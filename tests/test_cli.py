@@ -333,7 +333,7 @@ def test_bad_usage_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: pipeline run" in capsys.readouterr().err
 
 
-CMD_MODULE = '''
+CMD_MODULE = """
 def register(subparsers):
     p = subparsers.add_parser("hello", help="say hello")
     p.add_argument("--times", type=int, default=1)
@@ -343,7 +343,7 @@ def register(subparsers):
 def run(args):
     print("hello " * args.times)
     return 3
-'''
+"""
 
 
 @pytest.fixture
