@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# The Silero VAD ONNX model ships inside the silero-vad wheel; --no-deps keeps torch out.
-SILERO := silero-vad==6.2.3
 
 .PHONY: run test lint typecheck unit bench clean
 
@@ -12,7 +10,6 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps '$(SILERO)'
 	touch $(STAMP)
 
 run: $(STAMP)
