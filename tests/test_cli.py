@@ -20,6 +20,7 @@ from rich.console import Console
 import pipeline.cli as cli
 from pipeline.cli import main
 from pipeline.stage import builtin_names, resolve
+from tests.renderers import assert_dot_parses, assert_mermaid_parses
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,8 +214,8 @@ def test_graph_mermaid(run_yaml: Path, capsys: pytest.CaptureFixture[str]) -> No
         '    tone["tone<br/><small>signal_source</small>"]\n'
         '    enc["enc<br/><small>g711_encode</small>"]\n'
         '    wav["wav<br/><small>wav_sink</small>"]\n'
-        "    tone -->|audio [pcm16 8000 Hz]| enc\n"
-        "    enc -->|audio [pcmu 8000 Hz]| wav\n"
+        '    tone -->|"audio [pcm16 8000 Hz]"| enc\n'
+        '    enc -->|"audio [pcmu 8000 Hz]"| wav\n'
     )
 
 
@@ -237,7 +238,9 @@ pipelines:
 """
     )
     assert main(["graph", str(path), "--format", "dot"]) == 0
-    assert capsys.readouterr().out == (
+    chart = capsys.readouterr().out
+    assert_dot_parses(chart)
+    assert chart == (
         'digraph "cycle" {\n'
         "    rankdir=LR;\n"
         "    node [shape=box];\n"
@@ -252,7 +255,9 @@ pipelines:
         "}\n"
     )
     assert main(["graph", str(path)]) == 0
-    assert "    tools -.->|speech_started| agent\n" in capsys.readouterr().out
+    chart = capsys.readouterr().out
+    assert '    tools -.->|"speech_started"| agent\n' in chart
+    assert_mermaid_parses(chart)
 
 
 # ---------------------------------------------------------------- a real process
