@@ -158,7 +158,7 @@ def _stats(runner: Runner) -> dict[str, Any]:
 
 def _new_runner(template: Pipeline) -> Runner:
     """A runner for one tab: its own copy of the checked pipeline, channels and bus."""
-    from pipeline.serve import fresh_copy
+    from stages.telephony.serve import fresh_copy
 
     return Runner(fresh_copy(template))
 
