@@ -113,7 +113,8 @@ _FIELDS: dict[str, dict[str, bool]] = {  # type -> field -> required
 def _int(data: dict[str, Any], name: str, lo: int, hi: int) -> int:
     v = data[name]
     if type(v) is not int or not lo <= v <= hi:
-        raise BrowserMessageError(f"'{data['type']}.{name}' must be an integer {lo}..{hi}, got {v!r}")
+        where = f"{data['type']}.{name}"
+        raise BrowserMessageError(f"'{where}' must be an integer {lo}..{hi}, got {v!r}")
     return v
 
 
@@ -146,7 +147,8 @@ def parse_incoming(raw: str | bytes, *, started: bool) -> Incoming:
     kind = data["type"]
     fields = _FIELDS.get(kind)
     if fields is None:
-        raise BrowserMessageError(f"unknown message type '{kind}' (expected one of {', '.join(_FIELDS)})")
+        expected = ", ".join(_FIELDS)
+        raise BrowserMessageError(f"unknown message type '{kind}' (expected one of {expected})")
     for key in data:
         if key != "type" and key not in fields:
             raise BrowserMessageError(f"'{kind}' has no field '{key}'")

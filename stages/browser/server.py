@@ -149,7 +149,7 @@ def _stats(runner: Runner) -> dict[str, Any]:
     links: dict[str, Any] = {}
     for name, ch in runner.channels.items():
         st = ch.statistics()
-        links[name] = {"depth": st.current_buffer_used, "capacity": st.max_buffer_size}
+        links[name] = {"depth": st.depth, "capacity": st.capacity, "peak": st.peak}
     for name in runner.fused_links:
         links[name] = {"depth": 0, "capacity": 0, "fused": True}
     stages = {sid: {"in": st.frames_in, "out": st.frames_out} for sid, st in runner.stats.items()}
@@ -225,7 +225,8 @@ class PlaygroundServer:
         if path not in self.files and path != "/ws":
             return self._text(404, f"not found: {path}\n")
         if path in ("/", "/index.html", "/ws") and self.token is not None:
-            given = (parse_qs(url.query).get("token") or [None])[0]
+            tokens = parse_qs(url.query).get("token")
+            given = tokens[0] if tokens else None
             if given is None:
                 return self._text(401, "a token is required: open the URL the server printed\n")
             if not hmac.compare_digest(given.encode(), self.token.encode()):

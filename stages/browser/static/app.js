@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 const CHUNK_MS = 20;
 
 const stats = {
-  state: "idle", sent_ms: 0, received_ms: 0, played_ms: 0, level_db: null,
+  state: "idle", sent_ms: 0, received_ms: 0, played_ms: 0, level_db: null, audio: "none",
   turns: [], transcripts: [], tool_calls: [], errors: [], barge_ins: [], links: {},
 };
 window.pipelineStats = stats;
@@ -16,6 +16,8 @@ let ws = null, mic = null, capture = null, playback = null, hello = null;
 let captureNode = null, playbackNode = null, graphLabels = {};
 let sentSamples = 0, receivedSamples = 0, muted = false;
 let timeline = [];          // [sample index, performance time] of each captured chunk
+let newReply = false;       // a response started and none of its audio has played yet
+let replyStart = 0;         // play position where the current reply began
 let pendingTurn = null;     // the user's last end of speech, waiting for the reply to play
 let lastOnset = null;       // the user's last start of speech
 const bubbles = new Map();  // item id -> element of a transcript being spoken
@@ -28,11 +30,20 @@ function setState(s) {
   $("mute").disabled = $("hangup").disabled = s !== "live";
 }
 
-// performance.now() of a context frame (both contexts run on the audio clock).
-function perfAt(ctx, frame) {
+// When a context frame is heard: performance.now() time at which the output device plays it.
+function heardAt(ctx, frame) {
   const ts = ctx.getOutputTimestamp();
-  if (!ts.performanceTime) return performance.now() - (ctx.currentTime - frame / ctx.sampleRate) * 1000;
+  if (!ts.performanceTime) return performance.now() + (frame / ctx.sampleRate - ctx.currentTime) * 1000 + outputLatency(ctx);
   return ts.performanceTime + (frame / ctx.sampleRate - ts.contextTime) * 1000;
+}
+
+// When a context frame is rendered (processed by the worklets): its output latency earlier.
+function renderedAt(ctx, frame) {
+  return heardAt(ctx, frame) - outputLatency(ctx);
+}
+
+function outputLatency(ctx) {
+  return (ctx.outputLatency || ctx.baseLatency || 0) * 1000;
 }
 
 // performance.now() at which the sample at media time pts (seconds) was captured.
@@ -101,6 +112,7 @@ function onEvent(ev) {
     case "speech_stopped":
       if (ev.pts != null) pendingTurn = { end: capturedAt(ev.pts), heard: performance.now() };
       break;
+    case "response_started": newReply = true; break;
     case "interrupt": note("barge-in: the assistant stopped"); break;
   }
 }
@@ -128,20 +140,26 @@ function onPlayback(msg) {
   if (msg.played !== undefined) stats.played_ms = Math.round((msg.played / playback.sampleRate) * 1000);
   switch (msg.type) {
     case "started": {
-      const at = perfAt(playback, msg.frame) + (playback.outputLatency || playback.baseLatency || 0) * 1000;
-      addTurn(at);
+      if (newReply) {
+        newReply = false;
+        replyStart = msg.position;
+        addTurn(heardAt(playback, msg.frame));
+      }
       send({ type: "played", position: msg.position });
       break;
     }
     case "position": case "idle": send({ type: "played", position: msg.position }); break;
     case "cleared": {
       send({ type: "played", position: msg.position, cleared: msg.dropped });
-      const stop = perfAt(playback, msg.frame);
+      const stop = renderedAt(playback, msg.frame);
       if (lastOnset && lastOnset.at != null && msg.dropped > 0) {
+        const ms = (samples) => Math.round((samples / playback.sampleRate) * 1000);
         stats.barge_ins.push({
           onset_pts: lastOnset.pts,
           after_onset_ms: Math.round(stop - lastOnset.at),
-          dropped_ms: Math.round((msg.dropped / playback.sampleRate) * 1000),
+          heard_after_onset_ms: Math.round(stop + outputLatency(playback) - lastOnset.at),
+          heard_ms: ms(msg.position - replyStart),
+          dropped_ms: ms(msg.dropped),
         });
       }
       break;
@@ -151,7 +169,7 @@ function onPlayback(msg) {
 
 function onCapture(msg) {
   if (!capture || !ws || ws.readyState !== WebSocket.OPEN) return;
-  timeline.push([sentSamples, perfAt(capture, msg.frame)]);
+  timeline.push([sentSamples, renderedAt(capture, msg.frame)]);
   if (timeline.length > 30000) timeline = timeline.slice(-15000);
   ws.send(msg.samples.buffer);
   sentSamples += msg.samples.length;
@@ -173,10 +191,16 @@ async function setUpAudio(h) {
   const sink = capture.createGain();
   sink.gain.value = 0;
   capture.createMediaStreamSource(mic).connect(captureNode).connect(sink).connect(capture.destination);
-  playbackNode = new AudioWorkletNode(playback, "playback-processor", { outputChannelCount: [1] });
+  playbackNode = new AudioWorkletNode(playback, "playback-processor", {
+    outputChannelCount: [1], processorOptions: { seconds: 120 },
+  });
+  playbackNode.onprocessorerror = () => fail("the audio player failed");
+  captureNode.onprocessorerror = () => fail("the microphone capture failed");
   playbackNode.port.onmessage = (e) => onPlayback(e.data);
   playbackNode.connect(playback.destination);
+  playback.onstatechange = () => { stats.audio = playback ? playback.state : "closed"; };
   await Promise.all([capture.resume(), playback.resume()]);
+  stats.audio = playback.state;
   if (playback.state !== "running") note("audio is blocked by the browser: click Start");
 }
 

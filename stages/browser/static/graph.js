@@ -24,9 +24,10 @@ export function drawGraph(svg, graph) {
   for (const n of graph.nodes) (columns[layer[n.id]] ||= []).push(n);
   const W = 92, H = 34, GX = 40, GY = 26;
   const pos = {};
-  columns.forEach((col, x) => col.forEach((n, y) => { pos[n.id] = { x: 10 + x * (W + GX), y: 10 + y * (H + GY) }; }));
-  const width = 20 + columns.length * (W + GX);
-  const height = 40 + Math.max(...columns.map((c) => c.length)) * (H + GY);
+  const TOP = 34;  // room for links that skip a column, drawn as arcs above
+  columns.forEach((col, x) => col.forEach((n, y) => { pos[n.id] = { x: 10 + x * (W + GX), y: TOP + y * (H + GY) }; }));
+  const width = columns.length * (W + GX) - GX + 20;
+  const height = TOP + 30 + Math.max(...columns.map((c) => c.length)) * (H + GY);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const labels = {};
   for (const l of graph.links) {
@@ -36,6 +37,10 @@ export function drawGraph(svg, graph) {
       const low = Math.max(a.y, b.y) + H + 16;
       d = `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${low} ${b.x + W / 2},${low} ${b.x + W / 2},${b.y + H}`;
       lx = (a.x + b.x) / 2 + W / 2; ly = low - 2;
+    } else if (layer[l.dst] - layer[l.src] > 1) {
+      const high = Math.min(a.y, b.y) - 26;
+      d = `M${a.x + W / 2},${a.y} C${a.x + W / 2},${high} ${b.x + W / 2},${high} ${b.x + W / 2},${b.y}`;
+      lx = (a.x + b.x) / 2 + W / 2; ly = high + 14;
     } else {
       d = `M${a.x + W},${a.y + H / 2} L${b.x},${b.y + H / 2}`;
       lx = (a.x + W + b.x) / 2; ly = (a.y + b.y) / 2 + H / 2 - 5;

@@ -5,7 +5,7 @@
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
-    const seconds = options.processorOptions.seconds || 120;
+    const seconds = (options.processorOptions && options.processorOptions.seconds) || 120;
     this.ring = new Float32Array(Math.round(sampleRate * seconds));
     this.read = 0;       // ring index of the next sample to play
     this.queued = 0;     // samples in the ring
