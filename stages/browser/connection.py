@@ -94,6 +94,8 @@ class BrowserConnection:
 
     async def next_audio(self) -> bytes | None:
         """The next microphone chunk; None once the user hung up or the socket closed."""
+        if self.ended.is_set() and self.inbound.empty():
+            return None
         item = await self.inbound.get()
         return None if isinstance(item, _End) else item
 

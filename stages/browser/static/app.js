@@ -11,6 +11,8 @@ const stats = {
   turns: [], transcripts: [], tool_calls: [], errors: [], barge_ins: [], links: {},
 };
 window.pipelineStats = stats;
+// Fired on window whenever pipelineStats may have changed, so automation can wait on it.
+const changed = () => window.dispatchEvent(new Event("pipelinestats"));
 
 let ws = null, mic = null, capture = null, playback = null, hello = null;
 let captureNode = null, playbackNode = null, graphLabels = {};
@@ -136,6 +138,7 @@ function addTurn(playedAt) {
 
 function onPlayback(msg) {
   if (!playback) return;
+  queueMicrotask(changed);
   const send = (m) => ws && ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
   if (msg.played !== undefined) stats.played_ms = Math.round((msg.played / playback.sampleRate) * 1000);
   switch (msg.type) {
@@ -169,6 +172,7 @@ function onPlayback(msg) {
 
 function onCapture(msg) {
   if (!capture || !ws || ws.readyState !== WebSocket.OPEN) return;
+  queueMicrotask(changed);
   timeline.push([sentSamples, renderedAt(capture, msg.frame)]);
   if (timeline.length > 30000) timeline = timeline.slice(-15000);
   ws.send(msg.samples.buffer);
@@ -205,6 +209,7 @@ async function setUpAudio(h) {
 }
 
 function onMessage(e) {
+  queueMicrotask(changed);
   if (typeof e.data !== "string") {
     const samples = new Int16Array(e.data);
     receivedSamples += samples.length;
