@@ -13,11 +13,21 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 import h11
+from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Handler", "HttpExchange", "HttpRequest", "HttpResponse", "answer", "serve_http"]
+__all__ = [
+    "Handler",
+    "HttpExchange",
+    "HttpRequest",
+    "HttpResponse",
+    "answer",
+    "serve_http",
+    "with_posts",
+]
 
 #: Largest request body read (webhooks and REST forms are a few kilobytes).
 MAX_BODY = 64 * 1024
@@ -173,3 +183,54 @@ async def serve_http(
     finally:
         server.close()
         await server.wait_closed()
+
+
+def with_posts(handler: Handler) -> type[ServerConnection]:
+    """A websockets ``ServerConnection`` that also answers plain HTTP POSTs with ``handler``
+    (websockets reads GET requests only): pass it as ``serve(create_connection=...)``. A
+    connection whose first bytes are ``POST `` is read with h11, answered, and closed; the
+    WebSocket handshake never sees it."""
+
+    class PostOrWebSocket(ServerConnection):
+        _http: HttpExchange | None = None
+        _head = b""
+
+        def data_received(self, data: bytes) -> None:
+            if self._http is None and self.request is None and self._head is not None:
+                self._head += data
+                if len(self._head) < 5 and b"POST "[: len(self._head)] == self._head:
+                    return  # too little to tell yet
+                data, self._head = self._head, None  # type: ignore[assignment]
+                if data.startswith(b"POST "):
+                    self._http = HttpExchange()
+            if self._http is None:
+                super().data_received(data)
+                return
+            was_done = self._http.done
+            self._http.feed(data)
+            if self._http.done and not was_done:
+                self.loop.create_task(self._answer(self._http))
+
+        def eof_received(self) -> bool | None:  # type: ignore[override]
+            if self._http is not None:
+                self._http.feed(b"")
+                return True  # keep the transport open to write the answer
+            return super().eof_received()
+
+        async def _answer(self, ex: HttpExchange) -> None:
+            if ex.request is not None:
+                response = await answer(handler, ex.request)
+            else:
+                response = ex.error or HttpResponse.text(400, "bad request\n")
+            self.transport.write(ex.response_bytes(response))
+            self.transport.close()
+
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().handshake(*args, **kwargs)
+            except Exception:
+                if self._http is None:
+                    raise
+                # answered as plain HTTP: the connection handler closes it, nothing to log
+
+    return PostOrWebSocket

@@ -30,9 +30,17 @@ import structlog
 
 from . import signature
 from .http import HttpRequest, HttpResponse
+from .rest import ACCOUNT_ENV, API_BASE, TwilioRest
 from .twiml import connect_stream, stream_url
 
-__all__ = ["AMD_PATH", "STATUS_PATH", "TWIML_PATH", "TwilioWebhook"]
+__all__ = [
+    "AMD_PATH",
+    "STATUS_PATH",
+    "TWIML_PATH",
+    "TwilioWebhook",
+    "parse_parameters",
+    "twilio_setup",
+]
 
 TWIML_PATH = "/twiml"
 STATUS_PATH = "/status"
@@ -159,3 +167,40 @@ class TwilioWebhook:
 
 def _optional(fields: Mapping[str, str], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: fields[name] for name in names if name in fields}
+
+
+def twilio_setup(
+    public_url: str | None,
+    *,
+    auth_token_env: str,
+    parameters: Mapping[str, str],
+    environ: Mapping[str, str],
+) -> tuple[TwilioWebhook | None, TwilioRest | None]:
+    """The webhook (with ``--public-url``) and the REST client (when the account SID and the
+    auth token are in the environment) of ``pipeline serve``. Raises ValueError, whose text is
+    the one line to show, for options that do not fit together."""
+    token = environ.get(auth_token_env) or None
+    sid = environ.get(ACCOUNT_ENV) or None
+    webhook = None
+    if public_url:
+        if token is None:
+            raise ValueError(
+                f"--public-url needs the Twilio auth token to check X-Twilio-Signature: export "
+                f"{auth_token_env} (or name another variable with --twilio-auth-token-env)"
+            )
+        webhook = TwilioWebhook(public_url, token, parameters=parameters)
+    rest = None
+    if sid and token:
+        rest = TwilioRest(sid, token, base_url=environ.get("TWILIO_API_BASE", API_BASE))
+    return webhook, rest
+
+
+def parse_parameters(items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` options as a mapping; ValueError for one without ``=``."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--stream-parameter {item!r} is not NAME=VALUE")
+        out[name] = value
+    return out
