@@ -34,6 +34,10 @@ class Playback:
         self._done: deque[str] = deque(maxlen=remember)
         self._idle: Callable[[], bool] = lambda: True
         self._changed = asyncio.Event()
+        #: responses the sink has seen end
+        self.finished = 0
+        #: tools waiting for a response to be heard
+        self.waiters = 0
 
     def attach(self, idle: Callable[[], bool]) -> None:
         """The sink's own test of "nothing unplayed" (no pending mark, nothing buffered)."""
@@ -46,6 +50,7 @@ class Playback:
         """A response ended and everything it said has been sent."""
         if response_id:
             self._done.append(response_id)
+        self.finished += 1
         self.changed()
 
     def changed(self) -> None:
@@ -57,10 +62,19 @@ class Playback:
         """Response ``response_id`` ("" = whatever was sent so far) has been heard in full."""
         return (not response_id or response_id in self._done) and self._idle()
 
+    async def next_change(self) -> None:
+        """Wait for the next report from the sink."""
+        await self._changed.wait()
+
     async def wait_heard(self, response_id: str) -> None:
         """Wait until :meth:`heard`; bound it with ``asyncio.timeout``."""
-        while not self.heard(response_id):
-            await self._changed.wait()
+        self.waiters += 1
+        self.changed()
+        try:
+            while not self.heard(response_id):
+                await self._changed.wait()
+        finally:
+            self.waiters -= 1
 
 
 @dataclass
