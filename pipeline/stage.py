@@ -325,25 +325,41 @@ def type_text(ann: Any) -> str:
 
 # ---------------------------------------------------------------------------- lookup
 
-_builtins_loaded = False
+_libraries_loaded = False
 _entry_points_loaded = False
 _BROKEN_ENTRY_POINTS: dict[str, str] = {}  # name -> why it could not be loaded
+_BROKEN_LIBRARIES: list[str] = []  # why a stage library could not be loaded
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        importlib.import_module("stages")
+def _load_libraries() -> None:
+    """Import every stage library of the entry-point group (an entry point naming a module,
+    like the built-in ``builtin = "stages"``): importing it registers its stages."""
+    global _libraries_loaded
+    if _libraries_loaded:
+        return
+    _libraries_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.attr:
+            continue
+        try:
+            importlib.import_module(ep.module)
+        except Exception as exc:
+            _BROKEN_LIBRARIES.append(
+                f"stage library '{ep.name}' (entry point '{ep.value}' of group "
+                f"{ENTRY_POINT_GROUP}) cannot be loaded: {type(exc).__name__}: {exc}; "
+                "reinstall or fix the package that provides it"
+            )
 
 
 def _load_entry_points() -> None:
+    """Register every stage function of the entry-point group (``name = "module:function"``);
+    a name already registered (a built-in) wins."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in REGISTRY:
+        if not ep.attr or ep.name in REGISTRY:
             continue
         try:  # one broken package must not break every other lookup
             obj = ep.load()
@@ -367,7 +383,7 @@ def _renamed(spec: StageSpec, name: str) -> StageSpec:
 
 
 def builtin_names() -> list[str]:
-    _load_builtins()
+    _load_libraries()
     _load_entry_points()
     return sorted(REGISTRY)
 
@@ -409,13 +425,15 @@ def resolve(type_name: str) -> StageSpec:
             except TypeError as exc:
                 raise LookupError(str(exc)) from None
         return spec
-    _load_builtins()
+    _load_libraries()
     if type_name not in REGISTRY:
         _load_entry_points()
     if type_name in REGISTRY:
         return REGISTRY[type_name]
     if type_name in _BROKEN_ENTRY_POINTS:
         raise LookupError(_BROKEN_ENTRY_POINTS[type_name])
+    if _BROKEN_LIBRARIES:
+        raise LookupError(f"unknown stage type '{type_name}'; " + "; ".join(_BROKEN_LIBRARIES))
     close = difflib.get_close_matches(type_name, list(REGISTRY), n=1)
     hint = (
         f"did you mean '{close[0]}'?"
