@@ -30,7 +30,6 @@ from stages.telephony.twilio import (
     Mark,
     OutMedia,
     Start,
-    Stop,
     encode,
     parse_outgoing,
 )

@@ -109,7 +109,7 @@ def test_no_answer_is_an_error_not_a_hang() -> None:
             raise httpx.ConnectError("connection refused", request=request)
 
         async with TwilioRest(SID, TOKEN, transport=httpx.MockTransport(refuse)) as rest:
-            with pytest.raises(TwilioRestError, match="no answer from https://api.twilio.com"):
+            with pytest.raises(TwilioRestError, match=r"no answer from https://api\.twilio\.com"):
                 await rest.hang_up(CALL)
 
     run(main())

@@ -121,7 +121,7 @@ def test_dial_and_digits_twiml() -> None:
     assert ET.fromstring(dial("+15551234567")).find("Dial").text == "+15551234567"  # type: ignore[union-attr]
     sip = ET.fromstring(dial("sip:desk@pbx.example.com")).find("./Dial/Sip")
     assert sip is not None and sip.text == "sip:desk@pbx.example.com"
-    with pytest.raises(TwimlError, match="E.164"):
+    with pytest.raises(TwimlError, match=r"E\.164"):
         dial("5551234")
     root = ET.fromstring(play_digits("1w2#", "wss://a/media", {"resumed": "1"}))
     assert [c.tag for c in root] == ["Play", "Connect"]
