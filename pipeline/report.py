@@ -228,6 +228,8 @@ def flow_text(spec: StageSpec) -> str:
     acc = "–" if spec.is_source else ", ".join(t.type for t in spec.accepts)
     emi = "–" if not spec.emits else ", ".join(t.type for t in spec.emits)
     text = f"{acc} → {emi}"
+    if spec.audio_in is not None:
+        text += f"\n(takes {spec.audio_in.text()})"
     if spec.passthrough:
         text += "\n(passes other frames through)"
     return text
