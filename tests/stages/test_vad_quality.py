@@ -45,7 +45,7 @@ def test_silero_finds_every_utterance_with_few_false_segments_and_onsets_within_
         assert s.false_segments <= 1, f"{s.file}: {s.false_segments} false segments"
         assert s.merged == 0, f"{s.file}: {s.merged} utterances merged into the previous one"
         if "babble" in s.file:
-            # The crowd in the lead-in sounds like speech to silero: its first segment opens
+            # The crowd in the opening seconds sounds like speech to silero: its first segment opens
             # 1.2 s before the first utterance (docs/vad.md). No other onset is early or late.
             early = [e for e in s.onset_errors_ms if e < -250]
             assert len(early) == 1 and early[0] > -1500, f"{s.file}: {s.onset_errors_ms}"
