@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import structlog
 from pipeline import Audio, Frame, stage
 from pipeline.cli import main
 from pipeline.errors import StageError
-from pipeline.stage import AudioNeeds
+from pipeline.stage import REGISTRY, AudioNeeds, builtin_names
 from pipeline.testing import check_stage, run_stage
 
 # The README's example, as written there.
@@ -56,11 +57,17 @@ def _restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "mystages.py").write_text(MYSTAGES, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    builtin_names()  # loaded before the snapshot, so restoring it keeps them
+    before = dict(REGISTRY)
+    yield tmp_path
+    # the example registers "gain" when imported: leave the built-in catalogue as it was
+    REGISTRY.clear()
+    REGISTRY.update(before)
+    sys.modules.pop("mystages", None)
 
 
 def test_mulaw_into_the_readme_gain_is_found_by_validate_at_the_link(
