@@ -80,11 +80,15 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_call)
 
 
-def cmd_call(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+def cmd_call(args: argparse.Namespace) -> int:
     """``pipeline call``: 0 once Twilio has queued the call, 2 for bad input, 1 if refused."""
+    return call_from_args(args, os.environ)
+
+
+def call_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """:func:`cmd_call` with the environment given."""
     from pipeline.config import load
 
-    env = os.environ if environ is None else environ
     for name, number in (("TO", args.to), ("--from", args.from_)):
         if not _E164.match(number):
             raise ConfigError(
