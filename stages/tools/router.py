@@ -50,6 +50,7 @@ from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
 from pipeline.stage import StageContext, stage
+from pipeline.tasks import StageTasks
 
 from .schema import (
     DEFAULT_MAX_RESULT_CHARS,
@@ -86,6 +87,17 @@ class CallOutcome:
     outcome: Outcome
 
 
+_CURRENT_CALL: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar(
+    "tool_call", default=None
+)
+
+
+def current_tool_call() -> ToolCall | None:
+    """Inside a running tool: the call that runs it (its ``call_id`` and ``response_id``, for
+    a tool that acts on the response that asked for it, such as hanging up after it)."""
+    return _CURRENT_CALL.get()
+
+
 async def run_tool(
     tools: Mapping[str, Tool],
     call: ToolCall,
@@ -108,6 +120,7 @@ async def run_tool(
     except ToolArgumentError as exc:
         return CallOutcome(str(exc), True, "bad_arguments")
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
+    token = _CURRENT_CALL.set(call)  # copied into the task or thread that runs the tool
     try:
         result = await _with_timeout(_invoke(tool, args, kwargs), clock, limit)
     except TimeoutError:
@@ -119,6 +132,8 @@ async def run_tool(
         )
     except Exception as exc:
         return CallOutcome(f"{tool.name} raised {type(exc).__name__}: {exc}", True, "exception")
+    finally:
+        _CURRENT_CALL.reset(token)
     try:
         text = result if isinstance(result, str) else _to_json(result)
     except Exception as exc:
@@ -282,15 +297,6 @@ class _Running:
             self.slots.release()
 
 
-class _End:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    exc: BaseException
-
-
 def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
     return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
@@ -334,9 +340,7 @@ async def tool_router(
     table = load_tools(tools, base_dir=ctx.base_dir)
     log = ctx.log
     clock = ctx.clock
-    loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max_concurrency)
-    out: asyncio.Queue[ToolResult | _End | _Failed] = asyncio.Queue(maxsize=max_concurrency)
     running: dict[str, _Running] = {}
     ledger = CallLedger()
 
@@ -359,7 +363,7 @@ async def tool_router(
             entry.started = True
             if ledger.is_cancelled(call.response_id):
                 entry.release()
-                await out.put(skip(call, "its response was cancelled before it started"))
+                await out.send(skip(call, "its response was cancelled before it started"))
                 return
         start = clock.now()
         try:
@@ -377,7 +381,7 @@ async def tool_router(
             entry.release()
         _log_done(log, call, start, clock, result.outcome)
         log.debug("tool result", name=call.name, call_id=call.call_id, output=result.output)
-        await out.put(
+        await out.send(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
         )
 
@@ -391,11 +395,11 @@ async def tool_router(
                 continue
             if not entry.started:
                 task.cancel()
-                await out.put(skip(entry.call, f"{why} before it started"))
+                await out.send(skip(entry.call, f"{why} before it started"))
             elif on_interrupt == "cancel":
                 task.cancel()  # logged by the call itself, outcome "cancelled"
                 c = entry.call
-                await out.put(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
+                await out.send(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
 
     async def start(call: ToolCall) -> None:
         verdict = ledger.admit(call)
@@ -404,7 +408,7 @@ async def tool_router(
             return
         log.debug("tool call", name=call.name, call_id=call.call_id, arguments=call.arguments)
         if verdict == "cancelled":
-            await out.put(skip(call, "its response was cancelled"))
+            await out.send(skip(call, "its response was cancelled"))
             return
         if len(running) >= max_concurrency + MAX_PENDING:
             log.info(
@@ -418,13 +422,13 @@ async def tool_router(
                 f"too many tool calls at once ({len(running)} running or waiting); "
                 "wait for their results before calling more"
             )
-            await out.put(ToolResult(call.call_id, text, is_error=True, name=call.name))
+            await out.send(ToolResult(call.call_id, text, is_error=True, name=call.name))
             return
         entry = _Running(call, slots)
         if not slots.locked():  # a free slot: the call starts now (acquire does not wait)
             await slots.acquire()
             entry.started = True
-        entry.task = loop.create_task(run(entry), name=f"tool {call.name} {call.call_id}")
+        entry.task = out.start(run(entry), name=f"tool {call.name} {call.call_id}")
         running[call.call_id] = entry
 
         def done(_t: object) -> None:
@@ -434,42 +438,29 @@ async def tool_router(
         entry.task.add_done_callback(done)
 
     async def read() -> None:
-        try:
-            async for frame in frames:
-                match frame:
-                    case ToolCall():
-                        await start(frame)
-                    case ResponseStarted():
-                        ledger.response_started(frame.response_id)
-                    case ResponseDone():
-                        target = ledger.response_done(frame.response_id, frame.status)
-                        if target is not None:
-                            await cancel_calls(target, "its response was cancelled")
-                    case Interrupt():
-                        await cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
-            while running:  # the calls still running are owed their results
-                await asyncio.wait([e.task for e in running.values() if e.task is not None])
-            await out.put(_End())
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            await out.put(_Failed(exc))
+        async for frame in frames:
+            match frame:
+                case ToolCall():
+                    await start(frame)
+                case ResponseStarted():
+                    ledger.response_started(frame.response_id)
+                case ResponseDone():
+                    target = ledger.response_done(frame.response_id, frame.status)
+                    if target is not None:
+                        await cancel_calls(target, "its response was cancelled")
+                case Interrupt():
+                    await cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
+        while running:  # the calls still running are owed their results
+            await asyncio.wait([e.task for e in running.values() if e.task is not None])
 
-    reader = loop.create_task(read(), name=f"{ctx.id} reader")
+    # The results go out as calls finish; the output ends when the reader has returned (input
+    # ended, every running call done); leaving it cancels the calls still running.
     try:
-        while True:
-            with ctx.waiting():  # waiting for calls to finish is not work
-                item = await out.get()
-            if isinstance(item, _End):
-                break
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
+        async with StageTasks[ToolResult](ctx, capacity=max_concurrency) as out:
+            out.start(read(), name="reader", ends_output=True)
+            async for result in out:
+                yield result
     finally:
-        tasks = [reader, *(e.task for e in running.values() if e.task is not None)]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         aclose = getattr(frames, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
