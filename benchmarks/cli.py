@@ -28,7 +28,7 @@ SUITES = (
 )
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("bench", help="run the benchmarks (medians, p99, baselines)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (under two minutes)")
     p.add_argument("--json", dest="json_path", help="write the rows as JSON to this file")
@@ -180,5 +180,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
                 indent=1,
             )
     if args.png_path and not chart(rows, args.png_path):
-        console.print("no chart: matplotlib is not installed (pip install '.[bench]')")
+        console.print(
+            "no chart: matplotlib is not installed; pip install 'pipeline[bench]'", markup=False
+        )
     return 0
