@@ -3,16 +3,20 @@ graph as Mermaid or DOT."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import orjson
 import structlog
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .frames import Error, ToolCall, ToolResult, Transcript
+from .frames import Error, ToolCall, ToolResult, Transcript, event_to_dict
 from .stage import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
@@ -150,6 +154,51 @@ def live_table(r: Runner) -> Table:
     return t
 
 
+def summary_dict(s: RunSummary, error: BaseException | None = None) -> dict[str, Any]:
+    """The summary as JSON-ready data (``pipeline run --json FILE``): status, exit code, media
+    and wall seconds, real-time factor, per stage and per link counters, events by type, the
+    conversation (tool calls, results, final transcripts, errors) and the error, if any."""
+    exit_code = 0 if s.status == "completed" else 130 if s.status == "interrupted" else 1
+    err: dict[str, Any] | None = None
+    if error is not None:
+        exit_code = int(getattr(error, "exit_code", 1))
+        err = {
+            "type": type(error).__name__,
+            "stage": getattr(error, "stage", None),
+            "message": str(error),
+        }
+    return {
+        "pipeline": s.pipeline,
+        "status": s.status,
+        "exit_code": exit_code,
+        "media_s": round(s.media_s, 6),
+        "wall_s": round(s.wall_s, 6),
+        "realtime_factor": round(s.realtime_factor, 3),
+        "stages": [dataclasses.asdict(st) for st in s.stages],
+        "links": [dataclasses.asdict(lk) for lk in s.links],
+        "events": dict(sorted(s.event_counts.items())),
+        "conversation": [event_to_dict(ev) for ev in s.notable],
+        "error": err,
+    }
+
+
+def write_summary_json(path: str, s: RunSummary, error: BaseException | None = None) -> None:
+    """Write :func:`summary_dict` to ``path`` (``-``: standard output). A file is written to a
+    temporary name beside it, then renamed: it is whole or absent, never half written."""
+    data = orjson.dumps(
+        summary_dict(s, error), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str
+    )
+    if path == "-":
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data + b"\n")
+    os.replace(tmp, target)
+
+
 def print_summary(s: RunSummary, console: Console | None = None) -> None:
     (console or Console()).print(summary_table(s))
 
@@ -179,6 +228,8 @@ def flow_text(spec: StageSpec) -> str:
     acc = "–" if spec.is_source else ", ".join(t.type for t in spec.accepts)
     emi = "–" if not spec.emits else ", ".join(t.type for t in spec.emits)
     text = f"{acc} → {emi}"
+    if spec.audio_in is not None:
+        text += f"\n(takes {spec.audio_in.text()})"
     if spec.passthrough:
         text += "\n(passes other frames through)"
     return text

@@ -4,7 +4,7 @@ A stage is one async generator function. Its first positional parameter (absent 
 is the input stream; its keyword-only parameters are its parameters, typed, with defaults, each
 documented by one line in the docstring's ``Parameters:`` section::
 
-    @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True)
+    @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True, encodings=("pcm16",))
     async def gain(frames: AsyncIterator[Frame], *, db: float = 0.0) -> AsyncIterator[Frame]:
         '''Scale pcm16 audio.
 
@@ -48,7 +48,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import pydantic
 
 from .clock import Clock, RealClock
-from .frames import FRAME_TYPES, AudioFormat, Frame
+from .errors import StageError
+from .frames import FRAME_TYPES, Audio, AudioFormat, Encoding, Frame
 from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
@@ -91,6 +92,74 @@ class ParamSpec:
         return type_text(self.annotation)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioNeeds:
+    """The audio a stage takes, declared on ``@stage(encodings=..., rates=..., channels=...)``;
+    ``None`` means any. ``pipeline validate`` checks each link into the stage against it, and
+    at run time audio of another format stops the run with the same message."""
+
+    encodings: tuple[str, ...] | None = None
+    rates: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+
+    def fits(self, encoding: str, rate: int, channels: int) -> bool:
+        return (
+            (self.encodings is None or encoding in self.encodings)
+            and (self.rates is None or rate in self.rates)
+            and (self.channels is None or channels in self.channels)
+        )
+
+    def text(self) -> str:
+        """What it takes, e.g. ``pcm16 audio at 8000 or 16000 Hz, mono``."""
+        enc = " or ".join(self.encodings) if self.encodings else "any"
+        parts = [f"{enc} audio"]
+        if self.rates:
+            parts[0] += " at " + " or ".join(str(r) for r in self.rates) + " Hz"
+        if self.channels:
+            parts.append(" or ".join(_channels_text(c) for c in self.channels))
+        return ", ".join(parts)
+
+    def problem(self, fmt: AudioFormat) -> tuple[str, str] | None:
+        """(what is wrong, the fix) for audio of ``fmt``; None when it fits."""
+        if self.fits(fmt.encoding, fmt.rate, fmt.channels):
+            return None
+        fixes: list[str] = []
+        encoding = fmt.encoding
+        if self.encodings is not None and encoding not in self.encodings:
+            if "pcm16" in self.encodings:
+                fixes.append("{type: g711_decode}")
+                encoding = "pcm16"
+            elif encoding == "pcm16" and self.encodings[0] in ("pcmu", "pcma"):
+                law = "ulaw" if self.encodings[0] == "pcmu" else "alaw"
+                fixes.append(f"{{type: g711_encode, law: {law}}}")
+        if self.rates is not None and fmt.rate not in self.rates:
+            rate = min(self.rates, key=lambda r: (abs(r - fmt.rate), r))
+            resample = f"{{type: resample, rate: {rate}}}"
+            # G.711 is encoded at 8000 Hz: resample the PCM before encoding it
+            fixes.insert(0 if fixes and "encode" in fixes[0] else len(fixes), resample)
+        fix = f"add {' then '.join(fixes)} before it" if fixes else "convert the audio before it"
+        if self.channels is not None and fmt.channels not in self.channels:
+            want = " or ".join(_channels_text(c) for c in self.channels)
+            fix += f"; it needs {want} audio" if fixes else f" ({want})"
+        return (f"takes {self.text()}, gets {fmt}", fix)
+
+
+def _channels_text(n: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(n, f"{n} channels")
+
+
+def _needs(
+    encodings: Iterable[str] | None, rates: Iterable[int] | None, channels: Iterable[int] | None
+) -> AudioNeeds | None:
+    if encodings is None and rates is None and channels is None:
+        return None
+    return AudioNeeds(
+        None if encodings is None else tuple(encodings),
+        None if rates is None else tuple(rates),
+        None if channels is None else tuple(channels),
+    )
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What the runtime knows about a stage type."""
@@ -110,6 +179,8 @@ class StageSpec:
     check: CheckFn | None = None
     kind: Literal["generator", "map"] = "generator"
     model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
+    #: the audio formats it takes (None: any)
+    audio_in: AudioNeeds | None = None
 
     def link_accepts(self) -> tuple[type[Any], ...]:
         """The frame types a link into this stage delivers."""
@@ -190,8 +261,15 @@ def stage(
     cycle_aware: bool = False,
     check: CheckFn | None = None,
     register: bool = True,
+    encodings: Iterable[Encoding] | None = None,
+    rates: Iterable[int] | None = None,
+    channels: Iterable[int] | None = None,
 ) -> Callable[[Callable[..., Any]], Any]:
-    """Declare a stage. See the module docstring. Returns the function unchanged."""
+    """Declare a stage. See the module docstring. Returns the function unchanged.
+
+    ``encodings``, ``rates`` and ``channels`` declare the audio the stage takes (default: any);
+    ``pipeline validate`` then reports a link bringing other audio, with the stage to add.
+    """
 
     def decorate(func: Callable[..., Any]) -> Any:
         spec = make_spec(
@@ -203,6 +281,7 @@ def stage(
             output_format=output_format,
             cycle_aware=cycle_aware,
             check=check,
+            audio_in=_needs(encodings, rates, channels),
         )
         setattr(func, _SPEC_ATTR, spec)
         if register:
@@ -222,6 +301,7 @@ def make_spec(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    audio_in: AudioNeeds | None = None,
 ) -> StageSpec:
     """Build a StageSpec from a function's signature and docstring."""
     name = name or func.__name__
@@ -271,6 +351,7 @@ def make_spec(
         check=check,
         kind="generator" if is_gen else "map",
         model=model,
+        audio_in=audio_in,
     )
 
 
@@ -559,6 +640,8 @@ def call_stage(
     kwargs = dict(params)
     if spec.takes_ctx:
         kwargs["ctx"] = ctx
+    if spec.audio_in is not None and upstream is not None:
+        upstream = _AudioChecked(upstream, spec.audio_in, ctx.id)
     if spec.kind == "map":
         assert upstream is not None
         return _map_stage(spec, upstream, kwargs)
@@ -566,6 +649,38 @@ def call_stage(
         return spec.func(**kwargs)  # type: ignore[no-any-return]
     assert upstream is not None
     return spec.func(upstream, **kwargs)  # type: ignore[no-any-return]
+
+
+class _AudioChecked:
+    """A stage's input that stops the run, naming the stage and the fix, when audio it did not
+    declare arrives (a format unknown before running, e.g. a session's reply)."""
+
+    __slots__ = ("_needs", "_ok", "_stage", "_up")
+
+    def __init__(self, up: AsyncIterator[Frame], needs: AudioNeeds, stage_id: str) -> None:
+        self._up = up
+        self._needs = needs
+        self._stage = stage_id
+        self._ok: tuple[str, int, int] | None = None  # the last format that fitted
+
+    def __aiter__(self) -> _AudioChecked:
+        return self
+
+    async def __anext__(self) -> Frame:
+        frame = await self._up.__anext__()
+        if frame.__class__ is Audio:
+            key = (frame.encoding, frame.rate, frame.channels)
+            if key != self._ok:
+                problem = self._needs.problem(frame.format)
+                if problem is not None:
+                    raise StageError(self._stage, "; ".join(problem))
+                self._ok = key
+        return frame
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._up, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _map_stage(

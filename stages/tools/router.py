@@ -87,6 +87,17 @@ class CallOutcome:
     outcome: Outcome
 
 
+_CURRENT_CALL: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar(
+    "tool_call", default=None
+)
+
+
+def current_tool_call() -> ToolCall | None:
+    """Inside a running tool: the call that runs it (its ``call_id`` and ``response_id``, for
+    a tool that acts on the response that asked for it, such as hanging up after it)."""
+    return _CURRENT_CALL.get()
+
+
 async def run_tool(
     tools: Mapping[str, Tool],
     call: ToolCall,
@@ -109,6 +120,7 @@ async def run_tool(
     except ToolArgumentError as exc:
         return CallOutcome(str(exc), True, "bad_arguments")
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
+    token = _CURRENT_CALL.set(call)  # copied into the task or thread that runs the tool
     try:
         result = await _with_timeout(_invoke(tool, args, kwargs), clock, limit)
     except TimeoutError:
@@ -120,6 +132,8 @@ async def run_tool(
         )
     except Exception as exc:
         return CallOutcome(f"{tool.name} raised {type(exc).__name__}: {exc}", True, "exception")
+    finally:
+        _CURRENT_CALL.reset(token)
     try:
         text = result if isinstance(result, str) else _to_json(result)
     except Exception as exc:
