@@ -48,12 +48,13 @@ import orjson
 
 from pipeline.errors import FormatError, PipelineError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
-from pipeline.stage import PLAYED, Played, StageContext, stage
+from pipeline.stage import PLAYED, Interface, Played, StageContext, stage
 from pipeline.tasks import StageTasks
 
 from .control import Playback
 
 __all__ = [
+    "CALL",
     "MULAW_FORMAT",
     "AnsweredBy",
     "Clear",
@@ -863,6 +864,12 @@ class TwilioCall:
                 self.sent_after_close += 1
 
 
+#: What the two stages of a call leg take from the host running the pipeline: the call of one
+#: connection, bound by ``pipeline serve`` (:func:`bind_call`).
+CALL: Interface[TwilioCall] = Interface(
+    "twilio call", "the phone call of one connection, bound by pipeline serve"
+)
+
 _CURRENT: contextvars.ContextVar[TwilioCall | None] = contextvars.ContextVar(
     "twilio_call", default=None
 )
@@ -897,7 +904,7 @@ def _source_format(_params: Mapping[str, Any], _fmt: AudioFormat | None) -> Audi
     return MULAW_FORMAT
 
 
-@stage("twilio_source", emits=(Audio, Text), output_format=_source_format)
+@stage("twilio_source", emits=(Audio, Text), output_format=_source_format, uses=(CALL,))
 async def twilio_source(
     *, dtmf: Literal["ignore", "text"] = "ignore", ctx: StageContext
 ) -> AsyncIterator[Frame]:
@@ -943,6 +950,8 @@ def _sink_format(_params: Mapping[str, Any], fmt: AudioFormat | None) -> None:
     "twilio_sink",
     accepts=(Audio, Interrupt, ResponseDone),
     output_format=_sink_format,
+    publishes=(PLAYED,),
+    uses=(CALL,),
 )
 async def twilio_sink(
     frames: AsyncIterator[Frame],

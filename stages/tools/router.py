@@ -49,7 +49,7 @@ import pydantic_core
 from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
-from pipeline.stage import StageContext, stage
+from pipeline.stage import TOOLS, StageContext, stage
 from pipeline.tasks import StageTasks
 
 from .schema import (
@@ -61,6 +61,7 @@ from .schema import (
     ToolConfigError,
     check_tools,
     load_tools,
+    tool_schemas,
 )
 
 __all__ = [
@@ -297,6 +298,11 @@ class _Running:
             self.slots.release()
 
 
+def _provided_tools(values: Mapping[str, Any], base_dir: Path) -> list[dict[str, Any]]:
+    """The function definitions of the tools it runs: what a linked session advertises."""
+    return tool_schemas(values.get("tools") or (), base_dir=base_dir)
+
+
 def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
     return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
@@ -307,6 +313,7 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     accepts=(ToolCall, Interrupt, ResponseStarted, ResponseDone),
     emits=(ToolResult,),
     check=_check,
+    provides={TOOLS: _provided_tools},
 )
 async def tool_router(
     frames: AsyncIterator[Frame],
