@@ -20,6 +20,7 @@ _MODULES = (
     "tools",
     "telephony",
     "browser",
+    "desk",
 )
 
 for _name in _MODULES:
