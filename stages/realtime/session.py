@@ -70,9 +70,15 @@ from pipeline.frames import (
     ToolResult,
     Transcript,
 )
+from pipeline.metrics import Metric
 from pipeline.stage import PLAYED, Played, StageContext, stage
 
 from . import protocol as p
+
+#: Sessions opened again within one run after the first (a reconnect).
+SESSION_RECONNECTS = Metric(
+    "session_reconnects", "Realtime sessions opened again after the first one of a call"
+)
 
 Provider = Literal["xai", "openai", "emulator"]
 FormatName = Literal[
@@ -655,6 +661,8 @@ class _Run:
             case p.SessionReady():
                 if not self.ready.is_set():
                     self.log.info("session ready", session=self.sessions, dialect=self.cfg.dialect)
+                    if self.sessions > 1:
+                        self.ctx.metrics.count(SESSION_RECONNECTS)
                     self._check_echo(ev)
                     self.ready.set()
             case p.SessionCreated():
@@ -1050,6 +1058,7 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     output_format=_output_format,
     cycle_aware=True,
     check=_check,
+    metrics=(SESSION_RECONNECTS,),
 )
 async def realtime_session(
     frames: AsyncIterator[Frame],
