@@ -72,6 +72,7 @@ from pipeline.frames import (
     ToolResult,
     Transcript,
 )
+from pipeline.metrics import Metric
 from pipeline.stage import PLAYED, StageContext, stage
 
 from . import protocol as p
@@ -93,6 +94,11 @@ from .settings import (
 )
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
+
+#: Sessions opened again within one run after the first (a reconnect).
+SESSION_RECONNECTS = Metric(
+    "session_reconnects", "Realtime sessions opened again after the first one of a call"
+)
 
 #: Under server VAD, silence heard after a local speech_stopped beyond the server's
 #: silence_duration_ms, so its VAD ends the turn at once.
@@ -246,6 +252,8 @@ class _Run:
         match ev:
             case p.SessionReadyEvent() if not self.ready.is_set():
                 self.log.info("session ready", session=self.sessions, dialect=self.cfg.dialect)
+                if self.sessions > 1:
+                    self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
                 self.ready.set()
             case p.ErrorEvent() if ev.fatal:
@@ -453,6 +461,7 @@ class _Run:
     output_format=output_format,
     cycle_aware=True,
     check=check_params,
+    metrics=(SESSION_RECONNECTS,),
 )
 async def realtime_session(
     frames: AsyncIterator[Frame],
