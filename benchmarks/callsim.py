@@ -5,11 +5,11 @@ What it does, per call: ``connected``, ``start`` (streamSid, callSid, customPara
 mediaFormat), then one ``media`` every 20 ms (160 bytes of μ-law, base64) paced in real time
 against an injectable clock, with string ``sequenceNumber``/``chunk``/``timestamp``; then waits
 for the reply to finish and sends ``stop``. Every message the server sends is checked strictly
-(:func:`stages.twilio.parse_outgoing`: exact fields, right ``streamSid``; violations are recorded
-as Twilio's 31950/31951 would be). Outgoing audio goes into a player model (:class:`Player`):
-chunks play back to back in arrival order; a ``mark`` is echoed once the audio sent before it
-has played (by payload duration); ``clear`` drops the unplayed audio and echoes the pending marks
-at once.
+(:func:`stages.telephony.twilio.parse_outgoing`: exact fields, right ``streamSid``; violations are
+recorded as Twilio's 31950/31951 would be). Outgoing audio goes into a player model
+(:class:`Player`): chunks play back to back in arrival order; a ``mark`` is echoed once the audio
+sent before it has played (by payload duration); ``clear`` drops the unplayed audio and echoes the
+pending marks at once.
 
 Use it as a module (:func:`run_call`, :func:`run_calls`) or from the shell::
 
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.clock import Clock, RealClock
-from stages.twilio import (
+from stages.telephony.twilio import (
     Clear,
     Connected,
     Mark,

@@ -28,7 +28,7 @@ SUITES = (
 )
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("bench", help="run the benchmarks (medians, p99, baselines)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (under two minutes)")
     p.add_argument("--json", dest="json_path", help="write the rows as JSON to this file")

@@ -1,19 +1,31 @@
-"""The ``pipeline`` command: run, validate, stages, graph (and emulator, serve, bench).
+"""The ``pipeline`` command: run, validate, stages, graph, and the plug-in subcommands.
 
 Exit codes: 0 success; 1 failure while running; 2 bad usage, bad config or bad input file;
 130 after Ctrl-C (having drained and closed every sink).
+
+Subcommands beyond the four above come from the entry-point group ``pipeline.commands``
+(``serve``, ``emulator`` and ``bench`` are registered that way in ``pyproject.toml``, as a
+third-party package registers its own)::
+
+    [project.entry-points."pipeline.commands"]
+    mycommand = "mypackage.cli:register"
+
+``register(subparsers) -> None`` adds its parser to the ``argparse`` subparsers and sets
+``set_defaults(handler=fn)``; ``fn(args) -> int`` returns the exit code. A plug-in that cannot
+be imported still appears in ``pipeline --help``; running it prints one line saying why it
+cannot be loaded and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import inspect
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +46,8 @@ from .report import (
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Modules that add their own subcommand with `add_parser(subparsers)`.
-_PLUGIN_COMMANDS = ("stages.realtime.emulator", "pipeline.serve", "benchmarks.cli")
+#: The entry-point group of plug-in subcommands: ``name = "module:register"``.
+COMMANDS_GROUP = "pipeline.commands"
 
 
 def _err(console: Console, text: str) -> None:
@@ -112,15 +124,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gr.set_defaults(handler=cmd_graph)
 
-    for mod_name in _PLUGIN_COMMANDS:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        add = getattr(mod, "add_parser", None)
-        if add is not None:
-            add(sub)
+    add_plugin_commands(sub, {"run", "validate", "stages", "graph"})
     return parser
+
+
+def add_plugin_commands(sub: Any, taken: set[str]) -> None:
+    """Add every subcommand of the ``pipeline.commands`` entry-point group to ``sub``.
+
+    A plug-in that fails to load (import error, missing ``register``, ``register`` raising)
+    is added as a command that says why in one line and exits 1, so a broken package is
+    named, never silently missing, and the other commands still work."""
+    seen: set[str] = set()
+    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in taken or ep.name in seen:
+            continue  # a built-in command, or a second distribution with the same name
+        seen.add(ep.name)
+        try:
+            register = ep.load()
+            register(sub)
+        except Exception as exc:
+            _broken_command(sub, ep.name, ep.value, exc)
+
+
+def _broken_command(sub: Any, name: str, value: str, exc: Exception) -> None:
+    why = (
+        f"command '{name}' (entry point '{value}' of group {COMMANDS_GROUP}) cannot be "
+        f"loaded: {type(exc).__name__}: {exc}; reinstall or fix the package that provides it"
+    )
+    p = sub.choices.get(name)  # register() may have added its parser before failing
+    if p is None:
+        p = sub.add_parser(name, help=f"(cannot be loaded: {type(exc).__name__})", add_help=False)
+    p.set_defaults(broken_command=True)  # main() then takes any arguments without complaint
+
+    def handler(_args: argparse.Namespace) -> int:
+        _err(Console(stderr=True), why)
+        return EXIT_FAIL
+
+    p.set_defaults(handler=handler)
 
 
 def _log_args(p: argparse.ArgumentParser, fmt: Any, level: Any, debug: Any) -> None:
@@ -293,7 +333,9 @@ def _writes_stdout(p: Any) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pipeline`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "broken_command", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.log_format, args.log_level)
     # Piped into a file or a CI log, rich would fold the summary at 80 columns ("g711_decod|e")
     console = Console(stderr=False, width=None if _sized(sys.stdout) else 120)

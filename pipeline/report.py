@@ -199,14 +199,23 @@ def params_text(spec: StageSpec) -> str:
 
 
 def mermaid(p: Pipeline) -> str:
+    """A Mermaid flowchart: every label quoted, so brackets, pipes and the like stay text."""
     lines = ["flowchart LR"]
     ids = _idents(list(p.nodes))
     for n in p.nodes.values():
-        lines.append(f'    {ids[n.id]}["{n.id}<br/><small>{n.type_name}</small>"]')
+        label = f"{_mm(n.id)}<br/><small>{_mm(n.type_name)}</small>"
+        lines.append(f'    {ids[n.id]}["{label}"]')
     for lk in p.live_links():
         arrow = "-.->" if lk.feedback else "-->"
-        lines.append(f"    {ids[lk.src]} {arrow}|{p.describe_link(lk)}| {ids[lk.dst]}")
+        lines.append(f'    {ids[lk.src]} {arrow}|"{_mm(p.describe_link(lk))}"| {ids[lk.dst]}')
     return "\n".join(lines) + "\n"
+
+
+def _mm(text: str) -> str:
+    """Text for a quoted Mermaid label: the characters Mermaid reads inside quotes as entities."""
+    return (
+        text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    )
 
 
 def _idents(names: list[str]) -> dict[str, str]:
@@ -228,14 +237,22 @@ def _idents(names: list[str]) -> dict[str, str]:
 
 
 def dot(p: Pipeline) -> str:
-    lines = [f'digraph "{p.name}" {{', "    rankdir=LR;", "    node [shape=box];"]
+    """A Graphviz digraph: every id and label quoted."""
+    lines = [f"digraph {_dq(p.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
     for n in p.nodes.values():
-        lines.append(f'    "{n.id}" [label="{n.id}\\n{n.type_name}"];')
+        lines.append(f"    {_dq(n.id)} [label={_dq(n.id + chr(10) + n.type_name)}];")
     for lk in p.live_links():
         style = ", style=dashed" if lk.feedback else ""
-        lines.append(f'    "{lk.src}" -> "{lk.dst}" [label="{p.describe_link(lk)}"{style}];')
+        label = _dq(p.describe_link(lk))
+        lines.append(f"    {_dq(lk.src)} -> {_dq(lk.dst)} [label={label}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _dq(text: str) -> str:
+    """A DOT quoted string (a newline becomes DOT's centred line break)."""
+    body = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{body}"'
 
 
 def _ident(s: str) -> str:

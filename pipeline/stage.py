@@ -37,19 +37,19 @@ import contextlib
 import difflib
 import importlib
 import inspect
-import re
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 
 from .clock import Clock, RealClock
 from .frames import FRAME_TYPES, AudioFormat, Frame
+from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
 
@@ -125,8 +125,7 @@ class StageSpec:
                 loc = str(err["loc"][0]) if err["loc"] else ""
                 problems.append((loc, self._explain(loc, err)))
             return dict(raw), problems
-        values = {name: getattr(obj, name) for name in self.params}
-        return values, problems
+        return model_values(obj, self.params), problems
 
     def _explain(self, name: str, err: Any) -> str:
         kind = err["type"]
@@ -227,53 +226,39 @@ def make_spec(
     """Build a StageSpec from a function's signature and docstring."""
     name = name or func.__name__
     is_gen = inspect.isasyncgenfunction(func)
-    sig = inspect.signature(func)
-    try:
-        hints = get_type_hints(func, include_extras=True)
-    except Exception:  # unresolvable forward refs: fall back to raw annotations
-        hints = {}
+    doc, sig_params = read_signature(func)
     positional = [
         p
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        for p in sig_params
+        if p.kind in (p.kind.POSITIONAL_ONLY, p.kind.POSITIONAL_OR_KEYWORD) and p.required
     ]
     if len(positional) > 1:
         raise TypeError(f"stage '{name}': takes at most one positional parameter (the input)")
     is_source = is_gen and not positional
     if not is_gen and not positional:
         raise TypeError(f"stage '{name}': a map stage takes the frame as its first parameter")
-    docs = _param_docs(func.__doc__ or "")
-    params: dict[str, ParamSpec] = {}
-    fields: dict[str, Any] = {}
-    takes_ctx = False
-    for p in sig.parameters.values():
-        if p.kind is not p.KEYWORD_ONLY:
-            continue
-        if p.name == "ctx":
-            takes_ctx = True
-            continue
-        ann = hints.get(p.name, p.annotation)
-        if ann is inspect.Parameter.empty:
-            ann = Any
-        role = _path_role(ann)
-        required = p.default is p.empty
-        params[p.name] = ParamSpec(
-            p.name, ann, None if required else p.default, docs.get(p.name, ""), required, role
+    keyword = [p for p in sig_params if p.kind is p.kind.KEYWORD_ONLY]
+    takes_ctx = any(p.name == "ctx" for p in keyword)
+    keyword = [p for p in keyword if p.name != "ctx"]
+    params = {
+        p.name: ParamSpec(
+            p.name,
+            p.annotation,
+            None if p.required else p.default,
+            p.doc,
+            p.required,
+            _path_role(p.annotation),
         )
-        base = _pydantic_type(ann)
-        fields[p.name] = (base, ... if required else p.default)
-    model = pydantic.create_model(
-        f"{name}_params",
-        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        **fields,
-    )
+        for p in keyword
+    }
+    model = signature_model(f"{name}_params", keyword, convert=_pydantic_type, arbitrary_types=True)
     emits_t = emits
     if not is_gen and not emits_t:
         emits_t = accepts
     return StageSpec(
         name=name,
         func=func,
-        doc=_summary(inspect.getdoc(func) or ""),
+        doc=doc.summary,
         params=params,
         accepts=accepts,
         emits=emits_t,
@@ -287,16 +272,6 @@ def make_spec(
         kind="generator" if is_gen else "map",
         model=model,
     )
-
-
-def _summary(doc: str) -> str:
-    """The docstring's first paragraph on one line: a first sentence may wrap."""
-    lines: list[str] = []
-    for line in doc.strip().splitlines():
-        if not line.strip() or line.strip().rstrip(":") in ("Parameters", "Args"):
-            break
-        lines.append(line.strip())
-    return " ".join(lines)
 
 
 def _path_role(ann: Any) -> str:
@@ -325,29 +300,6 @@ def _pydantic_type(ann: Any) -> Any:
     return ann
 
 
-_DOC_LINE = re.compile(r"^\s{2,}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
-
-
-def _param_docs(doc: str) -> dict[str, str]:
-    """``name: text`` lines under a ``Parameters:`` (or ``Args:``) heading."""
-    out: dict[str, str] = {}
-    inside = False
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if stripped in ("Parameters:", "Args:", "Arguments:"):
-            inside = True
-            continue
-        if inside:
-            if not stripped:
-                continue
-            m = _DOC_LINE.match(line)
-            if m:
-                out[m.group(1)] = m.group(2).strip()
-            elif not line.startswith(" "):
-                inside = False
-    return out
-
-
 def type_text(ann: Any) -> str:
     """A short readable form of a parameter's type, for messages and ``pipeline stages``."""
     origin = get_origin(ann)
@@ -373,25 +325,41 @@ def type_text(ann: Any) -> str:
 
 # ---------------------------------------------------------------------------- lookup
 
-_builtins_loaded = False
+_libraries_loaded = False
 _entry_points_loaded = False
 _BROKEN_ENTRY_POINTS: dict[str, str] = {}  # name -> why it could not be loaded
+_BROKEN_LIBRARIES: list[str] = []  # why a stage library could not be loaded
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        importlib.import_module("stages")
+def _load_libraries() -> None:
+    """Import every stage library of the entry-point group (an entry point naming a module,
+    like the built-in ``builtin = "stages"``): importing it registers its stages."""
+    global _libraries_loaded
+    if _libraries_loaded:
+        return
+    _libraries_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.attr:
+            continue
+        try:
+            importlib.import_module(ep.module)
+        except Exception as exc:
+            _BROKEN_LIBRARIES.append(
+                f"stage library '{ep.name}' (entry point '{ep.value}' of group "
+                f"{ENTRY_POINT_GROUP}) cannot be loaded: {type(exc).__name__}: {exc}; "
+                "reinstall or fix the package that provides it"
+            )
 
 
 def _load_entry_points() -> None:
+    """Register every stage function of the entry-point group (``name = "module:function"``);
+    a name already registered (a built-in) wins."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in REGISTRY:
+        if not ep.attr or ep.name in REGISTRY:
             continue
         try:  # one broken package must not break every other lookup
             obj = ep.load()
@@ -415,7 +383,7 @@ def _renamed(spec: StageSpec, name: str) -> StageSpec:
 
 
 def builtin_names() -> list[str]:
-    _load_builtins()
+    _load_libraries()
     _load_entry_points()
     return sorted(REGISTRY)
 
@@ -457,13 +425,15 @@ def resolve(type_name: str) -> StageSpec:
             except TypeError as exc:
                 raise LookupError(str(exc)) from None
         return spec
-    _load_builtins()
+    _load_libraries()
     if type_name not in REGISTRY:
         _load_entry_points()
     if type_name in REGISTRY:
         return REGISTRY[type_name]
     if type_name in _BROKEN_ENTRY_POINTS:
         raise LookupError(_BROKEN_ENTRY_POINTS[type_name])
+    if _BROKEN_LIBRARIES:
+        raise LookupError(f"unknown stage type '{type_name}'; " + "; ".join(_BROKEN_LIBRARIES))
     close = difflib.get_close_matches(type_name, list(REGISTRY), n=1)
     hint = (
         f"did you mean '{close[0]}'?"

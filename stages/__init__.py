@@ -1,9 +1,13 @@
-"""The built-in stage library. Importing this package registers every built-in stage."""
+"""The built-in stage library. Importing this package registers every built-in stage.
+
+The runtime finds it through the ``pipeline.stages`` entry point ``builtin = "stages"`` in
+``pyproject.toml`` (an entry point naming a module is a stage library: importing it registers
+its stages); ``pipeline/`` itself never imports ``stages``.
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 # Each module registers its stages with @stage when imported.
 _MODULES = (
@@ -14,9 +18,8 @@ _MODULES = (
     "vad",
     "realtime",
     "tools",
-    "twilio",
+    "telephony",
 )
 
 for _name in _MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
+    importlib.import_module(f"{__name__}.{_name}")

@@ -102,9 +102,9 @@ CASES: dict[str, Case] = {
 
 SKIP: dict[str, str] = {
     "twilio_source": "needs a live Twilio Media Stream call (bind_call inside 'pipeline serve'); "
-    "tests/stages/test_twilio.py drives it",
+    "tests/stages/telephony/test_twilio.py drives it",
     "twilio_sink": "needs a Twilio Media Stream call bound with bind_call; checked in "
-    "tests/stages/test_twilio.py::test_sink_passes_the_stage_conformance_checks",
+    "tests/stages/telephony/test_twilio.py::test_sink_passes_the_stage_conformance_checks",
 }
 
 

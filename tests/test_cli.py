@@ -20,6 +20,7 @@ from rich.console import Console
 import pipeline.cli as cli
 from pipeline.cli import main
 from pipeline.stage import builtin_names, resolve
+from tests.renderers import assert_dot_parses, assert_mermaid_parses
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,8 +214,8 @@ def test_graph_mermaid(run_yaml: Path, capsys: pytest.CaptureFixture[str]) -> No
         '    tone["tone<br/><small>signal_source</small>"]\n'
         '    enc["enc<br/><small>g711_encode</small>"]\n'
         '    wav["wav<br/><small>wav_sink</small>"]\n'
-        "    tone -->|audio [pcm16 8000 Hz]| enc\n"
-        "    enc -->|audio [pcmu 8000 Hz]| wav\n"
+        '    tone -->|"audio [pcm16 8000 Hz]"| enc\n'
+        '    enc -->|"audio [pcmu 8000 Hz]"| wav\n'
     )
 
 
@@ -237,7 +238,9 @@ pipelines:
 """
     )
     assert main(["graph", str(path), "--format", "dot"]) == 0
-    assert capsys.readouterr().out == (
+    chart = capsys.readouterr().out
+    assert_dot_parses(chart)
+    assert chart == (
         'digraph "cycle" {\n'
         "    rankdir=LR;\n"
         "    node [shape=box];\n"
@@ -252,7 +255,9 @@ pipelines:
         "}\n"
     )
     assert main(["graph", str(path)]) == 0
-    assert "    tools -.->|speech_started| agent\n" in capsys.readouterr().out
+    chart = capsys.readouterr().out
+    assert '    tools -.->|"speech_started"| agent\n' in chart
+    assert_mermaid_parses(chart)
 
 
 # ---------------------------------------------------------------- a real process
@@ -331,3 +336,81 @@ def test_bad_usage_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["run"])
     assert e.value.code == 2
     assert "usage: pipeline run" in capsys.readouterr().err
+
+
+CMD_MODULE = """
+def register(subparsers):
+    p = subparsers.add_parser("hello", help="say hello")
+    p.add_argument("--times", type=int, default=1)
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    print("hello " * args.times)
+    return 3
+"""
+
+
+@pytest.fixture
+def command_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real installed distribution on sys.path whose entry_points.txt adds two subcommands
+    under the group pipeline.commands: one that works, one whose module does not exist."""
+    site = tmp_path / "site"
+    (site / "ep_cmd_pkg").mkdir(parents=True)
+    (site / "ep_cmd_pkg" / "__init__.py").write_text(CMD_MODULE)
+    info = site / "ep_cmd_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-cmd-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[pipeline.commands]\nhello = ep_cmd_pkg:register\nbroken = ep_cmd_gone:register\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("ep_cmd_pkg", None)
+
+
+def test_builtin_plugin_commands_come_from_the_entry_point_group() -> None:
+    from importlib import metadata
+
+    eps = {ep.name: ep.value for ep in metadata.entry_points(group=cli.COMMANDS_GROUP)}
+    assert eps["serve"] == "stages.telephony.serve:register"
+    assert eps["bench"] == "benchmarks.cli:register"
+    assert "emulator" in eps
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert {"run", "validate", "stages", "graph", "serve", "emulator", "bench"} <= set(
+        sub.choices  # type: ignore[arg-type]
+    )
+
+
+def test_a_plugin_command_runs_and_a_broken_one_says_why_in_one_line(
+    command_dist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["hello", "--times", "2"]) == 3
+    assert capsys.readouterr().out == "hello hello \n"
+    assert main(["broken", "--any", "args"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: command 'broken' (entry point 'ep_cmd_gone:register' of group "
+        "pipeline.commands) cannot be loaded: ModuleNotFoundError: No module named "
+        "'ep_cmd_gone'; reinstall or fix the package that provides it"
+    ]
+
+
+def test_the_runtime_imports_nothing_from_the_stage_library() -> None:
+    """pipeline/ is the core; stages/ (and benchmarks/) build on it, never the other way."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+                names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            for name in names:
+                if str(name).split(".")[0] in ("stages", "benchmarks"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert found == []

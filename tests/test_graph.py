@@ -7,6 +7,7 @@ from pipeline import Audio, AudioFormat, Pipeline, SpeechStarted, Text
 from pipeline.frames import Interrupt, ToolCall, ToolResult
 from pipeline.report import dot, mermaid
 from tests import stagekit as kit
+from tests.renderers import assert_dot_parses, assert_mermaid_parses
 
 
 def test_add_returns_the_id_and_accepts_names_specs_and_functions() -> None:
@@ -81,8 +82,10 @@ def test_the_link_closing_a_cycle_is_the_feedback_link() -> None:
         ("agent -> out", False),
     ]
     assert p.topo_order() == ["src", "agent", "tools", "out"]  # feedback links ignored
-    assert "    tools -.->|speech_started| agent" in mermaid(p)
+    assert '    tools -.->|"speech_started"| agent' in mermaid(p)
     assert '"tools" -> "agent" [label="speech_started", style=dashed];' in dot(p)
+    assert_mermaid_parses(mermaid(p))
+    assert_dot_parses(dot(p))
 
 
 def test_builtin_agent_cycle_types() -> None:

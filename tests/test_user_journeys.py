@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.renderers import assert_mermaid_parses
+
 ROOT = Path(__file__).resolve().parents[1]
 _EXE = Path(sys.executable).parent / "pipeline"
 PIPELINE = [str(_EXE)] if _EXE.exists() else [sys.executable, "-m", "pipeline"]
@@ -757,14 +759,15 @@ def test_mermaid_with_formats_a_feedback_link_and_awkward_ids(batch: dict[str, R
         '    tools["tools<br/><small>tool_router</small>"]\n'
         '    out["out<br/><small>null_sink</small>"]\n'
         '    end_["end<br/><small>null_sink</small>"]\n'
-        "    my_src -->|audio [pcmu 8000 Hz]| out\n"
-        "    my_src_2 -->|audio [pcm16 24000 Hz]| agent\n"
-        "    agent -->|audio, error, interrupt, response_done, response_started, speech_started, "
-        "speech_stopped, tool_call, transcript [pcm16 24000 Hz]| end_\n"
-        "    agent -->|interrupt, response_done, response_started, tool_call| tools\n"
-        "    tools -.->|tool_result| agent\n",
+        '    my_src -->|"audio [pcmu 8000 Hz]"| out\n'
+        '    my_src_2 -->|"audio [pcm16 24000 Hz]"| agent\n'
+        '    agent -->|"audio, error, interrupt, response_done, response_started, speech_started, '
+        'speech_stopped, tool_call, transcript [pcm16 24000 Hz]"| end_\n'
+        '    agent -->|"interrupt, response_done, response_started, tool_call"| tools\n'
+        '    tools -.->|"tool_result"| agent\n',
         "",
     )
+    assert_mermaid_parses(batch["graph_names"].out)
 
 
 def test_readme_composition_in_python(batch: dict[str, Result], folder: Path) -> None:

@@ -20,7 +20,7 @@ from pipeline.stage import InputPath, StageContext, stage
 
 from .engines import (
     ENGINE_RATES,
-    SILERO_INSTALL,
+    SILERO_MODEL,
     EnergyEngine,
     Engine,
     SileroEngine,
@@ -35,7 +35,7 @@ from .machine import TRANSITIONS, Action, Input, State, Transition, VadMachine
 
 __all__ = [
     "ENGINE_RATES",
-    "SILERO_INSTALL",
+    "SILERO_MODEL",
     "TRANSITIONS",
     "Action",
     "EnergyEngine",

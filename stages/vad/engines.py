@@ -21,7 +21,6 @@ each engine keeps its own recurrent state and context, so gates never disturb on
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ ENGINE_RATES: dict[str, tuple[int, ...] | None] = {
     "energy": None,
 }
 
-SILERO_INSTALL = "pip install --no-deps silero-vad"
+SILERO_REINSTALL = "reinstall pipeline (pip install --force-reinstall pipeline)"
 
 
 class Engine(Protocol):
@@ -108,22 +107,19 @@ _SESSIONS: dict[str, Any] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
+SILERO_MODEL = Path(__file__).with_name("data") / "silero_vad.onnx"
+"""Silero VAD v6 (MIT licence, ``data/SILERO_VAD_LICENSE``), shipped inside this package."""
+
+
 def find_silero_model() -> Path:
-    """The ``silero_vad.onnx`` bundled with the ``silero-vad`` package, found without importing
-    it (its ``__init__`` imports torch). Raises InputError saying how to install it."""
-    try:
-        dist = importlib.metadata.distribution("silero-vad")
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    if dist is not None:
-        for f in dist.files or ():
-            if f.as_posix().endswith("silero_vad/data/silero_vad.onnx"):
-                path = Path(str(dist.locate_file(f)))
-                if path.is_file():
-                    return path
+    """The ``silero_vad.onnx`` shipped with this package (``stages/vad/data/``).
+
+    Raises InputError when the file is missing (a broken install), saying what to do."""
+    if SILERO_MODEL.is_file():
+        return SILERO_MODEL
     raise InputError(
-        "the silero VAD model (silero_vad.onnx) is not installed; install it with: "
-        f"{SILERO_INSTALL} (or give the gate model_path: FILE.onnx, or use engine: webrtc)"
+        f"the silero VAD model shipped with pipeline is missing ({SILERO_MODEL}); "
+        f"{SILERO_REINSTALL} (or give the gate model_path: FILE.onnx, or use engine: webrtc)"
     )
 
 
@@ -140,7 +136,7 @@ def silero_session(model_path: Path | None = None) -> Any:
             if not path.is_file():
                 raise InputError(
                     f"{path}: silero VAD model file not found; check model_path, "
-                    f"or drop it to use the packaged model ({SILERO_INSTALL})"
+                    "or drop it to use the model shipped with pipeline"
                 )
             import onnxruntime as ort
 

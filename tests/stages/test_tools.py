@@ -34,21 +34,21 @@ from pipeline.frames import (
     ToolCall,
     ToolResult,
 )
+from pipeline.signature import parse_docstring
 from pipeline.stage import StageContext, resolve, stage
 from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
     CallLedger,
-    _cut,
     cancelled_text,
     check_tools,
     load_tool,
     load_tools,
     not_run_text,
-    parse_docstring,
     run_tool,
     tool_router,
     tool_schemas,
 )
+from stages.tools.router import _cut
 
 # The examples package sits at the repository root, next to pipelines.yaml (it is not installed).
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,7 +310,7 @@ def test_schema_of_a_function_without_parameters_or_docstring() -> None:
 
 
 def test_parse_docstring_sections() -> None:
-    summary, params = parse_docstring(
+    doc = parse_docstring(
         """Do a thing.
 
         Args:
@@ -321,8 +321,8 @@ def test_parse_docstring_sections() -> None:
             ValueError: never listed as a parameter
         """
     )
-    assert summary == "Do a thing."
-    assert params == {"a": "first", "b": "second, continued"}
+    assert doc.summary == "Do a thing."
+    assert doc.params == {"a": "first", "b": "second, continued"}
 
 
 def test_tool_schemas_of_the_examples_in_order() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import warnings
@@ -604,17 +605,25 @@ def test_silero_gates_keep_their_own_state() -> None:
     assert both_x == alone_x and both_y == alone_y
 
 
-def test_silero_model_missing_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> Any:
-        raise importlib.metadata.PackageNotFoundError(name)
+def test_silero_model_ships_with_the_package() -> None:
+    path = engines.find_silero_model()
+    assert path == Path(engines.__file__).parent / "data" / "silero_vad.onnx"
+    assert (path.parent / "SILERO_VAD_LICENSE").read_text().startswith("MIT License")
+    # the Silero VAD v6.2.3 release file, byte for byte
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 
-    monkeypatch.setattr(engines.importlib.metadata, "distribution", missing)
-    with pytest.raises(InputError, match=r"install it with: pip install --no-deps silero-vad"):
+
+def test_silero_model_missing_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(engines, "SILERO_MODEL", tmp_path / "silero_vad.onnx")
+    with pytest.raises(InputError, match=r"shipped with pipeline is missing .*reinstall pipeline"):
         engines.find_silero_model()
     # before running too (pipeline validate), unless the model is given or not needed
     spec = spec_for("vad_gate")
     assert spec.output_format is not None
-    with pytest.raises(InputError, match=r"pip install --no-deps silero-vad"):
+    with pytest.raises(InputError, match=r"reinstall pipeline"):
         spec.output_format({"engine": "silero"}, AudioFormat("pcmu", 8000))
     assert spec.output_format({"engine": "silero", "model_path": "m.onnx"}, None) is None
     assert spec.output_format({"engine": "webrtc"}, None) is None

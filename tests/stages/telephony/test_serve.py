@@ -22,9 +22,9 @@ import pytest
 from benchmarks.callsim import CallRecord, run_call
 from pipeline.frames import Frame
 from pipeline.graph import Pipeline
-from pipeline.serve import CallServer, run_server
 from pipeline.stage import stage
-from stages.twilio import (
+from stages.telephony.serve import CallServer, run_server
+from stages.telephony.twilio import (
     Connected,
     Media,
     OutMedia,
@@ -34,7 +34,7 @@ from stages.twilio import (
     parse_outgoing,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 AUDIO = bytes(range(256)) * 5  # 1280 bytes: 8 frames of 20 ms
 
 
@@ -221,7 +221,7 @@ def test_a_broken_call_beside_healthy_ones() -> None:
 
 
 def test_fresh_pipeline_per_call() -> None:
-    from pipeline.serve import fresh_copy
+    from stages.telephony.serve import fresh_copy
 
     p = loop_pipeline()
     p.validate()
@@ -449,7 +449,7 @@ def test_token_in_the_start_message_for_twilio(capsys: pytest.CaptureFixture[str
 
 
 def test_tool_outcomes_and_reconnects_are_counted_from_the_logs() -> None:
-    from pipeline.serve import _CALL_METRICS, ServeMetrics, metrics_log_processor
+    from stages.telephony.serve import _CALL_METRICS, ServeMetrics, metrics_log_processor
 
     m = ServeMetrics()
     token = _CALL_METRICS.set(m)

@@ -20,7 +20,7 @@ from pipeline.graph import Pipeline
 from pipeline.runtime import Runner
 from pipeline.stage import PLAYED, StageContext
 from pipeline.testing import run_stage_async
-from stages.twilio import (
+from stages.telephony.twilio import (
     Clear,
     Connected,
     Dtmf,

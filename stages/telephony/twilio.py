@@ -23,14 +23,13 @@ The pure, synchronous core (no event loop, no socket):
   position, which the session truncates the assistant's turn at.
 
 The I/O edge: one :class:`TwilioCall` per connection holds the stream's state. The server (see
-:mod:`pipeline.serve`) creates it, pumps the socket's messages into ``receive()``, and runs a
-fresh pipeline with the call bound to the context (:func:`bind_call`): both stages find it with
+:mod:`stages.telephony.serve`) creates it, pumps the socket's messages into ``receive()``, and runs
+a fresh pipeline with the call bound to the context (:func:`bind_call`): both stages find it with
 :func:`current_call`. A context variable is the smallest clean mechanism: ``asyncio`` copies the
 context into every task the runner creates, so the stages of one call see that call and no other,
 and the runtime needs no new slot. ``twilio_source`` emits the caller's audio (``pcmu`` 8000 Hz,
-``pts`` from the media timestamps) and ends on ``stop`` or when the socket closes;
-``twilio_sink`` sends audio back and publishes :class:`~pipeline.stage.Played` on the bus as
-marks come back.
+``pts`` from the media timestamps) and ends on ``stop`` or when the socket closes; ``twilio_sink``
+sends audio back and publishes :class:`~pipeline.stage.Played` on the bus as marks come back.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 The YAML is loaded and checked once. Every WebSocket connection is one call: the handler makes
-a :class:`~stages.twilio.TwilioCall` bound to the connection, reads messages into it until the
-``start`` message (which carries the callSid, bound to every log line of the call through
-structlog's context variables), then runs a fresh copy of the pipeline with the call bound to the
-context (:func:`stages.twilio.bind_call`), so its ``twilio_source`` and ``twilio_sink`` talk to this
-connection and no other. When the pipeline ends (the caller hung up and everything drained) the
-socket is closed. A call that fails is logged and closed with code 1011; other calls never see it
-(each runs in its own task, with its own runner, channels and bus).
+a :class:`~stages.telephony.twilio.TwilioCall` bound to the connection, reads messages into it
+until the ``start`` message (which carries the callSid, bound to every log line of the call
+through structlog's context variables), then runs a fresh copy of the pipeline with the call
+bound to the context (:func:`stages.telephony.twilio.bind_call`), so its ``twilio_source`` and
+``twilio_sink`` talk to this connection and no other. When the pipeline ends (the caller hung up and
+everything drained) the socket is closed. A call that fails is logged and closed with code 1011;
+other calls never see it (each runs in its own task, with its own runner, channels and bus).
 
 Before the WebSocket handshake (``process_request``):
 
@@ -66,9 +66,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .errors import ConfigError, PipelineError, Problem
-from .graph import Pipeline
-from .runtime import Runner
+from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.graph import Pipeline
+from pipeline.runtime import Runner
+
+from .twilio import TwilioCall, bind_call
 
 log = structlog.get_logger("pipeline.serve")
 
@@ -325,8 +327,6 @@ class CallServer:
     # -- one call
 
     async def _handle(self, ws: ServerConnection) -> None:
-        from stages.twilio import TwilioCall, bind_call
-
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
@@ -578,7 +578,7 @@ async def run_server(
 TOKEN_ENV = "PIPELINE_SERVE_TOKEN"
 
 
-def add_parser(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``pipeline serve`` to the CLI."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -621,9 +621,9 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_serve)
 
 
-def cmd_serve(args: argparse.Namespace, _console: Any = None) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
-    from .config import load
+    from pipeline.config import load
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
     if not any(n.type_name in ("twilio_source", "twilio_sink") for n in p.nodes.values()):

@@ -1,0 +1,11 @@
+"""Telephony: phone calls as pipelines.
+
+``twilio`` holds the Twilio Media Streams message model and the two stages of a call leg
+(``twilio_source``, ``twilio_sink``); ``serve`` is the ``pipeline serve`` server that answers
+each call with a fresh run of the pipeline. Importing this package registers the stages; the
+server (websockets, Prometheus) is imported only by ``pipeline serve``.
+"""
+
+from __future__ import annotations
+
+from . import twilio as twilio
