@@ -180,5 +180,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
                 indent=1,
             )
     if args.png_path and not chart(rows, args.png_path):
-        console.print("no chart: matplotlib is not installed (pip install '.[bench]')")
+        console.print(
+            "no chart: matplotlib is not installed; pip install 'pipeline[bench]'", markup=False
+        )
     return 0

@@ -1,4 +1,4 @@
-"""VAD benchmark: quality on the labelled dev set, and cost per 20 ms frame, for every engine.
+"""VAD benchmark: quality on the labelled speech set, and cost per 20 ms frame, for every engine.
 
 Run from the repository root::
 
@@ -6,11 +6,12 @@ Run from the repository root::
     .venv/bin/python benchmarks/vad_quality.py --quick    # fewer frames for the cost table
     .venv/bin/python benchmarks/vad_quality.py --json out/vad.json
 
-Quality needs ``../shared/audio/vad-dev/`` (skipped with a note when it is absent); each engine
-sees the 16 kHz files as they are, and as an 8 kHz μ-law phone call (soxr, then G.711). Cost is
-the mean and 99th percentile time of one 20 ms frame through the engine alone and through the
-whole gate (decode for analysis, engine, state machine, framing), on one thread; the quietest
-of three runs, as the machine may be shared.
+Quality runs on the project's labelled speech set (``benchmarks/speechset.py``, built on first
+use; skipped with a note without espeak-ng and sox). Each engine sees the 16 kHz files as they
+are, and as an 8 kHz μ-law phone call (soxr, then G.711). Cost is the mean and 99th percentile
+time of one 20 ms frame through the engine alone and through the whole gate (decode for analysis,
+engine, state machine, framing), on one thread; the quietest of three runs, as the machine may
+be shared.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.speechset import SpeechSetUnavailable, ensure  # noqa: E402
 from pipeline.frames import Audio  # noqa: E402
 from stages.vad import VadGate, make_engine  # noqa: E402
 from stages.vad.quality import (  # noqa: E402
@@ -41,14 +43,23 @@ from stages.vad.quality import (  # noqa: E402
     table,
 )
 
-DEV_SET = ROOT / ".." / "shared" / "audio" / "vad-dev"
 ENGINES = ("silero", "webrtc", "energy")
 
 
-def quality(folder: Path = DEV_SET) -> tuple[list[FileScore], list[FileScore]] | None:
-    """Per-file scores for every engine and condition on the dev set and on the harder scenes
-    made from it, or None without the dev set."""
-    if not (folder / "labels.json").is_file():
+def dev_set() -> Path | None:
+    """The VAD part of the speech set, or None when it cannot be built here."""
+    try:
+        return ensure() / "vad"
+    except SpeechSetUnavailable as exc:
+        print(f"(speech set unavailable: {exc})", file=sys.stderr)
+        return None
+
+
+def quality(folder: Path | None = None) -> tuple[list[FileScore], list[FileScore]] | None:
+    """Per-file scores for every engine and condition on the speech set and on the harder scenes
+    made from it, or None without the speech set."""
+    folder = folder or dev_set()
+    if folder is None:
         return None
     dev = evaluate(folder, ENGINES, tuple(CONDITIONS))
     harder = evaluate_scenes(harder_scenes(folder), ENGINES, tuple(CONDITIONS))
@@ -56,8 +67,9 @@ def quality(folder: Path = DEV_SET) -> tuple[list[FileScore], list[FileScore]] |
 
 
 def _test_audio(rate: int, seconds: float) -> np.ndarray[Any, np.dtype[np.int16]]:
-    first = DEV_SET / "dev-01-white-20db.wav"
-    if first.is_file():
+    folder = dev_set()
+    first = folder / "dev-01-white-20db.wav" if folder else None
+    if first is not None and first.is_file():
         samples, file_rate = read_wav(first)
         data, _, _ = prepare(samples, file_rate, "16k pcm16" if rate == 16000 else "8k pcmu")
         if rate == 16000:
@@ -148,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     scores = quality()
-    print("## VAD quality (../shared/audio/vad-dev)\n")
+    print("## VAD quality (the labelled speech set)\n")
     if scores is None:
-        print("(skipped: ../shared/audio/vad-dev is absent)")
+        print("(skipped: the speech set needs espeak-ng and sox)")
     else:
         print(table(scores[0]))
-        print("\n## VAD quality, harder scenes made from the clean dev file\n")
+        print("\n## VAD quality, harder scenes made from the clean file\n")
         print(table(scores[1]))
     rows = cost(args.quick)
     print("\n## VAD cost per 20 ms frame (one thread)\n")

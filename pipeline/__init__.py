@@ -16,6 +16,7 @@ from .errors import (
     Problem,
     SessionError,
     StageError,
+    UsageError,
 )
 from .frames import (
     Audio,
@@ -62,6 +63,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Transcript",
+    "UsageError",
     "VirtualClock",
     "load",
     "stage",

@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     gr.set_defaults(handler=cmd_graph)
 
     add_plugin_commands(sub, {"run", "validate", "stages", "graph"})
+    for command in sub.choices.values():
+        # every command takes the logging options after its name too, plug-ins included
+        # (`pipeline serve FILE --log-format json`)
+        if not any("--log-format" in a.option_strings for a in command._actions):
+            _log_args(command, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     return parser
 
 

@@ -8,6 +8,7 @@ Every problem is collected and reported together as ``FILE:LINE:COL: problem; fi
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -27,6 +28,10 @@ from .graph import Pipeline, Where
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LINK_KEYS = ("chain", "capacity", "overflow")
+_PIPELINE_KEYS = ("description", "stages", "links")
+#: Problems of a pipeline's wiring; left out when a structural problem (a ``links:`` at the
+#: wrong indentation) already explains them.
+_WIRING = (" is not connected", " gets no input", " sends its output nowhere")
 _UNSET = "environment variable "
 
 
@@ -48,6 +53,11 @@ class _Reader:
         self.file = file
         self.env = env
         self.problems: list[Problem] = []
+        #: problems of the file's shape (a section at the wrong indentation), by the pipeline
+        #: they belong to ("" for the file): reported first, and the wiring problems that
+        #: follow from them are left out
+        self.misplaced: list[tuple[str, Problem]] = []
+        self.structural: list[Problem] = []
         self._yaml = YAML(typ="safe", pure=True)
 
     def problem(self, message: str, fix: str, where: Where) -> None:
@@ -163,7 +173,7 @@ def load_text(
     if "pipelines" not in top:
         r.problems.append(Problem("no 'pipelines:' section", "add one", file, 1, 1))
         raise ConfigError(r.problems)
-    pipes = r.mapping(top["pipelines"][1], "pipelines")
+    pipes = _misplaced_sections(r, r.mapping(top["pipelines"][1], "pipelines"))
     if not pipes:
         r.problem("no pipeline defined", "add one under 'pipelines:'", _where(top["pipelines"][1]))
         raise ConfigError(r.problems)
@@ -173,19 +183,28 @@ def load_text(
     else:
         match = [p for p in pipes if p[0] == name]
         if not match:
-            import difflib
-
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"the file has: {', '.join(names)}"
             raise ConfigError(Problem(f"no pipeline named '{name}'", hint, file))
         chosen = match[0]
+    r.structural = [q for owner, q in r.misplaced if owner in ("", chosen[0])]
     pipeline = _build(r, chosen[0], chosen[2], file, base_dir or Path.cwd(), overrides)
+    if r.structural:
+        # a pipeline missing its links because they sit at the wrong indentation: say that,
+        # not that each of its stages is unconnected
+        pipeline._problems[:0] = r.structural
     if check:
         # A value whose variable is unset was read as "": say only that the variable is unset,
         # not also that "" is not a number, not a file, ...
         unset = {(q.line, q.column) for q in r.problems if q.message.startswith(_UNSET)}
-        problems = r.problems + [q for q in pipeline.check() if (q.line, q.column) not in unset]
+        checked = [q for q in pipeline.check() if (q.line, q.column) not in unset]
+        if r.structural:
+            checked = [
+                q for q in checked if q not in r.structural and not q.message.endswith(_WIRING)
+            ]
+        problems = r.problems + checked
         problems.sort(key=lambda p: (p.line or 10**9, p.column))
+        problems[:0] = r.structural
         if problems:
             raise ConfigError(problems)
     else:
@@ -194,10 +213,58 @@ def load_text(
 
 
 def pipeline_names(text: str) -> list[str]:
-    """The names of the pipelines in a YAML text (no checks)."""
+    """The names of the pipelines in a YAML text (no checks; a ``links:`` or ``stages:``
+    indented as if it were a pipeline is not one)."""
     yaml = YAML(typ="safe", pure=True)
     data = yaml.load(text) or {}
-    return list((data.get("pipelines") or {}).keys())
+    pipes = data.get("pipelines") or {}
+    return [
+        name
+        for name, body in pipes.items()
+        if name not in _PIPELINE_KEYS or (isinstance(body, dict) and "stages" in body)
+    ]
+
+
+def _misplaced_sections(
+    r: _Reader, pipes: list[tuple[str, Node, Node]]
+) -> list[tuple[str, Node, Node]]:
+    """Drop a ``links:``/``stages:``/``description:`` written at the indentation of a pipeline
+    name (so YAML reads it as a pipeline of its own), recording it as a structural problem of
+    the pipeline above it."""
+    out: list[tuple[str, Node, Node]] = []
+    for key, kn, vn in pipes:
+        is_pipeline = isinstance(vn, MappingNode) and any(
+            isinstance(k, ScalarNode) and k.value == "stages" for k, _ in vn.value
+        )
+        if key not in _PIPELINE_KEYS or is_pipeline:
+            out.append((key, kn, vn))
+            continue
+        line, col = _where(kn)
+        if not out:
+            message = f"'{key}:' is indented as a pipeline name, and no pipeline comes before it"
+            problem = Problem(
+                message, "put it inside a pipeline, lined up with its 'stages:'", r.file, line, col
+            )
+            r.misplaced.append(("", problem))
+            continue
+        owner, _, owner_body = out[-1]
+        column = _column_of(owner_body, "stages") or col + 2
+        message = (
+            f"'{key}:' is indented as a pipeline name, so it is not part of pipeline "
+            f"'{owner}' above it (which then has no {key})"
+        )
+        fix = f"indent '{key}:' to column {column}, lined up with 'stages:'"
+        r.misplaced.append((owner, Problem(message, fix, r.file, line, col)))
+    return out
+
+
+def _column_of(body: Node, key: str) -> int:
+    """The 1-based column of ``key`` in a mapping node (0 when absent)."""
+    if isinstance(body, MappingNode):
+        for k, _ in body.value:
+            if isinstance(k, ScalarNode) and k.value == key:
+                return _where(k)[1]
+    return 0
 
 
 def _build(
@@ -220,6 +287,22 @@ def _build(
     sets = _parse_overrides(r, overrides)
     stage_ids = []
     for sid, kn, vn in r.mapping(fields["stages"][1], "stage id"):
+        if (
+            sid in ("links", "description")
+            and sid not in fields
+            and not isinstance(vn, MappingNode)
+        ):
+            # `links:` indented one level too deep: read as a stage named "links"
+            column = _where(fields["stages"][0])[1]
+            problem = Problem(
+                f"'{sid}:' is indented inside 'stages:' of pipeline '{name}', so it is read as "
+                f"a stage (and the pipeline has no {sid})",
+                f"indent '{sid}:' to column {column}, lined up with 'stages:'",
+                file,
+                *_where(kn),
+            )
+            r.structural.append(problem)
+            continue
         stage_ids.append(sid)
         params: dict[str, Any] = {}
         pwhere: dict[str, Where] = {}
@@ -264,9 +347,10 @@ def _build(
         )
     for oid, oparam in sets:
         if oid not in stage_ids:
+            close = difflib.get_close_matches(oid, stage_ids, n=1)
             r.problem(
                 f"--set {oid}.{oparam}: no stage '{oid}' in pipeline '{name}'",
-                "check the stage id",
+                f"did you mean '{close[0]}.{oparam}'?" if close else "check the stage id",
                 (0, 0),
             )
     if "links" in fields:

@@ -7,6 +7,8 @@
     ├── InputError           a bad input file (a WAV that is truncated or of an unsupported kind)
     ├── FormatError          two stages disagree on the audio format of a link
     ├── StageError           a stage failed while running (``stage`` names it; the cause is chained)
+    ├── UsageError           the Python API was called with something it cannot take (also a
+    │                        ValueError): a bug in the calling code, the message says the fix
     └── SessionError         the realtime service failed (``code``)
         ├── SessionLocalError    we misused the protocol (a bug, or a bad parameter)
         └── SessionRemoteError   the peer misbehaved or refused us (401, bad message, gone)
@@ -86,6 +88,10 @@ class StageError(PipelineError):
         self.stage = stage
         self.message = message
         super().__init__(f"stage '{stage}' failed: {message}")
+
+
+class UsageError(PipelineError, ValueError):
+    """The Python API was called with a value it cannot take: a bug in the calling code."""
 
 
 class SessionError(PipelineError):

@@ -76,7 +76,7 @@ def _load_audioop() -> ModuleType | None:
             return None
 
 
-#: CPython's ``audioop`` (or ``audioop-lts``) when it imports on this machine, else None: the
+#: CPython's ``audioop`` (or ``audioop-lts``) when it imports, else None: the
 #: fast path for G.711 here and for the VAD's pre-emphasis (``stages.vad.engines``)
 AUDIOOP: ModuleType | None = _load_audioop()
 

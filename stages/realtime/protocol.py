@@ -18,10 +18,11 @@ frames through it.
   they queued, which is what tests look at.
 
 Three dialects share one event model: ``xai`` (Grok Voice Agent API, the default), ``openai``
-(OpenAI Realtime GA) and ``openai-beta``. Incoming event names are normalised through
-:data:`EVENT_ALIASES` (GA names are canonical); ``session.update`` is built per dialect
-(:func:`session_update_payload`). Errors come nested (``{"error": {...}}``) or flat (``code`` and
-``message`` at the top level); :func:`parse_error` reads both.
+(OpenAI Realtime GA) and ``openai-beta``. What each dialect spells its own way is in its codec
+(:mod:`stages.realtime.wire`): incoming event names are normalised through
+:data:`EVENT_ALIASES` (GA names are canonical); ``session.update`` is the typed
+:class:`SessionConfig`'s ``to_wire()``. Errors come nested (``{"error": {...}}``) or flat
+(``code`` and ``message`` at the top level); :func:`parse_error` reads both.
 
 The session lifecycle is the table :data:`TRANSITIONS`::
 
@@ -43,413 +44,97 @@ from typing import Any, Literal, TypeAlias
 import orjson
 
 from pipeline.errors import SessionLocalError
-from pipeline.frames import AudioFormat, Encoding
+from pipeline.frames import AudioFormat
 
-# ----------------------------------------------------------------------------- tables
+from .wire import (
+    BENIGN_ERROR_CODES,
+    CLIENT_EVENT_ALIASES,
+    CLIENT_EVENTS,
+    CODECS,
+    DEFAULT_PCM_RATE,
+    DIALECT_ALIASES,
+    DIALECTS,
+    EVENT_ALIASES,
+    FATAL_ERROR_CODES,
+    FORMAT_ALIASES,
+    OPENAI_VOICES,
+    PCM24K,
+    RESPONSE_STATUSES,
+    SERVER_EVENTS,
+    WIRE_FORMATS,
+    XAI_VOICES,
+    Dialect,
+    ErrorInfo,
+    SessionConfig,
+    TurnDetection,
+    WireFormat,
+    canonical_event,
+    codec,
+    format_from_wire,
+    is_fatal_error,
+    normalize_dialect,
+    normalize_encoding,
+    parse_error,
+    session_formats,
+)
 
-Dialect: TypeAlias = Literal["xai", "openai", "openai-beta"]
-DIALECTS: tuple[Dialect, ...] = ("xai", "openai", "openai-beta")
-#: Other names a dialect goes by (the emulator's ``openai-ga``, ...).
-DIALECT_ALIASES: dict[str, Dialect] = {
-    "xai": "xai",
-    "grok": "xai",
-    "openai": "openai",
-    "openai-ga": "openai",
-    "ga": "openai",
-    "openai-beta": "openai-beta",
-    "beta": "openai-beta",
-}
+__all__ = [
+    "BENIGN_ERROR_CODES",
+    "CLIENT_EVENTS",
+    "CLIENT_EVENT_ALIASES",
+    "DEFAULT_PCM_RATE",
+    "DIALECTS",
+    "DIALECT_ALIASES",
+    "EVENT_ALIASES",
+    "FATAL_ERROR_CODES",
+    "FORMAT_ALIASES",
+    "OPENAI_VOICES",
+    "PCM24K",
+    "RESPONSE_STATUSES",
+    "SERVER_EVENTS",
+    "WIRE_FORMATS",
+    "XAI_VOICES",
+    "Dialect",
+    "ErrorInfo",
+    "SessionConfig",
+    "TurnDetection",
+    "WireFormat",
+    "canonical_event",
+    "format_from_wire",
+    "is_fatal_error",
+    "normalize_dialect",
+    "normalize_encoding",
+    "parse_error",
+    "session_formats",
+]
 
-#: The voices of xAI's Grok voice agent. IDs are case-insensitive on the wire; the server may echo
-#: them prefixed (``xai_ara``, ``human_Ara``), and custom voice IDs also work, so a voice outside
-#: this list is passed through, not refused.
-XAI_VOICES: tuple[str, ...] = ("ara", "rex", "sal", "eve", "leo")
-#: OpenAI's realtime voices, for the ``openai`` dialects.
-OPENAI_VOICES: tuple[str, ...] = (
-    "alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse",
-)  # fmt: skip
-DEFAULT_VOICE: dict[Dialect, str] = {"xai": "ara", "openai": "alloy", "openai-beta": "alloy"}
+# ----------------------------------------------------------------------------- the codec's facts
+# (the wire knowledge is in stages.realtime.wire; these keep the protocol's names for it)
 
-DEFAULT_MODEL: dict[Dialect, str] = {
-    "xai": "grok-voice-latest",
-    "openai": "gpt-realtime",
-    "openai-beta": "gpt-4o-realtime-preview",
-}
-DEFAULT_URL: dict[Dialect, str] = {
-    "xai": "wss://api.x.ai/v1/realtime",
-    "openai": "wss://api.openai.com/v1/realtime",
-    "openai-beta": "wss://api.openai.com/v1/realtime",
-}
-DEFAULT_API_KEY_ENV: dict[Dialect, str] = {
-    "xai": "XAI_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "openai-beta": "OPENAI_API_KEY",
-}
+DEFAULT_VOICE: dict[Dialect, str] = {d: c.default_voice for d, c in CODECS.items()}
+DEFAULT_MODEL: dict[Dialect, str] = {d: c.default_model for d, c in CODECS.items()}
+DEFAULT_URL: dict[Dialect, str] = {d: c.default_url for d, c in CODECS.items()}
+DEFAULT_API_KEY_ENV: dict[Dialect, str] = {d: c.api_key_env for d, c in CODECS.items()}
 DEFAULT_TRANSCRIPTION_MODEL: dict[Dialect, str] = {
-    "xai": "",  # documented as optional ("grok-transcribe" is only a third-party claim)
-    "openai": "gpt-4o-mini-transcribe",
-    "openai-beta": "whisper-1",
+    d: c.transcription_model for d, c in CODECS.items()
 }
-
-
-@dataclass(frozen=True, slots=True)
-class WireFormat:
-    """One audio encoding by all its names: ours, the current (GA / xAI) ``type`` and the
-    OpenAI-beta string. ``fixed_rate`` is set for the G.711 laws (8000 Hz, no rate on the wire)."""
-
-    encoding: Encoding
-    ga_type: str
-    beta_name: str
-    fixed_rate: int | None
-
-
-#: Our encoding name -> its wire names.
-WIRE_FORMATS: dict[Encoding, WireFormat] = {
-    "pcm16": WireFormat("pcm16", "audio/pcm", "pcm16", None),
-    "pcmu": WireFormat("pcmu", "audio/pcmu", "g711_ulaw", 8000),
-    "pcma": WireFormat("pcma", "audio/pcma", "g711_alaw", 8000),
-}
-
-#: Every name a format goes by (ours, GA/xAI ``type``, OpenAI beta, short) -> our encoding.
-FORMAT_ALIASES: dict[str, Encoding] = {
-    "pcm16": "pcm16",
-    "pcm": "pcm16",
-    "audio/pcm": "pcm16",
-    "pcmu": "pcmu",
-    "ulaw": "pcmu",
-    "g711_ulaw": "pcmu",
-    "audio/pcmu": "pcmu",
-    "pcma": "pcma",
-    "alaw": "pcma",
-    "g711_alaw": "pcma",
-    "audio/pcma": "pcma",
-}
-
-#: PCM rates each dialect accepts (G.711 is always 8000 Hz). OpenAI's ``audio/pcm`` and beta
-#: ``pcm16`` are 24 kHz only.
-PCM_RATES: dict[Dialect, tuple[int, ...]] = {
-    "xai": (8000, 16000, 22050, 24000, 32000, 44100, 48000),
-    "openai": (24000,),
-    "openai-beta": (24000,),
-}
-#: The rate a PCM stream has when no rate is given (the servers' default).
-DEFAULT_PCM_RATE = 24000
-PCM24K = AudioFormat("pcm16", DEFAULT_PCM_RATE)
-
-#: Incoming event names -> the canonical (OpenAI GA) name. Applied before dispatch.
-EVENT_ALIASES: dict[str, str] = {
-    "response.audio.delta": "response.output_audio.delta",
-    "response.audio.done": "response.output_audio.done",
-    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
-    "response.audio_transcript.done": "response.output_audio_transcript.done",
-    "response.text.delta": "response.output_text.delta",  # xAI and OpenAI beta
-    "response.text.done": "response.output_text.done",
-    "conversation.item.created": "conversation.item.added",
-}
-
-#: Client event names a strict server accepts. ``conversation.item.commit`` appears only in an
-#: early xAI docs table; :data:`CLIENT_EVENT_ALIASES` maps it to the real name.
-CLIENT_EVENTS: frozenset[str] = frozenset(
-    {
-        "session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-        "conversation.item.create",
-        "conversation.item.retrieve",
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "response.create",
-        "response.cancel",
-        "output_audio_buffer.clear",
-    }
-)
-CLIENT_EVENT_ALIASES: dict[str, str] = {"conversation.item.commit": "input_audio_buffer.commit"}
-
-#: Server events the client understands (canonical names, after :data:`EVENT_ALIASES`).
-SERVER_EVENTS: frozenset[str] = frozenset(
-    {
-        "session.created",
-        "session.updated",
-        "conversation.created",
-        "conversation.item.added",
-        "conversation.item.done",
-        "conversation.item.truncated",
-        "conversation.item.deleted",
-        "conversation.item.input_audio_transcription.delta",
-        "conversation.item.input_audio_transcription.updated",
-        "conversation.item.input_audio_transcription.completed",
-        "conversation.item.input_audio_transcription.failed",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "input_audio_buffer.cleared",
-        "response.created",
-        "response.done",
-        "response.output_item.added",
-        "response.output_item.done",
-        "response.content_part.added",
-        "response.content_part.done",
-        "response.output_audio.delta",
-        "response.output_audio.done",
-        "response.output_audio_transcript.delta",
-        "response.output_audio_transcript.done",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.function_call_arguments.delta",
-        "response.function_call_arguments.done",
-        "rate_limits.updated",
-        "error",
-        "ping",
-    }
-)
-
-#: Error codes that are part of normal operation (a cancel racing the server's own cancel, a
-#: response.create racing the server's VAD): logged at debug level, not reported as errors.
-BENIGN_ERROR_CODES: frozenset[str] = frozenset(
-    {"response_cancel_not_active", "conversation_already_has_active_response"}
-)
-#: Error codes and types after which the session cannot go on.
-FATAL_ERROR_CODES: frozenset[str] = frozenset(
-    {
-        "invalid_api_key",
-        "authentication_error",
-        "unauthorized",
-        "forbidden",
-        "permission_denied",
-        "insufficient_quota",
-        "model_not_found",
-    }
-)
-
-#: Response statuses (``response.done``).
-RESPONSE_STATUSES: tuple[str, ...] = (
-    "completed",
-    "in_progress",
-    "incomplete",
-    "cancelled",
-    "failed",
-)
-
-
-def canonical_event(name: str) -> str:
-    """The canonical (GA) name of an incoming server event name."""
-    return EVENT_ALIASES.get(name, name)
-
-
-def normalize_dialect(name: str) -> Dialect:
-    """Our dialect for any of its names (``openai-ga`` is ``openai``). Raises ValueError."""
-    try:
-        return DIALECT_ALIASES[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None
-
-
-def normalize_encoding(name: str) -> Encoding:
-    """Our encoding for any of a format's names (``pcm16``, ``g711_ulaw``, ``audio/pcma``, ...).
-
-    Raises ValueError naming the accepted names."""
-    try:
-        return FORMAT_ALIASES[name.strip().lower()]
-    except KeyError:
-        names = ", ".join(sorted(FORMAT_ALIASES))
-        raise ValueError(f"unknown audio format '{name}'; use one of {names}") from None
+#: PCM rates each dialect accepts (G.711 is always 8000 Hz).
+PCM_RATES: dict[Dialect, tuple[int, ...]] = {d: c.pcm_rates for d, c in CODECS.items()}
 
 
 def check_format(dialect: Dialect, fmt: AudioFormat) -> None:
     """Raise ValueError (with the accepted values) if ``dialect`` cannot carry ``fmt``."""
-    wire = WIRE_FORMATS[fmt.encoding]
-    if fmt.channels != 1:
-        raise ValueError(f"realtime audio is mono, got {fmt.channels} channels")
-    if wire.fixed_rate is not None:
-        if fmt.rate != wire.fixed_rate:
-            raise ValueError(f"{fmt.encoding} is {wire.fixed_rate} Hz only, got {fmt.rate} Hz")
-        return
-    rates = PCM_RATES[dialect]
-    if fmt.rate not in rates:
-        listed = ", ".join(str(r) for r in rates)
-        raise ValueError(f"{dialect} takes pcm16 at {listed} Hz, got {fmt.rate} Hz")
+    codec(dialect).check_format(fmt)
 
 
 def format_to_wire(fmt: AudioFormat, dialect: Dialect) -> dict[str, Any] | str:
-    """The wire form of an audio format: ``{"type": "audio/pcm", "rate": 16000}`` (xai, openai)
-    or ``"pcm16"`` / ``"g711_ulaw"`` (openai-beta)."""
-    wire = WIRE_FORMATS[fmt.encoding]
-    if dialect == "openai-beta":
-        return wire.beta_name
-    if wire.fixed_rate is None:
-        return {"type": wire.ga_type, "rate": fmt.rate}
-    return {"type": wire.ga_type}
-
-
-def format_from_wire(value: Any) -> AudioFormat:
-    """Read an audio format in any dialect's form (dict with ``type``/``rate``, or a beta
-    string). Raises ValueError for something else."""
-    if isinstance(value, str):
-        enc = normalize_encoding(value)
-        rate = None
-    elif isinstance(value, Mapping) and isinstance(value.get("type"), str):
-        enc = normalize_encoding(value["type"])
-        raw = value.get("rate")
-        if raw is not None and (not isinstance(raw, int) or isinstance(raw, bool)):
-            raise ValueError(f"audio format rate must be an integer, got {raw!r}")
-        rate = raw
-    else:
-        raise ValueError(f"not an audio format: {value!r}")
-    fixed = WIRE_FORMATS[enc].fixed_rate
-    return AudioFormat(enc, fixed or rate or DEFAULT_PCM_RATE)
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDetection:
-    """Server-side voice activity detection. ``type`` None means manual turns (the client
-    commits and asks for responses)."""
-
-    type: Literal["server_vad", "semantic_vad"] | None = "server_vad"
-    threshold: float | None = None
-    prefix_padding_ms: int | None = None
-    silence_duration_ms: int | None = None
-
-    def to_wire(self, dialect: Dialect) -> dict[str, Any] | None:
-        if self.type is None:
-            # xAI reads {"type": null} as "no VAD"; OpenAI wants the field null.
-            return {"type": None} if dialect == "xai" else None
-        out: dict[str, Any] = {"type": self.type}
-        for key in ("threshold", "prefix_padding_ms", "silence_duration_ms"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """What one realtime session is asked to be. Build with the stage's parameters; the
-    protocol turns it into the dialect's ``session.update``."""
-
-    dialect: Dialect = "xai"
-    model: str = "grok-voice-latest"
-    voice: str = "ara"
-    instructions: str | None = None
-    input_format: AudioFormat = PCM24K
-    output_format: AudioFormat = PCM24K
-    turn_detection: TurnDetection = TurnDetection()
-    tools: tuple[Mapping[str, Any], ...] = ()
-    #: input transcription: None off; "" on with the server's default model; else the model
-    transcription: str | None = None
-
-    @property
-    def server_vad(self) -> bool:
-        return self.turn_detection.type is not None
+    """The wire form of an audio format in ``dialect``."""
+    return codec(dialect).format_to_wire(fmt)
 
 
 def session_update_payload(config: SessionConfig) -> dict[str, Any]:
     """The ``session`` object of a ``session.update`` in ``config.dialect`` (spec 2.2 / 3.4)."""
-    d = config.dialect
-    td = config.turn_detection.to_wire(d)
-    tools = [dict(t) for t in config.tools]
-    transcription: dict[str, Any] | None = None
-    if config.transcription is not None:
-        transcription = {"model": config.transcription} if config.transcription else {}
-    session: dict[str, Any]
-    if d == "openai-beta":
-        session = {"modalities": ["text", "audio"]}
-        if config.instructions is not None:
-            session["instructions"] = config.instructions
-        session["voice"] = config.voice
-        session["input_audio_format"] = format_to_wire(config.input_format, d)
-        session["output_audio_format"] = format_to_wire(config.output_format, d)
-        session["input_audio_transcription"] = transcription
-        session["turn_detection"] = td
-        session["tools"] = tools
-        return session
-    audio_in: dict[str, Any] = {"format": format_to_wire(config.input_format, d)}
-    audio_out: dict[str, Any] = {"format": format_to_wire(config.output_format, d)}
-    if d == "openai":
-        session = {"type": "realtime", "model": config.model, "output_modalities": ["audio"]}
-        if config.instructions is not None:
-            session["instructions"] = config.instructions
-        audio_in["transcription"] = transcription
-        audio_in["turn_detection"] = td
-        audio_out["voice"] = config.voice
-        session["audio"] = {"input": audio_in, "output": audio_out}
-        session["tools"] = tools
-        return session
-    # xai: voice and turn_detection at the top level; no type, model or temperature.
-    session = {}
-    if config.instructions is not None:
-        session["instructions"] = config.instructions
-    session["voice"] = config.voice
-    session["turn_detection"] = td
-    if transcription is not None:
-        audio_in["transcription"] = transcription
-    session["audio"] = {"input": audio_in, "output": audio_out}
-    session["tools"] = tools
-    return session
-
-
-def session_formats(session: Mapping[str, Any]) -> tuple[AudioFormat | None, AudioFormat | None]:
-    """The (input, output) audio formats in a session object of any dialect (None if absent)."""
-    inp: Any = None
-    out: Any = None
-    audio = session.get("audio")
-    if isinstance(audio, Mapping):
-        a_in, a_out = audio.get("input"), audio.get("output")
-        inp = a_in.get("format") if isinstance(a_in, Mapping) else None
-        out = a_out.get("format") if isinstance(a_out, Mapping) else None
-    inp = inp if inp is not None else session.get("input_audio_format")
-    out = out if out is not None else session.get("output_audio_format")
-
-    def read(v: Any) -> AudioFormat | None:
-        if v is None:
-            return None
-        try:
-            return format_from_wire(v)
-        except ValueError:
-            return None
-
-    return read(inp), read(out)
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """A server error, whatever its shape."""
-
-    code: str
-    message: str
-    type: str = ""
-    param: str | None = None
-    event_id: str | None = None
-
-
-def parse_error(event: Mapping[str, Any]) -> ErrorInfo:
-    """Read an ``error`` event, nested (``{"error": {...}}``) or flat (fields at the top)."""
-    err = event.get("error")
-    src: Mapping[str, Any] = err if isinstance(err, Mapping) else event
-    code = src.get("code")
-    etype = src.get("type") if src is not event else None
-    message = src.get("message")
-    param = src.get("param", src.get("params"))
-    if not isinstance(message, str) or not message:
-        message = err if isinstance(err, str) and err else "no message"
-    return ErrorInfo(
-        code=str(code) if code else str(etype or "error"),
-        message=str(message),
-        type=str(etype or ""),
-        param=None if param is None else str(param),
-        event_id=src.get("event_id") if isinstance(src.get("event_id"), str) else None,
-    )
-
-
-def is_fatal_error(info: ErrorInfo) -> bool:
-    """True for errors after which the session cannot go on (bad key, no quota, ...)."""
-    return info.code in FATAL_ERROR_CODES or info.type in FATAL_ERROR_CODES
+    return config.to_wire()
 
 
 # ----------------------------------------------------------------------------- events
@@ -775,7 +460,7 @@ class RealtimeProtocol:
         needs its ``type``). Servers handle client events in order, so once :attr:`synced` is
         true again every message sent before it was handled (the server's VAD has seen all the
         audio). An error answering it counts as the answer. Used at the end of the input."""
-        session: dict[str, Any] = {"type": "realtime"} if self.config.dialect == "openai" else {}
+        session = codec(self.config.dialect).sync_session()
         self._updates_sent += 1
         text = self._send({"type": "session.update", "session": session})
         self._sync_ids.add(f"c-{self._seq}")

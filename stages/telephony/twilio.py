@@ -49,6 +49,7 @@ import orjson
 from pipeline.errors import FormatError, PipelineError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.stage import PLAYED, Played, StageContext, stage
+from pipeline.tasks import StageTasks
 
 __all__ = [
     "MULAW_FORMAT",
@@ -928,36 +929,35 @@ async def twilio_sink(
                 await call.send(playout.flush(clock.now()))
 
     call.on_mark = on_mark
-    flush_task = asyncio.create_task(flusher(), name=f"{ctx.id} flush")
     try:
-        async for frame in frames:
-            match frame:
-                case Audio():
-                    if frame.format != MULAW_FORMAT:
-                        raise FormatError(
-                            f"stage '{ctx.id}' (twilio_sink) got {frame.format} audio; "
-                            "a Twilio stream plays pcmu 8000 Hz mono",
-                            "add {type: g711_encode, law: ulaw} (and a resample to 8000 Hz)",
-                        )
-                    now = clock.now()
-                    await call.send(playout.push(frame.data, frame.pts, now))
-                    if playout.buffered:
-                        last_push[0] = now
-                        wake.set()
-                case Interrupt():
-                    msgs, heard = playout.clear()
-                    await call.send(msgs)
-                    if msgs:
-                        ctx.log.debug("barge-in: clear sent", heard_pts=heard)
-                    if heard is not None:
-                        ctx.bus.publish(PLAYED, Played(ctx.id, heard))
-                case ResponseDone():
-                    await call.send(playout.flush(clock.now()))
-        await call.send(playout.flush(clock.now()))
+        async with StageTasks[None](ctx) as tasks:
+            tasks.start(flusher(), name="flush")
+            async for frame in frames:
+                tasks.check()  # a failed flush (the socket went away) fails the stage
+                match frame:
+                    case Audio():
+                        if frame.format != MULAW_FORMAT:
+                            raise FormatError(
+                                f"stage '{ctx.id}' (twilio_sink) got {frame.format} audio; "
+                                "a Twilio stream plays pcmu 8000 Hz mono",
+                                "add {type: g711_encode, law: ulaw} (and a resample to 8000 Hz)",
+                            )
+                        now = clock.now()
+                        await call.send(playout.push(frame.data, frame.pts, now))
+                        if playout.buffered:
+                            last_push[0] = now
+                            wake.set()
+                    case Interrupt():
+                        msgs, heard = playout.clear()
+                        await call.send(msgs)
+                        if msgs:
+                            ctx.log.debug("barge-in: clear sent", heard_pts=heard)
+                        if heard is not None:
+                            ctx.bus.publish(PLAYED, Played(ctx.id, heard))
+                    case ResponseDone():
+                        await call.send(playout.flush(clock.now()))
+            await call.send(playout.flush(clock.now()))
     finally:
-        flush_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flush_task
         call.on_mark = None
         ctx.report("chunks_sent", playout.chunks_sent)
         ctx.report("clears_sent", playout.clears_sent)

@@ -50,6 +50,7 @@ from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
 from pipeline.stage import StageContext, stage
+from pipeline.tasks import StageTasks
 
 from .schema import (
     DEFAULT_MAX_RESULT_CHARS,
@@ -282,15 +283,6 @@ class _Running:
             self.slots.release()
 
 
-class _End:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    exc: BaseException
-
-
 def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
     return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
@@ -334,9 +326,7 @@ async def tool_router(
     table = load_tools(tools, base_dir=ctx.base_dir)
     log = ctx.log
     clock = ctx.clock
-    loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max_concurrency)
-    out: asyncio.Queue[ToolResult | _End | _Failed] = asyncio.Queue(maxsize=max_concurrency)
     running: dict[str, _Running] = {}
     ledger = CallLedger()
 
@@ -359,7 +349,7 @@ async def tool_router(
             entry.started = True
             if ledger.is_cancelled(call.response_id):
                 entry.release()
-                await out.put(skip(call, "its response was cancelled before it started"))
+                await out.send(skip(call, "its response was cancelled before it started"))
                 return
         start = clock.now()
         try:
@@ -377,7 +367,7 @@ async def tool_router(
             entry.release()
         _log_done(log, call, start, clock, result.outcome)
         log.debug("tool result", name=call.name, call_id=call.call_id, output=result.output)
-        await out.put(
+        await out.send(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
         )
 
@@ -391,11 +381,11 @@ async def tool_router(
                 continue
             if not entry.started:
                 task.cancel()
-                await out.put(skip(entry.call, f"{why} before it started"))
+                await out.send(skip(entry.call, f"{why} before it started"))
             elif on_interrupt == "cancel":
                 task.cancel()  # logged by the call itself, outcome "cancelled"
                 c = entry.call
-                await out.put(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
+                await out.send(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
 
     async def start(call: ToolCall) -> None:
         verdict = ledger.admit(call)
@@ -404,7 +394,7 @@ async def tool_router(
             return
         log.debug("tool call", name=call.name, call_id=call.call_id, arguments=call.arguments)
         if verdict == "cancelled":
-            await out.put(skip(call, "its response was cancelled"))
+            await out.send(skip(call, "its response was cancelled"))
             return
         if len(running) >= max_concurrency + MAX_PENDING:
             log.info(
@@ -418,13 +408,13 @@ async def tool_router(
                 f"too many tool calls at once ({len(running)} running or waiting); "
                 "wait for their results before calling more"
             )
-            await out.put(ToolResult(call.call_id, text, is_error=True, name=call.name))
+            await out.send(ToolResult(call.call_id, text, is_error=True, name=call.name))
             return
         entry = _Running(call, slots)
         if not slots.locked():  # a free slot: the call starts now (acquire does not wait)
             await slots.acquire()
             entry.started = True
-        entry.task = loop.create_task(run(entry), name=f"tool {call.name} {call.call_id}")
+        entry.task = out.start(run(entry), name=f"tool {call.name} {call.call_id}")
         running[call.call_id] = entry
 
         def done(_t: object) -> None:
@@ -434,42 +424,29 @@ async def tool_router(
         entry.task.add_done_callback(done)
 
     async def read() -> None:
-        try:
-            async for frame in frames:
-                match frame:
-                    case ToolCall():
-                        await start(frame)
-                    case ResponseStarted():
-                        ledger.response_started(frame.response_id)
-                    case ResponseDone():
-                        target = ledger.response_done(frame.response_id, frame.status)
-                        if target is not None:
-                            await cancel_calls(target, "its response was cancelled")
-                    case Interrupt():
-                        await cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
-            while running:  # the calls still running are owed their results
-                await asyncio.wait([e.task for e in running.values() if e.task is not None])
-            await out.put(_End())
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            await out.put(_Failed(exc))
+        async for frame in frames:
+            match frame:
+                case ToolCall():
+                    await start(frame)
+                case ResponseStarted():
+                    ledger.response_started(frame.response_id)
+                case ResponseDone():
+                    target = ledger.response_done(frame.response_id, frame.status)
+                    if target is not None:
+                        await cancel_calls(target, "its response was cancelled")
+                case Interrupt():
+                    await cancel_calls(ledger.interrupt(frame.response_id), "interrupted")
+        while running:  # the calls still running are owed their results
+            await asyncio.wait([e.task for e in running.values() if e.task is not None])
 
-    reader = loop.create_task(read(), name=f"{ctx.id} reader")
+    # The results go out as calls finish; the output ends when the reader has returned (input
+    # ended, every running call done); leaving it cancels the calls still running.
     try:
-        while True:
-            with ctx.waiting():  # waiting for calls to finish is not work
-                item = await out.get()
-            if isinstance(item, _End):
-                break
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
+        async with StageTasks[ToolResult](ctx, capacity=max_concurrency) as out:
+            out.start(read(), name="reader", ends_output=True)
+            async for result in out:
+                yield result
     finally:
-        tasks = [reader, *(e.task for e in running.values() if e.task is not None)]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         aclose = getattr(frames, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):

@@ -228,7 +228,7 @@ class WebrtcEngine:
     ``aggressiveness`` 0..3: higher says "speech" less often (fewer false alarms in noise).
     ``preemphasis`` (``y[n] = x[n] - a·x[n-1]``, 0 to turn it off, below 1) tilts the spectrum
     before webrtcvad sees it: mains hum and its low harmonics otherwise keep its lowest band
-    (80-250 Hz) busy, and it never hears the end of speech (on the dev set's babble-and-hum file
+    (80-250 Hz) busy, and it never hears the end of speech (on a babble-and-hum file
     it found one segment from the first word to the end of the file without it, and every
     utterance with it, at no cost on the other files). It works on bytes, as webrtcvad does
     (:func:`preemphasize`): no float conversion, no numpy on the audioop path.

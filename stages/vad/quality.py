@@ -1,8 +1,8 @@
 """Scoring a VAD against labelled speech: utterances found, false segments, onset error.
 
 Used by ``tests/stages/test_vad_quality.py`` and ``benchmarks/vad_quality.py`` on the labelled
-set in ``../shared/audio/vad-dev/`` (``labels.json``: per file the rate and the exact speech
-segments, in seconds).
+set that ``benchmarks/speechset.py`` synthesises (its ``vad/`` folder; ``labels.json``: per file
+the rate and the exact speech segments, in seconds).
 
 Scoring, per file: a detected segment runs from a ``speech_started`` to the next
 ``speech_stopped``. An utterance is *found* if a detected segment overlaps it; its *onset error*
@@ -225,7 +225,7 @@ def evaluate_scenes(
 
 
 def harder_scenes(folder: Path) -> list[Scene]:
-    """Harder than the dev set, made from its clean file: white noise at 5 and 0 dB SNR
+    """Harder than the labelled set, made from its clean file: white noise at 5 and 0 dB SNR
     (speech power over noise power), and non-speech bursts (250 ms of pink-ish noise, as loud
     as the speech) in every pause, where any detection is a false segment."""
     clean = next(item for item in load_labels(folder) if item.snr_db is None)
