@@ -417,7 +417,7 @@ def test_validation_errors_nested() -> None:
             )
             assert err["error"]["param"] == "item_id"
             # nothing but errors came back after session.updated: the session stays open
-            assert emu.connections[0].session.state.input.rate == 16000
+            assert emu.connections[0].session.state.input_format.rate == 16000
 
     run(go())
 
