@@ -29,6 +29,14 @@ The session lifecycle is the table :data:`TRANSITIONS`::
     connecting --open--> configuring --session.updated--> ready <--> responding
          any --close--> closing --closed--> closed      (connection lost: any --> closed)
 
+Client triggers (``open``, ``close``, ``closed``) are strict: one our side fires where the table
+has no entry raises :class:`~pipeline.errors.SessionLocalError`. A server event the table does not
+list leaves the state as it is (a server may send anything).
+
+Within a live connection, the response slot, each response's tool calls, barge-in and the user's
+turn are the tables of :mod:`stages.realtime.turns`; :attr:`RealtimeProtocol.quiescent` says when
+nothing is owed any more (the stage may close).
+
 ``rate_limits.updated`` is tolerated (a :class:`RateLimits` event) and never waited for: xAI
 does not send it.
 """
@@ -46,6 +54,18 @@ import orjson
 from pipeline.errors import SessionLocalError
 from pipeline.frames import AudioFormat
 
+from .turns import (
+    BARGE,
+    CALLS,
+    RESPONSE,
+    RESPONSE_SENDS_CREATE,
+    TURN,
+    BargeState,
+    CallState,
+    Machine,
+    ResponseSlot,
+    TurnState,
+)
 from .wire import (
     BENIGN_ERROR_CODES,
     CLIENT_EVENT_ALIASES,
@@ -198,11 +218,13 @@ class ResponseDone:
 
 @dataclass(frozen=True, slots=True)
 class AudioDelta:
-    """Assistant audio, decoded from base64, in the session's output format."""
+    """Assistant audio, decoded from base64, in the session's output format. ``discarded``: the
+    user barged in on this response; its audio is not to be played."""
 
     data: bytes
     response_id: str = ""
     item_id: str = ""
+    discarded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +334,8 @@ ProtocolEvent: TypeAlias = (
 
 State: TypeAlias = Literal["connecting", "configuring", "ready", "responding", "closing", "closed"]
 
-#: (state, trigger) -> next state. Triggers are the client's ``open``/``close``/``closed`` and
-#: canonical server event names. A pair not in the table leaves the state as it is.
+#: (state, trigger) -> next state. Triggers are the client's ``open``/``close``/``closed`` (strict)
+#: and canonical server event names (a pair not in the table leaves the state as it is).
 TRANSITIONS: dict[tuple[State, str], State] = {
     ("connecting", "open"): "configuring",
     ("configuring", "session.updated"): "ready",
@@ -339,13 +361,20 @@ def dumps(message: Mapping[str, Any]) -> str:
     return orjson.dumps(message).decode()
 
 
+#: The triggers only our side fires on the lifecycle table.
+LOCAL_TRIGGERS: frozenset[str] = frozenset({"open", "close", "closed"})
+
+
 @dataclass
-class _Response:
+class _ResponseRecord:
+    """One response's tool calls (the :data:`~stages.realtime.turns.CALLS` table)."""
+
     id: str
+    calls: Machine[CallState] = field(
+        default_factory=lambda: Machine("tool calls", CALLS, "active")
+    )
     call_ids: list[str] = field(default_factory=list)
-    done: bool = False
     status: str = "in_progress"
-    followed_up: bool = False
     interrupted: bool = False  # barge-in: the user's next turn drives what follows
 
 
@@ -363,13 +392,15 @@ class RealtimeProtocol:
         self._outbox: list[str] = []
         self._seq = 0
         # responses and tool calls
-        self._responses: dict[str, _Response] = {}
+        self.slot: Machine[ResponseSlot] = Machine("response", RESPONSE, "idle")
+        self.barge: Machine[BargeState] = Machine("barge-in", BARGE, "quiet")
+        self.turn: Machine[TurnState] = Machine("turn", TURN, "listening")
+        self._responses: dict[str, _ResponseRecord] = {}
         self._active: str | None = None
         self._last: str = ""  # the response created last (what a barge-in interrupts)
+        self._cut: str = ""  # the response the user barged in on
         self._calls: dict[str, str] = {}  # call_id -> response_id
         self._outputs: set[str] = set()
-        self._want_response = False
-        self._requested = False  # response.create sent, response.created not yet seen
         # audio
         self._input_bytes_uncommitted = 0
         self._audio_item: str = ""
@@ -386,7 +417,24 @@ class RealtimeProtocol:
     # -- state
 
     def _fire(self, trigger: str) -> None:
-        self.state = TRANSITIONS.get((self.state, trigger), self.state)
+        nxt = TRANSITIONS.get((self.state, trigger))
+        if nxt is None and trigger in LOCAL_TRIGGERS:
+            raise SessionLocalError(
+                f"connection: '{trigger}' is not allowed in state '{self.state}'",
+                code="bad_transition",
+            )
+        self.state = nxt or self.state
+
+    def _ask(self, trigger: str) -> list[str]:
+        """Move the response slot; send ``response.create`` where the table says so."""
+        before = self.slot.state
+        self.slot.fire(trigger)
+        if (before, trigger) in RESPONSE_SENDS_CREATE:
+            return [self._send({"type": "response.create"})]
+        return []
+
+    def _record(self, response_id: str) -> _ResponseRecord:
+        return self._responses.setdefault(response_id, _ResponseRecord(response_id))
 
     @property
     def ready(self) -> bool:
@@ -407,12 +455,25 @@ class RealtimeProtocol:
     def owes(self) -> bool:
         """A response is in flight, a tool output is owed, or a response is still to be asked
         for: the caller should not close yet."""
-        return (
-            self._active is not None
-            or self._requested
-            or self._want_response
-            or bool(self.pending_calls)
-        )
+        return self.slot.state != "idle" or bool(self.pending_calls)
+
+    @property
+    def quiescent(self) -> bool:
+        """Nothing is owed on this connection: every ``session.update`` answered, no response
+        asked for or in flight, no tool output owed, and no user turn the server's VAD heard end
+        still waiting for its answer. The caller may close."""
+        return self.synced and not self.owes and self.turn.state == "listening"
+
+    @property
+    def assistant_playing(self) -> bool:
+        """Audio of the response in flight is arriving (and the user did not cut it)."""
+        return self.barge.state == "playing" and self._active is not None
+
+    @property
+    def last_response(self) -> str:
+        """The response in flight, else the one created last ("" before any): what a barge-in
+        interrupts."""
+        return self._active or self._last
 
     @property
     def assistant_item(self) -> str:
@@ -509,12 +570,7 @@ class RealtimeProtocol:
     def create_response(self) -> list[str]:
         """Ask for a response: ``response.create`` now, or once the response in flight is done
         (at most one is ever queued)."""
-        if self._active is not None or self._requested:
-            self._want_response = True
-            return []
-        self._want_response = False
-        self._requested = True
-        return [self._send({"type": "response.create"})]
+        return self._ask("ask")
 
     def send_text(
         self, text: str, role: Literal["user", "system", "assistant"] = "user"
@@ -551,15 +607,16 @@ class RealtimeProtocol:
 
     def _follow_up(self, response_id: str) -> list[str]:
         resp = self._responses.get(response_id)
-        if resp is None or not resp.call_ids or not resp.done or resp.followed_up:
+        if resp is None or not resp.call_ids or resp.calls.state != "done":
             return []
         if any(c not in self._outputs for c in resp.call_ids):
             return []
-        resp.followed_up = True
         if resp.status == "cancelled" or resp.interrupted:
             # The user barged in: their new turn drives the next response (which sees these
             # outputs in the conversation); asking for one here would talk over the caller.
+            resp.calls.fire("answered_cut")
             return []
+        resp.calls.fire("answered")
         return self.create_response()
 
     def cancel_response(self) -> list[str]:
@@ -586,9 +643,13 @@ class RealtimeProtocol:
         None: all audio received so far). The interrupted response (the one in flight, else the
         last one) gets no follow-up ``response.create`` when its tool outputs come in."""
         sent: list[str] = []
-        rid = self._active or self._last
+        rid = self.last_response
         if rid in self._responses:
             self._responses[rid].interrupted = True
+        self.barge.fire("interrupt")
+        self._cut = rid
+        if not self.ready:  # the connection is gone: nothing to tell the server
+            return []
         if local or not self.config.server_vad:
             sent += self.cancel_response()
         item = self._audio_item
@@ -607,7 +668,7 @@ class RealtimeProtocol:
         """The connection is gone."""
         self._fire("closed")
         self._active = None
-        self._requested = False
+        self.slot.fire("lost")
 
     # -- server side
 
@@ -645,11 +706,15 @@ class RealtimeProtocol:
         return [SessionReady(session, inp, out)]
 
     def _on_speech_started(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [SpeechStarted(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))]
+        out = SpeechStarted(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))
+        self.turn.fire("speech_started")
+        return [out]
 
     def _on_speech_stopped(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+        out = SpeechStopped(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))
         self._input_bytes_uncommitted = 0  # the server commits by itself
-        return [SpeechStopped(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))]
+        self.turn.fire("speech_stopped")  # server VAD answers a finished turn
+        return [out]
 
     def _on_committed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
         self._input_bytes_uncommitted = 0
@@ -708,10 +773,16 @@ class RealtimeProtocol:
     def _on_response_created(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
         resp = ev.get("response")
         rid = str((resp.get("id") if isinstance(resp, Mapping) else None) or ev.get("response_id"))
-        self._responses.setdefault(rid, _Response(rid))
+        self._record(rid)
         self._active = rid
         self._last = rid
-        self._requested = False
+        self.slot.fire("created")
+        self.turn.fire("created")
+        if self._cut and rid != self._cut:
+            self._cut = ""
+            self.barge.fire("created")
+        else:
+            self.barge.fire("created_cut" if self._cut else "created")
         return [ResponseCreated(rid)]
 
     def _on_response_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
@@ -734,14 +805,15 @@ class RealtimeProtocol:
             ):
                 name, args = str(item.get("name") or ""), str(item.get("arguments") or "{}")
                 out += self._call(rid, str(item["call_id"]), name, args, str(item.get("id") or ""))
-        state = self._responses.setdefault(rid, _Response(rid))
-        state.done, state.status = True, status
+        record = self._record(rid)
+        record.calls.fire("done")
+        record.status = status
+        out.append(ResponseDone(rid, status, reason, tuple(record.call_ids)))
+        self._follow_up(rid)  # while the slot is busy, its ask joins the queued one
         if self._active == rid or self._active is None:
             self._active = None
-        out.append(ResponseDone(rid, status, reason, tuple(state.call_ids)))
-        self._follow_up(rid)
-        if self._active is None and self._want_response:
-            self.create_response()
+            self._ask("done")
+            self.barge.fire("done")
         return out
 
     def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
@@ -749,7 +821,10 @@ class RealtimeProtocol:
         item = str(ev.get("item_id") or "")
         self._audio_item = item
         self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)
-        return [AudioDelta(data, str(ev.get("response_id") or ""), item)]
+        rid = str(ev.get("response_id") or "")
+        cut = bool(self._cut) and (rid or self._last) == self._cut
+        self.barge.fire("audio_cut" if cut else "audio")
+        return [AudioDelta(data, rid, item, discarded=cut)]
 
     def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
         return [AudioDone(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]
@@ -781,7 +856,9 @@ class RealtimeProtocol:
         if call_id in self._calls:
             return []
         self._calls[call_id] = response_id
-        self._responses.setdefault(response_id, _Response(response_id)).call_ids.append(call_id)
+        record = self._record(response_id)
+        record.calls.fire("call")
+        record.call_ids.append(call_id)
         return [FunctionCallDone(call_id, name, arguments, response_id, item_id)]
 
     def _on_truncated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
@@ -799,10 +876,7 @@ class RealtimeProtocol:
         if info.code == "conversation_already_has_active_response":
             # A response.create of ours lost a race with one the server started (its VAD):
             # ask again once that one is done.
-            self._requested = False
-            self._want_response = True
-            if self._active is None:
-                self.create_response()
+            self._ask("refused")
         return [
             ServerError(
                 info.code,
