@@ -8,9 +8,10 @@ One :class:`RealtimeProtocol` lives for one WebSocket connection. It imports nei
 frames through it.
 
 * ``receive(message)`` takes one server message (JSON text or an already decoded dict) and
-  returns the typed events it means (:class:`AudioDelta`, :class:`FunctionCallDone`, ...). It
-  never raises on what the server sends: unknown events and ``ping`` come back as
-  :class:`Ignored`, unreadable JSON as :class:`Malformed`.
+  returns the typed events it means (:class:`AudioDeltaEvent`, :class:`FunctionCallDoneEvent`,
+  ...; :mod:`stages.realtime.wire.server`). It never raises on what the server sends: unknown
+  events and ``ping`` come back as :class:`IgnoredEvent`, unreadable JSON as
+  :class:`MalformedEvent`.
 * Methods such as ``append_audio``, ``tool_output`` or ``interrupt`` build client messages.
   Every client message, including the ones ``receive`` decides to send (the deferred
   ``response.create`` once every tool call of a response has its output), is queued; the caller
@@ -37,7 +38,7 @@ Within a live connection, the response slot, each response's tool calls, barge-i
 turn are the tables of :mod:`stages.realtime.turns`; :attr:`RealtimeProtocol.quiescent` says when
 nothing is owed any more (the stage may close).
 
-``rate_limits.updated`` is tolerated (a :class:`RateLimits` event) and never waited for: xAI
+``rate_limits.updated`` is tolerated (a :class:`RateLimitsEvent` event) and never waited for: xAI
 does not send it.
 """
 
@@ -97,6 +98,26 @@ from .wire import (
     parse_error,
     session_formats,
 )
+from .wire.server import (
+    AudioDeltaEvent,
+    AudioDoneEvent,
+    ErrorEvent,
+    FunctionCallDoneEvent,
+    IgnoredEvent,
+    InputCommittedEvent,
+    MalformedEvent,
+    RateLimitsEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+    ServerEvent,
+    SessionCreatedEvent,
+    SessionReadyEvent,
+    SpeechStartedEvent,
+    SpeechStoppedEvent,
+    TranscriptDeltaEvent,
+    TranscriptDoneEvent,
+    TruncatedEvent,
+)
 
 __all__ = [
     "BENIGN_ERROR_CODES",
@@ -114,9 +135,27 @@ __all__ = [
     "SERVER_EVENTS",
     "WIRE_FORMATS",
     "XAI_VOICES",
+    "AudioDeltaEvent",
+    "AudioDoneEvent",
     "Dialect",
+    "ErrorEvent",
     "ErrorInfo",
+    "FunctionCallDoneEvent",
+    "IgnoredEvent",
+    "InputCommittedEvent",
+    "MalformedEvent",
+    "RateLimitsEvent",
+    "ResponseCreatedEvent",
+    "ResponseDoneEvent",
+    "ServerEvent",
     "SessionConfig",
+    "SessionCreatedEvent",
+    "SessionReadyEvent",
+    "SpeechStartedEvent",
+    "SpeechStoppedEvent",
+    "TranscriptDeltaEvent",
+    "TranscriptDoneEvent",
+    "TruncatedEvent",
     "TurnDetection",
     "WireFormat",
     "canonical_event",
@@ -156,179 +195,6 @@ def session_update_payload(config: SessionConfig) -> dict[str, Any]:
     """The ``session`` object of a ``session.update`` in ``config.dialect`` (spec 2.2 / 3.4)."""
     return config.to_wire()
 
-
-# ----------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCreated:
-    """The server opened a session (``session.created`` or ``conversation.created``)."""
-
-    session: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """``session.updated``: the configuration took effect; audio may flow."""
-
-    session: Mapping[str, Any] = field(default_factory=dict)
-    input_format: AudioFormat | None = None
-    output_format: AudioFormat | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """Server VAD heard speech start, ``audio_start_ms`` into the input audio."""
-
-    audio_start_ms: int
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    """Server VAD heard speech end, ``audio_end_ms`` into the input audio."""
-
-    audio_end_ms: int
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class InputCommitted:
-    """The input buffer became user item ``item_id``."""
-
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseCreated:
-    """The model started response ``response_id``."""
-
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
-    """Response ``response_id`` ended with ``status`` (completed, cancelled, failed, ...)."""
-
-    response_id: str
-    status: str
-    reason: str = ""
-    call_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDelta:
-    """Assistant audio, decoded from base64, in the session's output format. ``discarded``: the
-    user barged in on this response; its audio is not to be played."""
-
-    data: bytes
-    response_id: str = ""
-    item_id: str = ""
-    discarded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDone:
-    """No more audio for item ``item_id``."""
-
-    response_id: str = ""
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptDelta:
-    """A piece of a transcript: the user's (input transcription) or the assistant's."""
-
-    role: Literal["user", "assistant"]
-    text: str
-    item_id: str = ""
-    response_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptDone:
-    """A whole transcript of one item."""
-
-    role: Literal["user", "assistant"]
-    text: str
-    item_id: str = ""
-    response_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionCallDone:
-    """The model wants ``name`` called with ``arguments`` (JSON text). Emitted once per
-    ``call_id``, after the arguments are complete."""
-
-    call_id: str
-    name: str
-    arguments: str
-    response_id: str = ""
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Truncated:
-    """The server cut item ``item_id`` at ``audio_end_ms``."""
-
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """``rate_limits.updated`` (OpenAI only; informative, never waited for)."""
-
-    limits: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerError:
-    """An ``error`` event. ``fatal``: the session cannot go on; ``benign``: a known race (cancel
-    with nothing active), worth a debug line only."""
-
-    code: str
-    message: str
-    type: str = ""
-    param: str | None = None
-    fatal: bool = False
-    benign: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A server message we cannot read (bad JSON, no type, bad base64). The session goes on."""
-
-    reason: str
-    excerpt: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A message with no meaning for us (``ping``, an unknown or informational event)."""
-
-    type: str
-
-
-ProtocolEvent: TypeAlias = (
-    SessionCreated
-    | SessionReady
-    | SpeechStarted
-    | SpeechStopped
-    | InputCommitted
-    | ResponseCreated
-    | ResponseDone
-    | AudioDelta
-    | AudioDone
-    | TranscriptDelta
-    | TranscriptDone
-    | FunctionCallDone
-    | Truncated
-    | RateLimits
-    | ServerError
-    | Malformed
-    | Ignored
-)
 
 # ----------------------------------------------------------------------------- state machine
 
@@ -672,7 +538,7 @@ class RealtimeProtocol:
 
     # -- server side
 
-    def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ProtocolEvent]:
+    def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ServerEvent]:
         """The events one server message means. Never raises on the message's content."""
         if isinstance(message, Mapping):
             event: Any = message
@@ -680,47 +546,47 @@ class RealtimeProtocol:
             try:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError as exc:
-                return [Malformed(f"not JSON ({exc})", _excerpt(message))]
+                return [MalformedEvent(f"not JSON ({exc})", _excerpt(message))]
         if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
-            return [Malformed("no event type", _excerpt(message))]
+            return [MalformedEvent("no event type", _excerpt(message))]
         name = canonical_event(event["type"])
         handler = _HANDLERS.get(name)
         if handler is None:
-            return [Ignored(name)]
+            return [IgnoredEvent(name)]
         try:
-            out: list[ProtocolEvent] = handler(self, event)
+            out: list[ServerEvent] = handler(self, event)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            return [Malformed(f"{name}: {type(exc).__name__}: {exc}", _excerpt(message))]
+            return [MalformedEvent(f"{name}: {type(exc).__name__}: {exc}", _excerpt(message))]
         self._fire(name)
         return out
 
-    def _on_session_created(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_session_created(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         session = ev.get("session") or ev.get("conversation") or {}
-        return [SessionCreated(session if isinstance(session, Mapping) else {})]
+        return [SessionCreatedEvent(session if isinstance(session, Mapping) else {})]
 
-    def _on_session_updated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_session_updated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         self._updates_acked += 1
         session = ev.get("session")
         session = session if isinstance(session, Mapping) else {}
         inp, out = session_formats(session)
-        return [SessionReady(session, inp, out)]
+        return [SessionReadyEvent(session, inp, out)]
 
-    def _on_speech_started(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        out = SpeechStarted(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))
+    def _on_speech_started(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        out = SpeechStartedEvent(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))
         self.turn.fire("speech_started")
         return [out]
 
-    def _on_speech_stopped(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        out = SpeechStopped(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))
+    def _on_speech_stopped(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        out = SpeechStoppedEvent(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))
         self._input_bytes_uncommitted = 0  # the server commits by itself
         self.turn.fire("speech_stopped")  # server VAD answers a finished turn
         return [out]
 
-    def _on_committed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_committed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         self._input_bytes_uncommitted = 0
-        return [InputCommitted(str(ev.get("item_id") or ""))]
+        return [InputCommittedEvent(str(ev.get("item_id") or ""))]
 
-    def _on_item_added(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_item_added(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         # A user item may already carry its transcript (LK de-duplicates against the
         # transcription event); function_call items are only announced, never executed here.
         item = ev["item"]
@@ -729,48 +595,48 @@ class RealtimeProtocol:
                 text = part.get("transcript") if isinstance(part, Mapping) else None
                 if isinstance(text, str) and text:
                     return self._user_done(str(item.get("id") or ""), text)
-        return [Ignored(ev["type"])]
+        return [IgnoredEvent(ev["type"])]
 
-    def _user_done(self, item_id: str, text: str) -> list[ProtocolEvent]:
+    def _user_done(self, item_id: str, text: str) -> list[ServerEvent]:
         if item_id and item_id in self._user_final:
             return []
         if item_id:
             self._user_final.add(item_id)
         self._user_partial.pop(item_id, None)
-        return [TranscriptDone("user", text, item_id)]
+        return [TranscriptDoneEvent("user", text, item_id)]
 
-    def _user_partial_text(self, item_id: str, text: str) -> list[ProtocolEvent]:
+    def _user_partial_text(self, item_id: str, text: str) -> list[ServerEvent]:
         # Cumulative partials ("what's", "what's the") become deltas.
         if item_id in self._user_final:
             return []
         before = self._user_partial.get(item_id, "")
         self._user_partial[item_id] = text
         delta = text[len(before) :] if text.startswith(before) else text
-        return [TranscriptDelta("user", delta, item_id)] if delta else []
+        return [TranscriptDeltaEvent("user", delta, item_id)] if delta else []
 
-    def _on_transcription_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         item_id = str(ev.get("item_id") or "")
         delta = str(ev["delta"])
         if item_id in self._user_final or not delta:
             return []
         self._user_partial[item_id] = self._user_partial.get(item_id, "") + delta
-        return [TranscriptDelta("user", delta, item_id)]
+        return [TranscriptDeltaEvent("user", delta, item_id)]
 
-    def _on_transcription_updated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_updated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return self._user_partial_text(str(ev.get("item_id") or ""), str(ev["transcript"]))
 
-    def _on_transcription_completed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_completed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         item_id = str(ev.get("item_id") or "")
         text = str(ev["transcript"])
         if ev.get("status") == "in_progress":  # xAI partials (cumulative)
             return self._user_partial_text(item_id, text)
         return self._user_done(item_id, text)
 
-    def _on_transcription_failed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_failed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         info = parse_error(ev) if "error" in ev else ErrorInfo("transcription_failed", "failed")
-        return [ServerError("transcription_failed", info.message, info.type)]
+        return [ErrorEvent("transcription_failed", info.message, info.type)]
 
-    def _on_response_created(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_response_created(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         resp = ev.get("response")
         rid = str((resp.get("id") if isinstance(resp, Mapping) else None) or ev.get("response_id"))
         self._record(rid)
@@ -783,9 +649,9 @@ class RealtimeProtocol:
             self.barge.fire("created")
         else:
             self.barge.fire("created_cut" if self._cut else "created")
-        return [ResponseCreated(rid)]
+        return [ResponseCreatedEvent(rid)]
 
-    def _on_response_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_response_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         resp = ev.get("response")
         resp = resp if isinstance(resp, Mapping) else {}
         rid = str(resp.get("id") or ev.get("response_id") or self._active or "")
@@ -794,7 +660,7 @@ class RealtimeProtocol:
         reason = ""
         if isinstance(details, Mapping):
             reason = str(details.get("reason") or details.get("type") or "")
-        out: list[ProtocolEvent] = []
+        out: list[ServerEvent] = []
         # Fallback: a function_call item finished without an arguments.done event.
         for item in resp.get("output") or ():
             if (
@@ -808,7 +674,7 @@ class RealtimeProtocol:
         record = self._record(rid)
         record.calls.fire("done")
         record.status = status
-        out.append(ResponseDone(rid, status, reason, tuple(record.call_ids)))
+        out.append(ResponseDoneEvent(rid, status, reason, tuple(record.call_ids)))
         self._follow_up(rid)  # while the slot is busy, its ask joins the queued one
         if self._active == rid or self._active is None:
             self._active = None
@@ -816,7 +682,7 @@ class RealtimeProtocol:
             self.barge.fire("done")
         return out
 
-    def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         data = binascii.a2b_base64(ev["delta"], strict_mode=True)
         item = str(ev.get("item_id") or "")
         self._audio_item = item
@@ -824,24 +690,24 @@ class RealtimeProtocol:
         rid = str(ev.get("response_id") or "")
         cut = bool(self._cut) and (rid or self._last) == self._cut
         self.barge.fire("audio_cut" if cut else "audio")
-        return [AudioDelta(data, rid, item, discarded=cut)]
+        return [AudioDeltaEvent(data, rid, item, discarded=cut)]
 
-    def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [AudioDone(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]
+    def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [AudioDoneEvent(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]
 
-    def _on_transcript_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcript_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         delta = str(ev["delta"])
         if not delta:
             return []
         ids = str(ev.get("item_id") or ""), str(ev.get("response_id") or "")
-        return [TranscriptDelta("assistant", delta, *ids)]
+        return [TranscriptDeltaEvent("assistant", delta, *ids)]
 
-    def _on_transcript_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcript_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         text = ev.get("transcript", ev.get("text"))
         ids = str(ev.get("item_id") or ""), str(ev.get("response_id") or "")
-        return [TranscriptDone("assistant", str(text or ""), *ids)]
+        return [TranscriptDoneEvent("assistant", str(text or ""), *ids)]
 
-    def _on_arguments_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_arguments_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return self._call(
             str(ev.get("response_id") or self._active or ""),
             str(ev["call_id"]),
@@ -852,23 +718,23 @@ class RealtimeProtocol:
 
     def _call(
         self, response_id: str, call_id: str, name: str, arguments: str, item_id: str
-    ) -> list[ProtocolEvent]:
+    ) -> list[ServerEvent]:
         if call_id in self._calls:
             return []
         self._calls[call_id] = response_id
         record = self._record(response_id)
         record.calls.fire("call")
         record.call_ids.append(call_id)
-        return [FunctionCallDone(call_id, name, arguments, response_id, item_id)]
+        return [FunctionCallDoneEvent(call_id, name, arguments, response_id, item_id)]
 
-    def _on_truncated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [Truncated(str(ev.get("item_id") or ""), int(ev.get("audio_end_ms") or 0))]
+    def _on_truncated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [TruncatedEvent(str(ev.get("item_id") or ""), int(ev.get("audio_end_ms") or 0))]
 
-    def _on_rate_limits(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_rate_limits(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         limits = ev.get("rate_limits") or ()
-        return [RateLimits(tuple(x for x in limits if isinstance(x, Mapping)))]
+        return [RateLimitsEvent(tuple(x for x in limits if isinstance(x, Mapping)))]
 
-    def _on_error(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_error(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         info = parse_error(ev)
         if info.event_id in self._sync_ids:  # the barrier was refused, but it was handled
             self._sync_ids.discard(info.event_id)
@@ -878,7 +744,7 @@ class RealtimeProtocol:
             # ask again once that one is done.
             self._ask("refused")
         return [
-            ServerError(
+            ErrorEvent(
                 info.code,
                 info.message,
                 info.type,
@@ -888,8 +754,8 @@ class RealtimeProtocol:
             )
         ]
 
-    def _on_ignored(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [Ignored(canonical_event(ev["type"]))]
+    def _on_ignored(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [IgnoredEvent(canonical_event(ev["type"]))]
 
 
 def _excerpt(message: Any, limit: int = 120) -> str:

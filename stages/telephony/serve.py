@@ -38,8 +38,10 @@ lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
 ``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
-``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). The last
-three are read from the stages' log events (see :func:`metrics_log_processor`).
+``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
+reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
+reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
+the log level.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import copy
 import gc
 import hmac
@@ -57,7 +58,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -73,6 +74,7 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.metrics import Metric
 from pipeline.runtime import Runner
 from pipeline.workers import (
     READY_LINE,
@@ -196,44 +198,31 @@ class ServeMetrics:
         )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
+        # figures stages report through ctx.metrics, by Metric.name (others are added on use)
+        self._reported: dict[str, Any] = {
+            "tool_calls": self.tool_calls,
+            "session_reconnects": self.reconnects,
+        }
+
+    def add(self, metric: Metric, value: float, labels: Mapping[str, str], stage: str) -> None:
+        """A figure a stage of a call reported through ``ctx.metrics`` (the runner's
+        :class:`~pipeline.metrics.MetricsSink`): a counter becomes ``pipeline_<name>_total``,
+        a histogram ``pipeline_<name>``, labelled as the metric declares."""
+        family: Any = self._reported.get(metric.name)
+        if family is None:  # declared by a stage: exported as it is reported
+            kind = Counter if metric.kind == "counter" else Histogram
+            family = kind(
+                f"pipeline_{metric.name}", metric.doc, list(metric.labels), registry=self.registry
+            )
+            self._reported[metric.name] = family
+        target = family.labels(**labels) if labels else family
+        if metric.kind == "counter":
+            target.inc(value)
+        else:
+            target.observe(value)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
-
-
-_CALL_METRICS: contextvars.ContextVar[ServeMetrics | None] = contextvars.ContextVar(
-    "serve_metrics", default=None
-)
-
-
-def metrics_log_processor(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """A structlog processor that counts what stages report only in their logs: tool call
-    outcomes (``tool call`` events of ``tool_router``) and session reconnects (``session
-    ready`` events of ``realtime_session`` past the first session), into the metrics of the
-    server whose call is logging. Install it first in the chain (:func:`install_log_metrics`);
-    events below the log level never reach it."""
-    metrics = _CALL_METRICS.get()
-    if metrics is not None:
-        event = event_dict.get("event")
-        if event == "tool call" and "outcome" in event_dict:
-            metrics.tool_calls.labels(str(event_dict["outcome"])).inc()
-        elif event == "session ready" and int(event_dict.get("session") or 1) > 1:
-            metrics.reconnects.inc()
-    return event_dict
-
-
-def install_log_metrics() -> Callable[[], None]:
-    """Put :func:`metrics_log_processor` first in structlog's processors; returns an undo."""
-    old = structlog.get_config()["processors"]
-    if metrics_log_processor not in old:
-        structlog.configure(processors=[metrics_log_processor, *old])
-
-    def undo() -> None:
-        structlog.configure(processors=old)
-
-    return undo
 
 
 # ---------------------------------------------------------------------------- the server
@@ -409,7 +398,6 @@ class CallServer:
         self._handlers.add(task)
         self._calls += 1
         conn_id = self._calls
-        _CALL_METRICS.set(self.metrics)
         structlog.contextvars.bind_contextvars(conn=conn_id)
         if self.active >= self.max_calls or self.draining:  # raced past process_request
             self.metrics.refused.labels("busy").inc()
@@ -444,7 +432,7 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
-            runner = Runner(fresh_copy(self.template))
+            runner = Runner(fresh_copy(self.template), metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             start = call.start
             params = dict(start.custom_parameters) if start else {}
@@ -798,30 +786,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(args, workers)
     if worker is not None:
         set_parent_death_signal()  # drain, not run on, should the supervisor die
-    undo = install_log_metrics()
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    try:
-        return asyncio.run(
-            _serve(
-                p,
-                args.host,
-                args.port,
-                token=token,
-                token_parameter=args.token_parameter,
-                max_calls=args.max_calls,
-                max_message_bytes=args.max_message_bytes,
-                start_timeout_s=args.start_timeout,
-                drain_timeout_s=args.drain_timeout,
-                worker=worker,
-                webhook=webhook,
-                rest=rest,
-            )
+    return asyncio.run(
+        _serve(
+            p,
+            args.host,
+            args.port,
+            token=token,
+            token_parameter=args.token_parameter,
+            max_calls=args.max_calls,
+            max_message_bytes=args.max_message_bytes,
+            start_timeout_s=args.start_timeout,
+            drain_timeout_s=args.drain_timeout,
+            worker=worker,
+            webhook=webhook,
+            rest=rest,
         )
-    finally:
-        undo()
+    )
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
