@@ -44,7 +44,6 @@ does not send it.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,6 +97,7 @@ from .wire import (
     parse_error,
     session_formats,
 )
+from .wire import client as wc
 from .wire.server import (
     AudioDeltaEvent,
     AudioDoneEvent,
@@ -296,7 +296,7 @@ class RealtimeProtocol:
         before = self.slot.state
         self.slot.fire(trigger)
         if (before, trigger) in RESPONSE_SENDS_CREATE:
-            return [self._send({"type": "response.create"})]
+            return [self._send(wc.ResponseCreate())]
         return []
 
     def _record(self, response_id: str) -> _ResponseRecord:
@@ -355,9 +355,9 @@ class RealtimeProtocol:
 
     # -- outbox
 
-    def _send(self, message: dict[str, Any]) -> str:
+    def _send(self, event: wc.ClientEvent) -> str:
         self._seq += 1
-        text = dumps({"type": message.pop("type"), "event_id": f"c-{self._seq}", **message})
+        text = wc.encode(event, f"c-{self._seq}")
         self._outbox.append(text)
         return text
 
@@ -378,9 +378,7 @@ class RealtimeProtocol:
         if config is not None:
             self.config = config
         self._updates_sent += 1
-        return self._send(
-            {"type": "session.update", "session": session_update_payload(self.config)}
-        )
+        return self._send(wc.SessionUpdate(self.config.to_wire()))
 
     def sync(self) -> str:
         """Queue a barrier: a ``session.update`` that changes nothing (an empty session; GA
@@ -389,7 +387,7 @@ class RealtimeProtocol:
         audio). An error answering it counts as the answer. Used at the end of the input."""
         session = codec(self.config.dialect).sync_session()
         self._updates_sent += 1
-        text = self._send({"type": "session.update", "session": session})
+        text = self._send(wc.SessionUpdate(session))
         self._sync_ids.add(f"c-{self._seq}")
         return text
 
@@ -416,9 +414,7 @@ class RealtimeProtocol:
                 code="partial_sample",
             )
         self._input_bytes_uncommitted += len(data)
-        return self._send(
-            {"type": "input_audio_buffer.append", "audio": base64.b64encode(data).decode()}
-        )
+        return self._send(wc.InputAudioBufferAppend(data))
 
     def commit(self) -> list[str]:
         """Queue ``input_audio_buffer.commit`` (manual turns). Nothing if no audio was appended
@@ -426,12 +422,12 @@ class RealtimeProtocol:
         if self._input_bytes_uncommitted == 0:
             return []
         self._input_bytes_uncommitted = 0
-        return [self._send({"type": "input_audio_buffer.commit"})]
+        return [self._send(wc.InputAudioBufferCommit())]
 
     def clear_input(self) -> str:
         """Queue ``input_audio_buffer.clear``."""
         self._input_bytes_uncommitted = 0
-        return self._send({"type": "input_audio_buffer.clear"})
+        return self._send(wc.InputAudioBufferClear())
 
     def create_response(self) -> list[str]:
         """Ask for a response: ``response.create`` now, or once the response in flight is done
@@ -444,7 +440,7 @@ class RealtimeProtocol:
         """A typed turn: ``conversation.item.create`` (a message) then a response."""
         kind = "output_text" if role == "assistant" else "input_text"
         item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
-        sent = [self._send({"type": "conversation.item.create", "item": item})]
+        sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self.create_response()
 
     def user_turn_ended(self) -> list[str]:
@@ -468,7 +464,7 @@ class RealtimeProtocol:
             return []
         self._outputs.add(call_id)
         item = {"type": "function_call_output", "call_id": call_id, "output": output}
-        sent = [self._send({"type": "conversation.item.create", "item": item})]
+        sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self._follow_up(self._calls[call_id])
 
     def _follow_up(self, response_id: str) -> list[str]:
@@ -489,19 +485,12 @@ class RealtimeProtocol:
         """Queue ``response.cancel`` if a response is in flight."""
         if self._active is None:
             return []
-        return [self._send({"type": "response.cancel", "response_id": self._active})]
+        return [self._send(wc.ResponseCancel(self._active))]
 
     def truncate(self, item_id: str, audio_end_ms: int) -> str:
         """Queue ``conversation.item.truncate``: the assistant item was heard up to
         ``audio_end_ms``."""
-        return self._send(
-            {
-                "type": "conversation.item.truncate",
-                "item_id": item_id,
-                "content_index": 0,
-                "audio_end_ms": max(0, int(audio_end_ms)),
-            }
-        )
+        return self._send(wc.ConversationItemTruncate(item_id, max(0, int(audio_end_ms))))
 
     def interrupt(self, played_ms: int | None, *, local: bool) -> list[str]:
         """Barge-in. Cancel the response in flight (``local``: our own VAD heard it; the server's
