@@ -125,9 +125,12 @@ async def turn_detector(
                 if pending is None:
                     pending = asyncio.ensure_future(next_frame())
                 if core.deadline is not None:
-                    timer = asyncio.ensure_future(clock.sleep_until(core.deadline))
+                    timer: asyncio.Future[Any] = asyncio.ensure_future(
+                        clock.sleep_until(core.deadline)
+                    )
+                    waiting: set[asyncio.Future[Any]] = {pending, timer}
                     try:
-                        await asyncio.wait({pending, timer}, return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         timer.cancel()
                     if not pending.done():

@@ -91,4 +91,5 @@ def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     mel = mel_filters() @ power[:FRAMES].T  # (80, 800)
     logs = np.log10(np.maximum(mel, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)
-    return ((logs + 4.0) / 4.0).astype(np.float32)
+    out: npt.NDArray[np.float32] = ((logs + 4.0) / 4.0).astype(np.float32)
+    return out

@@ -221,7 +221,10 @@ class TurnTaker:
         """The audio of the current turn from ``pre_speech`` before its start (all of it kept
         when the start is unknown), at most ``window`` seconds, ending now."""
         since = None if self._turn_start is None else self._turn_start - self.pre_speech
-        parts = [s for pts, s in self._audio if since is None or pts + s.size / self.rate > since]
+        # a frame counts if it ends after ``since`` (by more than float rounding)
+        parts = [
+            s for pts, s in self._audio if since is None or pts + s.size / self.rate > since + 1e-9
+        ]
         if not parts:
             return np.zeros(0, np.int16)
         audio = np.concatenate(parts)
