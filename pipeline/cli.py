@@ -42,6 +42,7 @@ from .report import (
     setup_logging,
     stage_catalogue,
     summary_table,
+    write_summary_json,
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a parameter (value read as YAML)",
     )
     run.add_argument("--no-live", action="store_true", help="no live view even on a terminal")
+    run.add_argument(
+        "--json",
+        dest="json_path",
+        metavar="FILE",
+        help="also write the summary as JSON to FILE (- for standard output)",
+    )
     run.add_argument(
         "--drain-timeout",
         type=_seconds,
@@ -292,9 +299,11 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    if _writes_stdout(p):
-        # a stage writes to standard output (`jsonl_sink` with path: -): keep that stream
-        # clean for `| jq` and put the live view and the summary on stderr
+    json_path = getattr(args, "json_path", None)
+    if _writes_stdout(p) or json_path == "-":
+        # a stage writes to standard output (`jsonl_sink` with path: -), or the JSON summary
+        # goes there: keep that stream clean for `| jq` and put the live view and the summary
+        # on stderr
         console = Console(stderr=True, width=None if _sized(sys.stderr) else 120)
     live: Live | None = None
     if console.is_terminal and not args.no_live:
@@ -310,10 +319,15 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
                 live.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-    except PipelineError:
-        console.print(summary_table(runner.summary()))  # a failed run has a summary too
+    except PipelineError as exc:
+        failed = runner.summary()
+        console.print(summary_table(failed))  # a failed run has a summary too
+        if json_path:
+            write_summary_json(json_path, failed, exc)
         raise
     console.print(summary_table(summary))
+    if json_path:
+        write_summary_json(json_path, summary)
     if summary.status == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK

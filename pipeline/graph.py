@@ -446,6 +446,10 @@ class Pipeline:
             fmt_link = next(iter(fmts.values()), None)
             node.input_format = next(iter(fmts), None)
             try:
+                if spec.audio_in is not None and node.input_format is not None:
+                    problem = spec.audio_in.problem(node.input_format)
+                    if problem is not None:
+                        raise FormatError(*problem)
                 if spec.output_format is not None:
                     node.output_format = spec.output_format(node.values, node.input_format)
                 elif spec.passthrough:

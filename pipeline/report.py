@@ -3,16 +3,20 @@ graph as Mermaid or DOT."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import orjson
 import structlog
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .frames import Error, ToolCall, ToolResult, Transcript
+from .frames import Error, ToolCall, ToolResult, Transcript, event_to_dict
 from .stage import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
@@ -150,6 +154,51 @@ def live_table(r: Runner) -> Table:
     return t
 
 
+def summary_dict(s: RunSummary, error: BaseException | None = None) -> dict[str, Any]:
+    """The summary as JSON-ready data (``pipeline run --json FILE``): status, exit code, media
+    and wall seconds, real-time factor, per stage and per link counters, events by type, the
+    conversation (tool calls, results, final transcripts, errors) and the error, if any."""
+    exit_code = 0 if s.status == "completed" else 130 if s.status == "interrupted" else 1
+    err: dict[str, Any] | None = None
+    if error is not None:
+        exit_code = int(getattr(error, "exit_code", 1))
+        err = {
+            "type": type(error).__name__,
+            "stage": getattr(error, "stage", None),
+            "message": str(error),
+        }
+    return {
+        "pipeline": s.pipeline,
+        "status": s.status,
+        "exit_code": exit_code,
+        "media_s": round(s.media_s, 6),
+        "wall_s": round(s.wall_s, 6),
+        "realtime_factor": round(s.realtime_factor, 3),
+        "stages": [dataclasses.asdict(st) for st in s.stages],
+        "links": [dataclasses.asdict(lk) for lk in s.links],
+        "events": dict(sorted(s.event_counts.items())),
+        "conversation": [event_to_dict(ev) for ev in s.notable],
+        "error": err,
+    }
+
+
+def write_summary_json(path: str, s: RunSummary, error: BaseException | None = None) -> None:
+    """Write :func:`summary_dict` to ``path`` (``-``: standard output). A file is written to a
+    temporary name beside it, then renamed: it is whole or absent, never half written."""
+    data = orjson.dumps(
+        summary_dict(s, error), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str
+    )
+    if path == "-":
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data + b"\n")
+    os.replace(tmp, target)
+
+
 def print_summary(s: RunSummary, console: Console | None = None) -> None:
     (console or Console()).print(summary_table(s))
 
@@ -179,9 +228,52 @@ def flow_text(spec: StageSpec) -> str:
     acc = "–" if spec.is_source else ", ".join(t.type for t in spec.accepts)
     emi = "–" if not spec.emits else ", ".join(t.type for t in spec.emits)
     text = f"{acc} → {emi}"
+    if spec.audio_in is not None:
+        text += f"\n(takes {spec.audio_in.text()})"
     if spec.passthrough:
         text += "\n(passes other frames through)"
+    for line in side_text(spec):
+        text += f"\n{line}"
     return text
+
+
+def side_text(spec: StageSpec) -> list[str]:
+    """What a stage exchanges outside its links, one line per kind (none: no lines)."""
+    lines = []
+    for what, items in (
+        ("publishes", spec.publishes),
+        ("subscribes to", spec.subscribes),
+        ("provides", tuple(spec.provides)),
+        ("uses", spec.uses),
+        ("reports", spec.metrics),
+    ):
+        if items:
+            lines.append(f"{what}: " + ", ".join(str(i) for i in items))
+    return lines
+
+
+def side_edges(p: Pipeline) -> list[tuple[str, str, str]]:
+    """(from, to, label) for what flows outside the links: bus topics from every publisher to
+    every subscriber of the run, and what a stage provides to the linked stages that use it."""
+    nodes = [n for n in p.nodes.values() if n.spec is not None]
+    edges: list[tuple[str, str, str]] = []
+    for a in nodes:
+        assert a.spec is not None
+        for topic in a.spec.publishes:
+            for b in nodes:
+                assert b.spec is not None
+                if b is not a and topic in b.spec.subscribes:
+                    edges.append((a.id, b.id, f"bus: {topic}"))
+    linked = {(lk.src, lk.dst) for lk in p.live_links()}
+    linked |= {(b, a) for a, b in linked}
+    for a in nodes:
+        assert a.spec is not None
+        for iface in a.spec.provides:
+            for b in nodes:
+                assert b.spec is not None
+                if (a.id, b.id) in linked and iface in b.spec.uses:
+                    edges.append((a.id, b.id, f"provides: {iface}"))
+    return edges
 
 
 def params_text(spec: StageSpec) -> str:
@@ -208,6 +300,8 @@ def mermaid(p: Pipeline) -> str:
     for lk in p.live_links():
         arrow = "-.->" if lk.feedback else "-->"
         lines.append(f'    {ids[lk.src]} {arrow}|"{_mm(p.describe_link(lk))}"| {ids[lk.dst]}')
+    for src, dst, label in side_edges(p):  # outside the links: a dotted line
+        lines.append(f'    {ids[src]} -.-|"{_mm(label)}"| {ids[dst]}')
     return "\n".join(lines) + "\n"
 
 
@@ -245,6 +339,10 @@ def dot(p: Pipeline) -> str:
         style = ", style=dashed" if lk.feedback else ""
         label = _dq(p.describe_link(lk))
         lines.append(f"    {_dq(lk.src)} -> {_dq(lk.dst)} [label={label}{style}];")
+    for src, dst, text in side_edges(p):  # outside the links: a dotted grey line
+        lines.append(
+            f"    {_dq(src)} -> {_dq(dst)} [label={_dq(text)}, style=dotted, color=gray40];"
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -50,6 +50,7 @@ from .frames import (
     with_stage,
 )
 from .graph import Link, Node, Pipeline
+from .metrics import MetricsSink, StageMetrics
 from .stage import Bus, Peer, StageContext, call_stage
 
 log = structlog.get_logger("pipeline")
@@ -347,8 +348,16 @@ class _Segment:
 class Runner:
     """Runs one checked Pipeline once. Create, then ``await run()``."""
 
-    def __init__(self, pipeline: Pipeline, *, clock: Clock | None = None, fuse: bool = True):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        clock: Clock | None = None,
+        fuse: bool = True,
+        metrics: MetricsSink | None = None,
+    ):
         self.pipeline = pipeline
+        self.metrics = metrics
         self.clock: Clock = clock or RealClock()
         self.fuse = fuse
         self.bus = Bus()
@@ -406,15 +415,10 @@ class Runner:
                 base_dir=p.base_dir,
                 log=log.bind(stage=n),
                 bus=self.bus,
-                downstream=tuple(
-                    Peer(lk.dst, p.nodes[lk.dst].type_name, p.nodes[lk.dst].values, lk.feedback)
-                    for lk in outs[n]
-                ),
-                upstream=tuple(
-                    Peer(lk.src, p.nodes[lk.src].type_name, p.nodes[lk.src].values, lk.feedback)
-                    for lk in ins[n]
-                ),
+                downstream=tuple(_peer(p.nodes[lk.dst], lk.feedback) for lk in outs[n]),
+                upstream=tuple(_peer(p.nodes[lk.src], lk.feedback) for lk in ins[n]),
                 input_format=node.input_format,
+                metrics=StageMetrics(self.metrics, n),
             )
             self.contexts[n]._stopping = self._stopping
             self.contexts[n]._on_wait = self.stats[n].add_wait
@@ -643,6 +647,11 @@ class Runner:
             dict(self.event_counts),
             list(self.notable),
         )
+
+
+def _peer(node: Node, feedback: bool) -> Peer:
+    provides = node.spec.provides if node.spec is not None else {}
+    return Peer(node.id, node.type_name, node.values, feedback, provides)
 
 
 def _first(eg: BaseExceptionGroup[StageError]) -> StageError:

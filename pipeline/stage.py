@@ -4,7 +4,7 @@ A stage is one async generator function. Its first positional parameter (absent 
 is the input stream; its keyword-only parameters are its parameters, typed, with defaults, each
 documented by one line in the docstring's ``Parameters:`` section::
 
-    @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True)
+    @stage("gain", accepts=(Audio,), emits=(Audio,), passthrough=True, encodings=("pcm16",))
     async def gain(frames: AsyncIterator[Frame], *, db: float = 0.0) -> AsyncIterator[Frame]:
         '''Scale pcm16 audio.
 
@@ -28,6 +28,19 @@ carries everything; ``accepts`` then lists what it transforms. A sync function
 ``output_format(params, input_format)`` declares the audio format a stage emits given its input
 and parameters, and raises :class:`~pipeline.errors.FormatError` for an input it cannot take; the
 graph uses it to find mismatches before running.
+
+What a stage exchanges outside its links is declared too, and shown by ``pipeline stages`` and
+``pipeline graph``:
+
+* ``publishes=(TOPIC,)`` / ``subscribes=(TOPIC,)``: facts on the run's bus (``ctx.bus``), a
+  :class:`Topic` such as :data:`PLAYED` (a sink reports what the caller heard; the realtime
+  session truncates its turn there);
+* ``provides={INTERFACE: fn}``: something the stage offers the stages linked to it, worked out
+  from its parameters by ``fn(values, base_dir)`` before it runs (the ``tool_router`` provides
+  :data:`TOOLS`, the schemas of the tools it runs); ``uses=(INTERFACE,)``: what a stage takes
+  from its linked peers (``ctx.provided(TOOLS)``) or from the host running it (the Twilio call of
+  ``pipeline serve``). Any stage that provides :data:`TOOLS` serves a session, a user's own
+  router as well as ours.
 """
 
 from __future__ import annotations
@@ -43,15 +56,50 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 import pydantic
 
 from .clock import Clock, RealClock
-from .frames import FRAME_TYPES, AudioFormat, Frame
+from .errors import StageError
+from .frames import FRAME_TYPES, Audio, AudioFormat, Encoding, Frame
+from .metrics import Metric, StageMetrics
 from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Generic[T]):
+    """A kind of fact on a run's bus (``ctx.bus``), outside the links: stages declare it in
+    ``publishes=`` / ``subscribes=`` of ``@stage``. ``T`` is the type of the values."""
+
+    name: str
+    doc: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Interface(Generic[T]):
+    """Something a stage offers the stages linked to it (``provides={IFACE: fn}`` of
+    ``@stage``, ``fn(values, base_dir) -> T``), or that the host running the pipeline offers;
+    a stage that takes it declares ``uses=(IFACE,)`` and reads it with
+    :meth:`StageContext.provided`."""
+
+    name: str
+    doc: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: ``fn(values, base_dir) -> value``: what a stage provides under an :class:`Interface`, worked
+#: out from its checked parameter values (and the YAML file's folder) before it runs.
+ProvideFn = Callable[[Mapping[str, Any], Path], Any]
 
 
 class _PathRole:
@@ -91,6 +139,74 @@ class ParamSpec:
         return type_text(self.annotation)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioNeeds:
+    """The audio a stage takes, declared on ``@stage(encodings=..., rates=..., channels=...)``;
+    ``None`` means any. ``pipeline validate`` checks each link into the stage against it, and
+    at run time audio of another format stops the run with the same message."""
+
+    encodings: tuple[str, ...] | None = None
+    rates: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+
+    def fits(self, encoding: str, rate: int, channels: int) -> bool:
+        return (
+            (self.encodings is None or encoding in self.encodings)
+            and (self.rates is None or rate in self.rates)
+            and (self.channels is None or channels in self.channels)
+        )
+
+    def text(self) -> str:
+        """What it takes, e.g. ``pcm16 audio at 8000 or 16000 Hz, mono``."""
+        enc = " or ".join(self.encodings) if self.encodings else "any"
+        parts = [f"{enc} audio"]
+        if self.rates:
+            parts[0] += " at " + " or ".join(str(r) for r in self.rates) + " Hz"
+        if self.channels:
+            parts.append(" or ".join(_channels_text(c) for c in self.channels))
+        return ", ".join(parts)
+
+    def problem(self, fmt: AudioFormat) -> tuple[str, str] | None:
+        """(what is wrong, the fix) for audio of ``fmt``; None when it fits."""
+        if self.fits(fmt.encoding, fmt.rate, fmt.channels):
+            return None
+        fixes: list[str] = []
+        encoding = fmt.encoding
+        if self.encodings is not None and encoding not in self.encodings:
+            if "pcm16" in self.encodings:
+                fixes.append("{type: g711_decode}")
+                encoding = "pcm16"
+            elif encoding == "pcm16" and self.encodings[0] in ("pcmu", "pcma"):
+                law = "ulaw" if self.encodings[0] == "pcmu" else "alaw"
+                fixes.append(f"{{type: g711_encode, law: {law}}}")
+        if self.rates is not None and fmt.rate not in self.rates:
+            rate = min(self.rates, key=lambda r: (abs(r - fmt.rate), r))
+            resample = f"{{type: resample, rate: {rate}}}"
+            # G.711 is encoded at 8000 Hz: resample the PCM before encoding it
+            fixes.insert(0 if fixes and "encode" in fixes[0] else len(fixes), resample)
+        fix = f"add {' then '.join(fixes)} before it" if fixes else "convert the audio before it"
+        if self.channels is not None and fmt.channels not in self.channels:
+            want = " or ".join(_channels_text(c) for c in self.channels)
+            fix += f"; it needs {want} audio" if fixes else f" ({want})"
+        return (f"takes {self.text()}, gets {fmt}", fix)
+
+
+def _channels_text(n: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(n, f"{n} channels")
+
+
+def _needs(
+    encodings: Iterable[str] | None, rates: Iterable[int] | None, channels: Iterable[int] | None
+) -> AudioNeeds | None:
+    if encodings is None and rates is None and channels is None:
+        return None
+    return AudioNeeds(
+        None if encodings is None else tuple(encodings),
+        None if rates is None else tuple(rates),
+        None if channels is None else tuple(channels),
+    )
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What the runtime knows about a stage type."""
@@ -110,6 +226,16 @@ class StageSpec:
     check: CheckFn | None = None
     kind: Literal["generator", "map"] = "generator"
     model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
+    #: bus topics it publishes / subscribes to
+    publishes: tuple[Topic[Any], ...] = ()
+    subscribes: tuple[Topic[Any], ...] = ()
+    #: what it offers the stages linked to it, and what it takes from its peers or the host
+    provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
+    uses: tuple[Interface[Any], ...] = ()
+    #: the figures it reports through ``ctx.metrics``
+    metrics: tuple[Metric, ...] = ()
+    #: the audio formats it takes (None: any)
+    audio_in: AudioNeeds | None = None
 
     def link_accepts(self) -> tuple[type[Any], ...]:
         """The frame types a link into this stage delivers."""
@@ -189,9 +315,21 @@ def stage(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    publishes: Iterable[Topic[Any]] = (),
+    subscribes: Iterable[Topic[Any]] = (),
+    provides: Mapping[Interface[Any], ProvideFn] | None = None,
+    uses: Iterable[Interface[Any]] = (),
+    metrics: Iterable[Metric] = (),
     register: bool = True,
+    encodings: Iterable[Encoding] | None = None,
+    rates: Iterable[int] | None = None,
+    channels: Iterable[int] | None = None,
 ) -> Callable[[Callable[..., Any]], Any]:
-    """Declare a stage. See the module docstring. Returns the function unchanged."""
+    """Declare a stage. See the module docstring. Returns the function unchanged.
+
+    ``encodings``, ``rates`` and ``channels`` declare the audio the stage takes (default: any);
+    ``pipeline validate`` then reports a link bringing other audio, with the stage to add.
+    """
 
     def decorate(func: Callable[..., Any]) -> Any:
         spec = make_spec(
@@ -203,6 +341,12 @@ def stage(
             output_format=output_format,
             cycle_aware=cycle_aware,
             check=check,
+            publishes=tuple(publishes),
+            subscribes=tuple(subscribes),
+            provides=provides,
+            uses=tuple(uses),
+            metrics=tuple(metrics),
+            audio_in=_needs(encodings, rates, channels),
         )
         setattr(func, _SPEC_ATTR, spec)
         if register:
@@ -222,6 +366,12 @@ def make_spec(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    publishes: tuple[Topic[Any], ...] = (),
+    subscribes: tuple[Topic[Any], ...] = (),
+    provides: Mapping[Interface[Any], ProvideFn] | None = None,
+    uses: tuple[Interface[Any], ...] = (),
+    metrics: tuple[Metric, ...] = (),
+    audio_in: AudioNeeds | None = None,
 ) -> StageSpec:
     """Build a StageSpec from a function's signature and docstring."""
     name = name or func.__name__
@@ -271,6 +421,12 @@ def make_spec(
         check=check,
         kind="generator" if is_gen else "map",
         model=model,
+        publishes=publishes,
+        subscribes=subscribes,
+        provides=dict(provides or {}),
+        uses=uses,
+        metrics=metrics,
+        audio_in=audio_in,
     )
 
 
@@ -473,11 +629,11 @@ class Bus:
     def __init__(self) -> None:
         self._subs: dict[str, list[Callable[[Any], None]]] = {}
 
-    def subscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
-        self._subs.setdefault(topic, []).append(callback)
+    def subscribe(self, topic: Topic[T], callback: Callable[[T], None]) -> None:
+        self._subs.setdefault(topic.name, []).append(callback)
 
-    def publish(self, topic: str, value: Any) -> None:
-        for cb in self._subs.get(topic, ()):
+    def publish(self, topic: Topic[T], value: T) -> None:
+        for cb in self._subs.get(topic.name, ()):
             cb(value)
 
 
@@ -489,6 +645,8 @@ class Peer:
     type: str
     params: Mapping[str, Any]
     feedback: bool = False
+    #: what it provides to the stages linked to it (see :meth:`StageContext.provided`)
+    provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
 
 
 @dataclass
@@ -507,6 +665,8 @@ class StageContext:
     input_format: AudioFormat | None = None
     #: facts a stage reports for the summary (e.g. ``algorithmic_delay_ms``)
     reports: dict[str, Any] = field(default_factory=dict)
+    #: figures for whoever runs the pipeline (``pipeline serve``: Prometheus); pipeline.metrics
+    metrics: StageMetrics = field(default_factory=StageMetrics)
     _forward_ended: asyncio.Event | None = None
     _stopping: asyncio.Event | None = None
     _on_wait: Callable[[int], None] | None = None
@@ -536,6 +696,19 @@ class StageContext:
     def report(self, key: str, value: Any) -> None:
         self.reports[key] = value
 
+    def provided(self, interface: Interface[T]) -> list[T]:
+        """What the stages linked to this one (either way) provide under ``interface``: one
+        value per providing stage, in link order (empty when none does). A stage that calls
+        it declares ``uses=(interface,)``."""
+        out: list[T] = []
+        seen: set[str] = set()
+        for peer in (*self.downstream, *self.upstream):
+            fn = peer.provides.get(interface)
+            if fn is not None and peer.id not in seen:
+                seen.add(peer.id)
+                out.append(fn(peer.params, self.base_dir))
+        return out
+
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
         """Mark an ``await`` in the stage's own step as waiting, not work: e.g. a source waiting
@@ -559,6 +732,8 @@ def call_stage(
     kwargs = dict(params)
     if spec.takes_ctx:
         kwargs["ctx"] = ctx
+    if spec.audio_in is not None and upstream is not None:
+        upstream = _AudioChecked(upstream, spec.audio_in, ctx.id)
     if spec.kind == "map":
         assert upstream is not None
         return _map_stage(spec, upstream, kwargs)
@@ -566,6 +741,38 @@ def call_stage(
         return spec.func(**kwargs)  # type: ignore[no-any-return]
     assert upstream is not None
     return spec.func(upstream, **kwargs)  # type: ignore[no-any-return]
+
+
+class _AudioChecked:
+    """A stage's input that stops the run, naming the stage and the fix, when audio it did not
+    declare arrives (a format unknown before running, e.g. a session's reply)."""
+
+    __slots__ = ("_needs", "_ok", "_stage", "_up")
+
+    def __init__(self, up: AsyncIterator[Frame], needs: AudioNeeds, stage_id: str) -> None:
+        self._up = up
+        self._needs = needs
+        self._stage = stage_id
+        self._ok: tuple[str, int, int] | None = None  # the last format that fitted
+
+    def __aiter__(self) -> _AudioChecked:
+        return self
+
+    async def __anext__(self) -> Frame:
+        frame = await self._up.__anext__()
+        if frame.__class__ is Audio:
+            key = (frame.encoding, frame.rate, frame.channels)
+            if key != self._ok:
+                problem = self._needs.problem(frame.format)
+                if problem is not None:
+                    raise StageError(self._stage, "; ".join(problem))
+                self._ok = key
+        return frame
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._up, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _map_stage(
@@ -584,7 +791,16 @@ async def _map_stage(
 
 #: Bus topic on which sinks report audio actually played/written: the value is a
 #: :class:`Played`. The realtime session listens to truncate the assistant's item there.
-PLAYED = "played"
+PLAYED: Topic[Played] = Topic(
+    "played", "audio a sink has played or written, up to a media time (Played)"
+)
+
+#: What a tool-running stage provides to the stages linked to it: the function definitions of
+#: its tools, each ``{"type": "function", "name", "description", "parameters"}``. The realtime
+#: session advertises those of every linked stage that provides it.
+TOOLS: Interface[list[dict[str, Any]]] = Interface(
+    "tools", "function definitions of the tools it runs (JSON schema)"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ _MODULES = (
     "realtime",
     "tools",
     "telephony",
+    "browser",
 )
 
 for _name in _MODULES:

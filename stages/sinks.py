@@ -47,7 +47,7 @@ def _check_wav_sink(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str
     return []
 
 
-@stage("wav_sink", accepts=(Audio,), emits=(), check=_check_wav_sink)
+@stage("wav_sink", accepts=(Audio,), emits=(), check=_check_wav_sink, publishes=(PLAYED,))
 async def wav_sink(
     frames: AsyncIterator[Frame], *, path: OutputPath, ctx: StageContext
 ) -> AsyncIterator[Frame]:

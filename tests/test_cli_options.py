@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from rich.console import Console
 
 from benchmarks import cli as bench_cli
@@ -23,6 +25,14 @@ pipelines:
     links:
       - caller -> out
 """
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() points structlog at this test's captured stderr: put the old set-up back."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 def test_every_command_takes_the_logging_options_after_its_name() -> None:

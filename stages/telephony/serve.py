@@ -34,8 +34,10 @@ lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
 ``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
-``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). The last
-three are read from the stages' log events (see :func:`metrics_log_processor`).
+``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
+reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
+reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
+the log level.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import copy
 import gc
 import hmac
@@ -52,7 +53,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -68,9 +69,14 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.metrics import Metric
 from pipeline.runtime import Runner
 
+from .control import CallControl, bind_control
+from .http import HttpRequest, HttpResponse, with_posts
+from .rest import TwilioRest
 from .twilio import TwilioCall, bind_call
+from .webhook import TwilioWebhook, parse_parameters, twilio_setup
 
 log = structlog.get_logger("pipeline.serve")
 
@@ -180,44 +186,31 @@ class ServeMetrics:
         )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
+        # figures stages report through ctx.metrics, by Metric.name (others are added on use)
+        self._reported: dict[str, Any] = {
+            "tool_calls": self.tool_calls,
+            "session_reconnects": self.reconnects,
+        }
+
+    def add(self, metric: Metric, value: float, labels: Mapping[str, str], stage: str) -> None:
+        """A figure a stage of a call reported through ``ctx.metrics`` (the runner's
+        :class:`~pipeline.metrics.MetricsSink`): a counter becomes ``pipeline_<name>_total``,
+        a histogram ``pipeline_<name>``, labelled as the metric declares."""
+        family: Any = self._reported.get(metric.name)
+        if family is None:  # declared by a stage: exported as it is reported
+            kind = Counter if metric.kind == "counter" else Histogram
+            family = kind(
+                f"pipeline_{metric.name}", metric.doc, list(metric.labels), registry=self.registry
+            )
+            self._reported[metric.name] = family
+        target = family.labels(**labels) if labels else family
+        if metric.kind == "counter":
+            target.inc(value)
+        else:
+            target.observe(value)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
-
-
-_CALL_METRICS: contextvars.ContextVar[ServeMetrics | None] = contextvars.ContextVar(
-    "serve_metrics", default=None
-)
-
-
-def metrics_log_processor(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """A structlog processor that counts what stages report only in their logs: tool call
-    outcomes (``tool call`` events of ``tool_router``) and session reconnects (``session
-    ready`` events of ``realtime_session`` past the first session), into the metrics of the
-    server whose call is logging. Install it first in the chain (:func:`install_log_metrics`);
-    events below the log level never reach it."""
-    metrics = _CALL_METRICS.get()
-    if metrics is not None:
-        event = event_dict.get("event")
-        if event == "tool call" and "outcome" in event_dict:
-            metrics.tool_calls.labels(str(event_dict["outcome"])).inc()
-        elif event == "session ready" and int(event_dict.get("session") or 1) > 1:
-            metrics.reconnects.inc()
-    return event_dict
-
-
-def install_log_metrics() -> Callable[[], None]:
-    """Put :func:`metrics_log_processor` first in structlog's processors; returns an undo."""
-    old = structlog.get_config()["processors"]
-    if metrics_log_processor not in old:
-        structlog.configure(processors=[metrics_log_processor, *old])
-
-    def undo() -> None:
-        structlog.configure(processors=old)
-
-    return undo
 
 
 # ---------------------------------------------------------------------------- the server
@@ -255,6 +248,8 @@ class CallServer:
         start_timeout_s: float = 10.0,
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
+        webhook: TwilioWebhook | None = None,
+        rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, got {max_calls}")
@@ -277,6 +272,12 @@ class CallServer:
         self._live: dict[int, _Live] = {}
         self._calls = 0
         self._monitor: asyncio.Task[None] | None = None
+        # Twilio: the webhook (POST /twiml, /status, /amd) and signed upgrades; call control
+        self.webhook = webhook
+        self.rest = rest
+        self._by_call_sid: dict[str, TwilioCall] = {}
+        if webhook is not None:
+            webhook.on_answered_by = self._answered_by
 
     # -- HTTP before the upgrade
 
@@ -304,6 +305,20 @@ class CallServer:
             text = self.metrics.text().decode()
             return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
         self._check_at_start.discard(id(connection))  # an id may be reused: start afresh
+        if self.webhook is not None:
+            refusal = self.webhook.upgrade_refusal(request.path, request.headers)
+            if refusal:
+                self.metrics.refused.labels(refusal).inc()
+                log.warning(
+                    "connection refused: "
+                    + (
+                        "no X-Twilio-Signature"
+                        if refusal == "unsigned"
+                        else "bad X-Twilio-Signature"
+                    ),
+                    path=url.path,
+                )
+                return self._respond(connection, 403, "invalid or missing X-Twilio-Signature\n")
         if self.token is not None:
             given = _token_of(request, url.query)
             if given is None and self.token_parameter:
@@ -332,7 +347,6 @@ class CallServer:
         self._handlers.add(task)
         self._calls += 1
         conn_id = self._calls
-        _CALL_METRICS.set(self.metrics)
         structlog.contextvars.bind_contextvars(conn=conn_id)
         if self.active >= self.max_calls or self.draining:  # raced past process_request
             self.metrics.refused.labels("busy").inc()
@@ -367,7 +381,7 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
-            runner = Runner(fresh_copy(self.template))
+            runner = Runner(fresh_copy(self.template), metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             start = call.start
             params = dict(start.custom_parameters) if start else {}
@@ -379,7 +393,13 @@ class CallServer:
                 custom_parameters=params,
                 active_calls=self.active,
             )
-            with bind_call(call):
+            self._by_call_sid[call.call_sid] = call
+            control = CallControl(
+                self.rest,
+                self.webhook.stream_url if self.webhook else "",
+                self.webhook.parameters if self.webhook else {},
+            )
+            with bind_call(call), bind_control(control):
                 summary = await runner.run()
             if summary.status != "completed":
                 outcome, code, reason = summary.status, 1001, "server shutting down"
@@ -394,6 +414,8 @@ class CallServer:
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
             self._check_at_start.discard(id(ws))
+            if self._by_call_sid.get(call.call_sid) is call:
+                del self._by_call_sid[call.call_sid]
             if live is not None:
                 self._fold(live)
                 self._live.pop(conn_id, None)
@@ -415,6 +437,15 @@ class CallServer:
                     messages_out=call.messages_out,
                 )
             self._handlers.discard(task)
+
+    def _answered_by(self, call_sid: str, value: str) -> bool:
+        call = self._by_call_sid.get(call_sid)
+        return call is not None and call.deliver_answered_by(value)
+
+    def _post(self, request: HttpRequest) -> HttpResponse:
+        if self.webhook is None:
+            return HttpResponse.text(404, "no webhook here: start serve with --public-url\n")
+        return self.webhook.handle(request)
 
     def _count_call(self, delta: int) -> None:
         self.active += delta
@@ -493,6 +524,7 @@ class CallServer:
             host,
             port,
             process_request=self._process_request,
+            create_connection=with_posts(self._post),
             max_size=self.max_message_bytes,
             compression=None,
             ping_interval=20,
@@ -546,6 +578,8 @@ class CallServer:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
             self._server = None
+        if self.rest is not None:
+            await self.rest.aclose()
 
 
 def _token_of(request: Request, query: str) -> str | None:
@@ -618,6 +652,26 @@ def register(subparsers: Any) -> None:
         help="on SIGTERM, seconds running calls may take to finish (30)",
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
+    p.add_argument(
+        "--public-url",
+        help="https://HOST that Twilio reaches: answers the number's Voice webhook (POST "
+        "/twiml) with <Connect><Stream url='wss://HOST/media'>, takes status callbacks (POST "
+        "/status, /amd), and checks X-Twilio-Signature on them and on every upgrade",
+    )
+    p.add_argument(
+        "--twilio-auth-token-env",
+        default="TWILIO_AUTH_TOKEN",
+        help="environment variable holding the account's auth token, which signs Twilio's "
+        "requests (default TWILIO_AUTH_TOKEN); with TWILIO_ACCOUNT_SID it also enables the "
+        "call tools (end_call, transfer_call, send_dtmf)",
+    )
+    p.add_argument(
+        "--stream-parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a <Parameter> for every call's stream (start.customParameters)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -640,27 +694,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_calls < 1:
         log.error("--max-calls must be at least 1", given=args.max_calls)
         return 2
-    undo = install_log_metrics()
+    try:
+        params = parse_parameters(args.stream_parameter)
+        if token is not None and args.token_parameter:
+            params["token"] = token  # the stream comes back with it (never logged)
+        webhook, rest = twilio_setup(
+            args.public_url,
+            auth_token_env=args.twilio_auth_token_env,
+            parameters=params,
+            environ=os.environ,
+        )
+    except ValueError as exc:
+        log.error(str(exc))
+        return 2
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    try:
-        return asyncio.run(
-            _serve(
-                p,
-                args.host,
-                args.port,
-                token=token,
-                token_parameter=args.token_parameter,
-                max_calls=args.max_calls,
-                max_message_bytes=args.max_message_bytes,
-                start_timeout_s=args.start_timeout,
-                drain_timeout_s=args.drain_timeout,
-            )
+    return asyncio.run(
+        _serve(
+            p,
+            args.host,
+            args.port,
+            token=token,
+            token_parameter=args.token_parameter,
+            max_calls=args.max_calls,
+            max_message_bytes=args.max_message_bytes,
+            start_timeout_s=args.start_timeout,
+            drain_timeout_s=args.drain_timeout,
+            webhook=webhook,
+            rest=rest,
         )
-    finally:
-        undo()
+    )
 
 
 async def _serve(
@@ -694,6 +759,8 @@ async def _serve(
         pipeline=p.name,
         max_calls=server.max_calls,
         auth="token" if server.token else "none",
+        twilio_signatures=server.webhook is not None,
+        call_control=server.rest is not None,
     )
     try:
         await stop.wait()

@@ -49,7 +49,8 @@ import pydantic_core
 from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
-from pipeline.stage import StageContext, stage
+from pipeline.metrics import Metric
+from pipeline.stage import TOOLS, StageContext, stage
 from pipeline.tasks import StageTasks
 
 from .schema import (
@@ -61,6 +62,7 @@ from .schema import (
     ToolConfigError,
     check_tools,
     load_tools,
+    tool_schemas,
 )
 
 __all__ = [
@@ -71,6 +73,10 @@ __all__ = [
     "run_tool",
     "tool_router",
 ]
+
+#: Every call the router answers, by outcome: ok, error, bad_arguments, unknown_tool, timeout,
+#: exception, cancelled, skipped (its response was interrupted first) or busy.
+TOOL_CALLS = Metric("tool_calls", "Tool calls run, by outcome", labels=("outcome",))
 
 # ---------------------------------------------------------------------------- running a call
 
@@ -85,6 +91,17 @@ class CallOutcome:
     output: str
     is_error: bool
     outcome: Outcome
+
+
+_CURRENT_CALL: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar(
+    "tool_call", default=None
+)
+
+
+def current_tool_call() -> ToolCall | None:
+    """Inside a running tool: the call that runs it (its ``call_id`` and ``response_id``, for
+    a tool that acts on the response that asked for it, such as hanging up after it)."""
+    return _CURRENT_CALL.get()
 
 
 async def run_tool(
@@ -109,6 +126,7 @@ async def run_tool(
     except ToolArgumentError as exc:
         return CallOutcome(str(exc), True, "bad_arguments")
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
+    token = _CURRENT_CALL.set(call)  # copied into the task or thread that runs the tool
     try:
         result = await _with_timeout(_invoke(tool, args, kwargs), clock, limit)
     except TimeoutError:
@@ -120,6 +138,8 @@ async def run_tool(
         )
     except Exception as exc:
         return CallOutcome(f"{tool.name} raised {type(exc).__name__}: {exc}", True, "exception")
+    finally:
+        _CURRENT_CALL.reset(token)
     try:
         text = result if isinstance(result, str) else _to_json(result)
     except Exception as exc:
@@ -283,6 +303,11 @@ class _Running:
             self.slots.release()
 
 
+def _provided_tools(values: Mapping[str, Any], base_dir: Path) -> list[dict[str, Any]]:
+    """The function definitions of the tools it runs: what a linked session advertises."""
+    return tool_schemas(values.get("tools") or (), base_dir=base_dir)
+
+
 def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
     return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
@@ -293,6 +318,8 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     accepts=(ToolCall, Interrupt, ResponseStarted, ResponseDone),
     emits=(ToolResult,),
     check=_check,
+    provides={TOOLS: _provided_tools},
+    metrics=(TOOL_CALLS,),
 )
 async def tool_router(
     frames: AsyncIterator[Frame],
@@ -332,6 +359,7 @@ async def tool_router(
 
     def skip(call: ToolCall, why: str) -> ToolResult:
         """Log a call that will not run; its result, which says so."""
+        ctx.metrics.count(TOOL_CALLS, outcome="skipped")
         log.info(
             "tool call",
             name=call.name,
@@ -361,11 +389,11 @@ async def tool_router(
                 max_result_chars=max_result_chars,
             )
         except asyncio.CancelledError:
-            _log_done(log, call, start, clock, "cancelled")
+            _log_done(ctx, call, start, "cancelled")
             raise
         finally:
             entry.release()
-        _log_done(log, call, start, clock, result.outcome)
+        _log_done(ctx, call, start, result.outcome)
         log.debug("tool result", name=call.name, call_id=call.call_id, output=result.output)
         await out.send(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
@@ -397,6 +425,7 @@ async def tool_router(
             await out.send(skip(call, "its response was cancelled"))
             return
         if len(running) >= max_concurrency + MAX_PENDING:
+            ctx.metrics.count(TOOL_CALLS, outcome="busy")
             log.info(
                 "tool call",
                 name=call.name,
@@ -469,7 +498,9 @@ def not_run_text(name: str) -> str:
     )
 
 
-def _log_done(log: Any, call: ToolCall, start: float, clock: Clock, outcome: str) -> None:
+def _log_done(ctx: StageContext, call: ToolCall, start: float, outcome: str) -> None:
+    ctx.metrics.count(TOOL_CALLS, outcome=outcome)
+    log, clock = ctx.log, ctx.clock
     log.info(
         "tool call",
         name=call.name,

@@ -84,6 +84,8 @@ class DialectCodec:
     rate_limits: ClassVar[bool] = True
     #: ``input_audio_buffer.commit`` is refused while server VAD is on
     commit_needs_manual_turns: ClassVar[bool] = False
+    #: responses carry ``conversation_id`` and ``output_modalities``
+    response_conversation: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -45,6 +45,7 @@ class OpenAICodec(DialectCodec):
     default_turn_detection = vad_defaults
     response_modalities_key = "output_modalities"
     item_done_events = True
+    response_conversation = True
 
     def turn_detection_object(self, td: TurnDetection) -> Json | None:
         out = super().turn_detection_object(td)

@@ -1,0 +1,992 @@
+"""The server side of one realtime connection, sans I/O: :class:`EmulatorSession`.
+
+``receive(message, now)`` takes one client message and queues the server events it causes, each
+with the clock time at which it is due; ``release(now)`` returns the events due by ``now`` in
+order, ``next_deadline()`` says when the next one is. Response pacing (``think_ms``, ``pace``),
+delayed ``session.updated`` and ``ping`` keep-alives are due times in that queue. Cancelling a
+response (barge-in, ``response.cancel``) drops its queued events and queues ``response.done``
+with ``status: cancelled``: the client never sees audio of a cancelled response after the
+``response.done``.
+
+What the dialect spells its own way (event names, the session's shape and validation, which
+events carry what) comes from its codec (:mod:`stages.realtime.wire`); the session itself is
+the codec's typed :class:`~stages.realtime.wire.SessionConfig`.
+
+This module is over 800 lines because it is one state machine over one connection's state
+(the input buffer, the conversation's items, the response in flight): the client-event handlers
+and the response builders read and write the same fields, and splitting them would pass that
+state around instead of making it smaller.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import structlog
+
+from stages import g711
+
+from ..wire import (
+    CLIENT_EVENT_ALIASES,
+    Dialect,
+    SessionConfig,
+    TurnDetection,
+    WireError,
+    codec,
+    error_event,
+)
+from ..wire import client as wc
+from ..wire.errors import bad_value, missing_parameter
+from .audio import EnergyVad, VadEvent, split_text, to_output, tone
+from .config import EmulatorConfig, ToolCallScript
+
+log = structlog.get_logger("pipeline.emulator")
+
+Json = dict[str, Any]
+
+
+_RATE_LIMITS: list[Json] = [
+    {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+    {"name": "tokens", "limit": 50000, "remaining": 49950, "reset_seconds": 60.0},
+]
+
+
+@dataclass
+class _Out:
+    due: float
+    seq: int
+    event: Json
+    response_id: str | None = None
+    on_release: Callable[[], None] | None = None
+
+
+@dataclass
+class _ServerResponse:
+    id: str
+    items: list[Json] = field(default_factory=list)  # output items released (added)
+    done_items: set[str] = field(default_factory=set)
+    transcript_sent: dict[str, str] = field(default_factory=dict)
+
+
+class EmulatorSession:
+    """The server side of one realtime connection, sans I/O. See the module docstring.
+
+    Call ``open(now)`` once, ``receive(message, now)`` for every client message, and send what
+    ``release(now)`` returns; sleep until ``next_deadline()`` (or the next client message).
+    ``received`` holds every client event parsed, in order; ``warnings`` what was accepted but
+    is not the current protocol (``conversation.item.commit``).
+    """
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        *,
+        dialect: Dialect = "xai",
+        model: str | None = None,
+        counters: dict[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.dialect: Dialect = dialect
+        self.codec = codec(dialect)
+        self.model = model or self.codec.default_model
+        self.received: list[Json] = []
+        self.warnings: list[str] = []
+        #: the session as configured so far (the typed model the client's update is read into)
+        self.state: SessionConfig = self.codec.default_session(self.model)
+        # Shared by every connection of one server: ids stay unique across reconnects, so a
+        # client de-duplicating by call_id never mistakes a new call for a repeat.
+        self._counters: dict[str, int] = {} if counters is None else counters
+        self._queue: list[_Out] = []
+        self._seq = 0
+        self._now = 0.0
+        self.session_id = self._id("sess")
+        self.conversation_id = self._id("conv")
+        self.configured = False  # session.updated released
+        self._audio_seen = False
+        # the session's input from the last commit on, pcm16 at the input rate; sample indexes
+        # count from the session's first sample (_pcm[0] is sample _pcm_offset)
+        self._pcm = bytearray()
+        self._pcm_offset = 0
+        self._buffer_start = 0  # sample index where the uncommitted buffer starts
+        self._vad: EnergyVad | None = None
+        self._vad_item: str | None = None
+        self._speech_start_ms = 0
+        self._turn = 0
+        self._last_user_pcm = b""
+        self._last_user_text = ""
+        self._items: dict[str, Json] = {}
+        self._last_item: str | None = None
+        self._audio_ms: dict[str, int] = {}  # assistant item -> ms of audio sent
+        self._response: _ServerResponse | None = None
+        self._calls: dict[str, str] = {}  # call_id -> tool name
+        self._outputs: list[tuple[str, str]] = []  # (tool name, output) not yet answered
+        self._scripted_turns: set[int] = set()
+        self._next_ping: float | None = None
+        self._expires_at: float | None = None
+        #: the session hit ``max_session_s``: the edge closes the socket with 1001
+        self.expired = False
+
+    # -- ids and queue
+
+    def _id(self, kind: str) -> str:
+        n = self._counters.get(kind, 0) + 1
+        self._counters[kind] = n
+        return f"{kind}_{n:04d}"
+
+    def _emit(
+        self,
+        event: Json,
+        *,
+        at: float | None = None,
+        response_id: str | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self._seq += 1
+        due = self._now if at is None else at
+        self._queue.append(_Out(due, self._seq, event, response_id, on_release))
+
+    def next_deadline(self) -> float | None:
+        """The clock time of the next queued event, ping or session expiry (None: nothing
+        until a message)."""
+        times = [o.due for o in self._queue]
+        if self._next_ping is not None:
+            times.append(self._next_ping)
+        if self._expires_at is not None and not self.expired:
+            times.append(self._expires_at)
+        return min(times) if times else None
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._queue.clear()
+        self._next_ping = None
+        limit = self.config.max_session_s
+        span = f"{limit / 60:g} minutes" if limit % 60 == 0 else f"{limit:g} seconds"
+        self._error(
+            WireError("session_expired", f"Your session hit the maximum duration of {span}.")
+        )
+
+    def release(self, now: float) -> list[Json]:
+        """The events due by ``now``, in order, each with its ``event_id``."""
+        self._now = now
+        out: list[Json] = []
+        if self._expires_at is not None and now >= self._expires_at and not self.expired:
+            self._expire()
+        while True:
+            if self._next_ping is not None and self._next_ping <= now:
+                out.append({"type": "ping", "timestamp": round(self._next_ping * 1000)})
+                self._next_ping += self.config.ping_interval_ms / 1000
+                continue
+            due = [o for o in self._queue if o.due <= now]
+            if not due:
+                return out
+            first = min(due, key=lambda o: (o.due, o.seq))
+            self._queue.remove(first)
+            event = first.event
+            out.append({"type": event["type"], "event_id": self._id("evt"), **event})
+            if first.on_release is not None:
+                first.on_release()
+
+    # -- errors
+
+    def _error(self, err: WireError, client_event_id: Any = None) -> None:
+        self._emit(error_event(err, self.config.error_shape, client_event_id))
+
+    # -- handshake
+
+    def open(self, now: float) -> None:
+        """The socket is open: queue ``session.created`` and ``conversation.created``."""
+        self._now = now
+        if self.config.send_session_created:
+            self._emit(
+                {
+                    "type": "session.created",
+                    "session": self.state.server_object(self.session_id),
+                }
+            )
+        if self.config.send_conversation_created:
+            self._emit(
+                {
+                    "type": "conversation.created",
+                    "conversation": {"id": self.conversation_id, "object": "realtime.conversation"},
+                }
+            )
+        if self.config.ping_interval_ms:
+            self._next_ping = now + self.config.ping_interval_ms / 1000
+        if self.config.max_session_s:
+            self._expires_at = now + self.config.max_session_s
+
+    # -- client messages
+
+    def receive(self, message: str | bytes, now: float) -> None:
+        """Handle one client message; queue what it causes (see ``release``)."""
+        self._now = now
+        if isinstance(message, bytes):
+            self._error(
+                WireError(
+                    "invalid_json",
+                    f"Expected a JSON text message, got a {len(message)}-byte binary message.",
+                )
+            )
+            return
+        try:
+            event = orjson.loads(message)
+        except orjson.JSONDecodeError as exc:
+            self._error(WireError("invalid_json", f"Invalid JSON: {exc}."))
+            return
+        if not isinstance(event, dict):
+            self._error(WireError("invalid_json", "Expected a JSON object."))
+            return
+        self.received.append(event)
+        eid = event.get("event_id")
+        try:
+            self._dispatch(event)
+        except WireError as err:
+            self._error(err, eid)
+        except Exception as exc:  # an emulator bug: say so on the wire and in the log
+            log.exception("emulator.bug", type=event.get("type"))
+            self._error(
+                WireError("server_error", f"emulator bug: {exc!r}", type="server_error"), eid
+            )
+
+    def _dispatch(self, event: Json) -> None:
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            raise missing_parameter("type")
+        if kind in CLIENT_EVENT_ALIASES:
+            real = CLIENT_EVENT_ALIASES[kind]
+            note = f"'{kind}' is not a current event name; handled as '{real}'"
+            self.warnings.append(note)
+            log.warning("emulator.alias", name=kind, handled_as=real)
+            kind = real
+        supported = sorted(self.codec.client_events)
+        if kind not in supported:
+            raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
+        handler = getattr(self, "_on_" + kind.replace(".", "_"))
+        handler(wc.decode({**event, "type": kind}, self.state))
+
+    def _on_session_update(self, event: wc.SessionUpdate) -> None:
+        new = SessionConfig.from_wire(event.session, self.state)
+        if self._audio_seen and new.input_format != self.state.input_format:
+            a, b = self.state.input_format, new.input_format
+            raise WireError(
+                "internal_error",
+                f"Multiple frame rates in the concatenated frames: {{{a.rate}, {b.rate}}}"
+                if a.rate != b.rate
+                else f"Input format changed from {a} to {b} after audio was received.",
+                self.codec.input_format_param(),
+                type="server_error",
+                flat_message="ValueError",
+            )
+        self.state = new
+        turns = self._turns
+        if turns is None:
+            self._vad = None
+        elif (
+            self._vad is None or self._vad.rate != new.input_format.rate or self._vad_changed(turns)
+        ):
+            floor = self._ms(self._buffer_start)
+            self._vad = EnergyVad.for_turns(new.input_format.rate, turns, self._samples_in)
+            self._vad.reset(floor)
+        if not self.config.ack_session_update:
+            # the update took effect; the server just never says so
+            self.configured = True
+            return
+
+        def ready() -> None:
+            self.configured = True
+
+        self._emit(
+            {
+                "type": "session.updated",
+                "session": self.state.server_object(self.session_id),
+            },
+            at=self._now + self.config.session_updated_delay_ms / 1000,
+            on_release=ready,
+        )
+
+    @property
+    def _turns(self) -> TurnDetection | None:
+        """The server VAD's settings, every field resolved (None: manual turns)."""
+        td = self.state.turn_detection
+        return None if td.type is None else self.codec.resolve_turn_detection(td)
+
+    @property
+    def _modalities(self) -> tuple[str, ...]:
+        return self.state.modalities or self.codec.default_modalities
+
+    def _name(self, canonical: str) -> str:
+        return self.codec.server_event(canonical)
+
+    def _vad_changed(self, turns: TurnDetection) -> bool:
+        assert self._vad is not None
+        return not self._vad.matches(turns)
+
+    @property
+    def _samples_in(self) -> int:
+        """Input samples received in this session."""
+        return self._pcm_offset + len(self._pcm) // 2
+
+    def _input(self, start: int, end: int) -> bytes:
+        """Input samples [start, end) (session sample indexes) as pcm16 bytes."""
+        lo, hi = start - self._pcm_offset, end - self._pcm_offset
+        return bytes(self._pcm[2 * max(lo, 0) : 2 * max(hi, 0)])
+
+    def _drop_input_before(self, sample: int) -> None:
+        # committed audio is never read again: keep memory flat in long sessions
+        cut = sample - self._pcm_offset
+        if cut > 0:
+            del self._pcm[: 2 * cut]
+            self._pcm_offset = sample
+
+    def _ms(self, samples: int) -> int:
+        return samples * 1000 // self.state.input_format.rate
+
+    def _on_input_audio_buffer_append(self, event: wc.InputAudioBufferAppend) -> None:
+        data = event.audio
+        fmt = self.state.input_format
+        if not self.configured and self.config.audio_before_session_updated == "error":
+            raise WireError(
+                "audio_before_session_updated",
+                "input_audio_buffer.append before session.updated: the emulator drops this "
+                f"audio ({len(data)} bytes; xAI would read it as 24000 Hz PCM); wait for "
+                "session.updated before sending audio.",
+                "audio",
+            )
+        self._audio_seen = True
+        pcm = g711.decode(data, fmt.encoding)
+        self._pcm += pcm
+        if self._vad is None or self._turns is None:
+            return
+        for ev in self._vad.feed(np.frombuffer(pcm, dtype="<i2")):
+            if ev.kind == "start":
+                self._speech_started(ev.ms)
+            else:
+                self._speech_stopped(ev)
+
+    def _speech_started(self, start_ms: int) -> None:
+        self._vad_item = self._id("item")
+        self._speech_start_ms = start_ms
+        self._emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": start_ms,
+                "item_id": self._vad_item,
+            }
+        )
+        turns = self._turns
+        if self._response is not None and turns is not None and turns.interrupt_response:
+            self._cancel("turn_detected")
+
+    def _speech_stopped(self, ev: VadEvent) -> None:
+        item_id = self._vad_item or self._id("item")
+        self._vad_item = None
+        self._emit(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": ev.ms, "item_id": item_id}
+        )
+        rate = self.state.input_format.rate
+        start = self._buffer_start
+        end = min(self._samples_in, ev.ms * rate // 1000)
+        speech_end = min(end, ev.speech_end_ms * rate // 1000)
+        # the utterance starts where speech_started said (prefix padding included)
+        started = max(start, self._speech_start_ms * rate // 1000)
+        self._commit(item_id, self._input(started, speech_end), end)
+        turns = self._turns
+        if turns is not None and turns.create_response and self._response is None:
+            self._start_response()
+
+    def _commit(self, item_id: str, pcm: bytes, end_sample: int) -> None:
+        self._buffer_start = end_sample
+        self._drop_input_before(end_sample)
+        if self._vad is not None:
+            self._vad.reset(self._ms(end_sample))
+        self._turn += 1
+        previous = self._last_item if self.codec.previous_item_ids else None
+        self._emit(
+            {
+                "type": "input_audio_buffer.committed",
+                "previous_item_id": previous,
+                "item_id": item_id,
+            }
+        )
+        item: Json = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self._add_item(item)
+        seconds = len(pcm) / 2 / self.state.input_format.rate
+        n = self._turn
+        if n <= len(self.config.transcripts):
+            text = self.config.transcripts[n - 1]
+        else:
+            text = f"utterance {n} ({seconds:.2f} s)"
+        self._last_user_pcm = bytes(pcm)
+        self._last_user_text = text
+        usage = {"type": "duration", "seconds": round(seconds, 3)}
+        if self.codec.transcribes_always or self.state.transcription is not None:
+            self._emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": text,
+                    **({"usage": usage} if self.codec.transcription_usage else {}),
+                }
+            )
+
+    def _add_item(self, item: Json) -> None:
+        previous = self._last_item if self.codec.previous_item_ids else None
+        self._items[item["id"]] = item
+        self._last_item = item["id"]
+        self._emit(
+            {
+                "type": self._name("conversation.item.added"),
+                "previous_item_id": previous,
+                "item": item,
+            }
+        )
+        if self.codec.item_done_events:
+            self._emit(
+                {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
+            )
+
+    def _on_input_audio_buffer_commit(self, event: wc.InputAudioBufferCommit) -> None:
+        if self.codec.commit_needs_manual_turns and self._turns is not None:
+            raise WireError(
+                "invalid_request",
+                "input_audio_buffer.commit is only available when turn_detection type is null.",
+                "type",
+            )
+        rate = self.state.input_format.rate
+        start, end = self._buffer_start, self._samples_in
+        ms = (end - start) * 1000 / rate
+        if ms < 100:
+            raise WireError(
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms "
+                f"of audio, but buffer only has {ms:.2f}ms of audio.",
+            )
+        self._commit(self._id("item"), self._input(start, end), end)
+
+    def _on_input_audio_buffer_clear(self, event: wc.InputAudioBufferClear) -> None:
+        self._buffer_start = self._samples_in
+        self._drop_input_before(self._buffer_start)
+        self._vad_item = None
+        if self._vad is not None:
+            self._vad.reset(self._ms(self._buffer_start))
+        self._emit({"type": "input_audio_buffer.cleared"})
+
+    def _on_conversation_item_create(self, event: wc.ConversationItemCreate) -> None:
+        item = event.item
+        kind = item.get("type")
+        types = self.codec.item_types
+        if kind not in types:
+            raise bad_value("item.type", kind, ", ".join(f"'{t}'" for t in types))
+        item_id = item.get("id") or self._id("item")
+        if item_id in self._items:
+            raise WireError(
+                "item_id_already_exists", f"Item with id '{item_id}' already exists.", "item.id"
+            )
+        stored: Json = {"id": item_id, "object": "realtime.item", **dict(item)}
+        stored["id"] = item_id
+        if kind == "function_call_output":
+            call_id = item.get("call_id")
+            if call_id not in self._calls:
+                raise WireError(
+                    "invalid_value",
+                    f"Tool call ID '{call_id}' not found in conversation.",
+                    "item.call_id",
+                )
+            output = item.get("output")
+            if not isinstance(output, str):
+                raise bad_value("item.output", output)
+            stored.setdefault("status", "completed")
+            self._add_item(stored)
+            self._outputs.append((self._calls[call_id], output))
+            return
+        if kind == "force_message":
+            text = "".join(
+                str(c.get("text", "")) for c in item.get("content") or [] if isinstance(c, Mapping)
+            )
+            self._add_item(stored)
+            if self._response is None:
+                self._start_response(text_override=text)
+            return
+        role = item.get("role")
+        if kind == "message" and role not in ("user", "assistant", "system"):
+            raise bad_value("item.role", role, "'user', 'assistant', 'system'")
+        content = item.get("content")
+        if kind == "message" and not isinstance(content, list):
+            raise bad_value("item.content", content)
+        stored.setdefault("status", "completed")
+        self._add_item(stored)
+        if kind == "message" and role == "user":
+            texts = [
+                str(c.get("text", ""))
+                for c in content or []
+                if isinstance(c, Mapping) and c.get("type") in ("input_text", "text")
+            ]
+            self._turn += 1
+            self._last_user_text = " ".join(texts)
+            self._last_user_pcm = b""
+
+    def _on_conversation_item_retrieve(self, event: wc.ConversationItemRetrieve) -> None:
+        item_id = event.item_id
+        if item_id not in self._items:
+            raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
+        self._emit({"type": "conversation.item.retrieved", "item": self._items[item_id]})
+
+    def _on_conversation_item_delete(self, event: wc.ConversationItemDelete) -> None:
+        item_id = event.item_id
+        if item_id not in self._items:
+            raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
+        del self._items[item_id]
+        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def _on_conversation_item_truncate(self, event: wc.ConversationItemTruncate) -> None:
+        item_id, end = event.item_id, event.audio_end_ms
+        if item_id not in self._audio_ms:
+            raise WireError(
+                "invalid_value",
+                f"Item with item_id not found or has no assistant audio: {item_id}",
+                "item_id",
+            )
+        have = self._audio_ms[item_id]
+        if end > have:
+            raise WireError(
+                "invalid_value",
+                f"Audio content of {have}ms is shorter than requested audio_end_ms {end}ms",
+                "audio_end_ms",
+            )
+        index = event.content_index
+        self._emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item_id,
+                "content_index": index,
+                "audio_end_ms": end,
+            }
+        )
+
+    def _on_response_cancel(self, event: wc.ResponseCancel) -> None:
+        wanted = event.response_id
+        if self._response is None or (wanted is not None and wanted != self._response.id):
+            raise WireError(
+                "response_cancel_not_active", "Cancellation failed: no active response found"
+            )
+        self._cancel("client_cancelled")
+
+    def _on_response_create(self, event: wc.ResponseCreate) -> None:
+        if self._response is not None:
+            raise WireError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self._response.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        mods = event.response.get(self.codec.response_modalities_key)
+        self._start_response(modalities=list(mods) if isinstance(mods, list) else None)
+
+    # -- responses
+
+    def _start_response(
+        self, *, modalities: list[str] | None = None, text_override: str | None = None
+    ) -> None:
+        resp = _ServerResponse(self._id("resp"))
+        self._response = resp
+        mods = modalities or self._modalities
+        self._emit(
+            {
+                "type": "response.created",
+                "response": self._response_obj(resp, "in_progress", None, []),
+            }
+        )
+        rate_limits = self.config.rate_limits
+        if rate_limits or (rate_limits is None and self.codec.rate_limits):
+            self._emit({"type": "rate_limits.updated", "rate_limits": _RATE_LIMITS})
+        t = self._now + self.config.think_ms / 1000
+        turn = self._turn
+        names = {t_.get("name") for t_ in self.state.tools if t_.get("type") == "function"}
+        script = [c for c in self.config.tool_calls if c.turn == turn]
+        if text_override is None and script and turn not in self._scripted_turns:
+            self._scripted_turns.add(turn)
+            declared = [c for c in script if c.name in names]
+            for c in script:
+                if c.name not in names:
+                    note = f"scripted tool '{c.name}' is not in the session's tools; not called"
+                    self.warnings.append(note)
+                    log.warning("emulator.tool_not_declared", tool=c.name)
+            if declared:
+                self._function_calls(resp, declared, t)
+                return
+        if text_override is not None:
+            text = text_override
+        elif self._outputs:
+            text = "; ".join(f"{name} says: {out}" for name, out in self._outputs)
+            self._outputs = []
+        else:
+            text = self.config.reply_text.replace("{user}", self._last_user_text)
+        if "audio" in mods:
+            self._audio_message(resp, text, t)
+        else:
+            self._text_message(resp, text, t)
+
+    def _response_obj(
+        self, resp: _ServerResponse, status: str, details: Json | None, output: list[Json]
+    ) -> Json:
+        obj: Json = {
+            "id": resp.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": output,
+        }
+        if status != "in_progress":
+            obj["usage"] = {"total_tokens": 0, "input_tokens": 0, "output_tokens": 0}
+        if self.codec.response_conversation:
+            obj["conversation_id"] = self.conversation_id
+            obj["output_modalities"] = list(self._modalities)
+        return obj
+
+    def _released(self, resp: _ServerResponse, event_type: str, item: Json) -> Callable[[], None]:
+        def hook() -> None:
+            if event_type == "response.output_item.added":
+                resp.items.append(item)
+            elif event_type == "response.output_item.done":
+                resp.done_items.add(item["id"])
+
+        return hook
+
+    def _finish(self, resp: _ServerResponse) -> Callable[[], None]:
+        def hook() -> None:
+            if self._response is resp:
+                self._response = None
+
+        return hook
+
+    def _audio_reply(self) -> tuple[bytes, int]:
+        """The reply as pcm16 bytes at some rate."""
+        if self.config.reply == "echo" and self._last_user_pcm:
+            return self._last_user_pcm, self.state.input_format.rate
+        rate = self.state.output_format.rate
+        return tone(rate, self.config.tone_ms, self.config.tone_hz), rate
+
+    def _message_item(self, item_id: str, status: str, part: Json) -> Json:
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": [part] if part else [],
+        }
+
+    def _audio_message(
+        self,
+        resp: _ServerResponse,
+        text: str,
+        t: float,
+        *,
+        index: int = 0,
+        before: list[Json] | None = None,
+    ) -> None:
+        """An audio message item at ``output_index`` ``index``, then ``response.done`` (whose
+        output lists ``before``, the items already sent in this response, then this one)."""
+        rid = resp.id
+        item_id = self._id("item")
+        self._audio_ms[item_id] = 0
+        pcm, rate = self._audio_reply()
+        audio = to_output(pcm, rate, self.state.output_format)
+        out = self.state.output_format
+        width = 2 if out.encoding == "pcm16" else 1
+        step = out.rate * self.config.chunk_ms // 1000 * width
+        chunks = [audio[i : i + step] for i in range(0, len(audio), step)] or [b""]
+        pieces = split_text(text, len(chunks))
+        item_part = self.codec.audio_part
+        added = self._message_item(item_id, "in_progress", {})
+        base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
+        self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": rid,
+                "output_index": index,
+                "item": added,
+            },
+            at=t,
+            response_id=rid,
+            on_release=self._released(resp, "response.output_item.added", added),
+        )
+        self._emit(
+            {
+                "type": "response.content_part.added",
+                **base,
+                "part": {"type": "audio", "transcript": ""},
+            },
+            at=t,
+            response_id=rid,
+        )
+        period = self.config.chunk_ms / 1000 * self.config.pace
+        for i, (chunk, piece) in enumerate(zip(chunks, pieces, strict=True)):
+            at = t + i * period
+            ms = len(chunk) // width * 1000 // out.rate
+
+            def sent(ms: int = ms, piece: str = piece) -> None:
+                self._audio_ms[item_id] += ms
+                resp.transcript_sent[item_id] = resp.transcript_sent.get(item_id, "") + piece
+
+            self._emit(
+                {
+                    "type": self._name("response.output_audio.delta"),
+                    **base,
+                    "delta": base64.b64encode(chunk).decode(),
+                },
+                at=at,
+                response_id=rid,
+                on_release=sent,
+            )
+            if piece:
+                self._emit(
+                    {
+                        "type": self._name("response.output_audio_transcript.delta"),
+                        **base,
+                        "delta": piece,
+                    },
+                    at=at,
+                    response_id=rid,
+                )
+        end = t + (len(chunks) - 1) * period
+        part = {"type": "audio", "transcript": text}
+        done = self._message_item(item_id, "completed", {**part, "type": item_part})
+        self._emit(
+            {"type": self._name("response.output_audio.done"), **base}, at=end, response_id=rid
+        )
+        self._emit(
+            {
+                "type": self._name("response.output_audio_transcript.done"),
+                **base,
+                "transcript": text,
+            },
+            at=end,
+            response_id=rid,
+        )
+        self._emit(
+            {"type": "response.content_part.done", **base, "part": part}, at=end, response_id=rid
+        )
+        self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": rid,
+                "output_index": index,
+                "item": done,
+            },
+            at=end,
+            response_id=rid,
+            on_release=self._released(resp, "response.output_item.done", done),
+        )
+        self._items[item_id] = done
+        self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_obj(resp, "completed", None, [*(before or ()), done]),
+            },
+            at=end,
+            response_id=rid,
+            on_release=self._finish(resp),
+        )
+
+    def _text_message(self, resp: _ServerResponse, text: str, t: float) -> None:
+        rid = resp.id
+        item_id = self._id("item")
+        item_part = self.codec.text_part
+        added = self._message_item(item_id, "in_progress", {})
+        base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": rid,
+                "output_index": 0,
+                "item": added,
+            },
+            at=t,
+            response_id=rid,
+            on_release=self._released(resp, "response.output_item.added", added),
+        )
+        self._emit(
+            {
+                "type": "response.content_part.added",
+                **base,
+                "part": {"type": "text", "text": ""},
+            },
+            at=t,
+            response_id=rid,
+        )
+        for piece in re.findall(r"\s*\S+", text) or [text]:
+            self._emit(
+                {"type": self._name("response.output_text.delta"), **base, "delta": piece},
+                at=t,
+                response_id=rid,
+            )
+        part = {"type": "text", "text": text}
+        done = self._message_item(item_id, "completed", {**part, "type": item_part})
+        self._emit(
+            {"type": self._name("response.output_text.done"), **base, "text": text},
+            at=t,
+            response_id=rid,
+        )
+        self._emit(
+            {"type": "response.content_part.done", **base, "part": part}, at=t, response_id=rid
+        )
+        self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": rid,
+                "output_index": 0,
+                "item": done,
+            },
+            at=t,
+            response_id=rid,
+            on_release=self._released(resp, "response.output_item.done", done),
+        )
+        self._items[item_id] = done
+        self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_obj(resp, "completed", None, [done]),
+            },
+            at=t,
+            response_id=rid,
+            on_release=self._finish(resp),
+        )
+
+    def _function_calls(
+        self, resp: _ServerResponse, script: list[ToolCallScript], t: float
+    ) -> None:
+        rid = resp.id
+        done_items: list[Json] = []
+        for index, call in enumerate(script):
+            item_id, call_id = self._id("item"), self._id("call")
+            self._calls[call_id] = call.name
+            args = orjson.dumps(call.arguments).decode()
+            item: Json = {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": call.name,
+                "call_id": call_id,
+                "arguments": "",
+            }
+            base = {
+                "response_id": rid,
+                "item_id": item_id,
+                "output_index": index,
+                "call_id": call_id,
+            }
+            self._emit(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": rid,
+                    "output_index": index,
+                    "item": item,
+                },
+                at=t,
+                response_id=rid,
+                on_release=self._released(resp, "response.output_item.added", item),
+            )
+            for _ in range(self.config.function_call_item_added):
+                self._emit(
+                    {
+                        "type": self._name("conversation.item.added"),
+                        "previous_item_id": None,
+                        "item": item,
+                    },
+                    at=t,
+                    response_id=rid,
+                )
+            half = len(args) // 2
+            for piece in (args[:half], args[half:]):
+                if piece:
+                    self._emit(
+                        {"type": "response.function_call_arguments.delta", **base, "delta": piece},
+                        at=t,
+                        response_id=rid,
+                    )
+            self._emit(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **base,
+                    "name": call.name,
+                    "arguments": args,
+                },
+                at=t,
+                response_id=rid,
+            )
+            done = {**item, "status": "completed", "arguments": args}
+            self._items[item_id] = done
+            done_items.append(done)
+            self._emit(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": rid,
+                    "output_index": index,
+                    "item": done,
+                },
+                at=t,
+                response_id=rid,
+                on_release=self._released(resp, "response.output_item.done", done),
+            )
+        say = " ".join(c.say for c in script if c.say)
+        if say and "audio" in self._modalities:
+            self._audio_message(resp, say, t, index=len(script), before=done_items)
+            return
+        self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_obj(resp, "completed", None, done_items),
+            },
+            at=t,
+            response_id=rid,
+            on_release=self._finish(resp),
+        )
+
+    def _cancel(self, reason: str) -> None:
+        resp = self._response
+        assert resp is not None
+        self._response = None
+        self._queue = [o for o in self._queue if o.response_id != resp.id]
+        output: list[Json] = []
+        for index, item in enumerate(resp.items):
+            if item["type"] == "message":
+                said = resp.transcript_sent.get(item["id"], "")
+                part = {"type": self.codec.audio_part, "transcript": said}
+                item = self._message_item(item["id"], "incomplete", part)
+                self._items[item["id"]] = item
+            elif item["id"] in resp.done_items:  # a finished function_call stays completed
+                item = self._items.get(item["id"], item)
+            else:
+                item = {**item, "status": "incomplete"}
+            output.append(item)
+            if item["id"] not in resp.done_items:
+                self._emit(
+                    {
+                        "type": "response.output_item.done",
+                        "response_id": resp.id,
+                        "output_index": index,
+                        "item": item,
+                    }
+                )
+        details = {"type": "cancelled", "reason": reason}
+        self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_obj(resp, "cancelled", details, output),
+            }
+        )

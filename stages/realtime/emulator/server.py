@@ -1,0 +1,304 @@
+"""The emulator's network edge: a ``websockets`` server (:func:`run_emulator`) whose handler
+pumps each connection's socket through one :class:`~.core.EmulatorSession` and sleeps on an
+injectable clock between due times; the HTTP upgrade checks the path and the credentials and
+picks the connection's dialect (:func:`detect_dialect`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from pipeline.clock import Clock, RealClock
+
+from ..wire import Dialect
+from .config import EmulatorConfig
+from .core import EmulatorSession
+
+log = structlog.get_logger("pipeline.emulator")
+
+# websockets' server logs every request header it receives (Authorization: Bearer <key>
+# included) at debug level on ``websockets.server``: give it a logger of its own that never says
+# more than warnings, as the client side does (stages.realtime.session).
+_WS_LOGGER = logging.getLogger("pipeline.emulator.websocket")
+_WS_LOGGER.setLevel(logging.WARNING)
+
+Json = dict[str, Any]
+
+
+def detect_dialect(config: EmulatorConfig, headers: Headers, model: str | None) -> Dialect:
+    """The dialect of one connection: the configured one, or with ``auto`` (the default)
+    ``openai-beta`` for an ``OpenAI-Beta: realtime=v1`` header (the beta clients send it),
+    ``openai`` for a ``gpt-*`` model (the GA clients), else ``xai``."""
+    if config.dialect != "auto":
+        return config.dialect
+    if headers.get("OpenAI-Beta", "").strip().lower() == "realtime=v1":
+        return "openai-beta"
+    if model and model.startswith("gpt-"):
+        return "openai"
+    return "xai"
+
+
+@dataclass
+class EmulatorConnection:
+    """One client connection: what it asked for and every event each way (parsed)."""
+
+    index: int
+    dialect: Dialect
+    model: str
+    path: str
+    headers: Headers = field(repr=False)  # holds the client's Authorization header
+    subprotocol: str | None
+    session: EmulatorSession
+    sent: list[Json] = field(default_factory=list)
+    closed: bool = False
+    aborted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def received(self) -> list[Json]:
+        """Every client event received on this connection, parsed, in order."""
+        return self.session.received
+
+
+class Emulator:
+    """A running emulator (from :func:`run_emulator`): its ``url``, its connections and what
+    they exchanged, and ``wait_for`` / ``wait_sent`` to await a condition without sleeping."""
+
+    def __init__(self, config: EmulatorConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.url = ""
+        self.port = 0
+        self.connections: list[EmulatorConnection] = []
+        self._ids: dict[str, int] = {}
+        self._changed = asyncio.Event()
+
+    @property
+    def received(self) -> list[Json]:
+        """Every client event received, parsed, in order (all connections; see
+        ``connections[i].received`` for one)."""
+        return [e for c in self.connections for e in c.received]
+
+    @property
+    def sent(self) -> list[Json]:
+        """Every server event sent (all connections, connection by connection)."""
+        return [e for c in self.connections for e in c.sent]
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, predicate: Callable[[Emulator], bool], timeout: float = 5.0) -> None:
+        """Return once ``predicate(self)`` holds (checked after every message each way);
+        TimeoutError after ``timeout`` real seconds (a safety net for tests, not a delay)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await self._changed.wait()
+
+    async def wait_for(
+        self, predicate: Callable[[list[Json]], bool], timeout: float = 5.0
+    ) -> list[Json]:
+        """Wait until ``predicate(received)`` holds for the client events received so far."""
+        await self.wait(lambda emu: predicate(emu.received), timeout)
+        return self.received
+
+    async def wait_sent(
+        self, predicate: Callable[[list[Json]], bool], timeout: float = 5.0
+    ) -> list[Json]:
+        """Wait until ``predicate(sent)`` holds for the server events sent so far."""
+        await self.wait(lambda emu: predicate(emu.sent), timeout)
+        return self.sent
+
+    # -- HTTP upgrade
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urllib.parse.urlsplit(request.path)
+        if url.path.rstrip("/") != "/v1/realtime":
+            return _http_error(connection, http.HTTPStatus.NOT_FOUND, f"no route {url.path}")
+        if self.config.reject_status is not None:
+            status = http.HTTPStatus(self.config.reject_status)
+            return _http_error(connection, status, "rejected by the emulator's reject_status")
+        if not self.config.require_auth:
+            return None
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return None
+        for offered in request.headers.get_all("Sec-WebSocket-Protocol"):
+            for proto in offered.split(","):
+                if proto.strip().startswith("xai-client-secret.") and len(proto.strip()) > 18:
+                    return None
+        return _http_error(
+            connection,
+            http.HTTPStatus.UNAUTHORIZED,
+            "Missing bearer authentication: send 'Authorization: Bearer <key>' or the "
+            "'xai-client-secret.<token>' subprotocol",
+        )
+
+    @staticmethod
+    def _select_subprotocol(
+        connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        for proto in offered:
+            if proto.startswith("xai-client-secret."):
+                return proto
+        return None
+
+    # -- a connection
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+        model = query["model"][0] if query.get("model") else None
+        dialect = detect_dialect(self.config, request.headers, model)
+        session = EmulatorSession(self.config, dialect=dialect, model=model, counters=self._ids)
+        conn = EmulatorConnection(
+            index=len(self.connections),
+            dialect=dialect,
+            model=session.model,
+            path=request.path,
+            headers=request.headers,
+            subprotocol=ws.subprotocol,
+            session=session,
+        )
+        self.connections.append(conn)
+        log.info("emulator.connect", connection=conn.index, dialect=dialect, model=session.model)
+        session.open(self.clock.now())
+        wake = asyncio.Event()
+        wake.set()
+        writer = asyncio.create_task(self._writer(ws, conn, wake))
+        try:
+            async for message in ws:
+                session.receive(message, self.clock.now())
+                # what is due now goes out before the next message is read, so a client that
+                # sends faster than real time still sees a pace-0 response complete
+                if not await self._flush(ws, conn):
+                    break
+                wake.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+            conn.closed = True
+            self._notify()
+            log.info("emulator.disconnect", connection=conn.index, code=ws.close_code)
+
+    async def _flush(self, ws: ServerConnection, conn: EmulatorConnection) -> bool:
+        """Send the events due now, applying the fault injections; False once the socket was
+        dropped on purpose."""
+        cfg = self.config
+        async with conn.lock:
+            if conn.aborted:
+                return False
+            for event in conn.session.release(self.clock.now()):
+                if (
+                    cfg.malformed_after_events is not None
+                    and len(conn.sent) == cfg.malformed_after_events
+                ):
+                    await ws.send('{"type": "response.output_audio.delta", "delta": ')
+                    conn.sent.append({"type": "<malformed>"})
+                if cfg.close_after_events is not None and len(conn.sent) >= cfg.close_after_events:
+                    log.info("emulator.fault_close", connection=conn.index, after=len(conn.sent))
+                    conn.aborted = True
+                    if ws.transport is not None:
+                        ws.transport.abort()
+                    return False
+                await ws.send(orjson.dumps(event).decode())
+                conn.sent.append(event)
+            if conn.session.expired:
+                conn.aborted = True
+                log.info("emulator.session_expired", connection=conn.index)
+                await ws.close(1001, "session expired")
+                return False
+        self._notify()
+        return True
+
+    async def _writer(
+        self, ws: ServerConnection, conn: EmulatorConnection, wake: asyncio.Event
+    ) -> None:
+        while True:
+            wake.clear()
+            if not await self._flush(ws, conn):
+                return
+            deadline = conn.session.next_deadline()
+            waiter = asyncio.ensure_future(wake.wait())
+            if deadline is None:
+                await waiter
+                continue
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline))
+            try:
+                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (waiter, sleeper):
+                    task.cancel()
+
+
+def _http_error(connection: ServerConnection, status: http.HTTPStatus, message: str) -> Response:
+    body = orjson.dumps(
+        {
+            "error": {
+                "type": "invalid_request_error",
+                "code": status.phrase.lower().replace(" ", "_"),
+                "message": message,
+            }
+        }
+    )
+    response = connection.respond(status, "")
+    response.body = body
+    # Headers is a multi-dict: assignment would add a second value
+    for name, value in (("Content-Type", "application/json"), ("Content-Length", str(len(body)))):
+        del response.headers[name]
+        response.headers[name] = value
+    return response
+
+
+@contextlib.asynccontextmanager
+async def run_emulator(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Clock | None = None,
+) -> AsyncIterator[Emulator]:
+    """Serve the emulator on ``host:port`` (0: a free port) while the block runs.
+
+    Yields an :class:`Emulator`: connect a client to ``emu.url``
+    (``ws://127.0.0.1:PORT/v1/realtime``), then assert on ``emu.connections``/``emu.received``,
+    awaiting conditions with ``emu.wait_for``. ``clock`` paces responses (``think_ms``, ``pace``)
+    and pings; default: the machine's clock.
+    """
+    emu = Emulator(config or EmulatorConfig(), clock or RealClock())
+    server: Server
+    async with serve(
+        emu._handle,
+        host,
+        port,
+        process_request=emu._process_request,
+        select_subprotocol=emu._select_subprotocol,
+        max_size=None,
+        compression=None,
+        logger=_WS_LOGGER,
+    ) as server:
+        sock = next(iter(server.sockets))
+        emu.port = int(sock.getsockname()[1])
+        shown = f"[{host}]" if ":" in host else host
+        emu.url = f"ws://{shown}:{emu.port}/v1/realtime"
+        yield emu
+        server.close()
