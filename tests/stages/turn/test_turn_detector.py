@@ -132,7 +132,8 @@ def test_audio_other_than_16_khz_pcm16_is_refused_before_running(
 
 
 def test_8_khz_phone_audio_is_refused_while_running_too() -> None:
-    with pytest.raises(FormatError, match=r"stage 'turn_detector' \(turn_detector\) gets pcm16 8000"):
+    refused = r"stage 'turn_detector' \(turn_detector\) gets pcm16 8000"
+    with pytest.raises(FormatError, match=refused):
         run_stage("turn_detector", [Audio(bytes(320), "pcm16", 8000)])
 
 
