@@ -21,6 +21,7 @@ _MODULES = (
     "tools",
     "telephony",
     "browser",
+    "desk",
 )
 
 for _name in _MODULES:
