@@ -16,6 +16,7 @@ _MODULES = (
     "g711",
     "resample",
     "vad",
+    "turn",
     "realtime",
     "tools",
     "telephony",

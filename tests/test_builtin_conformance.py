@@ -20,6 +20,7 @@ from pipeline import (
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
+    SpeechStopped,
     Text,
     ToolCall,
     Transcript,
@@ -79,6 +80,10 @@ CASES: dict[str, Case] = {
     "vad_gate": lambda _: (
         [*tone(16000, 1.2, burst=True), *EVENTS],
         {"engine": "energy", "mode": "annotate"},
+    ),
+    "turn_detector": lambda _: (
+        [SpeechStarted(pts=0.0), *tone(16000, 0.6), SpeechStopped(pts=0.6), *EVENTS],
+        {"max_wait_ms": 500},
     ),
     "tool_router": lambda _: (
         [
