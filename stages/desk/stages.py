@@ -26,6 +26,9 @@ from .devices import check_format, pick, portaudio, query
 __all__ = ["Player", "mic_source", "speaker_sink"]
 
 MIN_RATE, MAX_RATE = 8000, 192000
+#: Buffering asked of PortAudio (seconds): room for a busy machine to be late to the callback
+#: without a gap in the sound.
+LATENCY_S = 0.1
 
 
 def _mic_format(params: Mapping[str, Any], _fmt: AudioFormat | None) -> AudioFormat:
@@ -75,7 +78,7 @@ async def mic_source(
     total = None if seconds is None else round(seconds * rate)
     stream = sd.RawInputStream(
         samplerate=rate, blocksize=block, device=dev.index, channels=1, dtype="int16",
-        callback=callback,
+        callback=callback, latency=LATENCY_S,
     )  # fmt: skip
     stream.start()
     ctx.log.info("microphone open", device=dev.name, index=dev.index, rate=rate)
@@ -169,6 +172,7 @@ async def speaker_sink(
     frames: AsyncIterator[Frame],
     *,
     device: str | int | None = None,
+    tail_ms: int = 500,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
     """The machine's speaker (PortAudio): plays pcm16 mono at the rate it gets, which the
@@ -177,7 +181,8 @@ async def speaker_sink(
 
     Parameters:
         device: output device: its index, its name or part of it (default: the system's)
-    """
+        tail_ms: silence played after the last audio before the device closes (a sound server such as PulseAudio holds more than PortAudio reports, and closing drops it)
+    """  # noqa: E501
     sd = portaudio()
     dev = pick(query(), device, "output")
     loop = asyncio.get_running_loop()
@@ -204,13 +209,17 @@ async def speaker_sink(
         check_format(dev, "output", rate)
         s = sd.RawOutputStream(
             samplerate=rate, blocksize=max(1, rate // 50), device=dev.index, channels=1,
-            dtype="int16", callback=callback,
+            dtype="int16", callback=callback, latency=LATENCY_S,
         )  # fmt: skip
         s.start()
         ctx.log.info("speaker open", device=dev.name, index=dev.index, rate=rate)
         return s
 
     try:
+        fmt = ctx.input_format
+        if fmt is not None:  # known before running: open now, so a device error comes first
+            player, play = Player(fmt.rate), PlayMap(fmt.rate)
+            stream = open_stream(fmt.rate)
         async for frame in frames:
             if isinstance(frame, Audio):
                 if player is None or play is None:
@@ -230,9 +239,11 @@ async def speaker_sink(
                 heard = play.pts_at(player.clear())
                 if heard is not None:
                     ctx.bus.publish(PLAYED, Played(ctx.id, heard))
-        if player is not None and player.queued:
+        if player is not None and stream is not None:
             with ctx.waiting():
-                await asyncio.wait_for(drained.wait(), player.queued / player.rate + 2.0)
+                if player.queued:
+                    await asyncio.wait_for(drained.wait(), player.queued / player.rate + 2.0)
+                await asyncio.sleep(max(0.0, float(stream.latency)) + tail_ms / 1000)
     finally:
         if stream is not None:
             stream.stop()

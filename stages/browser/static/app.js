@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 const CHUNK_MS = 20;
 
 const stats = {
-  state: "idle", sent_ms: 0, received_ms: 0, played_ms: 0, level_db: null, audio: "none",
+  state: "idle", sent_ms: 0, received_ms: 0, played_ms: 0, level_db: null, muted: false, audio: "none",
   turns: [], transcripts: [], tool_calls: [], errors: [], barge_ins: [], links: {},
 };
 window.pipelineStats = stats;
@@ -249,8 +249,22 @@ function fail(text) {
   stop("error");
 }
 
+// A new conversation: counters and pending measurements start afresh (the page keeps showing
+// the earlier ones).
+function reset() {
+  sentSamples = receivedSamples = replyStart = 0;
+  timeline = [];
+  pendingTurn = lastOnset = null;
+  newReply = muted = false;
+  Object.assign(stats, { sent_ms: 0, received_ms: 0, played_ms: 0, level_db: null, muted: false });
+  $("mute").setAttribute("aria-pressed", "false");
+  $("mute").textContent = "Mute";
+  if (stats.turns.length || stats.transcripts.length) note("a new conversation");
+}
+
 async function start() {
   if (stats.state === "live" || stats.state === "connecting") return;
+  reset();
   setState("connecting");
   try {
     mic = await navigator.mediaDevices.getUserMedia({
@@ -287,6 +301,7 @@ $("start").onclick = start;
 $("hangup").onclick = () => stop("ended");
 $("mute").onclick = () => {
   muted = !muted;
+  stats.muted = muted;
   captureNode.port.postMessage({ muted });
   $("mute").setAttribute("aria-pressed", String(muted));
   $("mute").textContent = muted ? "Unmute" : "Mute";

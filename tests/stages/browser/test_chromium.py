@@ -99,6 +99,10 @@ def test_a_conversation_in_chromium(tmp_path: Path) -> None:
                 await wait_for(b, f"s.state === 'live' && s.sent_ms > {sent + 500}")
                 await wait_for(b, "s.turns.length >= 1")
                 await b.screenshot(path=str(SCREENSHOTS / "playground-second-tab.png"))
+                # muted, the page goes on sending (silence), so the pipeline's clock runs on
+                await b.click("#mute")
+                sent = (await stats(b))["sent_ms"]
+                await wait_for(b, f"s.muted && s.level_db === null && s.sent_ms > {sent + 200}")
                 stats_b = await stats(b)
                 await b.click("#hangup")
                 async with asyncio.timeout(TIMEOUT_MS / 1000):
