@@ -246,37 +246,37 @@ class _Run:
 
     # -- server events
 
-    async def on_event(self, ev: p.ProtocolEvent) -> None:
+    async def on_event(self, ev: p.ServerEvent) -> None:
         """One protocol event: log what is worth it, queue its frames, react to the user
         speaking over the assistant."""
         match ev:
-            case p.SessionReady() if not self.ready.is_set():
+            case p.SessionReadyEvent() if not self.ready.is_set():
                 self.log.info("session ready", session=self.sessions, dialect=self.cfg.dialect)
                 if self.sessions > 1:
                     self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
                 self.ready.set()
-            case p.ServerError() if ev.fatal:
+            case p.ErrorEvent() if ev.fatal:
                 raise SessionRemoteError(
                     f"the realtime service refused the session: {ev.code}: {ev.message}",
                     code=ev.code,
                 )
-            case p.ServerError() if ev.benign:
+            case p.ErrorEvent() if ev.benign:
                 self.log.debug("server error (benign race)", code=ev.code, message=ev.message)
-            case p.ServerError():
+            case p.ErrorEvent():
                 self.log.warning("server error", code=ev.code, message=ev.message, param=ev.param)
-            case p.Malformed():
+            case p.MalformedEvent():
                 self.log.warning("unreadable message from the server", reason=ev.reason)
-            case p.RateLimits():
+            case p.RateLimitsEvent():
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
-            case p.Ignored() if ev.type != "ping":
+            case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
         for item in to_frames(ev, input_origin=self.conn_origin):
             self.emit(item)
-        if isinstance(ev, p.SpeechStarted):
+        if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
 
-    def _check_echo(self, ev: p.SessionReady) -> None:
+    def _check_echo(self, ev: p.SessionReadyEvent) -> None:
         for which, got, want in (
             ("output", ev.output_format, self.cfg.output_format),
             ("input", ev.input_format, self.cfg.input_format),

@@ -14,8 +14,12 @@ other calls never see it (each runs in its own task, with its own runner, channe
 
 Before the WebSocket handshake (``process_request``):
 
-* ``GET /healthz``: 200 ``{"status": "ok", ...}`` (503 ``draining`` during a drain);
-* ``GET /metrics``: Prometheus text from this server's own registry;
+* ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the process is alive (``"draining"``
+  during a drain): a liveness probe;
+* ``GET /readyz``: 200 while a call would be taken, 503 while draining or at ``max_calls``: a
+  load balancer's health check (or a readiness probe) stops sending calls here;
+* ``GET /metrics``: Prometheus text from this server's own registry (under ``--workers``, every
+  worker's, each sample labelled ``worker``: :mod:`pipeline.workers`);
 * any other path is a call: refused with 401 (no token) or 403 (wrong token) when a token is
   set, and with 503 when ``max_calls`` calls are running or the server is draining. The token
   comes as ``?token=``, ``Authorization: Bearer`` or ``X-Pipeline-Token``; Twilio drops query
@@ -51,6 +55,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -71,6 +76,13 @@ from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.workers import (
+    READY_LINE,
+    Supervisor,
+    WorkerLink,
+    set_parent_death_signal,
+    usable_cores,
+)
 
 from .control import CallControl, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
@@ -238,6 +250,7 @@ class CallServer:
         start_timeout_s: float = 10.0,
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
+        worker: WorkerLink | None = None,
         webhook: TwilioWebhook | None = None,
         rest: TwilioRest | None = None,
     ) -> None:
@@ -253,6 +266,7 @@ class CallServer:
         self.token_parameter = token_parameter
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
+        self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.active = 0
         self._active_changed = asyncio.Event()  # set (and replaced) whenever active changes
         self.draining = False
@@ -281,15 +295,47 @@ class CallServer:
             response.headers["Content-Type"] = content_type
         return response
 
+    async def _process_request_pooled(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """Under ``--workers``: ``/metrics`` gathers every worker's (the rest as below)."""
+        if self.worker is not None and urlsplit(request.path).path == "/metrics":
+            self.fold_all()
+            text = await self.worker.metrics(self.metrics.text())
+            return self._respond(connection, 200, text.decode(), CONTENT_TYPE_LATEST)
+        return self._process_request(connection, request)
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): whether a new call would be taken, by this server or, under
+        ``--workers``, by some worker of the pool."""
+        if self.draining:
+            return False, "draining"
+        if self.worker is not None:
+            ok = self.worker.pool_ready()
+            return ok, "ok" if ok else "busy: every worker is at its call cap"
+        if self.active >= self.max_calls:
+            return False, f"busy: {self.active} calls running, the cap is {self.max_calls}"
+        return True, "ok"
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        if url.path == "/healthz":
+        if url.path == "/healthz":  # liveness: 200 while this process answers at all
             status = "draining" if self.draining else "ok"
             body = json.dumps(
                 {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
             )
+            return self._respond(connection, 200, body + "\n", "application/json")
+        if url.path == "/readyz":  # readiness: would a new call be taken?
+            ready, reason = self.readiness()
+            info: dict[str, Any] = {"ready": ready, "reason": reason}
+            info.update(active_calls=self.active, max_calls=self.max_calls)
+            if self.worker is not None:
+                pool = self.worker.pool()
+                info["worker"] = self.worker.index
+                info["pool_active_calls"] = sum(w.active for w in pool if w.alive)
+                info["pool_max_calls"] = sum(w.max_calls for w in pool if w.alive)
             return self._respond(
-                connection, 503 if self.draining else 200, body + "\n", "application/json"
+                connection, 200 if ready else 503, json.dumps(info) + "\n", "application/json"
             )
         if url.path == "/metrics":
             self.fold_all()
@@ -327,7 +373,12 @@ class CallServer:
             return self._respond(connection, 503, "draining: not taking new calls\n")
         if self.active >= self.max_calls:
             self.metrics.refused.labels("busy").inc()
-            return self._respond(connection, 503, f"busy: {self.active} calls running\n")
+            per = " per worker" if self.worker is not None else ""
+            return self._respond(
+                connection,
+                503,
+                f"busy: {self.active} calls running, the cap is {self.max_calls}{per}\n",
+            )
         return None
 
     # -- one call
@@ -441,6 +492,8 @@ class CallServer:
     def _count_call(self, delta: int) -> None:
         self.active += delta
         self.metrics.calls_active.inc(delta)
+        if self.worker is not None:
+            self.worker.set_active(self.active)
         changed, self._active_changed = self._active_changed, asyncio.Event()
         changed.set()
 
@@ -502,6 +555,11 @@ class CallServer:
                 self.metrics.link_purged.labels(name).inc(ch.purged - p0)
             live.drops[name] = (ch.dropped, ch.purged)
 
+    def metrics_text(self) -> bytes:
+        """This server's own metrics, up to date, as Prometheus text."""
+        self.fold_all()
+        return self.metrics.text()
+
     def fold_all(self) -> None:
         """Bring the per-stage and per-link metrics up to date with the running calls."""
         for live in list(self._live.values()):
@@ -509,12 +567,15 @@ class CallServer:
 
     # -- lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``host:port``, or on ``sock`` (a bound, listening socket) if given."""
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         self._server = await serve(
             self._handle,
-            host,
-            port,
-            process_request=self._process_request,
+            **where,
+            process_request=self._process_request_pooled,
             create_connection=with_posts(self._post),
             max_size=self.max_message_bytes,
             compression=None,
@@ -539,6 +600,8 @@ class CallServer:
         the rest. Returns the number of calls that had to be cancelled. The listening socket
         is closed before the ``draining`` log line is written."""
         self.draining = True
+        if self.worker is not None:
+            self.worker.set_draining()
         if self._server is not None:
             self._server.close(close_connections=False)
             # websockets stops listening in a task of its own; stop now, so that once the
@@ -629,7 +692,14 @@ def register(subparsers: Any) -> None:
         help="also accept the token as <Parameter name='token'> (start.customParameters.token): "
         "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
     )
-    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls (100)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on the one port, each with its own event loop (default: the "
+        f"cores this process may use, here {usable_cores()}); 1 serves in this process",
+    )
+    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
     p.add_argument(
         "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
     )
@@ -698,6 +768,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
+    worker = WorkerLink.from_environ()
+    workers = usable_cores() if args.workers is None else args.workers
+    if workers < 1:
+        log.error("--workers must be at least 1", given=workers)
+        return 2
+    if worker is None and workers > 1:
+        return _supervise(args, workers)
+    if worker is not None:
+        set_parent_death_signal()  # drain, not run on, should the supervisor die
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
@@ -713,18 +792,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,
             drain_timeout_s=args.drain_timeout,
+            worker=worker,
             webhook=webhook,
             rest=rest,
         )
     )
 
 
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Run ``workers`` copies of this very command line as a pool (pipeline.workers)."""
+    argv = getattr(args, "command_line", None) or sys.argv[1:]
+    command = [sys.executable, "-m", "pipeline", *argv]
+    supervisor = Supervisor(command, workers, args.host, args.port)
+    return asyncio.run(supervisor.run())
+
+
 async def _serve(
-    p: Pipeline, host: str, port: int, *, drain_timeout_s: float, **options: Any
+    p: Pipeline,
+    host: str,
+    port: int,
+    *,
+    drain_timeout_s: float,
+    worker: WorkerLink | None = None,
+    **options: Any,
 ) -> int:
-    server = CallServer(p, **options)
+    server = CallServer(p, worker=worker, **options)
     try:
-        await server.start(host, port)
+        if worker is not None:
+            structlog.contextvars.bind_contextvars(worker=worker.index)
+            await server.start(worker.host, sock=worker.listening_socket())
+            worker.started(server.max_calls)
+            await worker.serve_metrics(server.metrics_text)
+        else:
+            await server.start(host, port)
     except OSError as exc:
         log.error("cannot listen", host=host, port=port, error=str(exc))
         return 2
@@ -743,7 +843,10 @@ async def _serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
+    if worker is None:
+        print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
+    else:
+        print(READY_LINE, flush=True)  # to the supervisor, which announces the pool
     log.info(
         "serving",
         url=server.url,
@@ -761,4 +864,6 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
+        if worker is not None:
+            await worker.close()
     return 0

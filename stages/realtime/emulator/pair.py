@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..protocol import ProtocolEvent, RealtimeProtocol
+from ..protocol import RealtimeProtocol, ServerEvent
 from ..wire import SessionConfig
 from .config import EmulatorConfig
 from .core import EmulatorSession
@@ -40,19 +40,19 @@ class ConnectionPair:
         self.server = EmulatorSession(
             config or EmulatorConfig(), dialect=cfg.dialect, model=cfg.model
         )
-        self.events: list[ProtocolEvent] = []
+        self.events: list[ServerEvent] = []
         self.to_server: list[str] = []
         self.to_client: list[Json] = []
         self.server.open(now)
 
-    def connect(self) -> list[ProtocolEvent]:
+    def connect(self) -> list[ServerEvent]:
         """The socket opened: the client sends ``session.update``; deliver until quiet."""
         self.client.connection_made()
         return self.exchange()
 
-    def exchange(self) -> list[ProtocolEvent]:
+    def exchange(self) -> list[ServerEvent]:
         """Deliver both ways until neither side has anything due now; the client's events."""
-        out: list[ProtocolEvent] = []
+        out: list[ServerEvent] = []
         while True:
             sent = self.client.data_to_send()
             for message in sent:
@@ -66,7 +66,7 @@ class ConnectionPair:
                 self.events += out
                 return out
 
-    def advance(self, seconds: float) -> list[ProtocolEvent]:
+    def advance(self, seconds: float) -> list[ServerEvent]:
         """Move the clock ``seconds`` on, exchanging at every due time on the way."""
         end = self.now + seconds
         out = self.exchange()
@@ -76,7 +76,7 @@ class ConnectionPair:
         self.now = end
         return out + self.exchange()
 
-    def settle(self, limit_s: float = 3600.0) -> list[ProtocolEvent]:
+    def settle(self, limit_s: float = 3600.0) -> list[ServerEvent]:
         """Advance through due times until nothing is queued (at most ``limit_s`` on)."""
         out = self.exchange()
         end = self.now + limit_s

@@ -304,7 +304,7 @@ def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[An
     path = tmp / "p.yaml"
     path.write_text(yaml_text)
     cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
-    cmd += ["--log-format", "json", "serve", str(path), "--port", "0", *args]
+    cmd += ["--log-format", "json", "serve", str(path), "--port", "0", "--workers", "1", *args]
     env = dict(os.environ)
     env.pop("PIPELINE_SERVE_TOKEN", None)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
