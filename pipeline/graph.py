@@ -251,6 +251,9 @@ class _Checker:
         problems += self._propagate_formats()
         problems += self._check_connected()
         problems.sort(key=lambda q: (q.line or 10**9, q.column))
+        # a stage without a type that the checker had nothing to say about (the YAML reader
+        # reports it itself): the plan cannot run
+        typeless = tuple(n.id for n in p.nodes.values() if n.spec is None)
         links = tuple(
             PlannedLink(
                 lk.src,
@@ -265,7 +268,7 @@ class _Checker:
             for lk in self.live
         )
         stages: dict[str, PlannedStage] = {}
-        if not problems:  # a plan with problems cannot run: it carries only the problems
+        if not problems and not typeless:  # else it cannot run: it carries only the problems
             values = {n: freeze_values(v) for n, v in self.values.items()}
 
             def peer(node_id: str, feedback: bool) -> Peer:
@@ -297,6 +300,7 @@ class _Checker:
             tuple(problems),
             segments_of(stages, links, fuse=True) if stages else (),
             segments_of(stages, links, fuse=False) if stages else (),
+            typeless,
         )
 
     def topo_order(self) -> list[str]:

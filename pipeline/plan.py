@@ -103,15 +103,19 @@ class Plan:
     #: segments with plain links fused, and with every link queued (``fuse=False``)
     fused_segments: tuple[Segment, ...]
     queued_segments: tuple[Segment, ...]
+    #: stages that have no stage type (reported by whoever built the pipeline)
+    typeless: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.typeless
 
     def runnable(self) -> Plan:
         """This plan, or ConfigError with every problem."""
         if self.problems:
             raise ConfigError(list(self.problems))
+        if self.typeless:
+            raise ConfigError(f"stage '{self.typeless[0]}' has no stage type; give it one")
         return self
 
     def segments(self, fuse: bool = True) -> tuple[Segment, ...]:
