@@ -15,7 +15,7 @@ import pydantic
 
 from pipeline.errors import ConfigError, FormatError
 from pipeline.frames import AudioFormat, Encoding
-from pipeline.stage import StageContext
+from pipeline.stage import TOOLS, StageContext
 
 from . import protocol as p
 
@@ -218,15 +218,9 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
 
 
 def linked_tools(ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
-    refs: list[Any] = []
-    seen: set[str] = set()
-    for peer in (*ctx.downstream, *ctx.upstream):
-        if peer.type == "tool_router" and peer.id not in seen:
-            seen.add(peer.id)
-            refs.extend(peer.params.get("tools") or ())
-    if not refs:
-        return ()
-    return tuple(_tool_schemas(refs, ctx))
+    """The function definitions every linked stage provides under :data:`TOOLS` (the
+    ``tool_router``, or a user's own router), in link order."""
+    return tuple(schema for provided in ctx.provided(TOOLS) for schema in provided)
 
 
 def _tool_schemas(refs: list[Any], ctx: StageContext) -> list[dict[str, Any]]:
