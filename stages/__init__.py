@@ -19,6 +19,7 @@ _MODULES = (
     "realtime",
     "tools",
     "telephony",
+    "browser",
 )
 
 for _name in _MODULES:

@@ -34,46 +34,46 @@ def input_pts(ms: int, input_origin: float | None) -> float:
 
 
 def to_frames(
-    ev: p.ProtocolEvent, *, input_origin: float | None = None
+    ev: p.ServerEvent, *, input_origin: float | None = None
 ) -> tuple[Frame | ReplyAudio, ...]:
     """The frames one protocol event means for the stage's output (often none). Every event
     type has its case (checked by mypy: ``assert_never``). Fatal and benign server errors give
     no frame: the stage ends the run on the first and logs the second."""
     match ev:
-        case p.SpeechStarted():
+        case p.SpeechStartedEvent():
             return (SpeechStarted(pts=input_pts(ev.audio_start_ms, input_origin)),)
-        case p.SpeechStopped():
+        case p.SpeechStoppedEvent():
             return (SpeechStopped(pts=input_pts(ev.audio_end_ms, input_origin)),)
-        case p.ResponseCreated():
+        case p.ResponseCreatedEvent():
             return (ResponseStarted(ev.response_id),)
-        case p.ResponseDone():
+        case p.ResponseDoneEvent():
             return (ResponseDone(ev.response_id, ev.status),)
-        case p.AudioDelta():
+        case p.AudioDeltaEvent():
             if ev.discarded:
                 return ()
             return (ReplyAudio(ev.data, ev.item_id, ev.response_id),)
-        case p.TranscriptDelta():
+        case p.TranscriptDeltaEvent():
             return (Transcript(ev.role, ev.text, False, item_id=ev.item_id),)
-        case p.TranscriptDone():
+        case p.TranscriptDoneEvent():
             return (Transcript(ev.role, ev.text, True, item_id=ev.item_id),)
-        case p.FunctionCallDone():
+        case p.FunctionCallDoneEvent():
             return (ToolCall(ev.call_id, ev.name, ev.arguments, ev.response_id),)
-        case p.ServerError():
+        case p.ErrorEvent():
             if ev.fatal or ev.benign:
                 return ()
             return (Error(ev.code, ev.message),)
-        case p.Malformed():
+        case p.MalformedEvent():
             return (Error("malformed_message", f"unreadable server message: {ev.reason}"),)
         case (
-            p.SessionReady()
-            | p.SessionCreated()
-            | p.RateLimits()
-            | p.Ignored()
-            | p.InputCommitted()
-            | p.AudioDone()
-            | p.Truncated()
+            p.SessionReadyEvent()
+            | p.SessionCreatedEvent()
+            | p.RateLimitsEvent()
+            | p.IgnoredEvent()
+            | p.InputCommittedEvent()
+            | p.AudioDoneEvent()
+            | p.TruncatedEvent()
         ):
             return ()
         case _:
-            # ProtocolEvent is a closed union: mypy fails here if a new event has no case
+            # ServerEvent is a closed union: mypy fails here if a new event has no case
             assert_never(ev)

@@ -72,6 +72,7 @@ from pipeline.frames import (
     ToolResult,
     Transcript,
 )
+from pipeline.metrics import Metric
 from pipeline.stage import PLAYED, TOOLS, StageContext, stage
 
 from . import protocol as p
@@ -93,6 +94,11 @@ from .settings import (
 )
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
+
+#: Sessions opened again within one run after the first (a reconnect).
+SESSION_RECONNECTS = Metric(
+    "session_reconnects", "Realtime sessions opened again after the first one of a call"
+)
 
 #: Under server VAD, silence heard after a local speech_stopped beyond the server's
 #: silence_duration_ms, so its VAD ends the turn at once.
@@ -240,35 +246,37 @@ class _Run:
 
     # -- server events
 
-    async def on_event(self, ev: p.ProtocolEvent) -> None:
+    async def on_event(self, ev: p.ServerEvent) -> None:
         """One protocol event: log what is worth it, queue its frames, react to the user
         speaking over the assistant."""
         match ev:
-            case p.SessionReady() if not self.ready.is_set():
+            case p.SessionReadyEvent() if not self.ready.is_set():
                 self.log.info("session ready", session=self.sessions, dialect=self.cfg.dialect)
+                if self.sessions > 1:
+                    self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
                 self.ready.set()
-            case p.ServerError() if ev.fatal:
+            case p.ErrorEvent() if ev.fatal:
                 raise SessionRemoteError(
                     f"the realtime service refused the session: {ev.code}: {ev.message}",
                     code=ev.code,
                 )
-            case p.ServerError() if ev.benign:
+            case p.ErrorEvent() if ev.benign:
                 self.log.debug("server error (benign race)", code=ev.code, message=ev.message)
-            case p.ServerError():
+            case p.ErrorEvent():
                 self.log.warning("server error", code=ev.code, message=ev.message, param=ev.param)
-            case p.Malformed():
+            case p.MalformedEvent():
                 self.log.warning("unreadable message from the server", reason=ev.reason)
-            case p.RateLimits():
+            case p.RateLimitsEvent():
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
-            case p.Ignored() if ev.type != "ping":
+            case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
         for item in to_frames(ev, input_origin=self.conn_origin):
             self.emit(item)
-        if isinstance(ev, p.SpeechStarted):
+        if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
 
-    def _check_echo(self, ev: p.SessionReady) -> None:
+    def _check_echo(self, ev: p.SessionReadyEvent) -> None:
         for which, got, want in (
             ("output", ev.output_format, self.cfg.output_format),
             ("input", ev.input_format, self.cfg.input_format),
@@ -455,6 +463,7 @@ class _Run:
     check=check_params,
     uses=(TOOLS,),
     subscribes=(PLAYED,),
+    metrics=(SESSION_RECONNECTS,),
 )
 async def realtime_session(
     frames: AsyncIterator[Frame],

@@ -21,7 +21,6 @@ state around instead of making it smaller.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from ..wire import (
     codec,
     error_event,
 )
+from ..wire import client as wc
 from ..wire.errors import bad_value, missing_parameter
 from .audio import EnergyVad, VadEvent, split_text, to_output, tone
 from .config import EmulatorConfig, ToolCallScript
@@ -268,10 +268,10 @@ class EmulatorSession:
         if kind not in supported:
             raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
         handler = getattr(self, "_on_" + kind.replace(".", "_"))
-        handler(event)
+        handler(wc.decode({**event, "type": kind}, self.state))
 
-    def _on_session_update(self, event: Json) -> None:
-        new = SessionConfig.from_wire(event.get("session"), self.state)
+    def _on_session_update(self, event: wc.SessionUpdate) -> None:
+        new = SessionConfig.from_wire(event.session, self.state)
         if self._audio_seen and new.input_format != self.state.input_format:
             a, b = self.state.input_format, new.input_format
             raise WireError(
@@ -347,24 +347,9 @@ class EmulatorSession:
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.state.input_format.rate
 
-    def _on_input_audio_buffer_append(self, event: Json) -> None:
-        audio = event.get("audio")
+    def _on_input_audio_buffer_append(self, event: wc.InputAudioBufferAppend) -> None:
+        data = event.audio
         fmt = self.state.input_format
-        try:
-            if not isinstance(audio, str):
-                raise ValueError
-            data = base64.b64decode(audio, validate=True)
-            if fmt.encoding == "pcm16" and len(data) % 2:
-                raise ValueError
-        except (binascii.Error, ValueError):
-            what = "mono PCM16" if fmt.encoding == "pcm16" else f"mono {fmt.encoding}"
-            raise WireError(
-                "invalid_value",
-                f"Invalid 'audio'. Expected base64-encoded audio bytes ({what} at "
-                f"{fmt.rate // 1000 if fmt.rate % 1000 == 0 else fmt.rate / 1000}kHz) but got an "
-                "invalid value.",
-                "audio",
-            ) from None
         if not self.configured and self.config.audio_before_session_updated == "error":
             raise WireError(
                 "audio_before_session_updated",
@@ -474,7 +459,7 @@ class EmulatorSession:
                 {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
             )
 
-    def _on_input_audio_buffer_commit(self, event: Json) -> None:
+    def _on_input_audio_buffer_commit(self, event: wc.InputAudioBufferCommit) -> None:
         if self.codec.commit_needs_manual_turns and self._turns is not None:
             raise WireError(
                 "invalid_request",
@@ -492,7 +477,7 @@ class EmulatorSession:
             )
         self._commit(self._id("item"), self._input(start, end), end)
 
-    def _on_input_audio_buffer_clear(self, event: Json) -> None:
+    def _on_input_audio_buffer_clear(self, event: wc.InputAudioBufferClear) -> None:
         self._buffer_start = self._samples_in
         self._drop_input_before(self._buffer_start)
         self._vad_item = None
@@ -500,10 +485,8 @@ class EmulatorSession:
             self._vad.reset(self._ms(self._buffer_start))
         self._emit({"type": "input_audio_buffer.cleared"})
 
-    def _on_conversation_item_create(self, event: Json) -> None:
-        item = event.get("item")
-        if not isinstance(item, Mapping):
-            raise missing_parameter("item")
+    def _on_conversation_item_create(self, event: wc.ConversationItemCreate) -> None:
+        item = event.item
         kind = item.get("type")
         types = self.codec.item_types
         if kind not in types:
@@ -556,30 +539,27 @@ class EmulatorSession:
             self._last_user_text = " ".join(texts)
             self._last_user_pcm = b""
 
-    def _on_conversation_item_retrieve(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_retrieve(self, event: wc.ConversationItemRetrieve) -> None:
+        item_id = event.item_id
         if item_id not in self._items:
             raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
         self._emit({"type": "conversation.item.retrieved", "item": self._items[item_id]})
 
-    def _on_conversation_item_delete(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_delete(self, event: wc.ConversationItemDelete) -> None:
+        item_id = event.item_id
         if item_id not in self._items:
             raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
         del self._items[item_id]
         self._emit({"type": "conversation.item.deleted", "item_id": item_id})
 
-    def _on_conversation_item_truncate(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_truncate(self, event: wc.ConversationItemTruncate) -> None:
+        item_id, end = event.item_id, event.audio_end_ms
         if item_id not in self._audio_ms:
             raise WireError(
                 "invalid_value",
                 f"Item with item_id not found or has no assistant audio: {item_id}",
                 "item_id",
             )
-        end = event.get("audio_end_ms")
-        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
-            raise bad_value("audio_end_ms", end)
         have = self._audio_ms[item_id]
         if end > have:
             raise WireError(
@@ -587,7 +567,7 @@ class EmulatorSession:
                 f"Audio content of {have}ms is shorter than requested audio_end_ms {end}ms",
                 "audio_end_ms",
             )
-        index = event.get("content_index", 0)
+        index = event.content_index
         self._emit(
             {
                 "type": "conversation.item.truncated",
@@ -597,26 +577,22 @@ class EmulatorSession:
             }
         )
 
-    def _on_response_cancel(self, event: Json) -> None:
-        wanted = event.get("response_id")
+    def _on_response_cancel(self, event: wc.ResponseCancel) -> None:
+        wanted = event.response_id
         if self._response is None or (wanted is not None and wanted != self._response.id):
             raise WireError(
                 "response_cancel_not_active", "Cancellation failed: no active response found"
             )
         self._cancel("client_cancelled")
 
-    def _on_response_create(self, event: Json) -> None:
+    def _on_response_create(self, event: wc.ResponseCreate) -> None:
         if self._response is not None:
             raise WireError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self._response.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        params = event.get("response") or {}
-        if not isinstance(params, Mapping):
-            raise bad_value("response", params)
-        key = self.codec.response_modalities_key
-        mods = params.get(key)
+        mods = event.response.get(self.codec.response_modalities_key)
         self._start_response(modalities=list(mods) if isinstance(mods, list) else None)
 
     # -- responses

@@ -85,7 +85,7 @@ def done(proto: p.RealtimeProtocol, rid: str, status: str = "completed") -> None
     proto.receive({"type": "response.done", "response": {"id": rid, "status": status}})
 
 
-def audio(proto: p.RealtimeProtocol, rid: str, ms: int = 100) -> list[p.ProtocolEvent]:
+def audio(proto: p.RealtimeProtocol, rid: str, ms: int = 100) -> list[p.ServerEvent]:
     data = base64.b64encode(b"\x01\x00" * (24 * ms)).decode()
     return proto.receive(
         {"type": "response.output_audio.delta", "response_id": rid, "item_id": "it", "delta": data}
@@ -135,12 +135,12 @@ def test_barge_in_discards_the_cut_response_until_another_starts() -> None:
     created(proto, "r1")
     assert proto.barge.state == "quiet" and not proto.assistant_playing
     (delta,) = audio(proto, "r1")
-    assert isinstance(delta, p.AudioDelta) and not delta.discarded
+    assert isinstance(delta, p.AudioDeltaEvent) and not delta.discarded
     assert proto.barge.state == "playing" and proto.assistant_playing
     proto.interrupt(50, local=False)
     assert proto.barge.state == "cut" and proto.last_response == "r1"
     (late,) = audio(proto, "r1")
-    assert isinstance(late, p.AudioDelta) and late.discarded
+    assert isinstance(late, p.AudioDeltaEvent) and late.discarded
     assert to_frames(late) == ()
     done(proto, "r1", "cancelled")
     created(proto, "r1")  # a repeated created of the cut response changes nothing
@@ -148,7 +148,7 @@ def test_barge_in_discards_the_cut_response_until_another_starts() -> None:
     created(proto, "r2")
     assert proto.barge.state == "quiet"
     (fresh,) = audio(proto, "r2")
-    assert isinstance(fresh, p.AudioDelta) and not fresh.discarded
+    assert isinstance(fresh, p.AudioDeltaEvent) and not fresh.discarded
 
 
 def test_user_turn_under_server_vad_is_owed_its_answer() -> None:
@@ -218,32 +218,35 @@ def test_any_interleaving_of_server_events_and_our_calls_never_raises(steps: lis
 @pytest.mark.parametrize(
     ("event", "frames"),
     [
-        (p.SpeechStarted(1020, "i"), (SpeechStarted(pts=4.02),)),
-        (p.SpeechStopped(2310, "i"), (SpeechStopped(pts=5.31),)),
-        (p.ResponseCreated("r"), (ResponseStarted("r"),)),
-        (p.ResponseDone("r", "cancelled"), (ResponseDone("r", "cancelled"),)),
-        (p.AudioDelta(b"\x00\x01", "r", "i"), (ReplyAudio(b"\x00\x01", "i", "r"),)),
-        (p.AudioDelta(b"\x00\x01", "r", "i", discarded=True), ()),
-        (p.TranscriptDelta("user", "he", "i"), (Transcript("user", "he", False, item_id="i"),)),
+        (p.SpeechStartedEvent(1020, "i"), (SpeechStarted(pts=4.02),)),
+        (p.SpeechStoppedEvent(2310, "i"), (SpeechStopped(pts=5.31),)),
+        (p.ResponseCreatedEvent("r"), (ResponseStarted("r"),)),
+        (p.ResponseDoneEvent("r", "cancelled"), (ResponseDone("r", "cancelled"),)),
+        (p.AudioDeltaEvent(b"\x00\x01", "r", "i"), (ReplyAudio(b"\x00\x01", "i", "r"),)),
+        (p.AudioDeltaEvent(b"\x00\x01", "r", "i", discarded=True), ()),
         (
-            p.TranscriptDone("assistant", "hi", "i"),
+            p.TranscriptDeltaEvent("user", "he", "i"),
+            (Transcript("user", "he", False, item_id="i"),),
+        ),
+        (
+            p.TranscriptDoneEvent("assistant", "hi", "i"),
             (Transcript("assistant", "hi", True, item_id="i"),),
         ),
-        (p.FunctionCallDone("c", "f", "{}", "r"), (ToolCall("c", "f", "{}", "r"),)),
-        (p.ServerError("bad", "no"), (Error("bad", "no"),)),
-        (p.ServerError("invalid_api_key", "no", fatal=True), ()),
-        (p.ServerError("response_cancel_not_active", "no", benign=True), ()),
+        (p.FunctionCallDoneEvent("c", "f", "{}", "r"), (ToolCall("c", "f", "{}", "r"),)),
+        (p.ErrorEvent("bad", "no"), (Error("bad", "no"),)),
+        (p.ErrorEvent("invalid_api_key", "no", fatal=True), ()),
+        (p.ErrorEvent("response_cancel_not_active", "no", benign=True), ()),
         (
-            p.Malformed("not JSON"),
+            p.MalformedEvent("not JSON"),
             (Error("malformed_message", "unreadable server message: not JSON"),),
         ),
-        (p.SessionReady(), ()),
-        (p.Ignored("ping"), ()),
+        (p.SessionReadyEvent(), ()),
+        (p.IgnoredEvent("ping"), ()),
     ],
 )
-def test_to_frames(event: p.ProtocolEvent, frames: tuple[Any, ...]) -> None:
+def test_to_frames(event: p.ServerEvent, frames: tuple[Any, ...]) -> None:
     assert to_frames(event, input_origin=3.0) == frames
 
 
 def test_to_frames_vad_times_without_audio_sent_yet() -> None:
-    assert to_frames(p.SpeechStarted(250)) == (SpeechStarted(pts=0.25),)
+    assert to_frames(p.SpeechStartedEvent(250)) == (SpeechStarted(pts=0.25),)
