@@ -16,10 +16,12 @@ _MODULES = (
     "g711",
     "resample",
     "vad",
+    "turn",
     "realtime",
     "tools",
     "telephony",
     "browser",
+    "desk",
 )
 
 for _name in _MODULES:

@@ -11,6 +11,9 @@ JavaScript modules, no build step, nothing from the network) and refuses what it
   right ``?token=`` answer 401/403 (the page carries the token in its own URL and passes it on);
 * ``/ws`` with an ``Origin`` header naming another site than the one in ``Host``: 403 (another
   web page open in the same browser must not talk to your agent);
+* on a loopback address, any request whose ``Host`` is not a loopback name or address: 403 (a
+  web page whose own domain name resolves to 127.0.0.1, "DNS rebinding", would otherwise be
+  same-origin with the playground);
 * ``/ws`` while ``max_sessions`` tabs are connected: 503.
 
 Each WebSocket is one tab: the handler sends ``hello`` (the rates, the graph), reads messages into
@@ -200,6 +203,7 @@ class PlaygroundServer:
         self.summaries: list[RunSummary] = []
         self.url = ""
         self.port = 0
+        self.loopback = True
         self._changed = asyncio.Event()
         self._server: Server | None = None
         self._tabs: dict[int, _Tab] = {}
@@ -222,6 +226,11 @@ class PlaygroundServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
+        if self.loopback and not is_loopback(
+            urlsplit("//" + request.headers.get("Host", "")).hostname or ""
+        ):
+            log.warning("request for another host name refused", host=request.headers.get("Host"))
+            return self._text(403, "this server answers to localhost and 127.0.0.1 only\n")
         if path not in self.files and path != "/ws":
             return self._text(404, f"not found: {path}\n")
         if path in ("/", "/index.html", "/ws") and self.token is not None:
@@ -375,6 +384,7 @@ class PlaygroundServer:
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
+        self.loopback = is_loopback(host)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
 
