@@ -497,7 +497,11 @@ def test_default_pipeline_runs_end_to_end(batch: dict[str, Result], folder: Path
 
 
 def test_validate_the_repo_pipelines_without_a_key(batch: dict[str, Result]) -> None:
-    assert batch["validate_repo"] == Result(0, "pipelines.yaml: ok (9 pipelines)\n", "")
+    from pipeline.config import pipeline_names
+
+    n = len(list(pipeline_names((ROOT / "pipelines.yaml").read_text(encoding="utf-8"))))
+    assert n >= 10  # grok, openai, the phone pipelines, ...
+    assert batch["validate_repo"] == Result(0, f"pipelines.yaml: ok ({n} pipelines)\n", "")
 
 
 def test_every_mistake_of_a_file_at_once(batch: dict[str, Result]) -> None:
