@@ -21,6 +21,7 @@ Checking writes nothing into the pipeline; building it again after a check is fi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import itertools
 import os
@@ -33,7 +34,7 @@ from .channels import OVERFLOW_POLICIES, Overflow
 from .errors import FormatError, Problem
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
-from .stage import Peer, StageSpec, spec_for
+from .stage import CheckWarning, Peer, StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -239,6 +240,7 @@ class _Checker:
         self.feedback: dict[Link, bool] = {}
         self.types: dict[Link, frozenset[type[Any]]] = {}
         self.format: dict[Link, AudioFormat | None] = {}
+        self.warnings: list[Problem] = []  # worth saying; the pipeline runs
 
     def plan(self) -> Plan:
         p = self.p
@@ -301,6 +303,7 @@ class _Checker:
             segments_of(stages, links, fuse=True) if stages else (),
             segments_of(stages, links, fuse=False) if stages else (),
             typeless,
+            tuple(self.warnings),
         )
 
     def topo_order(self) -> list[str]:
@@ -344,9 +347,13 @@ class _Checker:
             if param_problems:
                 continue
             if spec.check is not None:
-                for name, message in spec.check(values, self.p.base_dir):
+                for found in spec.check(values, self.p.base_dir):
+                    if isinstance(found, CheckWarning):
+                        warning = self.p._param_p(node, found.param, found.message, "")
+                        self.warnings.append(dataclasses.replace(warning, warning=True))
+                        continue
                     self.ok[node.id] = False
-                    out.append(self.p._param_p(node, name, message, ""))
+                    out.append(self.p._param_p(node, *found, ""))
             for name, p in spec.params.items():
                 v = values.get(name)
                 if p.path_role == "input" and isinstance(v, Path) and not v.exists():

@@ -105,6 +105,8 @@ class Plan:
     queued_segments: tuple[Segment, ...]
     #: stages that have no stage type (reported by whoever built the pipeline)
     typeless: tuple[str, ...] = ()
+    #: worth saying before running, but not in the way (``pipeline validate`` shows them)
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
