@@ -28,9 +28,7 @@ URL = "https://contoso.openai.azure.com/openai/realtime?api-version=2025-08-28&d
 
 
 def azure_url(port: int, version: str = "2025-08-28", deployment: str = "gpt-realtime") -> str:
-    return (
-        f"ws://127.0.0.1:{port}/openai/realtime?api-version={version}&deployment={deployment}"
-    )
+    return f"ws://127.0.0.1:{port}/openai/realtime?api-version={version}&deployment={deployment}"
 
 
 def test_azure_resolves_to_the_openai_dialect_at_the_deployment_url() -> None:
