@@ -89,8 +89,8 @@ class EmulatorSession:
         self.model = model or self.codec.default_model
         self.received: list[Json] = []
         self.warnings: list[str] = []
-        #: the session as configured so far (the typed model the client's update is read into)
-        self.state: SessionConfig = self.codec.default_session(self.model)
+        self._turns: TurnDetection | None = None
+        self.state = self.codec.default_session(self.model)
         # Shared by every connection of one server: ids stay unique across reconnects, so a
         # client de-duplicating by call_id never mistakes a new call for a repeat.
         self._counters: dict[str, int] = {} if counters is None else counters
@@ -248,11 +248,11 @@ class EmulatorSession:
             self.warnings.append(note)
             log.warning("emulator.alias", name=kind, handled_as=real)
             kind = real
-        supported = sorted(self.codec.client_events)
-        if kind not in supported:
+        if kind not in self.codec.client_events:
+            supported = sorted(self.codec.client_events)
             raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
         handler = getattr(self, "_on_" + kind.replace(".", "_"))
-        handler(wc.decode({**event, "type": kind}, self.state))
+        handler(wc.decode(event if event["type"] == kind else {**event, "type": kind}, self.state))
 
     def _on_session_update(self, event: wc.SessionUpdate) -> None:
         new = SessionConfig.from_wire(event.session, self.state)
@@ -295,10 +295,16 @@ class EmulatorSession:
         )
 
     @property
-    def _turns(self) -> TurnDetection | None:
-        """The server VAD's settings, every field resolved (None: manual turns)."""
-        td = self.state.turn_detection
-        return None if td.type is None else self.codec.resolve_turn_detection(td)
+    def state(self) -> SessionConfig:
+        """The session as configured so far (the typed model client updates are read into)."""
+        return self._state
+
+    @state.setter
+    def state(self, config: SessionConfig) -> None:
+        self._state = config
+        td = config.turn_detection
+        #: the server VAD's settings, every field resolved (None: manual turns)
+        self._turns = None if td.type is None else self.codec.resolve_turn_detection(td)
 
     @property
     def _modalities(self) -> tuple[str, ...]:
