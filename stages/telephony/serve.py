@@ -58,7 +58,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -74,6 +74,7 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
 from pipeline.workers import (
@@ -813,7 +814,32 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
     argv = getattr(args, "command_line", None) or sys.argv[1:]
     command = [sys.executable, "-m", "pipeline", *argv]
     supervisor = Supervisor(command, workers, args.host, args.port)
-    return asyncio.run(supervisor.run())
+
+    async def run() -> int:
+        def pool_calls() -> int:
+            return supervisor.state.total_active() if supervisor.state is not None else 0
+
+        async with keep_deletion_cost(pool_calls):
+            return await supervisor.run()
+
+    return asyncio.run(run())
+
+
+@contextlib.asynccontextmanager
+async def keep_deletion_cost(calls: Callable[[], int]) -> AsyncIterator[None]:
+    """In a Kubernetes pod (pipeline.kube), keep its pod-deletion-cost equal to ``calls()``
+    while the block runs; elsewhere, nothing."""
+    ref = PodRef.from_environ()
+    if ref is None:
+        yield
+        return
+    task = asyncio.create_task(DeletionCost(ref, calls).run(), name="pod deletion cost")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _serve(
@@ -866,7 +892,11 @@ async def _serve(
         call_control=server.rest is not None,
     )
     try:
-        await stop.wait()
+        if worker is None:  # a pool's supervisor keeps it for the whole pod
+            async with keep_deletion_cost(lambda: server.active):
+                await stop.wait()
+        else:
+            await stop.wait()
         cancelled = await server.drain(drain_timeout_s)
         log.info("stopped", cancelled_calls=cancelled)
     finally:
