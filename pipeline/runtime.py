@@ -372,6 +372,9 @@ class Runner:
         self.running = False
         self.status = "completed"
         self.on_tick: Callable[[Runner], None] | None = None
+        #: called with every event a stage emits, once, as it leaves the stage (observers:
+        #: ``pipeline serve`` times turns and traces tool calls with it)
+        self.event_hooks: list[Callable[[Event], None]] = []
         self.event_counts: dict[str, int] = {}
         self.notable: list[Event] = []
         self.segments = self._plan()
@@ -384,6 +387,8 @@ class Runner:
             or (isinstance(frame, Transcript) and frame.final)
         ):
             self.notable.append(frame)
+        for hook in self.event_hooks:
+            hook(frame)
 
     # ------------------------------------------------------------------ planning
 

@@ -77,6 +77,7 @@ from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
 from pipeline.workers import (
     READY_LINE,
     Supervisor,
@@ -97,6 +98,8 @@ log = structlog.get_logger("pipeline.serve")
 COST_BUCKETS = (
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
 )  # fmt: skip
+#: Voice-to-voice latency buckets, seconds.
+VOICE_TO_VOICE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 #: Lateness buckets, seconds.
 LATENESS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
@@ -152,6 +155,13 @@ class ServeMetrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.calls_active = Gauge("pipeline_calls_active", "Calls in progress", registry=r)
         self.calls = Counter("pipeline_calls", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.voice_to_voice = Histogram(
+            "pipeline_voice_to_voice_seconds",
+            "Per turn: from the end of the caller's speech to the first byte of the reply sent "
+            "to them (on the caller's stream clock)",
+            buckets=VOICE_TO_VOICE_BUCKETS,
+            registry=r,
+        )
         self.refused = Counter(
             "pipeline_connections_refused",
             "Connections refused before the call started, by reason",
@@ -262,6 +272,7 @@ class CallServer:
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
+        tracer: Any = None,
         webhook: TwilioWebhook | None = None,
         rest: TwilioRest | None = None,
     ) -> None:
@@ -277,6 +288,7 @@ class CallServer:
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
+        self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
         self.active = 0
         self._active_changed = asyncio.Event()  # set (and replaced) whenever active changes
         self.draining = False
@@ -413,6 +425,14 @@ class CallServer:
         outcome, code, reason = "completed", 1000, ""
         t0 = time.perf_counter()
         live: _Live | None = None
+        trace: CallTrace | None = None
+
+        def on_turn(latency_s: float) -> None:
+            self.metrics.voice_to_voice.observe(latency_s)
+            if trace is not None:
+                trace.turn(latency_s)
+
+        turns = TurnTimer(on_turn)
         try:
             if not await self._wait_start(call):
                 outcome, code, reason = "no_start", 1008, "no start message"
@@ -435,6 +455,18 @@ class CallServer:
                     return
             runner = Runner(fresh_copy(self.template), metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
+            runner.event_hooks.append(turns.on_event)
+            call.attach_tap(turns)
+            if self.tracer is not None:
+                trace = CallTrace(
+                    self.tracer,
+                    {
+                        "call.sid": call.call_sid,
+                        "call.stream_sid": call.stream_sid,
+                        "pipeline": self.template.name,
+                    },
+                )
+                runner.event_hooks.append(trace.on_event)
             start = call.start
             params = dict(start.custom_parameters) if start else {}
             if "token" in params:
@@ -487,7 +519,10 @@ class CallServer:
                     duration_s=round(time.perf_counter() - t0, 3),
                     messages_in=call.messages_in,
                     messages_out=call.messages_out,
+                    voice_to_voice_ms=[round(x * 1000) for x in turns.latencies_s],
                 )
+            if trace is not None:
+                trace.end(outcome, **{"call.turns": len(turns.latencies_s)})
             self._handlers.discard(task)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
@@ -711,6 +746,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
     p.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces (a span per call, turn and tool call) over OTLP/HTTP "
+        "to $OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'pipeline[otel]'",
+    )
+    p.add_argument(
         "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
     )
     p.add_argument(
@@ -787,6 +828,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(args, workers)
     if worker is not None:
         set_parent_death_signal()  # drain, not run on, should the supervisor die
+    tracer = None
+    if args.otel:
+        try:
+            tracer = otel_tracer("pipeline-serve")
+        except TracingUnavailable as exc:
+            log.error(str(exc))
+            return 2
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
@@ -803,6 +851,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             start_timeout_s=args.start_timeout,
             drain_timeout_s=args.drain_timeout,
             worker=worker,
+            tracer=tracer,
             webhook=webhook,
             rest=rest,
         )
