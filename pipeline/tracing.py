@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import PipelineError
 from .frames import Event, SpeechStarted, SpeechStopped, ToolCall, ToolResult
 
 
@@ -60,7 +61,7 @@ class TurnTimer:
         pass
 
 
-class TracingUnavailable(Exception):
+class TracingUnavailable(PipelineError):
     """The OpenTelemetry extra is not installed."""
 
 
