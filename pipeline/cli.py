@@ -225,12 +225,14 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     except Exception:
         names = [args.name] if args.name else [None]  # load() will report the syntax error
     problems = []
+    warnings: list[Problem] = []
     # With every pipeline checked, `--set agent.x=...` may name a stage of only some of them:
     # its "no stage" problem counts only when no pipeline has that stage.
     no_stage: dict[str, list[Any]] = {}
     for name in names or [None]:
         try:
-            load(args.file, name, overrides=args.overrides)
+            loaded = load(args.file, name, overrides=args.overrides)
+            warnings += [w for w in loaded.warnings if w not in warnings]
         except ConfigError as exc:
             for p in exc.problems:
                 if p.message.startswith("--set ") and ": no stage '" in p.message:
@@ -238,6 +240,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                 elif p not in problems:
                     problems.append(p)
     problems += [ps[0] for ps in no_stage.values() if len(ps) == len(names or [None])]
+    for w in warnings:
+        console.print(str(w), highlight=False, markup=False, soft_wrap=True)
     if problems:
         for p in problems:
             console.print(str(p), highlight=False, markup=False, soft_wrap=True)
@@ -311,6 +315,8 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
     log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
+    for warning in p.warnings:  # found before running; the run goes on
+        log.warning(str(warning))
     try:
         try:
             summary = await runner.run()

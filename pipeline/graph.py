@@ -18,6 +18,7 @@ and audio format mismatches, each located in the YAML file when there is one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import itertools
 import os
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
 from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, AudioFormat
-from .stage import StageSpec, spec_for
+from .stage import CheckWarning, StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -98,6 +99,8 @@ class Pipeline:
         self.nodes: dict[str, Node] = {}
         self.links: list[Link] = []
         self._problems: list[Problem] = []  # found while building (duplicates, bad types)
+        #: warnings found by the last :meth:`check` (the pipeline runs; ``validate`` shows them)
+        self.warnings: list[Problem] = []
         self._checked = False
 
     # ------------------------------------------------------------------ building
@@ -187,6 +190,7 @@ class Pipeline:
     def check(self) -> list[Problem]:
         """Every problem found, in file order. Empty means the pipeline can run."""
         problems = list(self._problems)
+        self.warnings = []
         problems += self._check_params()
         problems += self._check_links()
         self._mark_feedback()
@@ -225,9 +229,13 @@ class Pipeline:
             if param_problems:
                 continue
             if spec.check is not None:
-                for name, message in spec.check(values, self.base_dir):
+                for found in spec.check(values, self.base_dir):
+                    if isinstance(found, CheckWarning):
+                        warning = self._param_p(node, found.param, found.message, "")
+                        self.warnings.append(dataclasses.replace(warning, warning=True))
+                        continue
                     node.ok = False
-                    out.append(self._param_p(node, name, message, ""))
+                    out.append(self._param_p(node, *found, ""))
             for name, p in spec.params.items():
                 v = values.get(name)
                 if p.path_role == "input" and isinstance(v, Path) and not v.exists():

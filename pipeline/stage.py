@@ -52,7 +52,7 @@ import importlib
 import inspect
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -117,10 +117,22 @@ InputPath = Annotated[Path, _PathRole("input")]
 OutputPath = Annotated[Path, _PathRole("output")]
 
 FormatFn = Callable[[Mapping[str, Any], AudioFormat | None], AudioFormat | None]
-#: ``check(values, base_dir) -> [(param, problem)]``: extra checks of a stage's parameters before
-#: running; each problem says what is wrong and the fix, and the validator locates it at ``param``
-#: in the file ("" for the stage itself).
-CheckFn = Callable[[Mapping[str, Any], Path], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckWarning:
+    """What a stage's ``check`` returns for something worth saying that does not stop the run
+    (a voice name the provider does not document): ``pipeline validate`` shows it as a warning
+    located at ``param`` and still exits 0."""
+
+    param: str
+    message: str
+
+
+#: ``check(values, base_dir) -> [(param, problem) | CheckWarning]``: extra checks of a stage's
+#: parameters before running; each problem says what is wrong and the fix, and the validator
+#: locates it at ``param`` in the file ("" for the stage itself).
+CheckFn = Callable[[Mapping[str, Any], Path], Sequence[tuple[str, str] | CheckWarning]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ CASES: dict[str, Case] = {
         [*tone(16000, 1.2, burst=True), *EVENTS],
         {"engine": "energy", "mode": "annotate"},
     ),
+    "denoise": lambda _: ([*tone(16000, 0.3), *EVENTS], {}),
     "turn_detector": lambda _: (
         [SpeechStarted(pts=0.0), *tone(16000, 0.6), SpeechStopped(pts=0.6), *EVENTS],
         {"max_wait_ms": 500},

@@ -73,7 +73,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.metrics import Metric
-from pipeline.stage import PLAYED, StageContext, stage
+from pipeline.stage import PLAYED, TOOLS, StageContext, stage
 
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
@@ -461,6 +461,8 @@ class _Run:
     output_format=output_format,
     cycle_aware=True,
     check=check_params,
+    uses=(TOOLS,),
+    subscribes=(PLAYED,),
     metrics=(SESSION_RECONNECTS,),
 )
 async def realtime_session(
@@ -503,7 +505,7 @@ async def realtime_session(
         output_format: pcm16 | pcmu | pcma: the audio this stage emits
         output_rate: output sample rate (default 24000 for pcm16, 8000 for G.711)
         turn_detection: server_vad (optionally {type, threshold, prefix_padding_ms, silence_duration_ms}) or none
-        tools: tool definitions or 'module:function' refs (default: those of linked tool_router stages)
+        tools: tool definitions or 'module:function' refs (default: those the linked stages provide, e.g. a tool_router)
         transcription: transcribe the user's audio: true, false, or a transcription model name
         response_timeout_s: at end of input, how long to wait for the response and tool results
         connect_timeout_s: timeout of one connection attempt

@@ -5,6 +5,7 @@ parameters, the tools it offers the model). No I/O beyond reading tool modules.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ import pydantic
 
 from pipeline.errors import ConfigError, FormatError
 from pipeline.frames import AudioFormat, Encoding
-from pipeline.stage import StageContext
+from pipeline.stage import TOOLS, CheckWarning, StageContext
 
 from . import protocol as p
+from .wire import CODECS
 
 Provider = Literal["xai", "openai", "emulator"]
 FormatName = Literal[
@@ -194,6 +196,28 @@ def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
     return f"add {' then '.join(steps)} before it{alt}"
 
 
+#: Who documents each dialect's voices, for messages.
+_VOICE_SOURCE: dict[p.Dialect, str] = {"xai": "xAI", "openai": "OpenAI", "openai-beta": "OpenAI"}
+
+
+def voice_warnings(voice: str, dialect: p.Dialect) -> list[CheckWarning]:
+    """A warning (never a refusal) for a voice the provider does not document: providers add
+    voices and take custom voice IDs, so the name is sent as is. xAI's IDs are case-insensitive."""
+    known = CODECS[dialect].voices
+    name = voice.lower() if dialect == "xai" else voice
+    if not known or name in known:
+        return []
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? It is" if close else "it is"
+    return [
+        CheckWarning(
+            "voice",
+            f"voice '{voice}' is not one {_VOICE_SOURCE[dialect]} documents "
+            f"({', '.join(known)}); {hint} sent as is, since providers add voices",
+        )
+    ]
+
+
 def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str = "") -> None:
     """Raise FormatError if ``incoming`` audio is not the session's input format. The message
     starts with ``where`` (e.g. ``stage 'agent'``); without it, with the verb, for the graph
@@ -218,15 +242,9 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
 
 
 def linked_tools(ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
-    refs: list[Any] = []
-    seen: set[str] = set()
-    for peer in (*ctx.downstream, *ctx.upstream):
-        if peer.type == "tool_router" and peer.id not in seen:
-            seen.add(peer.id)
-            refs.extend(peer.params.get("tools") or ())
-    if not refs:
-        return ()
-    return tuple(_tool_schemas(refs, ctx))
+    """The function definitions every linked stage provides under :data:`TOOLS` (the
+    ``tool_router``, or a user's own router), in link order."""
+    return tuple(schema for provided in ctx.provided(TOOLS) for schema in provided)
 
 
 def _tool_schemas(refs: list[Any], ctx: StageContext) -> list[dict[str, Any]]:
@@ -251,10 +269,11 @@ def explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, An
     return tuple(out)
 
 
-def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str] | CheckWarning]:
     """Every problem with the parameters, before running (``pipeline validate``): the settings as
-    the stage resolves them, the URL, the retry count, the emulator settings and tool refs."""
-    problems: list[tuple[str, str]] = []
+    the stage resolves them, the URL, the retry count, the emulator settings and tool refs; and a
+    warning for a voice the provider does not document."""
+    problems: list[tuple[str, str] | CheckWarning] = []
 
     def strip(exc: Exception) -> str:
         text = exc.message if isinstance(exc, FormatError) else str(exc)
@@ -263,11 +282,14 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
         return text.removeprefix("<pipeline>: ")
 
     try:
-        resolve_settings(values)
+        s = resolve_settings(values)
     except (ConfigError, FormatError) as exc:
         text = strip(exc)
         name = next((n for n in values if f"'{n}'" in text or text.startswith(n)), "")
         problems.append((name, text))
+    else:
+        if values.get("voice"):
+            problems += voice_warnings(s.session.voice, s.dialect)
     url = values.get("url")
     if url and not str(url).startswith(("ws://", "wss://")):
         problems.append(("url", f"'url' must be a ws:// or wss:// address, got {url!r}"))
