@@ -679,31 +679,20 @@ class StageContext:
     reports: dict[str, Any] = field(default_factory=dict)
     #: figures for whoever runs the pipeline (``pipeline serve``: Prometheus); pipeline.metrics
     metrics: StageMetrics = field(default_factory=StageMetrics)
-    _forward_ended: asyncio.Event | None = None
-    _stopping: asyncio.Event | None = None
-    _on_wait: Callable[[int], None] | None = None
+    #: set when every forward (non-feedback) input link has ended. A stage inside a cycle
+    #: (``cycle_aware=True``) keeps receiving feedback frames after that; it finishes what it
+    #: owes, then returns, which ends the feedback path in turn
+    forward_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set when the run is asked to stop (Ctrl-C): sources should end soon
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: told how long each ``waiting()`` block lasted, in ns (the runner's counters)
+    on_wait: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.log is None:
             import structlog
 
             self.log = structlog.get_logger("pipeline").bind(stage=self.id)
-
-    @property
-    def forward_ended(self) -> asyncio.Event:
-        """Set when every forward (non-feedback) input link has ended. A stage inside a cycle
-        (``cycle_aware=True``) keeps receiving feedback frames after that; it finishes what it
-        owes, then returns, which ends the feedback path in turn."""
-        if self._forward_ended is None:
-            self._forward_ended = asyncio.Event()
-        return self._forward_ended
-
-    @property
-    def stopping(self) -> asyncio.Event:
-        """Set when the run is asked to stop (Ctrl-C): sources should end soon."""
-        if self._stopping is None:
-            self._stopping = asyncio.Event()
-        return self._stopping
 
     def report(self, key: str, value: Any) -> None:
         self.reports[key] = value
@@ -730,8 +719,8 @@ class StageContext:
         try:
             yield
         finally:
-            if self._on_wait is not None:
-                self._on_wait(time.perf_counter_ns() - t0)
+            if self.on_wait is not None:
+                self.on_wait(time.perf_counter_ns() - t0)
 
 
 def call_stage(

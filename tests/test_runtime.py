@@ -595,7 +595,7 @@ def test_declared_waits_are_billed_like_clock_sleeps(monkeypatch: pytest.MonkeyP
     ticks = iter([1_000, 5_001_000])  # 5 ms pass inside the waiting block
     monkeypatch.setattr(stage_mod.time, "perf_counter_ns", lambda: next(ticks))
     stats = StageStats("src", "kit_source")
-    ctx = StageContext(id="src", _on_wait=stats.add_wait)
+    ctx = StageContext(id="src", on_wait=stats.add_wait)
     with ctx.waiting():
         pass
     assert stats.sleep_ns == 5_000_000  # subtracted from the stage's own time per frame

@@ -88,8 +88,8 @@ def test_a_users_own_router_provides_tools_to_a_linked_stage() -> None:
 
 
 def test_the_graph_draws_what_flows_outside_the_links() -> None:
-    p = _graph()
-    assert p.check() == []
+    p = _graph().check()
+    assert p.problems == ()
     assert side_edges(p) == [("out", "agent", "bus: played"), ("tools", "agent", "provides: tools")]
     chart = mermaid(p)
     assert 'out -.-|"bus: played"| agent' in chart

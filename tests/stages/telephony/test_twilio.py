@@ -448,7 +448,7 @@ def test_sink_refuses_other_formats_before_running() -> None:
     p.add("src", "tests.stagekit:source")
     p.add("phone", "twilio_sink")
     p.link("src", "phone")
-    problems = p.check()
+    problems = p.check().problems
     assert len(problems) == 1
     assert "a Twilio stream plays pcmu 8000 Hz mono" in problems[0].message
     assert "g711_encode" in problems[0].fix
