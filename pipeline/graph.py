@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .channels import OVERFLOW_POLICIES, Overflow
+from .context import Peer
 from .errors import FormatError, Problem
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
-from .stage import CheckWarning, Peer, StageSpec, spec_for
+from .spec import CheckWarning, StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock

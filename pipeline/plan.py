@@ -19,9 +19,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .channels import DEFAULT_CAPACITY, Overflow
+from .context import Peer
 from .errors import ConfigError, Problem
 from .frames import AudioFormat
-from .stage import Peer, StageSpec
+from .spec import StageSpec
 
 __all__ = ["Plan", "PlannedLink", "PlannedStage", "Segment", "segments_of"]
 

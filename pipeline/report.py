@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .frames import Error, ToolCall, ToolResult, Transcript, event_to_dict
-from .stage import StageSpec, builtin_names, resolve
+from .spec import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
     from .plan import Plan

@@ -37,6 +37,7 @@ import structlog
 
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
+from .context import Bus, StageContext, call_stage
 from .errors import PipelineError, StageError
 from .frames import (
     EVENT_TYPES,
@@ -52,7 +53,6 @@ from .frames import (
 from .graph import Pipeline
 from .metrics import MetricsSink, StageMetrics
 from .plan import Plan, PlannedLink, Segment
-from .stage import Bus, StageContext, call_stage
 
 log = structlog.get_logger("pipeline")
 

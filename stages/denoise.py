@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError, InputError
 from pipeline.frames import Audio, AudioFormat, Frame
-from pipeline.stage import StageContext, stage
+from pipeline.spec import stage
 
 from .resample import StreamResampler
 

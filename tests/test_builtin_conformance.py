@@ -25,7 +25,7 @@ from pipeline import (
     ToolCall,
     Transcript,
 )
-from pipeline.stage import builtin_names, resolve
+from pipeline.spec import builtin_names, resolve
 from pipeline.testing import check_stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

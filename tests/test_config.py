@@ -20,7 +20,7 @@ from pipeline.errors import Problem
 from pipeline.graph import Pipeline
 from tests import stagekit as kit
 
-stage_mod = importlib.import_module("pipeline.stage")
+stage_mod = importlib.import_module("pipeline.spec")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -57,6 +57,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
+from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -73,7 +74,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.metrics import Metric
-from pipeline.stage import PLAYED, TOOLS, StageContext, stage
+from pipeline.spec import stage
 
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout

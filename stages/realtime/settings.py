@@ -14,9 +14,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pydantic
 
+from pipeline.context import TOOLS, StageContext
 from pipeline.errors import ConfigError, FormatError
 from pipeline.frames import AudioFormat, Encoding
-from pipeline.stage import TOOLS, CheckWarning, StageContext
+from pipeline.spec import CheckWarning
 
 from . import protocol as p
 from .wire import CODECS

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Interrupt, Text
-from pipeline.stage import spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import run_stage
 from stages.denoise import RATES, Denoiser, rnnoise_library
 from stages.vad.quality import read_wav

@@ -22,7 +22,7 @@ import pytest
 from benchmarks.callsim import CallRecord, run_call
 from pipeline.frames import Frame
 from pipeline.graph import Pipeline
-from pipeline.stage import stage
+from pipeline.spec import stage
 from stages.telephony.serve import CallServer, run_server
 from stages.telephony.twilio import (
     Connected,

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.clock import VirtualClock
+from pipeline.context import PLAYED, StageContext
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, Frame, Interrupt, ResponseDone
 from pipeline.graph import Pipeline
 from pipeline.runtime import Runner
-from pipeline.stage import PLAYED, StageContext
 from pipeline.testing import run_stage_async
 from stages.telephony.twilio import (
     Clear,
