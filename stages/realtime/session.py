@@ -14,12 +14,12 @@ This module is the pump; each part of the work lives in a module of its own:
 
 Theory of operation:
 
-- **Tasks.** The generator runs three tasks and yields what they queue in the playout: the
-  *input pump* (frames in → client messages), the *connection* (connect, read server messages →
-  frames, reconnect) and the *finisher* (once the input has ended: wait for what is owed, then
-  close). A task's failure is re-raised by the generator after the frames queued before it; its
-  ``finally`` cancels and awaits every task, so nothing leaks whether the run ends, fails or is
-  cancelled.
+- **Tasks.** The generator runs three tasks in a :class:`~pipeline.tasks.StageTasks` group and
+  yields what they queue in the playout: the *input pump* (frames in → client messages), the
+  *connection* (connect, read server messages → frames, reconnect) and the *finisher* (once the
+  input has ended: wait for what is owed, then close). A task's failure is re-raised by the
+  generator after the frames queued before it; leaving the group cancels and awaits every task,
+  so nothing leaks whether the run ends, fails or is cancelled.
 - **Handshake.** ``session.update`` goes out as soon as the socket opens; the input pump holds
   every frame until ``session.updated`` (``session_timeout_s`` on ``ctx.clock``: then a
   :class:`SessionRemoteError`).
@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError, SessionRemoteError
@@ -74,6 +74,7 @@ from pipeline.frames import (
 )
 from pipeline.metrics import Metric
 from pipeline.stage import PLAYED, TOOLS, StageContext, stage
+from pipeline.tasks import StageTasks
 
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
@@ -135,7 +136,6 @@ class _Run:
         self.out = ReplyPlayout(self.cfg.output_format)
         self.wake = asyncio.Event()
         self.ended = False
-        self.failure: BaseException | None = None
         ctx.bus.subscribe(PLAYED, self.out.on_played)
 
     # -- output
@@ -144,15 +144,33 @@ class _Run:
         self.out.put(item)
         self.wake.set()
 
-    async def next_frame(self) -> Frame | None:
+    def start(
+        self,
+        tasks: StageTasks[None],
+        coro: Coroutine[Any, Any, None],
+        name: str,
+        *,
+        ends: bool = False,
+    ) -> None:
+        """Run ``coro`` in the group; when it ends, wake the pump (after the group's own
+        done-callback has recorded a failure: callbacks run in the order they were added).
+        ``ends``: its return ends the output."""
+
+        def done(task: asyncio.Task[Any]) -> None:
+            if ends and not task.cancelled() and task.exception() is None:
+                self.ended = True
+            self.wake.set()
+
+        tasks.start(coro, name=name).add_done_callback(done)
+
+    async def next_frame(self, tasks: StageTasks[None]) -> Frame | None:
         """The next frame to yield; None once the run is over. Raises a task's failure after
         the frames queued before it."""
         while True:
             item = self.out.take()
             if item is not None:
                 return item
-            if self.failure is not None:
-                raise self.failure  # ours say what happened; anything else is a bug: as is
+            tasks.check()  # ours say what happened; anything else is a bug: as is
             if self.ended:
                 return None
             self.wake.clear()
@@ -522,33 +540,16 @@ async def realtime_session(
         if settings.provider == "emulator":
             url_ = await _start_emulator(stack, settings, ctx)
         run = _Run(settings, ctx, url_)
-
-        async def guard(coro: Any, *, ends: bool) -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                if run.failure is None:
-                    run.failure = exc
-                run.wake.set()
-            else:
-                if ends:
-                    run.ended = True
-                    run.wake.set()
-
-        tasks = [
-            asyncio.create_task(guard(run.connection_loop(), ends=True)),
-            asyncio.create_task(guard(run.pump_input(frames), ends=False)),
-            asyncio.create_task(guard(run.finish(), ends=False)),
-        ]
         try:
-            while (frame := await run.next_frame()) is not None:
-                yield frame
+            # The group runs the tasks and cancels them on the way out; the output is the
+            # playout (a barge-in drops what it holds), not the group's bounded queue.
+            async with StageTasks[None](ctx) as tasks:
+                run.start(tasks, run.connection_loop(), "connection", ends=True)
+                run.start(tasks, run.pump_input(frames), "input")
+                run.start(tasks, run.finish(), "finish")
+                while (frame := await run.next_frame(tasks)) is not None:
+                    yield frame
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             if run.ws is not None:
                 with contextlib.suppress(Exception):
                     await run.ws.close()
