@@ -128,6 +128,10 @@ class _Run:
         self.input_done = asyncio.Event()
         self.closing = False
         self.recycling = False
+        self.delivered = False  # this connection delivered a response
+        self.last_close: tuple[int | None, str] = (None, "")
+        self.opened_at = 0.0
+        self.audio_in_s = 0.0  # assistant audio received on this connection
         self.send_lock = asyncio.Lock()
         # input
         self.batcher = AudioBatcher(self.cfg.input_format, fill_gaps=self.cfg.server_vad)
@@ -289,10 +293,28 @@ class _Run:
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
+        if isinstance(ev, p.ResponseDoneEvent):
+            self.delivered = True
+        elif isinstance(ev, p.AudioDeltaEvent):
+            self.police_audio(len(ev.data))
         for item in to_frames(ev, input_origin=self.conn_origin):
             self.emit(item)
         if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
+
+    def police_audio(self, n_bytes: int) -> None:
+        """A service cannot speak faster than real time for long: audio received on this
+        connection more than ``max_audio_ahead_s`` ahead of the clock is a misbehaving service
+        (it would multiply what is played and held in memory)."""
+        self.audio_in_s += n_bytes / self.cfg.output_format.bytes_per_second
+        elapsed = self.ctx.clock.now() - self.opened_at
+        if self.audio_in_s - elapsed > self.s.max_audio_ahead_s:
+            raise SessionRemoteError(
+                f"{self.endpoint} sent {self.audio_in_s:.1f} s of audio in {elapsed:.1f} s, "
+                f"more than {self.s.max_audio_ahead_s:g} s ahead of real time "
+                "(max_audio_ahead_s): the service is misbehaving",
+                code="audio_flood",
+            )
 
     def _check_echo(self, ev: p.SessionReadyEvent) -> None:
         for which, got, want in (
@@ -326,7 +348,18 @@ class _Run:
             became_ready = await self.serve(ws)
             if self.closing:
                 return
-            failures = 0 if became_ready else failures + 1
+            # Backoff spans the whole session: only a connection that delivered a response (or
+            # that we recycled) proves the service works; a ready session that closes at once,
+            # again and again, is no better than one that never opens.
+            failures = 0 if self.delivered or self.recycling else failures + 1
+            if failures > self.s.reconnect_attempts and became_ready:
+                code, reason = self.last_close
+                raise SessionRemoteError(
+                    f"{self.endpoint} closed the connection {failures} times in a row without "
+                    f"delivering a response (last close: {code} {reason or 'no reason'}); "
+                    "check the service's status, the model and the session parameters",
+                    code="no_response",
+                )
             if failures > self.s.reconnect_attempts:
                 raise SessionRemoteError(
                     f"{self.endpoint} closed the connection {failures} times before the "
@@ -349,6 +382,9 @@ class _Run:
         self.ws = ws
         self.conn_origin = None
         self.recycling = False
+        self.delivered = False
+        self.opened_at = self.ctx.clock.now()
+        self.audio_in_s = 0.0
         if self.closing:  # the input ended while we were connecting
             await close_socket(ws)
             self.ws = None
@@ -379,6 +415,14 @@ class _Run:
             ) from None
         except ConnectionClosed as exc:
             code, reason = close_info(exc)
+            sent = getattr(exc, "sent", None)
+            if sent is not None and sent.code == 1009:  # we refused an oversized message
+                raise SessionRemoteError(
+                    f"{self.endpoint} sent a message of more than {self.s.max_message_bytes} "
+                    "bytes (max_message_bytes); refused and closed: realtime events are far "
+                    "smaller, raise max_message_bytes only if the service really sends such",
+                    code="message_too_big",
+                ) from None
         finally:
             if recycle is not None:
                 recycle.cancel()
@@ -389,6 +433,7 @@ class _Run:
             self.proto.connection_lost()
             self.changed.set()
             await close_socket(ws)
+        self.last_close = (code, reason)
         if not self.closing and not self.recycling:
             self.log.warning(
                 "connection to the realtime service lost; the conversation restarts on a "
@@ -505,6 +550,8 @@ async def realtime_session(
     session_timeout_s: float = 5.0,
     max_session_s: float | None = None,
     reconnect_attempts: int = 5,
+    max_message_bytes: int = 8 * 1024 * 1024,
+    max_audio_ahead_s: float = 120.0,
     emulator: dict[str, Any] | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
@@ -529,7 +576,9 @@ async def realtime_session(
         connect_timeout_s: timeout of one connection attempt
         session_timeout_s: how long to wait for session.updated after session.update
         max_session_s: recycle the session (while idle) after this many seconds
-        reconnect_attempts: consecutive failed connections before giving up
+        reconnect_attempts: connections in a row that fail, or close without delivering a response, before giving up
+        max_message_bytes: largest message taken from the service; a larger one ends the run
+        max_audio_ahead_s: how far ahead of real time the service's audio may run before the run ends
         emulator: settings for the emulator when provider is emulator (e.g. dialect, think_ms)
     """  # noqa: E501
     params = {k: v for k, v in locals().items() if k not in ("frames", "ctx")}
