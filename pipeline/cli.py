@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .errors import ConfigError, PipelineError, Problem
+from .plan import Plan
 from .report import (
     dot,
     live_table,
@@ -232,7 +233,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     for name in names or [None]:
         try:
             loaded = load(args.file, name, overrides=args.overrides)
-            warnings += [w for w in loaded.warnings if w not in warnings]
+            warnings += [w for w in loaded.check().warnings if w not in warnings]
         except ConfigError as exc:
             for p in exc.problems:
                 if p.message.startswith("--set ") and ": no stage '" in p.message:
@@ -273,17 +274,17 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_graph(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    sys.stdout.write(mermaid(p) if args.format == "mermaid" else dot(p))
+    plan = _load(args).validate()
+    sys.stdout.write(mermaid(plan) if args.format == "mermaid" else dot(plan))
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    return asyncio.run(_run(p, args, console))
+    plan = _load(args).validate()
+    return asyncio.run(_run(plan, args, console))
 
 
-async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
+async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
     from .runtime import Runner
 
     log = structlog.get_logger("pipeline")
@@ -314,7 +315,7 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
-    log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
+    log.info("pipeline starting", pipeline=p.name, stages=len(p.stages))
     for warning in p.warnings:  # found before running; the run goes on
         log.warning(str(warning))
     try:
@@ -344,13 +345,11 @@ def _sized(stream: Any) -> bool:
     return bool(os.environ.get("COLUMNS")) or (hasattr(stream, "isatty") and stream.isatty())
 
 
-def _writes_stdout(p: Any) -> bool:
-    """Whether a stage of pipeline ``p`` writes to standard output (an output path ``-``)."""
-    for node in p.nodes.values():
-        if node.spec is None:
-            continue
-        for name, param in node.spec.params.items():
-            if param.path_role == "output" and str(node.values.get(name)) == "-":
+def _writes_stdout(p: Plan) -> bool:
+    """Whether a stage of plan ``p`` writes to standard output (an output path ``-``)."""
+    for st in p.stages.values():
+        for name, param in st.spec.params.items():
+            if param.path_role == "output" and str(st.values.get(name)) == "-":
                 return True
     return False
 

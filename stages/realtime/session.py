@@ -57,6 +57,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
+from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -73,7 +74,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.metrics import Metric
-from pipeline.stage import PLAYED, TOOLS, StageContext, stage
+from pipeline.spec import stage
 from pipeline.tasks import StageTasks
 
 from . import protocol as p
@@ -558,11 +559,11 @@ async def realtime_session(
     """A speech-to-speech model (xAI Grok voice agent, OpenAI Realtime, or the emulator).
 
     Parameters:
-        provider: xai | openai | emulator (in-process, on an ephemeral loopback port)
+        provider: xai | openai | azure (url: the deployment's realtime URL) | emulator (in-process)
         dialect: wire dialect (default: the provider's; for the emulator, its own dialect)
         url: the endpoint, overriding the provider's (?model= is still added)
         model: model name (xai: grok-voice-latest, openai: gpt-realtime)
-        api_key_env: environment variable holding the API key (XAI_API_KEY / OPENAI_API_KEY)
+        api_key_env: environment variable holding the API key (XAI_API_KEY / OPENAI_API_KEY / AZURE_OPENAI_API_KEY)
         voice: ara, rex, sal, eve, leo (xai; default ara) or an OpenAI voice (default alloy)
         instructions: the system prompt
         input_format: pcm16 | pcmu | pcma (also by their wire names, e.g. g711_ulaw, audio/pcmu)

@@ -14,14 +14,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pydantic
 
+from pipeline.context import TOOLS, StageContext
 from pipeline.errors import ConfigError, FormatError
 from pipeline.frames import AudioFormat, Encoding
-from pipeline.stage import TOOLS, CheckWarning, StageContext
+from pipeline.spec import CheckWarning
 
 from . import protocol as p
 from .wire import CODECS
 
-Provider = Literal["xai", "openai", "emulator"]
+Provider = Literal["xai", "openai", "azure", "emulator"]
 FormatName = Literal[
     "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
 ]
@@ -76,10 +77,43 @@ def _audio_format(name: str, rate: int | None, dialect: p.Dialect, which: str) -
     return fmt
 
 
+#: Azure OpenAI: the key's variable, and where a deployment's realtime endpoint lives
+AZURE_API_KEY_ENV = "AZURE_OPENAI_API_KEY"
+AZURE_PATH = "/openai/realtime"
+AZURE_URL_EXAMPLE = (
+    "wss://RESOURCE.openai.azure.com/openai/realtime?api-version=2025-08-28&deployment=gpt-realtime"
+)
+
+
+def azure_url(url: str) -> tuple[str, str, str]:
+    """Azure OpenAI's realtime URL checked: ``(ws URL, deployment, api-version)``. ``https://``
+    becomes ``wss://`` (Azure's portal shows the https form). Raises ConfigError with the shape
+    it needs."""
+    parts = urlsplit(url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    query = dict(parse_qsl(parts.query))
+    missing = [k for k in ("api-version", "deployment") if not query.get(k)]
+    if scheme not in ("ws", "wss") or parts.path.rstrip("/") != AZURE_PATH or missing:
+        if parts.path.rstrip("/") != AZURE_PATH:
+            what = f"its path is not {AZURE_PATH}"
+        elif missing:
+            what = f"it lacks {' and '.join(missing)}"
+        else:
+            what = "it is not a ws(s):// or http(s):// address"
+        endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        raise ConfigError(
+            f"parameter 'url': provider azure needs the deployment's realtime URL, "
+            f"{AZURE_URL_EXAMPLE}; {what} ({endpoint})"
+        )
+    return urlunsplit(parts._replace(scheme=scheme)), query["deployment"], query["api-version"]
+
+
 def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
     name = dialect or (emulator.get("dialect") if provider == "emulator" else None) or provider
     if name == "emulator":
         name = "xai"
+    if name == "azure":  # OpenAI's dialect at a deployment URL
+        name = "openai"
     try:
         return p.normalize_dialect(str(name))
     except ValueError as exc:
@@ -133,8 +167,21 @@ def resolve_settings(
     """Check the stage's parameters and resolve their defaults. Raises ConfigError/FormatError."""
     provider: Provider = params.get("provider") or "xai"
     emulator = dict(params.get("emulator") or {})
-    dialect = _dialect(provider, params.get("dialect"), emulator)
-    model = params.get("model") or p.DEFAULT_MODEL[dialect]
+    azure: tuple[str, str, str] | None = None
+    if provider == "azure":
+        if not params.get("url"):
+            raise ConfigError(
+                f"parameter 'url': provider azure needs the deployment's realtime URL, "
+                f"{AZURE_URL_EXAMPLE}"
+            )
+        azure = azure_url(str(params["url"]))
+    dialect = _dialect(
+        provider,
+        params.get("dialect")
+        or ("openai-beta" if azure and azure[2].endswith("-preview") else None),
+        emulator,
+    )
+    model = params.get("model") or (azure[1] if azure else p.DEFAULT_MODEL[dialect])
     voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
     transcription = params.get("transcription", True)
     if transcription is True:
@@ -168,10 +215,13 @@ def resolve_settings(
         value = params.get(key)
         if value is not None and value <= 0:
             raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    if azure:  # the deployment names the model; no ?model=
+        url = azure[0]
     return Settings(
         provider=provider,
-        url=with_model(url, model) if url else "",
-        api_key_env=params.get("api_key_env") or p.DEFAULT_API_KEY_ENV[dialect],
+        url=url if azure else (with_model(url, model) if url else ""),
+        api_key_env=params.get("api_key_env")
+        or (AZURE_API_KEY_ENV if azure else p.DEFAULT_API_KEY_ENV[dialect]),
         session=session,
         connect_timeout_s=float(params.get("connect_timeout_s") or 10.0),
         ready_timeout_s=float(params.get("session_timeout_s") or 5.0),
@@ -305,7 +355,9 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
             if refused is not None:
                 problems.append(("url", refused))
     url = values.get("url")
-    if url and not str(url).startswith(("ws://", "wss://")):
+    if url and values.get("provider") == "azure":
+        pass  # checked (https:// allowed) by resolve_settings above
+    elif url and not str(url).startswith(("ws://", "wss://")):
         problems.append(("url", f"'url' must be a ws:// or wss:// address, got {url!r}"))
     attempts = values.get("reconnect_attempts", 5)
     if isinstance(attempts, int) and attempts < 0:

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-The YAML is loaded and checked once. Every WebSocket connection is one call: the handler makes
-a :class:`~stages.telephony.twilio.TwilioCall` bound to the connection, reads messages into it
+The YAML is loaded and checked once, into one immutable plan (:class:`pipeline.plan.Plan`).
+Every WebSocket connection is one call: the handler makes a
+:class:`~stages.telephony.twilio.TwilioCall` bound to the connection, reads messages into it
 until the ``start`` message (which carries the callSid, bound to every log line of the call
-through structlog's context variables), then runs a fresh copy of the pipeline with the call
+through structlog's context variables), then runs the plan with a runner of its own and the call
 bound to the context (:func:`stages.telephony.twilio.bind_call`), so its ``twilio_source`` and
-``twilio_sink`` talk to this connection and no other. When the pipeline ends (the caller hung up and
+``twilio_sink`` talk to this connection and no other. When the run ends (the caller hung up and
 everything drained) the socket is closed. A call that fails is logged and closed with code 1011;
 other calls never see it (each runs in its own task, with its own runner, channels and bus).
 
@@ -49,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import gc
 import hmac
 import json
@@ -239,16 +239,6 @@ class ServeMetrics:
 # ---------------------------------------------------------------------------- the server
 
 
-def fresh_copy(template: Pipeline) -> Pipeline:
-    """An independent copy of a checked pipeline (parameter values deep-copied; stage specs,
-    which are read-only, shared), ready for its own Runner."""
-    memo: dict[int, Any] = {}
-    for node in template.nodes.values():
-        if node.spec is not None:
-            memo[id(node.spec)] = node.spec
-    return copy.deepcopy(template, memo)
-
-
 @dataclass
 class _Live:
     runner: Runner
@@ -278,7 +268,8 @@ class CallServer:
     ) -> None:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, got {max_calls}")
-        template.validate()
+        #: checked once; every call runs from it, none copies it
+        self.plan = template.validate()
         self.template = template
         self.token = token or None
         self.max_calls = max_calls
@@ -453,7 +444,7 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
-            runner = Runner(fresh_copy(self.template), metrics=self.metrics)
+            runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
             call.attach_tap(turns)
@@ -473,7 +464,7 @@ class CallServer:
                 params["token"] = "<redacted>"
             log.info(
                 "call started",
-                pipeline=self.template.name,
+                pipeline=self.plan.name,
                 custom_parameters=params,
                 active_calls=self.active,
             )
@@ -717,7 +708,7 @@ def register(subparsers: Any) -> None:
         "serve",
         help="answer phone calls: one pipeline per Twilio Media Streams connection",
         description="Run a WebSocket server for Twilio Media Streams (<Connect><Stream "
-        "url='wss://HOST/...'>). Each connection runs a fresh copy of the pipeline; "
+        "url='wss://HOST/...'>). Each connection runs the pipeline afresh; "
         "GET /healthz and GET /metrics answer plain HTTP.",
     )
     p.add_argument("file", help="the pipelines YAML file")

@@ -22,13 +22,13 @@ REPO_FILE = ROOT / "pipelines.yaml"
 
 
 def test_openai_pipeline_is_gpt_realtime_at_24k_with_the_openai_key() -> None:
-    p = load(REPO_FILE, "openai", env={})
-    s = resolve_settings(p.nodes["agent"].values)
+    p = load(REPO_FILE, "openai", env={}).check()
+    s = resolve_settings(p.stages["agent"].values)
     assert (s.provider, s.dialect, s.api_key_env) == ("openai", "openai", "OPENAI_API_KEY")
     assert s.session.model == "gpt-realtime"
     assert s.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     assert (s.session.input_format.rate, s.session.output_format.rate) == (24000, 24000)
-    assert p.warnings == []  # its voice is one OpenAI documents
+    assert p.warnings == ()  # its voice is one OpenAI documents
 
 
 def test_openai_pipeline_runs_against_the_emulator(

@@ -29,6 +29,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from pipeline.clock import VirtualClock
+from pipeline.context import PLAYED, TOOLS, Peer, Played, StageContext
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -45,7 +46,7 @@ from pipeline.frames import (
     ToolResult,
     Transcript,
 )
-from pipeline.stage import PLAYED, TOOLS, Peer, Played, StageContext, spec_of
+from pipeline.spec import spec_of
 from pipeline.testing import check_stage_async
 from stages.realtime import emulator
 from stages.realtime.buffers import AudioBatcher, ReplyAudio, ReplyPlayout

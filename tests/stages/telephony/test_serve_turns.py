@@ -22,7 +22,7 @@ from pipeline.frames import (
     ToolResult,
 )
 from pipeline.graph import Pipeline
-from pipeline.stage import stage
+from pipeline.spec import stage
 from pipeline.tracing import TurnTimer
 from stages.telephony.serve import run_server
 from tests.stages.telephony.test_serve import http_get
