@@ -424,6 +424,12 @@ class CallServer:
                 trace.turn(latency_s)
 
         turns = TurnTimer(on_turn)
+
+        def on_chunk(lateness_s: float) -> None:  # each reply chunk, as it is sent
+            self.metrics.lateness.observe(lateness_s)
+            turns.reply_sent(call.media_end_ms)
+
+        call.on_lateness = on_chunk
         try:
             if not await self._wait_start(call):
                 outcome, code, reason = "no_start", 1008, "no start message"
@@ -447,7 +453,6 @@ class CallServer:
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
-            call.attach_tap(turns)
             if self.tracer is not None:
                 trace = CallTrace(
                     self.tracer,
