@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pydantic
 
 from pipeline.context import TOOLS, StageContext
-from pipeline.errors import ConfigError, FormatError
+from pipeline.errors import ConfigError, FormatError, UsageError
 from pipeline.frames import AudioFormat, Encoding
 from pipeline.spec import CheckWarning
 
@@ -73,6 +73,8 @@ class Settings:
     response_timeout_s: float
     max_session_s: float | None
     reconnect_attempts: int
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_audio_ahead_s: float = 120.0
     emulator: Mapping[str, Any] = field(default_factory=dict)
     #: said verbatim once the first session is ready (xAI)
     greeting: ForcedMessage | None = None
@@ -331,6 +333,10 @@ def resolve_settings(
     max_s = params.get("max_session_s")
     if max_s is not None and max_s <= 0:
         raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    for key in ("max_message_bytes", "max_audio_ahead_s"):
+        value = params.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
     return Settings(
@@ -344,6 +350,8 @@ def resolve_settings(
         response_timeout_s=float(params.get("response_timeout_s") or 30.0),
         max_session_s=max_s,
         reconnect_attempts=int(params.get("reconnect_attempts", 5)),
+        max_message_bytes=int(params.get("max_message_bytes") or 8 * 1024 * 1024),
+        max_audio_ahead_s=float(params.get("max_audio_ahead_s") or 120.0),
         emulator=emulator,
         greeting=forced_message(params.get("greeting"), dialect, "greeting"),
     )
@@ -408,7 +416,7 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
         s = resolve_settings(params)
     except ConfigError as exc:
         # before running, the graph names the stage and the file position itself
-        raise ValueError("; ".join(p.message for p in exc.problems)) from None
+        raise UsageError("; ".join(p.message for p in exc.problems)) from None
     if input_format is not None:
         check_input_format(input_format, s.session.input_format)
     return s.session.output_format
@@ -472,6 +480,12 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
             )
             builtins = server_tools(values["server_tools"], s.dialect)
             problems += [("tools", msg) for msg in tool_collisions(named, builtins)]
+        if s.url and s.provider != "emulator" and s.url.startswith("ws://"):
+            from .connection import plain_text_key_problem
+
+            refused = plain_text_key_problem(s.url, s.api_key_env)
+            if refused is not None:
+                problems.append(("url", refused))
     url = values.get("url")
     if url and values.get("provider") == "azure":
         pass  # checked (https:// allowed) by resolve_settings above

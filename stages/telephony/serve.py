@@ -72,7 +72,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
@@ -267,7 +267,7 @@ class CallServer:
         rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
-            raise ValueError(f"max_calls must be at least 1, got {max_calls}")
+            raise UsageError(f"max_calls must be at least 1, got {max_calls}")
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template
@@ -424,6 +424,12 @@ class CallServer:
                 trace.turn(latency_s)
 
         turns = TurnTimer(on_turn)
+
+        def on_chunk(lateness_s: float) -> None:  # each reply chunk, as it is sent
+            self.metrics.lateness.observe(lateness_s)
+            turns.reply_sent(call.media_end_ms)
+
+        call.on_lateness = on_chunk
         try:
             if not await self._wait_start(call):
                 outcome, code, reason = "no_start", 1008, "no start message"
@@ -447,7 +453,6 @@ class CallServer:
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
-            call.attach_tap(turns)
             if self.tracer is not None:
                 trace = CallTrace(
                     self.tracer,
