@@ -221,7 +221,7 @@ class Emulator:
             if self.config.require_auth and not (
                 request.headers.get("x-goog-api-key", "").strip() or query.get("key")
             ):
-                await ws.close(1008, GEMINI_NO_KEY)
+                await ws.close(1008, GEMINI_NO_KEY[:123])  # a close reason holds 123 bytes
                 return
         session = EmulatorSession(self.config, dialect=dialect, model=model, counters=self._ids)
         conn = EmulatorConnection(

@@ -92,6 +92,13 @@ def camel_keys(value: Any) -> Any:
     return out
 
 
+def standard_b64(data: Any) -> str:
+    """Protobuf JSON writes bytes as base64 in either alphabet (Google's Python client sends the
+    URL-safe one); Realtime events carry the standard one, padded."""
+    text = str(data or "").replace("-", "+").replace("_", "/")
+    return text + "=" * (-len(text) % 4)
+
+
 def _dumps(message: Json) -> str:
     return json.dumps(message, separators=(",", ":"))
 
@@ -256,7 +263,7 @@ class GeminiClientBridge:
                             "type": "response.output_audio.delta",
                             "response_id": rid,
                             "item_id": self._item,
-                            "delta": data.get("data", ""),
+                            "delta": standard_b64(data.get("data")),
                         }
                     )
             said = content.get("outputTranscription")
@@ -333,7 +340,9 @@ class GeminiServerBridge:
                 mime = str(audio.get("mimeType", ""))
                 if not mime.startswith("audio/pcm"):
                     raise ValueError(f"realtimeInput.audio.mimeType {mime!r} is not audio/pcm")
-                out.append({"type": "input_audio_buffer.append", "audio": audio.get("data", "")})
+                out.append(
+                    {"type": "input_audio_buffer.append", "audio": standard_b64(audio.get("data"))}
+                )
             if "activityEnd" in body and self.manual:
                 out += [{"type": "input_audio_buffer.commit"}, {"type": "response.create"}]
             if body.get("text"):
