@@ -41,6 +41,8 @@ class Settings:
     response_timeout_s: float
     max_session_s: float | None
     reconnect_attempts: int
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_audio_ahead_s: float = 120.0
     emulator: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -209,6 +211,10 @@ def resolve_settings(
     max_s = params.get("max_session_s")
     if max_s is not None and max_s <= 0:
         raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    for key in ("max_message_bytes", "max_audio_ahead_s"):
+        value = params.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
     return Settings(
@@ -222,6 +228,8 @@ def resolve_settings(
         response_timeout_s=float(params.get("response_timeout_s") or 30.0),
         max_session_s=max_s,
         reconnect_attempts=int(params.get("reconnect_attempts", 5)),
+        max_message_bytes=int(params.get("max_message_bytes") or 8 * 1024 * 1024),
+        max_audio_ahead_s=float(params.get("max_audio_ahead_s") or 120.0),
         emulator=emulator,
     )
 
@@ -340,6 +348,12 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
     else:
         if values.get("voice"):
             problems += voice_warnings(s.session.voice, s.dialect)
+        if s.url and s.provider != "emulator" and s.url.startswith("ws://"):
+            from .connection import plain_text_key_problem
+
+            refused = plain_text_key_problem(s.url, s.api_key_env)
+            if refused is not None:
+                problems.append(("url", refused))
     url = values.get("url")
     if url and values.get("provider") == "azure":
         pass  # checked (https:// allowed) by resolve_settings above
