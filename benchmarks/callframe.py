@@ -152,7 +152,12 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
         block = _audio(8 * chunk_ms)
         clock = [0.0]
 
-        def sink(playout: Playout = playout, block: bytes = block, ms: int = chunk_ms) -> object:
+        def sink(
+            playout: Playout = playout,
+            block: bytes = block,
+            ms: int = chunk_ms,
+            clock: list[float] = clock,
+        ) -> object:
             clock[0] += ms / 1000
             msgs = playout.push(block, clock[0], clock[0])
             playout.pending.clear()  # (marks echo elsewhere; keep the deque from growing)

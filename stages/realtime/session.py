@@ -135,7 +135,9 @@ class _Run:
         self.audio_in_s = 0.0  # assistant audio received on this connection
         self.send_lock = asyncio.Lock()
         # input
-        self.batcher = AudioBatcher(self.cfg.input_format, fill_gaps=self.cfg.server_vad)
+        self.batcher = AudioBatcher(
+            self.cfg.input_format, fill_gaps=self.cfg.server_vad, min_ms=s.append_ms
+        )
         self.conn_origin: float | None = None  # pts of the first audio sent on this connection
         # output
         self.out = ReplyPlayout(self.cfg.output_format)
@@ -553,6 +555,7 @@ async def realtime_session(
     reconnect_attempts: int = 5,
     max_message_bytes: int = 8 * 1024 * 1024,
     max_audio_ahead_s: float = 120.0,
+    append_ms: int = 20,
     emulator: dict[str, Any] | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
@@ -580,6 +583,7 @@ async def realtime_session(
         reconnect_attempts: connections in a row that fail, or close without delivering a response, before giving up
         max_message_bytes: largest message taken from the service; a larger one ends the run
         max_audio_ahead_s: how far ahead of real time the service's audio may run before the run ends
+        append_ms: input audio sent in appends of at least this many ms (20-100); the rest of a turn goes at once when speech stops. Larger: fewer messages, less CPU per call
         emulator: settings for the emulator when provider is emulator (e.g. dialect, think_ms)
     """  # noqa: E501
     params = {k: v for k, v in locals().items() if k not in ("frames", "ctx")}

@@ -43,6 +43,7 @@ class Settings:
     reconnect_attempts: int
     max_message_bytes: int = 8 * 1024 * 1024
     max_audio_ahead_s: float = 120.0
+    append_ms: int = 20
     emulator: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,6 +216,11 @@ def resolve_settings(
         value = params.get(key)
         if value is not None and value <= 0:
             raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    append_ms = int(params.get("append_ms") or 20)
+    if not 20 <= append_ms <= 100:
+        raise ConfigError(
+            f"parameter 'append_ms' must be 20 to 100 (ms of audio per append), got {append_ms}"
+        )
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
     return Settings(
@@ -230,6 +236,7 @@ def resolve_settings(
         reconnect_attempts=int(params.get("reconnect_attempts", 5)),
         max_message_bytes=int(params.get("max_message_bytes") or 8 * 1024 * 1024),
         max_audio_ahead_s=float(params.get("max_audio_ahead_s") or 120.0),
+        append_ms=append_ms,
         emulator=emulator,
     )
 
