@@ -61,7 +61,7 @@ from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -522,7 +522,7 @@ class _Run:
         Interrupt,
         ResponseStarted,
         ResponseDone,
-        Error,
+        ErrorReport,
     ),
     output_format=output_format,
     cycle_aware=True,

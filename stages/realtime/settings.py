@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pydantic
 
 from pipeline.context import TOOLS, StageContext
-from pipeline.errors import ConfigError, FormatError
+from pipeline.errors import ConfigError, FormatError, UsageError
 from pipeline.frames import AudioFormat, Encoding
 from pipeline.spec import CheckWarning
 
@@ -300,7 +300,7 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
         s = resolve_settings(params)
     except ConfigError as exc:
         # before running, the graph names the stage and the file position itself
-        raise ValueError("; ".join(p.message for p in exc.problems)) from None
+        raise UsageError("; ".join(p.message for p in exc.problems)) from None
     if input_format is not None:
         check_input_format(input_format, s.session.input_format)
     return s.session.output_format

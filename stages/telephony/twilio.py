@@ -47,7 +47,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 
 from pipeline.context import PLAYED, Played, StageContext
-from pipeline.errors import FormatError, PipelineError, StageError
+from pipeline.errors import FormatError, PipelineError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
@@ -604,7 +604,7 @@ class Playout:
         on_sent: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if not 20 <= chunk_ms <= 50:
-            raise ValueError(f"chunk_ms must be between 20 and 50, got {chunk_ms}")
+            raise UsageError(f"chunk_ms must be between 20 and 50, got {chunk_ms}")
         self.stream_sid = stream_sid
         self.chunk_bytes = RATE * chunk_ms // 1000
         self.on_chunk = on_chunk
