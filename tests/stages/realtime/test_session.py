@@ -827,7 +827,7 @@ async def test_server_closes_mid_response_reconnects_and_says_so() -> None:
             await run.rest()
     assert len(peer.conns) == 2
     assert peer.sent_types().count("session.update") >= 2
-    lost = [e for e in logs if "conversation restarts" in e["event"]]
+    lost = [e for e in logs if "conversation so far carried over" in e["event"]]
     assert lost and lost[0]["log_level"] == "warning"
 
 
