@@ -7,8 +7,8 @@ media_format: {encoding, sample_rate, bit_rate}}``, the rate as a string), ``med
 {chunk, timestamp, payload}``), ``dtmf`` (``digit``, ``duration``), ``mark`` (the echo) and
 ``stop``. Audio is raw 16-bit little-endian PCM, mono, base64, at 8 kHz (16 or 24 kHz when
 asked with ``?sample-rate=``). We send ``media``, ``mark`` and ``clear``, each with
-``stream_sid``; media chunks are multiples of 320 bytes, at least 3.2 kB (100 ms at 8 kHz): a
-shorter tail is padded with silence.
+``stream_sid``; media chunks are multiples of 320 bytes and at least 100 ms long (the
+documentation's "3.2k [100 ms]"; 1600 bytes at 8 kHz): a shorter tail is padded with silence.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .base import (
 __all__ = ["Exotel", "ExotelSide"]
 
 _TOP = {"event": "str", "sequence_number": "digits", "stream_sid": "str"}
-MIN_CHUNK_BYTES = 3200
+MIN_CHUNK_MS = 100
 CHUNK_MULTIPLE = 320
 
 
@@ -47,7 +47,7 @@ class Exotel(Carrier):
         AudioFormat("pcm16", 16000),
         AudioFormat("pcm16", 24000),
     )
-    min_chunk_ms: ClassVar[int] = 100
+    min_chunk_ms: ClassVar[int] = MIN_CHUNK_MS
 
     def parse(self, raw: Wire) -> list[Inbound]:
         d = load_json(raw, "exotel")
@@ -225,7 +225,7 @@ class ExotelSide(CarrierSide):
                 check_fields(d, {"event": "str", "stream_sid": "str", "media": "dict"}, "media")
                 m = check_fields(d["media"], {"payload": "str"}, "media.media")
                 payload = unb64(m["payload"], "media.media.payload")
-                minimum = MIN_CHUNK_BYTES * self.format.rate // 8000
+                minimum = self.format.bytes_per_second * MIN_CHUNK_MS // 1000
                 if len(payload) % CHUNK_MULTIPLE or len(payload) < minimum:
                     raise CarrierMessageError(
                         f"exotel: a media chunk of {len(payload)} bytes; chunks are multiples "
