@@ -25,7 +25,7 @@ from pipeline import (
     ToolCall,
     Transcript,
 )
-from pipeline.stage import builtin_names, resolve
+from pipeline.spec import builtin_names, resolve
 from pipeline.testing import check_stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -81,6 +81,7 @@ CASES: dict[str, Case] = {
         [*tone(16000, 1.2, burst=True), *EVENTS],
         {"engine": "energy", "mode": "annotate"},
     ),
+    "denoise": lambda _: ([*tone(16000, 0.3), *EVENTS], {}),
     "turn_detector": lambda _: (
         [SpeechStarted(pts=0.0), *tone(16000, 0.6), SpeechStopped(pts=0.6), *EVENTS],
         {"max_wait_ms": 500},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -37,6 +38,30 @@ def endpoint_of(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a URL's host, no resolving) names this machine's loopback interface."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_text_key_problem(url: str, api_key_env: str) -> str | None:
+    """Why the key must not go to ``url``: a plain ``ws://`` address to another machine would
+    carry it in clear text. None when the URL is fine (``wss://``, or ``ws://`` to loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or is_loopback(parts.hostname):
+        return None
+    return (
+        f"refusing to send the API key from {api_key_env} over unencrypted ws:// to "
+        f"{parts.hostname}; use a wss:// url (plain ws:// is allowed to loopback only)"
+    )
+
+
 def api_key(s: Settings) -> str:
     """The key from ``s.api_key_env`` (the emulator takes any). Raises ConfigError if unset."""
     key = os.environ.get(s.api_key_env, "").strip()
@@ -58,15 +83,23 @@ async def open_connection(s: Settings, url: str) -> Any:
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
     endpoint = endpoint_of(url)
-    headers = {"Authorization": f"Bearer {api_key(s)}"}
-    if s.dialect == "openai-beta":
+    refused = plain_text_key_problem(url, s.api_key_env)
+    if refused is not None:
+        raise ConfigError(f"parameter 'url': {refused}")
+    # Azure OpenAI takes its key in an ``api-key`` header, the others as a bearer token
+    headers = (
+        {"api-key": api_key(s)}
+        if s.provider == "azure"
+        else {"Authorization": f"Bearer {api_key(s)}"}
+    )
+    if s.dialect == "openai-beta" and s.provider != "azure":
         headers["OpenAI-Beta"] = "realtime=v1"
     try:
         return await connect(
             url,
             additional_headers=headers,
             open_timeout=s.connect_timeout_s,
-            max_size=None,
+            max_size=s.max_message_bytes,
             compression=None,
             close_timeout=5.0,
             logger=_WS_LOGGER,

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame
-from pipeline.stage import OutputPath, StageContext, stage
+from pipeline.spec import OutputPath, stage
 from stages.g711 import decode
 from stages.wavfile import WavWriter
 

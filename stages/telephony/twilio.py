@@ -29,7 +29,7 @@ a fresh pipeline with the call bound to the context (:func:`bind_call`): both st
 context into every task the runner creates, so the stages of one call see that call and no other,
 and the runtime needs no new slot. ``twilio_source`` emits the caller's audio (``pcmu`` 8000 Hz,
 ``pts`` from the media timestamps) and ends on ``stop`` or when the socket closes; ``twilio_sink``
-sends audio back and publishes :class:`~pipeline.stage.Played` on the bus as marks come back.
+sends audio back and publishes :class:`~pipeline.context.Played` on the bus as marks come back.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import orjson
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import FormatError, PipelineError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
-from pipeline.stage import PLAYED, Interface, Played, StageContext, stage
+from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
 
 from .control import Playback
