@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.context import PLAYED, StageContext
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
-from pipeline.stage import PLAYED, StageContext, stage
+from pipeline.spec import stage
 
 from .carriers import CARRIERS
 from .twilio import CALL, call_audio, play_to_call

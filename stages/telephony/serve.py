@@ -694,7 +694,7 @@ def carrier_of(template: Pipeline) -> Callable[[], Carrier | None]:
     seen = set()
     for node in template.nodes.values():
         if node.type_name in ("phone_source", "phone_sink"):
-            params = {**node.raw_params, **node.values}
+            params = dict(node.raw_params)
             carrier = str(params.get("carrier") or "twilio")
             seen.add((carrier, stream_format(params)))
         elif node.type_name in ("twilio_source", "twilio_sink"):

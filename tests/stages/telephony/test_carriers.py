@@ -13,7 +13,7 @@ import pytest
 from benchmarks.carriersim import run_carrier_call
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
 from pipeline.graph import Pipeline
-from pipeline.stage import spec_for, stage
+from pipeline.spec import spec_for, stage
 from stages.telephony.carriers import CARRIERS, SIDES, CarrierMessageError
 from stages.telephony.carriers.base import swap16
 from stages.telephony.serve import run_server
