@@ -33,7 +33,7 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
-from .errors import ConfigError, PipelineError, Problem
+from .errors import ConfigError, PipelineError, Problem, UnknownStageType
 from .plan import Plan
 from .report import (
     dot,
@@ -266,9 +266,8 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
         sys.path.insert(0, cwd)
     try:
         console.print(stage_catalogue(args.type))
-    except LookupError as exc:
-        # str() of a LookupError is its repr (quoted); the message is args[0]
-        _err(Console(stderr=True), str(exc.args[0]) if exc.args else str(exc))
+    except UnknownStageType as exc:
+        _err(Console(stderr=True), str(exc))
         return EXIT_BAD_INPUT
     return EXIT_OK
 

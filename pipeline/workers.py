@@ -56,6 +56,8 @@ from typing import Any
 
 import structlog
 
+from .errors import PipelineError, UsageError
+
 log = structlog.get_logger("pipeline.workers")
 
 ENV_WORKER = "PIPELINE_WORKER"  # "i/N"
@@ -369,7 +371,7 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-class SupervisorError(Exception):
+class SupervisorError(PipelineError):
     """The pool could not start (a worker died before it listened, or the port is taken)."""
 
 
@@ -403,7 +405,7 @@ class Supervisor:
         announce: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+            raise UsageError(f"workers must be at least 1, got {workers}")
         self.command = list(command)
         self.count = workers
         self.host = host

@@ -72,7 +72,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
@@ -268,7 +268,7 @@ class CallServer:
         rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
-            raise ValueError(f"max_calls must be at least 1, got {max_calls}")
+            raise UsageError(f"max_calls must be at least 1, got {max_calls}")
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template

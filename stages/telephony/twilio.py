@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import orjson
 
 from pipeline.context import PLAYED, Played, StageContext
-from pipeline.errors import FormatError, PipelineError, StageError
+from pipeline.errors import FormatError, PipelineError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
@@ -608,10 +608,10 @@ class Playout:
         carrier: Carrier | None = None,
     ) -> None:
         if not 20 <= chunk_ms <= 200:
-            raise ValueError(f"chunk_ms must be between 20 and 200, got {chunk_ms}")
+            raise UsageError(f"chunk_ms must be between 20 and 200, got {chunk_ms}")
         fmt = carrier.format if carrier is not None else MULAW_FORMAT
         if carrier is not None and carrier.frame_ms is not None and chunk_ms != carrier.frame_ms:
-            raise ValueError(f"{carrier.name} takes media in {carrier.frame_ms} ms frames only")
+            raise UsageError(f"{carrier.name} takes media in {carrier.frame_ms} ms frames only")
         self.stream_sid = stream_sid
         self.carrier = carrier  # None: Twilio, written by encode()
         self.bps = fmt.bytes_per_second
