@@ -57,6 +57,7 @@ from typing import Any
 import structlog
 
 from .errors import PipelineError, UsageError
+from .signals import stop_signals
 
 log = structlog.get_logger("pipeline.workers")
 
@@ -523,28 +524,24 @@ class Supervisor:
     async def run(self) -> int:
         """Start, supervise until SIGTERM/SIGINT (or :meth:`request_stop`), drain. Returns 0
         when every worker drained cleanly, 1 otherwise, 2 if the pool could not start."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-        try:
+        with stop_signals(self.request_stop):
             try:
-                await self.start()
-            except SupervisorError as exc:
-                log.error("workers did not start", error=str(exc))
-                return 2
-            self.announce(f"pipeline serve: listening on {self.url} ({self.count} workers)")
-            log.info(
-                "workers started",
-                url=self.url,
-                workers=self.count,
-                socket="SO_REUSEPORT" if self.reuse_port else "inherited",
-                pids=[w.proc.pid for w in self.workers.values()],
-            )
-            return await self._supervise()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await self._shutdown()
+                try:
+                    await self.start()
+                except SupervisorError as exc:
+                    log.error("workers did not start", error=str(exc))
+                    return 2
+                self.announce(f"pipeline serve: listening on {self.url} ({self.count} workers)")
+                log.info(
+                    "workers started",
+                    url=self.url,
+                    workers=self.count,
+                    socket="SO_REUSEPORT" if self.reuse_port else "inherited",
+                    pids=[w.proc.pid for w in self.workers.values()],
+                )
+                return await self._supervise()
+            finally:
+                await self._shutdown()
 
     async def _supervise(self) -> int:
         while True:

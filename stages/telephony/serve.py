@@ -54,7 +54,6 @@ import gc
 import hmac
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -77,6 +76,7 @@ from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.signals import stop_signals
 from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
 from pipeline.workers import (
     READY_LINE,
@@ -946,21 +946,24 @@ async def _serve(
     except OSError as exc:
         log.error("cannot listen", host=host, port=port, error=str(exc))
         return 2
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    presses = 0
 
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            stop.set()
-        else:
-            for live in list(server._live.values()):
-                live.runner.cancel()
+    def cancel_calls() -> None:
+        for live in list(server._live.values()):
+            live.runner.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    with stop_signals(stop.set, cancel_calls):
+        return await _until_stopped(server, p, worker, stop, drain_timeout_s)
+
+
+async def _until_stopped(
+    server: CallServer,
+    p: Pipeline,
+    worker: WorkerLink | None,
+    stop: asyncio.Event,
+    drain_timeout_s: float,
+) -> int:
+    """Announce the server, wait for a stop signal, drain, close."""
     if worker is None:
         print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
     else:
@@ -983,8 +986,6 @@ async def _serve(
         cancelled = await server.drain(drain_timeout_s)
         log.info("stopped", cancelled_calls=cancelled)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await server.close()
         if worker is not None:
             await worker.close()
