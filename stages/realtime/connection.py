@@ -28,7 +28,7 @@ _WS_LOGGER = logging.getLogger("pipeline.realtime.websocket")
 _WS_LOGGER.setLevel(logging.WARNING)
 
 
-class Retry(Exception):
+class Retry(SessionRemoteError):
     """A connection attempt failed in a way worth retrying."""
 
 

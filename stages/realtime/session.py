@@ -61,7 +61,7 @@ from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -83,6 +83,7 @@ from .connection import Retry, close_info, close_socket, endpoint_of, open_conne
 from .deadline import clock_timeout
 from .outputs import to_frames
 from .settings import (
+    ForcedMessage,
     FormatName,
     Provider,
     Settings,
@@ -109,6 +110,9 @@ TURN_END_MARGIN_S = 0.1
 END_PAD_S = 1.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
+#: how much of the conversation (characters of transcript, the latest turns) a renewed session
+#: is given
+CARRY_CHARS = 20000
 
 
 class _Run:
@@ -129,6 +133,10 @@ class _Run:
         self.input_done = asyncio.Event()
         self.closing = False
         self.recycling = False
+        #: a forced message marked interruptible: false is being said: no local barge-in
+        self.uninterruptible = False
+        #: the conversation's final transcripts (role, text), carried to a renewed session
+        self.history: list[tuple[str, str]] = []
         self.delivered = False  # this connection delivered a response
         self.responses = 0  # responses delivered in the whole run
         self.last_close: tuple[int | None, str] = (None, "")
@@ -136,7 +144,9 @@ class _Run:
         self.audio_in_s = 0.0  # assistant audio received on this connection
         self.send_lock = asyncio.Lock()
         # input
-        self.batcher = AudioBatcher(self.cfg.input_format, fill_gaps=self.cfg.server_vad)
+        self.batcher = AudioBatcher(
+            self.cfg.input_format, fill_gaps=self.cfg.server_vad, min_ms=s.append_ms
+        )
         self.conn_origin: float | None = None  # pts of the first audio sent on this connection
         # output
         self.out = ReplyPlayout(self.cfg.output_format)
@@ -210,10 +220,17 @@ class _Run:
                 check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
                 await self.ready.wait()
                 self.send_audio(self.batcher.push(f))
+            case Text(role="assistant") if self.cfg.dialect == "xai":
+                # xAI speaks it verbatim (force_message), in the session's voice
+                await self.ready.wait()
+                self.send_audio(self.batcher.flush())
+                self.force(ForcedMessage(f.text))
             case Text():
                 await self.ready.wait()
                 self.send_audio(self.batcher.flush())
                 self.proto.send_text(f.text, f.role)
+                if f.role == "user" and f.text.strip():
+                    self.history.append(("user", f.text))
             case ToolResult():
                 await self.ready.wait()
                 if not self.proto.tool_output(f.call_id, f.output):
@@ -249,10 +266,23 @@ class _Run:
 
     # -- barge-in
 
+    def force(self, message: ForcedMessage) -> None:
+        """Have the assistant say ``message`` verbatim (xAI's force_message)."""
+        self.proto.force_message(
+            message.text, voice=message.voice, interruptible=message.interruptible
+        )
+        self.uninterruptible = not message.interruptible
+        self.log.info(
+            "forced message", chars=len(message.text), interruptible=message.interruptible
+        )
+
     async def barge_in(self, *, local: bool) -> None:
         """The user spoke: if assistant audio is arriving, queued here or still playing at a
         sink, cut it."""
         if not (self.proto.assistant_playing or self.out.has_audio() or self.out.lagging()):
+            return
+        if self.uninterruptible:
+            self.log.info("caller spoke over a forced message marked interruptible: false")
             return
         rid = self.proto.last_response
         dropped = self.out.interrupt(Interrupt(pts=self.out.pts, response_id=rid))
@@ -279,7 +309,17 @@ class _Run:
                 if self.sessions > 1:
                     self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
+                if self.sessions > 1 and self.history:
+                    turns = self.carried()
+                    self.proto.replay(turns)
+                    self.log.info(
+                        "renewed session: the conversation so far carried over",
+                        session=self.sessions,
+                        turns=len(turns),
+                    )
                 self.ready.set()
+                if self.s.greeting is not None and self.sessions == 1:
+                    self.force(self.s.greeting)
             case p.ErrorEvent() if ev.fatal:
                 raise SessionRemoteError(
                     f"the realtime service refused the session: {ev.code}: {ev.message}",
@@ -295,15 +335,30 @@ class _Run:
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
+            case p.ResponseDoneEvent():
+                self.uninterruptible = False
         if isinstance(ev, p.ResponseDoneEvent):
             self.delivered = True
             self.responses += 1
         elif isinstance(ev, p.AudioDeltaEvent):
             self.police_audio(len(ev.data))
         for item in to_frames(ev, input_origin=self.conn_origin):
+            if isinstance(item, Transcript) and item.final and item.text.strip():
+                self.history.append((item.role, item.text))
             self.emit(item)
         if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
+
+    def carried(self) -> list[tuple[str, str]]:
+        """The most recent turns of the conversation that fit in :data:`CARRY_CHARS`."""
+        out: list[tuple[str, str]] = []
+        total = 0
+        for role, text in reversed(self.history):
+            total += len(text)
+            if total > CARRY_CHARS:
+                break
+            out.append((role, text))
+        return out[::-1]
 
     def police_audio(self, n_bytes: int) -> None:
         """A service cannot speak faster than real time for long: audio received on this
@@ -440,8 +495,8 @@ class _Run:
             await close_socket(ws)
         if not self.closing and not self.recycling:
             self.log.warning(
-                "connection to the realtime service lost; the conversation restarts on a "
-                "new session",
+                "connection to the realtime service lost; the call goes on on a new session, "
+                "the conversation so far carried over",
                 code=code,
                 reason=reason or None,
                 was_ready=became_ready,
@@ -452,7 +507,8 @@ class _Run:
         await self.ctx.clock.sleep(seconds)
         await self.until(lambda: not self.proto.owes)
         self.log.warning(
-            "recycling the session after max_session_s; the conversation restarts on a new session",
+            "recycling the session after max_session_s; the call goes on on a new session, "
+            "the conversation so far carried over",
             max_session_s=seconds,
         )
         self.recycling = True
@@ -532,7 +588,7 @@ class _Run:
         Interrupt,
         ResponseStarted,
         ResponseDone,
-        Error,
+        ErrorReport,
     ),
     output_format=output_format,
     cycle_aware=True,
@@ -557,6 +613,8 @@ async def realtime_session(
     output_rate: int | None = None,
     turn_detection: str | dict[str, Any] | None = "server_vad",
     tools: list[Any] | None = None,
+    server_tools: list[Any] | None = None,
+    greeting: str | dict[str, Any] | None = None,
     transcription: bool | str = True,
     response_timeout_s: float = 30.0,
     connect_timeout_s: float = 10.0,
@@ -565,6 +623,7 @@ async def realtime_session(
     reconnect_attempts: int = 5,
     max_message_bytes: int = 8 * 1024 * 1024,
     max_audio_ahead_s: float = 120.0,
+    append_ms: int = 20,
     emulator: dict[str, Any] | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
@@ -584,6 +643,8 @@ async def realtime_session(
         output_rate: output sample rate (default 24000 for pcm16, 8000 for G.711)
         turn_detection: server_vad (optionally {type, threshold, prefix_padding_ms, silence_duration_ms}) or none
         tools: tool definitions or 'module:function' refs (default: those the linked stages provide, e.g. a tool_router)
+        server_tools: xAI's server-side tools: web_search, x_search, file_search (collections), mcp (remote MCP servers)
+        greeting: xAI: said verbatim when the call starts: text, or {text, voice, interruptible}
         transcription: transcribe the user's audio: true, false, or a transcription model name
         response_timeout_s: at end of input, how long to wait for the response and tool results
         connect_timeout_s: timeout of one connection attempt
@@ -592,6 +653,7 @@ async def realtime_session(
         reconnect_attempts: connections in a row that fail, or close without delivering a response, before giving up
         max_message_bytes: largest message taken from the service; a larger one ends the run
         max_audio_ahead_s: how far ahead of real time the service's audio may run before the run ends
+        append_ms: input audio sent in appends of at least this many ms (20-100); the rest of a turn goes at once when speech stops. Larger: fewer messages, less CPU per call
         emulator: settings for the emulator when provider is emulator (e.g. dialect, think_ms)
     """  # noqa: E501
     params = {k: v for k, v in locals().items() if k not in ("frames", "ctx")}
