@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "playground",
         help="talk to a pipeline from a browser: one page, one pipeline per tab",
-        description="Serve a page at / that talks to a fresh copy of the pipeline for each "
+        description="Serve a page at / that talks to a fresh run of the pipeline for each "
         "browser tab (its browser_source and browser_sink are the tab's microphone and "
         "speaker). Open /?autostart=1 to start without a click.",
     )

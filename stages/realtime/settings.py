@@ -75,6 +75,7 @@ class Settings:
     reconnect_attempts: int
     max_message_bytes: int = 8 * 1024 * 1024
     max_audio_ahead_s: float = 120.0
+    append_ms: int = 20
     emulator: Mapping[str, Any] = field(default_factory=dict)
     #: said verbatim once the first session is ready (xAI)
     greeting: ForcedMessage | None = None
@@ -351,6 +352,11 @@ def resolve_settings(
         value = params.get(key)
         if value is not None and value <= 0:
             raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    append_ms = int(params.get("append_ms") or 20)
+    if not 20 <= append_ms <= 100:
+        raise ConfigError(
+            f"parameter 'append_ms' must be 20 to 100 (ms of audio per append), got {append_ms}"
+        )
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
     if dialect == "gemini":
@@ -368,6 +374,7 @@ def resolve_settings(
         reconnect_attempts=int(params.get("reconnect_attempts", 5)),
         max_message_bytes=int(params.get("max_message_bytes") or 8 * 1024 * 1024),
         max_audio_ahead_s=float(params.get("max_audio_ahead_s") or 120.0),
+        append_ms=append_ms,
         emulator=emulator,
         greeting=forced_message(params.get("greeting"), dialect, "greeting"),
     )
