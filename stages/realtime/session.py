@@ -138,6 +138,7 @@ class _Run:
         #: the conversation's final transcripts (role, text), carried to a renewed session
         self.history: list[tuple[str, str]] = []
         self.delivered = False  # this connection delivered a response
+        self.responses = 0  # responses delivered in the whole run
         self.last_close: tuple[int | None, str] = (None, "")
         self.opened_at = 0.0
         self.audio_in_s = 0.0  # assistant audio received on this connection
@@ -338,6 +339,7 @@ class _Run:
                 self.uninterruptible = False
         if isinstance(ev, p.ResponseDoneEvent):
             self.delivered = True
+            self.responses += 1
         elif isinstance(ev, p.AudioDeltaEvent):
             self.police_audio(len(ev.data))
         for item in to_frames(ev, input_origin=self.conn_origin):
@@ -462,6 +464,7 @@ class _Run:
                     await self.flush()
                     self.changed.set()
             code, reason = ws.close_code, ws.close_reason
+            self.last_close = (code, reason)
         except TimeoutError:
             raise SessionRemoteError(
                 f"no session.updated from {self.endpoint} within {self.s.ready_timeout_s:g} s "
@@ -471,6 +474,7 @@ class _Run:
             ) from None
         except ConnectionClosed as exc:
             code, reason = close_info(exc)
+            self.last_close = (code, reason)
             sent = getattr(exc, "sent", None)
             if sent is not None and sent.code == 1009:  # we refused an oversized message
                 raise SessionRemoteError(
@@ -489,7 +493,6 @@ class _Run:
             self.proto.connection_lost()
             self.changed.set()
             await close_socket(ws)
-        self.last_close = (code, reason)
         if not self.closing and not self.recycling:
             self.log.warning(
                 "connection to the realtime service lost; the call goes on on a new session, "
@@ -554,6 +557,15 @@ class _Run:
                     "input ended; stopped waiting for the response and tool results",
                     response_timeout_s=self.s.response_timeout_s,
                     pending_calls=list(self.proto.pending_calls),
+                )
+            code, reason = self.last_close
+            if not self.ready.is_set() and self.responses == 0 and code != 1000:
+                # the service dropped us and never answered once: not a quiet success
+                raise SessionRemoteError(
+                    f"{self.endpoint} closed the connection before delivering a response (last "
+                    f"close: {code} {reason or 'no reason'}), and the input has ended; check "
+                    "the service's status, the model and the session parameters",
+                    code="no_response",
                 )
         self.closing = True
         ws = self.ws
