@@ -8,6 +8,7 @@ errors. ``pipeline.testing`` helps test stages.
 from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock
+from .context import StageContext
 from .errors import (
     ConfigError,
     FormatError,
@@ -21,7 +22,7 @@ from .errors import (
 from .frames import (
     Audio,
     AudioFormat,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -34,14 +35,14 @@ from .frames import (
     Transcript,
 )
 from .graph import Pipeline
-from .stage import InputPath, OutputPath, StageContext, stage
+from .spec import InputPath, OutputPath, stage
 
 __all__ = [
     "Audio",
     "AudioFormat",
     "Clock",
     "ConfigError",
-    "Error",
+    "ErrorReport",
     "FormatError",
     "Frame",
     "InputError",

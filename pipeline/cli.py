@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import inspect
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -33,7 +32,8 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
-from .errors import ConfigError, PipelineError, Problem
+from .errors import ConfigError, PipelineError, Problem, UnknownStageType
+from .plan import Plan
 from .report import (
     dot,
     live_table,
@@ -44,6 +44,7 @@ from .report import (
     summary_table,
     write_summary_json,
 )
+from .signals import stop_signals
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -225,12 +226,14 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     except Exception:
         names = [args.name] if args.name else [None]  # load() will report the syntax error
     problems = []
+    warnings: list[Problem] = []
     # With every pipeline checked, `--set agent.x=...` may name a stage of only some of them:
     # its "no stage" problem counts only when no pipeline has that stage.
     no_stage: dict[str, list[Any]] = {}
     for name in names or [None]:
         try:
-            load(args.file, name, overrides=args.overrides)
+            loaded = load(args.file, name, overrides=args.overrides)
+            warnings += [w for w in loaded.check().warnings if w not in warnings]
         except ConfigError as exc:
             for p in exc.problems:
                 if p.message.startswith("--set ") and ": no stage '" in p.message:
@@ -238,6 +241,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                 elif p not in problems:
                     problems.append(p)
     problems += [ps[0] for ps in no_stage.values() if len(ps) == len(names or [None])]
+    for w in warnings:
+        console.print(str(w), highlight=False, markup=False, soft_wrap=True)
     if problems:
         for p in problems:
             console.print(str(p), highlight=False, markup=False, soft_wrap=True)
@@ -261,44 +266,35 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
         sys.path.insert(0, cwd)
     try:
         console.print(stage_catalogue(args.type))
-    except LookupError as exc:
-        # str() of a LookupError is its repr (quoted); the message is args[0]
-        _err(Console(stderr=True), str(exc.args[0]) if exc.args else str(exc))
+    except UnknownStageType as exc:
+        _err(Console(stderr=True), str(exc))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
 
 def cmd_graph(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    sys.stdout.write(mermaid(p) if args.format == "mermaid" else dot(p))
+    plan = _load(args).validate()
+    sys.stdout.write(mermaid(plan) if args.format == "mermaid" else dot(plan))
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    return asyncio.run(_run(p, args, console))
+    plan = _load(args).validate()
+    return asyncio.run(_run(plan, args, console))
 
 
-async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
+async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
     from .runtime import Runner
 
     log = structlog.get_logger("pipeline")
     runner = Runner(p)
     loop = asyncio.get_running_loop()
-    presses = 0
 
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            log.warning("stopping: draining the pipeline (press Ctrl-C again to stop now)")
-            runner.request_stop()
-            loop.call_later(args.drain_timeout, runner.cancel)
-        else:
-            runner.cancel()
+    def drain() -> None:
+        log.warning("stopping: draining the pipeline (press Ctrl-C again to stop now)")
+        runner.request_stop()
+        loop.call_later(args.drain_timeout, runner.cancel)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
     json_path = getattr(args, "json_path", None)
     if _writes_stdout(p) or json_path == "-":
         # a stage writes to standard output (`jsonl_sink` with path: -), or the JSON summary
@@ -310,15 +306,16 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
-    log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
+    log.info("pipeline starting", pipeline=p.name, stages=len(p.stages))
+    for warning in p.warnings:  # found before running; the run goes on
+        log.warning(str(warning))
     try:
         try:
-            summary = await runner.run()
+            with stop_signals(drain, runner.cancel):
+                summary = await runner.run()
         finally:
             if live is not None:
                 live.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
     except PipelineError as exc:
         failed = runner.summary()
         console.print(summary_table(failed))  # a failed run has a summary too
@@ -338,13 +335,11 @@ def _sized(stream: Any) -> bool:
     return bool(os.environ.get("COLUMNS")) or (hasattr(stream, "isatty") and stream.isatty())
 
 
-def _writes_stdout(p: Any) -> bool:
-    """Whether a stage of pipeline ``p`` writes to standard output (an output path ``-``)."""
-    for node in p.nodes.values():
-        if node.spec is None:
-            continue
-        for name, param in node.spec.params.items():
-            if param.path_role == "output" and str(node.values.get(name)) == "-":
+def _writes_stdout(p: Plan) -> bool:
+    """Whether a stage of plan ``p`` writes to standard output (an output path ``-``)."""
+    for st in p.stages.values():
+        for name, param in st.spec.params.items():
+            if param.path_role == "output" and str(st.values.get(name)) == "-":
                 return True
     return False
 

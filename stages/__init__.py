@@ -17,6 +17,7 @@ _MODULES = (
     "resample",
     "vad",
     "turn",
+    "denoise",
     "realtime",
     "tools",
     "telephony",

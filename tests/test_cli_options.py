@@ -40,6 +40,8 @@ def test_every_command_takes_the_logging_options_after_its_name() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {"run", "validate", "serve", "emulator", "bench"} <= set(sub.choices)
     required = {"run": ["f.yaml"], "graph": ["f.yaml"], "validate": ["f.yaml"], "serve": ["f.yaml"]}
+    required["call"] = ["+15550100", "f.yaml", "--from", "+15550101", "--public-url", "https://x"]
+    required["playground"] = ["f.yaml"]
     for name in sub.choices:
         argv = [name, *required.get(name, []), "--log-format", "json", "--log-level", "WARNING"]
         args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ JavaScript modules, no build step, nothing from the network) and refuses what it
 
 Each WebSocket is one tab: the handler sends ``hello`` (the rates, the graph), reads messages into
 a :class:`~stages.browser.connection.BrowserConnection` until the page's ``start``, then runs a
-fresh copy of the checked pipeline with that connection bound (its ``browser_source`` and
+fresh run of the one checked plan with that connection bound (its ``browser_source`` and
 ``browser_sink`` talk to this tab and no other), sending ``stats`` (link depths, frame counts)
 every ``stats_interval_s`` while it runs and ``bye`` when it ends. A message that breaks the
 protocol closes that connection (1008, or 1009 when too big) and nothing else. A hang-up (or a
@@ -45,8 +45,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
+from pipeline.plan import Plan
 from pipeline.runtime import Runner, RunSummary
 
 from .connection import BrowserConnection, bind_connection
@@ -110,11 +111,11 @@ def check_playground_pipeline(p: Pipeline) -> None:
         )
 
 
-def _hello(p: Pipeline) -> dict[str, Any]:
+def _hello(p: Plan) -> dict[str, Any]:
     """What the page needs before it starts: the rates, the graph, the VAD settings."""
     capture_rate, playback_rate = 16000, 24000
     vad: dict[str, Any] = {}
-    for node in p.nodes.values():
+    for node in p.stages.values():
         if node.type_name == "browser_source" and node.output_format is not None:
             capture_rate = node.output_format.rate
         elif node.type_name == "browser_sink" and node.input_format is not None:
@@ -133,16 +134,16 @@ def _hello(p: Pipeline) -> dict[str, Any]:
         "playback_rate": playback_rate,
         "vad": vad or None,
         "graph": {
-            "nodes": [{"id": n.id, "type": n.type_name} for n in p.nodes.values()],
+            "nodes": [{"id": n.id, "type": n.type_name} for n in p.stages.values()],
             "links": [
                 {
                     "name": lk.name,
                     "src": lk.src,
                     "dst": lk.dst,
                     "feedback": lk.feedback,
-                    "capacity": lk.capacity or p.default_capacity(lk),
+                    "capacity": lk.queue_capacity,
                 }
-                for lk in p.live_links()
+                for lk in p.links
             ],
         },
     }
@@ -159,11 +160,9 @@ def _stats(runner: Runner) -> dict[str, Any]:
     return {"type": "stats", "links": links, "stages": stages}
 
 
-def _new_runner(template: Pipeline) -> Runner:
-    """A runner for one tab: its own copy of the checked pipeline, channels and bus."""
-    from stages.telephony.serve import fresh_copy
-
-    return Runner(fresh_copy(template))
+def _new_runner(plan: Plan) -> Runner:
+    """A runner for one tab: the one checked plan, with its own channels and bus."""
+    return Runner(plan)
 
 
 @dataclass
@@ -188,8 +187,8 @@ class PlaygroundServer:
         stats_interval_s: float = 0.25,
     ) -> None:
         if max_sessions < 1:
-            raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
-        template.validate()
+            raise UsageError(f"max_sessions must be at least 1, got {max_sessions}")
+        self.plan = template.validate()
         check_playground_pipeline(template)
         self.template = template
         self.token = token or None
@@ -198,7 +197,7 @@ class PlaygroundServer:
         self.hangup_grace_s = hangup_grace_s
         self.stats_interval_s = stats_interval_s
         self.files = _static_files()
-        self.hello = dumps(_hello(template))
+        self.hello = dumps(_hello(self.plan))
         self.active = 0
         self.summaries: list[RunSummary] = []
         self.url = ""
@@ -276,7 +275,7 @@ class PlaygroundServer:
                     code, reason, outcome = failure[0].code, "protocol error", "refused"
                 return
             tlog.info("tab connected", pipeline=self.template.name, rate=conn.rate)
-            runner = tab.runner = _new_runner(self.template)
+            runner = tab.runner = _new_runner(self.plan)
             summary = await self._run(runner, conn)
             self.summaries.append(summary)
             outcome = summary.status

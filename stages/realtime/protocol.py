@@ -357,7 +357,7 @@ class RealtimeProtocol:
 
     def _send(self, event: wc.ClientEvent) -> str:
         self._seq += 1
-        text = wc.encode(event, f"c-{self._seq}")
+        text = codec(self.config.dialect).encode_client(event, f"c-{self._seq}")
         self._outbox.append(text)
         return text
 
@@ -442,6 +442,34 @@ class RealtimeProtocol:
         item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
         sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self.create_response()
+
+    def force_message(
+        self, text: str, *, voice: str | None = None, interruptible: bool = True
+    ) -> list[str]:
+        """xAI: the assistant says ``text`` verbatim (a ``force_message`` item: a greeting, or
+        "one moment please" while a slow tool runs); the server answers with a normal response
+        of that text, in ``voice`` if given. ``interruptible=False`` asks the server to ignore the
+        caller until it has been played."""
+        item: dict[str, Any] = {
+            "type": "force_message",
+            "role": "assistant",
+            "interruptible": interruptible,
+            "content": [{"type": "output_text", "text": text}],
+        }
+        if voice:
+            item["voice"] = voice
+        return [self._send(wc.ConversationItemCreate(item))]
+
+    def replay(self, turns: list[tuple[str, str]]) -> list[str]:
+        """Carry a conversation over to a new session: each earlier turn as a message item
+        (the user's as ``input_text``, the assistant's as ``output_text``), asking for no
+        response."""
+        sent = []
+        for role, text in turns:
+            kind = "output_text" if role == "assistant" else "input_text"
+            item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+            sent.append(self._send(wc.ConversationItemCreate(item)))
+        return sent
 
     def user_turn_ended(self) -> list[str]:
         """Manual turns: the user stopped speaking, so commit the audio and ask for a response."""
@@ -536,7 +564,17 @@ class RealtimeProtocol:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError as exc:
                 return [MalformedEvent(f"not JSON ({exc})", _excerpt(message))]
-        if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
+        if not isinstance(event, Mapping):
+            return [MalformedEvent("no event type", _excerpt(message))]
+        decoded = codec(self.config.dialect).decode_server(event)
+        if len(decoded) == 1:
+            return self._receive_event(decoded[0], message)
+        return [out for ev in decoded for out in self._receive_event(ev, message)]
+
+    def _receive_event(
+        self, event: Mapping[str, Any], message: str | bytes | Mapping[str, Any]
+    ) -> list[ServerEvent]:
+        if not isinstance(event.get("type"), str):
             return [MalformedEvent("no event type", _excerpt(message))]
         name = canonical_event(event["type"])
         handler = _HANDLERS.get(name)

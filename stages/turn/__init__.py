@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, SpeechStarted, SpeechStopped
-from pipeline.stage import InputPath, StageContext, stage
+from pipeline.spec import InputPath, stage
 
 from .features import RATE
 from .machine import TRANSITIONS, Action, Decision, Input, State, TurnTaker

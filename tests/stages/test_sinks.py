@@ -16,18 +16,19 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import StageError
 from pipeline.frames import (
     Audio,
     AudioFormat,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     SpeechStarted,
     ToolCall,
     Transcript,
 )
-from pipeline.stage import PLAYED, Played, StageContext, spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import check_stage, run_stage
 from stages import g711
 from stages.sinks import jsonl_sink, null_sink, wav_sink
@@ -235,7 +236,7 @@ EVENTS: list[Frame] = [
     Transcript("user", "what time is it", final=True, pts=2.5, stage="agent"),
     ToolCall("c1", "get_time", '{"city": "Tokyo"}', stage="agent"),
     Interrupt(pts=3.0, stage="agent"),
-    Error("rate_limited", "slow down", stage="agent"),
+    ErrorReport("rate_limited", "slow down", stage="agent"),
 ]
 
 

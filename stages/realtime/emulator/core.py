@@ -24,7 +24,7 @@ import base64
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -42,7 +42,7 @@ from ..wire import (
     error_event,
 )
 from ..wire import client as wc
-from ..wire.errors import bad_value, missing_parameter
+from ..wire.errors import bad_value
 from .audio import EnergyVad, VadEvent, split_text, to_output, tone
 from .config import EmulatorConfig, ToolCallScript
 from .queues import InputBuffer, Outbox
@@ -89,8 +89,8 @@ class EmulatorSession:
         self.model = model or self.codec.default_model
         self.received: list[Json] = []
         self.warnings: list[str] = []
-        #: the session as configured so far (the typed model the client's update is read into)
-        self.state: SessionConfig = self.codec.default_session(self.model)
+        self._turns: TurnDetection | None = None
+        self.state = self.codec.default_session(self.model)
         # Shared by every connection of one server: ids stay unique across reconnects, so a
         # client de-duplicating by call_id never mistakes a new call for a repeat.
         self._counters: dict[str, int] = {} if counters is None else counters
@@ -171,8 +171,8 @@ class EmulatorSession:
             first = self._outbox.pop(now)
             if first is None:
                 return out
-            event = first.event
-            out.append({"type": event["type"], "event_id": self._id("evt"), **event})
+            for event in self.codec.encode_server(first.event):
+                out.append({"type": event["type"], "event_id": self._id("evt"), **event})
             if first.on_release is not None:
                 first.on_release()
 
@@ -240,19 +240,15 @@ class EmulatorSession:
 
     def _dispatch(self, event: Json) -> None:
         kind = event.get("type")
-        if not isinstance(kind, str):
-            raise missing_parameter("type")
-        if kind in CLIENT_EVENT_ALIASES:
+        if isinstance(kind, str) and kind in CLIENT_EVENT_ALIASES:
             real = CLIENT_EVENT_ALIASES[kind]
             note = f"'{kind}' is not a current event name; handled as '{real}'"
             self.warnings.append(note)
             log.warning("emulator.alias", name=kind, handled_as=real)
-            kind = real
-        supported = sorted(self.codec.client_events)
-        if kind not in supported:
-            raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
-        handler = getattr(self, "_on_" + kind.replace(".", "_"))
-        handler(wc.decode({**event, "type": kind}, self.state))
+            event = {**event, "type": real}
+        typed = self.codec.decode_client(event, self.state)
+        handler = getattr(self, "_on_" + typed.type.replace(".", "_"))
+        handler(typed)
 
     def _on_session_update(self, event: wc.SessionUpdate) -> None:
         new = SessionConfig.from_wire(event.session, self.state)
@@ -295,17 +291,20 @@ class EmulatorSession:
         )
 
     @property
-    def _turns(self) -> TurnDetection | None:
-        """The server VAD's settings, every field resolved (None: manual turns)."""
-        td = self.state.turn_detection
-        return None if td.type is None else self.codec.resolve_turn_detection(td)
+    def state(self) -> SessionConfig:
+        """The session as configured so far (the typed model client updates are read into)."""
+        return self._state
+
+    @state.setter
+    def state(self, config: SessionConfig) -> None:
+        self._state = config
+        td = config.turn_detection
+        #: the server VAD's settings, every field resolved (None: manual turns)
+        self._turns = None if td.type is None else self.codec.resolve_turn_detection(td)
 
     @property
     def _modalities(self) -> tuple[str, ...]:
         return self.state.modalities or self.codec.default_modalities
-
-    def _name(self, canonical: str) -> str:
-        return self.codec.server_event(canonical)
 
     def _vad_changed(self, turns: TurnDetection) -> bool:
         assert self._vad is not None
@@ -415,7 +414,7 @@ class EmulatorSession:
         self._last_item = item["id"]
         self._emit(
             {
-                "type": self._name("conversation.item.added"),
+                "type": "conversation.item.added",
                 "previous_item_id": previous,
                 "item": item,
             }
@@ -618,15 +617,6 @@ class EmulatorSession:
             obj["output_modalities"] = list(self._modalities)
         return obj
 
-    def _released(self, resp: _ServerResponse, event_type: str, item: Json) -> Callable[[], None]:
-        def hook() -> None:
-            if event_type == "response.output_item.added":
-                resp.items.append(item)
-            elif event_type == "response.output_item.done":
-                resp.done_items.add(item["id"])
-
-        return hook
-
     def _finish(self, resp: _ServerResponse) -> Callable[[], None]:
         def hook() -> None:
             if self._response is resp:
@@ -651,31 +641,34 @@ class EmulatorSession:
             "content": [part] if part else [],
         }
 
-    def _item_added(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
-        self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": resp.id,
-                "output_index": index,
-                "item": item,
-            },
-            at=at,
-            response_id=resp.id,
-            on_release=self._released(resp, "response.output_item.added", item),
-        )
+    def _output_item(
+        self,
+        resp: _ServerResponse,
+        stage: Literal["added", "done"],
+        index: int,
+        item: Json,
+        at: float,
+    ) -> None:
+        """``response.output_item.added`` / ``.done``; the response records it once released."""
+        if stage == "done":
+            self._items[item["id"]] = item
 
-    def _item_done(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
-        self._items[item["id"]] = item
+        def released() -> None:
+            if stage == "added":
+                resp.items.append(item)
+            else:
+                resp.done_items.add(item["id"])
+
         self._emit(
             {
-                "type": "response.output_item.done",
+                "type": f"response.output_item.{stage}",
                 "response_id": resp.id,
                 "output_index": index,
                 "item": item,
             },
             at=at,
             response_id=resp.id,
-            on_release=self._released(resp, "response.output_item.done", item),
+            on_release=released,
         )
 
     def _response_done(self, resp: _ServerResponse, output: list[Json], at: float) -> None:
@@ -705,7 +698,7 @@ class EmulatorSession:
         rid = resp.id
         item_id = self._id("item")
         base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-        self._item_added(resp, index, self._message_item(item_id, "in_progress", {}), t)
+        self._output_item(resp, "added", index, self._message_item(item_id, "in_progress", {}), t)
         empty = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
         self._emit(
             {"type": "response.content_part.added", **base, "part": empty}, at=t, response_id=rid
@@ -715,9 +708,9 @@ class EmulatorSession:
             part = {"type": "audio", "transcript": text}
             kind = self.codec.audio_part
             done_events = [
-                {"type": self._name("response.output_audio.done"), **base},
+                {"type": "response.output_audio.done", **base},
                 {
-                    "type": self._name("response.output_audio_transcript.done"),
+                    "type": "response.output_audio_transcript.done",
                     **base,
                     "transcript": text,
                 },
@@ -725,16 +718,16 @@ class EmulatorSession:
         else:
             end = t
             for piece in re.findall(r"\s*\S+", text) or [text]:
-                delta = {"type": self._name("response.output_text.delta"), **base, "delta": piece}
+                delta = {"type": "response.output_text.delta", **base, "delta": piece}
                 self._emit(delta, at=t, response_id=rid)
             part = {"type": "text", "text": text}
             kind = self.codec.text_part
-            done_events = [{"type": self._name("response.output_text.done"), **base, "text": text}]
+            done_events = [{"type": "response.output_text.done", **base, "text": text}]
         done_events.append({"type": "response.content_part.done", **base, "part": part})
         for event in done_events:
             self._emit(event, at=end, response_id=rid)
         done = self._message_item(item_id, "completed", {**part, "type": kind})
-        self._item_done(resp, index, done, end)
+        self._output_item(resp, "done", index, done, end)
         self._response_done(resp, [*before, done], end)
 
     def _speak(self, resp: _ServerResponse, base: Json, text: str, t: float) -> float:
@@ -760,7 +753,7 @@ class EmulatorSession:
 
             self._emit(
                 {
-                    "type": self._name("response.output_audio.delta"),
+                    "type": "response.output_audio.delta",
                     **base,
                     "delta": base64.b64encode(chunk).decode(),
                 },
@@ -771,7 +764,7 @@ class EmulatorSession:
             if piece:
                 self._emit(
                     {
-                        "type": self._name("response.output_audio_transcript.delta"),
+                        "type": "response.output_audio_transcript.delta",
                         **base,
                         "delta": piece,
                     },
@@ -804,11 +797,11 @@ class EmulatorSession:
                 "output_index": index,
                 "call_id": call_id,
             }
-            self._item_added(resp, index, item, t)
+            self._output_item(resp, "added", index, item, t)
             for _ in range(self.config.function_call_item_added):
                 self._emit(
                     {
-                        "type": self._name("conversation.item.added"),
+                        "type": "conversation.item.added",
                         "previous_item_id": None,
                         "item": item,
                     },
@@ -835,7 +828,7 @@ class EmulatorSession:
             )
             done = {**item, "status": "completed", "arguments": args}
             done_items.append(done)
-            self._item_done(resp, index, done, t)
+            self._output_item(resp, "done", index, done, t)
         say = " ".join(c.say for c in script if c.say)
         if say and "audio" in self._modalities:
             self._message(resp, say, t, audio=True, index=len(script), before=done_items)

@@ -20,9 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pipeline.cli import main as cli_main
+from pipeline.context import PLAYED, Bus, Played, StageContext
 from pipeline.frames import Audio, Frame, Interrupt, Transcript
 from pipeline.graph import Pipeline
-from pipeline.stage import PLAYED, Bus, Played, StageContext
 from stages.browser import BrowserConnection, bind_connection, browser_sink
 from stages.browser.cli import token_for
 from stages.browser.server import is_loopback, run_playground

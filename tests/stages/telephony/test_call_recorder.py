@@ -13,7 +13,7 @@ import soundfile as sf
 
 from pipeline.frames import Audio, Frame, Interrupt
 from pipeline.graph import Pipeline
-from pipeline.stage import stage
+from pipeline.spec import stage
 from stages.g711 import decode
 from stages.telephony.recorder import TwoPartyMix
 from stages.telephony.serve import run_server

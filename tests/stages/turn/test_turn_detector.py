@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.clock import VirtualClock
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, SpeechStarted, SpeechStopped, Text
-from pipeline.stage import spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import make_context, run_stage, run_stage_async
 from stages.turn import SmartTurnModel
 from stages.vad.quality import read_wav
