@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import PipelineError
 from .frames import Event, SpeechStarted, SpeechStopped, ToolCall, ToolResult
 
 
@@ -54,7 +55,7 @@ class TurnTimer:
             self.on_turn(latency)
 
 
-class TracingUnavailable(Exception):
+class TracingUnavailable(PipelineError):
     """The OpenTelemetry extra is not installed."""
 
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from . import openai, openai_beta, xai
+from pipeline.errors import UsageError
+
+from . import gemini, openai, openai_beta, xai
 from .base import DialectCodec
 
-Dialect: TypeAlias = Literal["xai", "openai", "openai-beta"]
+Dialect: TypeAlias = Literal["xai", "openai", "openai-beta", "gemini"]
 
 #: Every dialect's codec, the default (``xai``) first.
 CODECS: dict[Dialect, DialectCodec] = {
     "xai": xai.CODEC,
     "openai": openai.CODEC,
     "openai-beta": openai_beta.CODEC,
+    "gemini": gemini.CODEC,
 }
 DIALECTS: tuple[Dialect, ...] = tuple(CODECS)
 #: Every name a dialect goes by (``grok``, ``openai-ga``, ...) -> the dialect.
@@ -34,4 +37,4 @@ def normalize_dialect(name: str) -> Dialect:
     try:
         return DIALECT_ALIASES[name.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None
+        raise UsageError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None
