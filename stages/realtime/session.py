@@ -96,6 +96,7 @@ from .settings import (
     resolve_settings,
     with_model,
 )
+from .wire.gemini import GEMINI_PATH
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
 
@@ -593,7 +594,7 @@ async def realtime_session(
     frames: AsyncIterator[Frame],
     *,
     provider: Provider = "xai",
-    dialect: Literal["xai", "openai", "openai-ga", "openai-beta"] | None = None,
+    dialect: Literal["xai", "openai", "openai-ga", "openai-beta", "gemini"] | None = None,
     url: str | None = None,
     model: str | None = None,
     api_key_env: str | None = None,
@@ -622,7 +623,7 @@ async def realtime_session(
     """A speech-to-speech model (xAI Grok voice agent, OpenAI Realtime, or the emulator).
 
     Parameters:
-        provider: xai | openai | azure (url: the deployment's realtime URL) | emulator (in-process)
+        provider: xai | openai | azure (url: the deployment's realtime URL) | gemini | emulator (in-process)
         dialect: wire dialect (default: the provider's; for the emulator, its own dialect)
         url: the endpoint, overriding the provider's (?model= is still added)
         model: model name (xai: grok-voice-latest, openai: gpt-realtime)
@@ -692,4 +693,6 @@ async def _start_emulator(stack: contextlib.AsyncExitStack, s: Settings, ctx: St
         run_emulator(config, host="127.0.0.1", port=0, clock=ctx.clock)
     )
     base = str(emu.url)
+    if s.dialect == "gemini":  # Gemini Live's route, where the emulator speaks its messages
+        return base.replace("/v1/realtime", GEMINI_PATH)
     return with_model(base, s.session.model)
