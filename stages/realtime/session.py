@@ -213,25 +213,35 @@ class _Run:
             await self.on_frame(f)
         self.input_done.set()
 
+    async def wait_ready(self) -> None:
+        """Until the session is ready. Re-checked on waking: the connection may have dropped
+        between the event being set and this task running, and the protocol refuses
+        conversation messages on a session that is not ready."""
+        while not (self.ready.is_set() and self.proto.ready):
+            if self.ready.is_set():  # cleared in the same turn the connection drops
+                await asyncio.sleep(0)
+            else:
+                await self.ready.wait()
+
     async def on_frame(self, f: Frame) -> None:
         match f:
             case Audio():
                 check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.push(f))
             case Text(role="assistant") if self.cfg.dialect == "xai":
                 # xAI speaks it verbatim (force_message), in the session's voice
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.flush())
                 self.force(ForcedMessage(f.text))
             case Text():
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.flush())
                 self.proto.send_text(f.text, f.role)
                 if f.role == "user" and f.text.strip():
                     self.history.append(("user", f.text))
             case ToolResult():
-                await self.ready.wait()
+                await self.wait_ready()
                 if not self.proto.tool_output(f.call_id, f.output):
                     self.log.warning(
                         "tool result for a call this session is not waiting for; dropped",
@@ -528,7 +538,7 @@ class _Run:
         finally:
             forward.cancel()
             done.cancel()
-        await self.ready.wait()
+        await self.wait_ready()
         if not self.cfg.server_vad:
             self.send_audio(self.batcher.flush())
             self.proto.user_turn_ended()

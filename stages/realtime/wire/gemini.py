@@ -121,6 +121,9 @@ class GeminiClientBridge:
         self.manual = False
         self.speaking = False  # an activityStart was sent and no activityEnd yet
         self.calls: dict[str, str] = {}  # call id -> function name
+        self.typed = False  # clientContent sent since the last request for a response
+        #: the server said it will close soon (``goAway``): the session reconnects when it does
+        self.going_away = False
         self._n = 0
         self._response: str | None = None
         self._item = ""
@@ -196,11 +199,18 @@ class GeminiClientBridge:
                 reply = {"id": call, "name": self.calls.get(call, ""), "response": response}
                 send.append({"toolResponse": {"functionResponses": [reply]}})
             elif item.get("type") == "message":
+                # context, not yet a request: a response.create completes the turn (a typed
+                # turn), and a replayed conversation never asks for one
                 role = "model" if item.get("role") == "assistant" else "user"
                 turn = {"role": role, "parts": [{"text": _text_of(item.get("content"))}]}
-                send.append({"clientContent": {"turns": [turn], "turnComplete": role == "user"}})
-        # response.create, response.cancel, conversation.item.truncate, input_audio_buffer.clear:
-        # no Gemini counterpart (it answers by itself; barge-in is the server's)
+                send.append({"clientContent": {"turns": [turn], "turnComplete": False}})
+                self.typed = True
+        elif kind == "response.create" and self.typed:
+            self.typed = False
+            send.append({"clientContent": {"turnComplete": True}})
+        # response.create after audio or a tool response, response.cancel, truncate,
+        # input_audio_buffer.clear: no Gemini counterpart (it answers by itself at the end of a
+        # turn or a tool response; barge-in is the server's)
         return [_dumps(m) for m in send], [_dumps(m) for m in back]
 
     # -- Gemini -> ours
@@ -280,6 +290,8 @@ class GeminiClientBridge:
                 )
             if content.get("turnComplete"):
                 self._finish(out, "completed")
+        if "goAway" in msg:
+            self.going_away = True
         call = msg.get("toolCall")
         if isinstance(call, Mapping):
             rid = self._start(out)
@@ -348,7 +360,7 @@ class GeminiServerBridge:
             if body.get("text"):
                 out += self._user_text(str(body["text"]))
         elif kind == "clientContent":
-            for turn in body.get("turns") or []:
+            for turn in body.get("turns") or []:  # context; turnComplete asks for a response
                 text = "".join(str(p.get("text", "")) for p in turn.get("parts") or [])
                 role = "assistant" if turn.get("role") == "model" else "user"
                 kind_ = "output_text" if role == "assistant" else "input_text"
@@ -431,6 +443,8 @@ class GeminiServerBridge:
             args = json.loads(ev.get("arguments") or "{}")
             call = {"id": cid, "name": self.calls[cid], "args": args}
             out.append({"toolCall": {"functionCalls": [call]}})
+        elif kind == "error" and (ev.get("error") or {}).get("code") == "session_expired":
+            out.append({"goAway": {"timeLeft": "0s"}})  # the connection closes next
         elif kind == "input_audio_buffer.speech_started" and self.responding:
             out.append({"serverContent": {"interrupted": True}})
         elif kind == "response.done":

@@ -320,3 +320,56 @@ def test_a_gemini_pipeline_runs_against_the_emulator_with_a_tool(
     assert outputs and outputs[0]["type"] == "function_call_output"
     info = sf.info(tmp_path / "reply.wav")
     assert info.samplerate == 8000 and info.frames > 8000
+
+
+def test_a_gemini_call_outliving_the_session_goes_on_with_the_conversation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections.abc import AsyncIterator
+
+    from pipeline.frames import Frame, Text, Transcript
+    from pipeline.spec import spec_for
+    from pipeline.testing import make_context, run_stage_async
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = VirtualClock()
+    cfg = EmulatorConfig(max_session_s=30, reply_text="You said: {user}")
+
+    async def go() -> tuple[list[Frame], Any]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+
+            async def caller() -> AsyncIterator[Frame]:
+                await clock.sleep(1.0)
+                yield Text("my order is A123")
+                # silence past the limit, in steps of the clock, so that no deadline is skipped:
+                # Gemini says goAway at 30 s and closes
+                for _ in range(35):
+                    await clock.sleep(1.0)
+                yield Text("where is it?")
+                await clock.sleep(5.0)
+
+            ctx = make_context(spec_for("realtime_session"), clock=clock, id="agent")
+            out = await run_stage_async(
+                "realtime_session", caller(), ctx=ctx, provider="gemini",
+                url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+                input_rate=16000, output_rate=24000, turn_detection="none",
+            )  # fmt: skip
+            return out, emu
+
+    out, emu = asyncio.run(go())
+    assert len(emu.connections) == 2
+    first, second = emu.connections
+    assert any(e.get("error", {}).get("code") == "session_expired" for e in first.sent)
+    kinds = [e["type"] for e in second.received]
+    # the conversation so far, as context (no response asked for it), then the new turn
+    assert kinds[:5] == [
+        "session.update",
+        "conversation.item.create",
+        "conversation.item.create",
+        "conversation.item.create",
+        "response.create",
+    ]
+    texts = [e["item"]["content"][0]["text"] for e in second.received if "item" in e]
+    assert texts == ["my order is A123", "You said: my order is A123", "where is it?"]
+    said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
+    assert said == ["You said: my order is A123", "You said: where is it?"]
