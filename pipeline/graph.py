@@ -207,6 +207,8 @@ class Pipeline:
     def _check_params(self) -> list[Problem]:
         out: list[Problem] = []
         writers: dict[Path, str] = {}  # output file -> the stage that writes it
+        stdin_reader = ""  # the stage reading standard input, if any
+        stdout_writer = ""  # the stage writing standard output, if any
         for node in self.nodes.values():
             spec = node.spec
             if spec is None:
@@ -215,7 +217,7 @@ class Pipeline:
             for name, p in spec.params.items():
                 if p.path_role and name in raw and isinstance(raw[name], str | Path):
                     value = str(raw[name])
-                    if not (p.path_role == "output" and value == "-"):
+                    if value != "-":  # standard input or output
                         raw[name] = self.base_dir / Path(value).expanduser()
             values, param_problems = spec.validate(raw)
             for name, message in param_problems:
@@ -230,7 +232,19 @@ class Pipeline:
                     out.append(self._param_p(node, name, message, ""))
             for name, p in spec.params.items():
                 v = values.get(name)
-                if p.path_role == "input" and isinstance(v, Path) and not v.exists():
+                if p.path_role == "input" and str(v) == "-":
+                    if stdin_reader:
+                        node.ok = False
+                        out.append(
+                            self._param_p(
+                                node,
+                                name,
+                                f"stage '{stdin_reader}' reads standard input ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdin_reader = node.id
+                elif p.path_role == "input" and isinstance(v, Path) and not v.exists():
                     node.ok = False
                     out.append(
                         self._param_p(
@@ -241,7 +255,19 @@ class Pipeline:
                             "check the path (relative paths start at the YAML file's folder)",
                         )
                     )
-                if p.path_role == "output" and isinstance(v, Path) and str(v) != "-":
+                if p.path_role == "output" and str(v) == "-":
+                    if stdout_writer:
+                        node.ok = False
+                        out.append(
+                            self._param_p(
+                                node,
+                                name,
+                                f"stage '{stdout_writer}' writes standard output ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdout_writer = node.id
+                elif p.path_role == "output" and isinstance(v, Path):
                     problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
                     if problem:
                         node.ok = False

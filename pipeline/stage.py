@@ -64,7 +64,7 @@ class _PathRole:
 
 
 #: A parameter naming a file the stage reads: resolved against the YAML file's folder and
-#: checked to exist before running.
+#: checked to exist before running (``-`` is kept as is: standard input).
 InputPath = Annotated[Path, _PathRole("input")]
 #: A parameter naming a file the stage writes (``-`` is kept as is: standard output).
 OutputPath = Annotated[Path, _PathRole("output")]
@@ -588,6 +588,9 @@ class StageContext:
     input_format: AudioFormat | None = None
     #: facts a stage reports for the summary (e.g. ``algorithmic_delay_ms``)
     reports: dict[str, Any] = field(default_factory=dict)
+    #: a source sets the media seconds it will emit when it knows them (a file): the live view
+    #: and the progress log then show percent done and time left
+    media_total_s: float | None = None
     _forward_ended: asyncio.Event | None = None
     _stopping: asyncio.Event | None = None
     _on_wait: Callable[[int], None] | None = None

@@ -115,11 +115,6 @@ def test_wav_sink_without_audio_writes_an_empty_wav(
     assert sf.info(p).frames == 0
 
 
-def test_wav_sink_refuses_stdout(tmp_path: Path) -> None:
-    with pytest.raises(StageError, match="cannot write to standard output"):
-        run_stage("wav_sink", pcm_frames(1), path="-")
-
-
 async def _stalling(frames: list[Audio], stalled: asyncio.Event) -> AsyncIterator[Frame]:
     for f in frames:
         yield f
