@@ -232,7 +232,47 @@ def flow_text(spec: StageSpec) -> str:
         text += f"\n(takes {spec.audio_in.text()})"
     if spec.passthrough:
         text += "\n(passes other frames through)"
+    for line in side_text(spec):
+        text += f"\n{line}"
     return text
+
+
+def side_text(spec: StageSpec) -> list[str]:
+    """What a stage exchanges outside its links, one line per kind (none: no lines)."""
+    lines = []
+    for what, items in (
+        ("publishes", spec.publishes),
+        ("subscribes to", spec.subscribes),
+        ("provides", tuple(spec.provides)),
+        ("uses", spec.uses),
+    ):
+        if items:
+            lines.append(f"{what}: " + ", ".join(str(i) for i in items))
+    return lines
+
+
+def side_edges(p: Pipeline) -> list[tuple[str, str, str]]:
+    """(from, to, label) for what flows outside the links: bus topics from every publisher to
+    every subscriber of the run, and what a stage provides to the linked stages that use it."""
+    nodes = [n for n in p.nodes.values() if n.spec is not None]
+    edges: list[tuple[str, str, str]] = []
+    for a in nodes:
+        assert a.spec is not None
+        for topic in a.spec.publishes:
+            for b in nodes:
+                assert b.spec is not None
+                if b is not a and topic in b.spec.subscribes:
+                    edges.append((a.id, b.id, f"bus: {topic}"))
+    linked = {(lk.src, lk.dst) for lk in p.live_links()}
+    linked |= {(b, a) for a, b in linked}
+    for a in nodes:
+        assert a.spec is not None
+        for iface in a.spec.provides:
+            for b in nodes:
+                assert b.spec is not None
+                if (a.id, b.id) in linked and iface in b.spec.uses:
+                    edges.append((a.id, b.id, f"provides: {iface}"))
+    return edges
 
 
 def params_text(spec: StageSpec) -> str:
@@ -259,6 +299,8 @@ def mermaid(p: Pipeline) -> str:
     for lk in p.live_links():
         arrow = "-.->" if lk.feedback else "-->"
         lines.append(f'    {ids[lk.src]} {arrow}|"{_mm(p.describe_link(lk))}"| {ids[lk.dst]}')
+    for src, dst, label in side_edges(p):  # outside the links: a dotted line
+        lines.append(f'    {ids[src]} -.-|"{_mm(label)}"| {ids[dst]}')
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +338,10 @@ def dot(p: Pipeline) -> str:
         style = ", style=dashed" if lk.feedback else ""
         label = _dq(p.describe_link(lk))
         lines.append(f"    {_dq(lk.src)} -> {_dq(lk.dst)} [label={label}{style}];")
+    for src, dst, text in side_edges(p):  # outside the links: a dotted grey line
+        lines.append(
+            f"    {_dq(src)} -> {_dq(dst)} [label={_dq(text)}, style=dotted, color=gray40];"
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -406,14 +406,8 @@ class Runner:
                 base_dir=p.base_dir,
                 log=log.bind(stage=n),
                 bus=self.bus,
-                downstream=tuple(
-                    Peer(lk.dst, p.nodes[lk.dst].type_name, p.nodes[lk.dst].values, lk.feedback)
-                    for lk in outs[n]
-                ),
-                upstream=tuple(
-                    Peer(lk.src, p.nodes[lk.src].type_name, p.nodes[lk.src].values, lk.feedback)
-                    for lk in ins[n]
-                ),
+                downstream=tuple(_peer(p.nodes[lk.dst], lk.feedback) for lk in outs[n]),
+                upstream=tuple(_peer(p.nodes[lk.src], lk.feedback) for lk in ins[n]),
                 input_format=node.input_format,
             )
             self.contexts[n]._stopping = self._stopping
@@ -643,6 +637,11 @@ class Runner:
             dict(self.event_counts),
             list(self.notable),
         )
+
+
+def _peer(node: Node, feedback: bool) -> Peer:
+    provides = node.spec.provides if node.spec is not None else {}
+    return Peer(node.id, node.type_name, node.values, feedback, provides)
 
 
 def _first(eg: BaseExceptionGroup[StageError]) -> StageError:

@@ -28,6 +28,19 @@ carries everything; ``accepts`` then lists what it transforms. A sync function
 ``output_format(params, input_format)`` declares the audio format a stage emits given its input
 and parameters, and raises :class:`~pipeline.errors.FormatError` for an input it cannot take; the
 graph uses it to find mismatches before running.
+
+What a stage exchanges outside its links is declared too, and shown by ``pipeline stages`` and
+``pipeline graph``:
+
+* ``publishes=(TOPIC,)`` / ``subscribes=(TOPIC,)``: facts on the run's bus (``ctx.bus``), a
+  :class:`Topic` such as :data:`PLAYED` (a sink reports what the caller heard; the realtime
+  session truncates its turn there);
+* ``provides={INTERFACE: fn}``: something the stage offers the stages linked to it, worked out
+  from its parameters by ``fn(values, base_dir)`` before it runs (the ``tool_router`` provides
+  :data:`TOOLS`, the schemas of the tools it runs); ``uses=(INTERFACE,)``: what a stage takes
+  from its linked peers (``ctx.provided(TOOLS)``) or from the host running it (the Twilio call of
+  ``pipeline serve``). Any stage that provides :data:`TOOLS` serves a session, a user's own
+  router as well as ours.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 import pydantic
 
@@ -53,6 +66,39 @@ from .frames import FRAME_TYPES, Audio, AudioFormat, Encoding, Frame
 from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Generic[T]):
+    """A kind of fact on a run's bus (``ctx.bus``), outside the links: stages declare it in
+    ``publishes=`` / ``subscribes=`` of ``@stage``. ``T`` is the type of the values."""
+
+    name: str
+    doc: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Interface(Generic[T]):
+    """Something a stage offers the stages linked to it (``provides={IFACE: fn}`` of
+    ``@stage``, ``fn(values, base_dir) -> T``), or that the host running the pipeline offers;
+    a stage that takes it declares ``uses=(IFACE,)`` and reads it with
+    :meth:`StageContext.provided`."""
+
+    name: str
+    doc: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: ``fn(values, base_dir) -> value``: what a stage provides under an :class:`Interface`, worked
+#: out from its checked parameter values (and the YAML file's folder) before it runs.
+ProvideFn = Callable[[Mapping[str, Any], Path], Any]
 
 
 class _PathRole:
@@ -179,6 +225,12 @@ class StageSpec:
     check: CheckFn | None = None
     kind: Literal["generator", "map"] = "generator"
     model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
+    #: bus topics it publishes / subscribes to
+    publishes: tuple[Topic[Any], ...] = ()
+    subscribes: tuple[Topic[Any], ...] = ()
+    #: what it offers the stages linked to it, and what it takes from its peers or the host
+    provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
+    uses: tuple[Interface[Any], ...] = ()
     #: the audio formats it takes (None: any)
     audio_in: AudioNeeds | None = None
 
@@ -260,6 +312,10 @@ def stage(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    publishes: Iterable[Topic[Any]] = (),
+    subscribes: Iterable[Topic[Any]] = (),
+    provides: Mapping[Interface[Any], ProvideFn] | None = None,
+    uses: Iterable[Interface[Any]] = (),
     register: bool = True,
     encodings: Iterable[Encoding] | None = None,
     rates: Iterable[int] | None = None,
@@ -281,6 +337,10 @@ def stage(
             output_format=output_format,
             cycle_aware=cycle_aware,
             check=check,
+            publishes=tuple(publishes),
+            subscribes=tuple(subscribes),
+            provides=provides,
+            uses=tuple(uses),
             audio_in=_needs(encodings, rates, channels),
         )
         setattr(func, _SPEC_ATTR, spec)
@@ -301,6 +361,10 @@ def make_spec(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    publishes: tuple[Topic[Any], ...] = (),
+    subscribes: tuple[Topic[Any], ...] = (),
+    provides: Mapping[Interface[Any], ProvideFn] | None = None,
+    uses: tuple[Interface[Any], ...] = (),
     audio_in: AudioNeeds | None = None,
 ) -> StageSpec:
     """Build a StageSpec from a function's signature and docstring."""
@@ -351,6 +415,10 @@ def make_spec(
         check=check,
         kind="generator" if is_gen else "map",
         model=model,
+        publishes=publishes,
+        subscribes=subscribes,
+        provides=dict(provides or {}),
+        uses=uses,
         audio_in=audio_in,
     )
 
@@ -554,11 +622,11 @@ class Bus:
     def __init__(self) -> None:
         self._subs: dict[str, list[Callable[[Any], None]]] = {}
 
-    def subscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
-        self._subs.setdefault(topic, []).append(callback)
+    def subscribe(self, topic: Topic[T], callback: Callable[[T], None]) -> None:
+        self._subs.setdefault(topic.name, []).append(callback)
 
-    def publish(self, topic: str, value: Any) -> None:
-        for cb in self._subs.get(topic, ()):
+    def publish(self, topic: Topic[T], value: T) -> None:
+        for cb in self._subs.get(topic.name, ()):
             cb(value)
 
 
@@ -570,6 +638,8 @@ class Peer:
     type: str
     params: Mapping[str, Any]
     feedback: bool = False
+    #: what it provides to the stages linked to it (see :meth:`StageContext.provided`)
+    provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
 
 
 @dataclass
@@ -619,6 +689,19 @@ class StageContext:
 
     def report(self, key: str, value: Any) -> None:
         self.reports[key] = value
+
+    def provided(self, interface: Interface[T]) -> list[T]:
+        """What the stages linked to this one (either way) provide under ``interface``: one
+        value per providing stage, in link order (empty when none does). A stage that calls
+        it declares ``uses=(interface,)``."""
+        out: list[T] = []
+        seen: set[str] = set()
+        for peer in (*self.downstream, *self.upstream):
+            fn = peer.provides.get(interface)
+            if fn is not None and peer.id not in seen:
+                seen.add(peer.id)
+                out.append(fn(peer.params, self.base_dir))
+        return out
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
@@ -702,7 +785,16 @@ async def _map_stage(
 
 #: Bus topic on which sinks report audio actually played/written: the value is a
 #: :class:`Played`. The realtime session listens to truncate the assistant's item there.
-PLAYED = "played"
+PLAYED: Topic[Played] = Topic(
+    "played", "audio a sink has played or written, up to a media time (Played)"
+)
+
+#: What a tool-running stage provides to the stages linked to it: the function definitions of
+#: its tools, each ``{"type": "function", "name", "description", "parameters"}``. The realtime
+#: session advertises those of every linked stage that provides it.
+TOOLS: Interface[list[dict[str, Any]]] = Interface(
+    "tools", "function definitions of the tools it runs (JSON schema)"
+)
 
 
 @dataclass(frozen=True, slots=True)

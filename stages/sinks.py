@@ -48,7 +48,7 @@ def _cannot_write(stage_id: str, path: object, exc: OSError) -> StageError:
 STDOUT = "-"
 
 
-@stage("wav_sink", accepts=(Audio,), emits=())
+@stage("wav_sink", accepts=(Audio,), emits=(), publishes=(PLAYED,))
 async def wav_sink(
     frames: AsyncIterator[Frame], *, path: OutputPath, ctx: StageContext
 ) -> AsyncIterator[Frame]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from benchmarks.speechset import SpeechSetUnavailable, ensure
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``pipeline.cli.main()`` points structlog at the calling test's captured stderr, which is
+    closed once that test ends: put the old set-up back after every test."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import soundfile as sf
-import structlog
 from rich.console import Console
 
 import pipeline.cli as cli
@@ -59,14 +58,6 @@ pipelines:
     links:
       - tone -> wav
 """
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() points structlog at this test's captured stderr: put the old set-up back."""
-    config = structlog.get_config()
-    yield
-    structlog.configure(**config)
 
 
 @pytest.fixture

@@ -70,7 +70,11 @@ from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
 from pipeline.runtime import Runner
 
+from .control import CallControl, bind_control
+from .http import HttpRequest, HttpResponse, with_posts
+from .rest import TwilioRest
 from .twilio import TwilioCall, bind_call
+from .webhook import TwilioWebhook, parse_parameters, twilio_setup
 
 log = structlog.get_logger("pipeline.serve")
 
@@ -255,6 +259,8 @@ class CallServer:
         start_timeout_s: float = 10.0,
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
+        webhook: TwilioWebhook | None = None,
+        rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, got {max_calls}")
@@ -277,6 +283,12 @@ class CallServer:
         self._live: dict[int, _Live] = {}
         self._calls = 0
         self._monitor: asyncio.Task[None] | None = None
+        # Twilio: the webhook (POST /twiml, /status, /amd) and signed upgrades; call control
+        self.webhook = webhook
+        self.rest = rest
+        self._by_call_sid: dict[str, TwilioCall] = {}
+        if webhook is not None:
+            webhook.on_answered_by = self._answered_by
 
     # -- HTTP before the upgrade
 
@@ -304,6 +316,20 @@ class CallServer:
             text = self.metrics.text().decode()
             return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
         self._check_at_start.discard(id(connection))  # an id may be reused: start afresh
+        if self.webhook is not None:
+            refusal = self.webhook.upgrade_refusal(request.path, request.headers)
+            if refusal:
+                self.metrics.refused.labels(refusal).inc()
+                log.warning(
+                    "connection refused: "
+                    + (
+                        "no X-Twilio-Signature"
+                        if refusal == "unsigned"
+                        else "bad X-Twilio-Signature"
+                    ),
+                    path=url.path,
+                )
+                return self._respond(connection, 403, "invalid or missing X-Twilio-Signature\n")
         if self.token is not None:
             given = _token_of(request, url.query)
             if given is None and self.token_parameter:
@@ -379,7 +405,13 @@ class CallServer:
                 custom_parameters=params,
                 active_calls=self.active,
             )
-            with bind_call(call):
+            self._by_call_sid[call.call_sid] = call
+            control = CallControl(
+                self.rest,
+                self.webhook.stream_url if self.webhook else "",
+                self.webhook.parameters if self.webhook else {},
+            )
+            with bind_call(call), bind_control(control):
                 summary = await runner.run()
             if summary.status != "completed":
                 outcome, code, reason = summary.status, 1001, "server shutting down"
@@ -394,6 +426,8 @@ class CallServer:
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
             self._check_at_start.discard(id(ws))
+            if self._by_call_sid.get(call.call_sid) is call:
+                del self._by_call_sid[call.call_sid]
             if live is not None:
                 self._fold(live)
                 self._live.pop(conn_id, None)
@@ -415,6 +449,15 @@ class CallServer:
                     messages_out=call.messages_out,
                 )
             self._handlers.discard(task)
+
+    def _answered_by(self, call_sid: str, value: str) -> bool:
+        call = self._by_call_sid.get(call_sid)
+        return call is not None and call.deliver_answered_by(value)
+
+    def _post(self, request: HttpRequest) -> HttpResponse:
+        if self.webhook is None:
+            return HttpResponse.text(404, "no webhook here: start serve with --public-url\n")
+        return self.webhook.handle(request)
 
     def _count_call(self, delta: int) -> None:
         self.active += delta
@@ -493,6 +536,7 @@ class CallServer:
             host,
             port,
             process_request=self._process_request,
+            create_connection=with_posts(self._post),
             max_size=self.max_message_bytes,
             compression=None,
             ping_interval=20,
@@ -546,6 +590,8 @@ class CallServer:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
             self._server = None
+        if self.rest is not None:
+            await self.rest.aclose()
 
 
 def _token_of(request: Request, query: str) -> str | None:
@@ -618,6 +664,26 @@ def register(subparsers: Any) -> None:
         help="on SIGTERM, seconds running calls may take to finish (30)",
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
+    p.add_argument(
+        "--public-url",
+        help="https://HOST that Twilio reaches: answers the number's Voice webhook (POST "
+        "/twiml) with <Connect><Stream url='wss://HOST/media'>, takes status callbacks (POST "
+        "/status, /amd), and checks X-Twilio-Signature on them and on every upgrade",
+    )
+    p.add_argument(
+        "--twilio-auth-token-env",
+        default="TWILIO_AUTH_TOKEN",
+        help="environment variable holding the account's auth token, which signs Twilio's "
+        "requests (default TWILIO_AUTH_TOKEN); with TWILIO_ACCOUNT_SID it also enables the "
+        "call tools (end_call, transfer_call, send_dtmf)",
+    )
+    p.add_argument(
+        "--stream-parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a <Parameter> for every call's stream (start.customParameters)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -640,6 +706,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_calls < 1:
         log.error("--max-calls must be at least 1", given=args.max_calls)
         return 2
+    try:
+        params = parse_parameters(args.stream_parameter)
+        if token is not None and args.token_parameter:
+            params["token"] = token  # the stream comes back with it (never logged)
+        webhook, rest = twilio_setup(
+            args.public_url,
+            auth_token_env=args.twilio_auth_token_env,
+            parameters=params,
+            environ=os.environ,
+        )
+    except ValueError as exc:
+        log.error(str(exc))
+        return 2
     undo = install_log_metrics()
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
@@ -657,6 +736,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_message_bytes=args.max_message_bytes,
                 start_timeout_s=args.start_timeout,
                 drain_timeout_s=args.drain_timeout,
+                webhook=webhook,
+                rest=rest,
             )
         )
     finally:
@@ -694,6 +775,8 @@ async def _serve(
         pipeline=p.name,
         max_calls=server.max_calls,
         auth="token" if server.token else "none",
+        twilio_signatures=server.webhook is not None,
+        call_control=server.rest is not None,
     )
     try:
         await stop.wait()

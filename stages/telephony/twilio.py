@@ -48,11 +48,15 @@ import orjson
 
 from pipeline.errors import FormatError, PipelineError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
-from pipeline.stage import PLAYED, Played, StageContext, stage
+from pipeline.stage import PLAYED, Interface, Played, StageContext, stage
 from pipeline.tasks import StageTasks
 
+from .control import Playback
+
 __all__ = [
+    "CALL",
     "MULAW_FORMAT",
+    "AnsweredBy",
     "Clear",
     "Connected",
     "Dtmf",
@@ -68,6 +72,7 @@ __all__ = [
     "Stop",
     "TwilioCall",
     "TwilioMessageError",
+    "answered_by_text",
     "bind_call",
     "current_call",
     "encode",
@@ -690,6 +695,27 @@ class _Closed:
     """The socket closed without a ``stop``."""
 
 
+@dataclass(frozen=True, slots=True)
+class AnsweredBy:
+    """Answering-machine detection's verdict for this call (Twilio's ``AnsweredBy``:
+    ``human``, ``machine_start``, ``machine_end_beep``, ``fax``, ``unknown``...)."""
+
+    value: str
+
+
+def answered_by_text(value: str) -> str:
+    """The text the model reads for a verdict of answering-machine detection."""
+    if value.startswith("machine_end"):
+        hint = "the greeting has ended: leave your message now, then end the call"
+    elif value.startswith("machine"):
+        hint = "an answering machine is playing its greeting"
+    elif value == "human":
+        hint = "a person answered"
+    else:
+        hint = "it is not known who answered"
+    return f"[call answered by: {value}] {hint}"
+
+
 _CLOSED = _Closed()
 SendFn = Callable[[str], Awaitable[None]]
 
@@ -720,7 +746,11 @@ class TwilioCall:
         self.start: Start | None = None
         self.started = asyncio.Event()
         self.ended = asyncio.Event()  # stop received or socket closed
-        self.inbound: asyncio.Queue[Media | Dtmf | Stop | _Closed] = asyncio.Queue(queue_size)
+        self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed] = asyncio.Queue(
+            queue_size
+        )
+        #: what the caller has heard of the replies (fed by twilio_sink, read by end_call)
+        self.playback = Playback()
         self.on_mark: Callable[[str], None] | None = None
         self.on_lateness = on_lateness
         self.connected = False
@@ -789,7 +819,25 @@ class TwilioCall:
         with contextlib.suppress(Exception):
             self.inbound.put_nowait(_CLOSED)
 
-    async def next_inbound(self) -> Media | Dtmf | Stop | None:
+    def end(self) -> None:
+        """The call is over on the carrier's side (the agent hung up or transferred it): the
+        source ends now, without waiting for Twilio's ``stop``."""
+        self.ended.set()
+        with contextlib.suppress(Exception):
+            self.inbound.put_nowait(_CLOSED)
+
+    def deliver_answered_by(self, value: str) -> bool:
+        """Hand answering-machine detection's verdict to the source; False if it cannot take
+        it (the call has ended, or its queue is full)."""
+        if self.ended.is_set():
+            return False
+        try:
+            self.inbound.put_nowait(AnsweredBy(value))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def next_inbound(self) -> Media | Dtmf | Stop | AnsweredBy | None:
         """The next caller message for the source; None once the socket has closed."""
         item = await self.inbound.get()
         return None if isinstance(item, _Closed) else item
@@ -815,6 +863,12 @@ class TwilioCall:
                 self.closed = True
                 self.sent_after_close += 1
 
+
+#: What the two stages of a call leg take from the host running the pipeline: the call of one
+#: connection, bound by ``pipeline serve`` (:func:`bind_call`).
+CALL: Interface[TwilioCall] = Interface(
+    "twilio call", "the phone call of one connection, bound by pipeline serve"
+)
 
 _CURRENT: contextvars.ContextVar[TwilioCall | None] = contextvars.ContextVar(
     "twilio_call", default=None
@@ -850,7 +904,7 @@ def _source_format(_params: Mapping[str, Any], _fmt: AudioFormat | None) -> Audi
     return MULAW_FORMAT
 
 
-@stage("twilio_source", emits=(Audio, Text), output_format=_source_format)
+@stage("twilio_source", emits=(Audio, Text), output_format=_source_format, uses=(CALL,))
 async def twilio_source(
     *, dtmf: Literal["ignore", "text"] = "ignore", ctx: StageContext
 ) -> AsyncIterator[Frame]:
@@ -861,12 +915,19 @@ async def twilio_source(
         dtmf: ignore key presses (logged only), or pass each as text "DTMF <digit>" (role user)
     """
     call = current_call(ctx.id)
+    answered = call.start.custom_parameters.get("answered_by") if call.start else None
+    if answered:  # detection ran before the answer (MachineDetection without AsyncAmd)
+        ctx.log.info("answered by", answered_by=answered)
+        yield Text(answered_by_text(answered), "system")
     while True:
         with ctx.waiting():  # waiting for Twilio is not work
             msg = await call.next_inbound()
         match msg:
             case Media():
                 yield Audio(msg.payload, "pcmu", RATE, 1, msg.pts)
+            case AnsweredBy():
+                ctx.log.info("answered by", answered_by=msg.value)
+                yield Text(answered_by_text(msg.value), "system")
             case Dtmf():
                 ctx.log.info("dtmf", digit=msg.digit)
                 if dtmf == "text":
@@ -889,6 +950,8 @@ def _sink_format(_params: Mapping[str, Any], fmt: AudioFormat | None) -> None:
     "twilio_sink",
     accepts=(Audio, Interrupt, ResponseDone),
     output_format=_sink_format,
+    publishes=(PLAYED,),
+    uses=(CALL,),
 )
 async def twilio_sink(
     frames: AsyncIterator[Frame],
@@ -914,6 +977,9 @@ async def twilio_sink(
         heard = playout.mark_echoed(name)
         if heard is not None:
             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
+            call.playback.changed()
+
+    call.playback.attach(lambda: not playout.pending and not playout.buffered)
 
     async def flusher() -> None:
         # A partial chunk waits at most one chunk's duration for more audio, then goes out
@@ -954,8 +1020,10 @@ async def twilio_sink(
                             ctx.log.debug("barge-in: clear sent", heard_pts=heard)
                         if heard is not None:
                             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
+                        call.playback.changed()
                     case ResponseDone():
                         await call.send(playout.flush(clock.now()))
+                        call.playback.response_done(frame.response_id)
             await call.send(playout.flush(clock.now()))
     finally:
         call.on_mark = None

@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from .router import CallLedger, CallOutcome, cancelled_text, not_run_text, run_tool, tool_router
+from .router import (
+    CallLedger,
+    CallOutcome,
+    cancelled_text,
+    current_tool_call,
+    not_run_text,
+    run_tool,
+    tool_router,
+)
 from .schema import (
     Tool,
     ToolArgumentError,
@@ -24,6 +32,7 @@ __all__ = [
     "ToolSpec",
     "cancelled_text",
     "check_tools",
+    "current_tool_call",
     "load_tool",
     "load_tools",
     "not_run_text",

@@ -49,7 +49,7 @@ import pydantic_core
 from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
-from pipeline.stage import StageContext, stage
+from pipeline.stage import TOOLS, StageContext, stage
 from pipeline.tasks import StageTasks
 
 from .schema import (
@@ -61,6 +61,7 @@ from .schema import (
     ToolConfigError,
     check_tools,
     load_tools,
+    tool_schemas,
 )
 
 __all__ = [
@@ -87,6 +88,17 @@ class CallOutcome:
     outcome: Outcome
 
 
+_CURRENT_CALL: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar(
+    "tool_call", default=None
+)
+
+
+def current_tool_call() -> ToolCall | None:
+    """Inside a running tool: the call that runs it (its ``call_id`` and ``response_id``, for
+    a tool that acts on the response that asked for it, such as hanging up after it)."""
+    return _CURRENT_CALL.get()
+
+
 async def run_tool(
     tools: Mapping[str, Tool],
     call: ToolCall,
@@ -109,6 +121,7 @@ async def run_tool(
     except ToolArgumentError as exc:
         return CallOutcome(str(exc), True, "bad_arguments")
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
+    token = _CURRENT_CALL.set(call)  # copied into the task or thread that runs the tool
     try:
         result = await _with_timeout(_invoke(tool, args, kwargs), clock, limit)
     except TimeoutError:
@@ -120,6 +133,8 @@ async def run_tool(
         )
     except Exception as exc:
         return CallOutcome(f"{tool.name} raised {type(exc).__name__}: {exc}", True, "exception")
+    finally:
+        _CURRENT_CALL.reset(token)
     try:
         text = result if isinstance(result, str) else _to_json(result)
     except Exception as exc:
@@ -283,6 +298,11 @@ class _Running:
             self.slots.release()
 
 
+def _provided_tools(values: Mapping[str, Any], base_dir: Path) -> list[dict[str, Any]]:
+    """The function definitions of the tools it runs: what a linked session advertises."""
+    return tool_schemas(values.get("tools") or (), base_dir=base_dir)
+
+
 def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad tool refs are found by ``pipeline validate``, located at the ``tools`` parameter."""
     return [("tools", p) for p in check_tools(values, base_dir=base_dir)]
@@ -293,6 +313,7 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     accepts=(ToolCall, Interrupt, ResponseStarted, ResponseDone),
     emits=(ToolResult,),
     check=_check,
+    provides={TOOLS: _provided_tools},
 )
 async def tool_router(
     frames: AsyncIterator[Frame],

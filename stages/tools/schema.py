@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pydantic
 
@@ -58,7 +58,7 @@ MIN_RESULT_CHARS = 200
 #: Calls waiting for a free slot beyond this are refused (no unbounded backlog).
 MAX_PENDING = 64
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SPEC_KEYS = ("ref", "timeout_s", "name")
+_SPEC_KEYS = ("ref", "timeout_s", "name", "with")
 
 
 # ---------------------------------------------------------------------------- tools
@@ -173,13 +173,15 @@ class ToolArgumentError(ValueError):
 
 
 def load_tool(spec: ToolSpec, *, base_dir: Path | None = None) -> Tool:
-    """Import and describe one tool from ``"module:function"`` or ``{ref, timeout_s, name}``.
+    """Import and describe one tool from ``"module:function"`` or ``{ref, timeout_s, name,
+    with}`` (``with``: keyword arguments fixed in the YAML, hidden from the model).
 
     ``base_dir`` (the YAML file's folder) is put on ``sys.path`` if the module is not found
     otherwise, so ``examples.tools:get_time`` works next to the pipeline file. Raises
     :class:`~pipeline.errors.ConfigError` with a message naming the ref and the fix.
     """
     ref, timeout_s, name = _parse_spec(spec)
+    bound = spec.get("with") if isinstance(spec, Mapping) else None
     module_name, sep, attr_path = ref.partition(":")
     if not sep or not module_name or not attr_path:
         raise _config_error(
@@ -204,6 +206,8 @@ def load_tool(spec: ToolSpec, *, base_dir: Path | None = None) -> Tool:
             "point it at a function",
         )
     name = name or str(getattr(obj, "__name__", attr_path.rsplit(".", 1)[-1]))
+    if bound is not None:
+        obj = _bind(obj, bound, ref)
     if not _NAME_RE.match(name):
         raise _config_error(
             f"tool '{ref}': the name '{name}' is not a valid function name for the model "
@@ -348,6 +352,55 @@ def _import(module_name: str, ref: str, base_dir: Path | None) -> Any:
             f"tool '{ref}': importing module '{module_name}' failed: {type(exc).__name__}: {exc}",
             "fix the error in that module",
         ) from None
+
+
+def _bind(func: Callable[..., Any], bound: Any, ref: str) -> Callable[..., Any]:
+    """``func`` with the keyword arguments of ``with:`` fixed by the YAML and hidden from the
+    model (a transfer tool's allowed numbers, say). Values are checked against the hints."""
+    if not isinstance(bound, Mapping):
+        raise _config_error(
+            f"tool '{ref}': 'with' must be a mapping of parameter: value, got {bound!r}",
+            "write it like with: {targets: ['+15551234567']}",
+        )
+    try:
+        sig = inspect.signature(func)
+        hints = get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise _config_error(
+            f"tool '{ref}': cannot read its signature ({exc})", "wrap it in a plain function"
+        ) from None
+    for key, value in bound.items():
+        p = sig.parameters.get(key)
+        if p is None or p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            names = ", ".join(sig.parameters)
+            raise _config_error(
+                f"tool '{ref}': 'with' sets '{key}', which is not a keyword parameter of it",
+                f"its parameters are: {names}",
+            )
+        try:
+            pydantic.TypeAdapter(hints.get(key, Any)).validate_python(value)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            raise _config_error(
+                f"tool '{ref}': 'with.{key}' is {value!r}: {first['msg']}",
+                "give a value of the parameter's type",
+            ) from None
+    fixed = dict(bound)
+
+    async def run_async(*args: Any, **kwargs: Any) -> Any:
+        return await func(*args, **fixed, **kwargs)
+
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **fixed, **kwargs)
+
+    wrapper: Callable[..., Any] = run_async if inspect.iscoroutinefunction(func) else run_sync
+
+    params = [p for n, p in sig.parameters.items() if n not in fixed]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in hints.items() if k not in fixed}
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = getattr(func, "__name__", "tool")
+    return wrapper
 
 
 def _describe(func: Callable[..., Any], *, ref: str, name: str, timeout_s: float | None) -> Tool:
