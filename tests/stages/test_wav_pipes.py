@@ -143,8 +143,7 @@ def test_mulaw_from_sox_decoded_matches_sox_decoding(tmp_path: Path) -> None:
     (tmp_path / "in.raw").write_bytes(pcm.tobytes())
     # -D: no dither, so the μ-law stream is the same in both pipes
     made = subprocess.run(
-        [SOX, "-D", "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "in.raw"]
-        + ["-t", "wav", "-e", "u-law", "in.wav"],
+        f"{SOX} -D -t raw -r 8000 -e signed -b 16 -c 1 in.raw -t wav -e u-law in.wav".split(),
         cwd=tmp_path,
         capture_output=True,
     )
