@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run playground test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 
 run: $(STAMP)
 	$(BIN)/pipeline run pipelines.yaml
+
+# Talk to the agent (the local emulator) from a browser tab; Ctrl-C stops the server.
+playground: $(STAMP)
+	$(BIN)/pipeline playground pipelines.yaml browser --open
 
 test: lint typecheck unit
 

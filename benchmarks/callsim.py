@@ -507,6 +507,7 @@ def serve_process(
     max_calls: int = 1000,
     prefix: str = "",
     nice: int = 0,
+    workers: int = 1,
 ) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
@@ -517,6 +518,7 @@ def serve_process(
         cmd = [sys.executable, *main]
         cmd += ["--log-format", "json", "--log-level", "warning"]
         cmd += ["serve", str(path), "--port", "0", "--max-calls", str(max_calls)]
+        cmd += ["--workers", str(workers)]
         cmd += ["--drain-timeout", "5"]
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             cmd = ["taskset", "-c", str(cpu), *cmd]

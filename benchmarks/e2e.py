@@ -139,7 +139,7 @@ def _install_probes(log: CallLog) -> Any:
         out = pr_receive(self, message)
         t = _perf()
         for ev in out:
-            if isinstance(ev, protocol.AudioDelta):
+            if isinstance(ev, protocol.AudioDeltaEvent):
                 log.deltas.append((t, len(ev.data)))
         return out
 

@@ -353,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pipeline`` command; returns the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # the words after `pipeline`, for a command that runs itself again (serve --workers)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
     if extra and not getattr(args, "broken_command", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.log_format, args.log_level)

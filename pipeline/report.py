@@ -245,6 +245,7 @@ def side_text(spec: StageSpec) -> list[str]:
         ("subscribes to", spec.subscribes),
         ("provides", tuple(spec.provides)),
         ("uses", spec.uses),
+        ("reports", spec.metrics),
     ):
         if items:
             lines.append(f"{what}: " + ", ".join(str(i) for i in items))

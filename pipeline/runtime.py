@@ -50,6 +50,7 @@ from .frames import (
     with_stage,
 )
 from .graph import Link, Node, Pipeline
+from .metrics import MetricsSink, StageMetrics
 from .stage import Bus, Peer, StageContext, call_stage
 
 log = structlog.get_logger("pipeline")
@@ -347,8 +348,16 @@ class _Segment:
 class Runner:
     """Runs one checked Pipeline once. Create, then ``await run()``."""
 
-    def __init__(self, pipeline: Pipeline, *, clock: Clock | None = None, fuse: bool = True):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        clock: Clock | None = None,
+        fuse: bool = True,
+        metrics: MetricsSink | None = None,
+    ):
         self.pipeline = pipeline
+        self.metrics = metrics
         self.clock: Clock = clock or RealClock()
         self.fuse = fuse
         self.bus = Bus()
@@ -409,6 +418,7 @@ class Runner:
                 downstream=tuple(_peer(p.nodes[lk.dst], lk.feedback) for lk in outs[n]),
                 upstream=tuple(_peer(p.nodes[lk.src], lk.feedback) for lk in ins[n]),
                 input_format=node.input_format,
+                metrics=StageMetrics(self.metrics, n),
             )
             self.contexts[n]._stopping = self._stopping
             self.contexts[n]._on_wait = self.stats[n].add_wait

@@ -63,6 +63,7 @@ import pydantic
 from .clock import Clock, RealClock
 from .errors import StageError
 from .frames import FRAME_TYPES, Audio, AudioFormat, Encoding, Frame
+from .metrics import Metric, StageMetrics
 from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
@@ -231,6 +232,8 @@ class StageSpec:
     #: what it offers the stages linked to it, and what it takes from its peers or the host
     provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
     uses: tuple[Interface[Any], ...] = ()
+    #: the figures it reports through ``ctx.metrics``
+    metrics: tuple[Metric, ...] = ()
     #: the audio formats it takes (None: any)
     audio_in: AudioNeeds | None = None
 
@@ -316,6 +319,7 @@ def stage(
     subscribes: Iterable[Topic[Any]] = (),
     provides: Mapping[Interface[Any], ProvideFn] | None = None,
     uses: Iterable[Interface[Any]] = (),
+    metrics: Iterable[Metric] = (),
     register: bool = True,
     encodings: Iterable[Encoding] | None = None,
     rates: Iterable[int] | None = None,
@@ -341,6 +345,7 @@ def stage(
             subscribes=tuple(subscribes),
             provides=provides,
             uses=tuple(uses),
+            metrics=tuple(metrics),
             audio_in=_needs(encodings, rates, channels),
         )
         setattr(func, _SPEC_ATTR, spec)
@@ -365,6 +370,7 @@ def make_spec(
     subscribes: tuple[Topic[Any], ...] = (),
     provides: Mapping[Interface[Any], ProvideFn] | None = None,
     uses: tuple[Interface[Any], ...] = (),
+    metrics: tuple[Metric, ...] = (),
     audio_in: AudioNeeds | None = None,
 ) -> StageSpec:
     """Build a StageSpec from a function's signature and docstring."""
@@ -419,6 +425,7 @@ def make_spec(
         subscribes=subscribes,
         provides=dict(provides or {}),
         uses=uses,
+        metrics=metrics,
         audio_in=audio_in,
     )
 
@@ -661,6 +668,8 @@ class StageContext:
     #: a source sets the media seconds it will emit when it knows them (a file): the live view
     #: and the progress log then show percent done and time left
     media_total_s: float | None = None
+    #: figures for whoever runs the pipeline (``pipeline serve``: Prometheus); pipeline.metrics
+    metrics: StageMetrics = field(default_factory=StageMetrics)
     _forward_ended: asyncio.Event | None = None
     _stopping: asyncio.Event | None = None
     _on_wait: Callable[[int], None] | None = None

@@ -19,6 +19,8 @@ _MODULES = (
     "realtime",
     "tools",
     "telephony",
+    "browser",
+    "desk",
 )
 
 for _name in _MODULES:

@@ -105,6 +105,12 @@ SKIP: dict[str, str] = {
     "tests/stages/telephony/test_twilio.py drives it",
     "twilio_sink": "needs a Twilio Media Stream call bound with bind_call; checked in "
     "tests/stages/telephony/test_twilio.py::test_sink_passes_the_stage_conformance_checks",
+    "mic_source": "needs a sound card; tests/stages/test_desk.py runs it on a virtual one",
+    "speaker_sink": "needs a sound card; tests/stages/test_desk.py runs it on a virtual one",
+    "browser_source": "needs a browser tab bound with bind_connection, whose audio one run "
+    "consumes; tests/stages/browser/test_server.py runs it over loopback WebSockets",
+    "browser_sink": "needs a browser tab bound with bind_connection; checked in "
+    "tests/stages/browser/test_server.py::test_the_sink_passes_the_conformance_checks",
 }
 
 

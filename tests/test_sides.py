@@ -27,7 +27,13 @@ def _my_tools(values: Mapping[str, Any], base_dir: Path) -> list[dict[str, Any]]
     ]
 
 
-@stage("my_router", accepts=(ToolCall,), emits=(ToolResult,), provides={TOOLS: _my_tools})
+@stage(
+    "my_router",
+    accepts=(ToolCall,),
+    emits=(ToolResult,),
+    provides={TOOLS: _my_tools},
+    register=False,
+)
 async def my_router(frames: AsyncIterator[Frame], *, names: list[str]) -> AsyncIterator[Frame]:
     """A user's own tool router: answers every call with 'ok'."""
     async for f in frames:

@@ -497,7 +497,7 @@ def test_default_pipeline_runs_end_to_end(batch: dict[str, Result], folder: Path
 
 
 def test_validate_the_repo_pipelines_without_a_key(batch: dict[str, Result]) -> None:
-    assert batch["validate_repo"] == Result(0, "pipelines.yaml: ok (6 pipelines)\n", "")
+    assert batch["validate_repo"] == Result(0, "pipelines.yaml: ok (9 pipelines)\n", "")
 
 
 def test_every_mistake_of_a_file_at_once(batch: dict[str, Result]) -> None:

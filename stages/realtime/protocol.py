@@ -8,9 +8,10 @@ One :class:`RealtimeProtocol` lives for one WebSocket connection. It imports nei
 frames through it.
 
 * ``receive(message)`` takes one server message (JSON text or an already decoded dict) and
-  returns the typed events it means (:class:`AudioDelta`, :class:`FunctionCallDone`, ...). It
-  never raises on what the server sends: unknown events and ``ping`` come back as
-  :class:`Ignored`, unreadable JSON as :class:`Malformed`.
+  returns the typed events it means (:class:`AudioDeltaEvent`, :class:`FunctionCallDoneEvent`,
+  ...; :mod:`stages.realtime.wire.server`). It never raises on what the server sends: unknown
+  events and ``ping`` come back as :class:`IgnoredEvent`, unreadable JSON as
+  :class:`MalformedEvent`.
 * Methods such as ``append_audio``, ``tool_output`` or ``interrupt`` build client messages.
   Every client message, including the ones ``receive`` decides to send (the deferred
   ``response.create`` once every tool call of a response has its output), is queued; the caller
@@ -29,13 +30,20 @@ The session lifecycle is the table :data:`TRANSITIONS`::
     connecting --open--> configuring --session.updated--> ready <--> responding
          any --close--> closing --closed--> closed      (connection lost: any --> closed)
 
-``rate_limits.updated`` is tolerated (a :class:`RateLimits` event) and never waited for: xAI
+Client triggers (``open``, ``close``, ``closed``) are strict: one our side fires where the table
+has no entry raises :class:`~pipeline.errors.SessionLocalError`. A server event the table does not
+list leaves the state as it is (a server may send anything).
+
+Within a live connection, the response slot, each response's tool calls, barge-in and the user's
+turn are the tables of :mod:`stages.realtime.turns`; :attr:`RealtimeProtocol.quiescent` says when
+nothing is owed any more (the stage may close).
+
+``rate_limits.updated`` is tolerated (a :class:`RateLimitsEvent` event) and never waited for: xAI
 does not send it.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +54,18 @@ import orjson
 from pipeline.errors import SessionLocalError
 from pipeline.frames import AudioFormat
 
+from .turns import (
+    BARGE,
+    CALLS,
+    RESPONSE,
+    RESPONSE_SENDS_CREATE,
+    TURN,
+    BargeState,
+    CallState,
+    Machine,
+    ResponseSlot,
+    TurnState,
+)
 from .wire import (
     BENIGN_ERROR_CODES,
     CLIENT_EVENT_ALIASES,
@@ -77,6 +97,27 @@ from .wire import (
     parse_error,
     session_formats,
 )
+from .wire import client as wc
+from .wire.server import (
+    AudioDeltaEvent,
+    AudioDoneEvent,
+    ErrorEvent,
+    FunctionCallDoneEvent,
+    IgnoredEvent,
+    InputCommittedEvent,
+    MalformedEvent,
+    RateLimitsEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+    ServerEvent,
+    SessionCreatedEvent,
+    SessionReadyEvent,
+    SpeechStartedEvent,
+    SpeechStoppedEvent,
+    TranscriptDeltaEvent,
+    TranscriptDoneEvent,
+    TruncatedEvent,
+)
 
 __all__ = [
     "BENIGN_ERROR_CODES",
@@ -94,9 +135,27 @@ __all__ = [
     "SERVER_EVENTS",
     "WIRE_FORMATS",
     "XAI_VOICES",
+    "AudioDeltaEvent",
+    "AudioDoneEvent",
     "Dialect",
+    "ErrorEvent",
     "ErrorInfo",
+    "FunctionCallDoneEvent",
+    "IgnoredEvent",
+    "InputCommittedEvent",
+    "MalformedEvent",
+    "RateLimitsEvent",
+    "ResponseCreatedEvent",
+    "ResponseDoneEvent",
+    "ServerEvent",
     "SessionConfig",
+    "SessionCreatedEvent",
+    "SessionReadyEvent",
+    "SpeechStartedEvent",
+    "SpeechStoppedEvent",
+    "TranscriptDeltaEvent",
+    "TranscriptDoneEvent",
+    "TruncatedEvent",
     "TurnDetection",
     "WireFormat",
     "canonical_event",
@@ -137,183 +196,12 @@ def session_update_payload(config: SessionConfig) -> dict[str, Any]:
     return config.to_wire()
 
 
-# ----------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCreated:
-    """The server opened a session (``session.created`` or ``conversation.created``)."""
-
-    session: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """``session.updated``: the configuration took effect; audio may flow."""
-
-    session: Mapping[str, Any] = field(default_factory=dict)
-    input_format: AudioFormat | None = None
-    output_format: AudioFormat | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """Server VAD heard speech start, ``audio_start_ms`` into the input audio."""
-
-    audio_start_ms: int
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    """Server VAD heard speech end, ``audio_end_ms`` into the input audio."""
-
-    audio_end_ms: int
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class InputCommitted:
-    """The input buffer became user item ``item_id``."""
-
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseCreated:
-    """The model started response ``response_id``."""
-
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
-    """Response ``response_id`` ended with ``status`` (completed, cancelled, failed, ...)."""
-
-    response_id: str
-    status: str
-    reason: str = ""
-    call_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDelta:
-    """Assistant audio, decoded from base64, in the session's output format."""
-
-    data: bytes
-    response_id: str = ""
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDone:
-    """No more audio for item ``item_id``."""
-
-    response_id: str = ""
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptDelta:
-    """A piece of a transcript: the user's (input transcription) or the assistant's."""
-
-    role: Literal["user", "assistant"]
-    text: str
-    item_id: str = ""
-    response_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptDone:
-    """A whole transcript of one item."""
-
-    role: Literal["user", "assistant"]
-    text: str
-    item_id: str = ""
-    response_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionCallDone:
-    """The model wants ``name`` called with ``arguments`` (JSON text). Emitted once per
-    ``call_id``, after the arguments are complete."""
-
-    call_id: str
-    name: str
-    arguments: str
-    response_id: str = ""
-    item_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Truncated:
-    """The server cut item ``item_id`` at ``audio_end_ms``."""
-
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """``rate_limits.updated`` (OpenAI only; informative, never waited for)."""
-
-    limits: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerError:
-    """An ``error`` event. ``fatal``: the session cannot go on; ``benign``: a known race (cancel
-    with nothing active), worth a debug line only."""
-
-    code: str
-    message: str
-    type: str = ""
-    param: str | None = None
-    fatal: bool = False
-    benign: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A server message we cannot read (bad JSON, no type, bad base64). The session goes on."""
-
-    reason: str
-    excerpt: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A message with no meaning for us (``ping``, an unknown or informational event)."""
-
-    type: str
-
-
-ProtocolEvent: TypeAlias = (
-    SessionCreated
-    | SessionReady
-    | SpeechStarted
-    | SpeechStopped
-    | InputCommitted
-    | ResponseCreated
-    | ResponseDone
-    | AudioDelta
-    | AudioDone
-    | TranscriptDelta
-    | TranscriptDone
-    | FunctionCallDone
-    | Truncated
-    | RateLimits
-    | ServerError
-    | Malformed
-    | Ignored
-)
-
 # ----------------------------------------------------------------------------- state machine
 
 State: TypeAlias = Literal["connecting", "configuring", "ready", "responding", "closing", "closed"]
 
-#: (state, trigger) -> next state. Triggers are the client's ``open``/``close``/``closed`` and
-#: canonical server event names. A pair not in the table leaves the state as it is.
+#: (state, trigger) -> next state. Triggers are the client's ``open``/``close``/``closed`` (strict)
+#: and canonical server event names (a pair not in the table leaves the state as it is).
 TRANSITIONS: dict[tuple[State, str], State] = {
     ("connecting", "open"): "configuring",
     ("configuring", "session.updated"): "ready",
@@ -339,13 +227,20 @@ def dumps(message: Mapping[str, Any]) -> str:
     return orjson.dumps(message).decode()
 
 
+#: The triggers only our side fires on the lifecycle table.
+LOCAL_TRIGGERS: frozenset[str] = frozenset({"open", "close", "closed"})
+
+
 @dataclass
-class _Response:
+class _ResponseRecord:
+    """One response's tool calls (the :data:`~stages.realtime.turns.CALLS` table)."""
+
     id: str
+    calls: Machine[CallState] = field(
+        default_factory=lambda: Machine("tool calls", CALLS, "active")
+    )
     call_ids: list[str] = field(default_factory=list)
-    done: bool = False
     status: str = "in_progress"
-    followed_up: bool = False
     interrupted: bool = False  # barge-in: the user's next turn drives what follows
 
 
@@ -363,13 +258,15 @@ class RealtimeProtocol:
         self._outbox: list[str] = []
         self._seq = 0
         # responses and tool calls
-        self._responses: dict[str, _Response] = {}
+        self.slot: Machine[ResponseSlot] = Machine("response", RESPONSE, "idle")
+        self.barge: Machine[BargeState] = Machine("barge-in", BARGE, "quiet")
+        self.turn: Machine[TurnState] = Machine("turn", TURN, "listening")
+        self._responses: dict[str, _ResponseRecord] = {}
         self._active: str | None = None
         self._last: str = ""  # the response created last (what a barge-in interrupts)
+        self._cut: str = ""  # the response the user barged in on
         self._calls: dict[str, str] = {}  # call_id -> response_id
         self._outputs: set[str] = set()
-        self._want_response = False
-        self._requested = False  # response.create sent, response.created not yet seen
         # audio
         self._input_bytes_uncommitted = 0
         self._audio_item: str = ""
@@ -386,7 +283,24 @@ class RealtimeProtocol:
     # -- state
 
     def _fire(self, trigger: str) -> None:
-        self.state = TRANSITIONS.get((self.state, trigger), self.state)
+        nxt = TRANSITIONS.get((self.state, trigger))
+        if nxt is None and trigger in LOCAL_TRIGGERS:
+            raise SessionLocalError(
+                f"connection: '{trigger}' is not allowed in state '{self.state}'",
+                code="bad_transition",
+            )
+        self.state = nxt or self.state
+
+    def _ask(self, trigger: str) -> list[str]:
+        """Move the response slot; send ``response.create`` where the table says so."""
+        before = self.slot.state
+        self.slot.fire(trigger)
+        if (before, trigger) in RESPONSE_SENDS_CREATE:
+            return [self._send(wc.ResponseCreate())]
+        return []
+
+    def _record(self, response_id: str) -> _ResponseRecord:
+        return self._responses.setdefault(response_id, _ResponseRecord(response_id))
 
     @property
     def ready(self) -> bool:
@@ -407,12 +321,25 @@ class RealtimeProtocol:
     def owes(self) -> bool:
         """A response is in flight, a tool output is owed, or a response is still to be asked
         for: the caller should not close yet."""
-        return (
-            self._active is not None
-            or self._requested
-            or self._want_response
-            or bool(self.pending_calls)
-        )
+        return self.slot.state != "idle" or bool(self.pending_calls)
+
+    @property
+    def quiescent(self) -> bool:
+        """Nothing is owed on this connection: every ``session.update`` answered, no response
+        asked for or in flight, no tool output owed, and no user turn the server's VAD heard end
+        still waiting for its answer. The caller may close."""
+        return self.synced and not self.owes and self.turn.state == "listening"
+
+    @property
+    def assistant_playing(self) -> bool:
+        """Audio of the response in flight is arriving (and the user did not cut it)."""
+        return self.barge.state == "playing" and self._active is not None
+
+    @property
+    def last_response(self) -> str:
+        """The response in flight, else the one created last ("" before any): what a barge-in
+        interrupts."""
+        return self._active or self._last
 
     @property
     def assistant_item(self) -> str:
@@ -428,9 +355,9 @@ class RealtimeProtocol:
 
     # -- outbox
 
-    def _send(self, message: dict[str, Any]) -> str:
+    def _send(self, event: wc.ClientEvent) -> str:
         self._seq += 1
-        text = dumps({"type": message.pop("type"), "event_id": f"c-{self._seq}", **message})
+        text = wc.encode(event, f"c-{self._seq}")
         self._outbox.append(text)
         return text
 
@@ -451,9 +378,7 @@ class RealtimeProtocol:
         if config is not None:
             self.config = config
         self._updates_sent += 1
-        return self._send(
-            {"type": "session.update", "session": session_update_payload(self.config)}
-        )
+        return self._send(wc.SessionUpdate(self.config.to_wire()))
 
     def sync(self) -> str:
         """Queue a barrier: a ``session.update`` that changes nothing (an empty session; GA
@@ -462,7 +387,7 @@ class RealtimeProtocol:
         audio). An error answering it counts as the answer. Used at the end of the input."""
         session = codec(self.config.dialect).sync_session()
         self._updates_sent += 1
-        text = self._send({"type": "session.update", "session": session})
+        text = self._send(wc.SessionUpdate(session))
         self._sync_ids.add(f"c-{self._seq}")
         return text
 
@@ -489,9 +414,7 @@ class RealtimeProtocol:
                 code="partial_sample",
             )
         self._input_bytes_uncommitted += len(data)
-        return self._send(
-            {"type": "input_audio_buffer.append", "audio": base64.b64encode(data).decode()}
-        )
+        return self._send(wc.InputAudioBufferAppend(data))
 
     def commit(self) -> list[str]:
         """Queue ``input_audio_buffer.commit`` (manual turns). Nothing if no audio was appended
@@ -499,22 +422,17 @@ class RealtimeProtocol:
         if self._input_bytes_uncommitted == 0:
             return []
         self._input_bytes_uncommitted = 0
-        return [self._send({"type": "input_audio_buffer.commit"})]
+        return [self._send(wc.InputAudioBufferCommit())]
 
     def clear_input(self) -> str:
         """Queue ``input_audio_buffer.clear``."""
         self._input_bytes_uncommitted = 0
-        return self._send({"type": "input_audio_buffer.clear"})
+        return self._send(wc.InputAudioBufferClear())
 
     def create_response(self) -> list[str]:
         """Ask for a response: ``response.create`` now, or once the response in flight is done
         (at most one is ever queued)."""
-        if self._active is not None or self._requested:
-            self._want_response = True
-            return []
-        self._want_response = False
-        self._requested = True
-        return [self._send({"type": "response.create"})]
+        return self._ask("ask")
 
     def send_text(
         self, text: str, role: Literal["user", "system", "assistant"] = "user"
@@ -522,7 +440,7 @@ class RealtimeProtocol:
         """A typed turn: ``conversation.item.create`` (a message) then a response."""
         kind = "output_text" if role == "assistant" else "input_text"
         item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
-        sent = [self._send({"type": "conversation.item.create", "item": item})]
+        sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self.create_response()
 
     def user_turn_ended(self) -> list[str]:
@@ -546,39 +464,33 @@ class RealtimeProtocol:
             return []
         self._outputs.add(call_id)
         item = {"type": "function_call_output", "call_id": call_id, "output": output}
-        sent = [self._send({"type": "conversation.item.create", "item": item})]
+        sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self._follow_up(self._calls[call_id])
 
     def _follow_up(self, response_id: str) -> list[str]:
         resp = self._responses.get(response_id)
-        if resp is None or not resp.call_ids or not resp.done or resp.followed_up:
+        if resp is None or not resp.call_ids or resp.calls.state != "done":
             return []
         if any(c not in self._outputs for c in resp.call_ids):
             return []
-        resp.followed_up = True
         if resp.status == "cancelled" or resp.interrupted:
             # The user barged in: their new turn drives the next response (which sees these
             # outputs in the conversation); asking for one here would talk over the caller.
+            resp.calls.fire("answered_cut")
             return []
+        resp.calls.fire("answered")
         return self.create_response()
 
     def cancel_response(self) -> list[str]:
         """Queue ``response.cancel`` if a response is in flight."""
         if self._active is None:
             return []
-        return [self._send({"type": "response.cancel", "response_id": self._active})]
+        return [self._send(wc.ResponseCancel(self._active))]
 
     def truncate(self, item_id: str, audio_end_ms: int) -> str:
         """Queue ``conversation.item.truncate``: the assistant item was heard up to
         ``audio_end_ms``."""
-        return self._send(
-            {
-                "type": "conversation.item.truncate",
-                "item_id": item_id,
-                "content_index": 0,
-                "audio_end_ms": max(0, int(audio_end_ms)),
-            }
-        )
+        return self._send(wc.ConversationItemTruncate(item_id, max(0, int(audio_end_ms))))
 
     def interrupt(self, played_ms: int | None, *, local: bool) -> list[str]:
         """Barge-in. Cancel the response in flight (``local``: our own VAD heard it; the server's
@@ -586,9 +498,13 @@ class RealtimeProtocol:
         None: all audio received so far). The interrupted response (the one in flight, else the
         last one) gets no follow-up ``response.create`` when its tool outputs come in."""
         sent: list[str] = []
-        rid = self._active or self._last
+        rid = self.last_response
         if rid in self._responses:
             self._responses[rid].interrupted = True
+        self.barge.fire("interrupt")
+        self._cut = rid
+        if not self.ready:  # the connection is gone: nothing to tell the server
+            return []
         if local or not self.config.server_vad:
             sent += self.cancel_response()
         item = self._audio_item
@@ -607,11 +523,11 @@ class RealtimeProtocol:
         """The connection is gone."""
         self._fire("closed")
         self._active = None
-        self._requested = False
+        self.slot.fire("lost")
 
     # -- server side
 
-    def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ProtocolEvent]:
+    def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ServerEvent]:
         """The events one server message means. Never raises on the message's content."""
         if isinstance(message, Mapping):
             event: Any = message
@@ -619,43 +535,47 @@ class RealtimeProtocol:
             try:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError as exc:
-                return [Malformed(f"not JSON ({exc})", _excerpt(message))]
+                return [MalformedEvent(f"not JSON ({exc})", _excerpt(message))]
         if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
-            return [Malformed("no event type", _excerpt(message))]
+            return [MalformedEvent("no event type", _excerpt(message))]
         name = canonical_event(event["type"])
         handler = _HANDLERS.get(name)
         if handler is None:
-            return [Ignored(name)]
+            return [IgnoredEvent(name)]
         try:
-            out: list[ProtocolEvent] = handler(self, event)
+            out: list[ServerEvent] = handler(self, event)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            return [Malformed(f"{name}: {type(exc).__name__}: {exc}", _excerpt(message))]
+            return [MalformedEvent(f"{name}: {type(exc).__name__}: {exc}", _excerpt(message))]
         self._fire(name)
         return out
 
-    def _on_session_created(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_session_created(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         session = ev.get("session") or ev.get("conversation") or {}
-        return [SessionCreated(session if isinstance(session, Mapping) else {})]
+        return [SessionCreatedEvent(session if isinstance(session, Mapping) else {})]
 
-    def _on_session_updated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_session_updated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         self._updates_acked += 1
         session = ev.get("session")
         session = session if isinstance(session, Mapping) else {}
         inp, out = session_formats(session)
-        return [SessionReady(session, inp, out)]
+        return [SessionReadyEvent(session, inp, out)]
 
-    def _on_speech_started(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [SpeechStarted(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))]
+    def _on_speech_started(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        out = SpeechStartedEvent(int(ev.get("audio_start_ms") or 0), str(ev.get("item_id") or ""))
+        self.turn.fire("speech_started")
+        return [out]
 
-    def _on_speech_stopped(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_speech_stopped(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        out = SpeechStoppedEvent(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))
         self._input_bytes_uncommitted = 0  # the server commits by itself
-        return [SpeechStopped(int(ev.get("audio_end_ms") or 0), str(ev.get("item_id") or ""))]
+        self.turn.fire("speech_stopped")  # server VAD answers a finished turn
+        return [out]
 
-    def _on_committed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_committed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         self._input_bytes_uncommitted = 0
-        return [InputCommitted(str(ev.get("item_id") or ""))]
+        return [InputCommittedEvent(str(ev.get("item_id") or ""))]
 
-    def _on_item_added(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_item_added(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         # A user item may already carry its transcript (LK de-duplicates against the
         # transcription event); function_call items are only announced, never executed here.
         item = ev["item"]
@@ -664,57 +584,63 @@ class RealtimeProtocol:
                 text = part.get("transcript") if isinstance(part, Mapping) else None
                 if isinstance(text, str) and text:
                     return self._user_done(str(item.get("id") or ""), text)
-        return [Ignored(ev["type"])]
+        return [IgnoredEvent(ev["type"])]
 
-    def _user_done(self, item_id: str, text: str) -> list[ProtocolEvent]:
+    def _user_done(self, item_id: str, text: str) -> list[ServerEvent]:
         if item_id and item_id in self._user_final:
             return []
         if item_id:
             self._user_final.add(item_id)
         self._user_partial.pop(item_id, None)
-        return [TranscriptDone("user", text, item_id)]
+        return [TranscriptDoneEvent("user", text, item_id)]
 
-    def _user_partial_text(self, item_id: str, text: str) -> list[ProtocolEvent]:
+    def _user_partial_text(self, item_id: str, text: str) -> list[ServerEvent]:
         # Cumulative partials ("what's", "what's the") become deltas.
         if item_id in self._user_final:
             return []
         before = self._user_partial.get(item_id, "")
         self._user_partial[item_id] = text
         delta = text[len(before) :] if text.startswith(before) else text
-        return [TranscriptDelta("user", delta, item_id)] if delta else []
+        return [TranscriptDeltaEvent("user", delta, item_id)] if delta else []
 
-    def _on_transcription_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         item_id = str(ev.get("item_id") or "")
         delta = str(ev["delta"])
         if item_id in self._user_final or not delta:
             return []
         self._user_partial[item_id] = self._user_partial.get(item_id, "") + delta
-        return [TranscriptDelta("user", delta, item_id)]
+        return [TranscriptDeltaEvent("user", delta, item_id)]
 
-    def _on_transcription_updated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_updated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return self._user_partial_text(str(ev.get("item_id") or ""), str(ev["transcript"]))
 
-    def _on_transcription_completed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_completed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         item_id = str(ev.get("item_id") or "")
         text = str(ev["transcript"])
         if ev.get("status") == "in_progress":  # xAI partials (cumulative)
             return self._user_partial_text(item_id, text)
         return self._user_done(item_id, text)
 
-    def _on_transcription_failed(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcription_failed(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         info = parse_error(ev) if "error" in ev else ErrorInfo("transcription_failed", "failed")
-        return [ServerError("transcription_failed", info.message, info.type)]
+        return [ErrorEvent("transcription_failed", info.message, info.type)]
 
-    def _on_response_created(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_response_created(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         resp = ev.get("response")
         rid = str((resp.get("id") if isinstance(resp, Mapping) else None) or ev.get("response_id"))
-        self._responses.setdefault(rid, _Response(rid))
+        self._record(rid)
         self._active = rid
         self._last = rid
-        self._requested = False
-        return [ResponseCreated(rid)]
+        self.slot.fire("created")
+        self.turn.fire("created")
+        if self._cut and rid != self._cut:
+            self._cut = ""
+            self.barge.fire("created")
+        else:
+            self.barge.fire("created_cut" if self._cut else "created")
+        return [ResponseCreatedEvent(rid)]
 
-    def _on_response_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_response_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         resp = ev.get("response")
         resp = resp if isinstance(resp, Mapping) else {}
         rid = str(resp.get("id") or ev.get("response_id") or self._active or "")
@@ -723,7 +649,7 @@ class RealtimeProtocol:
         reason = ""
         if isinstance(details, Mapping):
             reason = str(details.get("reason") or details.get("type") or "")
-        out: list[ProtocolEvent] = []
+        out: list[ServerEvent] = []
         # Fallback: a function_call item finished without an arguments.done event.
         for item in resp.get("output") or ():
             if (
@@ -734,39 +660,43 @@ class RealtimeProtocol:
             ):
                 name, args = str(item.get("name") or ""), str(item.get("arguments") or "{}")
                 out += self._call(rid, str(item["call_id"]), name, args, str(item.get("id") or ""))
-        state = self._responses.setdefault(rid, _Response(rid))
-        state.done, state.status = True, status
+        record = self._record(rid)
+        record.calls.fire("done")
+        record.status = status
+        out.append(ResponseDoneEvent(rid, status, reason, tuple(record.call_ids)))
+        self._follow_up(rid)  # while the slot is busy, its ask joins the queued one
         if self._active == rid or self._active is None:
             self._active = None
-        out.append(ResponseDone(rid, status, reason, tuple(state.call_ids)))
-        self._follow_up(rid)
-        if self._active is None and self._want_response:
-            self.create_response()
+            self._ask("done")
+            self.barge.fire("done")
         return out
 
-    def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         data = binascii.a2b_base64(ev["delta"], strict_mode=True)
         item = str(ev.get("item_id") or "")
         self._audio_item = item
         self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)
-        return [AudioDelta(data, str(ev.get("response_id") or ""), item)]
+        rid = str(ev.get("response_id") or "")
+        cut = bool(self._cut) and (rid or self._last) == self._cut
+        self.barge.fire("audio_cut" if cut else "audio")
+        return [AudioDeltaEvent(data, rid, item, discarded=cut)]
 
-    def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [AudioDone(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]
+    def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [AudioDoneEvent(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]
 
-    def _on_transcript_delta(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcript_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         delta = str(ev["delta"])
         if not delta:
             return []
         ids = str(ev.get("item_id") or ""), str(ev.get("response_id") or "")
-        return [TranscriptDelta("assistant", delta, *ids)]
+        return [TranscriptDeltaEvent("assistant", delta, *ids)]
 
-    def _on_transcript_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_transcript_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         text = ev.get("transcript", ev.get("text"))
         ids = str(ev.get("item_id") or ""), str(ev.get("response_id") or "")
-        return [TranscriptDone("assistant", str(text or ""), *ids)]
+        return [TranscriptDoneEvent("assistant", str(text or ""), *ids)]
 
-    def _on_arguments_done(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_arguments_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return self._call(
             str(ev.get("response_id") or self._active or ""),
             str(ev["call_id"]),
@@ -777,21 +707,23 @@ class RealtimeProtocol:
 
     def _call(
         self, response_id: str, call_id: str, name: str, arguments: str, item_id: str
-    ) -> list[ProtocolEvent]:
+    ) -> list[ServerEvent]:
         if call_id in self._calls:
             return []
         self._calls[call_id] = response_id
-        self._responses.setdefault(response_id, _Response(response_id)).call_ids.append(call_id)
-        return [FunctionCallDone(call_id, name, arguments, response_id, item_id)]
+        record = self._record(response_id)
+        record.calls.fire("call")
+        record.call_ids.append(call_id)
+        return [FunctionCallDoneEvent(call_id, name, arguments, response_id, item_id)]
 
-    def _on_truncated(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [Truncated(str(ev.get("item_id") or ""), int(ev.get("audio_end_ms") or 0))]
+    def _on_truncated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [TruncatedEvent(str(ev.get("item_id") or ""), int(ev.get("audio_end_ms") or 0))]
 
-    def _on_rate_limits(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_rate_limits(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         limits = ev.get("rate_limits") or ()
-        return [RateLimits(tuple(x for x in limits if isinstance(x, Mapping)))]
+        return [RateLimitsEvent(tuple(x for x in limits if isinstance(x, Mapping)))]
 
-    def _on_error(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
+    def _on_error(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         info = parse_error(ev)
         if info.event_id in self._sync_ids:  # the barrier was refused, but it was handled
             self._sync_ids.discard(info.event_id)
@@ -799,12 +731,9 @@ class RealtimeProtocol:
         if info.code == "conversation_already_has_active_response":
             # A response.create of ours lost a race with one the server started (its VAD):
             # ask again once that one is done.
-            self._requested = False
-            self._want_response = True
-            if self._active is None:
-                self.create_response()
+            self._ask("refused")
         return [
-            ServerError(
+            ErrorEvent(
                 info.code,
                 info.message,
                 info.type,
@@ -814,8 +743,8 @@ class RealtimeProtocol:
             )
         ]
 
-    def _on_ignored(self, ev: Mapping[str, Any]) -> list[ProtocolEvent]:
-        return [Ignored(canonical_event(ev["type"]))]
+    def _on_ignored(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        return [IgnoredEvent(canonical_event(ev["type"]))]
 
 
 def _excerpt(message: Any, limit: int = 120) -> str:

@@ -13,8 +13,12 @@ other calls never see it (each runs in its own task, with its own runner, channe
 
 Before the WebSocket handshake (``process_request``):
 
-* ``GET /healthz``: 200 ``{"status": "ok", ...}`` (503 ``draining`` during a drain);
-* ``GET /metrics``: Prometheus text from this server's own registry;
+* ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the process is alive (``"draining"``
+  during a drain): a liveness probe;
+* ``GET /readyz``: 200 while a call would be taken, 503 while draining or at ``max_calls``: a
+  load balancer's health check (or a readiness probe) stops sending calls here;
+* ``GET /metrics``: Prometheus text from this server's own registry (under ``--workers``, every
+  worker's, each sample labelled ``worker``: :mod:`pipeline.workers`);
 * any other path is a call: refused with 401 (no token) or 403 (wrong token) when a token is
   set, and with 503 when ``max_calls`` calls are running or the server is draining. The token
   comes as ``?token=``, ``Authorization: Bearer`` or ``X-Pipeline-Token``; Twilio drops query
@@ -34,8 +38,10 @@ lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
 ``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
-``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). The last
-three are read from the stages' log events (see :func:`metrics_log_processor`).
+``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
+reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
+reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
+the log level.
 """
 
 from __future__ import annotations
@@ -43,16 +49,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import copy
 import gc
 import hmac
 import json
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -68,7 +74,15 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.workers import (
+    READY_LINE,
+    Supervisor,
+    WorkerLink,
+    set_parent_death_signal,
+    usable_cores,
+)
 
 from .control import CallControl, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
@@ -184,44 +198,31 @@ class ServeMetrics:
         )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
+        # figures stages report through ctx.metrics, by Metric.name (others are added on use)
+        self._reported: dict[str, Any] = {
+            "tool_calls": self.tool_calls,
+            "session_reconnects": self.reconnects,
+        }
+
+    def add(self, metric: Metric, value: float, labels: Mapping[str, str], stage: str) -> None:
+        """A figure a stage of a call reported through ``ctx.metrics`` (the runner's
+        :class:`~pipeline.metrics.MetricsSink`): a counter becomes ``pipeline_<name>_total``,
+        a histogram ``pipeline_<name>``, labelled as the metric declares."""
+        family: Any = self._reported.get(metric.name)
+        if family is None:  # declared by a stage: exported as it is reported
+            kind = Counter if metric.kind == "counter" else Histogram
+            family = kind(
+                f"pipeline_{metric.name}", metric.doc, list(metric.labels), registry=self.registry
+            )
+            self._reported[metric.name] = family
+        target = family.labels(**labels) if labels else family
+        if metric.kind == "counter":
+            target.inc(value)
+        else:
+            target.observe(value)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
-
-
-_CALL_METRICS: contextvars.ContextVar[ServeMetrics | None] = contextvars.ContextVar(
-    "serve_metrics", default=None
-)
-
-
-def metrics_log_processor(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """A structlog processor that counts what stages report only in their logs: tool call
-    outcomes (``tool call`` events of ``tool_router``) and session reconnects (``session
-    ready`` events of ``realtime_session`` past the first session), into the metrics of the
-    server whose call is logging. Install it first in the chain (:func:`install_log_metrics`);
-    events below the log level never reach it."""
-    metrics = _CALL_METRICS.get()
-    if metrics is not None:
-        event = event_dict.get("event")
-        if event == "tool call" and "outcome" in event_dict:
-            metrics.tool_calls.labels(str(event_dict["outcome"])).inc()
-        elif event == "session ready" and int(event_dict.get("session") or 1) > 1:
-            metrics.reconnects.inc()
-    return event_dict
-
-
-def install_log_metrics() -> Callable[[], None]:
-    """Put :func:`metrics_log_processor` first in structlog's processors; returns an undo."""
-    old = structlog.get_config()["processors"]
-    if metrics_log_processor not in old:
-        structlog.configure(processors=[metrics_log_processor, *old])
-
-    def undo() -> None:
-        structlog.configure(processors=old)
-
-    return undo
 
 
 # ---------------------------------------------------------------------------- the server
@@ -259,6 +260,7 @@ class CallServer:
         start_timeout_s: float = 10.0,
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
+        worker: WorkerLink | None = None,
         webhook: TwilioWebhook | None = None,
         rest: TwilioRest | None = None,
     ) -> None:
@@ -273,6 +275,7 @@ class CallServer:
         self.token_parameter = token_parameter
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
+        self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.active = 0
         self._active_changed = asyncio.Event()  # set (and replaced) whenever active changes
         self.draining = False
@@ -301,15 +304,47 @@ class CallServer:
             response.headers["Content-Type"] = content_type
         return response
 
+    async def _process_request_pooled(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """Under ``--workers``: ``/metrics`` gathers every worker's (the rest as below)."""
+        if self.worker is not None and urlsplit(request.path).path == "/metrics":
+            self.fold_all()
+            text = await self.worker.metrics(self.metrics.text())
+            return self._respond(connection, 200, text.decode(), CONTENT_TYPE_LATEST)
+        return self._process_request(connection, request)
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): whether a new call would be taken, by this server or, under
+        ``--workers``, by some worker of the pool."""
+        if self.draining:
+            return False, "draining"
+        if self.worker is not None:
+            ok = self.worker.pool_ready()
+            return ok, "ok" if ok else "busy: every worker is at its call cap"
+        if self.active >= self.max_calls:
+            return False, f"busy: {self.active} calls running, the cap is {self.max_calls}"
+        return True, "ok"
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        if url.path == "/healthz":
+        if url.path == "/healthz":  # liveness: 200 while this process answers at all
             status = "draining" if self.draining else "ok"
             body = json.dumps(
                 {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
             )
+            return self._respond(connection, 200, body + "\n", "application/json")
+        if url.path == "/readyz":  # readiness: would a new call be taken?
+            ready, reason = self.readiness()
+            info: dict[str, Any] = {"ready": ready, "reason": reason}
+            info.update(active_calls=self.active, max_calls=self.max_calls)
+            if self.worker is not None:
+                pool = self.worker.pool()
+                info["worker"] = self.worker.index
+                info["pool_active_calls"] = sum(w.active for w in pool if w.alive)
+                info["pool_max_calls"] = sum(w.max_calls for w in pool if w.alive)
             return self._respond(
-                connection, 503 if self.draining else 200, body + "\n", "application/json"
+                connection, 200 if ready else 503, json.dumps(info) + "\n", "application/json"
             )
         if url.path == "/metrics":
             self.fold_all()
@@ -347,7 +382,12 @@ class CallServer:
             return self._respond(connection, 503, "draining: not taking new calls\n")
         if self.active >= self.max_calls:
             self.metrics.refused.labels("busy").inc()
-            return self._respond(connection, 503, f"busy: {self.active} calls running\n")
+            per = " per worker" if self.worker is not None else ""
+            return self._respond(
+                connection,
+                503,
+                f"busy: {self.active} calls running, the cap is {self.max_calls}{per}\n",
+            )
         return None
 
     # -- one call
@@ -358,7 +398,6 @@ class CallServer:
         self._handlers.add(task)
         self._calls += 1
         conn_id = self._calls
-        _CALL_METRICS.set(self.metrics)
         structlog.contextvars.bind_contextvars(conn=conn_id)
         if self.active >= self.max_calls or self.draining:  # raced past process_request
             self.metrics.refused.labels("busy").inc()
@@ -393,7 +432,7 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
-            runner = Runner(fresh_copy(self.template))
+            runner = Runner(fresh_copy(self.template), metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             start = call.start
             params = dict(start.custom_parameters) if start else {}
@@ -462,6 +501,8 @@ class CallServer:
     def _count_call(self, delta: int) -> None:
         self.active += delta
         self.metrics.calls_active.inc(delta)
+        if self.worker is not None:
+            self.worker.set_active(self.active)
         changed, self._active_changed = self._active_changed, asyncio.Event()
         changed.set()
 
@@ -523,6 +564,11 @@ class CallServer:
                 self.metrics.link_purged.labels(name).inc(ch.purged - p0)
             live.drops[name] = (ch.dropped, ch.purged)
 
+    def metrics_text(self) -> bytes:
+        """This server's own metrics, up to date, as Prometheus text."""
+        self.fold_all()
+        return self.metrics.text()
+
     def fold_all(self) -> None:
         """Bring the per-stage and per-link metrics up to date with the running calls."""
         for live in list(self._live.values()):
@@ -530,12 +576,15 @@ class CallServer:
 
     # -- lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``host:port``, or on ``sock`` (a bound, listening socket) if given."""
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         self._server = await serve(
             self._handle,
-            host,
-            port,
-            process_request=self._process_request,
+            **where,
+            process_request=self._process_request_pooled,
             create_connection=with_posts(self._post),
             max_size=self.max_message_bytes,
             compression=None,
@@ -560,6 +609,8 @@ class CallServer:
         the rest. Returns the number of calls that had to be cancelled. The listening socket
         is closed before the ``draining`` log line is written."""
         self.draining = True
+        if self.worker is not None:
+            self.worker.set_draining()
         if self._server is not None:
             self._server.close(close_connections=False)
             # websockets stops listening in a task of its own; stop now, so that once the
@@ -650,7 +701,14 @@ def register(subparsers: Any) -> None:
         help="also accept the token as <Parameter name='token'> (start.customParameters.token): "
         "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
     )
-    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls (100)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on the one port, each with its own event loop (default: the "
+        f"cores this process may use, here {usable_cores()}); 1 serves in this process",
+    )
+    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
     p.add_argument(
         "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
     )
@@ -719,37 +777,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
-    undo = install_log_metrics()
+    worker = WorkerLink.from_environ()
+    workers = usable_cores() if args.workers is None else args.workers
+    if workers < 1:
+        log.error("--workers must be at least 1", given=workers)
+        return 2
+    if worker is None and workers > 1:
+        return _supervise(args, workers)
+    if worker is not None:
+        set_parent_death_signal()  # drain, not run on, should the supervisor die
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    try:
-        return asyncio.run(
-            _serve(
-                p,
-                args.host,
-                args.port,
-                token=token,
-                token_parameter=args.token_parameter,
-                max_calls=args.max_calls,
-                max_message_bytes=args.max_message_bytes,
-                start_timeout_s=args.start_timeout,
-                drain_timeout_s=args.drain_timeout,
-                webhook=webhook,
-                rest=rest,
-            )
+    return asyncio.run(
+        _serve(
+            p,
+            args.host,
+            args.port,
+            token=token,
+            token_parameter=args.token_parameter,
+            max_calls=args.max_calls,
+            max_message_bytes=args.max_message_bytes,
+            start_timeout_s=args.start_timeout,
+            drain_timeout_s=args.drain_timeout,
+            worker=worker,
+            webhook=webhook,
+            rest=rest,
         )
-    finally:
-        undo()
+    )
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Run ``workers`` copies of this very command line as a pool (pipeline.workers)."""
+    argv = getattr(args, "command_line", None) or sys.argv[1:]
+    command = [sys.executable, "-m", "pipeline", *argv]
+    supervisor = Supervisor(command, workers, args.host, args.port)
+    return asyncio.run(supervisor.run())
 
 
 async def _serve(
-    p: Pipeline, host: str, port: int, *, drain_timeout_s: float, **options: Any
+    p: Pipeline,
+    host: str,
+    port: int,
+    *,
+    drain_timeout_s: float,
+    worker: WorkerLink | None = None,
+    **options: Any,
 ) -> int:
-    server = CallServer(p, **options)
+    server = CallServer(p, worker=worker, **options)
     try:
-        await server.start(host, port)
+        if worker is not None:
+            structlog.contextvars.bind_contextvars(worker=worker.index)
+            await server.start(worker.host, sock=worker.listening_socket())
+            worker.started(server.max_calls)
+            await worker.serve_metrics(server.metrics_text)
+        else:
+            await server.start(host, port)
     except OSError as exc:
         log.error("cannot listen", host=host, port=port, error=str(exc))
         return 2
@@ -768,7 +852,10 @@ async def _serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
+    if worker is None:
+        print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
+    else:
+        print(READY_LINE, flush=True)  # to the supervisor, which announces the pool
     log.info(
         "serving",
         url=server.url,
@@ -786,4 +873,6 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
+        if worker is not None:
+            await worker.close()
     return 0

@@ -49,6 +49,7 @@ import pydantic_core
 from pipeline.clock import Clock
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
+from pipeline.metrics import Metric
 from pipeline.stage import TOOLS, StageContext, stage
 from pipeline.tasks import StageTasks
 
@@ -72,6 +73,10 @@ __all__ = [
     "run_tool",
     "tool_router",
 ]
+
+#: Every call the router answers, by outcome: ok, error, bad_arguments, unknown_tool, timeout,
+#: exception, cancelled, skipped (its response was interrupted first) or busy.
+TOOL_CALLS = Metric("tool_calls", "Tool calls run, by outcome", labels=("outcome",))
 
 # ---------------------------------------------------------------------------- running a call
 
@@ -314,6 +319,7 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     emits=(ToolResult,),
     check=_check,
     provides={TOOLS: _provided_tools},
+    metrics=(TOOL_CALLS,),
 )
 async def tool_router(
     frames: AsyncIterator[Frame],
@@ -353,6 +359,7 @@ async def tool_router(
 
     def skip(call: ToolCall, why: str) -> ToolResult:
         """Log a call that will not run; its result, which says so."""
+        ctx.metrics.count(TOOL_CALLS, outcome="skipped")
         log.info(
             "tool call",
             name=call.name,
@@ -382,11 +389,11 @@ async def tool_router(
                 max_result_chars=max_result_chars,
             )
         except asyncio.CancelledError:
-            _log_done(log, call, start, clock, "cancelled")
+            _log_done(ctx, call, start, "cancelled")
             raise
         finally:
             entry.release()
-        _log_done(log, call, start, clock, result.outcome)
+        _log_done(ctx, call, start, result.outcome)
         log.debug("tool result", name=call.name, call_id=call.call_id, output=result.output)
         await out.send(
             ToolResult(call.call_id, result.output, is_error=result.is_error, name=call.name)
@@ -418,6 +425,7 @@ async def tool_router(
             await out.send(skip(call, "its response was cancelled"))
             return
         if len(running) >= max_concurrency + MAX_PENDING:
+            ctx.metrics.count(TOOL_CALLS, outcome="busy")
             log.info(
                 "tool call",
                 name=call.name,
@@ -490,7 +498,9 @@ def not_run_text(name: str) -> str:
     )
 
 
-def _log_done(log: Any, call: ToolCall, start: float, clock: Clock, outcome: str) -> None:
+def _log_done(ctx: StageContext, call: ToolCall, start: float, outcome: str) -> None:
+    ctx.metrics.count(TOOL_CALLS, outcome=outcome)
+    log, clock = ctx.log, ctx.clock
     log.info(
         "tool call",
         name=call.name,

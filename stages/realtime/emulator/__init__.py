@@ -43,9 +43,11 @@ from .audio import EnergyVad, vad_level_dbfs
 from .cli import add_parser, config_from_args, main, register, run_command
 from .config import EmulatorConfig, ToolCallScript
 from .core import EmulatorSession
+from .pair import ConnectionPair
 from .server import Emulator, EmulatorConnection, detect_dialect, run_emulator
 
 __all__ = [
+    "ConnectionPair",
     "Emulator",
     "EmulatorConfig",
     "EmulatorConnection",

@@ -21,9 +21,8 @@ state around instead of making it smaller.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +41,11 @@ from ..wire import (
     codec,
     error_event,
 )
+from ..wire import client as wc
 from ..wire.errors import bad_value, missing_parameter
 from .audio import EnergyVad, VadEvent, split_text, to_output, tone
 from .config import EmulatorConfig, ToolCallScript
+from .queues import InputBuffer, Outbox
 
 log = structlog.get_logger("pipeline.emulator")
 
@@ -55,15 +56,6 @@ _RATE_LIMITS: list[Json] = [
     {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
     {"name": "tokens", "limit": 50000, "remaining": 49950, "reset_seconds": 60.0},
 ]
-
-
-@dataclass
-class _Out:
-    due: float
-    seq: int
-    event: Json
-    response_id: str | None = None
-    on_release: Callable[[], None] | None = None
 
 
 @dataclass
@@ -102,18 +94,13 @@ class EmulatorSession:
         # Shared by every connection of one server: ids stay unique across reconnects, so a
         # client de-duplicating by call_id never mistakes a new call for a repeat.
         self._counters: dict[str, int] = {} if counters is None else counters
-        self._queue: list[_Out] = []
-        self._seq = 0
+        self._outbox = Outbox()
         self._now = 0.0
         self.session_id = self._id("sess")
         self.conversation_id = self._id("conv")
         self.configured = False  # session.updated released
         self._audio_seen = False
-        # the session's input from the last commit on, pcm16 at the input rate; sample indexes
-        # count from the session's first sample (_pcm[0] is sample _pcm_offset)
-        self._pcm = bytearray()
-        self._pcm_offset = 0
-        self._buffer_start = 0  # sample index where the uncommitted buffer starts
+        self._input = InputBuffer()  # pcm16 at the input rate
         self._vad: EnergyVad | None = None
         self._vad_item: str | None = None
         self._speech_start_ms = 0
@@ -147,14 +134,13 @@ class EmulatorSession:
         response_id: str | None = None,
         on_release: Callable[[], None] | None = None,
     ) -> None:
-        self._seq += 1
-        due = self._now if at is None else at
-        self._queue.append(_Out(due, self._seq, event, response_id, on_release))
+        self._outbox.put(event, self._now if at is None else at, response_id, on_release)
 
     def next_deadline(self) -> float | None:
         """The clock time of the next queued event, ping or session expiry (None: nothing
         until a message)."""
-        times = [o.due for o in self._queue]
+        first = self._outbox.next_due()
+        times = [] if first is None else [first]
         if self._next_ping is not None:
             times.append(self._next_ping)
         if self._expires_at is not None and not self.expired:
@@ -163,7 +149,7 @@ class EmulatorSession:
 
     def _expire(self) -> None:
         self.expired = True
-        self._queue.clear()
+        self._outbox.clear()
         self._next_ping = None
         limit = self.config.max_session_s
         span = f"{limit / 60:g} minutes" if limit % 60 == 0 else f"{limit:g} seconds"
@@ -182,11 +168,9 @@ class EmulatorSession:
                 out.append({"type": "ping", "timestamp": round(self._next_ping * 1000)})
                 self._next_ping += self.config.ping_interval_ms / 1000
                 continue
-            due = [o for o in self._queue if o.due <= now]
-            if not due:
+            first = self._outbox.pop(now)
+            if first is None:
                 return out
-            first = min(due, key=lambda o: (o.due, o.seq))
-            self._queue.remove(first)
             event = first.event
             out.append({"type": event["type"], "event_id": self._id("evt"), **event})
             if first.on_release is not None:
@@ -268,10 +252,10 @@ class EmulatorSession:
         if kind not in supported:
             raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
         handler = getattr(self, "_on_" + kind.replace(".", "_"))
-        handler(event)
+        handler(wc.decode({**event, "type": kind}, self.state))
 
-    def _on_session_update(self, event: Json) -> None:
-        new = SessionConfig.from_wire(event.get("session"), self.state)
+    def _on_session_update(self, event: wc.SessionUpdate) -> None:
+        new = SessionConfig.from_wire(event.session, self.state)
         if self._audio_seen and new.input_format != self.state.input_format:
             a, b = self.state.input_format, new.input_format
             raise WireError(
@@ -290,8 +274,8 @@ class EmulatorSession:
         elif (
             self._vad is None or self._vad.rate != new.input_format.rate or self._vad_changed(turns)
         ):
-            floor = self._ms(self._buffer_start)
-            self._vad = EnergyVad.for_turns(new.input_format.rate, turns, self._samples_in)
+            floor = self._ms(self._input.start)
+            self._vad = EnergyVad.for_turns(new.input_format.rate, turns, self._input.samples_in)
             self._vad.reset(floor)
         if not self.config.ack_session_update:
             # the update took effect; the server just never says so
@@ -327,44 +311,12 @@ class EmulatorSession:
         assert self._vad is not None
         return not self._vad.matches(turns)
 
-    @property
-    def _samples_in(self) -> int:
-        """Input samples received in this session."""
-        return self._pcm_offset + len(self._pcm) // 2
-
-    def _input(self, start: int, end: int) -> bytes:
-        """Input samples [start, end) (session sample indexes) as pcm16 bytes."""
-        lo, hi = start - self._pcm_offset, end - self._pcm_offset
-        return bytes(self._pcm[2 * max(lo, 0) : 2 * max(hi, 0)])
-
-    def _drop_input_before(self, sample: int) -> None:
-        # committed audio is never read again: keep memory flat in long sessions
-        cut = sample - self._pcm_offset
-        if cut > 0:
-            del self._pcm[: 2 * cut]
-            self._pcm_offset = sample
-
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.state.input_format.rate
 
-    def _on_input_audio_buffer_append(self, event: Json) -> None:
-        audio = event.get("audio")
+    def _on_input_audio_buffer_append(self, event: wc.InputAudioBufferAppend) -> None:
+        data = event.audio
         fmt = self.state.input_format
-        try:
-            if not isinstance(audio, str):
-                raise ValueError
-            data = base64.b64decode(audio, validate=True)
-            if fmt.encoding == "pcm16" and len(data) % 2:
-                raise ValueError
-        except (binascii.Error, ValueError):
-            what = "mono PCM16" if fmt.encoding == "pcm16" else f"mono {fmt.encoding}"
-            raise WireError(
-                "invalid_value",
-                f"Invalid 'audio'. Expected base64-encoded audio bytes ({what} at "
-                f"{fmt.rate // 1000 if fmt.rate % 1000 == 0 else fmt.rate / 1000}kHz) but got an "
-                "invalid value.",
-                "audio",
-            ) from None
         if not self.configured and self.config.audio_before_session_updated == "error":
             raise WireError(
                 "audio_before_session_updated",
@@ -375,7 +327,7 @@ class EmulatorSession:
             )
         self._audio_seen = True
         pcm = g711.decode(data, fmt.encoding)
-        self._pcm += pcm
+        self._input.append(pcm)
         if self._vad is None or self._turns is None:
             return
         for ev in self._vad.feed(np.frombuffer(pcm, dtype="<i2")):
@@ -405,19 +357,18 @@ class EmulatorSession:
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": ev.ms, "item_id": item_id}
         )
         rate = self.state.input_format.rate
-        start = self._buffer_start
-        end = min(self._samples_in, ev.ms * rate // 1000)
+        start = self._input.start
+        end = min(self._input.samples_in, ev.ms * rate // 1000)
         speech_end = min(end, ev.speech_end_ms * rate // 1000)
         # the utterance starts where speech_started said (prefix padding included)
         started = max(start, self._speech_start_ms * rate // 1000)
-        self._commit(item_id, self._input(started, speech_end), end)
+        self._commit(item_id, self._input.samples(started, speech_end), end)
         turns = self._turns
         if turns is not None and turns.create_response and self._response is None:
             self._start_response()
 
     def _commit(self, item_id: str, pcm: bytes, end_sample: int) -> None:
-        self._buffer_start = end_sample
-        self._drop_input_before(end_sample)
+        self._input.restart_at(end_sample)
         if self._vad is not None:
             self._vad.reset(self._ms(end_sample))
         self._turn += 1
@@ -474,7 +425,7 @@ class EmulatorSession:
                 {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
             )
 
-    def _on_input_audio_buffer_commit(self, event: Json) -> None:
+    def _on_input_audio_buffer_commit(self, event: wc.InputAudioBufferCommit) -> None:
         if self.codec.commit_needs_manual_turns and self._turns is not None:
             raise WireError(
                 "invalid_request",
@@ -482,7 +433,7 @@ class EmulatorSession:
                 "type",
             )
         rate = self.state.input_format.rate
-        start, end = self._buffer_start, self._samples_in
+        start, end = self._input.start, self._input.samples_in
         ms = (end - start) * 1000 / rate
         if ms < 100:
             raise WireError(
@@ -490,20 +441,17 @@ class EmulatorSession:
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms "
                 f"of audio, but buffer only has {ms:.2f}ms of audio.",
             )
-        self._commit(self._id("item"), self._input(start, end), end)
+        self._commit(self._id("item"), self._input.samples(start, end), end)
 
-    def _on_input_audio_buffer_clear(self, event: Json) -> None:
-        self._buffer_start = self._samples_in
-        self._drop_input_before(self._buffer_start)
+    def _on_input_audio_buffer_clear(self, event: wc.InputAudioBufferClear) -> None:
+        self._input.restart_at(self._input.samples_in)
         self._vad_item = None
         if self._vad is not None:
-            self._vad.reset(self._ms(self._buffer_start))
+            self._vad.reset(self._ms(self._input.start))
         self._emit({"type": "input_audio_buffer.cleared"})
 
-    def _on_conversation_item_create(self, event: Json) -> None:
-        item = event.get("item")
-        if not isinstance(item, Mapping):
-            raise missing_parameter("item")
+    def _on_conversation_item_create(self, event: wc.ConversationItemCreate) -> None:
+        item = event.item
         kind = item.get("type")
         types = self.codec.item_types
         if kind not in types:
@@ -556,30 +504,27 @@ class EmulatorSession:
             self._last_user_text = " ".join(texts)
             self._last_user_pcm = b""
 
-    def _on_conversation_item_retrieve(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_retrieve(self, event: wc.ConversationItemRetrieve) -> None:
+        item_id = event.item_id
         if item_id not in self._items:
             raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
         self._emit({"type": "conversation.item.retrieved", "item": self._items[item_id]})
 
-    def _on_conversation_item_delete(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_delete(self, event: wc.ConversationItemDelete) -> None:
+        item_id = event.item_id
         if item_id not in self._items:
             raise WireError("invalid_value", f"Item with item_id not found: {item_id}", "item_id")
         del self._items[item_id]
         self._emit({"type": "conversation.item.deleted", "item_id": item_id})
 
-    def _on_conversation_item_truncate(self, event: Json) -> None:
-        item_id = event.get("item_id")
+    def _on_conversation_item_truncate(self, event: wc.ConversationItemTruncate) -> None:
+        item_id, end = event.item_id, event.audio_end_ms
         if item_id not in self._audio_ms:
             raise WireError(
                 "invalid_value",
                 f"Item with item_id not found or has no assistant audio: {item_id}",
                 "item_id",
             )
-        end = event.get("audio_end_ms")
-        if not isinstance(end, int) or isinstance(end, bool) or end < 0:
-            raise bad_value("audio_end_ms", end)
         have = self._audio_ms[item_id]
         if end > have:
             raise WireError(
@@ -587,7 +532,7 @@ class EmulatorSession:
                 f"Audio content of {have}ms is shorter than requested audio_end_ms {end}ms",
                 "audio_end_ms",
             )
-        index = event.get("content_index", 0)
+        index = event.content_index
         self._emit(
             {
                 "type": "conversation.item.truncated",
@@ -597,26 +542,22 @@ class EmulatorSession:
             }
         )
 
-    def _on_response_cancel(self, event: Json) -> None:
-        wanted = event.get("response_id")
+    def _on_response_cancel(self, event: wc.ResponseCancel) -> None:
+        wanted = event.response_id
         if self._response is None or (wanted is not None and wanted != self._response.id):
             raise WireError(
                 "response_cancel_not_active", "Cancellation failed: no active response found"
             )
         self._cancel("client_cancelled")
 
-    def _on_response_create(self, event: Json) -> None:
+    def _on_response_create(self, event: wc.ResponseCreate) -> None:
         if self._response is not None:
             raise WireError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self._response.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        params = event.get("response") or {}
-        if not isinstance(params, Mapping):
-            raise bad_value("response", params)
-        key = self.codec.response_modalities_key
-        mods = params.get(key)
+        mods = event.response.get(self.codec.response_modalities_key)
         self._start_response(modalities=list(mods) if isinstance(mods, list) else None)
 
     # -- responses
@@ -658,10 +599,7 @@ class EmulatorSession:
             self._outputs = []
         else:
             text = self.config.reply_text.replace("{user}", self._last_user_text)
-        if "audio" in mods:
-            self._audio_message(resp, text, t)
-        else:
-            self._text_message(resp, text, t)
+        self._message(resp, text, t, audio="audio" in mods)
 
     def _response_obj(
         self, resp: _ServerResponse, status: str, details: Json | None, output: list[Json]
@@ -713,50 +651,104 @@ class EmulatorSession:
             "content": [part] if part else [],
         }
 
-    def _audio_message(
+    def _item_added(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
+        self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": resp.id,
+                "output_index": index,
+                "item": item,
+            },
+            at=at,
+            response_id=resp.id,
+            on_release=self._released(resp, "response.output_item.added", item),
+        )
+
+    def _item_done(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
+        self._items[item["id"]] = item
+        self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": resp.id,
+                "output_index": index,
+                "item": item,
+            },
+            at=at,
+            response_id=resp.id,
+            on_release=self._released(resp, "response.output_item.done", item),
+        )
+
+    def _response_done(self, resp: _ServerResponse, output: list[Json], at: float) -> None:
+        self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_obj(resp, "completed", None, output),
+            },
+            at=at,
+            response_id=resp.id,
+            on_release=self._finish(resp),
+        )
+
+    def _message(
         self,
         resp: _ServerResponse,
         text: str,
         t: float,
         *,
+        audio: bool,
         index: int = 0,
-        before: list[Json] | None = None,
+        before: Sequence[Json] = (),
     ) -> None:
-        """An audio message item at ``output_index`` ``index``, then ``response.done`` (whose
-        output lists ``before``, the items already sent in this response, then this one)."""
+        """An assistant message item at ``output_index`` ``index`` (spoken with the reply audio,
+        or text only), then ``response.done`` (whose output lists ``before``, the items already
+        sent in this response, then this one)."""
         rid = resp.id
         item_id = self._id("item")
+        base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
+        self._item_added(resp, index, self._message_item(item_id, "in_progress", {}), t)
+        empty = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        self._emit(
+            {"type": "response.content_part.added", **base, "part": empty}, at=t, response_id=rid
+        )
+        if audio:
+            end = self._speak(resp, base, text, t)
+            part = {"type": "audio", "transcript": text}
+            kind = self.codec.audio_part
+            done_events = [
+                {"type": self._name("response.output_audio.done"), **base},
+                {
+                    "type": self._name("response.output_audio_transcript.done"),
+                    **base,
+                    "transcript": text,
+                },
+            ]
+        else:
+            end = t
+            for piece in re.findall(r"\s*\S+", text) or [text]:
+                delta = {"type": self._name("response.output_text.delta"), **base, "delta": piece}
+                self._emit(delta, at=t, response_id=rid)
+            part = {"type": "text", "text": text}
+            kind = self.codec.text_part
+            done_events = [{"type": self._name("response.output_text.done"), **base, "text": text}]
+        done_events.append({"type": "response.content_part.done", **base, "part": part})
+        for event in done_events:
+            self._emit(event, at=end, response_id=rid)
+        done = self._message_item(item_id, "completed", {**part, "type": kind})
+        self._item_done(resp, index, done, end)
+        self._response_done(resp, [*before, done], end)
+
+    def _speak(self, resp: _ServerResponse, base: Json, text: str, t: float) -> float:
+        """The reply audio and its transcript as deltas from ``t`` on, paced; returns the due
+        time of the last one."""
+        rid, item_id = resp.id, base["item_id"]
         self._audio_ms[item_id] = 0
         pcm, rate = self._audio_reply()
-        audio = to_output(pcm, rate, self.state.output_format)
         out = self.state.output_format
+        audio = to_output(pcm, rate, out)
         width = 2 if out.encoding == "pcm16" else 1
         step = out.rate * self.config.chunk_ms // 1000 * width
         chunks = [audio[i : i + step] for i in range(0, len(audio), step)] or [b""]
         pieces = split_text(text, len(chunks))
-        item_part = self.codec.audio_part
-        added = self._message_item(item_id, "in_progress", {})
-        base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-        self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": rid,
-                "output_index": index,
-                "item": added,
-            },
-            at=t,
-            response_id=rid,
-            on_release=self._released(resp, "response.output_item.added", added),
-        )
-        self._emit(
-            {
-                "type": "response.content_part.added",
-                **base,
-                "part": {"type": "audio", "transcript": ""},
-            },
-            at=t,
-            response_id=rid,
-        )
         period = self.config.chunk_ms / 1000 * self.config.pace
         for i, (chunk, piece) in enumerate(zip(chunks, pieces, strict=True)):
             at = t + i * period
@@ -786,109 +778,7 @@ class EmulatorSession:
                     at=at,
                     response_id=rid,
                 )
-        end = t + (len(chunks) - 1) * period
-        part = {"type": "audio", "transcript": text}
-        done = self._message_item(item_id, "completed", {**part, "type": item_part})
-        self._emit(
-            {"type": self._name("response.output_audio.done"), **base}, at=end, response_id=rid
-        )
-        self._emit(
-            {
-                "type": self._name("response.output_audio_transcript.done"),
-                **base,
-                "transcript": text,
-            },
-            at=end,
-            response_id=rid,
-        )
-        self._emit(
-            {"type": "response.content_part.done", **base, "part": part}, at=end, response_id=rid
-        )
-        self._emit(
-            {
-                "type": "response.output_item.done",
-                "response_id": rid,
-                "output_index": index,
-                "item": done,
-            },
-            at=end,
-            response_id=rid,
-            on_release=self._released(resp, "response.output_item.done", done),
-        )
-        self._items[item_id] = done
-        self._emit(
-            {
-                "type": "response.done",
-                "response": self._response_obj(resp, "completed", None, [*(before or ()), done]),
-            },
-            at=end,
-            response_id=rid,
-            on_release=self._finish(resp),
-        )
-
-    def _text_message(self, resp: _ServerResponse, text: str, t: float) -> None:
-        rid = resp.id
-        item_id = self._id("item")
-        item_part = self.codec.text_part
-        added = self._message_item(item_id, "in_progress", {})
-        base = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-        self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": rid,
-                "output_index": 0,
-                "item": added,
-            },
-            at=t,
-            response_id=rid,
-            on_release=self._released(resp, "response.output_item.added", added),
-        )
-        self._emit(
-            {
-                "type": "response.content_part.added",
-                **base,
-                "part": {"type": "text", "text": ""},
-            },
-            at=t,
-            response_id=rid,
-        )
-        for piece in re.findall(r"\s*\S+", text) or [text]:
-            self._emit(
-                {"type": self._name("response.output_text.delta"), **base, "delta": piece},
-                at=t,
-                response_id=rid,
-            )
-        part = {"type": "text", "text": text}
-        done = self._message_item(item_id, "completed", {**part, "type": item_part})
-        self._emit(
-            {"type": self._name("response.output_text.done"), **base, "text": text},
-            at=t,
-            response_id=rid,
-        )
-        self._emit(
-            {"type": "response.content_part.done", **base, "part": part}, at=t, response_id=rid
-        )
-        self._emit(
-            {
-                "type": "response.output_item.done",
-                "response_id": rid,
-                "output_index": 0,
-                "item": done,
-            },
-            at=t,
-            response_id=rid,
-            on_release=self._released(resp, "response.output_item.done", done),
-        )
-        self._items[item_id] = done
-        self._emit(
-            {
-                "type": "response.done",
-                "response": self._response_obj(resp, "completed", None, [done]),
-            },
-            at=t,
-            response_id=rid,
-            on_release=self._finish(resp),
-        )
+        return t + (len(chunks) - 1) * period
 
     def _function_calls(
         self, resp: _ServerResponse, script: list[ToolCallScript], t: float
@@ -914,17 +804,7 @@ class EmulatorSession:
                 "output_index": index,
                 "call_id": call_id,
             }
-            self._emit(
-                {
-                    "type": "response.output_item.added",
-                    "response_id": rid,
-                    "output_index": index,
-                    "item": item,
-                },
-                at=t,
-                response_id=rid,
-                on_release=self._released(resp, "response.output_item.added", item),
-            )
+            self._item_added(resp, index, item, t)
             for _ in range(self.config.function_call_item_added):
                 self._emit(
                     {
@@ -954,38 +834,19 @@ class EmulatorSession:
                 response_id=rid,
             )
             done = {**item, "status": "completed", "arguments": args}
-            self._items[item_id] = done
             done_items.append(done)
-            self._emit(
-                {
-                    "type": "response.output_item.done",
-                    "response_id": rid,
-                    "output_index": index,
-                    "item": done,
-                },
-                at=t,
-                response_id=rid,
-                on_release=self._released(resp, "response.output_item.done", done),
-            )
+            self._item_done(resp, index, done, t)
         say = " ".join(c.say for c in script if c.say)
         if say and "audio" in self._modalities:
-            self._audio_message(resp, say, t, index=len(script), before=done_items)
+            self._message(resp, say, t, audio=True, index=len(script), before=done_items)
             return
-        self._emit(
-            {
-                "type": "response.done",
-                "response": self._response_obj(resp, "completed", None, done_items),
-            },
-            at=t,
-            response_id=rid,
-            on_release=self._finish(resp),
-        )
+        self._response_done(resp, done_items, t)
 
     def _cancel(self, reason: str) -> None:
         resp = self._response
         assert resp is not None
         self._response = None
-        self._queue = [o for o in self._queue if o.response_id != resp.id]
+        self._outbox.drop_response(resp.id)
         output: list[Json] = []
         for index, item in enumerate(resp.items):
             if item["type"] == "message":

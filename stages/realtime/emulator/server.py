@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from pipeline.clock import Clock, RealClock
+from pipeline.tasks import StageTasks
 
 from ..wire import Dialect
 from .config import EmulatorConfig
@@ -181,21 +182,21 @@ class Emulator:
         session.open(self.clock.now())
         wake = asyncio.Event()
         wake.set()
-        writer = asyncio.create_task(self._writer(ws, conn, wake))
         try:
-            async for message in ws:
-                session.receive(message, self.clock.now())
-                # what is due now goes out before the next message is read, so a client that
-                # sends faster than real time still sees a pace-0 response complete
-                if not await self._flush(ws, conn):
-                    break
-                wake.set()
+            # the writer sends what falls due between client messages; leaving the block
+            # cancels it and waits for it
+            async with StageTasks[None]() as tasks:
+                tasks.start(self._writer(ws, conn, wake), name=f"emulator writer {conn.index}")
+                async for message in ws:
+                    session.receive(message, self.clock.now())
+                    # what is due now goes out before the next message is read, so a client
+                    # that sends faster than real time still sees a pace-0 response complete
+                    if not await self._flush(ws, conn):
+                        break
+                    wake.set()
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await writer
             conn.closed = True
             self._notify()
             log.info("emulator.disconnect", connection=conn.index, code=ws.close_code)
@@ -231,6 +232,12 @@ class Emulator:
         return True
 
     async def _writer(
+        self, ws: ServerConnection, conn: EmulatorConnection, wake: asyncio.Event
+    ) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._write(ws, conn, wake)
+
+    async def _write(
         self, ws: ServerConnection, conn: EmulatorConnection, wake: asyncio.Event
     ) -> None:
         while True:

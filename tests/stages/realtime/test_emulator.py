@@ -1244,32 +1244,34 @@ def test_protocol_core_against_emulator(dialect: str, model: str) -> None:
                 while not any(isinstance(e, kind) for e in got):
                     got += proto.receive(json.dumps(await c.recv()))
                     await flush()
-                assert not [e for e in got if isinstance(e, p.ServerError)], got
+                assert not [e for e in got if isinstance(e, p.ErrorEvent)], got
                 return got
 
             proto.connection_made()
             await flush()
-            await until(p.SessionReady)
+            await until(p.SessionReadyEvent)
             codes = g711.encode_ulaw(tone(8000, 300).tobytes())
             for i in range(0, len(codes), 160):
                 proto.append_audio(codes[i : i + 160])
             proto.user_turn_ended()
             await flush()
-            got = await until(p.ResponseDone)
-            audio = b"".join(e.data for e in got if isinstance(e, p.AudioDelta))
+            got = await until(p.ResponseDoneEvent)
+            audio = b"".join(e.data for e in got if isinstance(e, p.AudioDeltaEvent))
             assert audio == codes
             assert got[-1].status == "completed"
             proto.send_text("what time is it?")
             await flush()
-            got = await until(p.FunctionCallDone)
-            call = next(e for e in got if isinstance(e, p.FunctionCallDone))
+            got = await until(p.FunctionCallDoneEvent)
+            call = next(e for e in got if isinstance(e, p.FunctionCallDoneEvent))
             assert (call.name, call.arguments) == ("get_time", '{"tz":"UTC"}')
-            got = await until(p.ResponseDone)
+            got = await until(p.ResponseDoneEvent)
             proto.tool_output(call.call_id, "12:00")
             await flush()
-            got = await until(p.ResponseDone)
+            got = await until(p.ResponseDoneEvent)
             said = [
-                e.text for e in got if isinstance(e, p.TranscriptDone) and e.role == "assistant"
+                e.text
+                for e in got
+                if isinstance(e, p.TranscriptDoneEvent) and e.role == "assistant"
             ]
             assert said == ["get_time says: 12:00"]
             assert emu.connections[0].dialect == dialect

@@ -195,3 +195,32 @@ def test_openai_sdk_beta_client() -> None:
             assert emu.connections[0].headers["OpenAI-Beta"] == "realtime=v1"
 
     run(go())
+
+
+def test_openai_sdk_ga_client_against_the_default_settings() -> None:
+    """The emulator as ``pipeline emulator`` starts it (no dialect given) takes the GA client:
+    it picks the dialect per connection, and GA's ``session.type`` is no unknown parameter."""
+    strict = pydantic.TypeAdapter(RealtimeServerEvent)
+
+    async def go() -> None:
+        async with run_emulator(EmulatorConfig()) as emu:
+            client = client_for(emu.port)
+            async with client.realtime.connect(model="gpt-realtime") as conn:
+                await collect(conn, "conversation.created", strict)
+                await conn.session.update(session={"type": "realtime", "instructions": "Hi."})
+                (updated,) = await collect(conn, "session.updated", strict)
+                assert updated.session.type == "realtime"
+                await conn.conversation.item.create(
+                    item={
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "Hello"}],
+                    }
+                )
+                await conn.response.create()
+                events = await collect(conn, "response.done", strict)
+                (said,) = [e for e in events if e.type == "response.output_audio_transcript.done"]
+                assert said.transcript == "You said: Hello"
+            assert emu.connections[0].dialect == "openai"
+
+    run(go())

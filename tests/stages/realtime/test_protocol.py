@@ -338,7 +338,7 @@ def test_rate_limits_are_tolerated_and_never_waited_for() -> None:
     proto.receive(FIXTURES["session.updated.xai"])
     assert proto.ready  # no rate_limits.updated needed
     (out,) = proto.receive(FIXTURES["rate_limits.updated"])
-    assert isinstance(out, p.RateLimits)
+    assert isinstance(out, p.RateLimitsEvent)
     assert [x["name"] for x in out.limits] == ["requests", "tokens"]
     assert proto.state == "ready"
 
@@ -494,7 +494,7 @@ def test_sync_barrier_refused_still_counts_as_handled() -> None:
 def test_session_ready_reads_formats_xai() -> None:
     proto = p.RealtimeProtocol(p.SessionConfig())
     (out,) = proto.receive(FIXTURES["session.updated.xai"])
-    assert out == p.SessionReady(
+    assert out == p.SessionReadyEvent(
         FIXTURES["session.updated.xai"]["session"],
         AudioFormat("pcm16", 16000),
         AudioFormat("pcm16", 24000),
@@ -503,7 +503,7 @@ def test_session_ready_reads_formats_xai() -> None:
 
 def test_session_ready_reads_formats_beta() -> None:
     (out,) = p.RealtimeProtocol(p.SessionConfig()).receive(FIXTURES["session.updated.beta"])
-    assert isinstance(out, p.SessionReady)
+    assert isinstance(out, p.SessionReadyEvent)
     assert (out.input_format, out.output_format) == (
         AudioFormat("pcm16", 24000),
         AudioFormat("pcmu", 8000),
@@ -514,15 +514,15 @@ def test_session_and_conversation_created() -> None:
     proto = p.RealtimeProtocol(p.SessionConfig())
     (a,) = proto.receive(FIXTURES["session.created"])
     (b,) = proto.receive(FIXTURES["conversation.created"])
-    assert isinstance(a, p.SessionCreated) and a.session["voice"] == "xai_ara"
-    assert isinstance(b, p.SessionCreated)
+    assert isinstance(a, p.SessionCreatedEvent) and a.session["voice"] == "xai_ara"
+    assert isinstance(b, p.SessionCreatedEvent)
 
 
 @pytest.mark.parametrize("name", ["response.output_audio.delta", "response.audio.delta"])
 def test_audio_delta_under_both_names(name: str) -> None:
     proto = ready_proto()
     (out,) = proto.receive(ev("output_audio.delta", type=name))
-    assert out == p.AudioDelta(b"\x00\x00\x01\x00\x02\x00\x03\x00", "resp_1", "item_2")
+    assert out == p.AudioDeltaEvent(b"\x00\x00\x01\x00\x02\x00\x03\x00", "resp_1", "item_2")
 
 
 @pytest.mark.parametrize(
@@ -530,42 +530,42 @@ def test_audio_delta_under_both_names(name: str) -> None:
 )
 def test_assistant_transcript_delta_under_both_names(name: str) -> None:
     (out,) = ready_proto().receive(ev("output_audio_transcript.delta", type=name))
-    assert out == p.TranscriptDelta("assistant", "It's sunny", "item_2", "resp_1")
+    assert out == p.TranscriptDeltaEvent("assistant", "It's sunny", "item_2", "resp_1")
 
 
 @pytest.mark.parametrize("name", ["response.text.delta", "response.output_text.delta"])
 def test_text_delta_under_both_names(name: str) -> None:
     (out,) = ready_proto().receive(ev("text.delta", type=name))
-    assert out == p.TranscriptDelta("assistant", "Hi", "item_2", "resp_1")
+    assert out == p.TranscriptDeltaEvent("assistant", "Hi", "item_2", "resp_1")
 
 
 def test_transcript_done_and_text_done() -> None:
     proto = ready_proto()
     (a,) = proto.receive(FIXTURES["output_audio_transcript.done"])
     (b,) = proto.receive(FIXTURES["text.done"])
-    assert a == p.TranscriptDone("assistant", "It's sunny in Paris.", "item_2", "resp_1")
-    assert b == p.TranscriptDone("assistant", "Hi there", "item_2", "resp_1")
+    assert a == p.TranscriptDoneEvent("assistant", "It's sunny in Paris.", "item_2", "resp_1")
+    assert b == p.TranscriptDoneEvent("assistant", "Hi there", "item_2", "resp_1")
 
 
 def test_item_created_beta_name_is_item_added() -> None:
     item = ev("item.added.user", type="conversation.item.created")
     item["item"]["content"][0]["transcript"] = "hello"
-    assert ready_proto().receive(item) == [p.TranscriptDone("user", "hello", "item_1")]
+    assert ready_proto().receive(item) == [p.TranscriptDoneEvent("user", "hello", "item_1")]
 
 
 def test_speech_started_and_stopped() -> None:
     proto = ready_proto()
-    assert proto.receive(FIXTURES["speech_started"]) == [p.SpeechStarted(1020, "item_1")]
-    assert proto.receive(FIXTURES["speech_stopped"]) == [p.SpeechStopped(2310, "item_1")]
-    assert proto.receive(FIXTURES["committed"]) == [p.InputCommitted("item_1")]
+    assert proto.receive(FIXTURES["speech_started"]) == [p.SpeechStartedEvent(1020, "item_1")]
+    assert proto.receive(FIXTURES["speech_stopped"]) == [p.SpeechStoppedEvent(2310, "item_1")]
+    assert proto.receive(FIXTURES["committed"]) == [p.InputCommittedEvent("item_1")]
 
 
 def test_response_lifecycle_events() -> None:
     proto = ready_proto()
-    assert proto.receive(FIXTURES["response.created"]) == [p.ResponseCreated("resp_1")]
+    assert proto.receive(FIXTURES["response.created"]) == [p.ResponseCreatedEvent("resp_1")]
     assert proto.active_response == "resp_1"
     assert proto.receive(FIXTURES["response.done.cancelled"]) == [
-        p.ResponseDone("resp_1", "cancelled", "turn_detected")
+        p.ResponseDoneEvent("resp_1", "cancelled", "turn_detected")
     ]
     assert proto.active_response is None
 
@@ -573,11 +573,11 @@ def test_response_lifecycle_events() -> None:
 def test_response_done_with_usage_top_level_or_missing() -> None:
     msg = ev("response.done")
     del msg["response"]["usage"]
-    assert ready_proto().receive(msg) == [p.ResponseDone("resp_1", "completed")]
+    assert ready_proto().receive(msg) == [p.ResponseDoneEvent("resp_1", "completed")]
 
 
 def test_truncated() -> None:
-    assert ready_proto().receive(FIXTURES["item.truncated"]) == [p.Truncated("item_2", 1500)]
+    assert ready_proto().receive(FIXTURES["item.truncated"]) == [p.TruncatedEvent("item_2", 1500)]
 
 
 @pytest.mark.parametrize(
@@ -599,13 +599,13 @@ def test_truncated() -> None:
 def test_informational_and_unknown_events_are_ignored(name: str) -> None:
     proto = ready_proto()
     out = proto.receive(FIXTURES[name])
-    assert len(out) == 1 and isinstance(out[0], p.Ignored)
+    assert len(out) == 1 and isinstance(out[0], p.IgnoredEvent)
     assert proto.state == "ready"
     assert sent(proto) == []
 
 
 def test_ping_is_ignored_by_name() -> None:
-    assert ready_proto().receive(FIXTURES["ping"]) == [p.Ignored("ping")]
+    assert ready_proto().receive(FIXTURES["ping"]) == [p.IgnoredEvent("ping")]
 
 
 @pytest.mark.parametrize(
@@ -621,21 +621,21 @@ def test_ping_is_ignored_by_name() -> None:
 def test_malformed_messages_do_not_raise(message: str | bytes, reason: str) -> None:
     proto = ready_proto()
     (out,) = proto.receive(message)
-    assert isinstance(out, p.Malformed) and reason in out.reason
+    assert isinstance(out, p.MalformedEvent) and reason in out.reason
     assert proto.state == "ready"
 
 
 def test_bad_base64_audio_is_malformed() -> None:
     proto = ready_proto()
     (out,) = proto.receive(ev("output_audio.delta", delta="**not base64**"))
-    assert isinstance(out, p.Malformed) and "response.output_audio.delta" in out.reason
+    assert isinstance(out, p.MalformedEvent) and "response.output_audio.delta" in out.reason
 
 
 def test_missing_field_is_malformed_not_a_crash() -> None:
     msg = ev("function_call_arguments.done")
     del msg["call_id"]
     (out,) = ready_proto().receive(msg)
-    assert isinstance(out, p.Malformed)
+    assert isinstance(out, p.MalformedEvent)
 
 
 def test_text_and_dict_give_the_same_events() -> None:
@@ -649,7 +649,7 @@ def test_text_and_dict_give_the_same_events() -> None:
 
 def test_nested_error() -> None:
     (out,) = ready_proto().receive(FIXTURES["error.nested"])
-    assert out == p.ServerError(
+    assert out == p.ErrorEvent(
         "invalid_value", "Invalid value", "invalid_request_error", "session.voice"
     )
     assert not out.fatal and not out.benign
@@ -657,7 +657,7 @@ def test_nested_error() -> None:
 
 def test_flat_error() -> None:
     (out,) = ready_proto().receive(FIXTURES["error.flat"])
-    assert out == p.ServerError(
+    assert out == p.ErrorEvent(
         "internal_error",
         "ValueError",
         "",
@@ -676,17 +676,17 @@ def test_seed_error_shape_without_code() -> None:
 
 def test_benign_error() -> None:
     (out,) = ready_proto().receive(FIXTURES["error.cancel_not_active"])
-    assert isinstance(out, p.ServerError) and out.benign and not out.fatal
+    assert isinstance(out, p.ErrorEvent) and out.benign and not out.fatal
 
 
 def test_fatal_error() -> None:
     (out,) = ready_proto().receive(FIXTURES["error.invalid_api_key"])
-    assert isinstance(out, p.ServerError) and out.fatal
+    assert isinstance(out, p.ErrorEvent) and out.fatal
 
 
 def test_session_expired_is_not_fatal() -> None:
     (out,) = ready_proto().receive(FIXTURES["error.session_expired"])
-    assert isinstance(out, p.ServerError) and out.code == "session_expired" and not out.fatal
+    assert isinstance(out, p.ErrorEvent) and out.code == "session_expired" and not out.fatal
 
 
 def test_error_with_string_error_field() -> None:
@@ -699,28 +699,28 @@ def test_error_with_string_error_field() -> None:
 
 def test_user_transcript_final() -> None:
     assert ready_proto().receive(FIXTURES["transcription.completed"]) == [
-        p.TranscriptDone("user", "what's the weather", "item_1")
+        p.TranscriptDoneEvent("user", "what's the weather", "item_1")
     ]
 
 
 def test_xai_cumulative_partials_become_deltas() -> None:
     proto = ready_proto()
     partial = ev("transcription.completed", status="in_progress", transcript="what's")
-    assert proto.receive(partial) == [p.TranscriptDelta("user", "what's", "item_1")]
+    assert proto.receive(partial) == [p.TranscriptDeltaEvent("user", "what's", "item_1")]
     partial["transcript"] = "what's the"
-    assert proto.receive(partial) == [p.TranscriptDelta("user", " the", "item_1")]
+    assert proto.receive(partial) == [p.TranscriptDeltaEvent("user", " the", "item_1")]
     assert proto.receive(ev("transcription.completed", status="completed")) == [
-        p.TranscriptDone("user", "what's the weather", "item_1")
+        p.TranscriptDoneEvent("user", "what's the weather", "item_1")
     ]
 
 
 def test_updated_event_is_cumulative() -> None:
     proto = ready_proto()
     assert proto.receive(FIXTURES["transcription.updated"]) == [
-        p.TranscriptDelta("user", "what's the", "item_1")
+        p.TranscriptDeltaEvent("user", "what's the", "item_1")
     ]
     assert proto.receive(ev("transcription.updated", transcript="what's the weather")) == [
-        p.TranscriptDelta("user", " weather", "item_1")
+        p.TranscriptDeltaEvent("user", " weather", "item_1")
     ]
 
 
@@ -731,14 +731,14 @@ def test_openai_transcription_deltas() -> None:
         "item_id": "item_1",
         "delta": "what",
     }
-    assert proto.receive(msg) == [p.TranscriptDelta("user", "what", "item_1")]
+    assert proto.receive(msg) == [p.TranscriptDeltaEvent("user", "what", "item_1")]
 
 
 def test_user_transcript_in_item_and_event_is_reported_once() -> None:
     proto = ready_proto()
     item = ev("item.added.user")
     item["item"]["content"][0]["transcript"] = "what's the weather"
-    assert proto.receive(item) == [p.TranscriptDone("user", "what's the weather", "item_1")]
+    assert proto.receive(item) == [p.TranscriptDoneEvent("user", "what's the weather", "item_1")]
     assert proto.receive(FIXTURES["transcription.completed"]) == []
 
 
@@ -749,7 +749,7 @@ def test_transcription_failed_is_a_non_fatal_error() -> None:
         "error": {"type": "transcription_error", "message": "audio unreadable"},
     }
     (out,) = ready_proto().receive(msg)
-    assert out == p.ServerError("transcription_failed", "audio unreadable", "transcription_error")
+    assert out == p.ErrorEvent("transcription_failed", "audio unreadable", "transcription_error")
 
 
 # ----------------------------------------------------------------------------- function calls
@@ -758,10 +758,10 @@ def test_transcription_failed_is_a_non_fatal_error() -> None:
 def test_call_emitted_only_after_arguments_done() -> None:
     proto = ready_proto()
     responding(proto)
-    assert isinstance(proto.receive(FIXTURES["item.added.function_call"])[0], p.Ignored)
-    assert isinstance(proto.receive(FIXTURES["function_call_arguments.delta"])[0], p.Ignored)
+    assert isinstance(proto.receive(FIXTURES["item.added.function_call"])[0], p.IgnoredEvent)
+    assert isinstance(proto.receive(FIXTURES["function_call_arguments.delta"])[0], p.IgnoredEvent)
     assert proto.receive(FIXTURES["function_call_arguments.done"]) == [
-        p.FunctionCallDone("call_123", "get_weather", '{"city":"Paris"}', "resp_1", "item_3")
+        p.FunctionCallDoneEvent("call_123", "get_weather", '{"city":"Paris"}', "resp_1", "item_3")
     ]
     assert proto.pending_calls == ("call_123",)
 
@@ -791,8 +791,8 @@ def test_call_from_response_done_output_when_no_arguments_done() -> None:
     ]
     out = proto.receive(msg)
     assert out == [
-        p.FunctionCallDone("call_9", "f", "{}", "resp_1", "item_3"),
-        p.ResponseDone("resp_1", "completed", "", ("call_9",)),
+        p.FunctionCallDoneEvent("call_9", "f", "{}", "resp_1", "item_3"),
+        p.ResponseDoneEvent("resp_1", "completed", "", ("call_9",)),
     ]
 
 
@@ -804,7 +804,7 @@ def test_response_done_does_not_repeat_a_call_already_emitted() -> None:
     msg["response"]["output"] = [
         {"type": "function_call", "call_id": "call_123", "name": "get_weather"}
     ]
-    assert proto.receive(msg) == [p.ResponseDone("resp_1", "completed", "", ("call_123",))]
+    assert proto.receive(msg) == [p.ResponseDoneEvent("resp_1", "completed", "", ("call_123",))]
 
 
 def test_one_output_per_call_then_exactly_one_response_create() -> None:
@@ -974,7 +974,7 @@ def test_audio_deltas_round_trip_and_add_up(chunks: list[bytes]) -> None:
     got = b""
     for c in chunks:
         (out,) = proto.receive(ev("output_audio.delta", delta=base64.b64encode(c).decode()))
-        assert isinstance(out, p.AudioDelta)
+        assert isinstance(out, p.AudioDeltaEvent)
         got += out.data
     assert got == b"".join(chunks)
     assert proto.assistant_audio_ms("item_2") == len(got) * 1000 // (24000 * 2)

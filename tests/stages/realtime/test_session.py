@@ -3,8 +3,8 @@
 Two kinds of peer: a small scripted ``websockets.serve`` peer defined here (a test double for
 fault injection: closes mid-response, never acknowledges, malformed JSON, 401, flat errors), and
 the product emulator (``stages.realtime.emulator``) for end-to-end runs. No sleeps: waits are on
-events and frames; backoff runs on a VirtualClock. Real-time timeouts appear only as safety nets
-(and as the 0.2 s ``session_timeout_s`` of the slow-server test).
+events and frames; backoff, recycling and the session and response timeouts run on a
+VirtualClock. Real-time timeouts appear only as safety nets.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from pipeline.clock import RealClock, VirtualClock
+from pipeline.clock import VirtualClock
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -48,13 +48,8 @@ from pipeline.frames import (
 from pipeline.stage import PLAYED, Peer, Played, StageContext, spec_of
 from pipeline.testing import check_stage_async
 from stages.realtime import emulator
-from stages.realtime.session import (
-    AudioBatcher,
-    Playout,
-    _AudioOut,
-    realtime_session,
-    resolve_settings,
-)
+from stages.realtime.buffers import AudioBatcher, ReplyAudio, ReplyPlayout
+from stages.realtime.session import realtime_session, resolve_settings
 
 SECRET = "sk-TEST-do-not-leak-4242"
 _PEER_LOGGER = logging.getLogger("tests.scripted_peer")
@@ -849,11 +844,13 @@ async def test_slow_server_never_acknowledges() -> None:
         await conn.handshake()
 
     async with ScriptedPeer(mute).running() as peer:
-        run = Run(context(RealClock()), **params(peer.url, session_timeout_s=0.2))
+        clock = VirtualClock()
+        run = Run(context(clock), **params(peer.url, session_timeout_s=5))
         run.feed.put(pcm(20))
-        with pytest.raises(SessionRemoteError, match=r"no session\.updated from .* within 0\.2 s"):
+        with pytest.raises(SessionRemoteError, match=r"no session\.updated from .* within 5 s"):
             await run.rest()
     assert peer.sent_types() == ["session.update"]  # no audio was sent
+    assert clock.now() == 5.0  # virtual seconds: nothing waited for real
 
 
 @aio
@@ -972,12 +969,14 @@ async def test_end_of_input_gives_up_on_a_response_that_never_ends() -> None:
 
     async with ScriptedPeer(stuck).running() as peer:
         with structlog.testing.capture_logs() as logs:
-            run = Run(context(RealClock()), **params(peer.url, response_timeout_s=0.1))
+            clock = VirtualClock()
+            run = Run(context(clock), **params(peer.url, response_timeout_s=30))
             run.feed.put(Text("hi"))
             await run.until(ResponseStarted)
             run.feed.end()
             assert await run.rest() == []
     assert any("stopped waiting" in e["event"] for e in logs)
+    assert clock.now() == 30.0  # virtual seconds: nothing waited for real
 
 
 @aio
@@ -988,7 +987,7 @@ async def test_asked_to_stop_closes_without_waiting_for_the_response() -> None:
         await conn.send(type="response.created", response={"id": "resp_1"})
 
     async with ScriptedPeer(stuck).running() as peer:
-        ctx = context(RealClock())
+        ctx = context()
         run = Run(ctx, **params(peer.url))  # response_timeout_s: 30 s, not waited for
         run.feed.put(Text("hi"))
         await run.until(ResponseStarted)
@@ -1241,17 +1240,16 @@ def test_batcher_caps_a_long_gap() -> None:
     assert sum(len(d) for _, d in pieces) == (8000 + 160 + 160) * 2 - 320  # 1 s of silence, not 60
 
 
-@aio
-async def test_playout_interrupt_jumps_ahead_of_audio_and_drops_it() -> None:
-    out = Playout(AudioFormat("pcm16", 8000))
-    out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
-    out.put(_AudioOut(b"\x00\x00" * 800, "item_1", "r1"))
+def test_playout_interrupt_jumps_ahead_of_audio_and_drops_it() -> None:
+    out = ReplyPlayout(AudioFormat("pcm16", 8000))
+    out.put(ReplyAudio(b"\x00\x00" * 800, "item_1", "r1"))
+    out.put(ReplyAudio(b"\x00\x00" * 800, "item_1", "r1"))
     out.put(Transcript("assistant", "hi", True))
-    first = await out.get()
+    first = out.take()
     assert isinstance(first, Audio) and first.pts == 0.0
     assert out.interrupt(Interrupt(pts=out.pts, response_id="r1")) == 1
-    assert await out.get() == Transcript("assistant", "hi", True)  # queued before it
-    assert await out.get() == Interrupt(pts=0.1, response_id="r1")
+    assert out.take() == Transcript("assistant", "hi", True)  # queued before it
+    assert out.take() == Interrupt(pts=0.1, response_id="r1")
     assert not out.has_audio()
     assert out.heard_ms("item_1") == 100
     out.on_played(Played("sink", 0.04))
@@ -1261,20 +1259,19 @@ async def test_playout_interrupt_jumps_ahead_of_audio_and_drops_it() -> None:
     assert out.heard_ms("never_played") == 0
 
 
-@aio
-async def test_playout_interrupt_never_overtakes_a_queued_tool_call() -> None:
+def test_playout_interrupt_never_overtakes_a_queued_tool_call() -> None:
     """A tool call queued behind audio stays ahead of the interrupt (``on_interrupt: finish``
     runs calls the router saw before the interrupt); audio queued after it is dropped."""
-    out = Playout(AudioFormat("pcm16", 8000))
+    out = ReplyPlayout(AudioFormat("pcm16", 8000))
     call = ToolCall("call_1", "get_time", "{}", "r1")
-    out.put(_AudioOut(b"\x01\x00" * 80, "item_1", "r1"))
+    out.put(ReplyAudio(b"\x01\x00" * 80, "item_1", "r1"))
     out.put(call)
-    out.put(_AudioOut(b"\x02\x00" * 80, "item_1", "r1"))
+    out.put(ReplyAudio(b"\x02\x00" * 80, "item_1", "r1"))
     out.put(Transcript("assistant", "let me check", False))
-    out.put(_AudioOut(b"\x03\x00" * 80, "item_1", "r1"))
+    out.put(ReplyAudio(b"\x03\x00" * 80, "item_1", "r1"))
     assert out.interrupt(Interrupt(pts=0.0, response_id="r1")) == 3
     out.put(ResponseDone("r1", "cancelled"))
-    got = [await out.get() for _ in range(4)]
+    got = [out.take() for _ in range(4)]
     assert got == [
         call,
         Transcript("assistant", "let me check", False),

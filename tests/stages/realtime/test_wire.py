@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -167,3 +168,57 @@ def test_dialect_names() -> None:
     assert wire.normalize_dialect("Grok") == "xai"
     with pytest.raises(ValueError, match="use one of xai, openai, openai-beta"):
         wire.normalize_dialect("gemini")
+
+
+# ----------------------------------------------------------------------------- client events
+
+from stages.realtime.wire import client as wc  # noqa: E402
+
+client_events = st.one_of(
+    st.builds(wc.SessionUpdate, st.just({"voice": "ara"})),
+    st.builds(
+        wc.InputAudioBufferAppend, st.binary(max_size=64).map(lambda b: b[: len(b) // 2 * 2])
+    ),
+    st.just(wc.InputAudioBufferCommit()),
+    st.just(wc.InputAudioBufferClear()),
+    st.builds(wc.ConversationItemCreate, st.just({"type": "message", "role": "user"})),
+    st.builds(wc.ConversationItemTruncate, st.text(max_size=8), st.integers(0, 10**6)),
+    st.builds(wc.ConversationItemDelete, st.text(max_size=8)),
+    st.builds(wc.ResponseCreate, st.just({}) | st.just({"modalities": ["text"]})),
+    st.builds(wc.ResponseCancel, st.none() | st.text(max_size=8)),
+)
+
+
+@given(client_events)
+def test_client_events_encode_then_decode(event: wc.ClientEvent) -> None:
+    text = wc.encode(event, "c-1")
+    message = orjson.loads(text)
+    assert list(message)[:2] == ["type", "event_id"]
+    assert wc.decode(message, SessionConfig()) == event
+
+
+def test_client_event_bytes_on_the_wire() -> None:
+    assert wc.encode(wc.InputAudioBufferAppend(b"\x01\x02"), "c-7") == (
+        '{"type":"input_audio_buffer.append","event_id":"c-7","audio":"AQI="}'
+    )
+    assert wc.encode(wc.ConversationItemTruncate("item_1", 450), "c-8") == (
+        '{"type":"conversation.item.truncate","event_id":"c-8","item_id":"item_1",'
+        '"content_index":0,"audio_end_ms":450}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "fmt", "text"),
+    [
+        ({"audio": "AQ=="}, AudioFormat("pcm16", 16000), "(mono PCM16 at 16kHz)"),
+        ({"audio": "not base64!"}, AudioFormat("pcmu", 8000), "(mono pcmu at 8kHz)"),
+        ({"audio": 12}, AudioFormat("pcm16", 22050), "(mono PCM16 at 22.05kHz)"),
+    ],
+)
+def test_bad_audio_is_refused_naming_the_sessions_format(
+    message: dict[str, Any], fmt: AudioFormat, text: str
+) -> None:
+    with pytest.raises(WireError) as info:
+        wc.decode({"type": "input_audio_buffer.append", **message}, SessionConfig(input_format=fmt))
+    assert (info.value.code, info.value.param) == ("invalid_value", "audio")
+    assert text in info.value.message

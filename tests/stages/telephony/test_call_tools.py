@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from pipeline.cli import main as cli_main
 from pipeline.errors import ConfigError
@@ -186,8 +188,16 @@ def test_outbound_call_with_machine_detection() -> None:
     asyncio.run(main())
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """main() points structlog at this test's captured output: put the old set-up back."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
+
+
 def test_pipeline_call_refuses_bad_input(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
     base = [

@@ -275,7 +275,7 @@ def serve_subprocess(yaml_text: str, tmp: Path, *args: str) -> Iterator[tuple[An
     path = tmp / "p.yaml"
     path.write_text(yaml_text)
     cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()"]
-    cmd += ["--log-format", "json", "serve", str(path), "--port", "0", *args]
+    cmd += ["--log-format", "json", "serve", str(path), "--port", "0", "--workers", "1", *args]
     env = dict(os.environ)
     env.pop("PIPELINE_SERVE_TOKEN", None)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -448,27 +448,71 @@ def test_token_in_the_start_message_for_twilio(capsys: pytest.CaptureFixture[str
     assert "s3cret" not in logs and "nope" not in logs
 
 
-def test_tool_outcomes_and_reconnects_are_counted_from_the_logs() -> None:
-    from stages.telephony.serve import _CALL_METRICS, ServeMetrics, metrics_log_processor
+def test_figures_stages_report_reach_the_servers_registry() -> None:
+    from pipeline.metrics import Metric, StageMetrics
+    from stages.realtime.session import SESSION_RECONNECTS
+    from stages.telephony.serve import ServeMetrics
+    from stages.tools.router import TOOL_CALLS
 
     m = ServeMetrics()
-    token = _CALL_METRICS.set(m)
-    try:
-        for event in (
-            {"event": "tool call", "name": "get_time", "outcome": "ok"},
-            {"event": "tool call", "name": "get_time", "outcome": "timeout"},
-            {"event": "tool call", "name": "x", "call_id": "c1"},  # the debug line: no outcome
-            {"event": "session ready", "session": 1},
-            {"event": "session ready", "session": 2},  # a reconnect
-        ):
-            assert metrics_log_processor(None, "info", dict(event)) == event
-    finally:
-        _CALL_METRICS.reset(token)
-    metrics_log_processor(None, "info", {"event": "tool call", "outcome": "ok"})  # no call
+    router = StageMetrics(m, "tools")
+    router.count(TOOL_CALLS, outcome="ok")
+    router.count(TOOL_CALLS, outcome="timeout")
+    router.count(TOOL_CALLS, outcome="ok")
+    StageMetrics(m, "agent").count(SESSION_RECONNECTS)
+    custom = Metric("lookups", "Lookups a user's stage made", labels=("table",))
+    StageMetrics(m, "mine").count(custom, 3, table="orders")
+    wait = Metric("lookup_seconds", "Lookup time", kind="histogram")
+    StageMetrics(m, "mine").observe(wait, 0.004)
     text = m.text().decode()
-    assert 'pipeline_tool_calls_total{outcome="ok"} 1.0' in text
+    assert 'pipeline_tool_calls_total{outcome="ok"} 2.0' in text
     assert 'pipeline_tool_calls_total{outcome="timeout"} 1.0' in text
     assert "pipeline_session_reconnects_total 1.0" in text
+    assert 'pipeline_lookups_total{table="orders"} 3.0' in text
+    assert "pipeline_lookup_seconds_count 1.0" in text
+
+
+def test_tool_call_metrics_are_right_at_log_level_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A call whose model calls a tool, served with logging at warning (the tool router's
+    'tool call' lines are info, so none is written): /metrics still counts the call."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from benchmarks.callsim import caller_audio
+    from pipeline.report import setup_logging
+
+    wav = ROOT / "examples" / "caller_8k_ulaw.wav"
+    if not wav.exists():
+        pytest.skip(f"{wav} is absent")
+    audio = caller_audio(wav)[: 160 * 150]  # the first utterance (3 s)
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+    setup_logging("json", "warning")
+
+    async def main() -> str:
+        script = {"turn": 1, "name": "get_time", "arguments": {"city": "Paris"}}
+        config = emulator.EmulatorConfig(
+            reply="tone", tone_ms=200, chunk_ms=40, pace=0, tool_calls=(script,)
+        )
+        async with emulator.run_emulator(config) as emu:
+            p = phone_pipeline(emu.url, engine="energy", mode="annotate")
+            p.add("tools", "tool_router", tools=["examples.tools:get_time"])
+            p.link("agent", "tools", "agent")
+            async with run_server(p) as server:
+                rec = await run_call(server.url + "/media", audio, quiet_s=1.0, tail_s=10.0)
+                assert rec.errors == [] and rec.close_code == 1000
+                outputs = [
+                    e
+                    for e in emu.connections[0].received
+                    if e["type"] == "conversation.item.create"
+                    and e["item"]["type"] == "function_call_output"
+                ]
+                assert len(outputs) == 1 and "Paris" in outputs[0]["item"]["output"]
+                _, _, text = await http_get(server.port, "/metrics")
+                return text
+
+    text = asyncio.run(main())
+    assert 'pipeline_tool_calls_total{outcome="ok"} 1.0' in text
+    assert "tool call" not in capsys.readouterr().out  # nothing logged at info
 
 
 def test_the_phone_pipelines_in_the_docs_validate() -> None:

@@ -1,0 +1,92 @@
+"""``pipeline playground FILE [NAME]``: talk to a pipeline from a browser tab."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import webbrowser
+from typing import Any
+
+import structlog
+
+from pipeline.graph import Pipeline
+
+from .server import DEFAULT_TOKEN_ENV, PlaygroundServer, check_playground_pipeline, is_loopback
+
+log = structlog.get_logger("pipeline.playground")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``pipeline playground`` to the CLI."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "playground",
+        help="talk to a pipeline from a browser: one page, one pipeline per tab",
+        description="Serve a page at / that talks to a fresh copy of the pipeline for each "
+        "browser tab (its browser_source and browser_sink are the tab's microphone and "
+        "speaker). Open /?autostart=1 to start without a click.",
+    )
+    p.add_argument("file", help="the pipelines YAML file")
+    p.add_argument("name", nargs="?", help="pipeline name (default: the first)")
+    p.add_argument("--pipeline", dest="pipeline_name", help="pipeline name (same as NAME)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000; 0 picks a free one)")
+    p.add_argument(
+        "--token-env",
+        default=DEFAULT_TOKEN_ENV,
+        help=f"environment variable holding the token (default {DEFAULT_TOKEN_ENV}); required "
+        "on any host but loopback, where one is made up and printed in the page's URL if unset",
+    )
+    p.add_argument("--max-sessions", type=int, default=4, help="tabs connected at once (4)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
+    p.set_defaults(handler=cmd_playground)
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    """Exit 0 after SIGTERM, 130 after Ctrl-C, 2 for a bad pipeline or options."""
+    from pipeline.config import load
+
+    p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
+    check_playground_pipeline(p)
+    if args.max_sessions < 1:
+        print(f"error: --max-sessions must be at least 1, got {args.max_sessions}", file=sys.stderr)
+        return 2
+    token = os.environ.get(args.token_env) or None
+    if token is None and not is_loopback(args.host):
+        token = secrets.token_urlsafe(18)
+    return asyncio.run(_serve(p, args, token))
+
+
+async def _serve(p: Pipeline, args: argparse.Namespace, token: str | None) -> int:
+    server = PlaygroundServer(p, token=token, max_sessions=args.max_sessions)
+    try:
+        await server.start(args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    url = server.page_url()
+    print(f"pipeline playground: open {url}", file=sys.stderr, flush=True)
+    log.info("serving the playground", pipeline=p.name, auth="token" if token else "none")
+    if args.open:
+        webbrowser.open(url)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.close()
+    return 130 if got and got[0] == signal.SIGINT else 0

@@ -1,0 +1,121 @@
+"""Opening and closing the realtime service's WebSocket: the URL, the key, the headers, and what
+each way of failing means (retry, or give up with one line naming the endpoint and the fix).
+
+The API key is read from the environment when connecting and kept in a local variable only: it
+is never logged, put in an error, a repr, or a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.errors import ConfigError, SessionRemoteError
+
+from .settings import Settings
+
+#: How long a cancelled run waits for the close handshake before dropping the connection.
+CLOSE_GRACE_S = 0.2
+
+# websockets logs the handshake headers (the Authorization one included) at debug level: give
+# it a logger of its own that never says more than warnings.
+_WS_LOGGER = logging.getLogger("pipeline.realtime.websocket")
+_WS_LOGGER.setLevel(logging.WARNING)
+
+
+class Retry(Exception):
+    """A connection attempt failed in a way worth retrying."""
+
+
+def endpoint_of(url: str) -> str:
+    """The URL without its query, for messages."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def api_key(s: Settings) -> str:
+    """The key from ``s.api_key_env`` (the emulator takes any). Raises ConfigError if unset."""
+    key = os.environ.get(s.api_key_env, "").strip()
+    if not key and s.provider == "emulator":
+        key = "emulator"
+    if not key:
+        raise ConfigError(
+            f"environment variable {s.api_key_env} is not set (or blank); export your "
+            "API key in it (or name another variable with api_key_env)"
+        )
+    return key
+
+
+async def open_connection(s: Settings, url: str) -> Any:
+    """Connect to ``url`` with the key of ``s``. Raises ConfigError (bad URL, no key),
+    SessionRemoteError (the key or the request refused: retrying cannot help) or
+    :class:`Retry`."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+    endpoint = endpoint_of(url)
+    headers = {"Authorization": f"Bearer {api_key(s)}"}
+    if s.dialect == "openai-beta":
+        headers["OpenAI-Beta"] = "realtime=v1"
+    try:
+        return await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=s.connect_timeout_s,
+            max_size=None,
+            compression=None,
+            close_timeout=5.0,
+            logger=_WS_LOGGER,
+            user_agent_header="pipeline-realtime",
+        )
+    except InvalidURI:
+        raise ConfigError(f"parameter 'url': {endpoint!r} is not a ws:// or wss:// URL") from None
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise SessionRemoteError(
+                f"{endpoint} refused the API key from {s.api_key_env} "
+                f"(HTTP {status}); check that the key is valid and allowed to use the model",
+                code=str(status),
+            ) from None
+        if 400 <= status < 500 and status not in (408, 429):
+            raise SessionRemoteError(
+                f"{endpoint} refused the connection (HTTP {status}); check the url and the model",
+                code=str(status),
+            ) from None
+        raise Retry(f"HTTP {status}") from None
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise Retry(_reason(exc)) from None
+
+
+async def close_socket(ws: Any) -> None:
+    """Close the socket. When the run is being cancelled, do not wait out a peer that is not
+    reading (it may be blocked sending to us, and we stopped reading): a short grace, then
+    drop the connection."""
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        with contextlib.suppress(Exception):
+            await ws.close()
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await ws.close()
+    if ws.transport is not None and not ws.transport.is_closing():
+        ws.transport.abort()
+
+
+def close_info(exc: Any) -> tuple[int | None, str]:
+    """The close code and reason a ``ConnectionClosed`` carries (None: no close frame)."""
+    rcvd = getattr(exc, "rcvd", None)
+    if rcvd is not None:
+        return rcvd.code, rcvd.reason
+    return None, "no close frame"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,298 @@
+"""The ``realtime_session`` stage's parameters: checked, resolved into :class:`Settings`, and
+what the graph asks of the stage before running (its output format, every problem with its
+parameters, the tools it offers the model). No I/O beyond reading tool modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pydantic
+
+from pipeline.errors import ConfigError, FormatError
+from pipeline.frames import AudioFormat, Encoding
+from pipeline.stage import StageContext
+
+from . import protocol as p
+
+Provider = Literal["xai", "openai", "emulator"]
+FormatName = Literal[
+    "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The stage's parameters, checked and resolved (no secrets: the key is read at connect)."""
+
+    provider: Provider
+    url: str
+    api_key_env: str
+    session: p.SessionConfig
+    connect_timeout_s: float
+    ready_timeout_s: float
+    response_timeout_s: float
+    max_session_s: float | None
+    reconnect_attempts: int
+    emulator: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> p.Dialect:
+        return self.session.dialect
+
+    @property
+    def endpoint(self) -> str:
+        """The URL without its query, for messages."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _encoding(name: str, param: str) -> Encoding:
+    try:
+        return p.normalize_encoding(name)
+    except ValueError as exc:
+        raise ConfigError(f"parameter '{param}': {exc}") from None
+
+
+def _audio_format(name: str, rate: int | None, dialect: p.Dialect, which: str) -> AudioFormat:
+    enc = _encoding(name, f"{which}_format")
+    fixed = p.WIRE_FORMATS[enc].fixed_rate
+    fmt = AudioFormat(enc, rate if rate is not None else (fixed or p.DEFAULT_PCM_RATE))
+    try:
+        p.check_format(dialect, fmt)
+    except ValueError as exc:
+        raise FormatError(
+            f"has {which}_format/{which}_rate that the service cannot take: {exc}",
+            f"set {which}_rate to a rate the service takes",
+        ) from None
+    return fmt
+
+
+def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
+    name = dialect or (emulator.get("dialect") if provider == "emulator" else None) or provider
+    if name == "emulator":
+        name = "xai"
+    try:
+        return p.normalize_dialect(str(name))
+    except ValueError as exc:
+        raise ConfigError(f"parameter 'dialect': {exc}") from None
+
+
+def _turn_detection(value: str | Mapping[str, Any] | None) -> p.TurnDetection:
+    if value is None or value in ("none", "manual", "null", ""):
+        return p.TurnDetection(None)
+    if isinstance(value, str):
+        value = {"type": value}
+    allowed = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms"}
+    extra = set(value) - allowed
+    if extra:
+        raise ConfigError(
+            f"parameter 'turn_detection': unknown key(s) {', '.join(sorted(extra))}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    kind = value.get("type", "server_vad")
+    if kind in (None, "none", "manual"):
+        return p.TurnDetection(None)
+    if kind not in ("server_vad", "semantic_vad"):
+        raise ConfigError(
+            f"parameter 'turn_detection': unknown type {kind!r}; use server_vad or none"
+        )
+    threshold = value.get("threshold")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"parameter 'turn_detection': threshold {threshold} is not in 0..1")
+    return p.TurnDetection(
+        kind,
+        None if threshold is None else float(threshold),
+        _opt_int(value.get("prefix_padding_ms")),
+        _opt_int(value.get("silence_duration_ms")),
+    )
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def with_model(url: str, model: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "model"]
+    query.append(("model", model))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def resolve_settings(
+    params: Mapping[str, Any], tools: tuple[Mapping[str, Any], ...] = ()
+) -> Settings:
+    """Check the stage's parameters and resolve their defaults. Raises ConfigError/FormatError."""
+    provider: Provider = params.get("provider") or "xai"
+    emulator = dict(params.get("emulator") or {})
+    dialect = _dialect(provider, params.get("dialect"), emulator)
+    model = params.get("model") or p.DEFAULT_MODEL[dialect]
+    voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
+    transcription = params.get("transcription", True)
+    if transcription is True:
+        transcription = p.DEFAULT_TRANSCRIPTION_MODEL[dialect]  # "": the server's default
+    elif not transcription:
+        transcription = None
+    session = p.SessionConfig(
+        dialect=dialect,
+        model=model,
+        voice=voice,
+        instructions=params.get("instructions"),
+        input_format=_audio_format(
+            params.get("input_format") or "pcm16", params.get("input_rate"), dialect, "input"
+        ),
+        output_format=_audio_format(
+            params.get("output_format") or "pcm16", params.get("output_rate"), dialect, "output"
+        ),
+        turn_detection=_turn_detection(params.get("turn_detection", "server_vad")),
+        tools=tools,
+        transcription=transcription,
+    )
+    url = params.get("url") or ("" if provider == "emulator" else p.DEFAULT_URL[dialect])
+    for key in ("connect_timeout_s", "session_timeout_s", "response_timeout_s"):
+        value = params.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    max_s = params.get("max_session_s")
+    if max_s is not None and max_s <= 0:
+        raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    return Settings(
+        provider=provider,
+        url=with_model(url, model) if url else "",
+        api_key_env=params.get("api_key_env") or p.DEFAULT_API_KEY_ENV[dialect],
+        session=session,
+        connect_timeout_s=float(params.get("connect_timeout_s") or 10.0),
+        ready_timeout_s=float(params.get("session_timeout_s") or 5.0),
+        response_timeout_s=float(params.get("response_timeout_s") or 30.0),
+        max_session_s=max_s,
+        reconnect_attempts=int(params.get("reconnect_attempts", 5)),
+        emulator=emulator,
+    )
+
+
+def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
+    steps: list[str] = []
+    rate_in = incoming.rate
+    if incoming.encoding != "pcm16" and incoming.encoding != wanted.encoding:
+        steps.append("{type: g711_decode}")
+    if rate_in != wanted.rate:
+        steps.append(f"{{type: resample, rate: {wanted.rate}}}")
+    if wanted.encoding != "pcm16" and incoming.encoding != wanted.encoding:
+        law = "ulaw" if wanted.encoding == "pcmu" else "alaw"
+        steps.append(f"{{type: g711_encode, law: {law}}}")
+    if incoming.channels != 1:
+        return "feed it mono audio"
+    alt = (
+        f", or set input_rate: {incoming.rate}"
+        if incoming.encoding == wanted.encoding == "pcm16"
+        else ""
+    )
+    return f"add {' then '.join(steps)} before it{alt}"
+
+
+def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str = "") -> None:
+    """Raise FormatError if ``incoming`` audio is not the session's input format. The message
+    starts with ``where`` (e.g. ``stage 'agent'``); without it, with the verb, for the graph
+    to put the link and stage in front."""
+    if incoming != wanted:
+        subject = f"{where} gets" if where else "gets"
+        raise FormatError(
+            f"{subject} {incoming} audio; its input is {wanted} (input_format/input_rate)",
+            _fix_for(incoming, wanted),
+        )
+
+
+def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -> AudioFormat:
+    try:
+        s = resolve_settings(params)
+    except ConfigError as exc:
+        # before running, the graph names the stage and the file position itself
+        raise ValueError("; ".join(p.message for p in exc.problems)) from None
+    if input_format is not None:
+        check_input_format(input_format, s.session.input_format)
+    return s.session.output_format
+
+
+def linked_tools(ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
+    refs: list[Any] = []
+    seen: set[str] = set()
+    for peer in (*ctx.downstream, *ctx.upstream):
+        if peer.type == "tool_router" and peer.id not in seen:
+            seen.add(peer.id)
+            refs.extend(peer.params.get("tools") or ())
+    if not refs:
+        return ()
+    return tuple(_tool_schemas(refs, ctx))
+
+
+def _tool_schemas(refs: list[Any], ctx: StageContext) -> list[dict[str, Any]]:
+    from stages.tools import tool_schemas  # lazily: the tool router is optional
+
+    return tool_schemas(refs, base_dir=ctx.base_dir)
+
+
+def explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
+    out: list[Mapping[str, Any]] = []
+    refs = [t for t in tools if isinstance(t, str)]
+    schemas = iter(_tool_schemas(refs, ctx)) if refs else iter(())
+    for t in tools:
+        if isinstance(t, str):
+            out.append(next(schemas))
+        elif isinstance(t, Mapping):
+            out.append(dict(t))
+        else:
+            raise ConfigError(
+                f"parameter 'tools': {t!r} is neither a 'module:function' nor a tool definition"
+            )
+    return tuple(out)
+
+
+def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """Every problem with the parameters, before running (``pipeline validate``): the settings as
+    the stage resolves them, the URL, the retry count, the emulator settings and tool refs."""
+    problems: list[tuple[str, str]] = []
+
+    def strip(exc: Exception) -> str:
+        text = exc.message if isinstance(exc, FormatError) else str(exc)
+        if isinstance(exc, FormatError) and exc.fix:
+            text += f"; {exc.fix}"
+        return text.removeprefix("<pipeline>: ")
+
+    try:
+        resolve_settings(values)
+    except (ConfigError, FormatError) as exc:
+        text = strip(exc)
+        name = next((n for n in values if f"'{n}'" in text or text.startswith(n)), "")
+        problems.append((name, text))
+    url = values.get("url")
+    if url and not str(url).startswith(("ws://", "wss://")):
+        problems.append(("url", f"'url' must be a ws:// or wss:// address, got {url!r}"))
+    attempts = values.get("reconnect_attempts", 5)
+    if isinstance(attempts, int) and attempts < 0:
+        problems.append(
+            ("reconnect_attempts", f"'reconnect_attempts' must be 0 or more, got {attempts}")
+        )
+    emu = values.get("emulator")
+    if emu:
+        from .emulator import EmulatorConfig
+
+        try:
+            EmulatorConfig(**dict(emu))
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(x) for x in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    text = f"'emulator' has no setting '{where}'; see docs/realtime-emulator.md"
+                else:
+                    text = f"'emulator.{where}': {err['msg']}, got {err.get('input')!r}"
+                problems.append(("emulator", text))
+    refs = [t for t in values.get("tools") or [] if isinstance(t, str)]
+    if refs:
+        from stages.tools import check_tools
+
+        problems += [("tools", msg) for msg in check_tools({"tools": refs}, base_dir=base_dir)]
+    return problems

@@ -1,0 +1,263 @@
+"""mic_source, speaker_sink and ``pipeline devices``: the choosing and the player without a
+sound card, then everything on a virtual one.
+
+The virtual device is a PulseAudio server the fixture starts in a folder of its own, with two
+null sinks: ``caller`` (its monitor is the default microphone: what plays into it is heard) and
+``room`` (the default speaker). PortAudio reaches it through the ALSA pulse plugin. Processes
+are waited on by the lines they log, never by time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+
+from stages.desk.devices import Device, DeviceError, device_table, pick
+from stages.desk.stages import Player
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = [sys.executable, "-m", "pipeline"]
+TIMEOUT_S = 60
+
+DEVICES = [
+    Device(0, "HDA Intel PCH: ALC3246 Analog (hw:0,0)", "ALSA", 2, 2, 48000),
+    Device(1, "USB Headset: Audio (hw:1,0)", "ALSA", 1, 2, 44100),
+    Device(2, "HDMI 0", "ALSA", 0, 8, 48000),
+    Device(3, "default", "ALSA", 32, 32, 44100, default_input=True, default_output=True),
+]
+
+
+# ---------------------------------------------------------------------------- without a card
+
+
+def test_pick_a_device() -> None:
+    assert pick(DEVICES, None, "input").index == 3
+    assert pick(DEVICES, 1, "input").name.startswith("USB Headset")
+    assert pick(DEVICES, "usb", "output").index == 1  # part of the name, any case
+    assert pick(DEVICES, "HDMI 0", "output").index == 2
+    assert pick(DEVICES[:3], None, "input").index == 0  # no default: the first that records
+
+
+@pytest.mark.parametrize(
+    ("wanted", "kind", "message"),
+    [
+        (7, "input", "no device with index 7; the devices are:\n"),
+        (2, "input", "device 2 ('HDMI 0') has no input channels; the devices are:\n"),
+        ("hw:", "input", "2 input devices match 'hw:'; the devices are:\n"),
+        ("bluetooth", "output", "no output device named 'bluetooth'; the devices are:\n"),
+    ],
+)
+def test_a_device_that_is_not_there_lists_the_devices(
+    wanted: str | int, kind: str, message: str
+) -> None:
+    with pytest.raises(DeviceError) as err:
+        pick(DEVICES, wanted, kind)  # type: ignore[arg-type]
+    assert str(err.value) == message + device_table(DEVICES)
+
+
+def test_device_table() -> None:
+    assert device_table(DEVICES).splitlines() == [
+        "    index  name                              host api  in   out  rate",
+        "        0  HDA Intel PCH: ALC3246 Analog (h  ALSA        2    2  48000",
+        "        1  USB Headset: Audio (hw:1,0)       ALSA        1    2  44100",
+        "        2  HDMI 0                            ALSA        0    8  48000",
+        "><      3  default                           ALSA       32   32  44100",
+    ]
+
+
+def test_the_player_plays_in_order_and_drops_on_interrupt() -> None:
+    p = Player(8000)
+    p.push(np.arange(1, 11, dtype="<i2").tobytes())
+    out = bytearray(8)
+    assert p.fill(out) == 4
+    assert np.frombuffer(out, "<i2").tolist() == [1, 2, 3, 4]
+    assert (p.played, p.queued, p.position) == (4, 6, 4)
+    assert p.clear() == 4  # playing stopped after 4 samples; 6 dropped
+    assert (p.queued, p.dropped, p.position) == (0, 6, 10)
+    out = bytearray(b"\xff" * 8)
+    assert p.fill(out) == 0
+    assert out == bytes(8)  # silence when there is nothing to play
+    p.push(np.array([7, 8], dtype="<i2").tobytes())
+    out = bytearray(8)
+    assert p.fill(out) == 2
+    assert np.frombuffer(out, "<i2").tolist() == [7, 8, 0, 0]
+    assert p.position == 12
+
+
+# ---------------------------------------------------------------------------- a virtual card
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A private PulseAudio server; the environment that points a process at it."""
+    missing = [t for t in ("pulseaudio", "pactl", "paplay") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(
+            f"{', '.join(missing)} not installed (Debian: apt-get install pulseaudio "
+            "libasound2-plugins libportaudio2; .ci/run does)"
+        )
+    try:
+        import sounddevice  # noqa: F401
+    except OSError as exc:
+        pytest.skip(f"PortAudio cannot be loaded ({exc}): apt-get install libportaudio2")
+    folder = tmp_path_factory.mktemp("pulse")
+    socket = folder / "native"
+    (folder / "default.pa").write_text(
+        f"load-module module-native-protocol-unix socket={socket}\n"
+        "load-module module-null-sink sink_name=caller\n"
+        "load-module module-null-sink sink_name=room\n"
+        "set-default-sink room\n"
+        "set-default-source caller.monitor\n"
+    )
+    env = {
+        **os.environ,
+        "HOME": str(folder),
+        "XDG_RUNTIME_DIR": str(folder),
+        "PULSE_RUNTIME_PATH": str(folder),
+        "PULSE_SERVER": f"unix:{socket}",
+    }
+    # -D returns once the daemon is up and listening (or has failed to start)
+    started = subprocess.run(
+        ["pulseaudio", "-D", "-n", "-F", str(folder / "default.pa"), "--exit-idle-time=-1",
+         "--use-pid-file=yes", "--log-target=stderr"],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    if started.returncode != 0:
+        pytest.skip(f"PulseAudio did not start: {started.stderr.strip()[-300:]}")
+    try:
+        yield {k: v for k, v in env.items() if k.startswith(("PULSE", "XDG", "HOME"))}
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], env=env, timeout=TIMEOUT_S, check=False)
+
+
+def run_env(pulse: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {**os.environ, **pulse, **extra}
+    env.pop("HOME", None)
+    env["HOME"] = pulse["HOME"]
+    return env
+
+
+def log_entry(line: str) -> dict[str, object] | None:
+    """The JSON log entry a line starts with (ALSA may write its own notes after it on the same
+    line: both write to standard error)."""
+    if not line.startswith("{"):
+        return None
+    entry, _ = json.JSONDecoder().raw_decode(line)
+    return dict(entry)
+
+
+def wait_line(proc: subprocess.Popen[str], event: str) -> dict[str, object]:
+    """Read the process's JSON log lines until one whose event is ``event``."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        entry = log_entry(line)
+        if entry is not None and entry.get("event") == event:
+            return entry
+    raise AssertionError(f"the process ended (code {proc.wait()}) without logging '{event}'")
+
+
+def test_devices_lists_the_virtual_card(pulse: dict[str, str]) -> None:
+    out = subprocess.run(
+        [*PIPELINE, "devices"], env=run_env(pulse), capture_output=True, text=True,
+        timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["index", "name", "host", "api", "in", "out", "rate"]
+    assert any(line.split()[:2] == ["0", "pulse"] for line in lines[1:]), out.stdout
+    assert any(line.startswith("><") for line in lines), out.stdout
+
+
+def test_what_the_speaker_plays_the_microphone_hears(pulse: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "pipelines:\n"
+        "  record:\n"
+        "    stages:\n"
+        "      mic: {type: mic_source, device: pulse, rate: 16000}\n"
+        "      vad: {type: vad_gate, engine: energy, mode: annotate, hangover_ms: 100}\n"
+        "      wav: {type: wav_sink, path: heard.wav}\n"
+        "      log: {type: jsonl_sink, path: '-'}\n"
+        "    links: [mic -> vad -> wav, vad -> log]\n"
+        "  play:\n"
+        "    stages:\n"
+        "      tone: {type: signal_source, freq: 440, rate: 16000, seconds: 1.0, amplitude: 0.5}\n"
+        "      speaker: {type: speaker_sink, device: pulse}\n"
+        "    links: [tone -> speaker]\n"
+    )
+    log = ["--log-format", "json", "--no-live"]
+    rec = subprocess.Popen(
+        [*PIPELINE, "run", "p.yaml", "record", *log], cwd=tmp_path, text=True,
+        env=run_env(pulse), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        opened = wait_line(rec, "microphone open")
+        assert opened["rate"] == 16000
+        play = subprocess.run(
+            [*PIPELINE, "run", "p.yaml", "play", *log], cwd=tmp_path, text=True,
+            env=run_env(pulse, PULSE_SINK="caller"), capture_output=True, timeout=TIMEOUT_S,
+        )  # fmt: skip
+        assert play.returncode == 0, play.stderr[-2000:]
+        entries = [e for e in map(log_entry, play.stderr.splitlines()) if e is not None]
+        assert [e["played_s"] for e in entries if e["event"] == "speaker closed"] == [1.0]
+        # the tone comes back through the server: wait until the VAD heard it end
+        assert rec.stdout is not None
+        for line in rec.stdout:
+            if json.loads(line)["type"] == "speech_stopped":
+                break
+        rec.send_signal(signal.SIGINT)
+        assert rec.wait(TIMEOUT_S) == 130
+    finally:
+        rec.kill()
+        rec.wait()
+    heard, rate = soundfile.read(tmp_path / "heard.wav", dtype="int16")
+    assert rate == 16000
+    x = heard.astype(np.float64)
+    loud = np.flatnonzero(np.abs(x) > 4000)
+    assert len(loud) > 0, "the microphone heard nothing"
+    tone = x[loud[0] : loud[0] + 16000]
+    assert len(tone) >= 15000  # about a second of tone
+    spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
+    peak_hz = np.argmax(spectrum) * rate / len(tone)
+    assert abs(peak_hz - 440) < 3
+    level = np.sqrt(np.mean(tone[1000:-1000] ** 2)) / 32768
+    assert 0.3 < level < 0.4  # a sine of peak 0.5 has an RMS of 0.354
+
+
+def test_the_desk_pipeline_on_the_virtual_card(pulse: dict[str, str], tmp_path: Path) -> None:
+    # the caller's first question, then a pause long enough for the reply
+    pcm, rate = soundfile.read(ROOT / "examples" / "caller_8k_ulaw.wav", dtype="int16")
+    first = np.concatenate([pcm[: int(2.8 * rate)], np.zeros(int(2.5 * rate), np.int16)])
+    caller = tmp_path / "caller.wav"
+    soundfile.write(caller, soxr.resample(first, rate, 48000).astype(np.int16), 48000)
+    desk = subprocess.Popen(
+        [*PIPELINE, "run", str(ROOT / "pipelines.yaml"), "desk", "--log-format", "json",
+         "--no-live"],
+        cwd=tmp_path, text=True, env=run_env(pulse), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_line(desk, "microphone open")
+        said = subprocess.run(
+            ["paplay", "--device=caller", str(caller)], env=run_env(pulse), timeout=TIMEOUT_S
+        )
+        assert said.returncode == 0
+        desk.send_signal(signal.SIGINT)  # hang up: the reply in flight plays out, then it ends
+        closed = wait_line(desk, "speaker closed")
+        out, _ = desk.communicate(timeout=TIMEOUT_S)
+    finally:
+        desk.kill()
+        desk.wait()
+    assert desk.returncode == 130
+    assert closed["played_s"] > 1.0  # the echo of the question (about 1.9 s) played
+    assert "get_time" in out and "in Tokyo" in out  # the tool call and its result
