@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .errors import ConfigError, PipelineError, Problem
+from .progress import ProgressLog
 from .report import (
     dot,
     live_table,
@@ -310,6 +311,8 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
+    else:  # no terminal (a CI log, a file): a progress line every few seconds instead
+        runner.on_tick = ProgressLog(log, runner.clock)
     log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
     try:
         try:
