@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import Audio, Frame, stage
+from pipeline.context import StageContext
 from pipeline.frames import FRAME_TYPES, Interrupt, ResponseStarted, SpeechStarted, SpeechStopped
-from pipeline.stage import StageContext
 
 from .harness import Row, fixed, row
 

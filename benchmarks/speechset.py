@@ -10,22 +10,25 @@ Two parts, each a folder with WAV files (16 kHz, mono, pcm16) and a ``labels.jso
   from the clean file by ``stages.vad.quality.harder_scenes``.
 - ``turn/``: for the end-of-turn detector, pairs made from one sentence: ``turn-NN-complete`` (the
   whole sentence) and ``turn-NN-cut`` (the same talker stopping mid-sentence, where a caller
-  pauses to think). The cut is synthesised with an SSML break in the sentence and cut at the
-  break, so its prosody is that of a sentence that goes on. Labels per file: ``label``
-  (``complete`` or ``incomplete``), ``text`` and ``speech_end`` (seconds).
+  pauses to think), spoken by espeak-ng; and the same 24 pairs spoken by flite
+  (``flite-NN-...``, four CMU voices) when flite is installed. The cut is synthesised with an
+  SSML break in the sentence and cut where the break begins, so its prosody is that of a
+  sentence that goes on. Labels per file: ``label`` (``complete`` or ``incomplete``), ``synth``,
+  ``text``, ``speech_start`` and ``speech_end`` (seconds).
 
 The labels come from the synthesis, not from listening: every utterance is synthesised on its
 own, its first and last non-silent samples are its bounds, and it is placed at a known offset.
-Noise comes from a seeded generator, so a given espeak-ng and sox build give the same bytes.
+Noise comes from a seeded generator and sox runs without dither, so given builds of espeak-ng,
+flite and sox give the same bytes.
 
 Build it (about ten seconds)::
 
     python -m benchmarks.speechset OUT_DIR
 
 or from code: ``ensure()`` builds it once into ``.cache/speech-set/KEY/`` in the repository and
-returns that folder (``KEY`` changes with this file and the espeak-ng and sox versions).
+returns that folder (``KEY`` changes with this file and the espeak-ng, flite and sox versions).
 ``SpeechSetUnavailable`` says what is missing when espeak-ng or sox is not installed (Debian:
-``apt-get install espeak-ng sox``).
+``apt-get install espeak-ng sox``; ``flite`` adds the second voice set).
 """
 
 from __future__ import annotations
@@ -167,8 +170,8 @@ def _version(tool: str) -> str:
 def cache_key() -> str:
     """Changes with this file and with the espeak-ng and sox builds."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    for tool in ("espeak-ng", "sox"):
-        digest.update(_version(tool).encode())
+    for tool in ("espeak-ng", "sox", "flite"):
+        digest.update((_version(tool) if shutil.which(tool) else "absent").encode())
     return digest.hexdigest()[:16]
 
 
@@ -310,30 +313,85 @@ def _cut_at_break(x: npt.NDArray[np.int16], min_s: float = 0.8) -> int:
     return first + int(hit[0])
 
 
+#: flite's voices for the second synthesiser of the end-of-turn pairs
+FLITE_VOICES = ("rms", "slt", "awb", "kal16")
+
+
+def flite(
+    text: str, voice: str, *, ssml: bool = False
+) -> tuple[npt.NDArray[np.int16], list[float]]:
+    """flite's rendering of ``text`` at 16 kHz (sox), and the end time (s) of every segment whose
+    name is ``pau`` (a pause), from flite's own segment timings (``-psdur``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, raw, out = Path(tmp) / "in.txt", Path(tmp) / "flite.wav", Path(tmp) / "16k.wav"
+        src.write_text(text)
+        command = ["flite", "-voice", voice, "-psdur", *(["-ssml"] if ssml else [])]
+        printed = subprocess.run(
+            [*command, "-f", str(src), "-o", str(raw)], check=True, capture_output=True, text=True
+        ).stdout.split()
+        subprocess.run(
+            ["sox", "-D", str(raw), "-r", str(RATE), "-b", "16", "-c", "1", str(out)],
+            check=True,
+            capture_output=True,
+        )
+        with wave.open(str(out), "rb") as w:
+            x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+    segments = [(item.rsplit(":", 1)[0], float(item.rsplit(":", 1)[1])) for item in printed]
+    # a pause starts where the segment before it ends
+    starts = [segments[k - 1][1] for k, (name, _) in enumerate(segments) if name == "pau" and k]
+    return x, starts
+
+
+def _turn_pairs() -> list[tuple[str, str, str, npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """(synthesiser, head, rest, complete audio, cut audio) for every sentence and synthesiser:
+    espeak-ng always, flite when it is installed. The cut is synthesised with a break after the
+    head and cut where the break begins: with espeak-ng at the first long digital silence, with
+    flite at the start of the pause segment it reports."""
+    pairs = []
+    for i, (head, rest) in enumerate(TURN_TEXT):
+        k = i % len(VOICES)
+        voice, speed = VOICES[k], SPEEDS[k]
+        whole = synthesise(f"{head} {rest}", voice, speed)
+        broken = synthesise(
+            f'<speak>{head} <break time="1500ms"/> {rest}</speak>', voice, speed, ssml=True
+        )
+        cut = broken[: _cut_at_break(broken)]
+        pairs.append(("espeak-ng", head, rest, whole.astype(np.float64), cut.astype(np.float64)))
+    if shutil.which("flite") is None:
+        return pairs
+    for i, (head, rest) in enumerate(TURN_TEXT):
+        voice = FLITE_VOICES[i % len(FLITE_VOICES)]
+        whole, _ = flite(f"{head} {rest}", voice)
+        broken, pauses = flite(
+            f'<speak>{head} <break time="1500ms"/> {rest}</speak>', voice, ssml=True
+        )
+        if len(pauses) < 2:  # the break, then the final pause
+            raise SpeechSetUnavailable("flite ignored the SSML break; it needs -ssml support")
+        cut = broken[: round(pauses[0] * RATE)]
+        pairs.append(("flite", head, rest, whole.astype(np.float64), cut.astype(np.float64)))
+    return pairs
+
+
 def build_turn(folder: Path, lead_s: float = 0.3, tail_s: float = 1.0) -> None:
     """The complete and cut-off sentence pairs and their labels. Every clip has ``lead_s`` of
     silence before the speech and ``tail_s`` after it, as the audio up to a VAD's stop would."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([SEED, 100])
     labels: dict[str, Any] = {}
-    for i, (head, rest) in enumerate(TURN_TEXT):
-        k = i % len(VOICES)
-        voice, speed = VOICES[k], SPEEDS[k]
+    for n, (synth, head, rest, whole, cut) in enumerate(_turn_pairs()):
+        i = n % len(TURN_TEXT)
+        prefix = "turn" if synth == "espeak-ng" else "flite"
         gain = 32768 * 10 ** ((-20 + float(rng.uniform(-4, 4))) / 20)
-        whole = synthesise(f"{head} {rest}", voice, speed).astype(np.float64)
-        broken = synthesise(
-            f'<speak>{head} <break time="1500ms"/> {rest}</speak>', voice, speed, ssml=True
-        )
-        cut = broken[: _cut_at_break(broken)].astype(np.float64)
         for kind, label, x in (("complete", "complete", whole), ("cut", "incomplete", cut)):
             a, b = _bounds(x)
             x = x[a:b]
             x *= gain / float(np.sqrt(np.mean(x**2)))
             lead, tail = np.zeros(int(lead_s * RATE)), np.zeros(int(tail_s * RATE))
-            name = f"turn-{i:02d}-{kind}.wav"
+            name = f"{prefix}-{i:02d}-{kind}.wav"
             write_wav(folder / name, np.concatenate([lead, x, tail]))
             labels[name] = {
                 "label": label,
+                "synth": synth,
                 "text": f"{head} {rest}" if kind == "complete" else head,
                 "speech_start": lead.size / RATE,
                 "speech_end": (lead.size + x.size) / RATE,

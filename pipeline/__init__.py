@@ -8,6 +8,7 @@ errors. ``pipeline.testing`` helps test stages.
 from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock
+from .context import StageContext
 from .errors import (
     ConfigError,
     FormatError,
@@ -34,7 +35,7 @@ from .frames import (
     Transcript,
 )
 from .graph import Pipeline
-from .stage import InputPath, OutputPath, StageContext, stage
+from .spec import InputPath, OutputPath, stage
 
 __all__ = [
     "Audio",

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .errors import ConfigError, PipelineError, Problem
+from .plan import Plan
 from .progress import ProgressLog
 from .report import (
     dot,
@@ -226,12 +227,14 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     except Exception:
         names = [args.name] if args.name else [None]  # load() will report the syntax error
     problems = []
+    warnings: list[Problem] = []
     # With every pipeline checked, `--set agent.x=...` may name a stage of only some of them:
     # its "no stage" problem counts only when no pipeline has that stage.
     no_stage: dict[str, list[Any]] = {}
     for name in names or [None]:
         try:
-            load(args.file, name, overrides=args.overrides)
+            loaded = load(args.file, name, overrides=args.overrides)
+            warnings += [w for w in loaded.check().warnings if w not in warnings]
         except ConfigError as exc:
             for p in exc.problems:
                 if p.message.startswith("--set ") and ": no stage '" in p.message:
@@ -239,6 +242,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                 elif p not in problems:
                     problems.append(p)
     problems += [ps[0] for ps in no_stage.values() if len(ps) == len(names or [None])]
+    for w in warnings:
+        console.print(str(w), highlight=False, markup=False, soft_wrap=True)
     if problems:
         for p in problems:
             console.print(str(p), highlight=False, markup=False, soft_wrap=True)
@@ -270,17 +275,17 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_graph(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    sys.stdout.write(mermaid(p) if args.format == "mermaid" else dot(p))
+    plan = _load(args).validate()
+    sys.stdout.write(mermaid(plan) if args.format == "mermaid" else dot(plan))
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    p = _load(args)
-    return asyncio.run(_run(p, args, console))
+    plan = _load(args).validate()
+    return asyncio.run(_run(plan, args, console))
 
 
-async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
+async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
     from .runtime import Runner
 
     log = structlog.get_logger("pipeline")
@@ -313,7 +318,9 @@ async def _run(p: Any, args: argparse.Namespace, console: Console) -> int:
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
     else:  # no terminal (a CI log, a file): a progress line every few seconds instead
         runner.on_tick = ProgressLog(log, runner.clock)
-    log.info("pipeline starting", pipeline=p.name, stages=len(p.nodes))
+    log.info("pipeline starting", pipeline=p.name, stages=len(p.stages))
+    for warning in p.warnings:  # found before running; the run goes on
+        log.warning(str(warning))
     try:
         try:
             summary = await runner.run()
@@ -341,13 +348,11 @@ def _sized(stream: Any) -> bool:
     return bool(os.environ.get("COLUMNS")) or (hasattr(stream, "isatty") and stream.isatty())
 
 
-def _writes_stdout(p: Any) -> bool:
-    """Whether a stage of pipeline ``p`` writes to standard output (an output path ``-``)."""
-    for node in p.nodes.values():
-        if node.spec is None:
-            continue
-        for name, param in node.spec.params.items():
-            if param.path_role == "output" and str(node.values.get(name)) == "-":
+def _writes_stdout(p: Plan) -> bool:
+    """Whether a stage of plan ``p`` writes to standard output (an output path ``-``)."""
+    for st in p.stages.values():
+        for name, param in st.spec.params.items():
+            if param.path_role == "output" and str(st.values.get(name)) == "-":
                 return True
     return False
 

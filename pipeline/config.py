@@ -197,7 +197,7 @@ def load_text(
         # A value whose variable is unset was read as "": say only that the variable is unset,
         # not also that "" is not a number, not a file, ...
         unset = {(q.line, q.column) for q in r.problems if q.message.startswith(_UNSET)}
-        checked = [q for q in pipeline.check() if (q.line, q.column) not in unset]
+        checked = [q for q in pipeline.check().problems if (q.line, q.column) not in unset]
         if r.structural:
             checked = [
                 q for q in checked if q not in r.structural and not q.message.endswith(_WIRING)

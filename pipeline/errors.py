@@ -37,11 +37,15 @@ class Problem:
     file: str = ""
     line: int = 0  # 1-based; 0 when unknown
     column: int = 0  # 1-based; 0 when unknown
+    #: a warning: worth saying, but the pipeline runs (``validate`` exits 0)
+    warning: bool = False
 
     def __str__(self) -> str:
         text = self.message
         if self.fix:
             text += f"; {self.fix}"
+        if self.warning:
+            text = f"warning: {text}"
         if not self.file and not self.line:
             return text  # raised from code, not about a place in a file
         where = self.file or "<pipeline>"

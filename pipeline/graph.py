@@ -9,15 +9,19 @@ Build one in Python::
     p.link("tone", "up", "out")             # a chain: tone -> up -> out
     summary = p.run()
 
-or load it from YAML with :func:`pipeline.config.load` (which builds the same object). ``check()``
-returns every problem it finds (section 4 of the contract): unknown types and parameters, links
-to nowhere, duplicate ids, links that can carry nothing, unconnected stages, missing input files,
-and audio format mismatches, each located in the YAML file when there is one.
+or load it from YAML with :func:`pipeline.config.load` (which builds the same object). A
+``Pipeline`` is only the description. ``check()`` reads it and returns an immutable
+:class:`~pipeline.plan.Plan`: every problem it finds (section 4 of the contract: unknown types
+and parameters, links to nowhere, duplicate ids, links that can carry nothing, unconnected
+stages, missing input files, audio format mismatches, each located in the YAML file when there
+is one), and, when there is none, what a runner needs (checked values, formats, segments).
+Checking writes nothing into the pipeline; building it again after a check is fine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import itertools
 import os
@@ -26,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .channels import DEFAULT_CAPACITY, OVERFLOW_POLICIES, Overflow
-from .errors import ConfigError, FormatError, Problem
+from .channels import OVERFLOW_POLICIES, Overflow
+from .context import Peer
+from .errors import FormatError, Problem
 from .frames import Audio, AudioFormat
-from .stage import StageSpec, spec_for
+from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
+from .spec import CheckWarning, StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -49,16 +55,10 @@ class Node:
     where: Where = (0, 0)
     param_where: dict[str, Where] = field(default_factory=dict)
     type_where: Where = (0, 0)
-    values: dict[str, Any] = field(default_factory=dict)
-    input_format: AudioFormat | None = None
-    output_format: AudioFormat | None = None
-    in_types: frozenset[type[Any]] = frozenset()
-    ok: bool = True  # False when its parameters or files have problems
     from_set: frozenset[str] = frozenset()  # parameters given on the command line (--set)
-    out_types: frozenset[type[Any]] = frozenset()
 
 
-@dataclass
+@dataclass(eq=False)
 class Link:
     """A link from one stage to another, with its options."""
 
@@ -67,9 +67,6 @@ class Link:
     capacity: int | None = None
     overflow: Overflow | None = None
     where: Where = (0, 0)
-    feedback: bool = False
-    types: frozenset[type[Any]] = frozenset()
-    format: AudioFormat | None = None
 
     @property
     def name(self) -> str:
@@ -98,7 +95,6 @@ class Pipeline:
         self.nodes: dict[str, Node] = {}
         self.links: list[Link] = []
         self._problems: list[Problem] = []  # found while building (duplicates, bad types)
-        self._checked = False
 
     # ------------------------------------------------------------------ building
 
@@ -116,7 +112,6 @@ class Pipeline:
     ) -> str:
         """Add a stage under ``id``: a type name, ``module:function``, or a stage function.
         Returns the id, so ``p.link(p.add(...), ...)`` reads naturally."""
-        self._checked = False
         if id in self.nodes:
             self._problem(
                 f"duplicate stage id '{id}' (first defined at line {self.nodes[id].where[0]})",
@@ -153,7 +148,6 @@ class Pipeline:
     ) -> Pipeline:
         """Link stages in a chain: ``link("a", "b", "c")`` is a -> b -> c. Options apply to
         every link of the chain."""
-        self._checked = False
         if len(ids) < 2:
             self._problem("a link needs at least two stages", "write 'a -> b'", _where)
         for a, b in itertools.pairwise(ids):
@@ -184,95 +178,22 @@ class Pipeline:
 
     # ------------------------------------------------------------------ checking
 
-    def check(self) -> list[Problem]:
-        """Every problem found, in file order. Empty means the pipeline can run."""
-        problems = list(self._problems)
-        problems += self._check_params()
-        problems += self._check_links()
-        self._mark_feedback()
-        problems += self._check_cycles()
-        problems += self._propagate_types()
-        problems += self._propagate_formats()
-        problems += self._check_connected()
-        problems.sort(key=lambda p: (p.line or 10**9, p.column))
-        self._checked = not problems
-        return problems
+    def check(self) -> Plan:
+        """Check everything and return the plan: ``plan.problems`` lists every problem found,
+        in file order (empty: it can run). Changes nothing in the pipeline."""
+        return _Checker(self).plan()
 
-    def validate(self) -> None:
-        """Raise ConfigError with every problem, or return quietly."""
-        problems = self.check()
-        if problems:
-            raise ConfigError(problems)
+    def validate(self) -> Plan:
+        """The plan, or ConfigError with every problem."""
+        return self.check().runnable()
 
-    def _check_params(self) -> list[Problem]:
-        out: list[Problem] = []
-        writers: dict[Path, str] = {}  # output file -> the stage that writes it
-        stdin_reader = ""  # the stage reading standard input, if any
-        stdout_writer = ""  # the stage writing standard output, if any
-        for node in self.nodes.values():
-            spec = node.spec
-            if spec is None:
-                continue
-            raw = dict(node.raw_params)
-            for name, p in spec.params.items():
-                if p.path_role and name in raw and isinstance(raw[name], str | Path):
-                    value = str(raw[name])
-                    if value != "-":  # standard input or output
-                        raw[name] = self.base_dir / Path(value).expanduser()
-            values, param_problems = spec.validate(raw)
-            for name, message in param_problems:
-                out.append(self._param_p(node, name, message, ""))
-            node.values = values
-            node.ok = not param_problems
-            if param_problems:
-                continue
-            if spec.check is not None:
-                for name, message in spec.check(values, self.base_dir):
-                    node.ok = False
-                    out.append(self._param_p(node, name, message, ""))
-            for name, p in spec.params.items():
-                v = values.get(name)
-                if p.path_role == "input" and str(v) == "-":
-                    if stdin_reader:
-                        node.ok = False
-                        out.append(
-                            self._param_p(
-                                node,
-                                name,
-                                f"stage '{stdin_reader}' reads standard input ('-') too",
-                                "give one of them a file",
-                            )
-                        )
-                    stdin_reader = node.id
-                elif p.path_role == "input" and isinstance(v, Path) and not v.exists():
-                    node.ok = False
-                    out.append(
-                        self._param_p(
-                            node,
-                            name,
-                            f"input file '{node.raw_params.get(name)}' does not exist "
-                            f"(looked for {v})",
-                            "check the path (relative paths start at the YAML file's folder)",
-                        )
-                    )
-                if p.path_role == "output" and str(v) == "-":
-                    if stdout_writer:
-                        node.ok = False
-                        out.append(
-                            self._param_p(
-                                node,
-                                name,
-                                f"stage '{stdout_writer}' writes standard output ('-') too",
-                                "give one of them a file",
-                            )
-                        )
-                    stdout_writer = node.id
-                elif p.path_role == "output" and isinstance(v, Path):
-                    problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
-                    if problem:
-                        node.ok = False
-                        out.append(self._param_p(node, name, *problem))
-        return out
+    def live_links(self) -> list[Link]:
+        """Links whose two ends exist."""
+        return [lk for lk in self.links if lk.src in self.nodes and lk.dst in self.nodes]
+
+    def topo_order(self) -> list[str]:
+        """Stage ids in order along forward links (feedback links ignored)."""
+        return _Checker(self).topo_order()
 
     def _param_p(self, node: Node, name: str, message: str, fix: str) -> Problem:
         """A problem with parameter ``name`` of ``node``, located at its value in the file; a
@@ -282,261 +203,6 @@ class Pipeline:
             message += f" (from --set {node.id}.{name})"
             return self._p(f"{what}: {message}", fix, node.where)
         return self._p(f"{what}: {message}", fix, node.param_where.get(name, node.where))
-
-    def _check_links(self) -> list[Problem]:
-        out: list[Problem] = []
-        seen: set[tuple[str, str]] = set()
-        for link in self.links:
-            for end in (link.src, link.dst):
-                if end not in self.nodes:
-                    close = difflib.get_close_matches(end, list(self.nodes), n=1)
-                    fix = f"did you mean '{close[0]}'?" if close else "define it under stages"
-                    out.append(
-                        self._p(f"link '{link.name}' names unknown stage '{end}'", fix, link.where)
-                    )
-            if (link.src, link.dst) in seen:
-                out.append(
-                    self._p(f"link '{link.name}' is declared twice", "remove one", link.where)
-                )
-            seen.add((link.src, link.dst))
-            if link.capacity is not None and (
-                not isinstance(link.capacity, int) or link.capacity < 1
-            ):
-                out.append(
-                    self._p(
-                        f"link '{link.name}': capacity must be a whole number ≥ 1, "
-                        f"got {link.capacity!r}",
-                        "e.g. capacity: 8",
-                        link.where,
-                    )
-                )
-            if link.overflow is not None and link.overflow not in OVERFLOW_POLICIES:
-                out.append(
-                    self._p(
-                        f"link '{link.name}': unknown overflow {link.overflow!r}",
-                        "use one of " + ", ".join(OVERFLOW_POLICIES),
-                        link.where,
-                    )
-                )
-            src = self.nodes.get(link.src)
-            dst = self.nodes.get(link.dst)
-            if src and src.spec and src.spec.is_sink:
-                out.append(
-                    self._p(
-                        f"link '{link.name}': '{link.src}' ({src.spec.name}) is a sink "
-                        "and emits nothing",
-                        "link from a stage that emits frames",
-                        link.where,
-                    )
-                )
-            if dst and dst.spec and dst.spec.is_source:
-                out.append(
-                    self._p(
-                        f"link '{link.name}': '{link.dst}' ({dst.spec.name}) is a "
-                        "source and takes no input",
-                        "link into a stage that accepts frames",
-                        link.where,
-                    )
-                )
-        return out
-
-    def live_links(self) -> list[Link]:
-        """Links whose two ends exist."""
-        return [lk for lk in self.links if lk.src in self.nodes and lk.dst in self.nodes]
-
-    def _mark_feedback(self) -> None:
-        """A link that closes a cycle (a back edge in a depth-first walk from the sources, in
-        declaration order) is a feedback link."""
-        out: dict[str, list[Link]] = {n: [] for n in self.nodes}
-        for link in self.live_links():
-            link.feedback = False
-            out[link.src].append(link)
-        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-        roots = [n for n, node in self.nodes.items() if node.spec and node.spec.is_source]
-        roots += [n for n in self.nodes if n not in roots]
-
-        def visit(n: str) -> None:
-            state[n] = 1
-            for link in out[n]:
-                s = state.get(link.dst)
-                if s == 1:
-                    link.feedback = True
-                elif s is None:
-                    visit(link.dst)
-            state[n] = 2
-
-        for r in roots:
-            if r not in state:
-                visit(r)
-
-    def _check_cycles(self) -> list[Problem]:
-        """A plain stage linked to itself takes back everything it emits, so the link fills
-        and the stage waits on itself for ever."""
-        out: list[Problem] = []
-        for link in self.live_links():
-            spec = self.nodes[link.src].spec
-            if link.src == link.dst and spec is not None and not spec.cycle_aware:
-                out.append(
-                    self._p(
-                        f"link '{link.name}' links stage '{link.src}' to itself: it would take "
-                        "back everything it emits and the run would never end",
-                        "remove the link",
-                        link.where,
-                    )
-                )
-        return out
-
-    def topo_order(self) -> list[str]:
-        """Stage ids in order along forward links (feedback links ignored)."""
-        indeg = {n: 0 for n in self.nodes}
-        for link in self.live_links():
-            if not link.feedback:
-                indeg[link.dst] += 1
-        ready = [n for n in self.nodes if indeg[n] == 0]
-        order: list[str] = []
-        while ready:
-            n = ready.pop(0)
-            order.append(n)
-            for link in self.live_links():
-                if link.src == n and not link.feedback:
-                    indeg[link.dst] -= 1
-                    if indeg[link.dst] == 0:
-                        ready.append(link.dst)
-        return order
-
-    def _propagate_types(self) -> list[Problem]:
-        for node in self.nodes.values():
-            node.in_types = frozenset()
-            node.out_types = frozenset(node.spec.emits) if node.spec else frozenset()
-        changed = True
-        while changed:
-            changed = False
-            for link in self.live_links():
-                src, dst = self.nodes[link.src], self.nodes[link.dst]
-                accepts = dst.spec.link_accepts() if dst.spec else ()
-                types = frozenset(t for t in src.out_types if t in accepts)
-                if types != link.types:
-                    link.types = types
-                    changed = True
-                if not types <= dst.in_types:
-                    dst.in_types = dst.in_types | types
-                    if dst.spec and dst.spec.passthrough:
-                        dst.out_types = dst.out_types | dst.in_types
-                    changed = True
-        out: list[Problem] = []
-        for link in self.live_links():
-            if link.types:
-                continue
-            src, dst = self.nodes[link.src], self.nodes[link.dst]
-            if not (src.spec and dst.spec) or src.spec.is_sink or dst.spec.is_source:
-                continue  # unknown type, or already reported as a link from a sink/into a source
-            emitted = ", ".join(sorted(t.type for t in src.out_types)) or "nothing"
-            taken = ", ".join(sorted(t.type for t in dst.spec.link_accepts())) or "nothing"
-            out.append(
-                self._p(
-                    f"link '{link.name}' can carry nothing: '{link.src}' ({src.spec.name}) emits "
-                    f"{emitted}; '{link.dst}' ({dst.spec.name}) accepts {taken}",
-                    "remove the link or put a converting stage between them",
-                    link.where,
-                )
-            )
-        return out
-
-    def _propagate_formats(self) -> list[Problem]:
-        out: list[Problem] = []
-        incoming: dict[str, list[Link]] = {n: [] for n in self.nodes}
-        for link in self.live_links():
-            incoming[link.dst].append(link)
-        for nid in self.topo_order():
-            node = self.nodes[nid]
-            spec = node.spec
-            if spec is None or not node.ok:
-                node.output_format = None
-                continue
-            fmts: dict[AudioFormat, Link] = {}
-            for link in incoming[nid]:
-                src_fmt = self.nodes[link.src].output_format
-                if Audio in link.types and src_fmt is not None:
-                    link.format = src_fmt
-                    fmts.setdefault(src_fmt, link)
-            if len(fmts) > 1:
-                desc = ", ".join(f"{f} from '{lk.src}'" for f, lk in fmts.items())
-                out.append(
-                    self._p(
-                        f"stage '{nid}' ({spec.name}) gets audio in {len(fmts)} formats: {desc}",
-                        "resample/encode the inputs to one format",
-                        node.where,
-                    )
-                )
-                continue
-            fmt_link = next(iter(fmts.values()), None)
-            node.input_format = next(iter(fmts), None)
-            try:
-                if spec.audio_in is not None and node.input_format is not None:
-                    problem = spec.audio_in.problem(node.input_format)
-                    if problem is not None:
-                        raise FormatError(*problem)
-                if spec.output_format is not None:
-                    node.output_format = spec.output_format(node.values, node.input_format)
-                elif spec.passthrough:
-                    node.output_format = node.input_format
-                else:
-                    node.output_format = None
-            except FormatError as exc:
-                node.output_format = None
-                if fmt_link is not None:
-                    where = fmt_link.where if fmt_link.where[0] else node.where
-                    msg = f"link '{fmt_link.name}': stage '{nid}' ({spec.name}) {exc.message}"
-                else:
-                    where = node.where
-                    msg = f"stage '{nid}' ({spec.name}): {exc.message}"
-                out.append(self._p(msg, exc.fix, where))
-            except Exception as exc:  # a bad input file read at validation time
-                node.output_format = None
-                name = next(iter(spec.params), "")
-                where = node.param_where.get(name, node.where)
-                out.append(self._p(f"stage '{nid}' ({spec.name}): {exc}", "", where))
-        # feedback links carry whatever their source emits, formats included
-        for link in self.live_links():
-            if link.feedback and Audio in link.types:
-                link.format = self.nodes[link.src].output_format
-        return out
-
-    def _check_connected(self) -> list[Problem]:
-        out: list[Problem] = []
-        has_in = {link.dst for link in self.links}
-        has_out = {link.src for link in self.links}
-        for node in self.nodes.values():
-            spec = node.spec
-            if spec is None:
-                continue
-            if node.id not in has_in and node.id not in has_out:
-                out.append(
-                    self._p(
-                        f"stage '{node.id}' ({spec.name}) is not connected",
-                        f"link it, e.g. '... -> {node.id}', or remove it"
-                        if spec.is_sink
-                        else f"link it, e.g. '{node.id} -> ...', or remove it",
-                        node.where,
-                    )
-                )
-            elif not spec.is_source and node.id not in has_in:
-                out.append(
-                    self._p(
-                        f"stage '{node.id}' ({spec.name}) gets no input",
-                        f"link a stage into it: '... -> {node.id}'",
-                        node.where,
-                    )
-                )
-            elif not spec.is_sink and node.id not in has_out and spec.emits:
-                out.append(
-                    self._p(
-                        f"stage '{node.id}' ({spec.name}) sends its output nowhere",
-                        f"link it to a sink: '{node.id} -> ...'",
-                        node.where,
-                    )
-                )
-        return out
 
     # ------------------------------------------------------------------ running
 
@@ -550,8 +216,7 @@ class Pipeline:
         """Check, then run until every source has ended and everything has drained."""
         from .runtime import Runner
 
-        self.validate()
-        runner = Runner(self, clock=clock, fuse=fuse)
+        runner = Runner(self.validate(), clock=clock, fuse=fuse)
         if on_start is not None:
             on_start(runner)
         return await runner.run()
@@ -560,15 +225,417 @@ class Pipeline:
         """Synchronous :meth:`run_async`."""
         return asyncio.run(self.run_async(clock=clock, fuse=fuse))
 
-    # ------------------------------------------------------------------ describing
 
-    def describe_link(self, link: Link) -> str:
-        types = ", ".join(sorted(t.type for t in link.types))
-        fmt = f" [{link.format}]" if link.format else ""
-        return f"{types}{fmt}"
+class _Checker:
+    """One check of a pipeline: its findings live here, never in the pipeline's nodes."""
 
-    def default_capacity(self, link: Link) -> int:
-        return link.capacity if link.capacity is not None else DEFAULT_CAPACITY
+    def __init__(self, p: Pipeline) -> None:
+        self.p = p
+        self.live = p.live_links()
+        self.values: dict[str, dict[str, Any]] = {}
+        self.ok: dict[str, bool] = {}  # False when its parameters or files have problems
+        self.in_types: dict[str, frozenset[type[Any]]] = {}
+        self.out_types: dict[str, frozenset[type[Any]]] = {}
+        self.in_fmt: dict[str, AudioFormat | None] = {}
+        self.out_fmt: dict[str, AudioFormat | None] = {}
+        self.feedback: dict[Link, bool] = {}
+        self.types: dict[Link, frozenset[type[Any]]] = {}
+        self.format: dict[Link, AudioFormat | None] = {}
+        self.warnings: list[Problem] = []  # worth saying; the pipeline runs
+
+    def plan(self) -> Plan:
+        p = self.p
+        problems = list(p._problems)
+        problems += self._check_params()
+        problems += self._check_links()
+        self._mark_feedback()
+        problems += self._check_cycles()
+        problems += self._propagate_types()
+        problems += self._propagate_formats()
+        problems += self._check_connected()
+        problems.sort(key=lambda q: (q.line or 10**9, q.column))
+        # a stage without a type that the checker had nothing to say about (the YAML reader
+        # reports it itself): the plan cannot run
+        typeless = tuple(n.id for n in p.nodes.values() if n.spec is None)
+        links = tuple(
+            PlannedLink(
+                lk.src,
+                lk.dst,
+                self.types.get(lk, frozenset()),
+                self.format.get(lk),
+                self.feedback.get(lk, False),
+                lk.capacity,
+                lk.overflow,
+                lk.where,
+            )
+            for lk in self.live
+        )
+        stages: dict[str, PlannedStage] = {}
+        if not problems and not typeless:  # else it cannot run: it carries only the problems
+            values = {n: freeze_values(v) for n, v in self.values.items()}
+
+            def peer(node_id: str, feedback: bool) -> Peer:
+                node = p.nodes[node_id]
+                assert node.spec is not None
+                return Peer(node_id, node.type_name, values[node_id], feedback, node.spec.provides)
+
+            for nid, node in p.nodes.items():
+                assert node.spec is not None
+                stages[nid] = PlannedStage(
+                    nid,
+                    node.type_name,
+                    node.spec,
+                    values[nid],
+                    self.in_fmt.get(nid),
+                    self.out_fmt.get(nid),
+                    self.in_types.get(nid, frozenset()),
+                    self.out_types.get(nid, frozenset()),
+                    tuple(peer(lk.dst, lk.feedback) for lk in links if lk.src == nid),
+                    tuple(peer(lk.src, lk.feedback) for lk in links if lk.dst == nid),
+                )
+        return Plan(
+            p.name,
+            p.description,
+            p.file,
+            p.base_dir,
+            stages,
+            links,
+            tuple(problems),
+            segments_of(stages, links, fuse=True) if stages else (),
+            segments_of(stages, links, fuse=False) if stages else (),
+            typeless,
+            tuple(self.warnings),
+        )
+
+    def topo_order(self) -> list[str]:
+        """Stage ids in order along forward links (feedback links ignored)."""
+        if not self.feedback:
+            self._mark_feedback()
+        indeg = {n: 0 for n in self.p.nodes}
+        for link in self.live:
+            if not self.feedback[link]:
+                indeg[link.dst] += 1
+        ready = [n for n in self.p.nodes if indeg[n] == 0]
+        order: list[str] = []
+        while ready:
+            n = ready.pop(0)
+            order.append(n)
+            for link in self.live:
+                if link.src == n and not self.feedback[link]:
+                    indeg[link.dst] -= 1
+                    if indeg[link.dst] == 0:
+                        ready.append(link.dst)
+        return order
+
+    def _check_params(self) -> list[Problem]:
+        out: list[Problem] = []
+        writers: dict[Path, str] = {}  # output file -> the stage that writes it
+        stdin_reader = ""  # the stage reading standard input, if any
+        stdout_writer = ""  # the stage writing standard output, if any
+        for node in self.p.nodes.values():
+            spec = node.spec
+            if spec is None:
+                continue
+            raw = dict(node.raw_params)
+            for name, p in spec.params.items():
+                if p.path_role and name in raw and isinstance(raw[name], str | Path):
+                    value = str(raw[name])
+                    if value != "-":  # standard input or output
+                        raw[name] = self.p.base_dir / Path(value).expanduser()
+            values, param_problems = spec.validate(raw)
+            for name, message in param_problems:
+                out.append(self.p._param_p(node, name, message, ""))
+            self.values[node.id] = values
+            self.ok[node.id] = not param_problems
+            if param_problems:
+                continue
+            if spec.check is not None:
+                for found in spec.check(values, self.p.base_dir):
+                    if isinstance(found, CheckWarning):
+                        warning = self.p._param_p(node, found.param, found.message, "")
+                        self.warnings.append(dataclasses.replace(warning, warning=True))
+                        continue
+                    self.ok[node.id] = False
+                    out.append(self.p._param_p(node, *found, ""))
+            for name, p in spec.params.items():
+                v = values.get(name)
+                if p.path_role == "input" and str(v) == "-":
+                    if stdin_reader:
+                        self.ok[node.id] = False
+                        out.append(
+                            self.p._param_p(
+                                node,
+                                name,
+                                f"stage '{stdin_reader}' reads standard input ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdin_reader = node.id
+                elif p.path_role == "input" and isinstance(v, Path) and not v.exists():
+                    self.ok[node.id] = False
+                    out.append(
+                        self.p._param_p(
+                            node,
+                            name,
+                            f"input file '{node.raw_params.get(name)}' does not exist "
+                            f"(looked for {v})",
+                            "check the path (relative paths start at the YAML file's folder)",
+                        )
+                    )
+                if p.path_role == "output" and str(v) == "-":
+                    if stdout_writer:
+                        self.ok[node.id] = False
+                        out.append(
+                            self.p._param_p(
+                                node,
+                                name,
+                                f"stage '{stdout_writer}' writes standard output ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdout_writer = node.id
+                elif p.path_role == "output" and isinstance(v, Path):
+                    problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
+                    if problem:
+                        self.ok[node.id] = False
+                        out.append(self.p._param_p(node, name, *problem))
+        return out
+
+    def _check_links(self) -> list[Problem]:
+        out: list[Problem] = []
+        seen: set[tuple[str, str]] = set()
+        for link in self.p.links:
+            for end in (link.src, link.dst):
+                if end not in self.p.nodes:
+                    close = difflib.get_close_matches(end, list(self.p.nodes), n=1)
+                    fix = f"did you mean '{close[0]}'?" if close else "define it under stages"
+                    out.append(
+                        self.p._p(
+                            f"link '{link.name}' names unknown stage '{end}'", fix, link.where
+                        )
+                    )
+            if (link.src, link.dst) in seen:
+                out.append(
+                    self.p._p(f"link '{link.name}' is declared twice", "remove one", link.where)
+                )
+            seen.add((link.src, link.dst))
+            if link.capacity is not None and (
+                not isinstance(link.capacity, int) or link.capacity < 1
+            ):
+                out.append(
+                    self.p._p(
+                        f"link '{link.name}': capacity must be a whole number ≥ 1, "
+                        f"got {link.capacity!r}",
+                        "e.g. capacity: 8",
+                        link.where,
+                    )
+                )
+            if link.overflow is not None and link.overflow not in OVERFLOW_POLICIES:
+                out.append(
+                    self.p._p(
+                        f"link '{link.name}': unknown overflow {link.overflow!r}",
+                        "use one of " + ", ".join(OVERFLOW_POLICIES),
+                        link.where,
+                    )
+                )
+            src = self.p.nodes.get(link.src)
+            dst = self.p.nodes.get(link.dst)
+            if src and src.spec and src.spec.is_sink:
+                out.append(
+                    self.p._p(
+                        f"link '{link.name}': '{link.src}' ({src.spec.name}) is a sink "
+                        "and emits nothing",
+                        "link from a stage that emits frames",
+                        link.where,
+                    )
+                )
+            if dst and dst.spec and dst.spec.is_source:
+                out.append(
+                    self.p._p(
+                        f"link '{link.name}': '{link.dst}' ({dst.spec.name}) is a "
+                        "source and takes no input",
+                        "link into a stage that accepts frames",
+                        link.where,
+                    )
+                )
+        return out
+
+    def _mark_feedback(self) -> None:
+        """A link that closes a cycle (a back edge in a depth-first walk from the sources, in
+        declaration order) is a feedback link."""
+        out: dict[str, list[Link]] = {n: [] for n in self.p.nodes}
+        for link in self.live:
+            self.feedback[link] = False
+            out[link.src].append(link)
+        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+        roots = [n for n, node in self.p.nodes.items() if node.spec and node.spec.is_source]
+        roots += [n for n in self.p.nodes if n not in roots]
+
+        def visit(n: str) -> None:
+            state[n] = 1
+            for link in out[n]:
+                s = state.get(link.dst)
+                if s == 1:
+                    self.feedback[link] = True
+                elif s is None:
+                    visit(link.dst)
+            state[n] = 2
+
+        for r in roots:
+            if r not in state:
+                visit(r)
+
+    def _check_cycles(self) -> list[Problem]:
+        """A plain stage linked to itself takes back everything it emits, so the link fills
+        and the stage waits on itself for ever."""
+        out: list[Problem] = []
+        for link in self.live:
+            spec = self.p.nodes[link.src].spec
+            if link.src == link.dst and spec is not None and not spec.cycle_aware:
+                out.append(
+                    self.p._p(
+                        f"link '{link.name}' links stage '{link.src}' to itself: it would take "
+                        "back everything it emits and the run would never end",
+                        "remove the link",
+                        link.where,
+                    )
+                )
+        return out
+
+    def _propagate_types(self) -> list[Problem]:
+        self.types = {link: frozenset() for link in self.live}
+        for node in self.p.nodes.values():
+            self.in_types[node.id] = frozenset()
+            self.out_types[node.id] = frozenset(node.spec.emits) if node.spec else frozenset()
+        changed = True
+        while changed:
+            changed = False
+            for link in self.live:
+                src, dst = self.p.nodes[link.src], self.p.nodes[link.dst]
+                accepts = dst.spec.link_accepts() if dst.spec else ()
+                types = frozenset(t for t in self.out_types[src.id] if t in accepts)
+                if types != self.types[link]:
+                    self.types[link] = types
+                    changed = True
+                if not types <= self.in_types[dst.id]:
+                    self.in_types[dst.id] = self.in_types[dst.id] | types
+                    if dst.spec and dst.spec.passthrough:
+                        self.out_types[dst.id] = self.out_types[dst.id] | self.in_types[dst.id]
+                    changed = True
+        out: list[Problem] = []
+        for link in self.live:
+            if self.types[link]:
+                continue
+            src, dst = self.p.nodes[link.src], self.p.nodes[link.dst]
+            if not (src.spec and dst.spec) or src.spec.is_sink or dst.spec.is_source:
+                continue  # unknown type, or already reported as a link from a sink/into a source
+            emitted = ", ".join(sorted(t.type for t in self.out_types[src.id])) or "nothing"
+            taken = ", ".join(sorted(t.type for t in dst.spec.link_accepts())) or "nothing"
+            out.append(
+                self.p._p(
+                    f"link '{link.name}' can carry nothing: '{link.src}' ({src.spec.name}) emits "
+                    f"{emitted}; '{link.dst}' ({dst.spec.name}) accepts {taken}",
+                    "remove the link or put a converting stage between them",
+                    link.where,
+                )
+            )
+        return out
+
+    def _propagate_formats(self) -> list[Problem]:
+        out: list[Problem] = []
+        incoming: dict[str, list[Link]] = {n: [] for n in self.p.nodes}
+        for link in self.live:
+            incoming[link.dst].append(link)
+        for nid in self.topo_order():
+            node = self.p.nodes[nid]
+            spec = node.spec
+            if spec is None or not self.ok.get(nid, False):
+                self.out_fmt[nid] = None
+                continue
+            fmts: dict[AudioFormat, Link] = {}
+            for link in incoming[nid]:
+                src_fmt = self.out_fmt.get(link.src)
+                if Audio in self.types[link] and src_fmt is not None:
+                    self.format[link] = src_fmt
+                    fmts.setdefault(src_fmt, link)
+            if len(fmts) > 1:
+                desc = ", ".join(f"{f} from '{lk.src}'" for f, lk in fmts.items())
+                out.append(
+                    self.p._p(
+                        f"stage '{nid}' ({spec.name}) gets audio in {len(fmts)} formats: {desc}",
+                        "resample/encode the inputs to one format",
+                        node.where,
+                    )
+                )
+                continue
+            fmt_link = next(iter(fmts.values()), None)
+            in_fmt = self.in_fmt[nid] = next(iter(fmts), None)
+            try:
+                if spec.audio_in is not None and in_fmt is not None:
+                    problem = spec.audio_in.problem(in_fmt)
+                    if problem is not None:
+                        raise FormatError(*problem)
+                if spec.output_format is not None:
+                    self.out_fmt[nid] = spec.output_format(self.values[nid], in_fmt)
+                elif spec.passthrough:
+                    self.out_fmt[nid] = in_fmt
+                else:
+                    self.out_fmt[nid] = None
+            except FormatError as exc:
+                self.out_fmt[nid] = None
+                if fmt_link is not None:
+                    where = fmt_link.where if fmt_link.where[0] else node.where
+                    msg = f"link '{fmt_link.name}': stage '{nid}' ({spec.name}) {exc.message}"
+                else:
+                    where = node.where
+                    msg = f"stage '{nid}' ({spec.name}): {exc.message}"
+                out.append(self.p._p(msg, exc.fix, where))
+            except Exception as exc:  # a bad input file read at validation time
+                self.out_fmt[nid] = None
+                name = next(iter(spec.params), "")
+                where = node.param_where.get(name, node.where)
+                out.append(self.p._p(f"stage '{nid}' ({spec.name}): {exc}", "", where))
+        # feedback links carry whatever their source emits, formats included
+        for link in self.live:
+            if self.feedback[link] and Audio in self.types[link]:
+                self.format[link] = self.out_fmt.get(link.src)
+        return out
+
+    def _check_connected(self) -> list[Problem]:
+        out: list[Problem] = []
+        has_in = {link.dst for link in self.p.links}
+        has_out = {link.src for link in self.p.links}
+        for node in self.p.nodes.values():
+            spec = node.spec
+            if spec is None:
+                continue
+            if node.id not in has_in and node.id not in has_out:
+                out.append(
+                    self.p._p(
+                        f"stage '{node.id}' ({spec.name}) is not connected",
+                        f"link it, e.g. '... -> {node.id}', or remove it"
+                        if spec.is_sink
+                        else f"link it, e.g. '{node.id} -> ...', or remove it",
+                        node.where,
+                    )
+                )
+            elif not spec.is_source and node.id not in has_in:
+                out.append(
+                    self.p._p(
+                        f"stage '{node.id}' ({spec.name}) gets no input",
+                        f"link a stage into it: '... -> {node.id}'",
+                        node.where,
+                    )
+                )
+            elif not spec.is_sink and node.id not in has_out and spec.emits:
+                out.append(
+                    self.p._p(
+                        f"stage '{node.id}' ({spec.name}) sends its output nowhere",
+                        f"link it to a sink: '{node.id} -> ...'",
+                        node.where,
+                    )
+                )
+        return out
 
 
 def _output_problem(

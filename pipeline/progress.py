@@ -94,11 +94,11 @@ def measure(sources: Iterable[tuple[float, float | None]], elapsed_s: float) -> 
 
 def of_runner(runner: Runner, elapsed_s: float) -> Progress | None:
     """The progress of a running :class:`~pipeline.runtime.Runner`."""
-    sources = []
-    for sid, ctx in runner.contexts.items():
-        node = runner.pipeline.nodes.get(sid)
-        if node is not None and node.spec is not None and node.spec.is_source:
-            sources.append((runner.stats[sid].media_s, ctx.media_total_s))
+    sources = [
+        (runner.stats[sid].media_s, ctx.media_total_s)
+        for sid, ctx in runner.contexts.items()
+        if runner.plan.stages[sid].spec.is_source
+    ]
     return measure(sources, elapsed_s)
 
 
@@ -125,4 +125,4 @@ class ProgressLog:
         self._next = now + self._interval
         progress = of_runner(runner, now - self._start)
         if progress is not None:
-            self._log.info("progress", pipeline=runner.pipeline.name, **progress.fields())
+            self._log.info("progress", pipeline=runner.plan.name, **progress.fields())

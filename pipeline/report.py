@@ -18,10 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .frames import Error, ToolCall, ToolResult, Transcript, event_to_dict
-from .stage import StageSpec, builtin_names, resolve
+from .spec import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
-    from .graph import Pipeline
+    from .plan import Plan
     from .runtime import Runner, RunSummary
 
 
@@ -142,7 +142,7 @@ def live_table(r: Runner) -> Table:
 
     progress = of_runner(r, time.perf_counter() - r.started_at) if r.started_at else None
     t = Table(
-        title=f"running '{r.pipeline.name}'",
+        title=f"running '{r.plan.name}'",
         title_justify="left",
         caption=progress.text() if progress is not None else None,
         caption_justify="left",
@@ -261,25 +261,21 @@ def side_text(spec: StageSpec) -> list[str]:
     return lines
 
 
-def side_edges(p: Pipeline) -> list[tuple[str, str, str]]:
+def side_edges(p: Plan) -> list[tuple[str, str, str]]:
     """(from, to, label) for what flows outside the links: bus topics from every publisher to
     every subscriber of the run, and what a stage provides to the linked stages that use it."""
-    nodes = [n for n in p.nodes.values() if n.spec is not None]
+    nodes = list(p.stages.values())
     edges: list[tuple[str, str, str]] = []
     for a in nodes:
-        assert a.spec is not None
         for topic in a.spec.publishes:
             for b in nodes:
-                assert b.spec is not None
                 if b is not a and topic in b.spec.subscribes:
                     edges.append((a.id, b.id, f"bus: {topic}"))
-    linked = {(lk.src, lk.dst) for lk in p.live_links()}
+    linked = {(lk.src, lk.dst) for lk in p.links}
     linked |= {(b, a) for a, b in linked}
     for a in nodes:
-        assert a.spec is not None
         for iface in a.spec.provides:
             for b in nodes:
-                assert b.spec is not None
                 if (a.id, b.id) in linked and iface in b.spec.uses:
                     edges.append((a.id, b.id, f"provides: {iface}"))
     return edges
@@ -299,16 +295,17 @@ def params_text(spec: StageSpec) -> str:
 # ---------------------------------------------------------------------------- graph
 
 
-def mermaid(p: Pipeline) -> str:
-    """A Mermaid flowchart: every label quoted, so brackets, pipes and the like stay text."""
+def mermaid(p: Plan) -> str:
+    """A Mermaid flowchart of a checked plan: every label quoted, so brackets, pipes and the
+    like stay text."""
     lines = ["flowchart LR"]
-    ids = _idents(list(p.nodes))
-    for n in p.nodes.values():
+    ids = _idents(list(p.stages))
+    for n in p.stages.values():
         label = f"{_mm(n.id)}<br/><small>{_mm(n.type_name)}</small>"
         lines.append(f'    {ids[n.id]}["{label}"]')
-    for lk in p.live_links():
+    for lk in p.links:
         arrow = "-.->" if lk.feedback else "-->"
-        lines.append(f'    {ids[lk.src]} {arrow}|"{_mm(p.describe_link(lk))}"| {ids[lk.dst]}')
+        lines.append(f'    {ids[lk.src]} {arrow}|"{_mm(lk.describe())}"| {ids[lk.dst]}')
     for src, dst, label in side_edges(p):  # outside the links: a dotted line
         lines.append(f'    {ids[src]} -.-|"{_mm(label)}"| {ids[dst]}')
     return "\n".join(lines) + "\n"
@@ -339,14 +336,14 @@ def _idents(names: list[str]) -> dict[str, str]:
     return out
 
 
-def dot(p: Pipeline) -> str:
-    """A Graphviz digraph: every id and label quoted."""
+def dot(p: Plan) -> str:
+    """A Graphviz digraph of a checked plan: every id and label quoted."""
     lines = [f"digraph {_dq(p.name)} {{", "    rankdir=LR;", "    node [shape=box];"]
-    for n in p.nodes.values():
+    for n in p.stages.values():
         lines.append(f"    {_dq(n.id)} [label={_dq(n.id + chr(10) + n.type_name)}];")
-    for lk in p.live_links():
+    for lk in p.links:
         style = ", style=dashed" if lk.feedback else ""
-        label = _dq(p.describe_link(lk))
+        label = _dq(lk.describe())
         lines.append(f"    {_dq(lk.src)} -> {_dq(lk.dst)} [label={label}{style}];")
     for src, dst, text in side_edges(p):  # outside the links: a dotted grey line
         lines.append(

@@ -37,6 +37,7 @@ import structlog
 
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
+from .context import Bus, StageContext, call_stage
 from .errors import PipelineError, StageError
 from .frames import (
     EVENT_TYPES,
@@ -49,9 +50,9 @@ from .frames import (
     Transcript,
     with_stage,
 )
-from .graph import Link, Node, Pipeline
+from .graph import Pipeline
 from .metrics import MetricsSink, StageMetrics
-from .stage import Bus, Peer, StageContext, call_stage
+from .plan import Plan, PlannedLink, Segment
 
 log = structlog.get_logger("pipeline")
 
@@ -340,23 +341,32 @@ def _percentiles(times: array[int]) -> tuple[float | None, float | None, float]:
 
 @dataclass
 class _Segment:
-    nodes: list[Node]
+    """A segment of the plan with this run's inbox and channels."""
+
+    plan: Segment
     inbox: Inbox | None
-    out_links: list[tuple[Link, Channel]]
+    out_links: list[tuple[PlannedLink, Channel]]
 
 
 class Runner:
-    """Runs one checked Pipeline once. Create, then ``await run()``."""
+    """Runs a checked plan once. Create, then ``await run()``.
+
+    ``plan`` is a :class:`~pipeline.plan.Plan` (``pipeline.check()``); any number of runners
+    may run one plan at the same time: a runner keeps its state (contexts, channels, counters)
+    to itself. A :class:`~pipeline.graph.Pipeline` is checked first (ConfigError if it cannot
+    run). ``metrics`` receives what the stages report through ``ctx.metrics``."""
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        plan: Plan | Pipeline,
         *,
         clock: Clock | None = None,
         fuse: bool = True,
         metrics: MetricsSink | None = None,
     ):
-        self.pipeline = pipeline
+        if not isinstance(plan, Plan):
+            plan = plan.validate()
+        self.plan = plan.runnable()
         self.metrics = metrics
         self.clock: Clock = clock or RealClock()
         self.fuse = fuse
@@ -364,7 +374,6 @@ class Runner:
         self.stats: dict[str, StageStats] = {}
         self.contexts: dict[str, StageContext] = {}
         self.channels: dict[str, Channel] = {}
-        self.fused_links: set[str] = set()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cancelled = False
@@ -372,9 +381,12 @@ class Runner:
         self.running = False
         self.status = "completed"
         self.on_tick: Callable[[Runner], None] | None = None
+        #: called with every event a stage emits, once, as it leaves the stage (observers:
+        #: ``pipeline serve`` times turns and traces tool calls with it)
+        self.event_hooks: list[Callable[[Event], None]] = []
         self.event_counts: dict[str, int] = {}
         self.notable: list[Event] = []
-        self.segments = self._plan()
+        self.segments = self._prepare()
 
     def _on_event(self, frame: Event) -> None:
         counts = self.event_counts
@@ -384,76 +396,55 @@ class Runner:
             or (isinstance(frame, Transcript) and frame.final)
         ):
             self.notable.append(frame)
+        for hook in self.event_hooks:
+            hook(frame)
 
-    # ------------------------------------------------------------------ planning
+    # ------------------------------------------------------------------ preparing
 
-    def _plan(self) -> list[_Segment]:
-        p = self.pipeline
-        links = p.live_links()
-        ins: dict[str, list[Link]] = {n: [] for n in p.nodes}
-        outs: dict[str, list[Link]] = {n: [] for n in p.nodes}
-        for lk in links:
-            ins[lk.dst].append(lk)
-            outs[lk.src].append(lk)
-
-        def fusible(lk: Link) -> bool:
-            return (
-                self.fuse
-                and not lk.feedback
-                and not lk.has_options
-                and len(outs[lk.src]) == 1
-                and len(ins[lk.dst]) == 1
-            )
-
-        for n, node in p.nodes.items():
-            assert node.spec is not None
-            self.stats[n] = StageStats(n, node.spec.name)
+    def _prepare(self) -> list[_Segment]:
+        """This run's state beside the plan: a context and counters per stage, a channel
+        per queued link, an inbox per segment head."""
+        plan = self.plan
+        segments = plan.segments(self.fuse)
+        fused = {lk.name for seg in segments for lk in seg.fused}
+        for n, st in plan.stages.items():
+            stats = self.stats[n] = StageStats(n, st.spec.name)
             self.contexts[n] = StageContext(
                 id=n,
-                type=node.spec.name,
-                clock=_MeteredClock(self.clock, self.stats[n]),
-                base_dir=p.base_dir,
+                type=st.spec.name,
+                clock=_MeteredClock(self.clock, stats),
+                base_dir=plan.base_dir,
                 log=log.bind(stage=n),
                 bus=self.bus,
-                downstream=tuple(_peer(p.nodes[lk.dst], lk.feedback) for lk in outs[n]),
-                upstream=tuple(_peer(p.nodes[lk.src], lk.feedback) for lk in ins[n]),
-                input_format=node.input_format,
+                downstream=st.downstream,
+                upstream=st.upstream,
+                input_format=st.input_format,
                 metrics=StageMetrics(self.metrics, n),
+                stopping=self._stopping,
+                on_wait=stats.add_wait,
             )
-            self.contexts[n]._stopping = self._stopping
-            self.contexts[n]._on_wait = self.stats[n].add_wait
-
-        for lk in links:
-            if fusible(lk):
-                self.fused_links.add(lk.name)
-            else:
+        for lk in plan.links:
+            if lk.name not in fused:
                 self.channels[lk.name] = Channel(
-                    lk.name, p.default_capacity(lk), lk.overflow or "block", feedback=lk.feedback
+                    lk.name, lk.queue_capacity, lk.overflow or "block", feedback=lk.feedback
                 )
-
-        segments: list[_Segment] = []
-        heads = [
-            n for n in p.nodes if not (len(ins[n]) == 1 and ins[n][0].name in self.fused_links)
-        ]
-        for head in heads:
-            chain = [p.nodes[head]]
-            while True:
-                nxt = outs[chain[-1].id]
-                if len(nxt) == 1 and nxt[0].name in self.fused_links:
-                    chain.append(p.nodes[nxt[0].dst])
-                else:
-                    break
-            in_chans = [self.channels[lk.name] for lk in ins[head]]
-            spec = p.nodes[head].spec
-            assert spec is not None
+        out: list[_Segment] = []
+        for seg in segments:
+            head = seg.stages[0]
+            in_chans = [self.channels[lk.name] for lk in seg.inputs]
+            spec = plan.stages[head].spec
             inbox = Inbox(in_chans, stop_at_forward_end=not spec.cycle_aware) if in_chans else None
             if inbox is not None:
                 inbox.on_forward_end.append(self.contexts[head].forward_ended)
                 if not any(not c.feedback for c in in_chans):  # only feedback inputs
                     self.contexts[head].forward_ended.set()
-            out_links = [(lk, self.channels[lk.name]) for lk in outs[chain[-1].id]]
-            segments.append(_Segment(chain, inbox, out_links))
-        return segments
+            out.append(_Segment(seg, inbox, [(lk, self.channels[lk.name]) for lk in seg.outputs]))
+        return out
+
+    @property
+    def fused_links(self) -> set[str]:
+        """Names of the links this run fuses (no channel)."""
+        return {lk.name for lk in self.plan.links if lk.name not in self.channels}
 
     # ------------------------------------------------------------------ running
 
@@ -475,7 +466,8 @@ class Runner:
         try:
             async with asyncio.TaskGroup() as tg:
                 for seg in self.segments:
-                    self._tasks.append(tg.create_task(self._run_segment(seg), name=seg.nodes[0].id))
+                    name = seg.plan.stages[0]
+                    self._tasks.append(tg.create_task(self._run_segment(seg), name=name))
                 if self.on_tick is not None:
                     tg.create_task(self._tick(list(self._tasks)))
         except* StageError as eg:
@@ -502,7 +494,7 @@ class Runner:
                 await asyncio.wait_for(done.wait(), 0.25)
 
     async def _run_segment(self, seg: _Segment) -> None:
-        p = self.pipeline
+        plan = self.plan
         gens: list[AsyncIterator[Frame]] = []
         inputs: list[_Input] = []
         ended = False
@@ -510,11 +502,11 @@ class Runner:
             upstream: AsyncIterator[Frame] | None = None
             up_input: _Input | None = None
             up_stats: StageStats | None = None
-            for i, node in enumerate(seg.nodes):
-                spec = node.spec
-                assert spec is not None
-                stats = self.stats[node.id]
-                ctx = self.contexts[node.id]
+            for i, sid in enumerate(seg.plan.stages):
+                st = plan.stages[sid]
+                spec = st.spec
+                stats = self.stats[sid]
+                ctx = self.contexts[sid]
                 inp: _Input | None
                 cls = _SinkInput if spec.is_sink else _Input
                 if i == 0:
@@ -529,8 +521,8 @@ class Runner:
                         else None
                     )
                 else:
-                    link = next(lk for lk in p.live_links() if lk.dst == node.id)
-                    prev = seg.nodes[i - 1]
+                    link = seg.plan.fused[i - 1]
+                    prev = plan.stages[seg.plan.stages[i - 1]]
                     narrower = link.types != prev.out_types
                     inp = cls(
                         stats,
@@ -544,7 +536,7 @@ class Runner:
                     )
                 if inp is not None:
                     inputs.append(inp)
-                gen = call_stage(spec, inp, node.values, ctx)
+                gen = call_stage(spec, inp, st.values, ctx)
                 gens.append(gen)
                 upstream, up_input, up_stats = gen, inp, stats
             assert upstream is not None and up_stats is not None
@@ -560,13 +552,13 @@ class Runner:
                 # an empty file for a session that never started).
                 for ch in (c for _, c in seg.out_links):
                     ch.close()
-            for node, gen in reversed(list(zip(seg.nodes, gens, strict=False))):
+            for sid, gen in reversed(list(zip(seg.plan.stages, gens, strict=False))):
                 aclose = getattr(gen, "aclose", None)
                 if aclose is not None:
                     try:
                         await aclose()
                     except Exception as exc:  # a failing finally in a stage
-                        log.warning("stage close failed", stage=node.id, error=str(exc))
+                        log.warning("stage close failed", stage=sid, error=str(exc))
             for inp in reversed(inputs):  # the glue between stages: nothing to fail here
                 await inp.aclose()
 
@@ -588,7 +580,8 @@ class Runner:
         )
         routes = [(tuple(lk.types), ch) for lk, ch in seg.out_links]
         try:
-            if len(routes) == 1 and set(routes[0][0]) >= seg.nodes[-1].out_types:
+            tail_types = self.plan.stages[seg.plan.stages[-1]].out_types
+            if len(routes) == 1 and set(routes[0][0]) >= tail_types:
                 only = routes[0][1]  # one link that takes everything: no per-frame type test
                 async for frame in tail:
                     await only.send(frame)
@@ -603,7 +596,7 @@ class Runner:
     # ------------------------------------------------------------------ reporting
 
     def summary(self) -> RunSummary:
-        p = self.pipeline
+        p = self.plan
         stages = []
         for n, st in self.stats.items():
             p50, p99, total = _percentiles(st.times)
@@ -620,7 +613,7 @@ class Runner:
                 )
             )
         links = []
-        for lk in p.live_links():
+        for lk in p.links:
             ch = self.channels.get(lk.name)
             if ch is None:
                 links.append(
@@ -654,11 +647,6 @@ class Runner:
             dict(self.event_counts),
             list(self.notable),
         )
-
-
-def _peer(node: Node, feedback: bool) -> Peer:
-    provides = node.spec.provides if node.spec is not None else {}
-    return Peer(node.id, node.type_name, node.values, feedback, provides)
 
 
 def _first(eg: BaseExceptionGroup[StageError]) -> StageError:

@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from .stage import StageContext
+    from .context import StageContext
 
 T = TypeVar("T")
 

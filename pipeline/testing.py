@@ -16,9 +16,10 @@ from typing import Any
 import aiostream
 
 from .clock import Clock, VirtualClock
+from .context import StageContext, call_stage
 from .errors import FormatError
 from .frames import Audio, Frame
-from .stage import StageContext, StageSpec, call_stage, spec_for
+from .spec import StageSpec, spec_for
 
 
 def make_context(

@@ -16,6 +16,8 @@ _MODULES = (
     "g711",
     "resample",
     "vad",
+    "turn",
+    "denoise",
     "realtime",
     "tools",
     "telephony",

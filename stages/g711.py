@@ -38,9 +38,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, AudioFormat, Encoding, Frame
-from pipeline.stage import StageContext, stage
+from pipeline.spec import stage
 
 __all__ = [
     "ALAW_DECODE",

@@ -29,9 +29,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
-from pipeline.stage import StageContext, stage
+from pipeline.spec import stage
 
 Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 Int16Array: TypeAlias = npt.NDArray[np.int16]

@@ -8,7 +8,7 @@ leaves no empty output behind.
 ``wav_sink`` writes each frame as it arrives through :class:`~stages.wavfile.WavWriter`, whose
 header is rewritten after every write: whatever ends the run (end of stream, an error upstream,
 a cancel, Ctrl-C), the file is a valid WAV holding exactly the frames received. After each write
-it publishes :class:`~pipeline.stage.Played` on the bus (topic :data:`~pipeline.stage.PLAYED`)
+it publishes :class:`~pipeline.context.Played` on the bus (topic :data:`~pipeline.context.PLAYED`)
 with the media time written up to, so a realtime session can truncate what the caller "heard".
 """
 
@@ -23,9 +23,10 @@ from typing import BinaryIO
 
 import orjson
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import StageError
 from pipeline.frames import EVENT_TYPES, FRAME_TYPES, Audio, AudioFormat, Frame, event_to_dict
-from pipeline.stage import PLAYED, OutputPath, Played, StageContext, stage
+from pipeline.spec import OutputPath, stage
 
 from .wavfile import WavStreamWriter, WavWriter
 

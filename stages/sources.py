@@ -22,9 +22,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.context import StageContext
 from pipeline.errors import InputError, StageError
 from pipeline.frames import Audio, AudioFormat, Encoding, Frame
-from pipeline.stage import InputPath, StageContext, stage
+from pipeline.spec import InputPath, stage
 
 from . import g711
 from .wavfile import WavReader, WavStreamReader, read_header

@@ -14,7 +14,7 @@ import structlog
 from pipeline import Audio, Frame, stage
 from pipeline.cli import main
 from pipeline.errors import StageError
-from pipeline.stage import REGISTRY, AudioNeeds, builtin_names
+from pipeline.spec import REGISTRY, AudioNeeds, builtin_names
 from pipeline.testing import check_stage, run_stage
 
 # The README's example, as written there.

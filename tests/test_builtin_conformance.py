@@ -20,11 +20,12 @@ from pipeline import (
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
+    SpeechStopped,
     Text,
     ToolCall,
     Transcript,
 )
-from pipeline.stage import builtin_names, resolve
+from pipeline.spec import builtin_names, resolve
 from pipeline.testing import check_stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -80,6 +81,11 @@ CASES: dict[str, Case] = {
         [*tone(16000, 1.2, burst=True), *EVENTS],
         {"engine": "energy", "mode": "annotate"},
     ),
+    "denoise": lambda _: ([*tone(16000, 0.3), *EVENTS], {}),
+    "turn_detector": lambda _: (
+        [SpeechStarted(pts=0.0), *tone(16000, 0.6), SpeechStopped(pts=0.6), *EVENTS],
+        {"max_wait_ms": 500},
+    ),
     "tool_router": lambda _: (
         [
             ResponseStarted("r1"),
@@ -105,6 +111,8 @@ SKIP: dict[str, str] = {
     "tests/stages/telephony/test_twilio.py drives it",
     "twilio_sink": "needs a Twilio Media Stream call bound with bind_call; checked in "
     "tests/stages/telephony/test_twilio.py::test_sink_passes_the_stage_conformance_checks",
+    "call_recorder": "needs a Twilio Media Stream call bound with bind_call; checked in "
+    "tests/stages/telephony/test_call_recorder.py::test_recorder_passes_the_conformance_checks",
     "mic_source": "needs a sound card; tests/stages/test_desk.py runs it on a virtual one",
     "speaker_sink": "needs a sound card; tests/stages/test_desk.py runs it on a virtual one",
     "browser_source": "needs a browser tab bound with bind_connection, whose audio one run "

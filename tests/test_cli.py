@@ -18,7 +18,7 @@ from rich.console import Console
 
 import pipeline.cli as cli
 from pipeline.cli import main
-from pipeline.stage import builtin_names, resolve
+from pipeline.spec import builtin_names, resolve
 from tests.renderers import assert_dot_parses, assert_mermaid_parses
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -20,7 +20,7 @@ from pipeline.errors import Problem
 from pipeline.graph import Pipeline
 from tests import stagekit as kit
 
-stage_mod = importlib.import_module("pipeline.stage")
+stage_mod = importlib.import_module("pipeline.spec")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -147,9 +147,9 @@ pipelines:
     fixed = fixed.replace("      out:", "      dec: {type: g711_decode}\n      out:")
     path.write_text(fixed)
     p = load(path)
-    assert p.nodes["up"].input_format is not None
-    assert str(p.nodes["up"].input_format) == "pcm16 8000 Hz"
-    assert str(p.nodes["up"].output_format) == "pcm16 16000 Hz"
+    assert p.check().stages["up"].input_format is not None
+    assert str(p.check().stages["up"].input_format) == "pcm16 8000 Hz"
+    assert str(p.check().stages["up"].output_format) == "pcm16 16000 Hz"
 
 
 def test_parameter_problems_point_at_the_value(tmp_path: Path) -> None:
@@ -247,10 +247,10 @@ def test_missing_file() -> None:
 def test_env_substitution_defaults_and_unset() -> None:
     path = FIXTURES / "good.yaml"
     p = load(path, env={"KIT_KEY": "mine"})
-    assert p.nodes["src"].values["n"] == 4  # ${KIT_FRAMES:-4}, read as the int it must be
-    assert p.nodes["out"].values["key"] == "mine"
+    assert p.check().stages["src"].values["n"] == 4  # ${KIT_FRAMES:-4}, read as the int it must be
+    assert p.check().stages["out"].values["key"] == "mine"
     p = load(path, env={"KIT_KEY": "mine", "KIT_FRAMES": "9"})
-    assert p.nodes["src"].values["n"] == 9
+    assert p.check().stages["src"].values["n"] == 9
     assert problems_of(path, env={}) == [
         f"{path}:9:51: environment variable KIT_KEY is not set; export KIT_KEY=... or write "
         "${KIT_KEY:-default}"
@@ -267,7 +267,7 @@ pipelines:
     links: [src -> out]
 """
     p = load_text(text, env={"USER_X": "ada"})
-    assert p.nodes["out"].values["key"] == "run-0-ada"
+    assert p.check().stages["out"].values["key"] == "run-0-ada"
 
 
 def test_set_overrides_typed_as_yaml() -> None:
@@ -276,10 +276,10 @@ def test_set_overrides_typed_as_yaml() -> None:
         "second",
         overrides=["tone.rate=8000", "tone.seconds=0.5", "enc.law=ulaw", "tone.kind=noise"],
     )
-    tone = p.nodes["tone"].values
+    tone = p.check().stages["tone"].values
     assert (tone["rate"], tone["seconds"], tone["kind"]) == (8000, 0.5, "noise")
-    assert p.nodes["enc"].values["law"] == "ulaw"
-    assert str(p.nodes["enc"].output_format) == "pcmu 8000 Hz"
+    assert p.check().stages["enc"].values["law"] == "ulaw"
+    assert str(p.check().stages["enc"].output_format) == "pcmu 8000 Hz"
 
 
 def test_set_problems() -> None:
@@ -316,9 +316,9 @@ pipelines:
     )
     monkeypatch.chdir(tmp_path)  # somewhere else
     p = load(path)
-    assert p.nodes["caller"].values["path"] == folder / "caller.wav"
-    assert p.nodes["wav"].values["path"] == folder / "out" / "reply.wav"
-    assert p.nodes["log"].values["path"] == Path("-")  # standard output stays as it is
+    assert p.check().stages["caller"].values["path"] == folder / "caller.wav"
+    assert p.check().stages["wav"].values["path"] == folder / "out" / "reply.wav"
+    assert p.check().stages["log"].values["path"] == Path("-")  # standard output stays as it is
 
 
 # ---------------------------------------------------------------- user stages
@@ -432,12 +432,13 @@ def test_python_and_yaml_build_the_same_graph(tmp_path: Path) -> None:
     p.add("wav", "wav_sink", path="out/second.wav")
     p.link("tone", "enc", capacity=4, overflow="drop_oldest")
     p.chain("enc -> wav")
-    assert p.check() == []
-    assert [(lk.name, lk.capacity, lk.overflow, lk.format) for lk in p.links] == [
-        (lk.name, lk.capacity, lk.overflow, lk.format) for lk in from_yaml.links
+    plan, yaml_plan = p.check(), from_yaml.check()
+    assert plan.problems == ()
+    assert [(lk.name, lk.capacity, lk.overflow, lk.format) for lk in plan.links] == [
+        (lk.name, lk.capacity, lk.overflow, lk.format) for lk in yaml_plan.links
     ]
-    assert {n: node.values for n, node in p.nodes.items()} == {
-        n: node.values for n, node in from_yaml.nodes.items()
+    assert {n: st.values for n, st in plan.stages.items()} == {
+        n: st.values for n, st in yaml_plan.stages.items()
     }
 
 
@@ -447,7 +448,7 @@ def test_python_problems_have_no_file() -> None:
     p.add("tone", "null_sink")
     p.add("x", "resampel")
     p.chain("tone -> ")
-    assert [str(q) for q in p.check()] == [
+    assert [str(q) for q in p.check().problems] == [
         "<pipeline>: duplicate stage id 'tone' (first defined at line 0); give each stage a "
         "unique id",
         "<pipeline>: stage 'x': unknown stage type 'resampel'; did you mean 'resample'?",

@@ -16,13 +16,14 @@ def test_add_returns_the_id_and_accepts_names_specs_and_functions() -> None:
     p.add("up", "resample", rate=16000)
     p.add("out", "tests.stagekit:collect")
     p.chain("src -> up -> out")
-    assert p.check() == []
-    assert [n.type_name for n in p.nodes.values()] == [
+    plan = p.check()
+    assert plan.problems == ()
+    assert [n.type_name for n in plan.stages.values()] == [
         "kit_source",
         "resample",
         "tests.stagekit:collect",
     ]
-    assert p.nodes["up"].values == {"rate": 16000, "quality": "HQ", "low_latency": True}
+    assert plan.stages["up"].values == {"rate": 16000, "quality": "HQ", "low_latency": True}
 
 
 def test_formats_propagate_through_the_chain() -> None:
@@ -33,15 +34,16 @@ def test_formats_propagate_through_the_chain() -> None:
     p.add("enc", "g711_encode", law="alaw")
     p.add("out", kit.collect)
     p.chain("src -> up -> down -> enc -> out")
-    assert p.check() == []
-    assert [str(lk.format) for lk in p.links] == [
+    plan = p.check()
+    assert plan.problems == ()
+    assert [str(lk.format) for lk in plan.links] == [
         "pcm16 8000 Hz",
         "pcm16 16000 Hz",
         "pcm16 8000 Hz",
         "pcma 8000 Hz",
     ]
-    assert p.nodes["enc"].input_format == AudioFormat("pcm16", 8000)
-    assert [p.describe_link(lk) for lk in p.links][-1] == "audio [pcma 8000 Hz]"
+    assert plan.stages["enc"].input_format == AudioFormat("pcm16", 8000)
+    assert [lk.describe() for lk in plan.links][-1] == "audio [pcma 8000 Hz]"
 
 
 def test_link_types_follow_what_flows_and_what_the_destination_takes() -> None:
@@ -53,8 +55,9 @@ def test_link_types_follow_what_flows_and_what_the_destination_takes() -> None:
     p.add("all", kit.collect)
     p.chain("src -> mix -> talk -> all")
     p.chain("ev -> mix -> all")
-    assert p.check() == []
-    types = {lk.name: {t.type for t in lk.types} for lk in p.links}
+    plan = p.check()
+    assert plan.problems == ()
+    types = {lk.name: {t.type for t in lk.types} for lk in plan.links}
     assert types == {
         "src -> mix": {"audio"},
         "mix -> talk": {"text"},  # the audio is not sent where it is not taken
@@ -62,8 +65,8 @@ def test_link_types_follow_what_flows_and_what_the_destination_takes() -> None:
         "ev -> mix": {"text"},
         "mix -> all": {"audio", "text"},
     }
-    assert p.nodes["mix"].out_types == frozenset({Audio, Text})
-    assert p.nodes["talk"].out_types == frozenset({SpeechStarted})
+    assert plan.stages["mix"].out_types == frozenset({Audio, Text})
+    assert plan.stages["talk"].out_types == frozenset({SpeechStarted})
 
 
 def test_the_link_closing_a_cycle_is_the_feedback_link() -> None:
@@ -74,18 +77,19 @@ def test_the_link_closing_a_cycle_is_the_feedback_link() -> None:
     p.add("out", kit.collect)
     p.chain("src -> agent -> tools -> agent")
     p.chain("agent -> out")
-    assert p.check() == []
-    assert [(lk.name, lk.feedback) for lk in p.links] == [
+    plan = p.check()
+    assert plan.problems == ()
+    assert [(lk.name, lk.feedback) for lk in plan.links] == [
         ("src -> agent", False),
         ("agent -> tools", False),
         ("tools -> agent", True),
         ("agent -> out", False),
     ]
     assert p.topo_order() == ["src", "agent", "tools", "out"]  # feedback links ignored
-    assert '    tools -.->|"speech_started"| agent' in mermaid(p)
-    assert '"tools" -> "agent" [label="speech_started", style=dashed];' in dot(p)
-    assert_mermaid_parses(mermaid(p))
-    assert_dot_parses(dot(p))
+    assert '    tools -.->|"speech_started"| agent' in mermaid(plan)
+    assert '"tools" -> "agent" [label="speech_started", style=dashed];' in dot(plan)
+    assert_mermaid_parses(mermaid(plan))
+    assert_dot_parses(dot(plan))
 
 
 def test_builtin_agent_cycle_types() -> None:
@@ -97,8 +101,9 @@ def test_builtin_agent_cycle_types() -> None:
     p.add("out", "null_sink")
     p.chain("tone -> agent -> tools -> agent")
     p.chain("agent -> out")
-    assert p.check() == []
-    lk = {x.name: x for x in p.links}
+    plan = p.check()
+    assert plan.problems == ()
+    lk = {x.name: x for x in plan.links}
     assert lk["tools -> agent"].feedback
     assert lk["tools -> agent"].types == frozenset({ToolResult})
     assert ToolCall in lk["agent -> tools"].types and Interrupt in lk["agent -> tools"].types
@@ -114,7 +119,7 @@ def test_fan_in_of_two_formats_is_a_problem() -> None:
     p.add("out", kit.collect)
     p.chain("a -> mix -> out")
     p.chain("b -> mix")
-    assert [str(q) for q in p.check()] == [
+    assert [str(q) for q in p.check().problems] == [
         "<pipeline>: stage 'mix' (kit_pass) gets audio in 2 formats: pcm16 8000 Hz from 'a', "
         "pcm16 16000 Hz from 'b'; resample/encode the inputs to one format"
     ]
@@ -128,7 +133,7 @@ def test_a_stage_with_input_but_no_output_link_and_one_with_no_input() -> None:
     p.add("out", kit.collect)
     p.chain("src -> up")
     p.chain("dec -> out")
-    assert [str(q) for q in p.check()] == [
+    assert [str(q) for q in p.check().problems] == [
         "<pipeline>: stage 'up' (resample) sends its output nowhere; link it to a sink: "
         "'up -> ...'",
         "<pipeline>: stage 'dec' (g711_decode) gets no input; link a stage into it: '... -> dec'",
@@ -139,4 +144,28 @@ def test_link_needs_two_stages() -> None:
     p = Pipeline("p")
     p.add("src", kit.source)
     p.link("src")
-    assert str(p.check()[0]) == ("<pipeline>: a link needs at least two stages; write 'a -> b'")
+    assert str(p.check().problems[0]) == (
+        "<pipeline>: a link needs at least two stages; write 'a -> b'"
+    )
+
+
+def test_check_writes_nothing_into_the_pipeline_and_its_plan_is_frozen() -> None:
+    import dataclasses
+
+    import pytest
+
+    p = Pipeline("p")
+    p.add("src", kit.source)
+    p.add("up", "resample", rate=16000)
+    p.add("out", kit.collect)
+    p.chain("src -> up -> out")
+    before = [dataclasses.asdict(n) for n in p.nodes.values()]
+    a, b = p.check(), p.check()
+    assert [dataclasses.asdict(n) for n in p.nodes.values()] == before
+    assert a == b and a is not b
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.stages["up"].input_format = None  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        a.stages["up"].values["rate"] = 8000  # type: ignore[index]
+    assert [seg.stages for seg in a.segments()] == [("src", "up", "out")]
+    assert [seg.stages for seg in a.segments(fuse=False)] == [("src",), ("up",), ("out",)]

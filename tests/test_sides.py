@@ -12,8 +12,9 @@ import pytest
 
 from pipeline import Frame, Pipeline, StageContext, Text, ToolCall, ToolResult, VirtualClock, stage
 from pipeline.cli import main
+from pipeline.context import PLAYED, TOOLS, Played
 from pipeline.report import dot, mermaid, side_edges
-from pipeline.stage import PLAYED, TOOLS, Interface, Played, Topic
+from pipeline.spec import Interface, Topic
 from tests.renderers import assert_dot_parses, assert_mermaid_parses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def _my_tools(values: Mapping[str, Any], base_dir: Path) -> list[dict[str, Any]]
     accepts=(ToolCall,),
     emits=(ToolResult,),
     provides={TOOLS: _my_tools},
-    register=False,
+    register=False,  # a user's stage, not a built-in (the conformance test lists those)
 )
 async def my_router(frames: AsyncIterator[Frame], *, names: list[str]) -> AsyncIterator[Frame]:
     """A user's own tool router: answers every call with 'ok'."""
@@ -88,8 +89,8 @@ def test_a_users_own_router_provides_tools_to_a_linked_stage() -> None:
 
 
 def test_the_graph_draws_what_flows_outside_the_links() -> None:
-    p = _graph()
-    assert p.check() == []
+    p = _graph().check()
+    assert p.problems == ()
     assert side_edges(p) == [("out", "agent", "bus: played"), ("tools", "agent", "provides: tools")]
     chart = mermaid(p)
     assert 'out -.-|"bus: played"| agent' in chart
@@ -101,7 +102,7 @@ def test_the_graph_draws_what_flows_outside_the_links() -> None:
 
 
 def test_the_tool_router_provides_the_schemas_of_its_tools() -> None:
-    from pipeline.stage import resolve
+    from pipeline.spec import resolve
     from stages.tools import tool_router  # noqa: F401  (registers it)
 
     spec = resolve("tool_router")

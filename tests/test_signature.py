@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import Frame, stage
 from pipeline.signature import parse_docstring, read_signature, signature_model
-from pipeline.stage import make_spec
+from pipeline.spec import make_spec
 from stages.tools import load_tool
 
 REST = """Look up an order.

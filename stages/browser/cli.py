@@ -55,10 +55,15 @@ def cmd_playground(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print(f"error: --max-sessions must be at least 1, got {args.max_sessions}", file=sys.stderr)
         return 2
-    token = os.environ.get(args.token_env) or None
-    if token is None and not is_loopback(args.host):
-        token = secrets.token_urlsafe(18)
-    return asyncio.run(_serve(p, args, token))
+    return asyncio.run(_serve(p, args, token_for(args.host, os.environ.get(args.token_env))))
+
+
+def token_for(host: str, given: str | None) -> str | None:
+    """The token connections need: the one given; else none on loopback and a fresh random one
+    on any other host (printed in the page's URL)."""
+    if given:
+        return given
+    return None if is_loopback(host) else secrets.token_urlsafe(18)
 
 
 async def _serve(p: Pipeline, args: argparse.Namespace, token: str | None) -> int:

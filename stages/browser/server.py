@@ -11,11 +11,14 @@ JavaScript modules, no build step, nothing from the network) and refuses what it
   right ``?token=`` answer 401/403 (the page carries the token in its own URL and passes it on);
 * ``/ws`` with an ``Origin`` header naming another site than the one in ``Host``: 403 (another
   web page open in the same browser must not talk to your agent);
+* on a loopback address, any request whose ``Host`` is not a loopback name or address: 403 (a
+  web page whose own domain name resolves to 127.0.0.1, "DNS rebinding", would otherwise be
+  same-origin with the playground);
 * ``/ws`` while ``max_sessions`` tabs are connected: 503.
 
 Each WebSocket is one tab: the handler sends ``hello`` (the rates, the graph), reads messages into
 a :class:`~stages.browser.connection.BrowserConnection` until the page's ``start``, then runs a
-fresh copy of the checked pipeline with that connection bound (its ``browser_source`` and
+fresh run of the one checked plan with that connection bound (its ``browser_source`` and
 ``browser_sink`` talk to this tab and no other), sending ``stats`` (link depths, frame counts)
 every ``stats_interval_s`` while it runs and ``bye`` when it ends. A message that breaks the
 protocol closes that connection (1008, or 1009 when too big) and nothing else. A hang-up (or a
@@ -44,6 +47,7 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.plan import Plan
 from pipeline.runtime import Runner, RunSummary
 
 from .connection import BrowserConnection, bind_connection
@@ -107,11 +111,11 @@ def check_playground_pipeline(p: Pipeline) -> None:
         )
 
 
-def _hello(p: Pipeline) -> dict[str, Any]:
+def _hello(p: Plan) -> dict[str, Any]:
     """What the page needs before it starts: the rates, the graph, the VAD settings."""
     capture_rate, playback_rate = 16000, 24000
     vad: dict[str, Any] = {}
-    for node in p.nodes.values():
+    for node in p.stages.values():
         if node.type_name == "browser_source" and node.output_format is not None:
             capture_rate = node.output_format.rate
         elif node.type_name == "browser_sink" and node.input_format is not None:
@@ -130,16 +134,16 @@ def _hello(p: Pipeline) -> dict[str, Any]:
         "playback_rate": playback_rate,
         "vad": vad or None,
         "graph": {
-            "nodes": [{"id": n.id, "type": n.type_name} for n in p.nodes.values()],
+            "nodes": [{"id": n.id, "type": n.type_name} for n in p.stages.values()],
             "links": [
                 {
                     "name": lk.name,
                     "src": lk.src,
                     "dst": lk.dst,
                     "feedback": lk.feedback,
-                    "capacity": lk.capacity or p.default_capacity(lk),
+                    "capacity": lk.queue_capacity,
                 }
-                for lk in p.live_links()
+                for lk in p.links
             ],
         },
     }
@@ -156,11 +160,9 @@ def _stats(runner: Runner) -> dict[str, Any]:
     return {"type": "stats", "links": links, "stages": stages}
 
 
-def _new_runner(template: Pipeline) -> Runner:
-    """A runner for one tab: its own copy of the checked pipeline, channels and bus."""
-    from stages.telephony.serve import fresh_copy
-
-    return Runner(fresh_copy(template))
+def _new_runner(plan: Plan) -> Runner:
+    """A runner for one tab: the one checked plan, with its own channels and bus."""
+    return Runner(plan)
 
 
 @dataclass
@@ -186,7 +188,7 @@ class PlaygroundServer:
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
-        template.validate()
+        self.plan = template.validate()
         check_playground_pipeline(template)
         self.template = template
         self.token = token or None
@@ -195,11 +197,12 @@ class PlaygroundServer:
         self.hangup_grace_s = hangup_grace_s
         self.stats_interval_s = stats_interval_s
         self.files = _static_files()
-        self.hello = dumps(_hello(template))
+        self.hello = dumps(_hello(self.plan))
         self.active = 0
         self.summaries: list[RunSummary] = []
         self.url = ""
         self.port = 0
+        self.loopback = True
         self._changed = asyncio.Event()
         self._server: Server | None = None
         self._tabs: dict[int, _Tab] = {}
@@ -222,6 +225,11 @@ class PlaygroundServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
+        if self.loopback and not is_loopback(
+            urlsplit("//" + request.headers.get("Host", "")).hostname or ""
+        ):
+            log.warning("request for another host name refused", host=request.headers.get("Host"))
+            return self._text(403, "this server answers to localhost and 127.0.0.1 only\n")
         if path not in self.files and path != "/ws":
             return self._text(404, f"not found: {path}\n")
         if path in ("/", "/index.html", "/ws") and self.token is not None:
@@ -267,7 +275,7 @@ class PlaygroundServer:
                     code, reason, outcome = failure[0].code, "protocol error", "refused"
                 return
             tlog.info("tab connected", pipeline=self.template.name, rate=conn.rate)
-            runner = tab.runner = _new_runner(self.template)
+            runner = tab.runner = _new_runner(self.plan)
             summary = await self._run(runner, conn)
             self.summaries.append(summary)
             outcome = summary.status
@@ -375,6 +383,7 @@ class PlaygroundServer:
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
+        self.loopback = is_loopback(host)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import FormatError
 from pipeline.frames import EVENT_TYPES, Audio, AudioFormat, Frame, Interrupt, event_to_dict
-from pipeline.stage import PLAYED, Played, StageContext, stage
+from pipeline.spec import stage
 from stages.resample import StreamResampler
 
 from .connection import current_connection

@@ -16,9 +16,10 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
-from pipeline.stage import PLAYED, Played, StageContext, stage
+from pipeline.spec import stage
 from stages.browser.protocol import PlayMap
 
 from .devices import check_format, pick, portaudio, query

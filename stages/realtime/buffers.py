@@ -17,8 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.context import Played
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt
-from pipeline.stage import Played
 
 MIN_APPEND_MS = 20
 MAX_APPEND_MS = 100

@@ -58,8 +58,13 @@ async def open_connection(s: Settings, url: str) -> Any:
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
     endpoint = endpoint_of(url)
-    headers = {"Authorization": f"Bearer {api_key(s)}"}
-    if s.dialect == "openai-beta":
+    # Azure OpenAI takes its key in an ``api-key`` header, the others as a bearer token
+    headers = (
+        {"api-key": api_key(s)}
+        if s.provider == "azure"
+        else {"Authorization": f"Bearer {api_key(s)}"}
+    )
+    if s.dialect == "openai-beta" and s.provider != "azure":
         headers["OpenAI-Beta"] = "realtime=v1"
     try:
         return await connect(

@@ -357,7 +357,7 @@ class RealtimeProtocol:
 
     def _send(self, event: wc.ClientEvent) -> str:
         self._seq += 1
-        text = wc.encode(event, f"c-{self._seq}")
+        text = codec(self.config.dialect).encode_client(event, f"c-{self._seq}")
         self._outbox.append(text)
         return text
 
@@ -536,7 +536,17 @@ class RealtimeProtocol:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError as exc:
                 return [MalformedEvent(f"not JSON ({exc})", _excerpt(message))]
-        if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
+        if not isinstance(event, Mapping):
+            return [MalformedEvent("no event type", _excerpt(message))]
+        decoded = codec(self.config.dialect).decode_server(event)
+        if len(decoded) == 1:
+            return self._receive_event(decoded[0], message)
+        return [out for ev in decoded for out in self._receive_event(ev, message)]
+
+    def _receive_event(
+        self, event: Mapping[str, Any], message: str | bytes | Mapping[str, Any]
+    ) -> list[ServerEvent]:
+        if not isinstance(event.get("type"), str):
             return [MalformedEvent("no event type", _excerpt(message))]
         name = canonical_event(event["type"])
         handler = _HANDLERS.get(name)

@@ -57,6 +57,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
+from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -73,7 +74,7 @@ from pipeline.frames import (
     Transcript,
 )
 from pipeline.metrics import Metric
-from pipeline.stage import PLAYED, StageContext, stage
+from pipeline.spec import stage
 
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
@@ -461,6 +462,8 @@ class _Run:
     output_format=output_format,
     cycle_aware=True,
     check=check_params,
+    uses=(TOOLS,),
+    subscribes=(PLAYED,),
     metrics=(SESSION_RECONNECTS,),
 )
 async def realtime_session(
@@ -491,11 +494,11 @@ async def realtime_session(
     """A speech-to-speech model (xAI Grok voice agent, OpenAI Realtime, or the emulator).
 
     Parameters:
-        provider: xai | openai | emulator (in-process, on an ephemeral loopback port)
+        provider: xai | openai | azure (url: the deployment's realtime URL) | emulator (in-process)
         dialect: wire dialect (default: the provider's; for the emulator, its own dialect)
         url: the endpoint, overriding the provider's (?model= is still added)
         model: model name (xai: grok-voice-latest, openai: gpt-realtime)
-        api_key_env: environment variable holding the API key (XAI_API_KEY / OPENAI_API_KEY)
+        api_key_env: environment variable holding the API key (XAI_API_KEY / OPENAI_API_KEY / AZURE_OPENAI_API_KEY)
         voice: ara, rex, sal, eve, leo (xai; default ara) or an OpenAI voice (default alloy)
         instructions: the system prompt
         input_format: pcm16 | pcmu | pcma (also by their wire names, e.g. g711_ulaw, audio/pcmu)
@@ -503,7 +506,7 @@ async def realtime_session(
         output_format: pcm16 | pcmu | pcma: the audio this stage emits
         output_rate: output sample rate (default 24000 for pcm16, 8000 for G.711)
         turn_detection: server_vad (optionally {type, threshold, prefix_padding_ms, silence_duration_ms}) or none
-        tools: tool definitions or 'module:function' refs (default: those of linked tool_router stages)
+        tools: tool definitions or 'module:function' refs (default: those the linked stages provide, e.g. a tool_router)
         transcription: transcribe the user's audio: true, false, or a transcription model name
         response_timeout_s: at end of input, how long to wait for the response and tool results
         connect_timeout_s: timeout of one connection attempt

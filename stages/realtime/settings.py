@@ -5,6 +5,7 @@ parameters, the tools it offers the model). No I/O beyond reading tool modules.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pydantic
 
+from pipeline.context import TOOLS, StageContext
 from pipeline.errors import ConfigError, FormatError
 from pipeline.frames import AudioFormat, Encoding
-from pipeline.stage import StageContext
+from pipeline.spec import CheckWarning
 
 from . import protocol as p
+from .wire import CODECS
 
-Provider = Literal["xai", "openai", "emulator"]
+Provider = Literal["xai", "openai", "azure", "emulator"]
 FormatName = Literal[
     "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
 ]
@@ -72,10 +75,43 @@ def _audio_format(name: str, rate: int | None, dialect: p.Dialect, which: str) -
     return fmt
 
 
+#: Azure OpenAI: the key's variable, and where a deployment's realtime endpoint lives
+AZURE_API_KEY_ENV = "AZURE_OPENAI_API_KEY"
+AZURE_PATH = "/openai/realtime"
+AZURE_URL_EXAMPLE = (
+    "wss://RESOURCE.openai.azure.com/openai/realtime?api-version=2025-08-28&deployment=gpt-realtime"
+)
+
+
+def azure_url(url: str) -> tuple[str, str, str]:
+    """Azure OpenAI's realtime URL checked: ``(ws URL, deployment, api-version)``. ``https://``
+    becomes ``wss://`` (Azure's portal shows the https form). Raises ConfigError with the shape
+    it needs."""
+    parts = urlsplit(url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    query = dict(parse_qsl(parts.query))
+    missing = [k for k in ("api-version", "deployment") if not query.get(k)]
+    if scheme not in ("ws", "wss") or parts.path.rstrip("/") != AZURE_PATH or missing:
+        if parts.path.rstrip("/") != AZURE_PATH:
+            what = f"its path is not {AZURE_PATH}"
+        elif missing:
+            what = f"it lacks {' and '.join(missing)}"
+        else:
+            what = "it is not a ws(s):// or http(s):// address"
+        endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        raise ConfigError(
+            f"parameter 'url': provider azure needs the deployment's realtime URL, "
+            f"{AZURE_URL_EXAMPLE}; {what} ({endpoint})"
+        )
+    return urlunsplit(parts._replace(scheme=scheme)), query["deployment"], query["api-version"]
+
+
 def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
     name = dialect or (emulator.get("dialect") if provider == "emulator" else None) or provider
     if name == "emulator":
         name = "xai"
+    if name == "azure":  # OpenAI's dialect at a deployment URL
+        name = "openai"
     try:
         return p.normalize_dialect(str(name))
     except ValueError as exc:
@@ -129,8 +165,21 @@ def resolve_settings(
     """Check the stage's parameters and resolve their defaults. Raises ConfigError/FormatError."""
     provider: Provider = params.get("provider") or "xai"
     emulator = dict(params.get("emulator") or {})
-    dialect = _dialect(provider, params.get("dialect"), emulator)
-    model = params.get("model") or p.DEFAULT_MODEL[dialect]
+    azure: tuple[str, str, str] | None = None
+    if provider == "azure":
+        if not params.get("url"):
+            raise ConfigError(
+                f"parameter 'url': provider azure needs the deployment's realtime URL, "
+                f"{AZURE_URL_EXAMPLE}"
+            )
+        azure = azure_url(str(params["url"]))
+    dialect = _dialect(
+        provider,
+        params.get("dialect")
+        or ("openai-beta" if azure and azure[2].endswith("-preview") else None),
+        emulator,
+    )
+    model = params.get("model") or (azure[1] if azure else p.DEFAULT_MODEL[dialect])
     voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
     transcription = params.get("transcription", True)
     if transcription is True:
@@ -160,10 +209,13 @@ def resolve_settings(
     max_s = params.get("max_session_s")
     if max_s is not None and max_s <= 0:
         raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    if azure:  # the deployment names the model; no ?model=
+        url = azure[0]
     return Settings(
         provider=provider,
-        url=with_model(url, model) if url else "",
-        api_key_env=params.get("api_key_env") or p.DEFAULT_API_KEY_ENV[dialect],
+        url=url if azure else (with_model(url, model) if url else ""),
+        api_key_env=params.get("api_key_env")
+        or (AZURE_API_KEY_ENV if azure else p.DEFAULT_API_KEY_ENV[dialect]),
         session=session,
         connect_timeout_s=float(params.get("connect_timeout_s") or 10.0),
         ready_timeout_s=float(params.get("session_timeout_s") or 5.0),
@@ -194,6 +246,28 @@ def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
     return f"add {' then '.join(steps)} before it{alt}"
 
 
+#: Who documents each dialect's voices, for messages.
+_VOICE_SOURCE: dict[p.Dialect, str] = {"xai": "xAI", "openai": "OpenAI", "openai-beta": "OpenAI"}
+
+
+def voice_warnings(voice: str, dialect: p.Dialect) -> list[CheckWarning]:
+    """A warning (never a refusal) for a voice the provider does not document: providers add
+    voices and take custom voice IDs, so the name is sent as is. xAI's IDs are case-insensitive."""
+    known = CODECS[dialect].voices
+    name = voice.lower() if dialect == "xai" else voice
+    if not known or name in known:
+        return []
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? It is" if close else "it is"
+    return [
+        CheckWarning(
+            "voice",
+            f"voice '{voice}' is not one {_VOICE_SOURCE[dialect]} documents "
+            f"({', '.join(known)}); {hint} sent as is, since providers add voices",
+        )
+    ]
+
+
 def check_input_format(incoming: AudioFormat, wanted: AudioFormat, where: str = "") -> None:
     """Raise FormatError if ``incoming`` audio is not the session's input format. The message
     starts with ``where`` (e.g. ``stage 'agent'``); without it, with the verb, for the graph
@@ -218,15 +292,9 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
 
 
 def linked_tools(ctx: StageContext) -> tuple[Mapping[str, Any], ...]:
-    refs: list[Any] = []
-    seen: set[str] = set()
-    for peer in (*ctx.downstream, *ctx.upstream):
-        if peer.type == "tool_router" and peer.id not in seen:
-            seen.add(peer.id)
-            refs.extend(peer.params.get("tools") or ())
-    if not refs:
-        return ()
-    return tuple(_tool_schemas(refs, ctx))
+    """The function definitions every linked stage provides under :data:`TOOLS` (the
+    ``tool_router``, or a user's own router), in link order."""
+    return tuple(schema for provided in ctx.provided(TOOLS) for schema in provided)
 
 
 def _tool_schemas(refs: list[Any], ctx: StageContext) -> list[dict[str, Any]]:
@@ -251,10 +319,11 @@ def explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, An
     return tuple(out)
 
 
-def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str] | CheckWarning]:
     """Every problem with the parameters, before running (``pipeline validate``): the settings as
-    the stage resolves them, the URL, the retry count, the emulator settings and tool refs."""
-    problems: list[tuple[str, str]] = []
+    the stage resolves them, the URL, the retry count, the emulator settings and tool refs; and a
+    warning for a voice the provider does not document."""
+    problems: list[tuple[str, str] | CheckWarning] = []
 
     def strip(exc: Exception) -> str:
         text = exc.message if isinstance(exc, FormatError) else str(exc)
@@ -263,13 +332,18 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
         return text.removeprefix("<pipeline>: ")
 
     try:
-        resolve_settings(values)
+        s = resolve_settings(values)
     except (ConfigError, FormatError) as exc:
         text = strip(exc)
         name = next((n for n in values if f"'{n}'" in text or text.startswith(n)), "")
         problems.append((name, text))
+    else:
+        if values.get("voice"):
+            problems += voice_warnings(s.session.voice, s.dialect)
     url = values.get("url")
-    if url and not str(url).startswith(("ws://", "wss://")):
+    if url and values.get("provider") == "azure":
+        pass  # checked (https:// allowed) by resolve_settings above
+    elif url and not str(url).startswith(("ws://", "wss://")):
         problems.append(("url", f"'url' must be a ws:// or wss:// address, got {url!r}"))
     attempts = values.get("reconnect_attempts", 5)
     if isinstance(attempts, int) and attempts < 0:

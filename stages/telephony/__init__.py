@@ -11,4 +11,5 @@ Prometheus) is imported only by ``pipeline serve``.
 
 from __future__ import annotations
 
+from . import recorder as recorder
 from . import twilio as twilio

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-The YAML is loaded and checked once. Every WebSocket connection is one call: the handler makes
-a :class:`~stages.telephony.twilio.TwilioCall` bound to the connection, reads messages into it
+The YAML is loaded and checked once, into one immutable plan (:class:`pipeline.plan.Plan`).
+Every WebSocket connection is one call: the handler makes a
+:class:`~stages.telephony.twilio.TwilioCall` bound to the connection, reads messages into it
 until the ``start`` message (which carries the callSid, bound to every log line of the call
-through structlog's context variables), then runs a fresh copy of the pipeline with the call
+through structlog's context variables), then runs the plan with a runner of its own and the call
 bound to the context (:func:`stages.telephony.twilio.bind_call`), so its ``twilio_source`` and
-``twilio_sink`` talk to this connection and no other. When the pipeline ends (the caller hung up and
+``twilio_sink`` talk to this connection and no other. When the run ends (the caller hung up and
 everything drained) the socket is closed. A call that fails is logged and closed with code 1011;
 other calls never see it (each runs in its own task, with its own runner, channels and bus).
 
@@ -49,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import gc
 import hmac
 import json
@@ -58,7 +58,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -74,8 +74,10 @@ from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.graph import Pipeline
+from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
 from pipeline.workers import (
     READY_LINE,
     Supervisor,
@@ -96,6 +98,8 @@ log = structlog.get_logger("pipeline.serve")
 COST_BUCKETS = (
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
 )  # fmt: skip
+#: Voice-to-voice latency buckets, seconds.
+VOICE_TO_VOICE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 #: Lateness buckets, seconds.
 LATENESS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
@@ -151,6 +155,13 @@ class ServeMetrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.calls_active = Gauge("pipeline_calls_active", "Calls in progress", registry=r)
         self.calls = Counter("pipeline_calls", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.voice_to_voice = Histogram(
+            "pipeline_voice_to_voice_seconds",
+            "Per turn: from the end of the caller's speech to the first byte of the reply sent "
+            "to them (on the caller's stream clock)",
+            buckets=VOICE_TO_VOICE_BUCKETS,
+            registry=r,
+        )
         self.refused = Counter(
             "pipeline_connections_refused",
             "Connections refused before the call started, by reason",
@@ -228,16 +239,6 @@ class ServeMetrics:
 # ---------------------------------------------------------------------------- the server
 
 
-def fresh_copy(template: Pipeline) -> Pipeline:
-    """An independent copy of a checked pipeline (parameter values deep-copied; stage specs,
-    which are read-only, shared), ready for its own Runner."""
-    memo: dict[int, Any] = {}
-    for node in template.nodes.values():
-        if node.spec is not None:
-            memo[id(node.spec)] = node.spec
-    return copy.deepcopy(template, memo)
-
-
 @dataclass
 class _Live:
     runner: Runner
@@ -261,12 +262,14 @@ class CallServer:
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
+        tracer: Any = None,
         webhook: TwilioWebhook | None = None,
         rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, got {max_calls}")
-        template.validate()
+        #: checked once; every call runs from it, none copies it
+        self.plan = template.validate()
         self.template = template
         self.token = token or None
         self.max_calls = max_calls
@@ -276,6 +279,7 @@ class CallServer:
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
+        self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
         self.active = 0
         self._active_changed = asyncio.Event()  # set (and replaced) whenever active changes
         self.draining = False
@@ -412,6 +416,14 @@ class CallServer:
         outcome, code, reason = "completed", 1000, ""
         t0 = time.perf_counter()
         live: _Live | None = None
+        trace: CallTrace | None = None
+
+        def on_turn(latency_s: float) -> None:
+            self.metrics.voice_to_voice.observe(latency_s)
+            if trace is not None:
+                trace.turn(latency_s)
+
+        turns = TurnTimer(on_turn)
         try:
             if not await self._wait_start(call):
                 outcome, code, reason = "no_start", 1008, "no start message"
@@ -432,15 +444,27 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
-            runner = Runner(fresh_copy(self.template), metrics=self.metrics)
+            runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
+            runner.event_hooks.append(turns.on_event)
+            call.attach_tap(turns)
+            if self.tracer is not None:
+                trace = CallTrace(
+                    self.tracer,
+                    {
+                        "call.sid": call.call_sid,
+                        "call.stream_sid": call.stream_sid,
+                        "pipeline": self.template.name,
+                    },
+                )
+                runner.event_hooks.append(trace.on_event)
             start = call.start
             params = dict(start.custom_parameters) if start else {}
             if "token" in params:
                 params["token"] = "<redacted>"
             log.info(
                 "call started",
-                pipeline=self.template.name,
+                pipeline=self.plan.name,
                 custom_parameters=params,
                 active_calls=self.active,
             )
@@ -486,7 +510,10 @@ class CallServer:
                     duration_s=round(time.perf_counter() - t0, 3),
                     messages_in=call.messages_in,
                     messages_out=call.messages_out,
+                    voice_to_voice_ms=[round(x * 1000) for x in turns.latencies_s],
                 )
+            if trace is not None:
+                trace.end(outcome, **{"call.turns": len(turns.latencies_s)})
             self._handlers.discard(task)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
@@ -681,7 +708,7 @@ def register(subparsers: Any) -> None:
         "serve",
         help="answer phone calls: one pipeline per Twilio Media Streams connection",
         description="Run a WebSocket server for Twilio Media Streams (<Connect><Stream "
-        "url='wss://HOST/...'>). Each connection runs a fresh copy of the pipeline; "
+        "url='wss://HOST/...'>). Each connection runs the pipeline afresh; "
         "GET /healthz and GET /metrics answer plain HTTP.",
     )
     p.add_argument("file", help="the pipelines YAML file")
@@ -709,6 +736,12 @@ def register(subparsers: Any) -> None:
         f"cores this process may use, here {usable_cores()}); 1 serves in this process",
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces (a span per call, turn and tool call) over OTLP/HTTP "
+        "to $OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'pipeline[otel]'",
+    )
     p.add_argument(
         "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
     )
@@ -786,6 +819,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(args, workers)
     if worker is not None:
         set_parent_death_signal()  # drain, not run on, should the supervisor die
+    tracer = None
+    if args.otel:
+        try:
+            tracer = otel_tracer("pipeline-serve")
+        except TracingUnavailable as exc:
+            log.error(str(exc))
+            return 2
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
@@ -802,6 +842,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             start_timeout_s=args.start_timeout,
             drain_timeout_s=args.drain_timeout,
             worker=worker,
+            tracer=tracer,
             webhook=webhook,
             rest=rest,
         )
@@ -813,7 +854,32 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
     argv = getattr(args, "command_line", None) or sys.argv[1:]
     command = [sys.executable, "-m", "pipeline", *argv]
     supervisor = Supervisor(command, workers, args.host, args.port)
-    return asyncio.run(supervisor.run())
+
+    async def run() -> int:
+        def pool_calls() -> int:
+            return supervisor.state.total_active() if supervisor.state is not None else 0
+
+        async with keep_deletion_cost(pool_calls):
+            return await supervisor.run()
+
+    return asyncio.run(run())
+
+
+@contextlib.asynccontextmanager
+async def keep_deletion_cost(calls: Callable[[], int]) -> AsyncIterator[None]:
+    """In a Kubernetes pod (pipeline.kube), keep its pod-deletion-cost equal to ``calls()``
+    while the block runs; elsewhere, nothing."""
+    ref = PodRef.from_environ()
+    if ref is None:
+        yield
+        return
+    task = asyncio.create_task(DeletionCost(ref, calls).run(), name="pod deletion cost")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _serve(
@@ -866,7 +932,11 @@ async def _serve(
         call_control=server.rest is not None,
     )
     try:
-        await stop.wait()
+        if worker is None:  # a pool's supervisor keeps it for the whole pod
+            async with keep_deletion_cost(lambda: server.active):
+                await stop.wait()
+        else:
+            await stop.wait()
         cancelled = await server.drain(drain_timeout_s)
         log.info("stopped", cancelled_calls=cancelled)
     finally:

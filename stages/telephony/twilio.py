@@ -29,7 +29,7 @@ a fresh pipeline with the call bound to the context (:func:`bind_call`): both st
 context into every task the runner creates, so the stages of one call see that call and no other,
 and the runtime needs no new slot. ``twilio_source`` emits the caller's audio (``pcmu`` 8000 Hz,
 ``pts`` from the media timestamps) and ends on ``stop`` or when the socket closes; ``twilio_sink``
-sends audio back and publishes :class:`~pipeline.stage.Played` on the bus as marks come back.
+sends audio back and publishes :class:`~pipeline.context.Played` on the bus as marks come back.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import FormatError, PipelineError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
-from pipeline.stage import PLAYED, Interface, Played, StageContext, stage
+from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
 
 from .control import Playback
@@ -600,12 +601,14 @@ class Playout:
         *,
         chunk_ms: int = 20,
         on_chunk: Callable[[float], None] | None = None,
+        on_sent: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if not 20 <= chunk_ms <= 50:
             raise ValueError(f"chunk_ms must be between 20 and 50, got {chunk_ms}")
         self.stream_sid = stream_sid
         self.chunk_bytes = RATE * chunk_ms // 1000
         self.on_chunk = on_chunk
+        self.on_sent = on_sent  # (mark name, chunk): a recorder's view of what was sent
         self._buf = bytearray()
         self._buf_pts = 0.0
         self._next_pts: float | None = None  # media time right after the last chunk sent
@@ -657,6 +660,8 @@ class Playout:
         self._buf_pts = end
         self._next_pts = end
         self.pending.append((name, end))
+        if self.on_sent is not None:
+            self.on_sent(name, chunk)
         out.append(encode(OutMedia(self.stream_sid, chunk)))
         out.append(encode(Mark(self.stream_sid, name)))
         self.bytes_sent += len(chunk)
@@ -717,6 +722,8 @@ def answered_by_text(value: str) -> str:
 
 
 _CLOSED = _Closed()
+#: sink reports kept for a recorder that has not attached yet (a few seconds of audio)
+_JOURNAL_MAX = 512
 SendFn = Callable[[str], Awaitable[None]]
 
 
@@ -751,6 +758,12 @@ class TwilioCall:
         )
         #: what the caller has heard of the replies (fed by twilio_sink, read by end_call)
         self.playback = Playback()
+        #: end of the caller audio received so far, ms on the stream's clock
+        self.media_end_ms = 0
+        #: recorders of the call (see attach_tap)
+        self.taps: list[Any] = []
+        # what the sink reported before a recorder attached (stages start in any order)
+        self._journal: list[tuple[str, tuple[Any, ...]]] | None = []
         self.on_mark: Callable[[str], None] | None = None
         self.on_lateness = on_lateness
         self.connected = False
@@ -798,7 +811,10 @@ class TwilioCall:
             self.log.warning("bad twilio message skipped", code=exc.code, error=str(exc))
             return
         match msg:
-            case Media() | Dtmf():
+            case Media():
+                self.media_end_ms = msg.timestamp + len(msg.payload) // 8
+                await self.inbound.put(msg)
+            case Dtmf():
                 await self.inbound.put(msg)
             case Mark():
                 if self.on_mark is not None:
@@ -818,6 +834,32 @@ class TwilioCall:
         self.ended.set()
         with contextlib.suppress(Exception):
             self.inbound.put_nowait(_CLOSED)
+
+    def attach_tap(self, tap: Any) -> None:
+        """Add a recorder: it gets ``sent(name, payload, at_ms)``, ``echoed(name)`` and
+        ``cleared(at_ms)`` from the sink, starting with what happened before it attached."""
+        for method, args in self._journal or ():
+            getattr(tap, method)(*args)
+        self._journal = None
+        self.taps.append(tap)
+
+    def _tap(self, method: str, *args: Any) -> None:
+        if self.taps:
+            for tap in self.taps:
+                getattr(tap, method)(*args)
+        elif self._journal is not None:
+            self._journal.append((method, args))
+            if len(self._journal) > _JOURNAL_MAX:  # no recorder is coming
+                self._journal = None
+
+    def tap_sent(self, name: str, payload: bytes) -> None:
+        self._tap("sent", name, payload, self.media_end_ms)
+
+    def tap_echoed(self, name: str) -> None:
+        self._tap("echoed", name)
+
+    def tap_cleared(self) -> None:
+        self._tap("cleared", self.media_end_ms)
 
     def end(self) -> None:
         """The call is over on the carrier's side (the agent hung up or transferred it): the
@@ -968,7 +1010,9 @@ async def twilio_sink(
     """
     call = current_call(ctx.id)
     clock = ctx.clock
-    playout = Playout(call.stream_sid, chunk_ms=chunk_ms, on_chunk=call.on_lateness)
+    playout = Playout(
+        call.stream_sid, chunk_ms=chunk_ms, on_chunk=call.on_lateness, on_sent=call.tap_sent
+    )
     hold_s = chunk_ms / 1000
     last_push = [0.0]
     wake = asyncio.Event()
@@ -978,6 +1022,7 @@ async def twilio_sink(
         if heard is not None:
             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
             call.playback.changed()
+            call.tap_echoed(name)
 
     call.playback.attach(lambda: not playout.pending and not playout.buffered)
 
@@ -1021,6 +1066,7 @@ async def twilio_sink(
                         if heard is not None:
                             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
                         call.playback.changed()
+                        call.tap_cleared()
                     case ResponseDone():
                         await call.send(playout.flush(clock.now()))
                         call.playback.response_done(frame.response_id)

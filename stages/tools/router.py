@@ -47,10 +47,11 @@ from typing import Any, Literal
 import pydantic_core
 
 from pipeline.clock import Clock
+from pipeline.context import TOOLS, StageContext
 from pipeline.errors import Problem
 from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
 from pipeline.metrics import Metric
-from pipeline.stage import TOOLS, StageContext, stage
+from pipeline.spec import stage
 from pipeline.tasks import StageTasks
 
 from .schema import (

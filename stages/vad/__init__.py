@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.context import StageContext
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, SpeechStarted, SpeechStopped
-from pipeline.stage import InputPath, StageContext, stage
+from pipeline.spec import InputPath, stage
 
 from .engines import (
     ENGINE_RATES,

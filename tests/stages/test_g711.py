@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, AudioFormat, Encoding, SpeechStarted, Transcript
-from pipeline.stage import spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import check_stage, run_stage
 from stages import g711
 

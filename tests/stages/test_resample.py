@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, Text
-from pipeline.stage import spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import make_context, run_stage
 from stages.resample import PolyphaseResampler, StreamResampler
 

@@ -16,6 +16,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import StageError
 from pipeline.frames import (
     Audio,
@@ -27,7 +28,7 @@ from pipeline.frames import (
     ToolCall,
     Transcript,
 )
-from pipeline.stage import PLAYED, Played, StageContext, spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import check_stage, run_stage
 from stages import g711
 from stages.sinks import jsonl_sink, null_sink, wav_sink

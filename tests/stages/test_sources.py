@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.clock import VirtualClock
+from pipeline.context import StageContext
 from pipeline.errors import InputError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame
-from pipeline.stage import StageContext, spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import check_stage, run_stage
 from stages import g711
 from stages.sources import SignalGenerator, frame_samples, signal_source, wav_source

@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.clock import RealClock, VirtualClock
+from pipeline.context import StageContext
 from pipeline.errors import ConfigError
 from pipeline.frames import (
     Frame,
@@ -35,7 +36,7 @@ from pipeline.frames import (
     ToolResult,
 )
 from pipeline.signature import parse_docstring
-from pipeline.stage import StageContext, resolve, stage
+from pipeline.spec import resolve, stage
 from pipeline.testing import check_stage, run_stage_async
 from stages.tools import (
     CallLedger,

@@ -27,7 +27,7 @@ from pipeline.frames import (
     SpeechStopped,
     Text,
 )
-from pipeline.stage import spec_for
+from pipeline.spec import spec_for
 from pipeline.testing import make_context, run_stage
 from stages import vad
 from stages.vad import (

@@ -25,7 +25,8 @@ def dbfs(frame: Int16) -> float:
     """The level of ``frame`` (RMS, dB below full scale; -inf for silence)."""
     if frame.size == 0:
         return -math.inf
-    rms = math.sqrt(float(np.mean(frame.astype(np.float64) ** 2)))
+    x = frame.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / frame.size)
     return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 

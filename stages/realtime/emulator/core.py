@@ -42,7 +42,7 @@ from ..wire import (
     error_event,
 )
 from ..wire import client as wc
-from ..wire.errors import bad_value, missing_parameter
+from ..wire.errors import bad_value
 from .audio import EnergyVad, VadEvent, split_text, to_output, tone
 from .config import EmulatorConfig, ToolCallScript
 from .queues import InputBuffer, Outbox
@@ -89,8 +89,8 @@ class EmulatorSession:
         self.model = model or self.codec.default_model
         self.received: list[Json] = []
         self.warnings: list[str] = []
-        #: the session as configured so far (the typed model the client's update is read into)
-        self.state: SessionConfig = self.codec.default_session(self.model)
+        self._turns: TurnDetection | None = None
+        self.state = self.codec.default_session(self.model)
         # Shared by every connection of one server: ids stay unique across reconnects, so a
         # client de-duplicating by call_id never mistakes a new call for a repeat.
         self._counters: dict[str, int] = {} if counters is None else counters
@@ -171,8 +171,8 @@ class EmulatorSession:
             first = self._outbox.pop(now)
             if first is None:
                 return out
-            event = first.event
-            out.append({"type": event["type"], "event_id": self._id("evt"), **event})
+            for event in self.codec.encode_server(first.event):
+                out.append({"type": event["type"], "event_id": self._id("evt"), **event})
             if first.on_release is not None:
                 first.on_release()
 
@@ -240,19 +240,15 @@ class EmulatorSession:
 
     def _dispatch(self, event: Json) -> None:
         kind = event.get("type")
-        if not isinstance(kind, str):
-            raise missing_parameter("type")
-        if kind in CLIENT_EVENT_ALIASES:
+        if isinstance(kind, str) and kind in CLIENT_EVENT_ALIASES:
             real = CLIENT_EVENT_ALIASES[kind]
             note = f"'{kind}' is not a current event name; handled as '{real}'"
             self.warnings.append(note)
             log.warning("emulator.alias", name=kind, handled_as=real)
-            kind = real
-        supported = sorted(self.codec.client_events)
-        if kind not in supported:
-            raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
-        handler = getattr(self, "_on_" + kind.replace(".", "_"))
-        handler(wc.decode({**event, "type": kind}, self.state))
+            event = {**event, "type": real}
+        typed = self.codec.decode_client(event, self.state)
+        handler = getattr(self, "_on_" + typed.type.replace(".", "_"))
+        handler(typed)
 
     def _on_session_update(self, event: wc.SessionUpdate) -> None:
         new = SessionConfig.from_wire(event.session, self.state)
@@ -295,17 +291,20 @@ class EmulatorSession:
         )
 
     @property
-    def _turns(self) -> TurnDetection | None:
-        """The server VAD's settings, every field resolved (None: manual turns)."""
-        td = self.state.turn_detection
-        return None if td.type is None else self.codec.resolve_turn_detection(td)
+    def state(self) -> SessionConfig:
+        """The session as configured so far (the typed model client updates are read into)."""
+        return self._state
+
+    @state.setter
+    def state(self, config: SessionConfig) -> None:
+        self._state = config
+        td = config.turn_detection
+        #: the server VAD's settings, every field resolved (None: manual turns)
+        self._turns = None if td.type is None else self.codec.resolve_turn_detection(td)
 
     @property
     def _modalities(self) -> tuple[str, ...]:
         return self.state.modalities or self.codec.default_modalities
-
-    def _name(self, canonical: str) -> str:
-        return self.codec.server_event(canonical)
 
     def _vad_changed(self, turns: TurnDetection) -> bool:
         assert self._vad is not None
@@ -415,7 +414,7 @@ class EmulatorSession:
         self._last_item = item["id"]
         self._emit(
             {
-                "type": self._name("conversation.item.added"),
+                "type": "conversation.item.added",
                 "previous_item_id": previous,
                 "item": item,
             }
@@ -715,9 +714,9 @@ class EmulatorSession:
             part = {"type": "audio", "transcript": text}
             kind = self.codec.audio_part
             done_events = [
-                {"type": self._name("response.output_audio.done"), **base},
+                {"type": "response.output_audio.done", **base},
                 {
-                    "type": self._name("response.output_audio_transcript.done"),
+                    "type": "response.output_audio_transcript.done",
                     **base,
                     "transcript": text,
                 },
@@ -725,11 +724,11 @@ class EmulatorSession:
         else:
             end = t
             for piece in re.findall(r"\s*\S+", text) or [text]:
-                delta = {"type": self._name("response.output_text.delta"), **base, "delta": piece}
+                delta = {"type": "response.output_text.delta", **base, "delta": piece}
                 self._emit(delta, at=t, response_id=rid)
             part = {"type": "text", "text": text}
             kind = self.codec.text_part
-            done_events = [{"type": self._name("response.output_text.done"), **base, "text": text}]
+            done_events = [{"type": "response.output_text.done", **base, "text": text}]
         done_events.append({"type": "response.content_part.done", **base, "part": part})
         for event in done_events:
             self._emit(event, at=end, response_id=rid)
@@ -760,7 +759,7 @@ class EmulatorSession:
 
             self._emit(
                 {
-                    "type": self._name("response.output_audio.delta"),
+                    "type": "response.output_audio.delta",
                     **base,
                     "delta": base64.b64encode(chunk).decode(),
                 },
@@ -771,7 +770,7 @@ class EmulatorSession:
             if piece:
                 self._emit(
                     {
-                        "type": self._name("response.output_audio_transcript.delta"),
+                        "type": "response.output_audio_transcript.delta",
                         **base,
                         "delta": piece,
                     },
@@ -808,7 +807,7 @@ class EmulatorSession:
             for _ in range(self.config.function_call_item_added):
                 self._emit(
                     {
-                        "type": self._name("conversation.item.added"),
+                        "type": "conversation.item.added",
                         "previous_item_id": None,
                         "item": item,
                     },

@@ -9,6 +9,8 @@ goes back to the protocol as text, on an explicit clock the test moves
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from ..protocol import RealtimeProtocol, ServerEvent
@@ -16,7 +18,7 @@ from ..wire import SessionConfig
 from .config import EmulatorConfig
 from .core import EmulatorSession
 
-Json = dict[str, object]
+Json = dict[str, Any]
 
 
 class ConnectionPair:

@@ -40,17 +40,33 @@ _WS_LOGGER.setLevel(logging.WARNING)
 Json = dict[str, Any]
 
 
-def detect_dialect(config: EmulatorConfig, headers: Headers, model: str | None) -> Dialect:
+def detect_dialect(
+    config: EmulatorConfig, headers: Headers, model: str | None, azure_api_version: str = ""
+) -> Dialect:
     """The dialect of one connection: the configured one, or with ``auto`` (the default)
-    ``openai-beta`` for an ``OpenAI-Beta: realtime=v1`` header (the beta clients send it),
-    ``openai`` for a ``gpt-*`` model (the GA clients), else ``xai``."""
+    ``openai-beta`` for an ``OpenAI-Beta: realtime=v1`` header (the beta clients send it) or an
+    Azure preview ``api-version`` (``...-preview``: Azure's preview realtime API speaks the beta
+    dialect), ``openai`` for a ``gpt-*`` model or any other Azure connection (the GA clients),
+    else ``xai``."""
     if config.dialect != "auto":
         return config.dialect
     if headers.get("OpenAI-Beta", "").strip().lower() == "realtime=v1":
         return "openai-beta"
+    if azure_api_version:
+        return "openai-beta" if azure_api_version.endswith("-preview") else "openai"
     if model and model.startswith("gpt-"):
         return "openai"
     return "xai"
+
+
+#: Azure OpenAI's realtime route (``wss://RESOURCE.openai.azure.com/openai/realtime``), which
+#: takes ``api-version`` and ``deployment`` in the query and the key in an ``api-key`` header
+AZURE_PATH = "/openai/realtime"
+AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+    "valid key for an active subscription and use a correct regional API endpoint for your "
+    "resource."
+)
 
 
 @dataclass
@@ -128,13 +144,32 @@ class Emulator:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
-        if url.path.rstrip("/") != "/v1/realtime":
+        path = url.path.rstrip("/")
+        if path not in ("/v1/realtime", AZURE_PATH):
             return _http_error(connection, http.HTTPStatus.NOT_FOUND, f"no route {url.path}")
+        if path == AZURE_PATH:
+            query = urllib.parse.parse_qs(url.query)
+            missing = [k for k in ("api-version", "deployment") if not query.get(k)]
+            if missing:
+                return _http_error(
+                    connection,
+                    http.HTTPStatus.BAD_REQUEST,
+                    f"Missing required query parameter(s): {', '.join(missing)} "
+                    f"({AZURE_PATH}?api-version=...&deployment=...)",
+                )
         if self.config.reject_status is not None:
             status = http.HTTPStatus(self.config.reject_status)
             return _http_error(connection, status, "rejected by the emulator's reject_status")
         if not self.config.require_auth:
             return None
+        if path == AZURE_PATH:
+            # Azure takes its key in ``api-key``, or an Entra ID token as a bearer
+            if request.headers.get("api-key", "").strip():
+                return None
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return None
+            return _http_error(connection, http.HTTPStatus.UNAUTHORIZED, AZURE_DENIED)
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -164,9 +199,14 @@ class Emulator:
     async def _handle(self, ws: ServerConnection) -> None:
         request = ws.request
         assert request is not None
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+        url = urllib.parse.urlsplit(request.path)
+        query = urllib.parse.parse_qs(url.query)
         model = query["model"][0] if query.get("model") else None
-        dialect = detect_dialect(self.config, request.headers, model)
+        azure_version = ""
+        if url.path.rstrip("/") == AZURE_PATH:  # the deployment names the model
+            model = query["deployment"][0]
+            azure_version = query["api-version"][0]
+        dialect = detect_dialect(self.config, request.headers, model, azure_version)
         session = EmulatorSession(self.config, dialect=dialect, model=model, counters=self._ids)
         conn = EmulatorConnection(
             index=len(self.connections),

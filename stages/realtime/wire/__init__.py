@@ -11,6 +11,14 @@ the real services' error wording) and the server's full session object, and the 
 its server behaves differently. :class:`SessionConfig` is the one typed session model both sides
 hold. Nothing here does I/O or keeps per-connection state.
 
+Both sides speak the canonical model and let the codec translate at the edge: the client
+protocol sends typed client events (:mod:`.client`) through ``codec.encode_client`` and reads
+server messages through ``codec.decode_server``; the emulator reads client messages through
+``codec.decode_client`` and sends its canonical server events through ``codec.encode_server``.
+For the OpenAI family these are a rename at most; a dialect of another family (Gemini Live's
+``setup`` / ``realtimeInput`` / ``serverContent``) overrides the four hooks and maps its
+messages onto the same events.
+
 Adding a dialect: a module with a :class:`DialectCodec` subclass and its ``CODEC``, and an entry
 in :mod:`.registry` (``Dialect`` and ``CODECS``).
 """

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.frames import AudioFormat
 
+from . import client
+from .client import ClientEvent
 from .errors import WireError, bad_value, check_keys, missing_parameter, unknown_parameter
 from .events import CLIENT_EVENTS
 from .formats import BY_GA_TYPE, DEFAULT_PCM_RATE, WIRE_FORMATS
@@ -99,6 +101,33 @@ class DialectCodec:
     def canonical_event(self, name: str) -> str:
         """The canonical name of this dialect's server event ``name``."""
         return _inverse(self).get(name, name)
+
+    # -- messages both ways (a dialect of another family overrides these four)
+
+    def encode_client(self, event: ClientEvent, event_id: str) -> str:
+        """The message text of a typed client event (here: the event's own JSON)."""
+        return client.encode(event, event_id)
+
+    def decode_client(self, message: Mapping[str, Any], session: SessionConfig) -> ClientEvent:
+        """A client message as a strict server reads it: the typed event, or
+        :class:`~.errors.WireError` for a type this dialect does not take or a bad field."""
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise missing_parameter("type")
+        if kind not in self.client_events:
+            supported = sorted(self.client_events)
+            raise bad_value("type", kind, ", ".join(f"'{s}'" for s in supported))
+        return client.decode(message, session)
+
+    def decode_server(self, message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """A server message as the events a client dispatches on (canonical meaning; here the
+        message itself: the client reads every OpenAI-family spelling of a name)."""
+        return [message]
+
+    def encode_server(self, event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """A server event with its canonical (GA) name as this dialect's message(s)."""
+        name = self.server_event(event["type"])
+        return [event if name == event["type"] else {**event, "type": name}]
 
     # -- audio formats
 

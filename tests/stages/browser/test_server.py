@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pipeline.cli import main as cli_main
+from pipeline.context import PLAYED, Bus, Played, StageContext
 from pipeline.frames import Audio, Frame, Interrupt, Transcript
 from pipeline.graph import Pipeline
-from pipeline.stage import PLAYED, Bus, Played, StageContext
 from stages.browser import BrowserConnection, bind_connection, browser_sink
+from stages.browser.cli import token_for
 from stages.browser.server import is_loopback, run_playground
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,9 +48,12 @@ def echo_pipeline(rate: int = 16000) -> Pipeline:
     return p
 
 
-async def http_get(port: int, path: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+async def http_get(
+    port: int, path: str, host: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    writer.write(head.encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
@@ -94,6 +101,10 @@ def test_the_page_is_served_from_the_package() -> None:
             assert headers["content-type"] == "text/css; charset=utf-8"
             status, _, body = await http_get(server.port, "/../pyproject.toml")
             assert (status, body) == (404, b"not found: /../pyproject.toml\n")
+            assert (await http_get(server.port, "/", host="localhost"))[0] == 200
+            # a site whose name resolves to 127.0.0.1 (DNS rebinding) is not this server
+            status, _, body = await http_get(server.port, "/", host="evil.example")
+            assert (status, body) == (403, b"this server answers to localhost and 127.0.0.1 only\n")
 
     asyncio.run(main())
 
@@ -204,9 +215,39 @@ def test_token_origin_and_the_tab_cap() -> None:
     asyncio.run(main())
 
 
-def test_loopback_hosts() -> None:
+def test_loopback_hosts_and_tokens() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "192.168.1.5", "::", "example.org"]))
+    assert token_for("127.0.0.1", None) is None
+    assert token_for("127.0.0.1", "mine") == "mine"
+    assert token_for("0.0.0.0", "mine") == "mine"
+    made = token_for("0.0.0.0", None)
+    assert made is not None and len(made) >= 24 and made != token_for("0.0.0.0", None)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_the_command_serves_the_page_until_stopped(sig: int, code: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "playground", "pipelines.yaml", "browser",
+         "--port", "0", "--log-format", "json"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = ""
+        for line in proc.stderr:
+            if line.startswith("pipeline playground: open "):
+                url = line.split()[-1]
+                break
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        status, headers, _ = asyncio.run(http_get(port, "/"))
+        assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+        proc.send_signal(sig)
+        assert proc.wait(TIMEOUT_S) == code
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_the_sink_reports_what_was_played_and_clears_on_barge_in() -> None:

@@ -24,6 +24,7 @@ import pytest
 import structlog
 
 from pipeline.clock import VirtualClock
+from pipeline.context import StageContext
 from pipeline.frames import (
     FRAME_TYPES,
     Audio,
@@ -33,7 +34,7 @@ from pipeline.frames import (
     ToolCall,
 )
 from pipeline.graph import Pipeline
-from pipeline.stage import StageContext, stage
+from pipeline.spec import stage
 from stages.realtime import emulator
 from stages.tools import cancelled_text
 

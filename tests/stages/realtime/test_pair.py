@@ -4,6 +4,8 @@ event loop, the clock moved by hand. Audio is compared sample for sample."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import orjson
@@ -13,6 +15,8 @@ from pipeline.frames import AudioFormat
 from stages.realtime import protocol as p
 from stages.realtime.emulator import ConnectionPair, EmulatorConfig, ToolCallScript
 from stages.realtime.wire import CODECS, DIALECTS, Dialect, SessionConfig, TurnDetection
+from stages.realtime.wire import client as wc
+from stages.realtime.wire.openai import OpenAICodec
 
 
 def tone(rate: int, ms: int, hz: float = 440.0) -> bytes:
@@ -174,3 +178,38 @@ def test_audio_from_the_pair_is_what_the_wire_carried() -> None:
         base64.b64decode(e["delta"]) for e in pair.to_client if e["type"] == "response.audio.delta"
     )
     assert b"".join(e.data for e in of(events, p.AudioDeltaEvent)) == wire_audio == tone(24000, 100)
+
+
+class EnvelopeCodec(OpenAICodec):
+    """A dialect of another family, for the test: every message both ways travels inside an
+    envelope of its own shape. Only the four message hooks differ from OpenAI GA."""
+
+    name = "envelope"  # type: ignore[assignment]
+
+    def encode_client(self, event: wc.ClientEvent, event_id: str) -> str:
+        body = {"kind": event.type, "id": event_id, "body": event.to_wire()}
+        return orjson.dumps({"envelope": body}).decode()
+
+    def decode_client(self, message: Mapping[str, Any], session: SessionConfig) -> wc.ClientEvent:
+        env = message["envelope"]
+        return super().decode_client({"type": env["kind"], **env["body"]}, session)
+
+    def encode_server(self, event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        return [{"type": "envelope", "inner": e} for e in super().encode_server(event)]
+
+    def decode_server(self, message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        return [message["inner"]] if message.get("type") == "envelope" else [message]
+
+
+def test_a_dialect_is_one_codec_plus_a_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(CODECS, "envelope", EnvelopeCodec())  # type: ignore[misc]
+    config = manual("openai").replace(dialect="envelope")
+    pair = ConnectionPair(config, EmulatorConfig(reply="tone", tone_ms=100))
+    assert of(pair.connect(), p.SessionReadyEvent)
+    pair.client.send_text("hi")
+    events = pair.exchange()
+    assert b"".join(e.data for e in of(events, p.AudioDeltaEvent)) == tone(24000, 100)
+    assert of(events, p.ResponseDoneEvent)[0].status == "completed"
+    # both directions went through the codec's own shape
+    assert all("envelope" in orjson.loads(m) for m in pair.to_server)
+    assert {e["type"] for e in pair.to_client} == {"envelope"}

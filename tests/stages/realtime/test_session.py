@@ -29,6 +29,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from pipeline.clock import VirtualClock
+from pipeline.context import PLAYED, TOOLS, Peer, Played, StageContext
 from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
     Audio,
@@ -45,7 +46,7 @@ from pipeline.frames import (
     ToolResult,
     Transcript,
 )
-from pipeline.stage import PLAYED, Peer, Played, StageContext, spec_of
+from pipeline.spec import spec_of
 from pipeline.testing import check_stage_async
 from stages.realtime import emulator
 from stages.realtime.buffers import AudioBatcher, ReplyAudio, ReplyPlayout
@@ -637,7 +638,13 @@ async def test_tool_calls_results_and_exactly_one_response_create() -> None:
 
 @aio
 async def test_tools_default_to_linked_tool_routers() -> None:
-    router = Peer("tools", "tool_router", {"tools": ["examples.tools:get_time"]})
+    from stages.tools import tool_router
+
+    spec = spec_of(tool_router)
+    assert spec is not None
+    router = Peer(
+        "tools", "tool_router", {"tools": ["examples.tools:get_time"]}, False, spec.provides
+    )
     async with ScriptedPeer(handshake_only).running() as peer:
         run = Run(context(downstream=(router,)), **params(peer.url))
         run.feed.end()
@@ -645,6 +652,22 @@ async def test_tools_default_to_linked_tool_routers() -> None:
     (tool,) = peer.received[0]["session"]["tools"]
     assert tool["type"] == "function" and tool["name"] == "get_time"
     assert tool["parameters"]["properties"]["city"]["type"] == "string"
+
+
+@aio
+async def test_tools_of_any_stage_that_provides_them_not_only_tool_router() -> None:
+    """The session finds tools through the declared ``TOOLS`` interface: a user's own router
+    (any type name) is advertised; a stage named tool_router that provides nothing is not."""
+    definition = {"type": "function", "name": "book", "description": "", "parameters": {}}
+    mine = Peer("mine", "my_router", {"n": 1}, False, {TOOLS: lambda values, base: [definition]})
+    impostor = Peer("other", "tool_router", {"tools": ["examples.tools:get_time"]})
+    async with ScriptedPeer(handshake_only).running() as peer:
+        run = Run(context(downstream=(impostor,), upstream=(mine,)), **params(peer.url))
+        run.feed.end()
+        await run.rest()
+    assert peer.received[0]["session"]["tools"] == [definition]
+    spec = spec_of(realtime_session)
+    assert spec is not None and TOOLS in spec.uses and PLAYED in spec.subscribes
 
 
 @aio

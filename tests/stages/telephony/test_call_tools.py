@@ -14,9 +14,9 @@ import pytest
 import structlog
 
 from pipeline.cli import main as cli_main
+from pipeline.context import StageContext
 from pipeline.errors import ConfigError
 from pipeline.frames import Text
-from pipeline.stage import StageContext
 from stages.telephony.call_tools import end_call, send_dtmf, transfer_call
 from stages.telephony.control import CallControl, bind_control
 from stages.telephony.fake_twilio import FakeTwilio, run_fake_twilio

@@ -22,7 +22,7 @@ import pytest
 from benchmarks.callsim import CallRecord, run_call
 from pipeline.frames import Frame
 from pipeline.graph import Pipeline
-from pipeline.stage import stage
+from pipeline.spec import stage
 from stages.telephony.serve import CallServer, run_server
 from stages.telephony.twilio import (
     Connected,
@@ -220,17 +220,46 @@ def test_a_broken_call_beside_healthy_ones() -> None:
     asyncio.run(main())
 
 
-def test_fresh_pipeline_per_call() -> None:
-    from stages.telephony.serve import fresh_copy
+def test_fifty_calls_at_once_run_from_one_plan_with_no_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server checks the pipeline once; every call runs that one immutable plan with a
+    runner of its own: no Pipeline is copied, checked again or built per call."""
+    import copy
 
-    p = loop_pipeline()
-    p.validate()
-    q = fresh_copy(p)
-    assert q is not p and q.nodes["caller"] is not p.nodes["caller"]
-    assert q.nodes["caller"].spec is p.nodes["caller"].spec
-    assert q.nodes["phone"].values == p.nodes["phone"].values
+    from pipeline.plan import Plan
+    from pipeline.runtime import Runner
+
+    plans: list[object] = []
+    real_init = Runner.__init__
+
+    def recording_init(self: Runner, plan: Any, **kw: Any) -> None:
+        plans.append(plan)
+        real_init(self, plan, **kw)
+
+    def no_copy(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("a call copied the pipeline")
+
+    async def main() -> None:
+        async with run_server(loop_pipeline()) as server:
+            assert isinstance(server.plan, Plan)
+            monkeypatch.setattr(Runner, "__init__", recording_init)
+            monkeypatch.setattr(copy, "deepcopy", no_copy)
+            monkeypatch.setattr(Pipeline, "check", no_copy)
+            monkeypatch.setattr(Pipeline, "__init__", no_copy)
+            url = server.url + "/media"
+            records = await asyncio.gather(
+                *(call(url, call_sid=f"CA{i:02}", stream_sid=f"MZ{i:02}") for i in range(50))
+            )
+            for rec in records:
+                assert_echoed(rec)
+            assert len(plans) == 50 and all(plan is server.plan for plan in plans)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert 'pipeline_calls_total{outcome="completed"} 50.0' in text
+
     with pytest.raises(ValueError, match="max_calls"):
-        CallServer(p, max_calls=0)
+        CallServer(loop_pipeline(), max_calls=0)
+    asyncio.run(main())
 
 
 # ---------------------------------------------------------------------------- drain
@@ -526,8 +555,9 @@ def test_the_phone_pipelines_in_the_docs_validate() -> None:
         for name in pipeline_names(text):
             p = load_text(text, name, file=str(doc), base_dir=ROOT)
             names.append(name)
-            assert p.nodes["caller"].output_format == p.nodes["phone"].input_format
-            assert str(p.nodes["phone"].input_format) == "pcmu 8000 Hz"
+            plan = p.check()
+            assert plan.stages["caller"].output_format == plan.stages["phone"].input_format
+            assert str(plan.stages["phone"].input_format) == "pcmu 8000 Hz"
     assert {"phone", "phone-emulator", "phone-pcm"} <= set(names)
 
 

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.clock import VirtualClock
+from pipeline.context import PLAYED, StageContext
 from pipeline.errors import FormatError, StageError
 from pipeline.frames import Audio, Frame, Interrupt, ResponseDone
 from pipeline.graph import Pipeline
 from pipeline.runtime import Runner
-from pipeline.stage import PLAYED, StageContext
 from pipeline.testing import run_stage_async
 from stages.telephony.twilio import (
     Clear,
@@ -448,7 +448,7 @@ def test_sink_refuses_other_formats_before_running() -> None:
     p.add("src", "tests.stagekit:source")
     p.add("phone", "twilio_sink")
     p.link("src", "phone")
-    problems = p.check()
+    problems = p.check().problems
     assert len(problems) == 1
     assert "a Twilio stream plays pcmu 8000 Hz mono" in problems[0].message
     assert "g711_encode" in problems[0].fix

@@ -1,4 +1,8 @@
-"""Stages: typed async generators registered with their parameters and frame types.
+"""Declaring stages: ``@stage``, the spec it records, and finding a stage type by name.
+
+What a running stage is given (``ctx``) lives in :mod:`pipeline.context`.
+
+Stages: typed async generators registered with their parameters and frame types.
 
 A stage is one async generator function. Its first positional parameter (absent for a source)
 is the input stream; its keyword-only parameters are its parameters, typed, with defaults, each
@@ -33,26 +37,24 @@ What a stage exchanges outside its links is declared too, and shown by ``pipelin
 ``pipeline graph``:
 
 * ``publishes=(TOPIC,)`` / ``subscribes=(TOPIC,)``: facts on the run's bus (``ctx.bus``), a
-  :class:`Topic` such as :data:`PLAYED` (a sink reports what the caller heard; the realtime
-  session truncates its turn there);
-* ``provides={INTERFACE: fn}``: something the stage offers the stages linked to it, worked out
-  from its parameters by ``fn(values, base_dir)`` before it runs (the ``tool_router`` provides
-  :data:`TOOLS`, the schemas of the tools it runs); ``uses=(INTERFACE,)``: what a stage takes
-  from its linked peers (``ctx.provided(TOOLS)``) or from the host running it (the Twilio call of
-  ``pipeline serve``). Any stage that provides :data:`TOOLS` serves a session, a user's own
-  router as well as ours.
+  :class:`Topic` such as :data:`~pipeline.context.PLAYED` (a sink reports what the caller heard; the
+  realtime session truncates its turn there);
+* ``provides={INTERFACE: fn}``: something the stage offers the stages linked to it, worked out from
+  its parameters by ``fn(values, base_dir)`` before it runs (the ``tool_router`` provides
+  :data:`~pipeline.context.TOOLS`, the schemas of the tools it runs); ``uses=(INTERFACE,)``: what a
+  stage takes from its linked peers (``ctx.provided(TOOLS)``,
+  :meth:`~pipeline.context.StageContext.provided`) or from the host running it (the Twilio call of
+  ``pipeline serve``). Any stage that provides :data:`~pipeline.context.TOOLS` serves a session, a
+  user's own router as well as ours.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import difflib
 import importlib
 import inspect
-import time
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -60,10 +62,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, g
 
 import pydantic
 
-from .clock import Clock, RealClock
-from .errors import StageError
-from .frames import FRAME_TYPES, Audio, AudioFormat, Encoding, Frame
-from .metrics import Metric, StageMetrics
+from .frames import FRAME_TYPES, AudioFormat, Encoding
+from .metrics import Metric
 from .signature import model_values, read_signature, signature_model
 
 ENTRY_POINT_GROUP = "pipeline.stages"
@@ -117,10 +117,22 @@ InputPath = Annotated[Path, _PathRole("input")]
 OutputPath = Annotated[Path, _PathRole("output")]
 
 FormatFn = Callable[[Mapping[str, Any], AudioFormat | None], AudioFormat | None]
-#: ``check(values, base_dir) -> [(param, problem)]``: extra checks of a stage's parameters before
-#: running; each problem says what is wrong and the fix, and the validator locates it at ``param``
-#: in the file ("" for the stage itself).
-CheckFn = Callable[[Mapping[str, Any], Path], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckWarning:
+    """What a stage's ``check`` returns for something worth saying that does not stop the run
+    (a voice name the provider does not document): ``pipeline validate`` shows it as a warning
+    located at ``param`` and still exits 0."""
+
+    param: str
+    message: str
+
+
+#: ``check(values, base_dir) -> [(param, problem) | CheckWarning]``: extra checks of a stage's
+#: parameters before running; each problem says what is wrong and the fix, and the validator
+#: locates it at ``param`` in the file ("" for the stage itself).
+CheckFn = Callable[[Mapping[str, Any], Path], Sequence[tuple[str, str] | CheckWarning]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,198 +629,3 @@ def spec_for(obj: str | StageSpec | Callable[..., Any]) -> StageSpec:
     if isinstance(obj, str):
         return resolve(obj)
     return spec_of(obj) or make_spec(obj)
-
-
-# ---------------------------------------------------------------------------- context
-
-
-class Bus:
-    """A per-run side channel for facts that flow against the stream (for example a sink
-    reporting how much audio was actually played, for the session to truncate at)."""
-
-    def __init__(self) -> None:
-        self._subs: dict[str, list[Callable[[Any], None]]] = {}
-
-    def subscribe(self, topic: Topic[T], callback: Callable[[T], None]) -> None:
-        self._subs.setdefault(topic.name, []).append(callback)
-
-    def publish(self, topic: Topic[T], value: T) -> None:
-        for cb in self._subs.get(topic.name, ()):
-            cb(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """A stage linked to this one."""
-
-    id: str
-    type: str
-    params: Mapping[str, Any]
-    feedback: bool = False
-    #: what it provides to the stages linked to it (see :meth:`StageContext.provided`)
-    provides: Mapping[Interface[Any], ProvideFn] = field(default_factory=dict)
-
-
-@dataclass
-class StageContext:
-    """What the runtime gives a stage that asks for ``ctx``."""
-
-    id: str
-    type: str = ""
-    clock: Clock = field(default_factory=RealClock)
-    base_dir: Path = field(default_factory=Path.cwd)
-    log: Any = None
-    bus: Bus = field(default_factory=Bus)
-    #: stages this one sends to / receives from
-    downstream: tuple[Peer, ...] = ()
-    upstream: tuple[Peer, ...] = ()
-    input_format: AudioFormat | None = None
-    #: facts a stage reports for the summary (e.g. ``algorithmic_delay_ms``)
-    reports: dict[str, Any] = field(default_factory=dict)
-    #: a source sets the media seconds it will emit when it knows them (a file): the live view
-    #: and the progress log then show percent done and time left
-    media_total_s: float | None = None
-    #: figures for whoever runs the pipeline (``pipeline serve``: Prometheus); pipeline.metrics
-    metrics: StageMetrics = field(default_factory=StageMetrics)
-    _forward_ended: asyncio.Event | None = None
-    _stopping: asyncio.Event | None = None
-    _on_wait: Callable[[int], None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.log is None:
-            import structlog
-
-            self.log = structlog.get_logger("pipeline").bind(stage=self.id)
-
-    @property
-    def forward_ended(self) -> asyncio.Event:
-        """Set when every forward (non-feedback) input link has ended. A stage inside a cycle
-        (``cycle_aware=True``) keeps receiving feedback frames after that; it finishes what it
-        owes, then returns, which ends the feedback path in turn."""
-        if self._forward_ended is None:
-            self._forward_ended = asyncio.Event()
-        return self._forward_ended
-
-    @property
-    def stopping(self) -> asyncio.Event:
-        """Set when the run is asked to stop (Ctrl-C): sources should end soon."""
-        if self._stopping is None:
-            self._stopping = asyncio.Event()
-        return self._stopping
-
-    def report(self, key: str, value: Any) -> None:
-        self.reports[key] = value
-
-    def provided(self, interface: Interface[T]) -> list[T]:
-        """What the stages linked to this one (either way) provide under ``interface``: one
-        value per providing stage, in link order (empty when none does). A stage that calls
-        it declares ``uses=(interface,)``."""
-        out: list[T] = []
-        seen: set[str] = set()
-        for peer in (*self.downstream, *self.upstream):
-            fn = peer.provides.get(interface)
-            if fn is not None and peer.id not in seen:
-                seen.add(peer.id)
-                out.append(fn(peer.params, self.base_dir))
-        return out
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Mark an ``await`` in the stage's own step as waiting, not work: e.g. a source waiting
-        for the network, a session for its server. The summary's per-frame time leaves it out,
-        as it does the time a stage waits for its input or sleeps on the clock."""
-        t0 = time.perf_counter_ns()
-        try:
-            yield
-        finally:
-            if self._on_wait is not None:
-                self._on_wait(time.perf_counter_ns() - t0)
-
-
-def call_stage(
-    spec: StageSpec,
-    upstream: AsyncIterator[Frame] | None,
-    params: Mapping[str, Any],
-    ctx: StageContext,
-) -> AsyncIterator[Frame]:
-    """Start a stage: the async iterator of its output."""
-    kwargs = dict(params)
-    if spec.takes_ctx:
-        kwargs["ctx"] = ctx
-    if spec.audio_in is not None and upstream is not None:
-        upstream = _AudioChecked(upstream, spec.audio_in, ctx.id)
-    if spec.kind == "map":
-        assert upstream is not None
-        return _map_stage(spec, upstream, kwargs)
-    if spec.is_source:
-        return spec.func(**kwargs)  # type: ignore[no-any-return]
-    assert upstream is not None
-    return spec.func(upstream, **kwargs)  # type: ignore[no-any-return]
-
-
-class _AudioChecked:
-    """A stage's input that stops the run, naming the stage and the fix, when audio it did not
-    declare arrives (a format unknown before running, e.g. a session's reply)."""
-
-    __slots__ = ("_needs", "_ok", "_stage", "_up")
-
-    def __init__(self, up: AsyncIterator[Frame], needs: AudioNeeds, stage_id: str) -> None:
-        self._up = up
-        self._needs = needs
-        self._stage = stage_id
-        self._ok: tuple[str, int, int] | None = None  # the last format that fitted
-
-    def __aiter__(self) -> _AudioChecked:
-        return self
-
-    async def __anext__(self) -> Frame:
-        frame = await self._up.__anext__()
-        if frame.__class__ is Audio:
-            key = (frame.encoding, frame.rate, frame.channels)
-            if key != self._ok:
-                problem = self._needs.problem(frame.format)
-                if problem is not None:
-                    raise StageError(self._stage, "; ".join(problem))
-                self._ok = key
-        return frame
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._up, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _map_stage(
-    spec: StageSpec, upstream: AsyncIterator[Frame], kwargs: dict[str, Any]
-) -> AsyncIterator[Frame]:
-    func = spec.func
-    accepts = spec.accepts
-    async for frame in upstream:
-        if isinstance(frame, accepts):
-            out = func(frame, **kwargs)
-            if out is not None:
-                yield out
-        else:
-            yield frame
-
-
-#: Bus topic on which sinks report audio actually played/written: the value is a
-#: :class:`Played`. The realtime session listens to truncate the assistant's item there.
-PLAYED: Topic[Played] = Topic(
-    "played", "audio a sink has played or written, up to a media time (Played)"
-)
-
-#: What a tool-running stage provides to the stages linked to it: the function definitions of
-#: its tools, each ``{"type": "function", "name", "description", "parameters"}``. The realtime
-#: session advertises those of every linked stage that provides it.
-TOOLS: Interface[list[dict[str, Any]]] = Interface(
-    "tools", "function definitions of the tools it runs (JSON schema)"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Played:
-    """A sink has played (or written) audio up to media time ``pts`` (end of the last sample)."""
-
-    stage: str
-    pts: float
