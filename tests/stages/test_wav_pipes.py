@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from pipeline import Pipeline, stage
+from pipeline.context import StageContext
 from pipeline.errors import ConfigError, InputError, StageError
 from pipeline.frames import Audio, AudioFormat, Frame, Transcript
-from pipeline.stage import StageContext
 from stages.wavfile import (
     STREAM_DATA_SIZE,
     WavStreamReader,
@@ -210,7 +210,7 @@ def test_standard_input_and_output_are_validated() -> None:
     p.add("log", "jsonl_sink", path="-")
     p.link("a", "out")
     p.link("b", "log")
-    messages = [q.message for q in p.check()]
+    messages = [q.message for q in p.check().problems]
     assert "stage 'b' (wav_source): loop: true cannot rewind standard input ('-'); remove loop" in (
         messages
     )
@@ -219,7 +219,7 @@ def test_standard_input_and_output_are_validated() -> None:
     q.add("a", "wav_source", path="-")
     q.add("out", "wav_sink", path="-")
     q.link("a", "out")
-    assert q.check() == []
+    assert q.check().problems == ()
 
 
 # ---------------------------------------------------------------- no output after an early failure
