@@ -281,7 +281,9 @@ def cmd_graph(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    plan = _load(args).validate()
+    pipeline = _load(args)
+    plan = pipeline.validate()
+    pipeline.preflight(plan)  # a missing key: exit 2 now, before any stage or file is opened
     return asyncio.run(_run(plan, args, console))
 
 

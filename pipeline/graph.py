@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channels import OVERFLOW_POLICIES, Overflow
 from .context import Peer
-from .errors import FormatError, Problem
+from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
 from .spec import CheckWarning, StageSpec, spec_for
@@ -186,6 +186,18 @@ class Pipeline:
     def validate(self) -> Plan:
         """The plan, or ConfigError with every problem."""
         return self.check().runnable()
+
+    def preflight(self, plan: Plan) -> None:
+        """Raise ConfigError with what a run of ``plan`` will need and the machine lacks (each
+        stage's ``preflight``: an API key in the environment, ...), before anything starts."""
+        problems: list[Problem] = []
+        for sid, st in plan.stages.items():
+            if st.spec.preflight is None:
+                continue
+            for name, message in st.spec.preflight(st.values, plan.base_dir):
+                problems.append(self._param_p(self.nodes[sid], name, message, ""))
+        if problems:
+            raise ConfigError(problems)
 
     def live_links(self) -> list[Link]:
         """Links whose two ends exist."""
