@@ -689,11 +689,14 @@ def test_a_full_disk_is_one_line_naming_the_file(batch: dict[str, Result]) -> No
 def test_grok_without_a_key(batch: dict[str, Result]) -> None:
     r = batch["grok_no_key"]
     assert r.rc == 2
-    (line,) = r.err_lines[-1:]
-    assert (
-        "environment variable XAI_API_KEY is not set (or blank); export your API key in it" in line
+    # found before any stage starts: one located line, as for any bad input
+    (line,) = r.err_lines
+    assert line.startswith("grok.yaml:")
+    assert line.endswith(
+        " stage 'agent' (realtime_session): environment variable XAI_API_KEY is not set (or "
+        "blank), and every session with provider xai needs the API key there; export "
+        "XAI_API_KEY=... (or name another variable with api_key_env)"
     )
-    assert line.startswith("error: stage 'agent' failed: ")
 
 
 def test_grok_with_a_fake_key_and_no_network(batch: dict[str, Result], folder: Path) -> None:
