@@ -401,20 +401,27 @@ async def run_calls(
 
 
 def phone_yaml(
-    engine: str, *, pace: float = 1.0, emulator_url: str = "", emulator_chunk_ms: int = 100
+    engine: str,
+    *,
+    pace: float = 1.0,
+    emulator_url: str = "",
+    emulator_chunk_ms: int = 100,
+    append_ms: int = 20,
+    chunk_ms: int = 20,
 ) -> str:
     """The zero-transcode phone pipeline. The model is the emulator: in-process (``provider:
-    emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``."""
+    emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``.
+    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size."""
     if emulator_url:
         agent = (
             f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
             "api_key_env: CALLSIM_EMULATOR_KEY, input_format: pcmu, output_format: pcmu, "
-            "turn_detection: none}"
+            f"turn_detection: none, append_ms: {append_ms}}}"
         )
     else:
         agent = (
             "{type: realtime_session, provider: emulator, input_format: pcmu, "
-            "output_format: pcmu, turn_detection: none, "
+            f"output_format: pcmu, turn_detection: none, append_ms: {append_ms}, "
             f"emulator: {{think_ms: 0, pace: {pace}, reply: echo, "
             f"chunk_ms: {emulator_chunk_ms}}}}}"
         )
@@ -425,7 +432,7 @@ pipelines:
       caller: {{type: twilio_source}}
       gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
       agent:  {agent}
-      phone:  {{type: twilio_sink}}
+      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}}}
     links:
       - caller -> gate -> agent -> phone
 """
@@ -678,6 +685,8 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     pace=args.pace,
                     emulator_url=emulator_url,
                     emulator_chunk_ms=args.emulator_chunk_ms,
+                    append_ms=args.append_ms,
+                    chunk_ms=args.chunk_ms,
                 )
             proc, port = stack.enter_context(
                 serve_process(yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice)
@@ -759,6 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the emulator as its own process (on the callers' core), not inside serve",
     )
     ld.add_argument("--emulator-chunk-ms", type=int, default=100, help="audio per delta (100)")
+    ld.add_argument("--append-ms", type=int, default=20, help="the session's append size, ms (20)")
+    ld.add_argument("--chunk-ms", type=int, default=20, help="the sink's chunk size, ms (20)")
     ld.add_argument("--prefix", default="", help="command prefix for the server (profiling)")
     args = parser.parse_args(argv)
     if args.command == "call":

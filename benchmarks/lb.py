@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,22 @@ class Backend:
     port: int
     logs: Lines
 
-    def calls(self, prefix: str = "") -> set[str]:
-        """The callSids of every call this backend started (those starting with ``prefix``)."""
-        sids = (str(ev["call_sid"]) for ev in self.logs.events("call started"))
-        return {s for s in sids if s.startswith(prefix)}
+    def calls(self, prefix: str = "", before: float | None = None) -> set[str]:
+        """The callSids of the calls this backend started (those starting with ``prefix``;
+        with ``before``, a ``time.time()``, only those it logged before then)."""
+        out = set()
+        for ev in self.logs.events("call started"):
+            sid = str(ev["call_sid"])
+            if not sid.startswith(prefix):
+                continue
+            if before is not None and _epoch(ev["timestamp"]) >= before:
+                continue
+            out.add(sid)
+        return out
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 @contextlib.contextmanager
@@ -337,7 +350,7 @@ async def scenario(
 
         # 2. past capacity: every call at once, each long enough to outlast the burst
         await _all_up(hap, backends)
-        burst = audio_of(3.0)
+        burst = audio_of(5.0)  # outlasts the setup of every call of the burst
         n = 3 * max_calls + extra
         part = await _part(ramp(url, burst, n, 0.0, prefix="cap"))
         out["capacity"] = part
@@ -353,11 +366,13 @@ async def scenario(
         )
         t0 = time.monotonic()
         await heard[8].wait()
-        before = {b.name: b.calls("CAfail") for b in backends}
+        signalled = time.time()
         backends[0].proc.send_signal(signal.SIGTERM)
         backends[1].proc.send_signal(signal.SIGKILL)
         out["failure_at_s"] = round(time.monotonic() - t0, 2)
         records = await task
+        # the calls each backend had started when the signals went (by its log's timestamps)
+        before = {b.name: b.calls("CAfail", before=signalled) for b in backends}
         out["failure"] = Part(records, time.monotonic() - t0)
         out["failure_audio"] = audio
         out["failure_before"] = before

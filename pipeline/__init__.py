@@ -22,7 +22,7 @@ from .errors import (
 from .frames import (
     Audio,
     AudioFormat,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -42,7 +42,7 @@ __all__ = [
     "AudioFormat",
     "Clock",
     "ConfigError",
-    "Error",
+    "ErrorReport",
     "FormatError",
     "Frame",
     "InputError",

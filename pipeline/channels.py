@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import PipelineError, UsageError
 from .frames import CONTROL_TYPES, Audio, Frame, Interrupt
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
@@ -34,11 +35,11 @@ OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest"
 DEFAULT_CAPACITY = 8
 
 
-class EndOfStream(Exception):
+class EndOfStream(PipelineError):
     """Every link into this inbox has ended and nothing is left to read."""
 
 
-class ClosedResourceError(Exception):
+class ClosedResourceError(PipelineError):
     """The receiving side of a channel is gone; nothing more can be sent on it."""
 
 
@@ -88,9 +89,9 @@ class Channel:
         feedback: bool = False,
     ) -> None:
         if capacity < 1:
-            raise ValueError(f"channel capacity must be at least 1, got {capacity}")
+            raise UsageError(f"channel capacity must be at least 1, got {capacity}")
         if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
+            raise UsageError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
         self.name = name
         self.capacity = capacity
         self.overflow: Overflow = overflow

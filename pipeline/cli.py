@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import inspect
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -33,7 +32,7 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
-from .errors import ConfigError, PipelineError, Problem
+from .errors import ConfigError, PipelineError, Problem, UnknownStageType
 from .plan import Plan
 from .progress import ProgressLog
 from .report import (
@@ -46,6 +45,7 @@ from .report import (
     summary_table,
     write_summary_json,
 )
+from .signals import stop_signals
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -267,9 +267,8 @@ def cmd_stages(args: argparse.Namespace, console: Console) -> int:
         sys.path.insert(0, cwd)
     try:
         console.print(stage_catalogue(args.type))
-    except LookupError as exc:
-        # str() of a LookupError is its repr (quoted); the message is args[0]
-        _err(Console(stderr=True), str(exc.args[0]) if exc.args else str(exc))
+    except UnknownStageType as exc:
+        _err(Console(stderr=True), str(exc))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -293,20 +292,12 @@ async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
     log = structlog.get_logger("pipeline")
     runner = Runner(p)
     loop = asyncio.get_running_loop()
-    presses = 0
 
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            log.warning("stopping: draining the pipeline (press Ctrl-C again to stop now)")
-            runner.request_stop()
-            loop.call_later(args.drain_timeout, runner.cancel)
-        else:
-            runner.cancel()
+    def drain() -> None:
+        log.warning("stopping: draining the pipeline (press Ctrl-C again to stop now)")
+        runner.request_stop()
+        loop.call_later(args.drain_timeout, runner.cancel)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
     json_path = getattr(args, "json_path", None)
     if _writes_stdout(p) or json_path == "-":
         # a stage writes to standard output (`jsonl_sink` with path: -), or the JSON summary
@@ -325,12 +316,11 @@ async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
         log.warning(str(warning))
     try:
         try:
-            summary = await runner.run()
+            with stop_signals(drain, runner.cancel):
+                summary = await runner.run()
         finally:
             if live is not None:
                 live.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
     except PipelineError as exc:
         failed = runner.summary()
         console.print(summary_table(failed))  # a failed run has a summary too

@@ -1,17 +1,34 @@
-"""The exception tree. Everything the framework raises on purpose derives from PipelineError.
+"""The exception tree. Every exception the package defines derives from PipelineError.
 
-::
+The classes defined elsewhere are named by module (``tests/test_api.py`` checks that no exception
+class of ``pipeline`` or ``stages`` stands outside the tree)::
 
     PipelineError
     ├── ConfigError          bad YAML, parameters or links: a list of Problems, each FILE:LINE:COL
+    │   ├── UnknownStageType     a stage type that cannot be found (also a LookupError)
+    │   └── ToolConfigError      (stages.tools.schema) a tool ref that cannot be loaded
     ├── InputError           a bad input file (a WAV that is truncated or of an unsupported kind)
     ├── FormatError          two stages disagree on the audio format of a link
     ├── StageError           a stage failed while running (``stage`` names it; the cause is chained)
     ├── UsageError           the Python API was called with something it cannot take (also a
-    │                        ValueError): a bug in the calling code, the message says the fix
-    └── SessionError         the realtime service failed (``code``)
-        ├── SessionLocalError    we misused the protocol (a bug, or a bad parameter)
-        └── SessionRemoteError   the peer misbehaved or refused us (401, bad message, gone)
+    │   │                    ValueError): a bug in the calling code, the message says the fix
+    │   └── TwimlError           (stages.telephony.twiml) a value that cannot go into TwiML
+    ├── SessionError         the realtime service failed (``code``)
+    │   ├── SessionLocalError    we misused the protocol (a bug, or a bad parameter)
+    │   └── SessionRemoteError   the peer misbehaved or refused us (401, bad message, gone)
+    │       ├── WireError            (stages.realtime.wire.errors) an error event from the server
+    │       └── Retry                (stages.realtime.connection) a connection attempt to retry
+    ├── EndOfStream          (pipeline.channels) every link into an inbox has ended
+    ├── ClosedResourceError  (pipeline.channels) the reader of a channel is gone
+    ├── ToolArgumentError    (stages.tools.schema) the model's arguments do not fit a tool (also a
+    │                        ValueError); it becomes an error result, the session goes on
+    ├── TwilioMessageError   (stages.telephony.twilio) a Media Streams message that breaks the rules
+    ├── TwilioRestError      (stages.telephony.rest) the Twilio REST API refused a request
+    ├── BrowserMessageError  (stages.browser.protocol) a playground message that breaks the rules
+    ├── DeviceError          (stages.desk.devices) an audio device that cannot be opened
+    ├── PatchError           (pipeline.kube) the Kubernetes API refused a patch
+    ├── SupervisorError      (pipeline.workers) the worker pool could not start
+    └── TracingUnavailable   (pipeline.tracing) the OpenTelemetry extra is not installed
 
 Exit codes: ConfigError / InputError / FormatError → 2 (bad input); StageError / SessionError → 1.
 Messages state what happened, with the numbers, and the fix.
@@ -92,6 +109,10 @@ class StageError(PipelineError):
         self.stage = stage
         self.message = message
         super().__init__(f"stage '{stage}' failed: {message}")
+
+
+class UnknownStageType(ConfigError, LookupError):
+    """A stage type name (or ``module:function``) that cannot be found or loaded."""
 
 
 class UsageError(PipelineError, ValueError):

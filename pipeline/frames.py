@@ -21,6 +21,8 @@ from typing import Any, ClassVar, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from .errors import UsageError
+
 Encoding: TypeAlias = Literal["pcm16", "pcmu", "pcma"]
 ENCODINGS: tuple[Encoding, ...] = ("pcm16", "pcmu", "pcma")
 BYTES_PER_SAMPLE: dict[str, int] = {"pcm16": 2, "pcmu": 1, "pcma": 1}
@@ -76,7 +78,7 @@ class Audio:
     def samples(self) -> npt.NDArray[np.int16]:
         """A read-only int16 view of pcm16 data (no copy)."""
         if self.encoding != "pcm16":
-            raise ValueError(f"samples() needs pcm16 audio, this frame is {self.encoding}")
+            raise UsageError(f"samples() needs pcm16 audio, this frame is {self.encoding}")
         return np.frombuffer(self.data, dtype="<i2")
 
     @classmethod
@@ -190,7 +192,7 @@ class ResponseDone:
 
 
 @dataclass(frozen=True, slots=True)
-class Error:
+class ErrorReport:
     """A recoverable error reported as data (the run goes on)."""
 
     type: ClassVar[str] = "error"
@@ -210,7 +212,7 @@ Event: TypeAlias = (
     | Interrupt
     | ResponseStarted
     | ResponseDone
-    | Error
+    | ErrorReport
 )
 Frame: TypeAlias = Audio | Event
 
@@ -225,7 +227,7 @@ FRAME_TYPES: tuple[type[Any], ...] = (
     Interrupt,
     ResponseStarted,
     ResponseDone,
-    Error,
+    ErrorReport,
 )
 FRAME_BY_NAME: dict[str, type[Any]] = {t.type: t for t in FRAME_TYPES}
 EVENT_TYPES: tuple[type[Any], ...] = FRAME_TYPES[1:]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channels import OVERFLOW_POLICIES, Overflow
 from .context import Peer
-from .errors import ConfigError, FormatError, Problem
+from .errors import ConfigError, FormatError, Problem, UnknownStageType
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
 from .spec import CheckWarning, StageSpec, spec_for
@@ -124,7 +124,7 @@ class Pipeline:
         try:
             spec = spec_for(stage)
             type_name = type_name or spec.name
-        except LookupError as exc:
+        except UnknownStageType as exc:
             spec = None
             self._problem(f"stage '{id}': {exc}", "", _type_where if _type_where[0] else _where)
         self.nodes[id] = Node(

@@ -29,6 +29,7 @@ from pathlib import Path
 import structlog
 
 from .clock import Clock, RealClock
+from .errors import PipelineError
 
 log = structlog.get_logger("pipeline.kube")
 
@@ -80,7 +81,7 @@ def deletion_cost_patch(cost: int) -> bytes:
     return json.dumps({"metadata": {"annotations": {ANNOTATION: str(int(cost))}}}).encode()
 
 
-class PatchError(Exception):
+class PatchError(PipelineError):
     """The API server refused the patch or could not be reached."""
 
     def __init__(self, kind: str, message: str) -> None:

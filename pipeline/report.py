@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .frames import Error, ToolCall, ToolResult, Transcript, event_to_dict
+from .frames import ErrorReport, ToolCall, ToolResult, Transcript, event_to_dict
 from .spec import StageSpec, builtin_names, resolve
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def conversation_table(s: RunSummary) -> Table | None:
                 detail = f"{flag}{_clip(ev.output)} call_id={ev.call_id}"
             case Transcript():
                 detail = f"{ev.role}: {_clip(ev.text)}"
-            case Error():
+            case ErrorReport():
                 detail = f"{ev.code}: {_clip(ev.message)}"
             case _:
                 detail = ""

@@ -42,7 +42,7 @@ from .errors import PipelineError, StageError
 from .frames import (
     EVENT_TYPES,
     Audio,
-    Error,
+    ErrorReport,
     Event,
     Frame,
     ToolCall,
@@ -392,7 +392,7 @@ class Runner:
         counts = self.event_counts
         counts[frame.type] = counts.get(frame.type, 0) + 1
         if len(self.notable) < 500 and (
-            isinstance(frame, ToolCall | ToolResult | Error)
+            isinstance(frame, ToolCall | ToolResult | ErrorReport)
             or (isinstance(frame, Transcript) and frame.final)
         ):
             self.notable.append(frame)

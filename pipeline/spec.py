@@ -62,6 +62,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, g
 
 import pydantic
 
+from .errors import UnknownStageType, UsageError
 from .frames import FRAME_TYPES, AudioFormat, Encoding
 from .metrics import Metric
 from .signature import model_values, read_signature, signature_model
@@ -404,10 +405,10 @@ def make_spec(
         if p.kind in (p.kind.POSITIONAL_ONLY, p.kind.POSITIONAL_OR_KEYWORD) and p.required
     ]
     if len(positional) > 1:
-        raise TypeError(f"stage '{name}': takes at most one positional parameter (the input)")
+        raise UsageError(f"stage '{name}': takes at most one positional parameter (the input)")
     is_source = is_gen and not positional
     if not is_gen and not positional:
-        raise TypeError(f"stage '{name}': a map stage takes the frame as its first parameter")
+        raise UsageError(f"stage '{name}': a map stage takes the frame as its first parameter")
     keyword = [p for p in sig_params if p.kind is p.kind.KEYWORD_ONLY]
     takes_ctx = any(p.name == "ctx" for p in keyword)
     keyword = [p for p in keyword if p.name != "ctx"]
@@ -569,39 +570,40 @@ def builtin_names() -> list[str]:
 def resolve(type_name: str) -> StageSpec:
     """Find a stage type: a built-in or entry-point name, or ``package.module:function``.
 
-    Raises LookupError with a readable message (and a "did you mean") when it cannot.
+    Raises UnknownStageType (a ConfigError, also a LookupError) with a readable message (and
+    a "did you mean") when it cannot.
     """
     if ":" in type_name:
         module_name, _, attr = type_name.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise LookupError(
+            raise UnknownStageType(
                 f"cannot import module '{module_name}' for stage type '{type_name}': {exc}; "
                 "check the module path and that its package is installed or on PYTHONPATH"
             ) from None
         except Exception as exc:  # the user's module itself fails: a SyntaxError, a raise, ...
-            raise LookupError(
+            raise UnknownStageType(
                 f"importing module '{module_name}' for stage type '{type_name}' failed: "
                 f"{type(exc).__name__}: {exc}{_where_raised(exc)}; fix the error in that module"
             ) from None
         try:
             obj = getattr(module, attr)
         except AttributeError:
-            raise LookupError(
+            raise UnknownStageType(
                 f"module '{module_name}' has no '{attr}'; check the name after the ':'"
             ) from None
         spec = spec_of(obj)
         if spec is None:
             if not callable(obj):
-                raise LookupError(f"'{type_name}' is not a function")
+                raise UnknownStageType(f"'{type_name}' is not a function")
             try:
                 # Undeclared: it may emit anything (a source or a transform), or nothing at all
                 # if it never yields; the graph treats it as emitting every frame type.
                 emits = FRAME_TYPES if inspect.isasyncgenfunction(obj) else ()
                 spec = make_spec(obj, name=type_name, emits=emits)
-            except TypeError as exc:
-                raise LookupError(str(exc)) from None
+            except UsageError as exc:
+                raise UnknownStageType(str(exc)) from None
         return spec
     _load_libraries()
     if type_name not in REGISTRY:
@@ -609,16 +611,16 @@ def resolve(type_name: str) -> StageSpec:
     if type_name in REGISTRY:
         return REGISTRY[type_name]
     if type_name in _BROKEN_ENTRY_POINTS:
-        raise LookupError(_BROKEN_ENTRY_POINTS[type_name])
+        raise UnknownStageType(_BROKEN_ENTRY_POINTS[type_name])
     if _BROKEN_LIBRARIES:
-        raise LookupError(f"unknown stage type '{type_name}'; " + "; ".join(_BROKEN_LIBRARIES))
+        raise UnknownStageType(f"unknown stage type '{type_name}'; " + "; ".join(_BROKEN_LIBRARIES))
     close = difflib.get_close_matches(type_name, list(REGISTRY), n=1)
     hint = (
         f"did you mean '{close[0]}'?"
         if close
         else "see 'pipeline stages' for the list, or use 'package.module:function'"
     )
-    raise LookupError(f"unknown stage type '{type_name}'; {hint}")
+    raise UnknownStageType(f"unknown stage type '{type_name}'; {hint}")
 
 
 def _where_raised(exc: BaseException) -> str:

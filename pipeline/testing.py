@@ -17,7 +17,7 @@ import aiostream
 
 from .clock import Clock, VirtualClock
 from .context import StageContext, call_stage
-from .errors import FormatError
+from .errors import ConfigError, FormatError, Problem
 from .frames import Audio, Frame
 from .spec import StageSpec, spec_for
 
@@ -70,7 +70,7 @@ async def run_stage_async(
     spec = spec_for(stage)
     values, problems = spec.validate(params)
     if problems:
-        raise ValueError("; ".join(p for _, p in problems))
+        raise ConfigError([Problem(f"stage '{spec.name}': {p}") for _, p in problems])
     ctx = ctx or make_context(spec)
     upstream = None if spec.is_source else _feed(frames)
     out: list[Frame] = []
@@ -196,7 +196,7 @@ async def check_stage_async(
     spec = spec_for(stage)
     values, problems = spec.validate(params)
     if problems:
-        raise ValueError("; ".join(p for _, p in problems))
+        raise ConfigError([Problem(f"stage '{spec.name}': {p}") for _, p in problems])
     name = spec.name
     accepts = spec.link_accepts()
     inputs = [] if spec.is_source else [f for f in frames if isinstance(f, accepts)]

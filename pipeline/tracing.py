@@ -21,16 +21,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import PipelineError
 from .frames import Event, SpeechStarted, SpeechStopped, ToolCall, ToolResult
 
 
 class TurnTimer:
     """The voice-to-voice latency of every turn of one call.
 
-    Feed it the run's events (:meth:`on_event`, a ``Runner.event_hooks`` entry) and the reply
-    chunks sent (:meth:`sent`, the Twilio call's recorder interface: ``sent(name, payload,
-    at_ms)`` with ``at_ms`` the caller audio received so far). ``on_turn(seconds)`` is called once
-    per turn; ``latencies_s`` keeps them all."""
+    Feed it the run's events (:meth:`on_event`, a ``Runner.event_hooks`` entry) and each reply
+    chunk as it is sent (:meth:`reply_sent`, with ``at_ms`` the caller audio received so far, in
+    ms of the caller's stream). ``on_turn(seconds)`` is called once per turn; ``latencies_s``
+    keeps them all."""
 
     def __init__(self, on_turn: Callable[[float], None] | None = None) -> None:
         self.on_turn = on_turn
@@ -44,7 +45,7 @@ class TurnTimer:
             case SpeechStopped(pts=pts) if pts is not None and self._speech_end_s is None:
                 self._speech_end_s = pts  # the first of gate and model VAD, if both say so
 
-    def sent(self, _name: str, _payload: bytes, at_ms: float) -> None:
+    def reply_sent(self, at_ms: float) -> None:
         if self._speech_end_s is None:
             return
         latency = max(0.0, at_ms / 1000 - self._speech_end_s)
@@ -53,14 +54,8 @@ class TurnTimer:
         if self.on_turn is not None:
             self.on_turn(latency)
 
-    def echoed(self, _name: str) -> None:
-        pass
 
-    def cleared(self, _at_ms: float) -> None:
-        pass
-
-
-class TracingUnavailable(Exception):
+class TracingUnavailable(PipelineError):
     """The OpenTelemetry extra is not installed."""
 
 

@@ -56,6 +56,9 @@ from typing import Any
 
 import structlog
 
+from .errors import PipelineError, UsageError
+from .signals import stop_signals
+
 log = structlog.get_logger("pipeline.workers")
 
 ENV_WORKER = "PIPELINE_WORKER"  # "i/N"
@@ -369,7 +372,7 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-class SupervisorError(Exception):
+class SupervisorError(PipelineError):
     """The pool could not start (a worker died before it listened, or the port is taken)."""
 
 
@@ -403,7 +406,7 @@ class Supervisor:
         announce: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+            raise UsageError(f"workers must be at least 1, got {workers}")
         self.command = list(command)
         self.count = workers
         self.host = host
@@ -521,28 +524,24 @@ class Supervisor:
     async def run(self) -> int:
         """Start, supervise until SIGTERM/SIGINT (or :meth:`request_stop`), drain. Returns 0
         when every worker drained cleanly, 1 otherwise, 2 if the pool could not start."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-        try:
+        with stop_signals(self.request_stop):
             try:
-                await self.start()
-            except SupervisorError as exc:
-                log.error("workers did not start", error=str(exc))
-                return 2
-            self.announce(f"pipeline serve: listening on {self.url} ({self.count} workers)")
-            log.info(
-                "workers started",
-                url=self.url,
-                workers=self.count,
-                socket="SO_REUSEPORT" if self.reuse_port else "inherited",
-                pids=[w.proc.pid for w in self.workers.values()],
-            )
-            return await self._supervise()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await self._shutdown()
+                try:
+                    await self.start()
+                except SupervisorError as exc:
+                    log.error("workers did not start", error=str(exc))
+                    return 2
+                self.announce(f"pipeline serve: listening on {self.url} ({self.count} workers)")
+                log.info(
+                    "workers started",
+                    url=self.url,
+                    workers=self.count,
+                    socket="SO_REUSEPORT" if self.reuse_port else "inherited",
+                    pids=[w.proc.pid for w in self.workers.values()],
+                )
+                return await self._supervise()
+            finally:
+                await self._shutdown()
 
     async def _supervise(self) -> int:
         while True:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.context import StageContext
-from pipeline.errors import FormatError, InputError
+from pipeline.errors import FormatError, InputError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame
 from pipeline.spec import stage
 
@@ -129,7 +129,7 @@ class Denoiser:
 
     def process(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
         if self._state is None:
-            raise RuntimeError("Denoiser.process after close()")
+            raise UsageError("Denoiser.process after close()")
         self.samples_in += samples.size
         x48 = self._up.process(samples) if self._up is not None else samples
         y48 = self._run(x48)

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.context import StageContext
-from pipeline.errors import FormatError, StageError
+from pipeline.errors import FormatError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Encoding, Frame
 from pipeline.spec import stage
 
@@ -152,7 +152,7 @@ _U16 = np.dtype("<u2")  # parsed once: a dtype string costs ~0.4 µs per call
 
 def _check_pcm(pcm: bytes) -> None:
     if len(pcm) & 1:
-        raise ValueError(f"pcm16 audio must be a whole number of 2-byte samples, got {len(pcm)}")
+        raise UsageError(f"pcm16 audio must be a whole number of 2-byte samples, got {len(pcm)}")
 
 
 def numpy_encode_ulaw(pcm: bytes) -> bytes:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 import soxr
 
 from pipeline.context import StageContext
-from pipeline.errors import FormatError, StageError
+from pipeline.errors import FormatError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
 from pipeline.spec import stage
 
@@ -130,7 +130,7 @@ class PolyphaseResampler:
 
     def __init__(self, in_rate: int, out_rate: int, *, block_periods: int | None = None) -> None:
         if in_rate <= 0 or out_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {in_rate} and {out_rate}")
+            raise UsageError(f"sample rates must be positive, got {in_rate} and {out_rate}")
         g = math.gcd(in_rate, out_rate)
         self.in_rate = in_rate
         self.out_rate = out_rate
@@ -140,7 +140,7 @@ class PolyphaseResampler:
         fs = float(in_rate) * L
         n_est = math.ceil((DESIGN_ATTENUATION_DB - 7.95) / (2.285 * 2 * math.pi * 0.15 * low / fs))
         if n_est > _MAX_TAPS:
-            raise ValueError(
+            raise UsageError(
                 f"{in_rate} Hz -> {out_rate} Hz reduces to {L}/{M}: too odd a ratio for the "
                 "low-latency polyphase filter; use low_latency: false"
             )

@@ -56,7 +56,7 @@ from typing import BinaryIO, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, UsageError
 from pipeline.frames import BYTES_PER_SAMPLE, AudioFormat
 
 from .g711 import ALAW_DECODE, ULAW_DECODE
@@ -469,7 +469,7 @@ class WavWriter:
         if not data:
             return
         if len(data) % self.block_align:
-            raise ValueError(
+            raise UsageError(
                 f"{len(data)} bytes is not a whole number of {self.block_align}-byte sample "
                 f"frames of {self.format}"
             )

@@ -111,6 +111,10 @@ SKIP: dict[str, str] = {
     "tests/stages/telephony/test_twilio.py drives it",
     "twilio_sink": "needs a Twilio Media Stream call bound with bind_call; checked in "
     "tests/stages/telephony/test_twilio.py::test_sink_passes_the_stage_conformance_checks",
+    "phone_source": "needs a carrier's media stream call (bind_call inside 'pipeline serve'); "
+    "tests/stages/telephony/test_carriers.py drives it on every carrier",
+    "phone_sink": "needs a carrier's media stream call (bind_call inside 'pipeline serve'); "
+    "tests/stages/telephony/test_carriers.py drives it on every carrier",
     "call_recorder": "needs a Twilio Media Stream call bound with bind_call; checked in "
     "tests/stages/telephony/test_call_recorder.py::test_recorder_passes_the_conformance_checks",
     "mic_source": "needs a sound card; tests/stages/test_desk.py runs it on a virtual one",

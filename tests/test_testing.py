@@ -236,9 +236,15 @@ def test_stage_failing_on_empty_input() -> None:
     )
 
 
-def test_bad_parameters_are_a_value_error() -> None:
-    with pytest.raises(ValueError, match="has no parameter 'q'"):
+def test_bad_parameters_are_a_config_error_naming_the_stage() -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match="stage 'good_gain': stage type 'good_gain' has no parameter 'q'"
+    ):
         check_stage(good_gain, AUDIO, q=3)
+    with pytest.raises(ConfigError, match="has no parameter 'q'"):
+        run_stage(good_gain, AUDIO, q=3)
 
 
 def test_run_stage_map_function() -> None:

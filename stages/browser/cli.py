@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
 import webbrowser
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import structlog
 
 from pipeline.graph import Pipeline
+from pipeline.signals import stop_signals
 
 from .server import DEFAULT_TOKEN_ENV, PlaygroundServer, check_playground_pipeline, is_loopback
 
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "playground",
         help="talk to a pipeline from a browser: one page, one pipeline per tab",
-        description="Serve a page at / that talks to a fresh copy of the pipeline for each "
+        description="Serve a page at / that talks to a fresh run of the pipeline for each "
         "browser tab (its browser_source and browser_sink are the tab's microphone and "
         "speaker). Open /?autostart=1 to start without a click.",
     )
@@ -73,16 +73,16 @@ async def _serve(p: Pipeline, args: argparse.Namespace, token: str | None) -> in
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    got: list[int] = []
+    with stop_signals(stop.set) as stops:
+        await _until_stopped(server, p, args, stop, token)
+    return 130 if stops.interrupted else 0
 
-    def on_signal(sig: int) -> None:
-        got.append(sig)
-        stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+async def _until_stopped(
+    server: PlaygroundServer, p: Pipeline, args: argparse.Namespace, stop: asyncio.Event, token: Any
+) -> None:
+    """Announce the page, wait for a stop signal, close."""
     url = server.page_url()
     print(f"pipeline playground: open {url}", file=sys.stderr, flush=True)
     log.info("serving the playground", pipeline=p.name, auth="token" if token else "none")
@@ -91,7 +91,4 @@ async def _serve(p: Pipeline, args: argparse.Namespace, token: str | None) -> in
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await server.close()
-    return 130 if got and got[0] == signal.SIGINT else 0

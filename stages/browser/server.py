@@ -45,7 +45,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.plan import Plan
 from pipeline.runtime import Runner, RunSummary
@@ -187,7 +187,7 @@ class PlaygroundServer:
         stats_interval_s: float = 0.25,
     ) -> None:
         if max_sessions < 1:
-            raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+            raise UsageError(f"max_sessions must be at least 1, got {max_sessions}")
         self.plan = template.validate()
         check_playground_pipeline(template)
         self.template = template

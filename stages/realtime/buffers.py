@@ -34,11 +34,11 @@ class AudioBatcher:
     ``fill_gaps``, a jump forward in the frames' pts (a gate that dropped silence) becomes up to
     ``GAP_FILL_MAX_S`` of silence, so a server's VAD hears the pause. No I/O."""
 
-    def __init__(self, fmt: AudioFormat, *, fill_gaps: bool) -> None:
+    def __init__(self, fmt: AudioFormat, *, fill_gaps: bool, min_ms: int = MIN_APPEND_MS) -> None:
         self.fmt = fmt
         self.fill_gaps = fill_gaps
         width = BYTES_PER_SAMPLE[fmt.encoding]
-        self.min_bytes = fmt.rate * MIN_APPEND_MS // 1000 * width
+        self.min_bytes = fmt.rate * min(max(min_ms, MIN_APPEND_MS), MAX_APPEND_MS) // 1000 * width
         self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
         self._buf = bytearray()
         self._buf_pts = 0.0

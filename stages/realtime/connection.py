@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -27,7 +28,7 @@ _WS_LOGGER = logging.getLogger("pipeline.realtime.websocket")
 _WS_LOGGER.setLevel(logging.WARNING)
 
 
-class Retry(Exception):
+class Retry(SessionRemoteError):
     """A connection attempt failed in a way worth retrying."""
 
 
@@ -35,6 +36,30 @@ def endpoint_of(url: str) -> str:
     """The URL without its query, for messages."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a URL's host, no resolving) names this machine's loopback interface."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_text_key_problem(url: str, api_key_env: str) -> str | None:
+    """Why the key must not go to ``url``: a plain ``ws://`` address to another machine would
+    carry it in clear text. None when the URL is fine (``wss://``, or ``ws://`` to loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or is_loopback(parts.hostname):
+        return None
+    return (
+        f"refusing to send the API key from {api_key_env} over unencrypted ws:// to "
+        f"{parts.hostname}; use a wss:// url (plain ws:// is allowed to loopback only)"
+    )
 
 
 def api_key(s: Settings) -> str:
@@ -58,6 +83,9 @@ async def open_connection(s: Settings, url: str) -> Any:
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
     endpoint = endpoint_of(url)
+    refused = plain_text_key_problem(url, s.api_key_env)
+    if refused is not None:
+        raise ConfigError(f"parameter 'url': {refused}")
     # Azure OpenAI takes its key in an ``api-key`` header, the others as a bearer token
     headers = (
         {"api-key": api_key(s)}
@@ -71,7 +99,7 @@ async def open_connection(s: Settings, url: str) -> Any:
             url,
             additional_headers=headers,
             open_timeout=s.connect_timeout_s,
-            max_size=None,
+            max_size=s.max_message_bytes,
             compression=None,
             close_timeout=5.0,
             logger=_WS_LOGGER,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from pipeline.frames import (
-    Error,
+    ErrorReport,
     Frame,
     ResponseDone,
     ResponseStarted,
@@ -61,9 +61,9 @@ def to_frames(
         case p.ErrorEvent():
             if ev.fatal or ev.benign:
                 return ()
-            return (Error(ev.code, ev.message),)
+            return (ErrorReport(ev.code, ev.message),)
         case p.MalformedEvent():
-            return (Error("malformed_message", f"unreadable server message: {ev.reason}"),)
+            return (ErrorReport("malformed_message", f"unreadable server message: {ev.reason}"),)
         case (
             p.SessionReadyEvent()
             | p.SessionCreatedEvent()

@@ -443,6 +443,34 @@ class RealtimeProtocol:
         sent = [self._send(wc.ConversationItemCreate(item))]
         return sent + self.create_response()
 
+    def force_message(
+        self, text: str, *, voice: str | None = None, interruptible: bool = True
+    ) -> list[str]:
+        """xAI: the assistant says ``text`` verbatim (a ``force_message`` item: a greeting, or
+        "one moment please" while a slow tool runs); the server answers with a normal response
+        of that text, in ``voice`` if given. ``interruptible=False`` asks the server to ignore the
+        caller until it has been played."""
+        item: dict[str, Any] = {
+            "type": "force_message",
+            "role": "assistant",
+            "interruptible": interruptible,
+            "content": [{"type": "output_text", "text": text}],
+        }
+        if voice:
+            item["voice"] = voice
+        return [self._send(wc.ConversationItemCreate(item))]
+
+    def replay(self, turns: list[tuple[str, str]]) -> list[str]:
+        """Carry a conversation over to a new session: each earlier turn as a message item
+        (the user's as ``input_text``, the assistant's as ``output_text``), asking for no
+        response."""
+        sent = []
+        for role, text in turns:
+            kind = "output_text" if role == "assistant" else "input_text"
+            item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+            sent.append(self._send(wc.ConversationItemCreate(item)))
+        return sent
+
     def user_turn_ended(self) -> list[str]:
         """Manual turns: the user stopped speaking, so commit the audio and ask for a response."""
         sent = self.commit()

@@ -14,12 +14,12 @@ This module is the pump; each part of the work lives in a module of its own:
 
 Theory of operation:
 
-- **Tasks.** The generator runs three tasks and yields what they queue in the playout: the
-  *input pump* (frames in → client messages), the *connection* (connect, read server messages →
-  frames, reconnect) and the *finisher* (once the input has ended: wait for what is owed, then
-  close). A task's failure is re-raised by the generator after the frames queued before it; its
-  ``finally`` cancels and awaits every task, so nothing leaks whether the run ends, fails or is
-  cancelled.
+- **Tasks.** The generator runs three tasks in a :class:`~pipeline.tasks.StageTasks` group and
+  yields what they queue in the playout: the *input pump* (frames in → client messages), the
+  *connection* (connect, read server messages → frames, reconnect) and the *finisher* (once the
+  input has ended: wait for what is owed, then close). A task's failure is re-raised by the
+  generator after the frames queued before it; leaving the group cancels and awaits every task,
+  so nothing leaks whether the run ends, fails or is cancelled.
 - **Handshake.** ``session.update`` goes out as soon as the socket opens; the input pump holds
   every frame until ``session.updated`` (``session_timeout_s`` on ``ctx.clock``: then a
   :class:`SessionRemoteError`).
@@ -54,14 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
 from pipeline.context import PLAYED, TOOLS, StageContext
 from pipeline.errors import ConfigError, SessionRemoteError
 from pipeline.frames import (
     Audio,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -75,6 +75,7 @@ from pipeline.frames import (
 )
 from pipeline.metrics import Metric
 from pipeline.spec import stage
+from pipeline.tasks import StageTasks
 
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
@@ -82,6 +83,7 @@ from .connection import Retry, close_info, close_socket, endpoint_of, open_conne
 from .deadline import clock_timeout
 from .outputs import to_frames
 from .settings import (
+    ForcedMessage,
     FormatName,
     Provider,
     Settings,
@@ -109,6 +111,9 @@ TURN_END_MARGIN_S = 0.1
 END_PAD_S = 1.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
+#: how much of the conversation (characters of transcript, the latest turns) a renewed session
+#: is given
+CARRY_CHARS = 20000
 
 
 class _Run:
@@ -129,15 +134,24 @@ class _Run:
         self.input_done = asyncio.Event()
         self.closing = False
         self.recycling = False
+        #: a forced message marked interruptible: false is being said: no local barge-in
+        self.uninterruptible = False
+        #: the conversation's final transcripts (role, text), carried to a renewed session
+        self.history: list[tuple[str, str]] = []
+        self.delivered = False  # this connection delivered a response
+        self.last_close: tuple[int | None, str] = (None, "")
+        self.opened_at = 0.0
+        self.audio_in_s = 0.0  # assistant audio received on this connection
         self.send_lock = asyncio.Lock()
         # input
-        self.batcher = AudioBatcher(self.cfg.input_format, fill_gaps=self.cfg.server_vad)
+        self.batcher = AudioBatcher(
+            self.cfg.input_format, fill_gaps=self.cfg.server_vad, min_ms=s.append_ms
+        )
         self.conn_origin: float | None = None  # pts of the first audio sent on this connection
         # output
         self.out = ReplyPlayout(self.cfg.output_format)
         self.wake = asyncio.Event()
         self.ended = False
-        self.failure: BaseException | None = None
         ctx.bus.subscribe(PLAYED, self.out.on_played)
 
     # -- output
@@ -146,15 +160,33 @@ class _Run:
         self.out.put(item)
         self.wake.set()
 
-    async def next_frame(self) -> Frame | None:
+    def start(
+        self,
+        tasks: StageTasks[None],
+        coro: Coroutine[Any, Any, None],
+        name: str,
+        *,
+        ends: bool = False,
+    ) -> None:
+        """Run ``coro`` in the group; when it ends, wake the pump (after the group's own
+        done-callback has recorded a failure: callbacks run in the order they were added).
+        ``ends``: its return ends the output."""
+
+        def done(task: asyncio.Task[Any]) -> None:
+            if ends and not task.cancelled() and task.exception() is None:
+                self.ended = True
+            self.wake.set()
+
+        tasks.start(coro, name=name).add_done_callback(done)
+
+    async def next_frame(self, tasks: StageTasks[None]) -> Frame | None:
         """The next frame to yield; None once the run is over. Raises a task's failure after
         the frames queued before it."""
         while True:
             item = self.out.take()
             if item is not None:
                 return item
-            if self.failure is not None:
-                raise self.failure  # ours say what happened; anything else is a bug: as is
+            tasks.check()  # ours say what happened; anything else is a bug: as is
             if self.ended:
                 return None
             self.wake.clear()
@@ -188,10 +220,17 @@ class _Run:
                 check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
                 await self.ready.wait()
                 self.send_audio(self.batcher.push(f))
+            case Text(role="assistant") if self.cfg.dialect == "xai":
+                # xAI speaks it verbatim (force_message), in the session's voice
+                await self.ready.wait()
+                self.send_audio(self.batcher.flush())
+                self.force(ForcedMessage(f.text))
             case Text():
                 await self.ready.wait()
                 self.send_audio(self.batcher.flush())
                 self.proto.send_text(f.text, f.role)
+                if f.role == "user" and f.text.strip():
+                    self.history.append(("user", f.text))
             case ToolResult():
                 await self.ready.wait()
                 if not self.proto.tool_output(f.call_id, f.output):
@@ -227,10 +266,23 @@ class _Run:
 
     # -- barge-in
 
+    def force(self, message: ForcedMessage) -> None:
+        """Have the assistant say ``message`` verbatim (xAI's force_message)."""
+        self.proto.force_message(
+            message.text, voice=message.voice, interruptible=message.interruptible
+        )
+        self.uninterruptible = not message.interruptible
+        self.log.info(
+            "forced message", chars=len(message.text), interruptible=message.interruptible
+        )
+
     async def barge_in(self, *, local: bool) -> None:
         """The user spoke: if assistant audio is arriving, queued here or still playing at a
         sink, cut it."""
         if not (self.proto.assistant_playing or self.out.has_audio() or self.out.lagging()):
+            return
+        if self.uninterruptible:
+            self.log.info("caller spoke over a forced message marked interruptible: false")
             return
         rid = self.proto.last_response
         dropped = self.out.interrupt(Interrupt(pts=self.out.pts, response_id=rid))
@@ -257,7 +309,17 @@ class _Run:
                 if self.sessions > 1:
                     self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
+                if self.sessions > 1 and self.history:
+                    turns = self.carried()
+                    self.proto.replay(turns)
+                    self.log.info(
+                        "renewed session: the conversation so far carried over",
+                        session=self.sessions,
+                        turns=len(turns),
+                    )
                 self.ready.set()
+                if self.s.greeting is not None and self.sessions == 1:
+                    self.force(self.s.greeting)
             case p.ErrorEvent() if ev.fatal:
                 raise SessionRemoteError(
                     f"the realtime service refused the session: {ev.code}: {ev.message}",
@@ -273,10 +335,43 @@ class _Run:
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
+            case p.ResponseDoneEvent():
+                self.uninterruptible = False
+        if isinstance(ev, p.ResponseDoneEvent):
+            self.delivered = True
+        elif isinstance(ev, p.AudioDeltaEvent):
+            self.police_audio(len(ev.data))
         for item in to_frames(ev, input_origin=self.conn_origin):
+            if isinstance(item, Transcript) and item.final and item.text.strip():
+                self.history.append((item.role, item.text))
             self.emit(item)
         if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
+
+    def carried(self) -> list[tuple[str, str]]:
+        """The most recent turns of the conversation that fit in :data:`CARRY_CHARS`."""
+        out: list[tuple[str, str]] = []
+        total = 0
+        for role, text in reversed(self.history):
+            total += len(text)
+            if total > CARRY_CHARS:
+                break
+            out.append((role, text))
+        return out[::-1]
+
+    def police_audio(self, n_bytes: int) -> None:
+        """A service cannot speak faster than real time for long: audio received on this
+        connection more than ``max_audio_ahead_s`` ahead of the clock is a misbehaving service
+        (it would multiply what is played and held in memory)."""
+        self.audio_in_s += n_bytes / self.cfg.output_format.bytes_per_second
+        elapsed = self.ctx.clock.now() - self.opened_at
+        if self.audio_in_s - elapsed > self.s.max_audio_ahead_s:
+            raise SessionRemoteError(
+                f"{self.endpoint} sent {self.audio_in_s:.1f} s of audio in {elapsed:.1f} s, "
+                f"more than {self.s.max_audio_ahead_s:g} s ahead of real time "
+                "(max_audio_ahead_s): the service is misbehaving",
+                code="audio_flood",
+            )
 
     def _check_echo(self, ev: p.SessionReadyEvent) -> None:
         for which, got, want in (
@@ -310,7 +405,18 @@ class _Run:
             became_ready = await self.serve(ws)
             if self.closing:
                 return
-            failures = 0 if became_ready else failures + 1
+            # Backoff spans the whole session: only a connection that delivered a response (or
+            # that we recycled) proves the service works; a ready session that closes at once,
+            # again and again, is no better than one that never opens.
+            failures = 0 if self.delivered or self.recycling else failures + 1
+            if failures > self.s.reconnect_attempts and became_ready:
+                code, reason = self.last_close
+                raise SessionRemoteError(
+                    f"{self.endpoint} closed the connection {failures} times in a row without "
+                    f"delivering a response (last close: {code} {reason or 'no reason'}); "
+                    "check the service's status, the model and the session parameters",
+                    code="no_response",
+                )
             if failures > self.s.reconnect_attempts:
                 raise SessionRemoteError(
                     f"{self.endpoint} closed the connection {failures} times before the "
@@ -333,6 +439,9 @@ class _Run:
         self.ws = ws
         self.conn_origin = None
         self.recycling = False
+        self.delivered = False
+        self.opened_at = self.ctx.clock.now()
+        self.audio_in_s = 0.0
         if self.closing:  # the input ended while we were connecting
             await close_socket(ws)
             self.ws = None
@@ -363,6 +472,14 @@ class _Run:
             ) from None
         except ConnectionClosed as exc:
             code, reason = close_info(exc)
+            sent = getattr(exc, "sent", None)
+            if sent is not None and sent.code == 1009:  # we refused an oversized message
+                raise SessionRemoteError(
+                    f"{self.endpoint} sent a message of more than {self.s.max_message_bytes} "
+                    "bytes (max_message_bytes); refused and closed: realtime events are far "
+                    "smaller, raise max_message_bytes only if the service really sends such",
+                    code="message_too_big",
+                ) from None
         finally:
             if recycle is not None:
                 recycle.cancel()
@@ -373,10 +490,11 @@ class _Run:
             self.proto.connection_lost()
             self.changed.set()
             await close_socket(ws)
+        self.last_close = (code, reason)
         if not self.closing and not self.recycling:
             self.log.warning(
-                "connection to the realtime service lost; the conversation restarts on a "
-                "new session",
+                "connection to the realtime service lost; the call goes on on a new session, "
+                "the conversation so far carried over",
                 code=code,
                 reason=reason or None,
                 was_ready=became_ready,
@@ -387,7 +505,8 @@ class _Run:
         await self.ctx.clock.sleep(seconds)
         await self.until(lambda: not self.proto.owes)
         self.log.warning(
-            "recycling the session after max_session_s; the conversation restarts on a new session",
+            "recycling the session after max_session_s; the call goes on on a new session, "
+            "the conversation so far carried over",
             max_session_s=seconds,
         )
         self.recycling = True
@@ -458,7 +577,7 @@ class _Run:
         Interrupt,
         ResponseStarted,
         ResponseDone,
-        Error,
+        ErrorReport,
     ),
     output_format=output_format,
     cycle_aware=True,
@@ -484,12 +603,17 @@ async def realtime_session(
     output_rate: int | None = None,
     turn_detection: str | dict[str, Any] | None = "server_vad",
     tools: list[Any] | None = None,
+    server_tools: list[Any] | None = None,
+    greeting: str | dict[str, Any] | None = None,
     transcription: bool | str = True,
     response_timeout_s: float = 30.0,
     connect_timeout_s: float = 10.0,
     session_timeout_s: float = 5.0,
     max_session_s: float | None = None,
     reconnect_attempts: int = 5,
+    max_message_bytes: int = 8 * 1024 * 1024,
+    max_audio_ahead_s: float = 120.0,
+    append_ms: int = 20,
     emulator: dict[str, Any] | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
@@ -509,12 +633,17 @@ async def realtime_session(
         output_rate: output sample rate (default 24000 for pcm16, 8000 for G.711)
         turn_detection: server_vad (optionally {type, threshold, prefix_padding_ms, silence_duration_ms}) or none
         tools: tool definitions or 'module:function' refs (default: those the linked stages provide, e.g. a tool_router)
+        server_tools: xAI's server-side tools: web_search, x_search, file_search (collections), mcp (remote MCP servers)
+        greeting: xAI: said verbatim when the call starts: text, or {text, voice, interruptible}
         transcription: transcribe the user's audio: true, false, or a transcription model name
         response_timeout_s: at end of input, how long to wait for the response and tool results
         connect_timeout_s: timeout of one connection attempt
         session_timeout_s: how long to wait for session.updated after session.update
         max_session_s: recycle the session (while idle) after this many seconds
-        reconnect_attempts: consecutive failed connections before giving up
+        reconnect_attempts: connections in a row that fail, or close without delivering a response, before giving up
+        max_message_bytes: largest message taken from the service; a larger one ends the run
+        max_audio_ahead_s: how far ahead of real time the service's audio may run before the run ends
+        append_ms: input audio sent in appends of at least this many ms (20-100); the rest of a turn goes at once when speech stops. Larger: fewer messages, less CPU per call
         emulator: settings for the emulator when provider is emulator (e.g. dialect, think_ms)
     """  # noqa: E501
     params = {k: v for k, v in locals().items() if k not in ("frames", "ctx")}
@@ -525,33 +654,16 @@ async def realtime_session(
         if settings.provider == "emulator":
             url_ = await _start_emulator(stack, settings, ctx)
         run = _Run(settings, ctx, url_)
-
-        async def guard(coro: Any, *, ends: bool) -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                if run.failure is None:
-                    run.failure = exc
-                run.wake.set()
-            else:
-                if ends:
-                    run.ended = True
-                    run.wake.set()
-
-        tasks = [
-            asyncio.create_task(guard(run.connection_loop(), ends=True)),
-            asyncio.create_task(guard(run.pump_input(frames), ends=False)),
-            asyncio.create_task(guard(run.finish(), ends=False)),
-        ]
         try:
-            while (frame := await run.next_frame()) is not None:
-                yield frame
+            # The group runs the tasks and cancels them on the way out; the output is the
+            # playout (a barge-in drops what it holds), not the group's bounded queue.
+            async with StageTasks[None](ctx) as tasks:
+                run.start(tasks, run.connection_loop(), "connection", ends=True)
+                run.start(tasks, run.pump_input(frames), "input")
+                run.start(tasks, run.finish(), "finish")
+                while (frame := await run.next_frame(tasks)) is not None:
+                    yield frame
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             if run.ws is not None:
                 with contextlib.suppress(Exception):
                     await run.ws.close()

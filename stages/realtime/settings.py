@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pydantic
 
 from pipeline.context import TOOLS, StageContext
-from pipeline.errors import ConfigError, FormatError
+from pipeline.errors import ConfigError, FormatError, UsageError
 from pipeline.frames import AudioFormat, Encoding
 from pipeline.spec import CheckWarning
 
@@ -27,6 +27,38 @@ Provider = Literal["xai", "openai", "azure", "emulator"]
 FormatName = Literal[
     "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
 ]
+
+
+@dataclass(frozen=True)
+class ForcedMessage:
+    """Text the assistant says verbatim (xAI's ``force_message``)."""
+
+    text: str
+    voice: str | None = None
+    interruptible: bool = True
+
+
+def forced_message(value: Any, dialect: p.Dialect, param: str) -> ForcedMessage | None:
+    """A ``greeting``: text, or ``{text, voice, interruptible}``. xAI only. Raises ConfigError."""
+    if value is None or value == "":
+        return None
+    if dialect != "xai":
+        raise ConfigError(
+            f"parameter '{param}': speaking a given text verbatim is xAI's force_message; this "
+            f"session speaks the {dialect} dialect: use provider xai, or put the text in "
+            "instructions"
+        )
+    if isinstance(value, str):
+        return ForcedMessage(value)
+    if not isinstance(value, Mapping) or not isinstance(value.get("text"), str):
+        raise ConfigError(f"parameter '{param}': text, or {{text, voice, interruptible}}")
+    extra = sorted(set(value) - {"text", "voice", "interruptible"})
+    if extra:
+        raise ConfigError(
+            f"parameter '{param}': unknown key(s) {', '.join(extra)}; it takes text, voice, "
+            "interruptible"
+        )
+    return ForcedMessage(value["text"], value.get("voice"), bool(value.get("interruptible", True)))
 
 
 @dataclass(frozen=True)
@@ -42,7 +74,12 @@ class Settings:
     response_timeout_s: float
     max_session_s: float | None
     reconnect_attempts: int
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_audio_ahead_s: float = 120.0
+    append_ms: int = 20
     emulator: Mapping[str, Any] = field(default_factory=dict)
+    #: said verbatim once the first session is ready (xAI)
+    greeting: ForcedMessage | None = None
 
     @property
     def dialect(self) -> p.Dialect:
@@ -105,6 +142,90 @@ def azure_url(url: str) -> tuple[str, str, str]:
             f"{AZURE_URL_EXAMPLE}; {what} ({endpoint})"
         )
     return urlunsplit(parts._replace(scheme=scheme)), query["deployment"], query["api-version"]
+
+
+#: xAI's server-side tools: their ``type``, the keys each takes (required ones first) and what
+#: to write. They run on xAI's servers; the client declares them and sends nothing back.
+SERVER_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "web_search": ((), ()),
+    "x_search": ((), ("allowed_x_handles", "excluded_x_handles")),
+    # xAI's collections are searched as file_search over their vector store (collection) ids
+    "file_search": (("vector_store_ids",), ("max_num_results",)),
+    "mcp": (
+        ("server_url", "server_label"),
+        ("server_description", "allowed_tools", "headers", "authorization", "require_approval"),
+    ),
+}
+#: function names that collide with an enabled built-in tool: xAI then fails the first
+#: ``response.create`` with ``server_error``
+SERVER_TOOL_NAMES: dict[str, tuple[str, ...]] = {
+    "web_search": ("web_search", "browse_page"),
+    "x_search": ("x_keyword_search", "x_semantic_search", "x_user_search", "x_thread_fetch"),
+    "file_search": ("file_search", "collections_search"),
+}
+
+
+def server_tools(value: Any, dialect: p.Dialect) -> tuple[dict[str, Any], ...]:
+    """The ``server_tools`` parameter checked: xAI's built-in tools (web_search, x_search,
+    file_search for collections, mcp for remote MCP servers). Raises ConfigError."""
+    if not value:
+        return ()
+    if dialect != "xai":
+        raise ConfigError(
+            "parameter 'server_tools': server-side tools are xAI's (web_search, x_search, "
+            f"file_search, mcp); this session speaks the {dialect} dialect: use provider xai"
+        )
+    if not isinstance(value, list):
+        raise ConfigError("parameter 'server_tools': a list of {type: ...} tools")
+    out = []
+    for i, tool in enumerate(value):
+        where = f"parameter 'server_tools' item {i + 1}"
+        if isinstance(tool, str):
+            tool = {"type": tool}
+        kind = tool.get("type") if isinstance(tool, Mapping) else None
+        if kind not in SERVER_TOOLS:
+            close = difflib.get_close_matches(str(kind), SERVER_TOOLS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{where}: type {kind!r} is not one of xAI's server-side tools{hint}; "
+                f"use {', '.join(SERVER_TOOLS)}"
+            )
+        required, optional = SERVER_TOOLS[kind]
+        missing = [k for k in required if not tool.get(k)]
+        if missing:
+            raise ConfigError(f"{where} ({kind}) needs {', '.join(missing)}")
+        extra = sorted(set(tool) - {"type", *required, *optional})
+        if extra:
+            raise ConfigError(
+                f"{where} ({kind}): unknown key(s) {', '.join(extra)}; it takes "
+                f"{', '.join((*required, *optional)) or 'no other keys'}"
+            )
+        if kind == "file_search" and not (
+            isinstance(tool["vector_store_ids"], list)
+            and all(isinstance(x, str) for x in tool["vector_store_ids"])
+        ):
+            raise ConfigError(f"{where} (file_search): vector_store_ids is a list of ids")
+        if kind == "mcp" and not str(tool["server_url"]).startswith(("https://", "http://")):
+            raise ConfigError(f"{where} (mcp): server_url must be an http(s):// address")
+        out.append(dict(tool))
+    return tuple(out)
+
+
+def tool_collisions(
+    functions: tuple[Mapping[str, Any], ...], builtins: tuple[Mapping[str, Any], ...]
+) -> list[str]:
+    """Problems: a function tool named like an enabled built-in tool's function."""
+    problems = []
+    enabled = {t["type"] for t in builtins}
+    for f in functions:
+        for kind, names in SERVER_TOOL_NAMES.items():
+            if kind in enabled and f.get("name") in names:
+                problems.append(
+                    f"tool '{f['name']}' collides with xAI's built-in {kind} tool (xAI then fails "
+                    f"the first response with server_error); rename the function or drop {kind} "
+                    "from server_tools"
+                )
+    return problems
 
 
 def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
@@ -181,6 +302,10 @@ def resolve_settings(
         emulator,
     )
     model = params.get("model") or (azure[1] if azure else p.DEFAULT_MODEL[dialect])
+    builtin_tools = server_tools(params.get("server_tools"), dialect)
+    collisions = tool_collisions(tuple(tools), builtin_tools)
+    if collisions:
+        raise ConfigError(f"parameter 'server_tools': {collisions[0]}")
     voice = params.get("voice") or p.DEFAULT_VOICE[dialect]
     transcription = params.get("transcription", True)
     if transcription is True:
@@ -199,7 +324,7 @@ def resolve_settings(
             params.get("output_format") or "pcm16", params.get("output_rate"), dialect, "output"
         ),
         turn_detection=_turn_detection(params.get("turn_detection", "server_vad")),
-        tools=tools,
+        tools=tuple(tools) + builtin_tools,
         transcription=transcription,
     )
     url = params.get("url") or ("" if provider == "emulator" else p.DEFAULT_URL[dialect])
@@ -210,6 +335,15 @@ def resolve_settings(
     max_s = params.get("max_session_s")
     if max_s is not None and max_s <= 0:
         raise ConfigError(f"parameter 'max_session_s' must be > 0, got {max_s}")
+    for key in ("max_message_bytes", "max_audio_ahead_s"):
+        value = params.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"parameter '{key}' must be > 0, got {value}")
+    append_ms = int(params.get("append_ms") or 20)
+    if not 20 <= append_ms <= 100:
+        raise ConfigError(
+            f"parameter 'append_ms' must be 20 to 100 (ms of audio per append), got {append_ms}"
+        )
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
     return Settings(
@@ -223,7 +357,11 @@ def resolve_settings(
         response_timeout_s=float(params.get("response_timeout_s") or 30.0),
         max_session_s=max_s,
         reconnect_attempts=int(params.get("reconnect_attempts", 5)),
+        max_message_bytes=int(params.get("max_message_bytes") or 8 * 1024 * 1024),
+        max_audio_ahead_s=float(params.get("max_audio_ahead_s") or 120.0),
+        append_ms=append_ms,
         emulator=emulator,
+        greeting=forced_message(params.get("greeting"), dialect, "greeting"),
     )
 
 
@@ -286,7 +424,7 @@ def output_format(params: Mapping[str, Any], input_format: AudioFormat | None) -
         s = resolve_settings(params)
     except ConfigError as exc:
         # before running, the graph names the stage and the file position itself
-        raise ValueError("; ".join(p.message for p in exc.problems)) from None
+        raise UsageError("; ".join(p.message for p in exc.problems)) from None
     if input_format is not None:
         check_input_format(input_format, s.session.input_format)
     return s.session.output_format
@@ -362,6 +500,21 @@ def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, s
     else:
         if values.get("voice"):
             problems += voice_warnings(s.session.voice, s.dialect)
+        if values.get("server_tools") and values.get("tools"):
+            # the declared functions against the built-ins (their names, before importing)
+            named = tuple(
+                {"name": t.rsplit(":", 1)[-1]} if isinstance(t, str) else t
+                for t in values["tools"]
+                if isinstance(t, (str, Mapping))
+            )
+            builtins = server_tools(values["server_tools"], s.dialect)
+            problems += [("tools", msg) for msg in tool_collisions(named, builtins)]
+        if s.url and s.provider != "emulator" and s.url.startswith("ws://"):
+            from .connection import plain_text_key_problem
+
+            refused = plain_text_key_problem(s.url, s.api_key_env)
+            if refused is not None:
+                problems.append(("url", refused))
     url = values.get("url")
     if url and values.get("provider") == "azure":
         pass  # checked (https:// allowed) by resolve_settings above

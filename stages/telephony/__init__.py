@@ -11,5 +11,6 @@ Prometheus) is imported only by ``pipeline serve``.
 
 from __future__ import annotations
 
+from . import phone as phone
 from . import recorder as recorder
 from . import twilio as twilio

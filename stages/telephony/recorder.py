@@ -41,7 +41,6 @@ from .twilio import current_call
 __all__ = ["RATE", "TwoPartyMix", "call_recorder"]
 
 RATE = 8000
-STEREO = AudioFormat("pcm16", RATE, 2)
 
 
 @dataclass(slots=True)
@@ -56,8 +55,8 @@ class _Chunk:
 
 
 class TwoPartyMix:
-    """Caller and agent audio placed on the call's clock (8000 Hz samples from the stream's
-    start). Feed it :meth:`caller`, :meth:`sent`, :meth:`echoed`, :meth:`cleared`, then
+    """Caller and agent audio placed on the call's clock (samples at the stream's rate from
+    its start). Feed it :meth:`caller`, :meth:`sent`, :meth:`echoed`, :meth:`cleared`, then
     :meth:`finish`; :meth:`take` hands out the stereo samples that are final."""
 
     def __init__(self) -> None:
@@ -158,25 +157,27 @@ def _pcm(data: bytes, encoding: str) -> npt.NDArray[np.int16]:
 class _Tap:
     """What the call's sink reports, turned into mix events."""
 
-    def __init__(self, mix: TwoPartyMix) -> None:
+    def __init__(self, mix: TwoPartyMix, fmt: AudioFormat) -> None:
         self.mix = mix
+        self.encoding = fmt.encoding
+        self.rate = fmt.rate
 
     def sent(self, name: str, payload: bytes, at_ms: int) -> None:
-        self.mix.sent(name, _pcm(payload, "pcmu"), at_ms * RATE // 1000)
+        self.mix.sent(name, _pcm(payload, self.encoding), at_ms * self.rate // 1000)
 
     def echoed(self, name: str) -> None:
         self.mix.echoed(name)
 
     def cleared(self, at_ms: int) -> None:
-        self.mix.cleared(at_ms * RATE // 1000)
+        self.mix.cleared(at_ms * self.rate // 1000)
 
 
 def _recorder_format(_params: object, fmt: AudioFormat | None) -> None:
-    if fmt is not None and (fmt.rate != RATE or fmt.channels != 1 or fmt.encoding == "pcma"):
+    if fmt is not None and fmt.channels != 1:
         raise FormatError(
             f"gets {fmt} audio; call_recorder takes the caller's audio as it comes from the "
-            "call (pcmu 8000 Hz mono)",
-            "link it straight from twilio_source",
+            "call (mono)",
+            "link it straight from the call's source stage",
         )
 
 
@@ -184,8 +185,9 @@ def _recorder_format(_params: object, fmt: AudioFormat | None) -> None:
 async def call_recorder(
     frames: AsyncIterator[Frame], *, path: OutputPath, ctx: StageContext
 ) -> AsyncIterator[Frame]:
-    """Record the call as a stereo WAV (PCM16 8000 Hz): the caller left, the agent right, both
-    where the caller heard them; agent audio cut off by a barge-in is not in it. Link the
+    """Record the call as a stereo WAV (PCM16 at the stream's rate): the caller left, the
+    agent right, both where the caller heard them; agent audio cut off by a barge-in is not
+    in it. Link the
     caller's audio into it (``caller -> recorder``); the agent's comes from the call itself.
     The file is valid whatever ends the call.
 
@@ -193,22 +195,24 @@ async def call_recorder(
         path: the WAV file to write (parent folders are created)
     """
     call = current_call(ctx.id)
+    fmt = call.format
     mix = TwoPartyMix()
-    tap = _Tap(mix)
+    tap = _Tap(mix, fmt)
     try:
-        writer = WavWriter(path, STEREO)
+        writer = WavWriter(path, AudioFormat("pcm16", fmt.rate, 2))
     except OSError as exc:
         raise StageError(ctx.id, f"cannot write {path}: {exc.strerror or exc}") from None
     call.attach_tap(tap)
     try:
         async for frame in frames:
             if isinstance(frame, Audio):
-                if frame.rate != RATE or frame.channels != 1 or frame.encoding == "pcma":
+                if frame.format != fmt:
                     raise FormatError(
-                        f"stage '{ctx.id}' (call_recorder) got {frame.format} audio",
-                        "link it straight from twilio_source (pcmu 8000 Hz mono)",
+                        f"stage '{ctx.id}' (call_recorder) got {frame.format} audio; the "
+                        f"call's stream carries {fmt}",
+                        "link it straight from the call's source stage",
                     )
-                mix.caller(round(frame.pts * RATE), _pcm(frame.data, frame.encoding))
+                mix.caller(round(frame.pts * fmt.rate), _pcm(frame.data, frame.encoding))
                 writer.write(mix.take())
         mix.finish()
     finally:

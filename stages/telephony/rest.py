@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 
 __all__ = [
     "ACCOUNT_ENV",
@@ -84,7 +84,7 @@ class TwilioRest:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not account_sid.startswith("AC") or len(account_sid) != 34:
-            raise ValueError(
+            raise UsageError(
                 f"account SID {account_sid[:6]!r}... is not 'AC' and 32 hex digits; "
                 f"set {ACCOUNT_ENV} to the SID shown in the Twilio console"
             )

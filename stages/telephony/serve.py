@@ -54,7 +54,6 @@ import gc
 import hmac
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -72,11 +71,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
+from pipeline.signals import stop_signals
 from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
 from pipeline.workers import (
     READY_LINE,
@@ -86,6 +86,7 @@ from pipeline.workers import (
     usable_cores,
 )
 
+from .carriers.base import Carrier
 from .control import CallControl, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
 from .rest import TwilioRest
@@ -267,7 +268,7 @@ class CallServer:
         rest: TwilioRest | None = None,
     ) -> None:
         if max_calls < 1:
-            raise ValueError(f"max_calls must be at least 1, got {max_calls}")
+            raise UsageError(f"max_calls must be at least 1, got {max_calls}")
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template
@@ -296,6 +297,7 @@ class CallServer:
         self._by_call_sid: dict[str, TwilioCall] = {}
         if webhook is not None:
             webhook.on_answered_by = self._answered_by
+        self.new_carrier = carrier_of(template)  # the carrier's dialect, per call
 
     # -- HTTP before the upgrade
 
@@ -410,7 +412,10 @@ class CallServer:
             return
         self._count_call(+1)
         call = TwilioCall(
-            ws.send, log=log.bind(conn=conn_id), on_lateness=self.metrics.lateness.observe
+            ws.send,
+            log=log.bind(conn=conn_id),
+            on_lateness=self.metrics.lateness.observe,
+            carrier=self.new_carrier(),
         )
         reader = asyncio.create_task(self._read(ws, call), name=f"call {conn_id} reader")
         outcome, code, reason = "completed", 1000, ""
@@ -424,6 +429,12 @@ class CallServer:
                 trace.turn(latency_s)
 
         turns = TurnTimer(on_turn)
+
+        def on_chunk(lateness_s: float) -> None:  # each reply chunk, as it is sent
+            self.metrics.lateness.observe(lateness_s)
+            turns.reply_sent(call.media_end_ms)
+
+        call.on_lateness = on_chunk
         try:
             if not await self._wait_start(call):
                 outcome, code, reason = "no_start", 1008, "no start message"
@@ -447,7 +458,6 @@ class CallServer:
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
-            call.attach_tap(turns)
             if self.tracer is not None:
                 trace = CallTrace(
                     self.tracer,
@@ -672,6 +682,39 @@ class CallServer:
             await self.rest.aclose()
 
 
+_CALL_STAGES = ("twilio_source", "twilio_sink", "phone_source", "phone_sink")
+
+
+def carrier_of(template: Pipeline) -> Callable[[], Carrier | None]:
+    """A factory of the carrier dialect the pipeline's phone stages name (None: Twilio's own
+    parser). ConfigError when its phone stages name different carriers or formats."""
+    from .carriers import CARRIERS
+    from .phone import stream_format
+
+    seen = set()
+    for node in template.nodes.values():
+        if node.type_name in ("phone_source", "phone_sink"):
+            params = dict(node.raw_params)
+            carrier = str(params.get("carrier") or "twilio")
+            seen.add((carrier, stream_format(params)))
+        elif node.type_name in ("twilio_source", "twilio_sink"):
+            seen.add(("twilio", stream_format({})))
+    if len(seen) > 1:
+        named = ", ".join(f"{c} {f}" for c, f in sorted(seen, key=str))
+        raise ConfigError(
+            Problem(
+                f"pipeline '{template.name}' names more than one stream ({named}); a call "
+                "comes from one carrier",
+                "give its phone stages the same carrier, encoding and rate",
+            )
+        )
+    if not seen or next(iter(seen))[0] == "twilio":
+        return lambda: None
+    name, fmt = next(iter(seen))
+    cls = CARRIERS[name]
+    return lambda: cls(fmt)
+
+
 def _token_of(request: Request, query: str) -> str | None:
     values = parse_qs(query).get("token")
     if values:
@@ -783,7 +826,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.config import load
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
-    if not any(n.type_name in ("twilio_source", "twilio_sink") for n in p.nodes.values()):
+    if not any(n.type_name in _CALL_STAGES for n in p.nodes.values()):
         raise ConfigError(
             Problem(
                 f"pipeline '{p.name}' has no twilio_source or twilio_sink, so a call could "
@@ -906,21 +949,24 @@ async def _serve(
     except OSError as exc:
         log.error("cannot listen", host=host, port=port, error=str(exc))
         return 2
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    presses = 0
 
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            stop.set()
-        else:
-            for live in list(server._live.values()):
-                live.runner.cancel()
+    def cancel_calls() -> None:
+        for live in list(server._live.values()):
+            live.runner.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    with stop_signals(stop.set, cancel_calls):
+        return await _until_stopped(server, p, worker, stop, drain_timeout_s)
+
+
+async def _until_stopped(
+    server: CallServer,
+    p: Pipeline,
+    worker: WorkerLink | None,
+    stop: asyncio.Event,
+    drain_timeout_s: float,
+) -> int:
+    """Announce the server, wait for a stop signal, drain, close."""
     if worker is None:
         print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
     else:
@@ -943,8 +989,6 @@ async def _serve(
         cancelled = await server.drain(drain_timeout_s)
         log.info("stopped", cancelled_calls=cancelled)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await server.close()
         if worker is not None:
             await worker.close()

@@ -42,17 +42,20 @@ import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import orjson
 
 from pipeline.context import PLAYED, Played, StageContext
-from pipeline.errors import FormatError, PipelineError, StageError
+from pipeline.errors import FormatError, PipelineError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
 
 from .control import Playback
+
+if TYPE_CHECKING:
+    from .carriers.base import Carrier
 
 __all__ = [
     "CALL",
@@ -602,11 +605,22 @@ class Playout:
         chunk_ms: int = 20,
         on_chunk: Callable[[float], None] | None = None,
         on_sent: Callable[[str, bytes], None] | None = None,
+        carrier: Carrier | None = None,
     ) -> None:
-        if not 20 <= chunk_ms <= 50:
-            raise ValueError(f"chunk_ms must be between 20 and 50, got {chunk_ms}")
+        if not 20 <= chunk_ms <= 200:
+            raise UsageError(f"chunk_ms must be between 20 and 200, got {chunk_ms}")
+        fmt = carrier.format if carrier is not None else MULAW_FORMAT
+        if carrier is not None and carrier.frame_ms is not None and chunk_ms != carrier.frame_ms:
+            raise UsageError(f"{carrier.name} takes media in {carrier.frame_ms} ms frames only")
         self.stream_sid = stream_sid
-        self.chunk_bytes = RATE * chunk_ms // 1000
+        self.carrier = carrier  # None: Twilio, written by encode()
+        self.bps = fmt.bytes_per_second
+        self.sample_bytes = fmt.bytes_per_second // fmt.rate
+        self.chunk_bytes = self.bps * chunk_ms // 1000
+        # a partial chunk is padded with silence up to this (carriers with a minimum or a frame)
+        self.pad_bytes = 0
+        if carrier is not None:
+            self.pad_bytes = self.bps * (carrier.frame_ms or carrier.min_chunk_ms) // 1000
         self.on_chunk = on_chunk
         self.on_sent = on_sent  # (mark name, chunk): a recorder's view of what was sent
         self._buf = bytearray()
@@ -625,31 +639,36 @@ class Playout:
         """Bytes held back until a full chunk (or a flush)."""
         return len(self._buf)
 
-    def push(self, data: bytes, pts: float, now: float = 0.0) -> list[str]:
-        """Buffer ``data`` (μ-law, media time ``pts``); the messages for every full chunk."""
-        out: list[str] = []
-        if self._buf and abs(pts - (self._buf_pts + len(self._buf) / RATE)) > 0.5e-3:
+    def push(self, data: bytes, pts: float, now: float = 0.0) -> list[Any]:
+        """Buffer ``data`` (the stream's format, media time ``pts``); the messages for every
+        full chunk."""
+        out: list[Any] = []
+        if self._buf and abs(pts - (self._buf_pts + len(self._buf) / self.bps)) > 0.5e-3:
             out += self.flush(now)
         if not self._buf:
             self._buf_pts = pts
         self._buf += data
         n = self.chunk_bytes
+        if len(data) % self.sample_bytes:
+            raise ValueError(f"{len(data)} bytes is not a whole number of samples")
         while len(self._buf) >= n:
             self._send(bytes(self._buf[:n]), now, out)
             del self._buf[:n]
         return out
 
-    def flush(self, now: float = 0.0) -> list[str]:
+    def flush(self, now: float = 0.0) -> list[Any]:
         """The messages for the partial chunk, if any."""
-        out: list[str] = []
+        out: list[Any] = []
         if self._buf:
             self._send(bytes(self._buf), now, out)
             self._buf.clear()
         return out
 
-    def _send(self, chunk: bytes, now: float, out: list[str]) -> None:
+    def _send(self, chunk: bytes, now: float, out: list[Any]) -> None:
         pts = self._buf_pts
-        dur = len(chunk) / RATE
+        if len(chunk) < self.pad_bytes and self.carrier is not None:
+            chunk += self.carrier.silence(self.pad_bytes - len(chunk))
+        dur = len(chunk) / self.bps
         continues = self._next_pts is not None and abs(pts - self._next_pts) <= 0.5e-3
         late = self.meter.chunk(now, dur, continues)
         if self.on_chunk is not None:
@@ -662,8 +681,12 @@ class Playout:
         self.pending.append((name, end))
         if self.on_sent is not None:
             self.on_sent(name, chunk)
-        out.append(encode(OutMedia(self.stream_sid, chunk)))
-        out.append(encode(Mark(self.stream_sid, name)))
+        if self.carrier is None:
+            out.append(encode(OutMedia(self.stream_sid, chunk)))
+            out.append(encode(Mark(self.stream_sid, name)))
+        else:
+            out.append(self.carrier.media(self.stream_sid, chunk))
+            out.append(self.carrier.mark(self.stream_sid, name))
         self.bytes_sent += len(chunk)
         self.chunks_sent += 1
 
@@ -679,12 +702,15 @@ class Playout:
                 return end
         raise AssertionError("unreachable")
 
-    def clear(self) -> tuple[list[str], float | None]:
+    def clear(self) -> tuple[list[Any], float | None]:
         """Barge-in: forget the partial chunk and the pending marks. Returns the ``clear``
         message (none if nothing was unplayed) and the heard position."""
-        out: list[str] = []
+        out: list[Any] = []
         if self.pending or self._buf:
-            out.append(encode(Clear(self.stream_sid)))
+            if self.carrier is None:
+                out.append(encode(Clear(self.stream_sid)))
+            else:
+                out.append(self.carrier.clear(self.stream_sid))
             self.clears_sent += 1
         self.pending.clear()
         self._buf.clear()
@@ -724,7 +750,7 @@ def answered_by_text(value: str) -> str:
 _CLOSED = _Closed()
 #: sink reports kept for a recorder that has not attached yet (a few seconds of audio)
 _JOURNAL_MAX = 512
-SendFn = Callable[[str], Awaitable[None]]
+SendFn = Callable[[Any], Awaitable[None]]
 
 
 class TwilioCall:
@@ -745,10 +771,14 @@ class TwilioCall:
         queue_size: int = 64,
         log: Any = None,
         on_lateness: Callable[[float], None] | None = None,
+        carrier: Carrier | None = None,
     ) -> None:
         import structlog
 
         self._send = send
+        #: the carrier's dialect (None: Twilio's, read by parse_incoming)
+        self.carrier = carrier
+        self.format = carrier.format if carrier is not None else MULAW_FORMAT
         self.log = log if log is not None else structlog.get_logger("pipeline.twilio")
         self.start: Start | None = None
         self.started = asyncio.Event()
@@ -804,15 +834,29 @@ class TwilioCall:
         """Take one message read from the socket."""
         self.messages_in += 1
         try:
-            msg = parse_incoming(raw)
-            self.check(msg)
+            if self.carrier is None:
+                msgs: list[Inbound] = [parse_incoming(raw)]
+            else:
+                msgs = self.carrier.parse(raw)
         except TwilioMessageError as exc:
             self.bad_messages += 1
             self.log.warning("bad twilio message skipped", code=exc.code, error=str(exc))
             return
+        for msg in msgs:
+            try:
+                self.check(msg)
+            except TwilioMessageError as exc:
+                self.bad_messages += 1
+                self.log.warning("bad twilio message skipped", code=exc.code, error=str(exc))
+                continue
+            await self._take(msg)
+
+    async def _take(self, msg: Inbound) -> None:
         match msg:
             case Media():
-                self.media_end_ms = msg.timestamp + len(msg.payload) // 8
+                self.media_end_ms = (
+                    msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
+                )
                 await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)
@@ -884,7 +928,7 @@ class TwilioCall:
         item = await self.inbound.get()
         return None if isinstance(item, _Closed) else item
 
-    async def send(self, messages: list[str]) -> None:
+    async def send(self, messages: list[Any]) -> None:
         """Send messages in order (one batch is never interleaved with another); after the
         socket has closed they are counted and dropped."""
         if not messages:
@@ -892,7 +936,7 @@ class TwilioCall:
         async with self._send_lock:
             await self._send_all(messages)
 
-    async def _send_all(self, messages: list[str]) -> None:
+    async def _send_all(self, messages: list[Any]) -> None:
         for text in messages:
             if self.closed:
                 self.sent_after_close += 1
@@ -956,17 +1000,33 @@ async def twilio_source(
     Parameters:
         dtmf: ignore key presses (logged only), or pass each as text "DTMF <digit>" (role user)
     """
+    async for frame in call_audio(ctx, dtmf, MULAW_FORMAT, "twilio_source"):
+        yield frame
+
+
+async def call_audio(
+    ctx: StageContext, dtmf: str, fmt: AudioFormat, stage_type: str
+) -> AsyncIterator[Frame]:
+    """The body of a call's source stage: the caller's audio in ``fmt`` (checked against the
+    call's), key presses, answering-machine verdicts; ends with the call."""
     call = current_call(ctx.id)
+    if call.format != fmt:
+        raise StageError(
+            ctx.id,
+            f"{stage_type} expects {fmt} audio but this call's stream carries {call.format}; "
+            "set the stage's carrier/encoding/rate to match the carrier's stream",
+        )
     answered = call.start.custom_parameters.get("answered_by") if call.start else None
     if answered:  # detection ran before the answer (MachineDetection without AsyncAmd)
         ctx.log.info("answered by", answered_by=answered)
         yield Text(answered_by_text(answered), "system")
+    encoding, rate = fmt.encoding, fmt.rate
     while True:
-        with ctx.waiting():  # waiting for Twilio is not work
+        with ctx.waiting():  # waiting for the carrier is not work
             msg = await call.next_inbound()
         match msg:
             case Media():
-                yield Audio(msg.payload, "pcmu", RATE, 1, msg.pts)
+                yield Audio(msg.payload, encoding, rate, 1, msg.pts)
             case AnsweredBy():
                 ctx.log.info("answered by", answered_by=msg.value)
                 yield Text(answered_by_text(msg.value), "system")
@@ -1008,10 +1068,34 @@ async def twilio_sink(
     Parameters:
         chunk_ms: milliseconds of audio per media message (20 to 50)
     """
+    await play_to_call(frames, ctx, chunk_ms, MULAW_FORMAT, "twilio_sink")
+    return
+    yield  # an async generator that yields nothing
+
+
+async def play_to_call(
+    frames: AsyncIterator[Frame],
+    ctx: StageContext,
+    chunk_ms: int,
+    fmt: AudioFormat,
+    stage_type: str,
+) -> None:
+    """The body of a call's sink stage: audio in ``fmt`` to the caller in ``chunk_ms`` chunks,
+    each followed by a mark; ``interrupt`` clears; ``played`` published as marks come back."""
     call = current_call(ctx.id)
     clock = ctx.clock
+    if call.format != fmt:
+        raise StageError(
+            ctx.id,
+            f"{stage_type} plays {fmt} audio but this call's stream carries {call.format}; "
+            "set the stage's carrier/encoding/rate to match the carrier's stream",
+        )
     playout = Playout(
-        call.stream_sid, chunk_ms=chunk_ms, on_chunk=call.on_lateness, on_sent=call.tap_sent
+        call.stream_sid,
+        chunk_ms=chunk_ms,
+        on_chunk=call.on_lateness,
+        on_sent=call.tap_sent,
+        carrier=call.carrier,
     )
     hold_s = chunk_ms / 1000
     last_push = [0.0]
@@ -1047,11 +1131,11 @@ async def twilio_sink(
                 tasks.check()  # a failed flush (the socket went away) fails the stage
                 match frame:
                     case Audio():
-                        if frame.format != MULAW_FORMAT:
+                        if frame.format != fmt:
                             raise FormatError(
-                                f"stage '{ctx.id}' (twilio_sink) got {frame.format} audio; "
-                                "a Twilio stream plays pcmu 8000 Hz mono",
-                                "add {type: g711_encode, law: ulaw} (and a resample to 8000 Hz)",
+                                f"stage '{ctx.id}' ({stage_type}) got {frame.format} audio; "
+                                f"the call's stream plays {fmt}",
+                                "convert it before the stage (resample, g711_encode/decode)",
                             )
                         now = clock.now()
                         await call.send(playout.push(frame.data, frame.pts, now))
@@ -1075,5 +1159,3 @@ async def twilio_sink(
         call.on_mark = None
         ctx.report("chunks_sent", playout.chunks_sent)
         ctx.report("clears_sent", playout.clears_sent)
-    return
-    yield  # an async generator that yields nothing

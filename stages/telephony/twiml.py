@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
+from pipeline.errors import UsageError
+
 __all__ = [
     "DIGITS_RE",
     "TARGET_RE",
@@ -36,7 +38,7 @@ TARGET_RE = re.compile(r"^(\+[1-9][0-9]{6,14}|sips?:[^\s<>\"']{3,200})$")
 _PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class TwimlError(ValueError):
+class TwimlError(UsageError):
     """A value that cannot go into TwiML (a bad number, digits, URL or parameter name)."""
 
 

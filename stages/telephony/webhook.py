@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from pipeline.errors import UsageError
+
 from . import signature
 from .http import HttpRequest, HttpResponse
 from .rest import ACCOUNT_ENV, API_BASE, TwilioRest
@@ -70,7 +72,7 @@ class TwilioWebhook:
     ) -> None:
         parts = urlsplit(public_url)
         if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(
+            raise UsageError(
                 f"public URL {public_url!r} must be like https://agent.example.com (the "
                 "host Twilio reaches, no path)"
             )
@@ -184,7 +186,7 @@ def twilio_setup(
     webhook = None
     if public_url:
         if token is None:
-            raise ValueError(
+            raise UsageError(
                 f"--public-url needs the Twilio auth token to check X-Twilio-Signature: export "
                 f"{auth_token_env} (or name another variable with --twilio-auth-token-env)"
             )
@@ -201,6 +203,6 @@ def parse_parameters(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--stream-parameter {item!r} is not NAME=VALUE")
+            raise UsageError(f"--stream-parameter {item!r} is not NAME=VALUE")
         out[name] = value
     return out

@@ -30,7 +30,7 @@ from typing import Any, get_type_hints
 
 import pydantic
 
-from pipeline.errors import ConfigError, Problem
+from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.signature import read_signature, signature_model
 
 __all__ = [
@@ -168,7 +168,7 @@ class Tool:
         return f"bad arguments for {self.name}: {text}; fix them and call again"
 
 
-class ToolArgumentError(ValueError):
+class ToolArgumentError(PipelineError, ValueError):
     """The model's arguments for a tool are not valid JSON or do not fit its parameters."""
 
 
@@ -462,7 +462,7 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
         if "$ref" in node:
             key = str(node["$ref"]).rsplit("/", 1)[-1]
             if key in stack or key not in defs:
-                raise ValueError(f"recursive or unknown type {key!r}")
+                raise UsageError(f"recursive or unknown type {key!r}")
             target = clean(defs[key], (*stack, key))
             rest = {k: v for k, v in node.items() if k != "$ref"}
             return {**target, **clean(rest, stack)}

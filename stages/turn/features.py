@@ -24,6 +24,8 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import UsageError
+
 RATE = 16000
 SECONDS = 8
 SAMPLES = RATE * SECONDS
@@ -80,7 +82,7 @@ def fit_to_window(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 def log_mel(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Features ``(80, 800)`` of exactly 8 s of 16 kHz audio (floats, full scale ±1)."""
     if audio.shape != (SAMPLES,):
-        raise ValueError(f"log_mel needs {SAMPLES} samples (8 s at 16 kHz), got {audio.shape}")
+        raise UsageError(f"log_mel needs {SAMPLES} samples (8 s at 16 kHz), got {audio.shape}")
     x = audio.astype(np.float32)
     x = (x - x.mean()) / np.sqrt(x.var() + np.float32(1e-7))
     padded = np.pad(x.astype(np.float64), N_FFT // 2, mode="reflect")

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import UsageError
 from pipeline.frames import Audio, Frame, SpeechStarted, SpeechStopped
 
 
@@ -181,7 +182,7 @@ class TurnTaker:
         """The model's probability for :attr:`asking`; what passes on."""
         stop, self.asking = self.asking, None
         if stop is None:
-            raise RuntimeError("answer() without a question: push a speech_stopped first")
+            raise UsageError("answer() without a question: push a speech_stopped first")
         complete = probability >= self.threshold
         self.decisions.append(Decision(stop.pts, probability, complete))
         out = self._step(Input.COMPLETE if complete else Input.INCOMPLETE, stop)

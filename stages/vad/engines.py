@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import FormatError, InputError
+from pipeline.errors import FormatError, InputError, UsageError
 from stages.g711 import AUDIOOP
 
 EngineName = Literal["silero", "webrtc", "energy"]
@@ -242,11 +242,11 @@ class WebrtcEngine:
     ) -> None:
         check_rate("webrtc", rate)
         if frame_ms not in (10, 20, 30):
-            raise ValueError(f"webrtc frames are 10, 20 or 30 ms, not {frame_ms}")
+            raise UsageError(f"webrtc frames are 10, 20 or 30 ms, not {frame_ms}")
         if not 0 <= aggressiveness <= 3:
-            raise ValueError(f"webrtc aggressiveness is 0..3, not {aggressiveness}")
+            raise UsageError(f"webrtc aggressiveness is 0..3, not {aggressiveness}")
         if not 0 <= preemphasis < 1:
-            raise ValueError(f"webrtc pre-emphasis is 0 (off) up to below 1, not {preemphasis}")
+            raise UsageError(f"webrtc pre-emphasis is 0 (off) up to below 1, not {preemphasis}")
         import webrtcvad
 
         self.rate = rate
@@ -357,4 +357,4 @@ def make_engine(
         return WebrtcEngine(rate, aggressiveness=aggressiveness)
     if name == "energy":
         return EnergyEngine(rate)
-    raise ValueError(f"unknown VAD engine '{name}'; use silero, webrtc or energy")
+    raise UsageError(f"unknown VAD engine '{name}'; use silero, webrtc or energy")

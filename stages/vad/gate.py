@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import UsageError
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
 from stages.g711 import ALAW_DECODE, DECODERS, ULAW_DECODE
 
@@ -115,7 +116,7 @@ class VadGate:
     def push(self, frame: Audio) -> list[Frame]:
         """Analyse one audio frame; return what to send on (audio and events, in order)."""
         if frame.rate != self.rate:
-            raise ValueError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
+            raise UsageError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
         start = self.position
         if frame.encoding == "pcm16" and frame.channels == 1:  # the usual case: no decoding
             data = frame.data

@@ -40,6 +40,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from pipeline.errors import UsageError
+
 # The members are singletons compared by identity, so they take the identity hash (C): Enum's own
 # __hash__ is a Python function, a third of a step's cost in the table and frozenset lookups.
 
@@ -115,7 +117,7 @@ class VadMachine:
 
     def __init__(self, *, min_speech: int, hangover: int) -> None:
         if min_speech < 0 or hangover < 0:
-            raise ValueError("min_speech and hangover must be >= 0 samples")
+            raise UsageError("min_speech and hangover must be >= 0 samples")
         self.min_speech = min_speech
         self.hangover = hangover
         self.state = State.SILENCE

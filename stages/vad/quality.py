@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import UsageError
 from pipeline.frames import Audio, Encoding, SpeechStarted, SpeechStopped
 
 from .engines import make_engine
@@ -156,7 +157,7 @@ def read_wav(path: Path) -> tuple[npt.NDArray[np.int16], int]:
     """Mono 16-bit PCM samples and the rate of a labelled WAV file."""
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise ValueError(f"{path}: expected mono 16-bit PCM")
+            raise UsageError(f"{path}: expected mono 16-bit PCM")
         return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16), w.getframerate()
 
 

@@ -21,7 +21,7 @@ from pipeline.errors import StageError
 from pipeline.frames import (
     Audio,
     AudioFormat,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     SpeechStarted,
@@ -231,7 +231,7 @@ EVENTS: list[Frame] = [
     Transcript("user", "what time is it", final=True, pts=2.5, stage="agent"),
     ToolCall("c1", "get_time", '{"city": "Tokyo"}', stage="agent"),
     Interrupt(pts=3.0, stage="agent"),
-    Error("rate_limited", "slow down", stage="agent"),
+    ErrorReport("rate_limited", "slow down", stage="agent"),
 ]
 
 

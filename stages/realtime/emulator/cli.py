@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from pipeline.errors import UsageError
+
 from ..wire import DIALECTS
 from .config import EmulatorConfig
 from .server import run_emulator
@@ -71,14 +73,14 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         try:
             loaded = YAML(typ="safe").load(Path(args.config).read_text(encoding="utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"{args.config}: not UTF-8 text; save it as UTF-8") from None
+            raise UsageError(f"{args.config}: not UTF-8 text; save it as UTF-8") from None
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{args.config}:{mark.line + 1}:{mark.column + 1}" if mark else args.config
             problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise ValueError(f"{where}: {problem}; fix the YAML syntax") from None
+            raise UsageError(f"{where}: {problem}; fix the YAML syntax") from None
         if not isinstance(loaded, dict | None):
-            raise ValueError(f"{args.config}: expected a mapping of settings (key: value)")
+            raise UsageError(f"{args.config}: expected a mapping of settings (key: value)")
         values = dict(loaded or {})
     for key in (
         "dialect", "think_ms", "pace", "reply", "reply_text", "tone_ms", "chunk_ms",
@@ -96,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         try:
             calls.append({"turn": int(turn), "name": name, "arguments": orjson.loads(raw or "{}")})
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"--tool-call {spec!r}: expected TURN:NAME[:JSON], e.g. 1:get_time:"
                 '\'{"city": "Tokyo"}\''
             ) from None

@@ -24,7 +24,7 @@ import base64
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -617,15 +617,6 @@ class EmulatorSession:
             obj["output_modalities"] = list(self._modalities)
         return obj
 
-    def _released(self, resp: _ServerResponse, event_type: str, item: Json) -> Callable[[], None]:
-        def hook() -> None:
-            if event_type == "response.output_item.added":
-                resp.items.append(item)
-            elif event_type == "response.output_item.done":
-                resp.done_items.add(item["id"])
-
-        return hook
-
     def _finish(self, resp: _ServerResponse) -> Callable[[], None]:
         def hook() -> None:
             if self._response is resp:
@@ -650,31 +641,34 @@ class EmulatorSession:
             "content": [part] if part else [],
         }
 
-    def _item_added(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
-        self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": resp.id,
-                "output_index": index,
-                "item": item,
-            },
-            at=at,
-            response_id=resp.id,
-            on_release=self._released(resp, "response.output_item.added", item),
-        )
+    def _output_item(
+        self,
+        resp: _ServerResponse,
+        stage: Literal["added", "done"],
+        index: int,
+        item: Json,
+        at: float,
+    ) -> None:
+        """``response.output_item.added`` / ``.done``; the response records it once released."""
+        if stage == "done":
+            self._items[item["id"]] = item
 
-    def _item_done(self, resp: _ServerResponse, index: int, item: Json, at: float) -> None:
-        self._items[item["id"]] = item
+        def released() -> None:
+            if stage == "added":
+                resp.items.append(item)
+            else:
+                resp.done_items.add(item["id"])
+
         self._emit(
             {
-                "type": "response.output_item.done",
+                "type": f"response.output_item.{stage}",
                 "response_id": resp.id,
                 "output_index": index,
                 "item": item,
             },
             at=at,
             response_id=resp.id,
-            on_release=self._released(resp, "response.output_item.done", item),
+            on_release=released,
         )
 
     def _response_done(self, resp: _ServerResponse, output: list[Json], at: float) -> None:
@@ -704,7 +698,7 @@ class EmulatorSession:
         rid = resp.id
         item_id = self._id("item")
         base = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
-        self._item_added(resp, index, self._message_item(item_id, "in_progress", {}), t)
+        self._output_item(resp, "added", index, self._message_item(item_id, "in_progress", {}), t)
         empty = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
         self._emit(
             {"type": "response.content_part.added", **base, "part": empty}, at=t, response_id=rid
@@ -733,7 +727,7 @@ class EmulatorSession:
         for event in done_events:
             self._emit(event, at=end, response_id=rid)
         done = self._message_item(item_id, "completed", {**part, "type": kind})
-        self._item_done(resp, index, done, end)
+        self._output_item(resp, "done", index, done, end)
         self._response_done(resp, [*before, done], end)
 
     def _speak(self, resp: _ServerResponse, base: Json, text: str, t: float) -> float:
@@ -803,7 +797,7 @@ class EmulatorSession:
                 "output_index": index,
                 "call_id": call_id,
             }
-            self._item_added(resp, index, item, t)
+            self._output_item(resp, "added", index, item, t)
             for _ in range(self.config.function_call_item_added):
                 self._emit(
                     {
@@ -834,7 +828,7 @@ class EmulatorSession:
             )
             done = {**item, "status": "completed", "arguments": args}
             done_items.append(done)
-            self._item_done(resp, index, done, t)
+            self._output_item(resp, "done", index, done, t)
         say = " ".join(c.say for c in script if c.say)
         if say and "audio" in self._modalities:
             self._message(resp, say, t, audio=True, index=len(script), before=done_items)

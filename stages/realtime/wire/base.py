@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pipeline.errors import UsageError
 from pipeline.frames import AudioFormat
 
 from . import client
@@ -163,14 +164,14 @@ class DialectCodec:
         """Raise ValueError (with the accepted values) if this dialect cannot carry ``fmt``."""
         wire = WIRE_FORMATS[fmt.encoding]
         if fmt.channels != 1:
-            raise ValueError(f"realtime audio is mono, got {fmt.channels} channels")
+            raise UsageError(f"realtime audio is mono, got {fmt.channels} channels")
         if wire.fixed_rate is not None:
             if fmt.rate != wire.fixed_rate:
-                raise ValueError(f"{fmt.encoding} is {wire.fixed_rate} Hz only, got {fmt.rate} Hz")
+                raise UsageError(f"{fmt.encoding} is {wire.fixed_rate} Hz only, got {fmt.rate} Hz")
             return
         if fmt.rate not in self.pcm_rates:
             listed = ", ".join(str(r) for r in self.pcm_rates)
-            raise ValueError(f"{self.name} takes pcm16 at {listed} Hz, got {fmt.rate} Hz")
+            raise UsageError(f"{self.name} takes pcm16 at {listed} Hz, got {fmt.rate} Hz")
 
     # -- turn detection
 

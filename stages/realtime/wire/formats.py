@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import UsageError
 from pipeline.frames import AudioFormat, Encoding
 
 
@@ -64,7 +65,7 @@ def normalize_encoding(name: str) -> Encoding:
         return FORMAT_ALIASES[name.strip().lower()]
     except KeyError:
         names = ", ".join(sorted(FORMAT_ALIASES))
-        raise ValueError(f"unknown audio format '{name}'; use one of {names}") from None
+        raise UsageError(f"unknown audio format '{name}'; use one of {names}") from None
 
 
 def format_from_wire(value: Any) -> AudioFormat:
@@ -78,10 +79,10 @@ def format_from_wire(value: Any) -> AudioFormat:
         enc = normalize_encoding(value["type"])
         raw = value.get("rate")
         if raw is not None and (not isinstance(raw, int) or isinstance(raw, bool)):
-            raise ValueError(f"audio format rate must be an integer, got {raw!r}")
+            raise UsageError(f"audio format rate must be an integer, got {raw!r}")
         rate = raw
     else:
-        raise ValueError(f"not an audio format: {value!r}")
+        raise UsageError(f"not an audio format: {value!r}")
     fixed = WIRE_FORMATS[enc].fixed_rate
     return AudioFormat(enc, fixed or rate or DEFAULT_PCM_RATE)
 

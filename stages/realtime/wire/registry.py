@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
+from pipeline.errors import UsageError
+
 from . import openai, openai_beta, xai
 from .base import DialectCodec
 
@@ -34,4 +36,4 @@ def normalize_dialect(name: str) -> Dialect:
     try:
         return DIALECT_ALIASES[name.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None
+        raise UsageError(f"unknown dialect '{name}'; use one of {', '.join(DIALECTS)}") from None

@@ -12,8 +12,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .base import DialectCodec, Json
-from .errors import bad_value
+from .errors import bad_value, missing_parameter
 from .session import SessionConfig, TurnDetection
+
+#: xAI's server-side tools (they run on xAI's side; the client only declares them) and the keys
+#: each needs: web search, X search, collections (file_search over vector store ids), remote MCP
+SERVER_TOOL_TYPES: dict[str, tuple[str, ...]] = {
+    "web_search": (),
+    "x_search": (),
+    "file_search": ("vector_store_ids",),
+    "mcp": ("server_url", "server_label"),
+}
 
 #: The voices of xAI's Grok voice agent. IDs are case-insensitive on the wire; the server may echo
 #: them prefixed (``xai_ara``, ``human_Ara``), and custom voice IDs also work, so a voice outside
@@ -57,6 +66,24 @@ class XaiCodec(DialectCodec):
     transcription_usage = False
     rate_limits = False
     commit_needs_manual_turns = True
+
+    @staticmethod
+    def tools_from_wire(value: Any, param: str) -> tuple[Mapping[str, Any], ...]:
+        """Function tools, and the server-side tools xAI documents, each with its required
+        keys; any other type is refused."""
+        tools = DialectCodec.tools_from_wire(value, param)
+        for i, tool in enumerate(tools):
+            kind = tool["type"]
+            if kind != "function" and kind not in SERVER_TOOL_TYPES:
+                raise bad_value(
+                    f"{param}[{i}].type",
+                    kind,
+                    "'function', " + ", ".join(f"'{k}'" for k in SERVER_TOOL_TYPES),
+                )
+            for key in SERVER_TOOL_TYPES.get(kind, ()):
+                if not tool.get(key):
+                    raise missing_parameter(f"{param}[{i}].{key}")
+        return tools
 
     def manual_turns_wire(self) -> Json | None:
         return {"type": None}

@@ -54,6 +54,14 @@ async def collect(conn: Any, until: str, adapter: pydantic.TypeAdapter[Any]) -> 
                 return out
 
 
+async def typed_turn(conn: Any, text: str, adapter: pydantic.TypeAdapter[Any]) -> list[Any]:
+    """A typed user message, then a response: the events up to its ``response.done``."""
+    message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    await conn.conversation.item.create(item=message)
+    await conn.response.create()
+    return await collect(conn, "response.done", adapter)
+
+
 def test_openai_sdk_ga_client_full_turn() -> None:
     strict = pydantic.TypeAdapter(RealtimeServerEvent)
     cfg = EmulatorConfig(
@@ -176,15 +184,7 @@ def test_openai_sdk_beta_client() -> None:
                 )
                 (updated,) = await collect(conn, "session.updated", strict)
                 assert updated.session.input_audio_format == "g711_ulaw"
-                await conn.conversation.item.create(
-                    item={
-                        "type": "message",
-                        "role": "user",
-                        "content": [{"type": "input_text", "text": "hi"}],
-                    }
-                )
-                await conn.response.create()
-                events = await collect(conn, "response.done", strict)
+                events = await typed_turn(conn, "hi", strict)
                 kinds = [e.type for e in events]
                 assert kinds[0] == "conversation.item.created"
                 audio = b"".join(
@@ -210,15 +210,7 @@ def test_openai_sdk_ga_client_against_the_default_settings() -> None:
                 await conn.session.update(session={"type": "realtime", "instructions": "Hi."})
                 (updated,) = await collect(conn, "session.updated", strict)
                 assert updated.session.type == "realtime"
-                await conn.conversation.item.create(
-                    item={
-                        "type": "message",
-                        "role": "user",
-                        "content": [{"type": "input_text", "text": "Hello"}],
-                    }
-                )
-                await conn.response.create()
-                events = await collect(conn, "response.done", strict)
+                events = await typed_turn(conn, "Hello", strict)
                 (said,) = [e for e in events if e.type == "response.output_audio_transcript.done"]
                 assert said.transcript == "You said: Hello"
             assert emu.connections[0].dialect == "openai"

@@ -34,7 +34,7 @@ from pipeline.errors import ConfigError, FormatError, SessionRemoteError
 from pipeline.frames import (
     Audio,
     AudioFormat,
-    Error,
+    ErrorReport,
     Frame,
     Interrupt,
     ResponseDone,
@@ -827,7 +827,7 @@ async def test_server_closes_mid_response_reconnects_and_says_so() -> None:
             await run.rest()
     assert len(peer.conns) == 2
     assert peer.sent_types().count("session.update") >= 2
-    lost = [e for e in logs if "conversation restarts" in e["event"]]
+    lost = [e for e in logs if "conversation so far carried over" in e["event"]]
     assert lost and lost[0]["log_level"] == "warning"
 
 
@@ -889,7 +889,7 @@ async def test_malformed_json_is_an_error_frame_and_the_session_goes_on() -> Non
         run.feed.put(Text("hi"))
         run.feed.end()
         out = await run.rest()
-    errors = [f for f in out if isinstance(f, Error)]
+    errors = [f for f in out if isinstance(f, ErrorReport)]
     assert [e.code for e in errors] == ["malformed_message"]
     assert ResponseDone("resp_1", "completed") in out
 
@@ -933,8 +933,11 @@ async def test_flat_and_nested_errors_become_error_frames_with_a_warning() -> No
             run.feed.put(Text("hi"))
             run.feed.end()
             out = await run.rest()
-    errors = [f for f in out if isinstance(f, Error)]
-    assert errors == [Error("internal_error", "ValueError"), Error("invalid_value", "bad voice")]
+    errors = [f for f in out if isinstance(f, ErrorReport)]
+    assert errors == [
+        ErrorReport("internal_error", "ValueError"),
+        ErrorReport("invalid_value", "bad voice"),
+    ]
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [w["code"] for w in warnings] == ["internal_error", "invalid_value"]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import SessionLocalError
 from pipeline.frames import (
-    Error,
+    ErrorReport,
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
@@ -233,12 +233,12 @@ def test_any_interleaving_of_server_events_and_our_calls_never_raises(steps: lis
             (Transcript("assistant", "hi", True, item_id="i"),),
         ),
         (p.FunctionCallDoneEvent("c", "f", "{}", "r"), (ToolCall("c", "f", "{}", "r"),)),
-        (p.ErrorEvent("bad", "no"), (Error("bad", "no"),)),
+        (p.ErrorEvent("bad", "no"), (ErrorReport("bad", "no"),)),
         (p.ErrorEvent("invalid_api_key", "no", fatal=True), ()),
         (p.ErrorEvent("response_cancel_not_active", "no", benign=True), ()),
         (
             p.MalformedEvent("not JSON"),
-            (Error("malformed_message", "unreadable server message: not JSON"),),
+            (ErrorReport("malformed_message", "unreadable server message: not JSON"),),
         ),
         (p.SessionReadyEvent(), ()),
         (p.IgnoredEvent("ping"), ()),

@@ -68,16 +68,16 @@ def turn_pipeline() -> Pipeline:
 def test_turn_timer_on_the_callers_clock() -> None:
     seen: list[float] = []
     t = TurnTimer(seen.append)
-    t.sent("1", b"x", 100.0)  # no speech yet: not a turn
+    t.reply_sent(100.0)  # no speech yet: not a turn
     t.on_event(SpeechStarted(pts=1.0))
     t.on_event(SpeechStopped(pts=2.0))
     t.on_event(SpeechStopped(pts=2.3))  # the model's VAD, later: the first one counts
-    t.sent("2", b"x", 2750.0)
-    t.sent("3", b"x", 2770.0)  # the same reply
+    t.reply_sent(2750.0)
+    t.reply_sent(2770.0)  # the same reply
     t.on_event(SpeechStopped(pts=5.0))
     t.on_event(SpeechStarted(pts=5.2))  # speaking again before any reply: no turn yet
     t.on_event(SpeechStopped(pts=6.0))
-    t.sent("4", b"x", 6400.0)
+    t.reply_sent(6400.0)
     assert seen == pytest.approx([0.75, 0.4]) and t.latencies_s == seen
 
 

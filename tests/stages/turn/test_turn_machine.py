@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.errors import UsageError
 from pipeline.frames import Audio, Frame, SpeechStarted, SpeechStopped, Text
 from stages.turn.machine import TRANSITIONS, Input, State, TurnTaker
 
@@ -86,7 +87,7 @@ def test_other_frames_and_a_stray_stop_pass() -> None:
 
 
 def test_answer_without_a_question_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="push a speech_stopped first"):
+    with pytest.raises(UsageError, match="push a speech_stopped first"):
         TurnTaker().answer(0.5, 0.0)
 
 

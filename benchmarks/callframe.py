@@ -1,0 +1,259 @@
+"""Where a call-frame's CPU goes on the server: the ``phone`` shape (Twilio Media Streams in,
+webrtc VAD gate, μ-law passthrough to a realtime model in another process, μ-law back), per
+20 ms of a call, piece by piece.
+
+Each row drives the code ``pipeline serve`` runs for that piece, with no event loop and no
+socket, and gives the median CPU µs (process time: what other processes take is not counted)
+per *call-frame* (20 ms of one call): a piece that happens once
+per append, per reply delta or per outgoing chunk is divided by the call-frames it covers. The
+rows that depend on a setting (the session's append size, the sink's ``chunk_ms``) come at each
+setting, so a cut can be read off before it is made.
+
+* ``ws in``: a client (masked) WebSocket text frame parsed and decoded to str, as the server
+  reads Twilio's ``media`` (and, per outgoing chunk, its ``mark`` echo);
+* ``twilio parse``: ``parse_incoming`` of a ``media`` (JSON, base64, field checks);
+* ``gate``: μ-law decoded for analysis and the webrtc VAD gate's ``push``;
+* ``session append``: ``input_audio_buffer.append`` encoded (base64, JSON) plus the masked
+  WebSocket frame to the model, once per append;
+* ``reply delta``: a 100 ms ``response.output_audio.delta`` from the model, framed, parsed,
+  decoded (one per five call-frames);
+* ``sink``: the playout cutting the reply into ``media`` + ``mark`` messages, and both framed;
+* ``mark echo``: Twilio's ``mark`` echo framed and parsed;
+* ``task hop``: one ``await`` hand-over between two tasks through an ``asyncio.Queue`` (the
+  runtime's links, the reader task, the session's sender); the phone shape makes about eight
+  per call-frame.
+
+Whatever the pieces do not cover (the event loop's selector and callbacks, socket syscalls,
+the runtime's bookkeeping, garbage collection) is the difference between the sum and the
+server's measured CPU per call-frame under load (``python -m benchmarks.callsim load
+--external-emulator``; docs/scale.md gives both).
+
+Run: ``python -m benchmarks.callframe`` (about 10 s; ``--json FILE`` for the rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .harness import per_call_us
+
+FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+STREAM_SID = "MZ0123456789abcdef0123456789abcdef"
+
+
+def _ws_frame(text: str, *, masked: bool) -> bytes:
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=masked, extensions=[])
+
+
+def _ws_parse(data: bytes, *, masked: bool) -> str:
+    """Parse one text frame as websockets' protocol does, and decode its UTF-8."""
+    from websockets.frames import Frame
+    from websockets.streams import StreamReader
+
+    reader = StreamReader()
+    reader.feed_data(data)
+    gen = Frame.parse(reader.read_exact, mask=masked, max_size=2**20, extensions=[])
+    try:
+        next(gen)
+    except StopIteration as done:
+        frame = done.value
+        return bytes(frame.data).decode()
+    raise RuntimeError("incomplete frame")
+
+
+def _audio(n: int) -> bytes:
+    return bytes((i * 37 + 11) & 0xFF for i in range(n))
+
+
+def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
+    """The rows: piece, setting, µs per call-frame (median of ``repeat`` samples)."""
+    from pipeline.frames import Audio, AudioFormat
+    from stages.g711 import decode_ulaw
+    from stages.realtime import protocol as rp
+    from stages.telephony.twilio import Mark, Media, Playout, encode, parse_incoming
+    from stages.vad.engines import WebrtcEngine
+    from stages.vad.gate import VadGate
+
+    rows: list[dict[str, Any]] = []
+
+    def add(piece: str, setting: str, fn: Callable[[], object], per_frames: float = 1.0) -> None:
+        samples = per_call_us(fn, inner=inner, repeat=repeat, clock=time.process_time_ns)
+        us = float(statistics.median(samples))
+        rows.append({"piece": piece, "setting": setting, "us_per_call_frame": us / per_frames})
+
+    payload = _audio(FRAME_BYTES)
+    media = encode(
+        Media(stream_sid=STREAM_SID, payload=payload, timestamp=123480, chunk=6175,
+              sequence_number=6177)
+    )  # fmt: skip
+    media_frame = _ws_frame(media, masked=True)
+    add("ws in", "media (masked, 20 ms)", lambda: _ws_parse(media_frame, masked=True))
+    add("twilio parse", "media", lambda: parse_incoming(media))
+
+    gate = VadGate(WebrtcEngine(8000), mode="gate", prefix_ms=300, hangover_ms=400)
+    pts = [0.0]
+
+    def gate_push() -> object:
+        pcm = decode_ulaw(payload)
+        pts[0] += 0.02
+        return gate.push(Audio(pcm, "pcm16", 8000, pts=pts[0]))
+
+    add("gate", "webrtc, on the decoded copy", gate_push)
+
+    fmt = AudioFormat("pcmu", 8000)
+    proto = rp.RealtimeProtocol(rp.SessionConfig(input_format=fmt, output_format=fmt))
+    proto.connection_made()
+    proto.receive('{"type":"session.updated","session":{}}')
+    proto.data_to_send()
+    for ms in (20, 40, 60, 100):
+        chunk = _audio(8 * ms)
+
+        def append(chunk: bytes = chunk) -> object:
+            proto.append_audio(chunk)
+            return [_ws_frame(m, masked=True) for m in proto.data_to_send()]
+
+        add("session append", f"every {ms} ms", append, per_frames=ms / 20)
+
+    delta = orjson.dumps(
+        {
+            "type": "response.output_audio.delta",
+            "event_id": "evt_0001",
+            "response_id": "resp_0001",
+            "item_id": "item_0002",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": base64.b64encode(_audio(800)).decode(),
+        }
+    ).decode()
+    delta_frame = _ws_frame(delta, masked=False)
+    add(
+        "reply delta",
+        "100 ms delta in",
+        lambda: proto.receive(_ws_parse(delta_frame, masked=False)),
+        per_frames=5,
+    )
+
+    for chunk_ms in (20, 40):
+        playout = Playout(STREAM_SID, chunk_ms=chunk_ms)
+        block = _audio(8 * chunk_ms)
+        clock = [0.0]
+
+        def sink(
+            playout: Playout = playout,
+            block: bytes = block,
+            ms: int = chunk_ms,
+            clock: list[float] = clock,
+        ) -> object:
+            clock[0] += ms / 1000
+            msgs = playout.push(block, clock[0], clock[0])
+            playout.pending.clear()  # (marks echo elsewhere; keep the deque from growing)
+            return [_ws_frame(m, masked=False) for m in msgs]
+
+        add("sink", f"media + mark, chunk_ms {chunk_ms}", sink, per_frames=chunk_ms / 20)
+        mark = encode(Mark(STREAM_SID, "1234", 6200))
+        mark_frame = _ws_frame(mark, masked=True)
+        add(
+            "mark echo",
+            f"chunk_ms {chunk_ms}",
+            lambda mark_frame=mark_frame: parse_incoming(_ws_parse(mark_frame, masked=True)),
+            per_frames=chunk_ms / 20,
+        )
+
+    rows.append({"piece": "task hop", "setting": "one await through a queue",
+                 "us_per_call_frame": hop_us()})  # fmt: skip
+    return rows
+
+
+def hop_us(n: int = 20000) -> float:
+    """µs for one hand-over between two tasks through an asyncio.Queue (put, the consumer
+    wakes, get), on a loop with nothing else to do."""
+
+    async def main() -> float:
+        q: asyncio.Queue[int | None] = asyncio.Queue(1)
+
+        async def consumer() -> None:
+            while await q.get() is not None:
+                pass
+
+        task = asyncio.create_task(consumer())
+        t0 = time.process_time_ns()
+        for i in range(n):
+            await q.put(i)
+        await q.put(None)
+        await task
+        return (time.process_time_ns() - t0) / n / 1e3
+
+    return min(asyncio.run(main()) for _ in range(3))
+
+
+def budget(rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hops: int) -> float:
+    """µs per call-frame of the pieces for one setting of the append size and chunk size."""
+    pick = {
+        "session append": f"every {append_ms} ms",
+        "sink": f"media + mark, chunk_ms {chunk_ms}",
+        "mark echo": f"chunk_ms {chunk_ms}",
+    }
+    total = 0.0
+    for r in rows:
+        want = pick.get(r["piece"])
+        if want is not None and r["setting"] != want:
+            continue
+        n = hops if r["piece"] == "task hop" else 1
+        total += n * r["us_per_call_frame"]
+    return total
+
+
+def machine() -> str:
+    import websockets
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, Python {platform.python_version()}, websockets {websockets.__version__}, "
+        f"orjson {orjson.__version__}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.callframe", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args(argv)
+    rows = pieces(*((300, 5) if args.quick else (2000, 15)))
+    print(f"# {machine()}")
+    print(f"{'piece':16} {'setting':32} {'µs per call-frame':>18}")
+    for r in rows:
+        print(f"{r['piece']:16} {r['setting']:32} {r['us_per_call_frame']:18.1f}")
+    for append_ms, chunk_ms in ((20, 20), (60, 40)):
+        b = budget(rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8)
+        print(
+            f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}, 8 hops: {b:.1f} µs per "
+            f"call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
