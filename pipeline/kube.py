@@ -49,10 +49,12 @@ class PodRef:
 
     @classmethod
     def from_environ(
-        cls, environ: Mapping[str, str] | None = None, account: Path = SERVICE_ACCOUNT
+        cls, environ: Mapping[str, str] | None = None, account: Path | None = None
     ) -> PodRef | None:
-        """This pod, when running in a cluster with its name in the environment; else None."""
+        """This pod, when running in a cluster with its name in the environment; else None.
+        ``account``: the mounted service account (default :data:`SERVICE_ACCOUNT`)."""
         env = os.environ if environ is None else environ
+        account = SERVICE_ACCOUNT if account is None else account
         host = env.get("KUBERNETES_SERVICE_HOST")
         name = env.get("POD_NAME")
         token = account / "token"

@@ -424,6 +424,7 @@ class Supervisor:
         self.state: SharedState | None = None
         self._socket: socket.socket | None = None
         self.restarts = 0
+        self._watches: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._restarted = asyncio.Event()
@@ -463,7 +464,9 @@ class Supervisor:
         pump = asyncio.create_task(self._pump(proc, ready), name=f"worker {i} stdout")
         w = _Worker(i, proc, ready, time.monotonic(), pump)
         self.workers[i] = w
-        asyncio.create_task(self._watch(w), name=f"worker {i} watch")  # noqa: RUF006
+        watch = asyncio.create_task(self._watch(w), name=f"worker {i} watch")
+        self._watches.add(watch)
+        watch.add_done_callback(self._watches.discard)
         return w
 
     async def _pump(self, proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:

@@ -29,6 +29,7 @@ class FakeApiServer:
         self.requests: list[dict[str, Any]] = []
         self.annotations: dict[str, str] = {"kept": "yes"}
         self.status = 200
+        self.on_request: Any = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,8 @@ class FakeApiServer:
                         "body": json.loads(body),
                     }
                 )
+                if fake.on_request is not None:
+                    fake.on_request()
                 if fake.status != 200:
                     self.send_response(fake.status)
                     self.end_headers()
@@ -158,3 +161,37 @@ def test_a_server_with_another_ca_is_refused(api: tuple[FakeApiServer, Path]) ->
     updater = DeletionCost(ref, lambda: 1)
     asyncio.run(updater.update())
     assert updater.sent is None and server.requests == []
+
+
+def test_serve_keeps_the_cost_while_it_runs(
+    api: tuple[FakeApiServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring pipeline serve uses: in a pod, a patch with the current count at once."""
+    import pipeline.kube
+    from stages.telephony.serve import keep_deletion_cost
+
+    server, account = api
+    monkeypatch.setattr(pipeline.kube, "SERVICE_ACCOUNT", account)
+    for key, value in env_for(server).items():
+        monkeypatch.setenv(key, value)
+    got = threading.Event()
+    server.on_request = got.set
+
+    async def main() -> None:
+        async with keep_deletion_cost(lambda: 4):
+            await asyncio.to_thread(got.wait, 10)
+
+    asyncio.run(main())
+    assert server.requests[0]["body"] == {"metadata": {"annotations": {ANNOTATION: "4"}}}
+
+
+def test_outside_a_cluster_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.telephony.serve import keep_deletion_cost
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    async def main() -> int:
+        async with keep_deletion_cost(lambda: 4):
+            return len(asyncio.all_tasks())
+
+    assert asyncio.run(main()) == 1  # no updater task beside main

@@ -12,12 +12,14 @@ import contextlib
 import ipaddress
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, SessionRemoteError
 
 from .settings import Settings
+from .wire.gemini import GeminiClientBridge
 
 #: How long a cancelled run waits for the close handshake before dropping the connection.
 CLOSE_GRACE_S = 0.2
@@ -86,16 +88,18 @@ async def open_connection(s: Settings, url: str) -> Any:
     refused = plain_text_key_problem(url, s.api_key_env)
     if refused is not None:
         raise ConfigError(f"parameter 'url': {refused}")
-    # Azure OpenAI takes its key in an ``api-key`` header, the others as a bearer token
-    headers = (
-        {"api-key": api_key(s)}
-        if s.provider == "azure"
-        else {"Authorization": f"Bearer {api_key(s)}"}
-    )
+    # Azure OpenAI takes its key in an ``api-key`` header, Gemini in ``x-goog-api-key``, the
+    # others as a bearer token
+    if s.provider == "azure":
+        headers = {"api-key": api_key(s)}
+    elif s.dialect == "gemini":
+        headers = {"x-goog-api-key": api_key(s)}
+    else:
+        headers = {"Authorization": f"Bearer {api_key(s)}"}
     if s.dialect == "openai-beta" and s.provider != "azure":
         headers["OpenAI-Beta"] = "realtime=v1"
     try:
-        return await connect(
+        ws = await connect(
             url,
             additional_headers=headers,
             open_timeout=s.connect_timeout_s,
@@ -105,6 +109,9 @@ async def open_connection(s: Settings, url: str) -> Any:
             logger=_WS_LOGGER,
             user_agent_header="pipeline-realtime",
         )
+        if s.dialect == "gemini":  # Gemini Live's messages, bridged to Realtime events
+            return BridgedSocket(ws, GeminiClientBridge(s.session.model))
+        return ws
     except InvalidURI:
         raise ConfigError(f"parameter 'url': {endpoint!r} is not a ws:// or wss:// URL") from None
     except InvalidStatus as exc:
@@ -123,6 +130,69 @@ async def open_connection(s: Settings, url: str) -> Any:
         raise Retry(f"HTTP {status}") from None
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise Retry(_reason(exc)) from None
+
+
+class BridgedSocket:
+    """A socket seen through a :class:`~.wire.gemini.GeminiClientBridge`: what the session sends
+    is translated on the way out, what the service sends on the way in, and the events the
+    bridge answers by itself are read before the next message from the socket."""
+
+    def __init__(self, ws: Any, bridge: GeminiClientBridge) -> None:
+        self._ws = ws
+        self.bridge = bridge
+        self._back: asyncio.Queue[str] = asyncio.Queue()
+
+    @property
+    def transport(self) -> Any:
+        return self._ws.transport
+
+    @property
+    def close_code(self) -> int | None:
+        code: int | None = self._ws.close_code
+        return code
+
+    @property
+    def close_reason(self) -> str:
+        reason: str = self._ws.close_reason or ""
+        return reason
+
+    async def send(self, message: str) -> None:
+        out, back = self.bridge.outgoing(message)
+        for m in out:
+            await self._ws.send(m)
+        for m in back:
+            self._back.put_nowait(m)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        it = aiter(self._ws)
+        reading: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                while not self._back.empty():
+                    yield self._back.get_nowait()
+                if reading is None:
+                    reading = asyncio.ensure_future(anext(it))
+                answered = asyncio.ensure_future(self._back.get())
+                waiting: set[asyncio.Future[Any]] = {reading, answered}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if answered.done():
+                    yield answered.result()
+                else:
+                    answered.cancel()
+                if reading.done():
+                    done, reading = reading, None
+                    try:
+                        message = done.result()
+                    except StopAsyncIteration:
+                        return
+                    for m in self.bridge.incoming(message):
+                        yield m
+        finally:
+            if reading is not None:
+                reading.cancel()
 
 
 async def close_socket(ws: Any) -> None:

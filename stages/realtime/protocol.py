@@ -396,6 +396,16 @@ class RealtimeProtocol:
         """Every ``session.update`` sent has its ``session.updated``."""
         return self._updates_acked >= self._updates_sent
 
+    def _require_ready(self, what: str) -> None:
+        """Conversation messages go out only on a ready session: before ``session.updated`` the
+        server would read them with its defaults, after the close nobody reads them."""
+        if not self.ready:
+            raise SessionLocalError(
+                f"{what} in state '{self.state}'; send it once the session is ready "
+                "(after session.updated, before the close)",
+                code="not_ready",
+            )
+
     def append_audio(self, data: bytes) -> str:
         """Queue ``input_audio_buffer.append`` with ``data`` (raw bytes in the input format).
 
@@ -419,6 +429,7 @@ class RealtimeProtocol:
     def commit(self) -> list[str]:
         """Queue ``input_audio_buffer.commit`` (manual turns). Nothing if no audio was appended
         since the last commit: the server would answer with an error."""
+        self._require_ready("input_audio_buffer.commit")
         if self._input_bytes_uncommitted == 0:
             return []
         self._input_bytes_uncommitted = 0
@@ -426,18 +437,21 @@ class RealtimeProtocol:
 
     def clear_input(self) -> str:
         """Queue ``input_audio_buffer.clear``."""
+        self._require_ready("input_audio_buffer.clear")
         self._input_bytes_uncommitted = 0
         return self._send(wc.InputAudioBufferClear())
 
     def create_response(self) -> list[str]:
         """Ask for a response: ``response.create`` now, or once the response in flight is done
         (at most one is ever queued)."""
+        self._require_ready("response.create")
         return self._ask("ask")
 
     def send_text(
         self, text: str, role: Literal["user", "system", "assistant"] = "user"
     ) -> list[str]:
         """A typed turn: ``conversation.item.create`` (a message) then a response."""
+        self._require_ready("a text turn")
         kind = "output_text" if role == "assistant" else "input_text"
         item = {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
         sent = [self._send(wc.ConversationItemCreate(item))]
@@ -450,6 +464,7 @@ class RealtimeProtocol:
         "one moment please" while a slow tool runs); the server answers with a normal response
         of that text, in ``voice`` if given. ``interruptible=False`` asks the server to ignore the
         caller until it has been played."""
+        self._require_ready("force_message")
         item: dict[str, Any] = {
             "type": "force_message",
             "role": "assistant",
@@ -464,6 +479,7 @@ class RealtimeProtocol:
         """Carry a conversation over to a new session: each earlier turn as a message item
         (the user's as ``input_text``, the assistant's as ``output_text``), asking for no
         response."""
+        self._require_ready("a conversation replay")
         sent = []
         for role, text in turns:
             kind = "output_text" if role == "assistant" else "input_text"
@@ -488,6 +504,7 @@ class RealtimeProtocol:
 
         An output for a call this connection never emitted (e.g. from before a reconnect) or a
         second output for the same call sends nothing and returns []."""
+        self._require_ready("a tool output")
         if call_id not in self._calls or call_id in self._outputs:
             return []
         self._outputs.add(call_id)
@@ -507,7 +524,7 @@ class RealtimeProtocol:
             resp.calls.fire("answered_cut")
             return []
         resp.calls.fire("answered")
-        return self.create_response()
+        return self._ask("ask")  # internal: may run while a late event arrives on a closing session
 
     def cancel_response(self) -> list[str]:
         """Queue ``response.cancel`` if a response is in flight."""

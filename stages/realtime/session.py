@@ -82,6 +82,7 @@ from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
 from .connection import Retry, close_info, close_socket, endpoint_of, open_connection
 from .deadline import clock_timeout
 from .outputs import to_frames
+from .policy import AudioBudget, Reconnects
 from .settings import (
     ForcedMessage,
     FormatName,
@@ -96,6 +97,7 @@ from .settings import (
     resolve_settings,
     with_model,
 )
+from .wire.gemini import GEMINI_PATH
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
 
@@ -109,8 +111,6 @@ SESSION_RECONNECTS = Metric(
 TURN_END_MARGIN_S = 0.1
 #: Silence appended at the end of input when the server heard speech start but not stop.
 END_PAD_S = 1.0
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
 #: how much of the conversation (characters of transcript, the latest turns) a renewed session
 #: is given
 CARRY_CHARS = 20000
@@ -139,9 +139,9 @@ class _Run:
         #: the conversation's final transcripts (role, text), carried to a renewed session
         self.history: list[tuple[str, str]] = []
         self.delivered = False  # this connection delivered a response
+        self.responses = 0  # responses delivered in the whole run
         self.last_close: tuple[int | None, str] = (None, "")
-        self.opened_at = 0.0
-        self.audio_in_s = 0.0  # assistant audio received on this connection
+        self.audio_budget = AudioBudget(self.cfg.output_format.bytes_per_second, 1.0, 0.0)
         self.send_lock = asyncio.Lock()
         # input
         self.batcher = AudioBatcher(
@@ -214,25 +214,35 @@ class _Run:
             await self.on_frame(f)
         self.input_done.set()
 
+    async def wait_ready(self) -> None:
+        """Until the session is ready. Re-checked on waking: the connection may have dropped
+        between the event being set and this task running, and the protocol refuses
+        conversation messages on a session that is not ready."""
+        while not (self.ready.is_set() and self.proto.ready):
+            if self.ready.is_set():  # cleared in the same turn the connection drops
+                await asyncio.sleep(0)
+            else:
+                await self.ready.wait()
+
     async def on_frame(self, f: Frame) -> None:
         match f:
             case Audio():
                 check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.push(f))
             case Text(role="assistant") if self.cfg.dialect == "xai":
                 # xAI speaks it verbatim (force_message), in the session's voice
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.flush())
                 self.force(ForcedMessage(f.text))
             case Text():
-                await self.ready.wait()
+                await self.wait_ready()
                 self.send_audio(self.batcher.flush())
                 self.proto.send_text(f.text, f.role)
                 if f.role == "user" and f.text.strip():
                     self.history.append(("user", f.text))
             case ToolResult():
-                await self.ready.wait()
+                await self.wait_ready()
                 if not self.proto.tool_output(f.call_id, f.output):
                     self.log.warning(
                         "tool result for a call this session is not waiting for; dropped",
@@ -339,6 +349,7 @@ class _Run:
                 self.uninterruptible = False
         if isinstance(ev, p.ResponseDoneEvent):
             self.delivered = True
+            self.responses += 1
         elif isinstance(ev, p.AudioDeltaEvent):
             self.police_audio(len(ev.data))
         for item in to_frames(ev, input_origin=self.conn_origin):
@@ -360,16 +371,13 @@ class _Run:
         return out[::-1]
 
     def police_audio(self, n_bytes: int) -> None:
-        """A service cannot speak faster than real time for long: audio received on this
-        connection more than ``max_audio_ahead_s`` ahead of the clock is a misbehaving service
-        (it would multiply what is played and held in memory)."""
-        self.audio_in_s += n_bytes / self.cfg.output_format.bytes_per_second
-        elapsed = self.ctx.clock.now() - self.opened_at
-        if self.audio_in_s - elapsed > self.s.max_audio_ahead_s:
+        """Audio too far ahead of real time ends the run (see :class:`AudioBudget`)."""
+        now = self.ctx.clock.now()
+        if not self.audio_budget.add(n_bytes, now):
             raise SessionRemoteError(
-                f"{self.endpoint} sent {self.audio_in_s:.1f} s of audio in {elapsed:.1f} s, "
-                f"more than {self.s.max_audio_ahead_s:g} s ahead of real time "
-                "(max_audio_ahead_s): the service is misbehaving",
+                f"{self.endpoint} sent {self.audio_budget.received_s:.1f} s of audio in "
+                f"{now - self.audio_budget.start:.1f} s, more than {self.s.max_audio_ahead_s:g} s "
+                "ahead of real time (max_audio_ahead_s): the service is misbehaving",
                 code="audio_flood",
             )
 
@@ -387,48 +395,44 @@ class _Run:
     # -- connection
 
     async def connection_loop(self) -> None:
-        failures = 0
+        policy = Reconnects(self.s.reconnect_attempts)
         while not self.closing:
             try:
                 ws = await open_connection(self.s, self.url)
             except Retry as exc:
-                failures += 1
-                if failures > self.s.reconnect_attempts:
+                delay = policy.connect_failed()
+                if delay is None:
                     raise SessionRemoteError(
-                        f"cannot connect to {self.endpoint} after {failures} attempts: "
+                        f"cannot connect to {self.endpoint} after {policy.failures} attempts: "
                         f"{exc}; check the url and the network",
                         code="connect_failed",
                     ) from None
-                self.log.warning("connect failed; retrying", error=str(exc), attempt=failures)
-                await self.backoff(failures)
+                self.log.warning(
+                    "connect failed; retrying", error=str(exc), attempt=policy.failures
+                )
+                await self.ctx.clock.sleep(delay)
                 continue
             became_ready = await self.serve(ws)
             if self.closing:
                 return
-            # Backoff spans the whole session: only a connection that delivered a response (or
-            # that we recycled) proves the service works; a ready session that closes at once,
-            # again and again, is no better than one that never opens.
-            failures = 0 if self.delivered or self.recycling else failures + 1
-            if failures > self.s.reconnect_attempts and became_ready:
+            delay = policy.connection_ended(delivered=self.delivered, recycled=self.recycling)
+            if delay is None and became_ready:
                 code, reason = self.last_close
                 raise SessionRemoteError(
-                    f"{self.endpoint} closed the connection {failures} times in a row without "
-                    f"delivering a response (last close: {code} {reason or 'no reason'}); "
-                    "check the service's status, the model and the session parameters",
+                    f"{self.endpoint} closed the connection {policy.failures} times in a row "
+                    f"without delivering a response (last close: {code} "
+                    f"{reason or 'no reason'}); check the service's status, the model and the "
+                    "session parameters",
                     code="no_response",
                 )
-            if failures > self.s.reconnect_attempts:
+            if delay is None:
                 raise SessionRemoteError(
-                    f"{self.endpoint} closed the connection {failures} times before the "
+                    f"{self.endpoint} closed the connection {policy.failures} times before the "
                     "session was ready; check the model and the session parameters",
                     code="connect_failed",
                 )
-            if failures:
-                await self.backoff(failures)
-
-    async def backoff(self, failures: int) -> None:
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
-        await self.ctx.clock.sleep(delay)
+            if delay:
+                await self.ctx.clock.sleep(delay)
 
     async def serve(self, ws: Any) -> bool:
         """Run one connection until it closes. Returns whether the session became ready."""
@@ -440,8 +444,9 @@ class _Run:
         self.conn_origin = None
         self.recycling = False
         self.delivered = False
-        self.opened_at = self.ctx.clock.now()
-        self.audio_in_s = 0.0
+        self.audio_budget = AudioBudget(
+            self.cfg.output_format.bytes_per_second, self.s.max_audio_ahead_s, self.ctx.clock.now()
+        )
         if self.closing:  # the input ended while we were connecting
             await close_socket(ws)
             self.ws = None
@@ -463,6 +468,7 @@ class _Run:
                     await self.flush()
                     self.changed.set()
             code, reason = ws.close_code, ws.close_reason
+            self.last_close = (code, reason)
         except TimeoutError:
             raise SessionRemoteError(
                 f"no session.updated from {self.endpoint} within {self.s.ready_timeout_s:g} s "
@@ -472,6 +478,7 @@ class _Run:
             ) from None
         except ConnectionClosed as exc:
             code, reason = close_info(exc)
+            self.last_close = (code, reason)
             sent = getattr(exc, "sent", None)
             if sent is not None and sent.code == 1009:  # we refused an oversized message
                 raise SessionRemoteError(
@@ -490,7 +497,6 @@ class _Run:
             self.proto.connection_lost()
             self.changed.set()
             await close_socket(ws)
-        self.last_close = (code, reason)
         if not self.closing and not self.recycling:
             self.log.warning(
                 "connection to the realtime service lost; the call goes on on a new session, "
@@ -533,7 +539,7 @@ class _Run:
         finally:
             forward.cancel()
             done.cancel()
-        await self.ready.wait()
+        await self.wait_ready()
         if not self.cfg.server_vad:
             self.send_audio(self.batcher.flush())
             self.proto.user_turn_ended()
@@ -555,6 +561,15 @@ class _Run:
                     "input ended; stopped waiting for the response and tool results",
                     response_timeout_s=self.s.response_timeout_s,
                     pending_calls=list(self.proto.pending_calls),
+                )
+            code, reason = self.last_close
+            if not self.ready.is_set() and self.responses == 0 and code != 1000:
+                # the service dropped us and never answered once: not a quiet success
+                raise SessionRemoteError(
+                    f"{self.endpoint} closed the connection before delivering a response (last "
+                    f"close: {code} {reason or 'no reason'}), and the input has ended; check "
+                    "the service's status, the model and the session parameters",
+                    code="no_response",
                 )
         self.closing = True
         ws = self.ws
@@ -591,7 +606,7 @@ async def realtime_session(
     frames: AsyncIterator[Frame],
     *,
     provider: Provider = "xai",
-    dialect: Literal["xai", "openai", "openai-ga", "openai-beta"] | None = None,
+    dialect: Literal["xai", "openai", "openai-ga", "openai-beta", "gemini"] | None = None,
     url: str | None = None,
     model: str | None = None,
     api_key_env: str | None = None,
@@ -620,7 +635,7 @@ async def realtime_session(
     """A speech-to-speech model (xAI Grok voice agent, OpenAI Realtime, or the emulator).
 
     Parameters:
-        provider: xai | openai | azure (url: the deployment's realtime URL) | emulator (in-process)
+        provider: xai | openai | azure (url: the deployment's realtime URL) | gemini | emulator (in-process)
         dialect: wire dialect (default: the provider's; for the emulator, its own dialect)
         url: the endpoint, overriding the provider's (?model= is still added)
         model: model name (xai: grok-voice-latest, openai: gpt-realtime)
@@ -690,4 +705,6 @@ async def _start_emulator(stack: contextlib.AsyncExitStack, s: Settings, ctx: St
         run_emulator(config, host="127.0.0.1", port=0, clock=ctx.clock)
     )
     base = str(emu.url)
+    if s.dialect == "gemini":  # Gemini Live's route, where the emulator speaks its messages
+        return base.replace("/v1/realtime", GEMINI_PATH)
     return with_model(base, s.session.model)

@@ -23,7 +23,7 @@ from pipeline.spec import CheckWarning
 from . import protocol as p
 from .wire import CODECS
 
-Provider = Literal["xai", "openai", "azure", "emulator"]
+Provider = Literal["xai", "openai", "azure", "gemini", "emulator"]
 FormatName = Literal[
     "pcm16", "pcmu", "pcma", "g711_ulaw", "g711_alaw", "audio/pcm", "audio/pcmu", "audio/pcma"
 ]
@@ -228,6 +228,20 @@ def tool_collisions(
     return problems
 
 
+def check_gemini_formats(session: p.SessionConfig) -> None:
+    """Gemini Live takes pcm16 at 16 kHz and speaks pcm16 at 24 kHz, nothing else."""
+    for which, fmt, rate in (
+        ("input", session.input_format, 16000),
+        ("output", session.output_format, 24000),
+    ):
+        if fmt.encoding != "pcm16" or fmt.rate != rate:
+            raise FormatError(
+                f"has {which} {fmt}; Gemini Live's {which} is pcm16 {rate} Hz",
+                f"set {which}_format: pcm16 and {which}_rate: {rate} (add resample/g711 stages "
+                "around the session)",
+            )
+
+
 def _dialect(provider: str, dialect: str | None, emulator: Mapping[str, Any]) -> p.Dialect:
     name = dialect or (emulator.get("dialect") if provider == "emulator" else None) or provider
     if name == "emulator":
@@ -346,9 +360,11 @@ def resolve_settings(
         )
     if azure:  # the deployment names the model; no ?model=
         url = azure[0]
+    if dialect == "gemini":
+        check_gemini_formats(session)
     return Settings(
         provider=provider,
-        url=url if azure else (with_model(url, model) if url else ""),
+        url=url if azure or dialect == "gemini" else (with_model(url, model) if url else ""),
         api_key_env=params.get("api_key_env")
         or (AZURE_API_KEY_ENV if azure else p.DEFAULT_API_KEY_ENV[dialect]),
         session=session,
@@ -386,7 +402,9 @@ def _fix_for(incoming: AudioFormat, wanted: AudioFormat) -> str:
 
 
 #: Who documents each dialect's voices, for messages.
-_VOICE_SOURCE: dict[p.Dialect, str] = {"xai": "xAI", "openai": "OpenAI", "openai-beta": "OpenAI"}
+_VOICE_SOURCE: dict[p.Dialect, str] = {
+    "xai": "xAI", "openai": "OpenAI", "openai-beta": "OpenAI", "gemini": "Google",
+}  # fmt: skip
 
 
 def voice_warnings(voice: str, dialect: p.Dialect) -> list[CheckWarning]:

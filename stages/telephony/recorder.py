@@ -36,7 +36,7 @@ from pipeline.spec import OutputPath, stage
 from stages.g711 import decode
 from stages.wavfile import WavWriter
 
-from .twilio import current_call
+from .twilio import CALL, current_call
 
 __all__ = ["RATE", "TwoPartyMix", "call_recorder"]
 
@@ -181,7 +181,13 @@ def _recorder_format(_params: object, fmt: AudioFormat | None) -> None:
         )
 
 
-@stage("call_recorder", accepts=(Audio,), emits=(), output_format=_recorder_format)
+@stage(
+    "call_recorder",
+    accepts=(Audio,),
+    emits=(),
+    output_format=_recorder_format,
+    uses=(CALL,),
+)
 async def call_recorder(
     frames: AsyncIterator[Frame], *, path: OutputPath, ctx: StageContext
 ) -> AsyncIterator[Frame]:

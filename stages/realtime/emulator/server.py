@@ -26,6 +26,7 @@ from pipeline.clock import Clock, RealClock
 from pipeline.tasks import StageTasks
 
 from ..wire import Dialect
+from ..wire.gemini import GEMINI_PATH, GeminiServerBridge
 from .config import EmulatorConfig
 from .core import EmulatorSession
 
@@ -62,6 +63,11 @@ def detect_dialect(
 #: Azure OpenAI's realtime route (``wss://RESOURCE.openai.azure.com/openai/realtime``), which
 #: takes ``api-version`` and ``deployment`` in the query and the key in an ``api-key`` header
 AZURE_PATH = "/openai/realtime"
+#: Gemini's message wording for a connection without a key (it closes with 1008)
+GEMINI_NO_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). Please "
+    "use API Key or other form of API consumer identity to call this API."
+)
 AZURE_DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
     "valid key for an active subscription and use a correct regional API endpoint for your "
@@ -84,6 +90,8 @@ class EmulatorConnection:
     closed: bool = False
     aborted: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    #: Gemini Live connections: the translation between its messages and the core's events
+    bridge: GeminiServerBridge | None = field(default=None, repr=False)
 
     @property
     def received(self) -> list[Json]:
@@ -145,7 +153,7 @@ class Emulator:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
         path = url.path.rstrip("/")
-        if path not in ("/v1/realtime", AZURE_PATH):
+        if path not in ("/v1/realtime", AZURE_PATH, GEMINI_PATH):
             return _http_error(connection, http.HTTPStatus.NOT_FOUND, f"no route {url.path}")
         if path == AZURE_PATH:
             query = urllib.parse.parse_qs(url.query)
@@ -160,7 +168,7 @@ class Emulator:
         if self.config.reject_status is not None:
             status = http.HTTPStatus(self.config.reject_status)
             return _http_error(connection, status, "rejected by the emulator's reject_status")
-        if not self.config.require_auth:
+        if not self.config.require_auth or path == GEMINI_PATH:  # Gemini: checked after upgrade
             return None
         if path == AZURE_PATH:
             # Azure takes its key in ``api-key``, or an Entra ID token as a bearer
@@ -207,6 +215,14 @@ class Emulator:
             model = query["deployment"][0]
             azure_version = query["api-version"][0]
         dialect = detect_dialect(self.config, request.headers, model, azure_version)
+        bridge: GeminiServerBridge | None = None
+        if url.path.rstrip("/") == GEMINI_PATH:  # Gemini Live: its messages, bridged
+            dialect, bridge = "gemini", GeminiServerBridge()
+            if self.config.require_auth and not (
+                request.headers.get("x-goog-api-key", "").strip() or query.get("key")
+            ):
+                await ws.close(1008, GEMINI_NO_KEY[:123])  # a close reason holds 123 bytes
+                return
         session = EmulatorSession(self.config, dialect=dialect, model=model, counters=self._ids)
         conn = EmulatorConnection(
             index=len(self.connections),
@@ -216,6 +232,7 @@ class Emulator:
             headers=request.headers,
             subprotocol=ws.subprotocol,
             session=session,
+            bridge=bridge,
         )
         self.connections.append(conn)
         log.info("emulator.connect", connection=conn.index, dialect=dialect, model=session.model)
@@ -228,7 +245,16 @@ class Emulator:
             async with StageTasks[None]() as tasks:
                 tasks.start(self._writer(ws, conn, wake), name=f"emulator writer {conn.index}")
                 async for message in ws:
-                    session.receive(message, self.clock.now())
+                    if bridge is None:
+                        session.receive(message, self.clock.now())
+                    else:
+                        try:
+                            bridged = bridge.incoming(message)
+                        except ValueError as exc:  # Gemini closes on a message it refuses
+                            await ws.close(1007, str(exc)[:120])
+                            break
+                        for m in bridged:
+                            session.receive(m, self.clock.now())
                     # what is due now goes out before the next message is read, so a client
                     # that sends faster than real time still sees a pace-0 response complete
                     if not await self._flush(ws, conn):
@@ -261,7 +287,11 @@ class Emulator:
                     if ws.transport is not None:
                         ws.transport.abort()
                     return False
-                await ws.send(orjson.dumps(event).decode())
+                if conn.bridge is None:
+                    await ws.send(orjson.dumps(event).decode())
+                else:
+                    for m in conn.bridge.outgoing(orjson.dumps(event).decode()):
+                        await ws.send(m)
                 conn.sent.append(event)
             if conn.session.expired:
                 conn.aborted = True
@@ -323,8 +353,10 @@ async def run_emulator(
     port: int = 0,
     *,
     clock: Clock | None = None,
+    ssl: Any = None,
 ) -> AsyncIterator[Emulator]:
-    """Serve the emulator on ``host:port`` (0: a free port) while the block runs.
+    """Serve the emulator on ``host:port`` (0: a free port) while the block runs; with ``ssl``
+    (an ``ssl.SSLContext``) over TLS, for clients that only speak ``wss://`` (the Gemini SDK).
 
     Yields an :class:`Emulator`: connect a client to ``emu.url``
     (``ws://127.0.0.1:PORT/v1/realtime``), then assert on ``emu.connections``/``emu.received``,
@@ -342,10 +374,11 @@ async def run_emulator(
         max_size=None,
         compression=None,
         logger=_WS_LOGGER,
+        ssl=ssl,
     ) as server:
         sock = next(iter(server.sockets))
         emu.port = int(sock.getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
-        emu.url = f"ws://{shown}:{emu.port}/v1/realtime"
+        emu.url = f"{'wss' if ssl else 'ws'}://{shown}:{emu.port}/v1/realtime"
         yield emu
         server.close()

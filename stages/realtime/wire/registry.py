@@ -8,16 +8,17 @@ from typing import Literal, TypeAlias
 
 from pipeline.errors import UsageError
 
-from . import openai, openai_beta, xai
+from . import gemini, openai, openai_beta, xai
 from .base import DialectCodec
 
-Dialect: TypeAlias = Literal["xai", "openai", "openai-beta"]
+Dialect: TypeAlias = Literal["xai", "openai", "openai-beta", "gemini"]
 
 #: Every dialect's codec, the default (``xai``) first.
 CODECS: dict[Dialect, DialectCodec] = {
     "xai": xai.CODEC,
     "openai": openai.CODEC,
     "openai-beta": openai_beta.CODEC,
+    "gemini": gemini.CODEC,
 }
 DIALECTS: tuple[Dialect, ...] = tuple(CODECS)
 #: Every name a dialect goes by (``grok``, ``openai-ga``, ...) -> the dialect.

@@ -170,3 +170,33 @@ def test_an_azure_pipeline_runs_against_the_emulator(
     assert session["model"] == "gpt-realtime"  # the deployment
     info = sf.info(tmp_path / "reply.wav")
     assert info.samplerate == 8000 and info.frames > 8000
+
+
+def test_openai_sdks_beta_azure_client_speaks_beta_on_a_preview_api_version() -> None:
+    async def go() -> None:
+        async with run_emulator(EmulatorConfig(reply_text="hi")) as emu:
+            client = openai.AsyncAzureOpenAI(
+                api_key="azure-key-test",
+                api_version="2025-04-01-preview",
+                azure_endpoint=f"http://127.0.0.1:{emu.port}",
+                websocket_base_url=f"ws://127.0.0.1:{emu.port}/openai",
+            )
+            async with client.beta.realtime.connect(model="gpt-4o-realtime-preview") as conn:
+                first = await _events(conn, "session.created")
+                assert first[0].session.model == "gpt-4o-realtime-preview"
+                await conn.session.update(session={"turn_detection": None})
+                await _events(conn, "session.updated")
+                await conn.conversation.item.create(
+                    item={
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "hello"}],
+                    }
+                )
+                await conn.response.create()
+                events = await _events(conn, "response.done")
+                assert "response.audio.delta" in [e.type for e in events]  # the beta name
+            (c,) = emu.connections
+            assert c.dialect == "openai-beta" and c.headers["api-key"] == "azure-key-test"
+
+    asyncio.run(asyncio.wait_for(go(), 30))

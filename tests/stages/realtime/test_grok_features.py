@@ -136,7 +136,8 @@ def test_a_call_outliving_the_session_limit_goes_on_with_the_conversation(
     async def caller() -> AsyncIterator[Frame]:
         await clock.sleep(1.0)
         yield Text("my order is A123")
-        await clock.sleep(45.0)  # past the emulator's 30 s limit
+        for _ in range(35):  # past the emulator's 30 s limit, in steps of the clock so that
+            await clock.sleep(1.0)  # no deadline is skipped while messages are in flight
         yield Text("where is it?")
         await clock.sleep(5.0)
 
@@ -155,3 +156,40 @@ def test_a_call_outliving_the_session_limit_goes_on_with_the_conversation(
     assert renewed and renewed[0]["turns"] == 2
     said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
     assert said == ["You said: my order is A123", "You said: where is it?"]
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+def test_a_forced_message_marked_not_interruptible_is_not_cut_by_the_caller(
+    interruptible: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.frames import Interrupt, SpeechStarted
+
+    monkeypatch.setenv("XAI_API_KEY", "xai-test")
+    clock = VirtualClock()
+    cfg = EmulatorConfig(dialect="xai", reply="tone", tone_ms=3000, pace=1.0)
+    greeting = {"text": "Please listen to the following.", "interruptible": interruptible}
+
+    async def go() -> list[Frame]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+
+            async def caller() -> AsyncIterator[Frame]:
+                # the greeting is playing (3 s of it, in real time) when the caller talks over
+                # it, heard by a local VAD
+                await emu.wait_sent(
+                    lambda sent: [e["type"] for e in sent].count("response.output_audio.delta") >= 3
+                )
+                yield SpeechStarted(pts=1.0)
+                await clock.sleep(4.0)
+
+            ctx = make_context(spec_for("realtime_session"), clock=clock, id="agent")
+            return await run_stage_async(
+                "realtime_session", caller(), ctx=ctx, provider="xai", url=emu.url,
+                input_rate=16000, output_rate=16000, turn_detection="none", greeting=greeting,
+            )  # fmt: skip
+
+    with structlog.testing.capture_logs() as logs:
+        out = asyncio.run(go())
+    interrupts = [f for f in out if isinstance(f, Interrupt)]
+    assert len(interrupts) == (1 if interruptible else 0)
+    kept = [e for e in logs if "interruptible: false" in e["event"]]
+    assert len(kept) == (0 if interruptible else 1)

@@ -185,3 +185,28 @@ def test_validate_reports_a_plain_text_url_before_running() -> None:
         )
     ]
     assert check_params({"provider": "openai", "url": "ws://127.0.0.1:9/rt"}, Path()) == []
+
+
+@aio
+async def test_input_ending_during_a_storm_is_no_success() -> None:
+    """The input ends (a short file) while the service keeps accepting the session and closing
+    it: the run must not end quietly, exit 0, with an empty reply."""
+
+    async def open_then_close(conn: Conn) -> None:
+        await conn.handshake()
+        await conn.next("response.create")
+        await conn.ws.close(1011, "internal error")
+
+    clock = VirtualClock()
+    async with ScriptedPeer(open_then_close).running() as peer:
+        run = Run(context(clock), **params(peer.url))
+        run.feed.put(Text("hi"))
+        run.feed.end()
+        with pytest.raises(SessionRemoteError) as info:
+            await run.rest()
+    assert str(info.value) == (
+        f"{peer.url} closed the connection before delivering a response (last close: 1011 "
+        "internal error), and the input has ended; check the service's status, the model and "
+        "the session parameters"
+    )
+    assert info.value.code == "no_response"

@@ -250,3 +250,38 @@ def test_to_frames(event: p.ServerEvent, frames: tuple[Any, ...]) -> None:
 
 def test_to_frames_vad_times_without_audio_sent_yet() -> None:
     assert to_frames(p.SpeechStartedEvent(250)) == (SpeechStarted(pts=0.25),)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda proto: proto.send_text("hi"),
+        lambda proto: proto.create_response(),
+        lambda proto: proto.commit(),
+        lambda proto: proto.tool_output("c1", "ok"),
+    ],
+    ids=["send_text", "create_response", "commit", "tool_output"],
+)
+def test_conversation_messages_need_a_ready_session(call: Any) -> None:
+    fresh = p.RealtimeProtocol(p.SessionConfig())
+    fresh.connection_made()
+    with pytest.raises(SessionLocalError, match="in state 'configuring'; send it once") as info:
+        call(fresh)
+    assert info.value.code == "not_ready"
+    assert [m for m in fresh.data_to_send() if "session.update" not in m] == []
+    gone = ready()
+    gone.connection_lost()
+    with pytest.raises(SessionLocalError, match="in state 'closed'"):
+        call(gone)
+
+
+def test_a_late_response_done_on_a_closing_session_never_raises() -> None:
+    proto = ready()
+    created(proto, "r1")
+    proto.receive(
+        {"type": "response.function_call_arguments.done", "response_id": "r1", "call_id": "c1"}
+    )
+    proto.tool_output("c1", "ok")  # answered before the response is done
+    proto.close()
+    done(proto, "r1")  # the follow-up is decided inside receive(): no local error
+    assert proto._responses["r1"].calls.state == "followed_up"

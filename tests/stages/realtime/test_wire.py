@@ -166,8 +166,9 @@ def test_server_session_object_shows_the_dialects_defaults() -> None:
 def test_dialect_names() -> None:
     assert wire.normalize_dialect("openai-ga") == "openai"
     assert wire.normalize_dialect("Grok") == "xai"
-    with pytest.raises(ValueError, match="use one of xai, openai, openai-beta"):
-        wire.normalize_dialect("gemini")
+    assert wire.normalize_dialect("gemini-live") == "gemini"
+    with pytest.raises(ValueError, match="use one of xai, openai, openai-beta, gemini"):
+        wire.normalize_dialect("azure")
 
 
 # ----------------------------------------------------------------------------- client events

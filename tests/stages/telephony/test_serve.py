@@ -557,7 +557,8 @@ def test_the_phone_pipelines_in_the_docs_validate() -> None:
             names.append(name)
             plan = p.check()
             assert plan.stages["caller"].output_format == plan.stages["phone"].input_format
-            assert str(plan.stages["phone"].input_format) == "pcmu 8000 Hz"
+            want = "pcm16 16000 Hz" if name == "phone-vonage" else "pcmu 8000 Hz"
+            assert str(plan.stages["phone"].input_format) == want
     assert {"phone", "phone-emulator", "phone-pcm"} <= set(names)
 
 

@@ -114,3 +114,15 @@ def test_worker_crash_loses_only_its_calls_and_sigterm_drains_all(tmp_path: Path
         assert bytes(r.received_audio) == LONG[: len(r.received_audio)]
     for r in late:  # SIGTERM drained: the calls in progress finished
         assert r.ok and bytes(r.received_audio) == AUDIO * 15
+
+
+def test_workers_drain_when_the_supervisor_dies(tmp_path: Path) -> None:
+    """kill -9 of the supervisor: its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+    and drain, rather than run on unsupervised."""
+    with serve_subprocess(LOOP_YAML, tmp_path, "--workers", "2") as (proc, _port, lines):
+        lines.wait_for(r'"event": ?"workers started"')
+        proc.kill()
+        proc.wait(timeout=10)
+        # both workers log 'stopped' once drained (stderr is theirs too, still open)
+        lines.wait_for(r'"event": ?"stopped".*"worker": ?0|"worker": ?0.*"event": ?"stopped"')
+        lines.wait_for(r'"event": ?"stopped".*"worker": ?1|"worker": ?1.*"event": ?"stopped"')

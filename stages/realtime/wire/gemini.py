@@ -1,0 +1,461 @@
+"""Google's Gemini Live API (``BidiGenerateContent`` over a WebSocket), the ``gemini`` dialect.
+
+Gemini does not speak in Realtime events: one ``setup`` message configures the session (model,
+system instruction, voice, function declarations, transcription, activity detection) and is
+answered by ``setupComplete``; audio goes in as ``realtimeInput.audio`` (pcm16 16 kHz) and comes
+back inside ``serverContent.modelTurn`` (pcm16 24 kHz), with ``inputTranscription`` /
+``outputTranscription``, ``interrupted``, ``generationComplete`` and ``turnComplete`` beside it;
+``toolCall`` asks for functions, answered by ``toolResponse``; ``goAway`` warns of the end of the
+connection. Every other part of the stack speaks Realtime events, so this dialect is a
+translation at the socket's edge, both ways, by two sans-I/O bridges with per-connection state:
+
+- :class:`GeminiClientBridge` for our session: the Realtime client events our protocol sends
+  (xAI's shape, the codec this dialect inherits) become Gemini messages, and Gemini's server
+  messages become the Realtime server events our protocol reads;
+- :class:`GeminiServerBridge` for the emulator: Gemini client messages become Realtime client
+  events for the emulator's core, and its Realtime server events become Gemini messages.
+
+What is translated is listed in ``docs/gemini.md``. A Realtime event with no Gemini counterpart
+(``response.create``: Gemini answers by itself at the end of a turn; ``response.cancel``;
+``conversation.item.truncate``) is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .xai import XaiCodec
+
+Json = dict[str, Any]
+
+#: the service's endpoint; the key goes in an ``x-goog-api-key`` header
+GEMINI_URL = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
+GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+GEMINI_INPUT_RATE = 16000
+GEMINI_OUTPUT_RATE = 24000
+#: the prebuilt voices Google documents for the Live API's native audio models
+GEMINI_VOICES: tuple[str, ...] = (
+    "Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr",
+)  # fmt: skip
+#: what a Gemini client may send, and what it may hold
+CLIENT_MESSAGES = frozenset({"setup", "clientContent", "realtimeInput", "toolResponse"})
+SETUP_KEYS = frozenset(
+    {
+        "model", "generationConfig", "systemInstruction", "tools", "realtimeInputConfig",
+        "sessionResumption", "contextWindowCompression", "inputAudioTranscription",
+        "outputAudioTranscription", "proactivity",
+    }
+)  # fmt: skip
+
+
+class GeminiCodec(XaiCodec):
+    """The facts of the ``gemini`` dialect. On our side of the bridges events have xAI's shape,
+    so the codec inherits it; rates, voices, the URL and the key are Gemini's."""
+
+    name = "gemini"  # type: ignore[assignment]
+    aliases = ("gemini-live", "google")  # type: ignore[assignment]
+    default_model = "gemini-2.5-flash-native-audio-preview-09-2025"
+    default_voice = "Puck"
+    voices = GEMINI_VOICES
+    default_url = GEMINI_URL
+    api_key_env = "GEMINI_API_KEY"
+    pcm_rates = (GEMINI_INPUT_RATE, GEMINI_OUTPUT_RATE)  # type: ignore[assignment]
+
+
+CODEC = GeminiCodec()
+
+
+#: fields whose values are the user's data (JSON schemas, arguments, results): their keys keep
+#: their spelling
+_OPAQUE = frozenset(
+    {"response", "args", "parameters", "parametersJsonSchema", "responseJsonSchema"}
+)
+
+
+def camel_keys(value: Any) -> Any:
+    """Protobuf JSON takes a field by its proto name (``realtime_input``) or its JSON name
+    (``realtimeInput``), as Google's servers do: the JSON names, everywhere but in user data."""
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    out = {}
+    for key, v in value.items():
+        head, *rest = str(key).split("_")
+        name = head + "".join(part[:1].upper() + part[1:] for part in rest)
+        out[name] = v if name in _OPAQUE else camel_keys(v)
+    return out
+
+
+def standard_b64(data: Any) -> str:
+    """Protobuf JSON writes bytes as base64 in either alphabet (Google's Python client sends the
+    URL-safe one); Realtime events carry the standard one, padded."""
+    text = str(data or "").replace("-", "+").replace("_", "/")
+    return text + "=" * (-len(text) % 4)
+
+
+def _dumps(message: Json) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _text_of(content: Any) -> str:
+    return "".join(
+        str(c.get("text", "")) for c in content or [] if isinstance(c, Mapping) and "text" in c
+    )
+
+
+class GeminiClientBridge:
+    """Our session's side: ``outgoing(realtime event)`` returns Gemini messages to send and
+    Realtime events to deliver back at once (``session.updated`` for a later update, which
+    Gemini cannot take); ``incoming(gemini message)`` returns Realtime server events."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model if model.startswith("models/") else f"models/{model}"
+        self.session: Json = {}
+        self.set_up = False
+        self.manual = False
+        self.speaking = False  # an activityStart was sent and no activityEnd yet
+        self.calls: dict[str, str] = {}  # call id -> function name
+        self.typed = False  # clientContent sent since the last request for a response
+        #: the server said it will close soon (``goAway``): the session reconnects when it does
+        self.going_away = False
+        self._n = 0
+        self._response: str | None = None
+        self._item = ""
+        self._said = ""  # output transcript of the response in flight
+        self._heard = ""  # input transcript of the user's turn
+
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}_gemini_{self._n}"
+
+    # -- ours -> Gemini
+
+    def setup(self, session: Mapping[str, Any]) -> Json:
+        """The ``setup`` message for a Realtime ``session.update`` (xAI's shape)."""
+        setup: Json = {
+            "model": self.model,
+            "generationConfig": {
+                "responseModalities": ["AUDIO"],
+                "speechConfig": {
+                    "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": session.get("voice")}}
+                },
+            },
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+        }
+        if session.get("instructions"):
+            setup["systemInstruction"] = {"parts": [{"text": session["instructions"]}]}
+        functions = [
+            {k: t[k] for k in ("name", "description", "parameters") if k in t}
+            for t in session.get("tools") or []
+            if isinstance(t, Mapping) and t.get("type") == "function"
+        ]
+        if functions:
+            setup["tools"] = [{"functionDeclarations": functions}]
+        td = session.get("turn_detection")
+        self.manual = not isinstance(td, Mapping) or td.get("type") is None
+        if self.manual:
+            setup["realtimeInputConfig"] = {"automaticActivityDetection": {"disabled": True}}
+        return setup
+
+    def outgoing(self, message: str) -> tuple[list[str], list[str]]:
+        ev = json.loads(message)
+        kind = ev.get("type")
+        send: list[Json] = []
+        back: list[Json] = []
+        if kind == "session.update":
+            self.session = {**self.session, **(ev.get("session") or {})}
+            if not self.set_up:
+                self.set_up = True
+                send.append({"setup": self.setup(self.session)})
+            else:  # Gemini fixes the session at setup: keep going as configured
+                back.append({"type": "session.updated", "session": self.session})
+        elif kind == "input_audio_buffer.append":
+            if self.manual and not self.speaking:
+                self.speaking = True
+                send.append({"realtimeInput": {"activityStart": {}}})
+            mime = f"audio/pcm;rate={GEMINI_INPUT_RATE}"
+            send.append({"realtimeInput": {"audio": {"data": ev["audio"], "mimeType": mime}}})
+        elif kind == "input_audio_buffer.commit":
+            if self.manual and self.speaking:
+                self.speaking = False
+                send.append({"realtimeInput": {"activityEnd": {}}})
+            back.append({"type": "input_audio_buffer.committed", "item_id": self._id("item")})
+        elif kind == "conversation.item.create":
+            item = ev.get("item") or {}
+            if item.get("type") == "function_call_output":
+                call = str(item.get("call_id"))
+                try:
+                    result = json.loads(item.get("output") or "null")
+                except ValueError:
+                    result = item.get("output")
+                response = result if isinstance(result, dict) else {"output": result}
+                reply = {"id": call, "name": self.calls.get(call, ""), "response": response}
+                send.append({"toolResponse": {"functionResponses": [reply]}})
+            elif item.get("type") == "message":
+                # context, not yet a request: a response.create completes the turn (a typed
+                # turn), and a replayed conversation never asks for one
+                role = "model" if item.get("role") == "assistant" else "user"
+                turn = {"role": role, "parts": [{"text": _text_of(item.get("content"))}]}
+                send.append({"clientContent": {"turns": [turn], "turnComplete": False}})
+                self.typed = True
+        elif kind == "response.create" and self.typed:
+            self.typed = False
+            send.append({"clientContent": {"turnComplete": True}})
+        # response.create after audio or a tool response, response.cancel, truncate,
+        # input_audio_buffer.clear: no Gemini counterpart (it answers by itself at the end of a
+        # turn or a tool response; barge-in is the server's)
+        return [_dumps(m) for m in send], [_dumps(m) for m in back]
+
+    # -- Gemini -> ours
+
+    def _start(self, out: list[Json]) -> str:
+        if self._response is None:
+            self._response = self._id("resp")
+            self._item = self._id("item")
+            self._said = ""
+            if self._heard:
+                out.append(
+                    {
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": self._id("item"),
+                        "transcript": self._heard,
+                    }
+                )
+                self._heard = ""
+            out.append({"type": "response.created", "response": {"id": self._response}})
+        return self._response
+
+    def _finish(self, out: list[Json], status: str) -> None:
+        if self._response is None:
+            return
+        rid, self._response = self._response, None
+        if self._said:
+            out.append(
+                {
+                    "type": "response.output_audio_transcript.done",
+                    "response_id": rid,
+                    "item_id": self._item,
+                    "transcript": self._said,
+                }
+            )
+        out.append({"type": "response.done", "response": {"id": rid, "status": status}})
+
+    def incoming(self, message: str | bytes) -> list[str]:
+        msg = camel_keys(json.loads(message))
+        out: list[Json] = []
+        if "setupComplete" in msg:
+            out.append({"type": "session.updated", "session": self.session})
+        content = msg.get("serverContent")
+        if isinstance(content, Mapping):
+            if content.get("interrupted"):
+                # the caller spoke over the model: ours interrupts at once
+                out.append({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+                self._finish(out, "cancelled")
+            heard = content.get("inputTranscription")
+            if isinstance(heard, Mapping) and heard.get("text"):
+                self._heard += str(heard["text"])
+            turn = content.get("modelTurn")
+            for part in turn.get("parts") or [] if isinstance(turn, Mapping) else []:
+                data = part.get("inlineData") if isinstance(part, Mapping) else None
+                if isinstance(data, Mapping) and str(data.get("mimeType", "")).startswith(
+                    "audio/pcm"
+                ):
+                    rid = self._start(out)
+                    out.append(
+                        {
+                            "type": "response.output_audio.delta",
+                            "response_id": rid,
+                            "item_id": self._item,
+                            "delta": standard_b64(data.get("data")),
+                        }
+                    )
+            said = content.get("outputTranscription")
+            if isinstance(said, Mapping) and said.get("text"):
+                rid = self._start(out)
+                self._said += str(said["text"])
+                out.append(
+                    {
+                        "type": "response.output_audio_transcript.delta",
+                        "response_id": rid,
+                        "item_id": self._item,
+                        "delta": str(said["text"]),
+                    }
+                )
+            if content.get("turnComplete"):
+                self._finish(out, "completed")
+        if "goAway" in msg:
+            self.going_away = True
+        call = msg.get("toolCall")
+        if isinstance(call, Mapping):
+            rid = self._start(out)
+            for fn in call.get("functionCalls") or []:
+                cid = str(fn.get("id") or self._id("call"))
+                self.calls[cid] = str(fn.get("name") or "")
+                out.append(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "response_id": rid,
+                        "item_id": self._id("item"),
+                        "call_id": cid,
+                        "name": self.calls[cid],
+                        "arguments": json.dumps(fn.get("args") or {}),
+                    }
+                )
+            self._finish(out, "completed")
+        return [_dumps(m) for m in out]
+
+
+class GeminiServerBridge:
+    """The emulator's side: ``incoming(gemini client message)`` returns Realtime client events
+    for the emulator's core (xAI dialect), or raises ValueError with Gemini's wording for a
+    message it would refuse; ``outgoing(realtime server event)`` returns Gemini messages."""
+
+    def __init__(self) -> None:
+        self.set_up = False
+        self.setup_answered = False
+        self.manual = False
+        self.responding = False
+        self.calls: dict[str, str] = {}
+
+    def incoming(self, message: str | bytes) -> list[str]:
+        msg = camel_keys(json.loads(message))
+        if not isinstance(msg, Mapping) or len(msg) != 1 or next(iter(msg)) not in CLIENT_MESSAGES:
+            names = ", ".join(sorted(msg)) if isinstance(msg, Mapping) else type(msg).__name__
+            raise ValueError(
+                f"Invalid JSON payload received. Unknown name {names!r}: a message holds one of "
+                f"{', '.join(sorted(CLIENT_MESSAGES))}"
+            )
+        ((kind, body),) = msg.items()
+        out: list[Json] = []
+        if kind == "setup":
+            unknown = sorted(set(body) - SETUP_KEYS)
+            if unknown or not body.get("model"):
+                raise ValueError(
+                    f"Invalid JSON payload received. Unknown name {unknown[0]!r} at 'setup'"
+                    if unknown
+                    else "setup.model is required"
+                )
+            self.set_up = True
+            out.append({"type": "session.update", "session": self.session_of(body)})
+        elif not self.set_up:
+            raise ValueError("the first message must be setup")
+        elif kind == "realtimeInput":
+            audio = body.get("audio") or next(iter(body.get("mediaChunks") or []), None)
+            if isinstance(audio, Mapping):
+                mime = str(audio.get("mimeType", ""))
+                if not mime.startswith("audio/pcm"):
+                    raise ValueError(f"realtimeInput.audio.mimeType {mime!r} is not audio/pcm")
+                out.append(
+                    {"type": "input_audio_buffer.append", "audio": standard_b64(audio.get("data"))}
+                )
+            if "activityEnd" in body and self.manual:
+                out += [{"type": "input_audio_buffer.commit"}, {"type": "response.create"}]
+            if body.get("text"):
+                out += self._user_text(str(body["text"]))
+        elif kind == "clientContent":
+            for turn in body.get("turns") or []:  # context; turnComplete asks for a response
+                text = "".join(str(p.get("text", "")) for p in turn.get("parts") or [])
+                role = "assistant" if turn.get("role") == "model" else "user"
+                kind_ = "output_text" if role == "assistant" else "input_text"
+                item = {"type": "message", "role": role, "content": [{"type": kind_, "text": text}]}
+                out.append({"type": "conversation.item.create", "item": item})
+            if body.get("turnComplete"):
+                out.append({"type": "response.create"})
+        elif kind == "toolResponse":
+            for reply in body.get("functionResponses") or []:
+                item = {
+                    "type": "function_call_output",
+                    "call_id": str(reply.get("id")),
+                    "output": json.dumps(reply.get("response") or {}),
+                }
+                out.append({"type": "conversation.item.create", "item": item})
+            out.append({"type": "response.create"})
+        return [_dumps(m) for m in out]
+
+    def _user_text(self, text: str) -> list[Json]:
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        return [{"type": "conversation.item.create", "item": item}, {"type": "response.create"}]
+
+    def session_of(self, setup: Mapping[str, Any]) -> Json:
+        """The Realtime session (xAI's shape) a ``setup`` asks for."""
+        gen = setup.get("generationConfig") or {}
+        voice = (
+            ((gen.get("speechConfig") or {}).get("voiceConfig") or {}).get("prebuiltVoiceConfig")
+            or {}
+        ).get("voiceName") or "Puck"
+        detection = (setup.get("realtimeInputConfig") or {}).get("automaticActivityDetection")
+        self.manual = bool(isinstance(detection, Mapping) and detection.get("disabled"))
+        session: Json = {
+            "voice": voice,
+            "turn_detection": {"type": None} if self.manual else {"type": "server_vad"},
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": GEMINI_INPUT_RATE}},
+                "output": {"format": {"type": "audio/pcm", "rate": GEMINI_OUTPUT_RATE}},
+            },
+        }
+        instruction = setup.get("systemInstruction")
+        if isinstance(instruction, Mapping):
+            session["instructions"] = "".join(
+                str(p.get("text", "")) for p in instruction.get("parts") or []
+            )
+        tools = [
+            {"type": "function", **fn}
+            for tool in setup.get("tools") or []
+            for fn in tool.get("functionDeclarations") or []
+        ]
+        if tools:
+            session["tools"] = tools
+        return session
+
+    def outgoing(self, message: str) -> list[str]:
+        ev = json.loads(message)
+        kind = ev.get("type")
+        out: list[Json] = []
+        if kind == "session.updated":
+            if self.set_up and not self.setup_answered:
+                self.setup_answered = True
+                out.append({"setupComplete": {}})
+        elif kind == "response.created":
+            self.responding = True
+        elif kind in ("response.output_audio.delta", "response.audio.delta"):
+            mime = f"audio/pcm;rate={GEMINI_OUTPUT_RATE}"
+            part = {"inlineData": {"mimeType": mime, "data": ev.get("delta", "")}}
+            out.append({"serverContent": {"modelTurn": {"parts": [part]}}})
+        elif kind in ("response.output_audio_transcript.delta", "response.audio_transcript.delta"):
+            out.append({"serverContent": {"outputTranscription": {"text": ev.get("delta", "")}}})
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            text = str(ev.get("transcript", ""))
+            out.append({"serverContent": {"inputTranscription": {"text": text}}})
+        elif kind == "response.function_call_arguments.done":
+            cid = str(ev.get("call_id"))
+            self.calls[cid] = str(ev.get("name"))
+            args = json.loads(ev.get("arguments") or "{}")
+            call = {"id": cid, "name": self.calls[cid], "args": args}
+            out.append({"toolCall": {"functionCalls": [call]}})
+        elif kind == "error" and (ev.get("error") or {}).get("code") == "session_expired":
+            out.append({"goAway": {"timeLeft": "0s"}})  # the connection closes next
+        elif kind == "input_audio_buffer.speech_started" and self.responding:
+            out.append({"serverContent": {"interrupted": True}})
+        elif kind == "response.done":
+            self.responding = False
+            status = (ev.get("response") or {}).get("status")
+            calls = [
+                o
+                for o in (ev.get("response") or {}).get("output") or []
+                if o.get("type") == "function_call"
+            ]
+            if status == "completed" and not calls:
+                out.append({"serverContent": {"generationComplete": True}})
+                out.append({"serverContent": {"turnComplete": True}})
+        return [_dumps(m) for m in out]

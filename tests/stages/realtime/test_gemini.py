@@ -1,0 +1,375 @@
+"""Gemini Live (``provider: gemini``): its settings, the two bridges between its messages and
+Realtime events, the emulator's Gemini route driven by Google's own ``google-genai`` Live client
+(over TLS, which that client insists on), and pipelines on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline import VirtualClock
+from pipeline.config import load
+from pipeline.errors import FormatError
+from stages.realtime.emulator import EmulatorConfig, ToolCallScript, run_emulator
+from stages.realtime.settings import resolve_settings
+from stages.realtime.wire.gemini import (
+    GEMINI_PATH,
+    GEMINI_URL,
+    GeminiClientBridge,
+    GeminiServerBridge,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL = "gemini-2.5-flash-native-audio-preview-09-2025"
+
+
+def test_gemini_resolves_to_its_url_key_and_rates() -> None:
+    s = resolve_settings({"provider": "gemini", "input_rate": 16000, "output_rate": 24000})
+    assert (s.provider, s.dialect, s.api_key_env) == ("gemini", "gemini", "GEMINI_API_KEY")
+    assert s.url == GEMINI_URL  # the model goes in setup, not in the URL
+    assert s.session.model == MODEL and s.session.voice == "Puck"
+    with pytest.raises(FormatError) as err:
+        resolve_settings({"provider": "gemini", "input_rate": 24000, "output_rate": 24000})
+    assert "Gemini Live's input is pcm16 16000 Hz" in err.value.message
+    assert "input_rate: 16000" in err.value.fix
+
+
+def msgs(out: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in out]
+
+
+def test_client_bridge_setup_audio_turns_and_tools() -> None:
+    b = GeminiClientBridge(MODEL)
+    update = {
+        "type": "session.update",
+        "session": {
+            "instructions": "Be brief.",
+            "voice": "Kore",
+            "turn_detection": {"type": None},
+            "tools": [{"type": "function", "name": "get_time", "parameters": {"type": "object"}}],
+        },
+    }
+    send, back = b.outgoing(json.dumps(update))
+    (setup,) = msgs(send)
+    assert setup == {
+        "setup": {
+            "model": f"models/{MODEL}",
+            "generationConfig": {
+                "responseModalities": ["AUDIO"],
+                "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}},
+            },
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "tools": [{"functionDeclarations": [
+                {"name": "get_time", "parameters": {"type": "object"}}
+            ]}],
+            "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+        }
+    }  # fmt: skip
+    assert back == []
+    assert msgs(b.incoming('{"setupComplete": {}}'))[0]["type"] == "session.updated"
+    # a later update cannot change a Gemini session: answered here
+    send, back = b.outgoing(json.dumps({"type": "session.update", "session": {}}))
+    assert send == [] and msgs(back)[0]["type"] == "session.updated"
+    send, _ = b.outgoing(json.dumps({"type": "input_audio_buffer.append", "audio": "AAA="}))
+    assert msgs(send) == [
+        {"realtimeInput": {"activityStart": {}}},
+        {"realtimeInput": {"audio": {"data": "AAA=", "mimeType": "audio/pcm;rate=16000"}}},
+    ]
+    send, back = b.outgoing(json.dumps({"type": "input_audio_buffer.commit"}))
+    assert msgs(send) == [{"realtimeInput": {"activityEnd": {}}}]
+    assert msgs(back)[0]["type"] == "input_audio_buffer.committed"
+    assert b.outgoing(json.dumps({"type": "response.create"})) == ([], [])
+    # the model's turn
+    audio = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "AQI="}}
+    got = msgs(b.incoming(json.dumps({"serverContent": {"inputTranscription": {"text": "hi"}}})))
+    assert got == []
+    got = msgs(b.incoming(json.dumps({"serverContent": {"modelTurn": {"parts": [audio]}}})))
+    assert [g["type"] for g in got] == [
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_audio.delta",
+    ]
+    assert got[0]["transcript"] == "hi" and got[2]["delta"] == "AQI="
+    got = msgs(b.incoming(json.dumps({"serverContent": {"outputTranscription": {"text": "Hey"}}})))
+    assert got[0]["type"] == "response.output_audio_transcript.delta"
+    got = msgs(b.incoming(json.dumps({"serverContent": {"turnComplete": True}})))
+    assert [g["type"] for g in got] == ["response.output_audio_transcript.done", "response.done"]
+    assert got[0]["transcript"] == "Hey" and got[1]["response"]["status"] == "completed"
+    # a tool call and its answer
+    call = {
+        "toolCall": {"functionCalls": [{"id": "c1", "name": "get_time", "args": {"city": "Oslo"}}]}
+    }
+    got = msgs(b.incoming(json.dumps(call)))
+    assert [g["type"] for g in got] == [
+        "response.created", "response.function_call_arguments.done", "response.done",
+    ]  # fmt: skip
+    assert got[1]["call_id"] == "c1" and json.loads(got[1]["arguments"]) == {"city": "Oslo"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": '{"time": "12:00"}'}
+    send, _ = b.outgoing(json.dumps({"type": "conversation.item.create", "item": output}))
+    assert msgs(send) == [
+        {"toolResponse": {"functionResponses": [
+            {"id": "c1", "name": "get_time", "response": {"time": "12:00"}}
+        ]}}
+    ]  # fmt: skip
+
+
+def test_interrupted_becomes_speech_started_and_a_cancelled_response_at_once() -> None:
+    b = GeminiClientBridge(MODEL)
+    audio = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "AQI="}}
+    b.incoming(json.dumps({"serverContent": {"modelTurn": {"parts": [audio]}}}))
+    got = msgs(b.incoming(json.dumps({"serverContent": {"interrupted": True}})))
+    assert [g["type"] for g in got] == ["input_audio_buffer.speech_started", "response.done"]
+    assert got[1]["response"]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ({"realtimeInput": {"audio": {}}}, "the first message must be setup"),
+        ({"setup": {}}, "setup.model is required"),
+        ({"setup": {"model": "m", "temperature": 1}}, "Unknown name 'temperature' at 'setup'"),
+        ({"bogus": {}}, "Unknown name 'bogus'"),
+    ],
+)
+def test_the_emulator_side_refuses_what_gemini_refuses(message: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        GeminiServerBridge().incoming(json.dumps(message))
+
+
+def test_the_emulator_side_takes_proto_field_names_too() -> None:
+    b = GeminiServerBridge()
+    setup = {"setup": {"model": "m", "generation_config": {"speech_config": {
+        "voice_config": {"prebuilt_voice_config": {"voice_name": "Kore"}}}}}}  # fmt: skip
+    (update,) = msgs(b.incoming(json.dumps(setup)))
+    assert update["session"]["voice"] == "Kore"
+    (append,) = msgs(
+        b.incoming(
+            json.dumps({"realtime_input": {"audio": {"data": "AA==", "mime_type": "audio/pcm"}}})
+        )
+    )
+    assert append == {"type": "input_audio_buffer.append", "audio": "AA=="}
+
+
+genai = pytest.importorskip("google.genai", reason="google-genai is a dev dependency")
+pytest.importorskip("cryptography", reason="the TLS test certificate needs cryptography")
+
+
+def tone(rate: int, ms: int) -> bytes:
+    t = np.arange(rate * ms // 1000) / rate
+    return np.round(0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+
+def test_google_genai_live_client_holds_a_turn_and_a_tool_call_with_the_emulator(
+    tmp_path: Path,
+) -> None:
+    from google.genai import types
+
+    from tests.tlsutil import loopback_tls
+
+    server_tls, client_tls = loopback_tls(tmp_path)
+    cfg = EmulatorConfig(
+        transcripts=("what time is it",),
+        reply_text="It is noon.",
+        tool_calls=(ToolCallScript(turn=1, name="get_time", arguments={"city": "Oslo"}),),
+    )
+
+    async def go() -> None:
+        async with run_emulator(cfg, ssl=server_tls) as emu:
+            client = genai.Client(
+                api_key="gemini-key-test",
+                http_options=types.HttpOptions(
+                    base_url=f"https://127.0.0.1:{emu.port}",
+                    api_version="v1beta",
+                    async_client_args={"ssl": client_tls},
+                ),
+            )
+            config = types.LiveConnectConfig(
+                response_modalities=["AUDIO"],
+                system_instruction="Be brief.",
+                speech_config=types.SpeechConfig(
+                    voice_config=types.VoiceConfig(
+                        prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Kore")
+                    )
+                ),
+                tools=[
+                    types.Tool(
+                        function_declarations=[
+                            types.FunctionDeclaration(
+                                name="get_time",
+                                description="The time in a city",
+                                parameters={
+                                    "type": "object",
+                                    "properties": {"city": {"type": "string"}},
+                                },
+                            )
+                        ]
+                    )
+                ],
+                input_audio_transcription=types.AudioTranscriptionConfig(),
+                output_audio_transcription=types.AudioTranscriptionConfig(),
+                realtime_input_config=types.RealtimeInputConfig(
+                    automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)
+                ),
+            )
+            async with client.aio.live.connect(model=MODEL, config=config) as live:
+                await live.send_realtime_input(activity_start=types.ActivityStart())
+                await live.send_realtime_input(
+                    audio=types.Blob(data=tone(16000, 400), mime_type="audio/pcm;rate=16000")
+                )
+                await live.send_realtime_input(activity_end=types.ActivityEnd())
+                heard, audio, said, calls = "", b"", "", []
+                async with asyncio.timeout(10):
+                    async for msg in live.receive():
+                        if msg.tool_call:
+                            calls += msg.tool_call.function_calls
+                            await live.send_tool_response(
+                                function_responses=[
+                                    types.FunctionResponse(
+                                        id=c.id, name=c.name, response={"time": "12:00"}
+                                    )
+                                    for c in msg.tool_call.function_calls
+                                ]
+                            )
+                        sc = msg.server_content
+                        if sc is None:
+                            continue
+                        if sc.input_transcription and sc.input_transcription.text:
+                            heard += sc.input_transcription.text
+                        if sc.output_transcription and sc.output_transcription.text:
+                            said += sc.output_transcription.text
+                        for part in sc.model_turn.parts if sc.model_turn else []:
+                            assert part.inline_data.mime_type == "audio/pcm;rate=24000"
+                            audio += part.inline_data.data
+                        if sc.turn_complete:
+                            break
+            assert heard == "what time is it"
+            assert [(c.name, c.args) for c in calls] == [("get_time", {"city": "Oslo"})]
+            assert said == 'get_time says: {"time": "12:00"}'  # the result reached the model
+            assert len(audio) == 400 * 48  # the 400 ms utterance echoed at 24 kHz pcm16
+            (conn,) = emu.connections
+            assert conn.dialect == "gemini" and conn.path == GEMINI_PATH
+            assert conn.headers["x-goog-api-key"] == "gemini-key-test"
+            kinds = [e["type"] for e in conn.received]
+            assert kinds[0] == "session.update" and "input_audio_buffer.commit" in kinds
+            outputs = [e["item"] for e in conn.received if e["type"] == "conversation.item.create"]
+            assert outputs == [
+                {
+                    "type": "function_call_output",
+                    "call_id": calls[0].id,
+                    "output": '{"time": "12:00"}',
+                }
+            ]
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_the_emulator_closes_a_gemini_connection_without_a_key() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def go() -> None:
+        async with run_emulator(EmulatorConfig()) as emu:
+            url = f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}"
+            async with connect(url) as ws:
+                with pytest.raises(ConnectionClosed) as err:
+                    await ws.recv()
+            assert err.value.rcvd is not None and err.value.rcvd.code == 1008
+            assert "unregistered callers" in err.value.rcvd.reason
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_a_gemini_pipeline_runs_against_the_emulator_with_a_tool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-pipeline")
+    cfg = EmulatorConfig(
+        reply="echo",
+        tool_calls=(ToolCallScript(turn=1, name="get_time", arguments={"city": "Tokyo"}),),
+    )
+
+    async def go() -> Any:
+        clock = VirtualClock()
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+            p = load(
+                ROOT / "pipelines.yaml",
+                "gemini",
+                overrides=[
+                    f"agent.url=ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+                    f"reply.path={tmp_path / 'reply.wav'}",
+                    f"log.path={tmp_path / 'events.jsonl'}",
+                ],
+            )
+            await p.run_async(clock=clock)
+            return emu.connections[0]
+
+    conn = asyncio.run(go())
+    assert conn.dialect == "gemini" and conn.headers["x-goog-api-key"] == "gemini-key-pipeline"
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    results = [e for e in events if e["type"] == "tool_result"]
+    assert results and not results[0]["is_error"] and "Tokyo" in results[0]["output"]
+    outputs = [e["item"] for e in conn.received if e["type"] == "conversation.item.create"]
+    assert outputs and outputs[0]["type"] == "function_call_output"
+    info = sf.info(tmp_path / "reply.wav")
+    assert info.samplerate == 8000 and info.frames > 8000
+
+
+def test_a_gemini_call_outliving_the_session_goes_on_with_the_conversation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections.abc import AsyncIterator
+
+    from pipeline.frames import Frame, Text, Transcript
+    from pipeline.spec import spec_for
+    from pipeline.testing import make_context, run_stage_async
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = VirtualClock()
+    cfg = EmulatorConfig(max_session_s=30, reply_text="You said: {user}")
+
+    async def go() -> tuple[list[Frame], Any]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+
+            async def caller() -> AsyncIterator[Frame]:
+                await clock.sleep(1.0)
+                yield Text("my order is A123")
+                # silence past the limit, in steps of the clock, so that no deadline is skipped:
+                # Gemini says goAway at 30 s and closes
+                for _ in range(35):
+                    await clock.sleep(1.0)
+                yield Text("where is it?")
+                await clock.sleep(5.0)
+
+            ctx = make_context(spec_for("realtime_session"), clock=clock, id="agent")
+            out = await run_stage_async(
+                "realtime_session", caller(), ctx=ctx, provider="gemini",
+                url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+                input_rate=16000, output_rate=24000, turn_detection="none",
+            )  # fmt: skip
+            return out, emu
+
+    out, emu = asyncio.run(go())
+    assert len(emu.connections) == 2
+    first, second = emu.connections
+    assert any(e.get("error", {}).get("code") == "session_expired" for e in first.sent)
+    kinds = [e["type"] for e in second.received]
+    # the conversation so far, as context (no response asked for it), then the new turn
+    assert kinds[:5] == [
+        "session.update",
+        "conversation.item.create",
+        "conversation.item.create",
+        "conversation.item.create",
+        "response.create",
+    ]
+    texts = [e["item"]["content"][0]["text"] for e in second.received if "item" in e]
+    assert texts == ["my order is A123", "You said: my order is A123", "where is it?"]
+    said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
+    assert said == ["You said: my order is A123", "You said: where is it?"]
