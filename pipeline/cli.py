@@ -306,16 +306,18 @@ async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
-    log.info("pipeline starting", pipeline=p.name, stages=len(p.stages))
-    for warning in p.warnings:  # found before running; the run goes on
-        log.warning(str(warning))
     try:
-        try:
-            with stop_signals(drain, runner.cancel):
+        # the handlers are in place before "pipeline starting" is logged: a Ctrl-C right
+        # after that line drains like any other
+        with stop_signals(drain, runner.cancel):
+            log.info("pipeline starting", pipeline=p.name, stages=len(p.stages))
+            for warning in p.warnings:  # found before running; the run goes on
+                log.warning(str(warning))
+            try:
                 summary = await runner.run()
-        finally:
-            if live is not None:
-                live.stop()
+            finally:
+                if live is not None:
+                    live.stop()
     except PipelineError as exc:
         failed = runner.summary()
         console.print(summary_table(failed))  # a failed run has a summary too

@@ -1,11 +1,14 @@
-"""Running a checked pipeline.
+"""Running a checked pipeline: a :class:`Runner` runs one :class:`~pipeline.plan.Plan` once.
+
+The plan is immutable and shared: a runner keeps everything a run changes (contexts, channels,
+inboxes, counters, the bus) to itself, so any number of runners run one plan at the same time.
 
 Theory of operation
 -------------------
-The graph is cut into *segments*: maximal linear runs of stages joined by plain links (one
-producer, one consumer, no link options, not a feedback link). A segment runs as one task in which
-each stage iterates the previous stage's generator directly: a hop costs a generator step, not a
-queue and a task switch. Every other link is a bounded :class:`~pipeline.channels.Channel`; the
+``check()`` has cut the graph into *segments*: maximal linear runs of stages joined by plain links
+(one producer, one consumer, no link options, not a feedback link). A segment runs as one task in
+which each stage iterates the previous stage's generator directly: a hop costs a generator step, not
+a queue and a task switch. Every other link is a bounded :class:`~pipeline.channels.Channel`; the
 first stage of a segment reads its links through an :class:`~pipeline.channels.Inbox`, and the last
 one's frames are fanned out to its links, each getting only the frame types its destination takes.
 

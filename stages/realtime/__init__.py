@@ -1,7 +1,8 @@
 """The realtime session stage (``realtime_session``) and its protocol emulator.
 
-``protocol`` is the sans-I/O core shared by the client stage (``session``) and the emulator
-(``emulator``); importing this package registers the stage.
+``wire`` holds one codec per dialect (names, formats, the typed session and events both ways),
+shared by the client side (``protocol``, the sans-I/O core, pumped by the ``session`` stage) and
+the server side (``emulator``); importing this package registers the stage.
 """
 
 from __future__ import annotations

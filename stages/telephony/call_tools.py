@@ -30,7 +30,7 @@ import structlog
 from stages.tools import current_tool_call
 
 from .control import CallControl, current_control
-from .rest import TwilioRestError
+from .rest import TwilioRest, TwilioRestError
 from .twilio import TwilioCall, current_call
 from .twiml import DIGITS_RE, TwimlError, dial, play_digits
 
@@ -85,7 +85,7 @@ async def end_call(reason: str = "") -> str:
         ended = await control.rest.hang_up(call.call_sid)
     except TwilioRestError as exc:
         log.error("end_call: hang-up refused", call_sid=call.call_sid, code=exc.code)
-        return f"the call could not be ended (Twilio error {exc.code}: {exc.message})"
+        return f"the call could not be ended (error {exc.code}: {exc.message})"
     control.outcome = "hung_up"
     log.info("call hung up by the agent", call_sid=call.call_sid, reason=reason, already=not ended)
     call.end()
@@ -103,6 +103,8 @@ async def transfer_call(destination: str, *, targets: dict[str, str]) -> str:
         targets: (set in the pipeline file) line name -> E.164 number or SIP URI
     """
     call, control = _call_and_control("transfer_call")
+    if not isinstance(control.rest, TwilioRest):
+        return "transfer_call is only available on Twilio calls; tell the caller you cannot"
     number = targets.get(destination)
     if number is None:
         names = ", ".join(sorted(targets)) or "none are configured"
@@ -135,6 +137,8 @@ async def send_dtmf(digits: str) -> str:
         digits: the keys to press: 0-9, * and #; w waits half a second
     """
     call, control = _call_and_control("send_dtmf")
+    if not isinstance(control.rest, TwilioRest):
+        return "send_dtmf is only available on Twilio calls; tell the caller you cannot"
     if not DIGITS_RE.match(digits):
         return f"digits {digits!r} are not valid: use 0-9, *, # and w (a half-second pause)"
     await _after_reply(call, "send_dtmf")

@@ -17,14 +17,21 @@ import contextvars
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pipeline.errors import PipelineError
 
-if TYPE_CHECKING:
-    from .rest import TwilioRest
 
-__all__ = ["CallControl", "Playback", "bind_control", "current_control"]
+class CallRest(Protocol):
+    """A carrier's REST client as the call tools use it (:class:`~.rest.TwilioRest`,
+    :class:`~.carriers.hangup.TelnyxRest`, :class:`~.carriers.hangup.PlivoRest`)."""
+
+    async def hang_up(self, call_id: str) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+__all__ = ["CallControl", "CallRest", "Playback", "bind_control", "current_control"]
 
 
 class Playback:
@@ -82,7 +89,7 @@ class CallControl:
     """How the call tools act on the call: the REST client (None: call control is off), the
     media stream URL and the ``<Parameter>``s to reconnect with after ``send_dtmf``."""
 
-    rest: TwilioRest | None
+    rest: CallRest | None
     stream_url: str = ""
     parameters: Mapping[str, str] = field(default_factory=dict)
     #: what the agent did to the call: "hung_up", "transferred", "redirected"
@@ -110,8 +117,8 @@ def current_control(tool: str) -> CallControl:
     control = _CONTROL.get()
     if control is None or control.rest is None:
         raise PipelineError(
-            f"{tool} is not available: call control needs 'pipeline serve' with Twilio "
-            "credentials (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN); tell the caller you cannot "
-            "do that"
+            f"{tool} is not available: call control needs 'pipeline serve' with the "
+            "carrier's credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, TELNYX_API_KEY, "
+            "or PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN); tell the caller you cannot do that"
         )
     return control

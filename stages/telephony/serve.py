@@ -87,9 +87,9 @@ from pipeline.workers import (
 )
 
 from .carriers.base import Carrier
-from .control import CallControl, bind_control
+from .carriers.hangup import rest_for
+from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
-from .rest import TwilioRest
 from .twilio import TwilioCall, bind_call
 from .webhook import TwilioWebhook, parse_parameters, twilio_setup
 
@@ -265,7 +265,7 @@ class CallServer:
         worker: WorkerLink | None = None,
         tracer: Any = None,
         webhook: TwilioWebhook | None = None,
-        rest: TwilioRest | None = None,
+        rest: CallRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
@@ -850,6 +850,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             parameters=params,
             environ=os.environ,
         )
+        other = carrier_of(p)()
+        if other is not None:  # Telnyx, Plivo...: their own hang-up credentials
+            rest = rest_for(other.name, os.environ)
     except ValueError as exc:
         log.error(str(exc))
         return 2

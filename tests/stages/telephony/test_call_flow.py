@@ -238,3 +238,41 @@ def test_unsigned_and_wrongly_signed_upgrades_start_nothing(
         assert "call started" not in out and TOKEN not in out
 
     asyncio.run(main())
+
+
+def test_answering_machine_verdict_reaches_the_live_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signed POST /amd for a streaming call is handed to that call: its source emits the
+    verdict as a system text, which the model answers (here: speaks)."""
+
+    async def main() -> None:
+        fake = FakeTwilio(ACCOUNT, TOKEN)
+        fake.add_call(CALL)
+        async with run_fake_twilio(fake), phone_server(fake) as server:
+            url = "wss://agent.example.com/media"
+            up_sig = RequestValidator(TOKEN).compute_signature(url, {})
+            ws = await connect(
+                server.url + "/media", additional_headers={"X-Twilio-Signature": up_sig}
+            )
+            caller = Caller(ws)
+            reader = asyncio.create_task(caller.read())
+            await caller.send(Connected())
+            await caller.send(Start(STREAM, CALL, ACCOUNT, sequence_number=1))
+            async with asyncio.timeout(20):
+                await server.wait_active(1)
+                while CALL not in server._by_call_sid:
+                    await asyncio.sleep(0)  # the call registers once 'start' is read
+                assert caller.marks == []  # nothing said yet
+                form = [("CallSid", CALL), ("AnsweredBy", "machine_end_beep")]
+                sig = RequestValidator(TOKEN).compute_signature(PUBLIC + "/amd", dict(form))
+                status, _ = await post(server.port, "/amd", form, sig)
+                assert status == 204
+                caller.got_mark.clear()
+                await caller.got_mark.wait()  # the model answered the verdict
+            await ws.close()
+            await reader
+        out = capsys.readouterr().out
+        assert "delivered=True" in out and "answered_by=machine_end_beep" in out
+
+    asyncio.run(main())

@@ -151,3 +151,38 @@ def test_recorder_passes_the_conformance_checks(tmp_path: Path) -> None:
         assert check_stage("call_recorder", frames, path=str(tmp_path / "r.wav")) == []
     data, rate = sf.read(tmp_path / "r.wav", dtype="int16")
     assert rate == 8000 and data.shape == (800, 2)
+
+
+def test_recording_a_16_khz_vonage_call(tmp_path: Path) -> None:
+    """The recorder writes at the stream's rate: a Vonage call (pcm16 16 kHz, binary frames)
+    echoed back is in both channels, the agent 20 ms behind where each frame arrived."""
+    from benchmarks.carriersim import run_carrier_call
+    from pipeline.frames import AudioFormat
+
+    out = tmp_path / "vonage.wav"
+    params = {"carrier": "vonage", "encoding": "pcm16", "rate": 16000}
+    p = Pipeline("rec16")
+    p.add("caller", "phone_source", **params)
+    p.add("phone", "phone_sink", **params)
+    p.add("rec", "call_recorder", path=str(out))
+    p.link("caller", "phone")
+    p.link("caller", "rec")
+    fmt = AudioFormat("pcm16", 16000)
+    sent = (np.arange(3200, dtype="<i2") * 7).tobytes()  # 200 ms
+
+    async def main() -> None:
+        async with run_server(p) as server:
+            rec = await run_carrier_call(server.url + "/media", "vonage", fmt, sent)
+        assert rec.errors == [] and bytes(rec.received_audio) == sent
+
+    asyncio.run(main())
+    data, rate = sf.read(out, dtype="int16")
+    caller = np.frombuffer(sent, "<i2")
+    assert rate == 16000 and data.shape[1] == 2
+    assert np.array_equal(data[:3200, 0], caller)
+    # each echoed 20 ms frame was sent once that frame had arrived, so it plays after it (right
+    # after, unless the machine was slow: then later, never earlier), in order, every sample
+    right = data[:, 1]
+    blocks = [right[i : i + 320] for i in range(0, len(right) - len(right) % 320, 320)]
+    assert not blocks[0].any()
+    assert np.array_equal(np.concatenate([b for b in blocks if b.any()]), caller)
