@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.frames import AudioFormat
 from stages.realtime import protocol as p
@@ -213,3 +215,28 @@ def test_a_dialect_is_one_codec_plus_a_registry_entry(monkeypatch: pytest.Monkey
     # both directions went through the codec's own shape
     assert all("envelope" in orjson.loads(m) for m in pair.to_server)
     assert {e["type"] for e in pair.to_client} == {"envelope"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 2400), min_size=1, max_size=8))
+def test_server_vad_does_not_depend_on_how_the_audio_is_cut(sizes: list[int]) -> None:
+    """The same audio in appends of any sizes (whole samples) gives the same turns."""
+    silence_200ms, silence_1s = bytes(24000 * 2 // 5), bytes(24000 * 2)
+    pcm = (silence_200ms + tone(24000, 600) + silence_1s) * 2
+
+    def turns(cuts: list[int]) -> list[int]:
+        client = manual("openai", turn_detection=TurnDetection("server_vad", 0.5, 100, 300))
+        pair = ConnectionPair(client, EmulatorConfig(reply="tone", tone_ms=100))
+        pair.connect()
+        at, i = 0, 0
+        while at < len(pcm):
+            n = 2 * cuts[i % len(cuts)]
+            pair.client.append_audio(pcm[at : at + n])
+            at, i = at + n, i + 1
+        pair.exchange()
+        starts = [e.audio_start_ms for e in of(pair.events, p.SpeechStartedEvent)]
+        stops = [e.audio_end_ms for e in of(pair.events, p.SpeechStoppedEvent)]
+        return starts + stops
+
+    # speech 200-800 ms and 2000-2600 ms; 100 ms prefix padding, 300 ms of silence to stop
+    assert turns(sizes) == turns([4800]) == [100, 1900, 1100, 2900]
