@@ -34,6 +34,7 @@ from rich.live import Live
 
 from .errors import ConfigError, PipelineError, Problem, UnknownStageType
 from .plan import Plan
+from .progress import ProgressLog
 from .report import (
     dot,
     live_table,
@@ -279,7 +280,9 @@ def cmd_graph(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    plan = _load(args).validate()
+    pipeline = _load(args)
+    plan = pipeline.validate()
+    pipeline.preflight(plan)  # a missing key: exit 2 now, before any stage or file is opened
     return asyncio.run(_run(plan, args, console))
 
 
@@ -306,6 +309,8 @@ async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
         live = Live(live_table(runner), console=console, refresh_per_second=4, transient=True)
         live.start()
         runner.on_tick = lambda r: live.update(live_table(r)) if live else None
+    else:  # no terminal (a CI log, a file): a progress line every few seconds instead
+        runner.on_tick = ProgressLog(log, runner.clock)
     try:
         # the handlers are in place before "pipeline starting" is logged: a Ctrl-C right
         # after that line drains like any other

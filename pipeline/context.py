@@ -72,6 +72,9 @@ class StageContext:
     reports: dict[str, Any] = field(default_factory=dict)
     #: figures for whoever runs the pipeline (``pipeline serve``: Prometheus); pipeline.metrics
     metrics: StageMetrics = field(default_factory=StageMetrics)
+    #: a source sets the media seconds it will emit when it knows them (a file): the live view
+    #: and the progress log then show percent done and time left
+    media_total_s: float | None = None
     #: set when every forward (non-feedback) input link has ended. A stage inside a cycle
     #: (``cycle_aware=True``) keeps receiving feedback frames after that; it finishes what it
     #: owes, then returns, which ends the feedback path in turn

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channels import OVERFLOW_POLICIES, Overflow
 from .context import Peer
-from .errors import FormatError, Problem, UnknownStageType
+from .errors import ConfigError, FormatError, Problem, UnknownStageType
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
 from .spec import CheckWarning, StageSpec, spec_for
@@ -187,6 +187,18 @@ class Pipeline:
         """The plan, or ConfigError with every problem."""
         return self.check().runnable()
 
+    def preflight(self, plan: Plan) -> None:
+        """Raise ConfigError with what a run of ``plan`` will need and the machine lacks (each
+        stage's ``preflight``: an API key in the environment, ...), before anything starts."""
+        problems: list[Problem] = []
+        for sid, st in plan.stages.items():
+            if st.spec.preflight is None:
+                continue
+            for name, message in st.spec.preflight(st.values, plan.base_dir):
+                problems.append(self._param_p(self.nodes[sid], name, message, ""))
+        if problems:
+            raise ConfigError(problems)
+
     def live_links(self) -> list[Link]:
         """Links whose two ends exist."""
         return [lk for lk in self.links if lk.src in self.nodes and lk.dst in self.nodes]
@@ -330,6 +342,8 @@ class _Checker:
     def _check_params(self) -> list[Problem]:
         out: list[Problem] = []
         writers: dict[Path, str] = {}  # output file -> the stage that writes it
+        stdin_reader = ""  # the stage reading standard input, if any
+        stdout_writer = ""  # the stage writing standard output, if any
         for node in self.p.nodes.values():
             spec = node.spec
             if spec is None:
@@ -338,7 +352,7 @@ class _Checker:
             for name, p in spec.params.items():
                 if p.path_role and name in raw and isinstance(raw[name], str | Path):
                     value = str(raw[name])
-                    if not (p.path_role == "output" and value == "-"):
+                    if value != "-":  # standard input or output
                         raw[name] = self.p.base_dir / Path(value).expanduser()
             values, param_problems = spec.validate(raw)
             for name, message in param_problems:
@@ -357,7 +371,19 @@ class _Checker:
                     out.append(self.p._param_p(node, *found, ""))
             for name, p in spec.params.items():
                 v = values.get(name)
-                if p.path_role == "input" and isinstance(v, Path) and not v.exists():
+                if p.path_role == "input" and str(v) == "-":
+                    if stdin_reader:
+                        self.ok[node.id] = False
+                        out.append(
+                            self.p._param_p(
+                                node,
+                                name,
+                                f"stage '{stdin_reader}' reads standard input ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdin_reader = node.id
+                elif p.path_role == "input" and isinstance(v, Path) and not v.exists():
                     self.ok[node.id] = False
                     out.append(
                         self.p._param_p(
@@ -368,7 +394,19 @@ class _Checker:
                             "check the path (relative paths start at the YAML file's folder)",
                         )
                     )
-                if p.path_role == "output" and isinstance(v, Path) and str(v) != "-":
+                if p.path_role == "output" and str(v) == "-":
+                    if stdout_writer:
+                        self.ok[node.id] = False
+                        out.append(
+                            self.p._param_p(
+                                node,
+                                name,
+                                f"stage '{stdout_writer}' writes standard output ('-') too",
+                                "give one of them a file",
+                            )
+                        )
+                    stdout_writer = node.id
+                elif p.path_role == "output" and isinstance(v, Path):
                     problem = _output_problem(v, node.raw_params.get(name), writers, node.id)
                     if problem:
                         self.ok[node.id] = False

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -137,7 +138,15 @@ def _clip(text: str, n: int = 90) -> str:
 
 def live_table(r: Runner) -> Table:
     """The live view: per stage frames in/out, per link depth and drops."""
-    t = Table(title=f"running '{r.plan.name}'", title_justify="left")
+    from .progress import of_runner
+
+    progress = of_runner(r, time.perf_counter() - r.started_at) if r.started_at else None
+    t = Table(
+        title=f"running '{r.plan.name}'",
+        title_justify="left",
+        caption=progress.text() if progress is not None else None,
+        caption_justify="left",
+    )
     for col in ("stage", "in", "out", "", "link", "depth", "peak", "dropped"):
         t.add_column(col)
     stages = list(r.stats.values())

@@ -500,6 +500,7 @@ class Runner:
         plan = self.plan
         gens: list[AsyncIterator[Frame]] = []
         inputs: list[_Input] = []
+        ended = False
         try:
             upstream: AsyncIterator[Frame] | None = None
             up_input: _Input | None = None
@@ -543,11 +544,17 @@ class Runner:
                 upstream, up_input, up_stats = gen, inp, stats
             assert upstream is not None and up_stats is not None
             await self._pump(seg, upstream, up_input, up_stats)
+            ended = True
         finally:
             if seg.inbox is not None:
                 seg.inbox.close()
-            for ch in (c for _, c in seg.out_links):
-                ch.close()
+            if ended:
+                # Only a segment that ended closes its links. One that failed leaves them open:
+                # the run is failing and the stages behind them are cancelled, not told their
+                # input ended (a sink would then take it for a finished run and, say, write
+                # an empty file for a session that never started).
+                for ch in (c for _, c in seg.out_links):
+                    ch.close()
             for sid, gen in reversed(list(zip(seg.plan.stages, gens, strict=False))):
                 aclose = getattr(gen, "aclose", None)
                 if aclose is not None:

@@ -112,7 +112,7 @@ class _PathRole:
 
 
 #: A parameter naming a file the stage reads: resolved against the YAML file's folder and
-#: checked to exist before running.
+#: checked to exist before running (``-`` is kept as is: standard input).
 InputPath = Annotated[Path, _PathRole("input")]
 #: A parameter naming a file the stage writes (``-`` is kept as is: standard output).
 OutputPath = Annotated[Path, _PathRole("output")]
@@ -134,6 +134,11 @@ class CheckWarning:
 #: parameters before running; each problem says what is wrong and the fix, and the validator
 #: locates it at ``param`` in the file ("" for the stage itself).
 CheckFn = Callable[[Mapping[str, Any], Path], Sequence[tuple[str, str] | CheckWarning]]
+#: ``preflight(values, base_dir) -> [(param, problem)]``: what a run will need from the machine
+#: as it starts (an API key in the environment, a model file): checked by ``pipeline run`` and
+#: ``pipeline serve`` before any stage starts (exit 2), not by ``pipeline validate``, so a file
+#: can be checked on a machine without the keys.
+PreflightFn = Callable[[Mapping[str, Any], Path], Sequence[tuple[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +242,7 @@ class StageSpec:
     output_format: FormatFn | None
     cycle_aware: bool = False
     check: CheckFn | None = None
+    preflight: PreflightFn | None = None
     kind: Literal["generator", "map"] = "generator"
     model: type[pydantic.BaseModel] = field(default=pydantic.BaseModel, repr=False)
     #: bus topics it publishes / subscribes to
@@ -328,6 +334,7 @@ def stage(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    preflight: PreflightFn | None = None,
     publishes: Iterable[Topic[Any]] = (),
     subscribes: Iterable[Topic[Any]] = (),
     provides: Mapping[Interface[Any], ProvideFn] | None = None,
@@ -354,6 +361,7 @@ def stage(
             output_format=output_format,
             cycle_aware=cycle_aware,
             check=check,
+            preflight=preflight,
             publishes=tuple(publishes),
             subscribes=tuple(subscribes),
             provides=provides,
@@ -379,6 +387,7 @@ def make_spec(
     output_format: FormatFn | None = None,
     cycle_aware: bool = False,
     check: CheckFn | None = None,
+    preflight: PreflightFn | None = None,
     publishes: tuple[Topic[Any], ...] = (),
     subscribes: tuple[Topic[Any], ...] = (),
     provides: Mapping[Interface[Any], ProvideFn] | None = None,
@@ -432,6 +441,7 @@ def make_spec(
         output_format=output_format,
         cycle_aware=cycle_aware,
         check=check,
+        preflight=preflight,
         kind="generator" if is_gen else "map",
         model=model,
         publishes=publishes,

@@ -12,7 +12,9 @@ The sample generation is plain synchronous code (:class:`SignalGenerator`); WAV 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +23,15 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.context import StageContext
-from pipeline.errors import StageError
+from pipeline.errors import InputError, StageError
 from pipeline.frames import Audio, AudioFormat, Encoding, Frame
 from pipeline.spec import InputPath, stage
 
 from . import g711
-from .wavfile import WavReader, read_header
+from .wavfile import WavReader, WavStreamReader, read_header
+
+#: ``path: "-"``: standard input
+STDIN = "-"
 
 __all__ = ["SignalGenerator", "frame_samples", "signal_source", "wav_source"]
 
@@ -69,13 +74,18 @@ def _raise_first(ctx: StageContext, problems: list[tuple[str, str]]) -> None:
 
 def _check_wav_source(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """Bad numbers are found by ``pipeline validate`` (exit 2), not once the run has started."""
-    return _frame_ms_problems(values)
+    out = _frame_ms_problems(values)
+    if str(values.get("path")) == STDIN and values.get("loop"):
+        out.append(("loop", "loop: true cannot rewind standard input ('-'); remove loop"))
+    return out
 
 
 # ---------------------------------------------------------------------------- wav_source
 
 
 def _wav_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioFormat | None:
+    if str(params["path"]) == STDIN:
+        return None  # known once the stream's header arrives, as the run starts
     return read_header(params["path"]).format
 
 
@@ -94,17 +104,23 @@ async def wav_source(
     8-bit, 24/32-bit, float and multi-channel files come out as pcm16 mono (see docs/audio-io.md).
 
     Parameters:
-        path: the WAV file to read
+        path: the WAV file to read, or - for a WAV stream on standard input
         pace: realtime (one frame per frame_ms on the clock) or fast (as fast as taken)
         frame_ms: milliseconds of audio per frame
         loop: start over at the end of the file (forever, until the run stops)
     """
-    _raise_first(ctx, _frame_ms_problems({"frame_ms": frame_ms}))
+    _raise_first(ctx, _check_wav_source({"frame_ms": frame_ms, "path": path, "loop": loop}, Path()))
+    if str(path) == STDIN:
+        async for frame in _wav_stream(pace, frame_ms, ctx):
+            yield frame
+        return
     with WavReader(path) as reader:
         fmt = reader.format
         n = frame_samples(fmt.rate, frame_ms)
         pacer = _Pacer(ctx, pace)
         index = 0  # sample index of the next frame, across loops
+        if not loop:
+            ctx.media_total_s = reader.header.duration
         if reader.header.conversion:
             ctx.log.info("wav_converted", path=str(path), rule=reader.header.conversion)
         while not ctx.stopping.is_set():
@@ -121,6 +137,35 @@ async def wav_source(
             frame = Audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
             index += frame.num_samples
             yield frame
+
+
+async def _wav_stream(pace: Pace, frame_ms: int, ctx: StageContext) -> AsyncIterator[Frame]:
+    """``wav_source`` on standard input: blocking reads run in a thread, so the event loop
+    goes on while the writer of the pipe (sox, ffmpeg) is slow or pauses."""
+    stdin = sys.stdin.buffer
+    try:
+        with ctx.waiting():
+            reader = await asyncio.to_thread(WavStreamReader, stdin)
+    except InputError as exc:
+        raise StageError(ctx.id, str(exc)) from None
+    fmt = reader.format
+    if reader.header.conversion:
+        ctx.log.info("wav_converted", path=STDIN, rule=reader.header.conversion)
+    n = frame_samples(fmt.rate, frame_ms)
+    pacer = _Pacer(ctx, pace)
+    index = 0
+    while not ctx.stopping.is_set():
+        with ctx.waiting():
+            data = await asyncio.to_thread(reader.read, n)
+        if not data:
+            break
+        pts = index / fmt.rate
+        await pacer.wait(pts)
+        if ctx.stopping.is_set():
+            break
+        frame = Audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
+        index += frame.num_samples
+        yield frame
 
 
 # ---------------------------------------------------------------------------- signal_source
@@ -233,6 +278,7 @@ async def signal_source(
     _raise_first(ctx, _check_signal_source(values | {"kind": kind, "freq": freq}, Path()))
     gen = SignalGenerator(kind, rate=rate, freq=freq, amplitude=amplitude, seed=seed)
     total = round(seconds * rate)
+    ctx.media_total_s = total / rate
     pacer = _Pacer(ctx, pace)
     for start, count in _blocks(total, frame_samples(rate, frame_ms)):
         if ctx.stopping.is_set():

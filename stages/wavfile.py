@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, Literal
@@ -61,7 +61,16 @@ from pipeline.frames import BYTES_PER_SAMPLE, AudioFormat
 
 from .g711 import ALAW_DECODE, ULAW_DECODE
 
-__all__ = ["WavHeader", "WavReader", "WavWriter", "read_header", "read_wav"]
+__all__ = [
+    "STREAM_DATA_SIZE",
+    "WavHeader",
+    "WavReader",
+    "WavStreamReader",
+    "WavStreamWriter",
+    "WavWriter",
+    "read_header",
+    "read_wav",
+]
 
 WAVE_FORMAT_PCM: Final = 0x0001
 WAVE_FORMAT_IEEE_FLOAT: Final = 0x0003
@@ -122,6 +131,8 @@ class WavHeader:
     bits: int
     block_align: int
     conversion: str = ""
+    #: read from a stream (standard input): ``num_frames`` and ``data_size`` are unknown (0)
+    streamed: bool = False
 
     @property
     def duration(self) -> float:
@@ -380,6 +391,28 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[WavHeader, bytes]:
 _WRITE_TAG: Final = {"pcm16": WAVE_FORMAT_PCM, "pcmu": WAVE_FORMAT_MULAW, "pcma": WAVE_FORMAT_ALAW}
 
 
+def _header_layout(format: AudioFormat) -> tuple[bytes, int | None, int]:
+    """An empty WAV's header for ``format``: the bytes (sizes zero), the offset of the ``fact``
+    sample count (None for PCM, which has no ``fact`` chunk) and that of the ``data`` size."""
+    block_align = BYTES_PER_SAMPLE[format.encoding] * format.channels
+    tag = _WRITE_TAG[format.encoding]
+    bits = 8 * BYTES_PER_SAMPLE[format.encoding]
+    fmt = struct.pack(
+        "<HHIIHH", tag, format.channels, format.rate, format.rate * block_align, block_align, bits
+    )
+    header = b"RIFF\0\0\0\0WAVE"
+    fact_at: int | None = None
+    if tag == WAVE_FORMAT_PCM:
+        header += b"fmt " + struct.pack("<I", 16) + fmt
+    else:
+        header += b"fmt " + struct.pack("<I", 18) + fmt + b"\0\0"
+        fact_at = len(header) + 8
+        header += b"fact" + struct.pack("<II", 4, 0)
+    data_size_at = len(header) + 4
+    header += b"data\0\0\0\0"
+    return header, fact_at, data_size_at
+
+
 class WavWriter:
     """Write a PCM16, μ-law or A-law WAV file whose header always matches the data on disk.
 
@@ -395,27 +428,7 @@ class WavWriter:
         self.block_align = BYTES_PER_SAMPLE[format.encoding] * format.channels
         self.data_bytes = 0
         self._pad = 0
-        tag = _WRITE_TAG[format.encoding]
-        bits = 8 * BYTES_PER_SAMPLE[format.encoding]
-        fmt = struct.pack(
-            "<HHIIHH",
-            tag,
-            format.channels,
-            format.rate,
-            format.rate * self.block_align,
-            self.block_align,
-            bits,
-        )
-        header = b"RIFF\0\0\0\0WAVE"
-        if tag == WAVE_FORMAT_PCM:
-            header += b"fmt " + struct.pack("<I", 16) + fmt
-            self._fact_at: int | None = None
-        else:
-            header += b"fmt " + struct.pack("<I", 18) + fmt + b"\0\0"
-            self._fact_at = len(header) + 8
-            header += b"fact" + struct.pack("<II", 4, 0)
-        self._data_size_at = len(header) + 4
-        header += b"data\0\0\0\0"
+        header, self._fact_at, self._data_size_at = _header_layout(format)
         self.data_offset = len(header)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
@@ -487,3 +500,158 @@ class WavWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------- streams
+
+#: The ``data`` size (and ``fact`` count) in the header of a WAV written to a stream, as sox
+#: writes it: the real length is not known when the header goes out, so readers (sox, ffmpeg,
+#: ours) take the data up to the end of the stream.
+STREAM_DATA_SIZE: Final = 0x7FFFF000
+#: A ``fmt`` or other chunk before ``data`` larger than this is not a WAV header.
+_MAX_HEADER_CHUNK: Final = 1 << 20
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    """``n`` bytes, fewer only at the end of the stream (a pipe returns what it has)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        part = f.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+class WavStreamReader:
+    """Read a WAV from a stream that cannot seek: standard input, a pipe from sox or ffmpeg.
+
+    The chunks before ``data`` are read in order (``fmt`` kept, others skipped). The ``data``
+    size a streaming tool writes is a placeholder (sox: 0x7FFFF000, ffmpeg: 0xFFFFFFFF, some
+    tools 0): a size of 0 or 0xFFFFFFFF means "to the end of the stream", any other size is
+    read up to that size or the end of the stream, whichever comes first. A last partial sample
+    frame is dropped. Formats and conversions are those of :func:`read_header`. Blocking: call
+    it from a thread when an event loop must not wait.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str = "standard input") -> None:
+        self._f = stream
+        self.name = name
+        self._pos = 0
+        self._remaining: int | None = None
+        self.header = self._parse()
+
+    @property
+    def format(self) -> AudioFormat:
+        return self.header.format
+
+    @property
+    def position(self) -> int:
+        """Sample frames read so far."""
+        return self._pos
+
+    def _parse(self) -> WavHeader:
+        name = self.name
+
+        def fail(what: str) -> InputError:
+            return InputError(f"{name}: {what}")
+
+        head = _read_exact(self._f, 12)
+        if not head:
+            raise fail(f"no data arrived (0 bytes), not a WAV stream; {_NOT_WAV_HINT}")
+        if head[:4] == b"RIFX":
+            raise fail(f"big-endian RIFX WAV is not supported; {_CONVERT_HINT}")
+        if head[:4] == b"RF64":
+            raise fail(f"RF64 WAV is not supported; {_CONVERT_HINT}")
+        if head[:4] != b"RIFF" or len(head) < 12 or head[8:12] != b"WAVE":
+            raise fail(
+                f"not a WAV stream (starts with {head[:12]!r}); write WAV to the pipe, "
+                "e.g. 'sox IN -t wav -' or 'ffmpeg -i IN -f wav -'"
+            )
+        fmt: bytes | None = None
+        pos = 12
+        while True:
+            chunk = _read_exact(self._f, 8)
+            if len(chunk) < 8:
+                missing = "fmt and data chunks" if fmt is None else "data chunk"
+                raise fail(f"no {missing} (the stream ended after {pos + len(chunk)} bytes)")
+            chunk_id, size = struct.unpack("<4sI", chunk)
+            pos += 8
+            if chunk_id == b"data":
+                if fmt is None:
+                    raise fail("the data chunk comes before any fmt chunk; the stream is damaged")
+                header = _header(fmt, pos, 0, 0, Path("-"), name)
+                if size not in (0, _DATA_TO_EOF):
+                    self._remaining = size - size % header.block_align
+                return replace(header, streamed=True)
+            if size > _MAX_HEADER_CHUNK:
+                raise fail(
+                    f"{chunk_id.decode('latin-1')!r} chunk of {size} bytes before the data; "
+                    "the stream is damaged"
+                )
+            body = _read_exact(self._f, size + (size & 1))
+            if len(body) < size:
+                raise fail(f"the stream ended inside the {chunk_id.decode('latin-1')!r} chunk")
+            if chunk_id == b"fmt ":
+                fmt = body[:size]
+            pos += len(body)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` sample frames, converted; ``b""`` at the end of the stream."""
+        h = self.header
+        want = n * h.block_align
+        if self._remaining is not None:
+            want = min(want, self._remaining)
+        if want <= 0:
+            return b""
+        raw = _read_exact(self._f, want)
+        raw = raw[: len(raw) - len(raw) % h.block_align]
+        if self._remaining is not None:
+            self._remaining -= len(raw)
+        self._pos += len(raw) // h.block_align
+        return raw if h.passthrough else _to_pcm16(raw, h)
+
+
+class WavStreamWriter:
+    """Write a PCM16, μ-law or A-law WAV to a stream that cannot seek (standard output).
+
+    The header carries :data:`STREAM_DATA_SIZE` as its sizes (as sox does when writing to a
+    pipe), since the length is not known when it goes out; each :meth:`write` appends whole
+    sample frames and flushes. The stream is not closed by :meth:`close`.
+    """
+
+    def __init__(self, stream: BinaryIO, format: AudioFormat) -> None:
+        self._f = stream
+        self.format = format
+        self.block_align = BYTES_PER_SAMPLE[format.encoding] * format.channels
+        self.data_bytes = 0
+        header, fact_at, data_size_at = _header_layout(format)
+        buf = bytearray(header)
+        struct.pack_into("<I", buf, 4, len(header) - 8 + STREAM_DATA_SIZE)
+        if fact_at is not None:
+            struct.pack_into("<I", buf, fact_at, STREAM_DATA_SIZE // self.block_align)
+        struct.pack_into("<I", buf, data_size_at, STREAM_DATA_SIZE)
+        self._f.write(bytes(buf))
+        self._f.flush()
+
+    @property
+    def num_frames(self) -> int:
+        """Sample frames written so far."""
+        return self.data_bytes // self.block_align
+
+    def write(self, data: bytes) -> None:
+        """Append whole sample frames (bytes in :attr:`format`) and flush."""
+        if len(data) % self.block_align:
+            raise ValueError(
+                f"{len(data)} bytes is not a whole number of {self.block_align}-byte sample "
+                f"frames of {self.format}"
+            )
+        self._f.write(data)
+        self._f.flush()
+        self.data_bytes += len(data)
+
+    def close(self) -> None:
+        """Flush (the stream stays open: it belongs to the process)."""
+        self._f.flush()

@@ -40,6 +40,12 @@ nothing is owed any more (the stage may close).
 
 ``rate_limits.updated`` is tolerated (a :class:`RateLimitsEvent` event) and never waited for: xAI
 does not send it.
+
+Why one module of about 850 lines: :class:`RealtimeProtocol` is the one object that sees every
+state (connection, response slot, tool calls, barge-in, user turn) and every client message, so
+it is not split across files; the tables themselves live in :mod:`stages.realtime.turns`, the
+wire in :mod:`stages.realtime.wire`. A sixth of the module is the re-export of the codec's names,
+so the stage, the emulator's tests and user code import one protocol module.
 """
 
 from __future__ import annotations

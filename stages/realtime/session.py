@@ -93,6 +93,7 @@ from .settings import (
     explicit_tools,
     linked_tools,
     output_format,
+    preflight,
     resolve_settings,
     with_model,
 )
@@ -596,6 +597,7 @@ class _Run:
     output_format=output_format,
     cycle_aware=True,
     check=check_params,
+    preflight=preflight,
     uses=(TOOLS,),
     subscribes=(PLAYED,),
     metrics=(SESSION_RECONNECTS,),

@@ -6,6 +6,7 @@ parameters, the tools it offers the model). No I/O beyond reading tool modules.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,6 +474,27 @@ def explicit_tools(tools: list[Any], ctx: StageContext) -> tuple[Mapping[str, An
                 f"parameter 'tools': {t!r} is neither a 'module:function' nor a tool definition"
             )
     return tuple(out)
+
+
+def preflight(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """What a run needs from the machine as it starts: the API key in its environment variable
+    (the emulator takes any). Checked by ``pipeline run`` and ``pipeline serve`` before any
+    stage starts; ``pipeline validate`` leaves it out so a file checks without the keys."""
+    try:
+        s = resolve_settings(values)
+    except (ConfigError, FormatError):
+        return []  # a bad parameter: pipeline validate has said it already
+    if s.provider == "emulator" or os.environ.get(s.api_key_env, "").strip():
+        return []
+    param = "api_key_env" if values.get("api_key_env") else "provider"
+    return [
+        (
+            param,
+            f"environment variable {s.api_key_env} is not set (or blank), and every session "
+            f"with provider {s.provider} needs the API key there; export {s.api_key_env}=... "
+            "(or name another variable with api_key_env)",
+        )
+    ]
 
 
 def check_params(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str] | CheckWarning]:

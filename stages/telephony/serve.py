@@ -836,6 +836,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 p.file,
             )
         )
+    # what every call will need (a model provider's key, ...): refuse to start without it
+    # rather than answer each call and fail it
+    p.preflight(p.validate())
     token = os.environ.get(args.token_env) or None
     if args.max_calls < 1:
         log.error("--max-calls must be at least 1", given=args.max_calls)

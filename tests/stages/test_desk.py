@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -156,10 +160,33 @@ def log_entry(line: str) -> dict[str, object] | None:
     return dict(entry)
 
 
+def _next_line(stream: IO[str], deadline: float, what: str) -> str | None:
+    """The stream's next line, read on a helper thread so a silent process cannot hang the test:
+    None at end of stream; an AssertionError naming ``what`` once ``deadline`` passes."""
+    lines = _READERS.get(id(stream))
+    if lines is None:
+        lines = _READERS[id(stream)] = queue.Queue()
+
+        def pump(q: queue.Queue[str | None] = lines) -> None:
+            for line in stream:
+                q.put(line)
+            q.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return lines.get(timeout=max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        raise AssertionError(f"no {what} within {TIMEOUT_S} s") from None
+
+
+_READERS: dict[int, queue.Queue[str | None]] = {}
+
+
 def wait_line(proc: subprocess.Popen[str], event: str) -> dict[str, object]:
-    """Read the process's JSON log lines until one whose event is ``event``."""
+    """Read the process's JSON log lines until one whose event is ``event`` (at most TIMEOUT_S)."""
     assert proc.stderr is not None
-    for line in proc.stderr:
+    deadline = time.monotonic() + TIMEOUT_S
+    while (line := _next_line(proc.stderr, deadline, f"'{event}' log line")) is not None:
         entry = log_entry(line)
         if entry is not None and entry.get("event") == event:
             return entry
@@ -191,10 +218,16 @@ def test_what_the_speaker_plays_the_microphone_hears(pulse: dict[str, str], tmp_
         "    links: [mic -> vad -> wav, vad -> log]\n"
         "  play:\n"
         "    stages:\n"
-        "      tone: {type: signal_source, freq: 440, rate: 16000, seconds: 1.0, amplitude: 0.5}\n"
+        "      tone: {type: wav_source, path: tone.wav}\n"
         "      speaker: {type: speaker_sink, device: pulse}\n"
         "    links: [tone -> speaker]\n"
     )
+    # a second of 440 Hz between half-seconds of silence: the silence before it is what the
+    # energy VAD's noise floor settles on (a monitor source may deliver nothing before playback)
+    t = np.arange(16000) / 16000
+    sine = np.rint(0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    gap = np.zeros(8000, np.int16)
+    soundfile.write(tmp_path / "tone.wav", np.concatenate([gap, sine, gap]), 16000, "PCM_16")
     log = ["--log-format", "json", "--no-live"]
     rec = subprocess.Popen(
         [*PIPELINE, "run", "p.yaml", "record", *log], cwd=tmp_path, text=True,
@@ -209,10 +242,11 @@ def test_what_the_speaker_plays_the_microphone_hears(pulse: dict[str, str], tmp_
         )  # fmt: skip
         assert play.returncode == 0, play.stderr[-2000:]
         entries = [e for e in map(log_entry, play.stderr.splitlines()) if e is not None]
-        assert [e["played_s"] for e in entries if e["event"] == "speaker closed"] == [1.0]
+        assert [e["played_s"] for e in entries if e["event"] == "speaker closed"] == [2.0]
         # the tone comes back through the server: wait until the VAD heard it end
         assert rec.stdout is not None
-        for line in rec.stdout:
+        deadline = time.monotonic() + TIMEOUT_S
+        while (line := _next_line(rec.stdout, deadline, "speech_stopped event")) is not None:
             if json.loads(line)["type"] == "speech_stopped":
                 break
         rec.send_signal(signal.SIGINT)
