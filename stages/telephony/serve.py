@@ -260,6 +260,7 @@ class CallServer:
         max_calls: int = 100,
         max_message_bytes: int = 64 * 1024,
         start_timeout_s: float = 10.0,
+        idle_timeout_s: float = 15.0,
         token_parameter: bool = False,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
@@ -276,6 +277,7 @@ class CallServer:
         self.max_calls = max_calls
         self.max_message_bytes = max_message_bytes
         self.start_timeout_s = start_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.token_parameter = token_parameter
         self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
         self.metrics = metrics or ServeMetrics()
@@ -485,8 +487,11 @@ class CallServer:
                 self.webhook.parameters if self.webhook else {},
             )
             with bind_call(call), bind_control(control):
-                summary = await runner.run()
-            if summary.status != "completed":
+                summary = await self._run_watched(runner, call)
+            if summary is None:
+                outcome, code, reason = "idle", 1000, "no media"
+                log.warning("call closed: no media", idle_timeout_s=self.idle_timeout_s)
+            elif summary.status != "completed":
                 outcome, code, reason = summary.status, 1001, "server shutting down"
         except PipelineError as exc:
             outcome, code, reason = "failed", 1011, "pipeline failed"
@@ -525,6 +530,31 @@ class CallServer:
             if trace is not None:
                 trace.end(outcome, **{"call.turns": len(turns.latencies_s)})
             self._handlers.discard(task)
+
+    async def _run_watched(self, runner: Runner, call: Any) -> Any:
+        """Run the call's pipeline; None when no media arrived for ``idle_timeout_s``
+        (a carrier streams audio, silence included, for the whole call)."""
+        run = asyncio.ensure_future(runner.run())
+        idle = asyncio.ensure_future(self._idle(call))
+        try:
+            await asyncio.wait([run, idle], return_when="FIRST_COMPLETED")
+            if idle.done() and not run.done():
+                return None
+            return await run
+        finally:
+            idle.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+                    await run
+
+    async def _idle(self, call: Any) -> None:
+        while True:
+            call.media_arrived.clear()
+            try:
+                await asyncio.wait_for(call.media_arrived.wait(), self.idle_timeout_s)
+            except TimeoutError:
+                return
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
         call = self._by_call_sid.get(call_sid)
@@ -792,6 +822,12 @@ def register(subparsers: Any) -> None:
         "--start-timeout", type=float, default=10.0, help="seconds to wait for 'start' (10)"
     )
     p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=15.0,
+        help="close a call after this many seconds without media (15)",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -889,6 +925,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,
+            idle_timeout_s=args.idle_timeout,
             drain_timeout_s=args.drain_timeout,
             worker=worker,
             tracer=tracer,

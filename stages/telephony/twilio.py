@@ -333,6 +333,7 @@ class TwilioCall:
         self.start: Start | None = None
         self.started = asyncio.Event()
         self.ended = asyncio.Event()  # stop received or socket closed
+        self.media_arrived = asyncio.Event()  # set on each media message (idle watch)
         self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed] = asyncio.Queue(
             queue_size
         )
@@ -407,6 +408,7 @@ class TwilioCall:
                 self.media_end_ms = (
                     msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
                 )
+                self.media_arrived.set()
                 await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)

@@ -617,3 +617,25 @@ def test_gated_phone_path_passes_the_callers_bytes_untouched(
         assert len(reply) > 8000 and bytes(rec.received_audio) == reply
 
     asyncio.run(main())
+
+
+def test_a_caller_that_sends_no_media_is_closed_after_the_idle_timeout() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(), idle_timeout_s=0.2) as server:
+            async with connect(server.url) as ws:
+                await ws.send(encode(Connected()))
+                await ws.send(encode(Start(stream_sid="MZidle", call_sid="CAidle")))
+                async with asyncio.timeout(10):  # the server closes it; pings are answered
+                    with pytest.raises(ConnectionClosed):
+                        while True:
+                            await ws.recv()
+                assert (ws.close_code, ws.close_reason) == (1000, "no media")
+            async with asyncio.timeout(10):
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert 'pipeline_calls_total{outcome="idle"} 1.0' in text
+
+    asyncio.run(main())
