@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["StageTasks"]
+__all__ = ["StageTasks", "wait_first"]
 
 
 class StageTasks(Generic[T]):
@@ -197,3 +197,14 @@ class StageTasks(Generic[T]):
                     await self._readable.wait()
             else:
                 await self._readable.wait()
+
+
+async def wait_first(*events: asyncio.Event, timeout: float | None) -> None:
+    """Wait until any of ``events`` is set, or ``timeout`` seconds pass (the caller reads which
+    events are set). The waiters are cancelled on the way out, whatever happens."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -49,6 +49,7 @@ from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.plan import Plan
 from pipeline.runtime import Runner, RunSummary
+from pipeline.tasks import wait_first
 
 from .connection import BrowserConnection, bind_connection
 from .protocol import MAX_AUDIO_BYTES, BrowserMessageError, dumps
@@ -347,15 +348,7 @@ class PlaygroundServer:
             conn.connection_closed()
 
     async def _wait_start(self, conn: BrowserConnection) -> bool:
-        started = asyncio.ensure_future(conn.started.wait())
-        ended = asyncio.ensure_future(conn.ended.wait())
-        try:
-            await asyncio.wait(
-                [started, ended], timeout=self.start_timeout_s, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            started.cancel()
-            ended.cancel()
+        await wait_first(conn.started, conn.ended, timeout=self.start_timeout_s)
         return conn.started.is_set() and not conn.closed
 
     def _count_tab(self, delta: int) -> None:

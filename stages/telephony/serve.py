@@ -77,6 +77,7 @@ from pipeline.kube import DeletionCost, PodRef
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
 from pipeline.signals import stop_signals
+from pipeline.tasks import wait_first
 from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
 from pipeline.workers import (
     READY_LINE,
@@ -601,15 +602,7 @@ class CallServer:
             call.connection_closed()
 
     async def _wait_start(self, call: Any) -> bool:
-        started = asyncio.ensure_future(call.started.wait())
-        ended = asyncio.ensure_future(call.ended.wait())
-        try:
-            await asyncio.wait(
-                [started, ended], timeout=self.start_timeout_s, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            started.cancel()
-            ended.cancel()
+        await wait_first(call.started, call.ended, timeout=self.start_timeout_s)
         return bool(call.start is not None)
 
     # -- metrics from the runners
