@@ -70,6 +70,7 @@ from pipeline.frames import (
     SpeechStopped,
     Text,
     ToolCall,
+    ToolCancel,
     ToolResult,
     Transcript,
 )
@@ -246,7 +247,12 @@ class _Run:
                     self.history.append(("user", f.text))
             case ToolResult():
                 await self.wait_ready()
-                if not self.proto.tool_output(f.call_id, f.output):
+                if self.proto.was_withdrawn(f.call_id):
+                    self.log.debug(
+                        "tool result for a call the model cancelled; not sent",
+                        call_id=f.call_id,
+                    )
+                elif not self.proto.tool_output(f.call_id, f.output):
                     self.log.warning(
                         "tool result for a call this session is not waiting for; dropped",
                         call_id=f.call_id,
@@ -347,6 +353,11 @@ class _Run:
                 self.log.warning("unreadable message from the server", reason=ev.reason)
             case p.RateLimitsEvent():
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
+            case p.CallsCancelledEvent() if ev.calls:
+                self.log.info(
+                    "the model cancelled tool calls; they are stopped and get no result",
+                    calls=[f"{name} {call_id}" for call_id, name in ev.calls],
+                )
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
             case p.ResponseCreatedEvent() if self.forced_pending:
@@ -596,6 +607,7 @@ class _Run:
         Audio,
         Transcript,
         ToolCall,
+        ToolCancel,
         SpeechStarted,
         SpeechStopped,
         Interrupt,

@@ -26,6 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .server import CALLS_CANCELLED
 from .xai import XaiCodec
 
 Json = dict[str, Any]
@@ -129,6 +130,9 @@ class GeminiClientBridge:
         self._item = ""
         self._said = ""  # output transcript of the response in flight
         self._heard = ""  # input transcript of the user's turn
+        #: ``interrupted`` was read as the caller starting to speak; Gemini says no more about
+        #: that turn, so its end is the start of the model's answer to it
+        self._barged = False
 
     def _id(self, prefix: str) -> str:
         self._n += 1
@@ -217,6 +221,9 @@ class GeminiClientBridge:
 
     def _start(self, out: list[Json]) -> str:
         if self._response is None:
+            if self._barged:
+                self._barged = False
+                out.append({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
             self._response = self._id("resp")
             self._item = self._id("item")
             self._said = ""
@@ -257,6 +264,7 @@ class GeminiClientBridge:
             if content.get("interrupted"):
                 # the caller spoke over the model: ours interrupts at once
                 out.append({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+                self._barged = True
                 self._finish(out, "cancelled")
             heard = content.get("inputTranscription")
             if isinstance(heard, Mapping) and heard.get("text"):
@@ -292,6 +300,10 @@ class GeminiClientBridge:
                 self._finish(out, "completed")
         if "goAway" in msg:
             self.going_away = True
+        withdrawn = msg.get("toolCallCancellation")
+        if isinstance(withdrawn, Mapping):
+            ids = [str(i) for i in withdrawn.get("ids") or []]
+            out.append({"type": CALLS_CANCELLED, "call_ids": ids})
         call = msg.get("toolCall")
         if isinstance(call, Mapping):
             rid = self._start(out)
@@ -323,6 +335,12 @@ class GeminiServerBridge:
         self.manual = False
         self.responding = False
         self.calls: dict[str, str] = {}
+        #: calls asked for and not answered yet; the caller speaking cancels them
+        self.pending: list[str] = []
+        #: calls cancelled by ``toolCallCancellation``: a response to one is not expected
+        self.withdrawn: set[str] = set()
+        #: what was accepted but not expected (a toolResponse for a cancelled call)
+        self.warnings: list[str] = []
 
     def incoming(self, message: str | bytes) -> list[str]:
         msg = camel_keys(json.loads(message))
@@ -369,7 +387,18 @@ class GeminiServerBridge:
             if body.get("turnComplete"):
                 out.append({"type": "response.create"})
         elif kind == "toolResponse":
+            replies = []
             for reply in body.get("functionResponses") or []:
+                cid = str(reply.get("id"))
+                if cid in self.withdrawn:
+                    self.warnings.append(f"toolResponse for call {cid}, which was cancelled")
+                    continue
+                if cid in self.pending:
+                    self.pending.remove(cid)
+                replies.append(reply)
+            if not replies:
+                return []
+            for reply in replies:
                 item = {
                     "type": "function_call_output",
                     "call_id": str(reply.get("id")),
@@ -442,11 +471,19 @@ class GeminiServerBridge:
             self.calls[cid] = str(ev.get("name"))
             args = json.loads(ev.get("arguments") or "{}")
             call = {"id": cid, "name": self.calls[cid], "args": args}
+            self.pending.append(cid)
             out.append({"toolCall": {"functionCalls": [call]}})
         elif kind == "error" and (ev.get("error") or {}).get("code") == "session_expired":
             out.append({"goAway": {"timeLeft": "0s"}})  # the connection closes next
-        elif kind == "input_audio_buffer.speech_started" and self.responding:
-            out.append({"serverContent": {"interrupted": True}})
+        elif kind == "input_audio_buffer.speech_started":
+            if self.responding:
+                out.append({"serverContent": {"interrupted": True}})
+            if self.pending:
+                # the caller interrupts the model's turn while its tool calls are outstanding:
+                # they are cancelled, and no toolResponse is expected for them
+                ids, self.pending = self.pending, []
+                self.withdrawn.update(ids)
+                out.append({"toolCallCancellation": {"ids": ids}})
         elif kind == "response.done":
             self.responding = False
             status = (ev.get("response") or {}).get("status")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+import structlog
 
 from pipeline import VirtualClock
 from pipeline.config import load
@@ -128,6 +129,14 @@ def test_interrupted_becomes_speech_started_and_a_cancelled_response_at_once() -
     got = msgs(b.incoming(json.dumps({"serverContent": {"interrupted": True}})))
     assert [g["type"] for g in got] == ["input_audio_buffer.speech_started", "response.done"]
     assert got[1]["response"]["status"] == "cancelled"
+    # Gemini says no more about the caller's turn: it ends where the answer to it starts
+    got = msgs(b.incoming(json.dumps({"serverContent": {"modelTurn": {"parts": [audio]}}})))
+    assert [g["type"] for g in got] == [
+        "input_audio_buffer.speech_stopped", "response.created", "response.output_audio.delta",
+    ]  # fmt: skip
+    # a cancellation of tool calls, for the protocol
+    got = msgs(b.incoming(json.dumps({"toolCallCancellation": {"ids": ["fc_1", "fc_2"]}})))
+    assert got == [{"type": "function_calls.cancelled", "call_ids": ["fc_1", "fc_2"]}]
 
 
 @pytest.mark.parametrize(
@@ -373,3 +382,90 @@ def test_a_gemini_call_outliving_the_session_goes_on_with_the_conversation(
     assert texts == ["my order is A123", "You said: my order is A123", "where is it?"]
     said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
     assert said == ["You said: my order is A123", "You said: where is it?"]
+
+
+def test_a_tool_call_gemini_cancels_is_stopped_and_answered_by_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller barges in while the model's tool call is outstanding: the emulator says
+    ``interrupted`` and ``toolCallCancellation`` with the call's id (as Gemini does when a client
+    interrupts a server turn); the session interrupts at once, then emits a ``tool_cancel`` for
+    the call, and a result that still comes for it is not sent (no ``toolResponse``)."""
+    from pipeline.frames import Audio, ToolCall, ToolCancel, ToolResult
+    from tests.stages.realtime.test_emulator import ManualClock
+    from tests.stages.realtime.test_session import Feed, Run, context
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = ManualClock()
+    say = ToolCallScript(turn=1, name="get_time", arguments={"city": "Oslo"}, say="One moment.")
+    cfg = EmulatorConfig(reply="tone", tone_ms=2000, pace=1.0, tool_calls=(say,))
+    get_time = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+
+    def audio(pcm: bytes, pts: float) -> Audio:
+        return Audio(pcm, "pcm16", 16000, pts=pts)
+
+    async def go() -> tuple[list[Any], Any, list[Any]]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+            ctx = context(clock=clock)
+            run = Run(
+                ctx, provider="gemini", url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+                input_rate=16000, output_rate=24000, tools=[get_time],
+            )  # fmt: skip
+            assert isinstance(run.feed, Feed)
+            quiet = bytes(16000 * 2 * 2)  # 2 s
+            run.feed.put(audio(tone(16000, 400), 0.0), audio(quiet, 0.4))
+            called = await run.until(ToolCall)
+            assert isinstance(called, ToolCall) and called.name == "get_time"
+            await run.until(Audio)  # "One moment." is playing
+            run.feed.put(audio(tone(16000, 300), 2.4), audio(quiet, 2.7))  # cuts in
+            await run.until(ToolCancel)
+            run.feed.put(ToolResult(called.call_id, '{"time": "12:00"}'))  # too late
+            # the caller's new turn is answered (a 2 s reply, paced): let it play out
+            await emu.wait_sent(lambda sent: kinds_of(sent).count("response.created") == 2)
+            clock.advance(3.0)
+            await emu.wait_sent(lambda sent: kinds_of(sent).count("response.done") == 2)
+            run.feed.end()
+            await run.rest()
+            return run.out, emu.connections[0], []
+
+    with structlog.testing.capture_logs() as logs:
+        out, conn, _ = asyncio.run(asyncio.wait_for(go(), 30))
+    kinds = [f.type for f in out if f.type in ("tool_call", "interrupt", "tool_cancel")]
+    assert kinds == ["tool_call", "interrupt", "tool_cancel"]
+    (cancel,) = [f for f in out if isinstance(f, ToolCancel)]
+    (call,) = [f for f in out if isinstance(f, ToolCall)]
+    assert (cancel.call_id, cancel.name) == (call.call_id, "get_time")
+    # Gemini was sent no toolResponse for it, and expected none
+    assert conn.bridge.withdrawn == {call.call_id} and conn.bridge.warnings == []
+    items = [e["item"]["type"] for e in conn.received if e["type"] == "conversation.item.create"]
+    assert "function_call_output" not in items
+    said = [e for e in logs if e["event"].startswith("the model cancelled tool calls")]
+    assert said and said[0]["calls"] == [f"get_time {call.call_id}"]
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def kinds_of(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def test_the_protocol_owes_no_output_for_a_withdrawn_call() -> None:
+    from stages.realtime import protocol as p
+    from stages.realtime.wire import SessionConfig
+
+    proto = p.RealtimeProtocol(SessionConfig(dialect="gemini"))
+    proto.connection_made()
+    proto.receive({"type": "session.updated", "session": {}})
+    proto.receive({"type": "response.created", "response": {"id": "r1"}})
+    for cid in ("fc_1", "fc_2"):
+        proto.receive(
+            {"type": "response.function_call_arguments.done", "response_id": "r1",
+             "call_id": cid, "name": "get_time", "arguments": "{}"}
+        )  # fmt: skip
+    proto.receive({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    proto.data_to_send()
+    (ev,) = proto.receive({"type": "function_calls.cancelled", "call_ids": ["fc_1", "fc_9"]})
+    assert ev == p.CallsCancelledEvent((("fc_1", "get_time"),))  # fc_9: never asked for
+    assert proto.pending_calls == ("fc_2",) and proto.was_withdrawn("fc_1")
+    assert proto.tool_output("fc_1", "{}") == []  # nothing is sent for it
+    assert len(proto.tool_output("fc_2", "{}")) == 1
+    assert not proto.owes
