@@ -111,6 +111,8 @@ class CallServer:
         start_timeout_s: float = 10.0,
         idle_timeout_s: float = 15.0,
         token_parameter: bool = False,
+        max_unauthenticated: int = 8,
+        auth_timeout_s: float = 3.0,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
@@ -128,6 +130,10 @@ class CallServer:
         self.start_timeout_s = start_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.token_parameter = token_parameter
+        #: connections waiting for their token in 'start' (token_parameter): their own cap
+        #: and deadline, outside max_calls
+        self.max_unauthenticated = max_unauthenticated
+        self.auth_timeout_s = auth_timeout_s
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
@@ -163,12 +169,17 @@ class CallServer:
         self._calls += 1
         conn_id = self._calls
         structlog.contextvars.bind_contextvars(conn=conn_id)
-        if self.active >= self.max_calls or self.draining:  # raced past process_request
+        # a connection whose token comes in 'start' counts against max_calls only once the
+        # token is checked (till then, against max_unauthenticated, for auth_timeout_s)
+        awaiting = id(ws) in self.front.awaiting_token
+        counted = not awaiting
+        if counted and (self.active >= self.max_calls or self.draining):  # raced past the front
             self.metrics.refused.labels("busy").inc()
             await ws.close(1013, "busy")
             self._handlers.discard(task)
             return
-        self._count_call(+1)
+        if counted:
+            self._count_call(+1)
         call = TwilioCall(
             ws.send,
             log=log.bind(conn=conn_id),
@@ -194,11 +205,12 @@ class CallServer:
 
         call.on_lateness = on_chunk
         try:
-            if not await self._wait_start(call):
+            wait_s = self.auth_timeout_s if awaiting else self.start_timeout_s
+            if not await self._wait_start(call, wait_s):
                 outcome, code, reason = "no_start", 1008, "no start message"
                 log.warning(
                     "connection closed before a start message",
-                    timeout_s=self.start_timeout_s,
+                    timeout_s=wait_s,
                     messages=call.messages_in,
                 )
                 return
@@ -213,6 +225,14 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
+                self.front.token_settled(ws)
+                if self.active >= self.max_calls or self.draining:
+                    self.metrics.refused.labels("busy").inc()
+                    outcome, code, reason = "refused", 1013, "busy"
+                    log.warning("call refused: busy", max_calls=self.max_calls)
+                    return
+                self._count_call(+1)
+                counted = True
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
@@ -259,7 +279,7 @@ class CallServer:
             outcome, code, reason = "failed", 1011, "internal error"
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
-            self.front.awaiting_token.discard(id(ws))
+            self.front.token_settled(ws)
             if self._by_call_sid.get(call.call_sid) is call:
                 del self._by_call_sid[call.call_sid]
             if live is not None:
@@ -272,7 +292,8 @@ class CallServer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self._count_call(-1)
+            if counted:
+                self._count_call(-1)
             self.metrics.calls.labels(outcome).inc()
             if call.start is not None:
                 log.info(
@@ -330,8 +351,9 @@ class CallServer:
         changed.set()
 
     async def wait_active(self, n: int) -> None:
-        """Wait until exactly ``n`` calls are running (a call counts from the moment its
-        connection is accepted until it is closed). For tests and embedding code that must
+        """Wait until exactly ``n`` calls are running (a call counts from the moment it is
+        authenticated, at the upgrade or, with ``token_parameter``, at its ``start``, until it
+        is closed). For tests and embedding code that must
         act on the server's state, not on a guess of how long it takes; bound it with
         ``asyncio.timeout``."""
         while self.active != n:
@@ -352,8 +374,8 @@ class CallServer:
         finally:
             call.connection_closed()
 
-    async def _wait_start(self, call: Any) -> bool:
-        await wait_first(call.started, call.ended, timeout=self.start_timeout_s)
+    async def _wait_start(self, call: Any, timeout_s: float) -> bool:
+        await wait_first(call.started, call.ended, timeout=timeout_s)
         return bool(call.start is not None)
 
     # -- metrics from the runners

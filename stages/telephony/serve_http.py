@@ -16,6 +16,7 @@ naming the reason; the token is never part of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -43,8 +44,39 @@ class ServeFront:
 
     def __init__(self, server: CallServer) -> None:
         self.server = server
-        #: connections let through without a token, whose token must come in 'start'
-        self.awaiting_token: set[int] = set()
+        #: connections let through without a token, whose token must come in 'start', oldest
+        #: first
+        self.awaiting_token: dict[int, ServerConnection] = {}
+        self._settled = asyncio.Event()  # set (and replaced) when one leaves awaiting_token
+        self._evictions: set[asyncio.Task[None]] = set()
+
+    def token_settled(self, connection: object) -> None:
+        """The connection showed its token in 'start', or is gone."""
+        if self.awaiting_token.pop(id(connection), None) is not None:
+            settled, self._settled = self._settled, asyncio.Event()
+            settled.set()
+
+    def _await_token(self, connection: ServerConnection) -> None:
+        """Let ``connection`` through to show its token in 'start'. At the cap, the one that
+        has waited longest is closed to make room: a real carrier sends 'start' within a
+        moment, so sockets that hold on without it cannot lock the real callers out."""
+        s = self.server
+        if len(self.awaiting_token) >= s.max_unauthenticated:
+            oldest = next(iter(self.awaiting_token.values()))
+            self.token_settled(oldest)
+            s.metrics.refused.labels("unauthenticated_evicted").inc()
+            task = asyncio.get_running_loop().create_task(
+                oldest.close(1008, "no token shown in time")
+            )
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+        self.awaiting_token[id(connection)] = connection
+
+    async def wait_awaiting(self, n: int) -> None:
+        """Wait until at most ``n`` connections are waiting to show their token (tests; bound
+        it with ``asyncio.timeout``)."""
+        while len(self.awaiting_token) > n:
+            await self._settled.wait()
 
     # -- the endpoints
 
@@ -100,7 +132,7 @@ class ServeFront:
         if url.path == "/metrics":
             s.fold_all()
             return http_response(200, s.metrics.text(), CONTENT_TYPE_LATEST)
-        self.awaiting_token.discard(id(connection))  # an id may be reused: start afresh
+        self.token_settled(connection)  # an id may be reused: start afresh
         if s.webhook is not None:
             refusal = s.webhook.upgrade_refusal(request.path, request.headers)
             if refusal:
@@ -118,7 +150,7 @@ class ServeFront:
         if s.token is not None:
             given = token_of(request.headers, url.query)
             if given is None and s.token_parameter:
-                self.awaiting_token.add(id(connection))  # Twilio: <Parameter name="token">
+                self._await_token(connection)  # Twilio: <Parameter name="token">
             elif given is None:
                 s.metrics.refused.labels("unauthenticated").inc()
                 return http_response(
