@@ -38,18 +38,13 @@ from pipeline.spec import stage
 Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 Int16Array: TypeAlias = npt.NDArray[np.int16]
 Float64Array: TypeAlias = npt.NDArray[np.float64]
-#: What one call does (see PolyphaseResampler._plan): where the input bytes and samples go;
-#: the window view, its float copy, the block matrix, the product and the outputs in it (None:
-#: no block product); the history to move (to, from); the history length, the buffer advance
-#: and the output count after the call.
+#: What one call does (see PolyphaseResampler._plan), flat (unpacking is cheaper so): where
+#: the input bytes and samples go; the window view, its float copy, the block matrix, the
+#: product and the outputs in it (all None: no block product); where the history moves to and
+#: from (None: it stays); the history length after the call and the output count.
+#: (The arrays and views are typed Any: they are all set, or all None, together with y.)
 _Plan: TypeAlias = tuple[
-    memoryview,
-    Int16Array,
-    tuple[Int16Array, Float64Array, Float64Array, Float64Array, Float64Array] | None,
-    tuple[memoryview, memoryview] | None,
-    int,
-    int,
-    int,
+    memoryview, Int16Array, Any, Any, Any, Any, Float64Array | None, Any, Any, int, int
 ]
 
 #: Pass band edge, stop band edge, as fractions of the lower of the two rates.
@@ -65,7 +60,11 @@ _MAX_TAPS = 1 << 23
 
 #: Above this many cached call plans (odd chunk sizes), start the cache afresh.
 _MAX_PLANS = 64
+#: pcm16 bytes can be copied as they are into an int16 array (a little-endian host)
 _LITTLE_ENDIAN = sys.byteorder == "little"
+#: numpy functions as module globals: one lookup each per call instead of two
+_RINT, _DOT, _COPYTO = np.rint, np.dot, np.copyto
+_INT16 = np.int16
 
 _EMPTY16: Int16Array = np.zeros(0, dtype=np.int16)
 _PCM16 = np.dtype("<i2")  # parsed once: a dtype string costs ~0.4 µs per call
@@ -88,7 +87,12 @@ def _clip_ufunc() -> Any:
     return None
 
 
-_CLIP = _clip_ufunc()
+def _clip_pair(y: Float64Array, lo: Any, hi: Any, out: Float64Array) -> None:
+    np.maximum(y, lo, out=out)
+    np.minimum(out, hi, out=out)
+
+
+_CLIP = _clip_ufunc() or _clip_pair
 
 
 #: The int16 bounds as 0-d arrays: a ufunc takes these at about half the cost of Python floats.
@@ -100,11 +104,7 @@ def _to_int16(y: Float64Array) -> Int16Array:
     """Round to nearest and saturate (``y`` is scratch: changed in place). The bounds are
     integers, so saturating after rounding gives what saturating first would."""
     np.rint(y, y)  # out as a positional argument: cheaper to parse than out=
-    if _CLIP is not None:
-        _CLIP(y, _LO, _HI, out=y)
-    else:
-        np.maximum(y, _LO, out=y)
-        np.minimum(y, _HI, out=y)
+    _CLIP(y, _LO, _HI, y)
     return y.astype(np.int16)
 
 
@@ -176,10 +176,12 @@ class PolyphaseResampler:
         #: phases[p, k] = h[p + k·L]
         phases = np.ascontiguousarray(h.reshape(T, L).T)
         # Outputs are computed a block at a time: P = K·L outputs from Q = K·M new inputs, as
-        # one row (S inputs) of a strided view times a block matrix holding the phases. With
-        # K·M near T, rows overlap by about half, so copying the view for BLAS stays cheap;
-        # P ≤ ~48 keeps the product small (measured: 8k→16k/24k, 24k→8k, 16k↔24k, 48k→8k).
-        K = max(1, min(round(T / M), 48 // L)) if block_periods is None else block_periods
+        # one row (S inputs) of a strided view times a block matrix holding the phases. The
+        # rows overlap by T - 1 inputs and the matrix holds S·P coefficients for P·T taps:
+        # a larger K wastes products on zeros, a smaller one copies more overlap and gives
+        # BLAS thinner matrices. P ≈ 20–24 was the cheapest on 20 ms frames at every
+        # telephony ratio (8k↔16k/24k/48k, 16k↔24k/48k, 24k↔48k).
+        K = max(1, min(10, 24 // L)) if block_periods is None else block_periods
         self._P, self._Q = K * L, K * M
         P = self._P
         self._S = S = ((P - 1) * M) // L + T
@@ -199,8 +201,8 @@ class PolyphaseResampler:
             self._phases = phases
         #: group delay of the filter, in seconds of media
         self.delay_s = (n - 1) / 2.0 / fs
-        # The input buffer: _buf[:_hist] holds the input from index _buf_start on, and
-        # _buf_start is where the next block's window starts (T - 1 samples of history before
+        # The input buffer: _buf[:_hist] holds the last _hist input samples, and _buf[0] is
+        # where the next block's window starts (T - 1 samples of history before
         # the first input the next output needs), so every call's block windows are one view
         # of the buffer from index 0. The buffer stays int16: the copy of the windows for BLAS
         # converts, and samples past the input meet exactly-zero coefficients only.
@@ -216,10 +218,8 @@ class PolyphaseResampler:
         """Forget the history: the next sample starts a new stream (silence before it)."""
         T = self._T
         self._buf[: T - 1] = 0
-        self._hist = T - 1
-        self._buf_start = -(T - 1)  # input index of _buf[0]
-        self._n_in = 0  # input samples consumed
-        self._j = 0  # next output index
+        self._hist = T - 1  # _buf[0] is input sample _n_in - _hist
+        self._n_in = 0  # input samples consumed (ceil(_n_in × L / M) outputs released)
 
     @property
     def samples_in(self) -> int:
@@ -229,11 +229,11 @@ class PolyphaseResampler:
     @property
     def samples_out(self) -> int:
         """Output samples released since the start (or the last reset/flush)."""
-        return self._j
+        return -(-self._n_in * self.up // self.down)
 
     def process(self, samples: Int16Array | bytes) -> Int16Array:
         """Resample one chunk; returns every output sample it makes computable (int16)."""
-        if samples.__class__ is bytes and _LITTLE_ENDIAN and not len(samples) & 1:
+        if type(samples) is bytes and _LITTLE_ENDIAN and not len(samples) & 1:
             n = len(samples) >> 1
             plan = self._plans.get((self._hist, n)) or self._plan(n)
             plan[0][:] = samples  # bytes straight into the int16 buffer: no array made
@@ -242,22 +242,22 @@ class PolyphaseResampler:
             n = len(x)
             plan = self._plans.get((self._hist, n)) or self._plan(n)
             plan[1][...] = x
-        _, _, work, shift, hist, advance, n_out = plan
-        if work is not None:
-            win, rows, block, out, y = work
-            np.copyto(rows, win)  # overlapping rows to contiguous (and int16 to float) for BLAS
-            np.dot(rows, block, out=out)  # cheaper to call than np.matmul
-            result = _to_int16(y)
+        _, _, win, rows, block, out, y, shift_to, shift_from, hist, n_out = plan
+        if y is not None:
+            _COPYTO(rows, win)  # overlapping rows to contiguous (int16 to float) for BLAS
+            _DOT(rows, block, out)  # cheaper to call than np.matmul; out positional: cheaper
+            # _to_int16, inlined: a function call costs about what a ufunc call does here
+            _RINT(y, y)
+            _CLIP(y, _LO, _HI, y)
+            result = y.astype(_INT16)
         elif n_out:  # the gather form
             result = self._gather(n)
         else:  # not enough input for an output yet
             result = _EMPTY16
-        if shift is not None:  # keep the history the next call's windows start with
-            shift[0][:] = shift[1]
+        if shift_to is not None:  # keep the history the next call's windows start with
+            shift_to[:] = shift_from
         self._hist = hist
-        self._buf_start += advance
         self._n_in += n
-        self._j += n_out
         return result
 
     def flush(self) -> Int16Array:
@@ -265,7 +265,7 @@ class PolyphaseResampler:
 
         Afterwards the resampler is reset, ready for a new stream."""
         L, M = self.up, self.down
-        n, j0 = self._n_in, self._j
+        n, j0 = self._n_in, self.samples_out
         if n == 0:  # nothing since the start or the last reset: nothing owed
             self.reset()
             return _EMPTY16
@@ -297,7 +297,7 @@ class PolyphaseResampler:
             self._plans.clear()
         if len(self._plans) >= _MAX_PLANS:  # odd chunk sizes: keep the cache small
             self._plans.clear()
-        work = None
+        work: tuple[Any, Any, Any, Any, Any] = (None, None, None, None, None)
         if nb and (block := self._block) is not None:
             scratch = self._scratch.get(nb)
             if scratch is None:
@@ -309,8 +309,8 @@ class PolyphaseResampler:
         keep = (j1 // P) * Q if j1 > j0 else 0  # where the next call's first window starts
         hist = n1 - keep
         b = self._bytes
-        shift = (b[: 2 * hist], b[2 * keep : 2 * n1]) if keep else None
-        plan: _Plan = (b[2 * h : 2 * n1], self._buf[h:n1], work, shift, hist, keep, max(0, j1 - j0))
+        shift = (b[: 2 * hist], b[2 * keep : 2 * n1]) if keep else (None, None)
+        plan: _Plan = (b[2 * h : 2 * n1], self._buf[h:n1], *work, *shift, hist, max(0, j1 - j0))
         self._plans[(h, n)] = plan
         return plan
 
@@ -318,7 +318,7 @@ class PolyphaseResampler:
         """The gather form's outputs for the ``n`` samples just written after the history."""
         assert self._phases is not None
         L, M, T = self.up, self.down, self._T
-        j0, start = self._j, self._buf_start
+        j0, start = self.samples_out, self._n_in - self._hist
         j1 = -(-(self._n_in + n) * L // M)
         if j1 <= j0:
             return _EMPTY16
