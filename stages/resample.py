@@ -63,7 +63,7 @@ _MAX_PLANS = 64
 #: pcm16 bytes can be copied as they are into an int16 array (a little-endian host)
 _LITTLE_ENDIAN = sys.byteorder == "little"
 #: numpy functions as module globals: one lookup each per call instead of two
-_RINT, _DOT, _COPYTO = np.rint, np.dot, np.copyto
+_RINT = np.rint
 _INT16 = np.int16
 
 _EMPTY16: Int16Array = np.zeros(0, dtype=np.int16)
@@ -244,8 +244,11 @@ class PolyphaseResampler:
             plan[1][...] = x
         _, _, win, rows, block, out, y, shift_to, shift_from, hist, n_out = plan
         if y is not None:
-            _COPYTO(rows, win)  # overlapping rows to contiguous (int16 to float) for BLAS
-            _DOT(rows, block, out)  # cheaper to call than np.matmul; out positional: cheaper
+            # overlapping rows to contiguous (int16 to float) for BLAS; then the product. The
+            # statement and the method skip np.copyto's and np.dot's __array_function__
+            # dispatch (0.3 and 0.1 µs a call, a tenth of the whole call)
+            rows[...] = win
+            rows.dot(block, out)
             # _to_int16, inlined: a function call costs about what a ufunc call does here
             _RINT(y, y)
             _CLIP(y, _LO, _HI, y)
