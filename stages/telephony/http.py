@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 import h11
 from websockets.asyncio.server import ServerConnection
 
+from ..wsbatch import BatchedServerConnection
+
 __all__ = [
     "Handler",
     "HttpExchange",
@@ -191,7 +193,7 @@ def with_posts(handler: Handler) -> type[ServerConnection]:
     connection whose first bytes are ``POST `` is read with h11, answered, and closed; the
     WebSocket handshake never sees it."""
 
-    class PostOrWebSocket(ServerConnection):
+    class PostOrWebSocket(BatchedServerConnection):
         _http: HttpExchange | None = None
         _head = b""
 

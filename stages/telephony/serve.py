@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import hmac
 import json
@@ -74,6 +75,8 @@ from websockets.http11 import Request, Response
 from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
+from pipeline.loops import LOOPS, loop_factory
+from pipeline.loops import run as run_on_loop
 from pipeline.metrics import Metric
 from pipeline.runtime import Runner
 from pipeline.signals import stop_signals
@@ -87,6 +90,7 @@ from pipeline.workers import (
     usable_cores,
 )
 
+from ..wsbatch import send_batch
 from .carriers.base import Carrier
 from .carriers.hangup import rest_for
 from .control import CallControl, CallRest, bind_control
@@ -416,6 +420,7 @@ class CallServer:
         self._count_call(+1)
         call = TwilioCall(
             ws.send,
+            send_batch=functools.partial(send_batch, ws),
             log=log.bind(conn=conn_id),
             on_lateness=self.metrics.lateness.observe,
             carrier=self.new_carrier(),
@@ -550,12 +555,14 @@ class CallServer:
                     await run
 
     async def _idle(self, call: Any) -> None:
+        # One wake-up per timeout period, not one per media message: the call only notes
+        # when media last came.
+        since = time.monotonic()
         while True:
-            call.media_arrived.clear()
-            try:
-                await asyncio.wait_for(call.media_arrived.wait(), self.idle_timeout_s)
-            except TimeoutError:
+            left = max(since, call.last_media_at) + self.idle_timeout_s - time.monotonic()
+            if left <= 0:
                 return
+            await asyncio.sleep(left)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
         call = self._by_call_sid.get(call_sid)
@@ -803,6 +810,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
     p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; pip install "
+        "'pipeline[fast]'), asyncio's own, or uvloop (refused if not installed)",
+    )
+    p.add_argument(
         "--otel",
         action="store_true",
         help="export OpenTelemetry traces (a span per call, turn and tool call) over OTLP/HTTP "
@@ -908,7 +922,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    return asyncio.run(
+    try:
+        kind, _ = loop_factory(args.loop)
+    except UsageError as exc:
+        log.error(str(exc))
+        return 2
+    log.debug("event loop", loop=kind)
+    return run_on_loop(
         _serve(
             p,
             args.host,
@@ -924,7 +944,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tracer=tracer,
             webhook=webhook,
             rest=rest,
-        )
+        ),
+        args.loop,
     )
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -301,6 +302,7 @@ _CLOSED = _Closed()
 #: sink reports kept for a recorder that has not attached yet (a few seconds of audio)
 _JOURNAL_MAX = 512
 SendFn = Callable[[Any], Awaitable[None]]
+BatchFn = Callable[[list[Any]], Awaitable[None]]
 
 
 class TwilioCall:
@@ -318,6 +320,7 @@ class TwilioCall:
         self,
         send: SendFn,
         *,
+        send_batch: BatchFn | None = None,
         queue_size: int = 64,
         log: Any = None,
         on_lateness: Callable[[float], None] | None = None,
@@ -326,6 +329,8 @@ class TwilioCall:
         import structlog
 
         self._send = send
+        #: several messages in one write (the server's connection); None: send each
+        self._send_batch = send_batch
         #: the carrier's dialect (None: Twilio's, read by parse_incoming)
         self.carrier = carrier
         self.format = carrier.format if carrier is not None else MULAW_FORMAT
@@ -333,7 +338,8 @@ class TwilioCall:
         self.start: Start | None = None
         self.started = asyncio.Event()
         self.ended = asyncio.Event()  # stop received or socket closed
-        self.media_arrived = asyncio.Event()  # set on each media message (idle watch)
+        #: time.monotonic() of the last media message (the server's idle watch reads it)
+        self.last_media_at = time.monotonic()
         self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed] = asyncio.Queue(
             queue_size
         )
@@ -408,7 +414,7 @@ class TwilioCall:
                 self.media_end_ms = (
                     msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
                 )
-                self.media_arrived.set()
+                self.last_media_at = time.monotonic()
                 await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)
@@ -489,6 +495,15 @@ class TwilioCall:
             await self._send_all(messages)
 
     async def _send_all(self, messages: list[Any]) -> None:
+        if self._send_batch is not None and len(messages) > 1 and not self.closed:
+            try:
+                await self._send_batch(messages)
+                self.messages_out += len(messages)
+            except Exception as exc:  # the connection went away under us
+                self.log.debug("send failed; call closed", error=str(exc))
+                self.closed = True
+                self.sent_after_close += len(messages)
+            return
         for text in messages:
             if self.closed:
                 self.sent_after_close += 1
