@@ -69,7 +69,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
@@ -600,13 +599,7 @@ class CallServer:
         return ""
 
     async def _read(self, ws: ServerConnection, call: Any) -> None:
-        try:
-            async for message in ws:
-                await call.receive(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            call.connection_closed()
+        await call.read_socket(ws.recv)
 
     async def _wait_start(self, call: Any) -> bool:
         await wait_first(call.started, call.ended, timeout=self.start_timeout_s)
