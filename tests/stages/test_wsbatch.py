@@ -165,11 +165,13 @@ def test_closing_after_a_batch_still_delivers_the_batch_then_the_close() -> None
         await ws.close(1000, "done")
 
     async def main() -> None:
-        async with server(handler, BatchedServerConnection) as port:
-            async with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
-                async for m in ws:
-                    seen.append(m)
-                codes.append(ws.close_code)
+        async with (
+            server(handler, BatchedServerConnection) as port,
+            connect(f"ws://127.0.0.1:{port}", compression=None) as ws,
+        ):
+            async for m in ws:
+                seen.append(m)
+            codes.append(ws.close_code)
 
     asyncio.run(main())
     assert seen == messages
