@@ -131,6 +131,16 @@ class ServeMetrics:
             buckets=LATENESS_BUCKETS,
             registry=r,
         )
+        self.media_dropped = Counter(
+            "pipeline_caller_audio_dropped_seconds",
+            "Caller audio dropped for running ahead of real time (the media clock's police)",
+            registry=r,
+        )
+        self.tasks_alive = Gauge(
+            "pipeline_tasks_alive",
+            "asyncio tasks alive in the server's event loop (flat between calls: none leaked)",
+            registry=r,
+        )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
         # figures stages report through ctx.metrics, by Metric.name (others are added on use)
