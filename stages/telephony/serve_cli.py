@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipeline.errors import ConfigError, Problem
+from pipeline.errors import ConfigError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
+from pipeline.loops import LOOPS, loop_factory
+from pipeline.loops import run as run_on_loop
 from pipeline.signals import stop_signals
 from pipeline.tracing import TracingUnavailable, otel_tracer
 from pipeline.workers import (
@@ -66,6 +68,33 @@ def register(subparsers: Any) -> None:
         "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
     )
     p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=8,
+        help="with --token-parameter: connections at once still waiting to show their token in "
+        "'start'; they do not count against --max-calls (8)",
+    )
+    p.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=3.0,
+        help="with --token-parameter: seconds a connection may take to send a 'start' with the "
+        "token (3)",
+    )
+    p.add_argument(
+        "--max-bad-messages",
+        type=int,
+        default=20,
+        help="disconnect a caller (1008) after this many malformed or invalid messages (20)",
+    )
+    p.add_argument(
+        "--media-allowance",
+        type=float,
+        default=2.0,
+        help="seconds a caller's audio may run ahead of real time; more is dropped, and a "
+        "caller with 10 s dropped is disconnected (2)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -73,6 +102,13 @@ def register(subparsers: Any) -> None:
         f"cores this process may use, here {usable_cores()}); 1 serves in this process",
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; pip install "
+        "'pipeline[fast]'), asyncio's own, or uvloop (refused if not installed)",
+    )
     p.add_argument(
         "--otel",
         action="store_true",
@@ -180,13 +216,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    return asyncio.run(
+    try:
+        kind, _ = loop_factory(args.loop)
+    except UsageError as exc:
+        log.error(str(exc))
+        return 2
+    log.debug("event loop", loop=kind)
+    return run_on_loop(
         _serve(
             p,
             args.host,
             args.port,
             token=token,
             token_parameter=args.token_parameter,
+            max_unauthenticated=args.max_unauthenticated,
+            auth_timeout_s=args.auth_timeout,
+            max_bad_messages=args.max_bad_messages,
+            media_allowance_s=args.media_allowance,
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,
@@ -196,7 +242,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tracer=tracer,
             webhook=webhook,
             rest=rest,
-        )
+        ),
+        args.loop,
     )
 
 
