@@ -78,6 +78,7 @@ from pipeline.metrics import Metric
 from pipeline.spec import stage
 from pipeline.tasks import StageTasks
 
+from ..wsbatch import send_batch
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
 from .connection import (
@@ -216,16 +217,24 @@ class _Run:
             ws = self.ws
             if ws is None:
                 return
-            failed = False
-            for m in msgs:
-                try:
-                    await ws.send(m)
-                except Exception as exc:  # the reader sees the close and reconnects
-                    if not failed:
-                        self.log.debug("send failed; the connection is closing", error=str(exc))
-                    # the rest are still offered: a Gemini bridge keeps what a resumed
-                    # session must be sent again
-                    failed = True
+            if not msgs:
+                return
+            if isinstance(ws, BridgedSocket):
+                # each is offered even after a failure: the Gemini bridge keeps what a
+                # resumed session must be sent again
+                failed = False
+                for m in msgs:
+                    try:
+                        await ws.send(m)
+                    except Exception as exc:  # the reader sees the close and reconnects
+                        if not failed:
+                            self.log.debug("send failed; the connection is closing", error=str(exc))
+                        failed = True
+                return
+            try:
+                await send_batch(ws, msgs)  # one write for all of them
+            except Exception as exc:  # the reader sees the close and reconnects
+                self.log.debug("send failed; the connection is closing", error=str(exc))
 
     # -- input pump
 

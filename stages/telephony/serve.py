@@ -12,21 +12,15 @@ bound to the context (:func:`stages.telephony.twilio.bind_call`), so its ``twili
 everything drained) the socket is closed. A call that fails is logged and closed with code 1011;
 other calls never see it (each runs in its own task, with its own runner, channels and bus).
 
-Before the WebSocket handshake (``process_request``):
-
-* ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the process is alive (``"draining"``
-  during a drain): a liveness probe;
-* ``GET /readyz``: 200 while a call would be taken, 503 while draining or at ``max_calls``: a
-  load balancer's health check (or a readiness probe) stops sending calls here;
-* ``GET /metrics``: Prometheus text from this server's own registry (under ``--workers``, every
-  worker's, each sample labelled ``worker``: :mod:`pipeline.workers`);
-* any other path is a call: refused with 401 (no token) or 403 (wrong token) when a token is
-  set, and with 503 when ``max_calls`` calls are running or the server is draining. The token
-  comes as ``?token=``, ``Authorization: Bearer`` or ``X-Pipeline-Token``; Twilio drops query
-  strings from ``<Stream url>`` and sends no custom headers, so with ``token_parameter`` a
-  connection without one is let through the handshake and must carry it in the ``start``
-  message (TwiML ``<Parameter name="token" value="..."/>``), else it is closed (1008) before
-  any pipeline is built. The token is never logged.
+Before the WebSocket handshake, :class:`~stages.telephony.serve_http.ServeFront` answers
+``/healthz``, ``/readyz`` and ``/metrics`` and checks every upgrade: refused with 401 (no token)
+or 403 (wrong token) when a token is set, and with 503 when ``max_calls`` calls are running or
+the server is draining. The token comes as ``?token=``, ``Authorization: Bearer`` or
+``X-Pipeline-Token``; Twilio drops query strings from ``<Stream url>`` and sends no custom
+headers, so with ``token_parameter`` a connection without one is let through the handshake and
+must carry it in the ``start`` message (TwiML ``<Parameter name="token" value="..."/>``), else
+it is closed (1008) before any pipeline is built. The token is never logged. The command line
+is :mod:`stages.telephony.serve_cli`, the metrics :mod:`stages.telephony.serve_metrics`.
 
 Messages larger than ``max_message_bytes`` close the connection (1009). SIGTERM (and Ctrl-C)
 drains: the listening socket closes, running calls go on until they end or ``drain_timeout_s``
@@ -47,195 +41,65 @@ the log level.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import gc
-import hmac
-import json
+import functools
+import logging
 import os
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
-from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
-from pipeline.graph import Pipeline
-from pipeline.kube import DeletionCost, PodRef
-from pipeline.metrics import Metric
-from pipeline.runtime import Runner
-from pipeline.signals import stop_signals
-from pipeline.tasks import wait_first
-from pipeline.tracing import CallTrace, TracingUnavailable, TurnTimer, otel_tracer
-from pipeline.workers import (
-    READY_LINE,
-    Supervisor,
-    WorkerLink,
-    set_parent_death_signal,
-    usable_cores,
+from pipeline.errors import (
+    ConfigError,
+    PipelineError,
+    Problem,
+    SessionRemoteError,
+    UsageError,
 )
+from pipeline.graph import Pipeline
+from pipeline.runtime import Runner
+from pipeline.tasks import wait_first
+from pipeline.tracing import CallTrace, TurnTimer
+from pipeline.workers import WorkerLink
 
+from ..listen import token_refusal
+from ..wsbatch import send_batch
 from .carriers.base import Carrier
-from .carriers.hangup import rest_for
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
-from .twilio import TwilioCall, bind_call
-from .webhook import TwilioWebhook, parse_parameters, twilio_setup
+from .police import MediaPolice
+from .serve_cli import TOKEN_ENV, cmd_serve, keep_deletion_cost, register
+from .serve_http import ServeFront
+from .serve_metrics import ServeMetrics
+from .twilio import MULAW_FORMAT, Mark, OutMedia, TwilioCall, bind_call, encode
+from .webhook import TwilioWebhook
+
+__all__ = [
+    "CALL_STAGES",
+    "TOKEN_ENV",
+    "CallServer",
+    "ServeMetrics",
+    "carrier_of",
+    "cmd_serve",
+    "keep_deletion_cost",
+    "register",
+    "run_server",
+]
 
 log = structlog.get_logger("pipeline.serve")
-
-#: Stage cost buckets, seconds per frame.
-COST_BUCKETS = (
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
-)  # fmt: skip
-#: Voice-to-voice latency buckets, seconds.
-VOICE_TO_VOICE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
-#: Lateness buckets, seconds.
-LATENESS_BUCKETS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
-
-
-# ---------------------------------------------------------------------------- metrics
-
-
-class _StageCost:
-    """A histogram per stage of the time spent per frame, filled in bulk from the runners'
-    own per-frame timings (no per-frame call into prometheus-client)."""
-
-    def __init__(self, buckets: Iterable[float] = COST_BUCKETS) -> None:
-        self.bounds = tuple(buckets)
-        self._bounds_ns = np.array(self.bounds) * 1e9
-        self._data: dict[tuple[str, str], tuple[np.ndarray[Any, Any], list[float]]] = {}
-
-    def add(self, stage: str, type_: str, times_ns: np.ndarray[Any, Any]) -> None:
-        if not len(times_ns):
-            return
-        counts, total = self._data.setdefault(
-            (stage, type_), (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
-        )
-        idx = np.searchsorted(self._bounds_ns, times_ns, side="left")
-        counts += np.bincount(idx, minlength=len(self.bounds) + 1)
-        total[0] += float(times_ns.sum()) / 1e9
-
-    def describe(self) -> list[HistogramMetricFamily]:
-        return [self._family()]
-
-    def _family(self) -> HistogramMetricFamily:
-        return HistogramMetricFamily(
-            "pipeline_stage_frame_cost_seconds",
-            "Time a stage spends per frame it produces (per frame consumed for a sink), "
-            "excluding time waiting for input or sleeping",
-            labels=["stage", "type"],
-        )
-
-    def collect(self) -> Iterable[HistogramMetricFamily]:
-        fam = self._family()
-        for (stage, type_), (counts, total) in sorted(self._data.items()):
-            cum = np.cumsum(counts)
-            buckets = [(repr(b), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
-            buckets.append(("+Inf", float(cum[-1])))
-            fam.add_metric([stage, type_], buckets, total[0])
-        yield fam
-
-
-class ServeMetrics:
-    """The server's Prometheus metrics, in a registry of their own (so two servers in one
-    process, as in tests, never mix their figures)."""
-
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        self.calls_active = Gauge("pipeline_calls_active", "Calls in progress", registry=r)
-        self.calls = Counter("pipeline_calls", "Calls ended, by outcome", ["outcome"], registry=r)
-        self.voice_to_voice = Histogram(
-            "pipeline_voice_to_voice_seconds",
-            "Per turn: from the end of the caller's speech to the first byte of the reply sent "
-            "to them (on the caller's stream clock)",
-            buckets=VOICE_TO_VOICE_BUCKETS,
-            registry=r,
-        )
-        self.refused = Counter(
-            "pipeline_connections_refused",
-            "Connections refused before the call started, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.lateness = Histogram(
-            "pipeline_outgoing_frame_lateness_seconds",
-            "Gap the caller hears before an outgoing audio chunk that continues a stretch of "
-            "audio (0: the chunk arrived before the previous one finished playing)",
-            buckets=LATENESS_BUCKETS,
-            registry=r,
-        )
-        self.link_dropped = Counter(
-            "pipeline_link_dropped_frames",
-            "Frames dropped by a link's overflow policy",
-            ["link"],
-            registry=r,
-        )
-        self.link_purged = Counter(
-            "pipeline_link_purged_frames",
-            "Audio frames dropped from a link by a barge-in (interrupt)",
-            ["link"],
-            registry=r,
-        )
-        self.reconnects = Counter(
-            "pipeline_session_reconnects",
-            "Realtime sessions opened again after the first one of a call",
-            registry=r,
-        )
-        self.tool_calls = Counter(
-            "pipeline_tool_calls", "Tool calls run, by outcome", ["outcome"], registry=r
-        )
-        self.bad_messages = Counter(
-            "pipeline_twilio_bad_messages",
-            "Twilio messages refused (malformed or invalid) and skipped",
-            registry=r,
-        )
-        self.loop_lag = Histogram(
-            "pipeline_event_loop_lag_seconds",
-            "How late the server's event loop wakes a 50 ms timer (a starved or blocked loop "
-            "makes every call late at once)",
-            buckets=LATENESS_BUCKETS,
-            registry=r,
-        )
-        self.stage_cost = _StageCost()
-        r.register(self.stage_cost)
-        # figures stages report through ctx.metrics, by Metric.name (others are added on use)
-        self._reported: dict[str, Any] = {
-            "tool_calls": self.tool_calls,
-            "session_reconnects": self.reconnects,
-        }
-
-    def add(self, metric: Metric, value: float, labels: Mapping[str, str], stage: str) -> None:
-        """A figure a stage of a call reported through ``ctx.metrics`` (the runner's
-        :class:`~pipeline.metrics.MetricsSink`): a counter becomes ``pipeline_<name>_total``,
-        a histogram ``pipeline_<name>``, labelled as the metric declares."""
-        family: Any = self._reported.get(metric.name)
-        if family is None:  # declared by a stage: exported as it is reported
-            kind = Counter if metric.kind == "counter" else Histogram
-            family = kind(
-                f"pipeline_{metric.name}", metric.doc, list(metric.labels), registry=self.registry
-            )
-            self._reported[metric.name] = family
-        target = family.labels(**labels) if labels else family
-        if metric.kind == "counter":
-            target.inc(value)
-        else:
-            target.observe(value)
-
-    def text(self) -> bytes:
-        return generate_latest(self.registry)
+# websockets' own logger: whatever it would say about a connection (at debug, the request
+# line with its query string, which may hold the token) stays out of the logs; serve_http
+# writes the one line a refused connection gets
+_WS_LOG = logging.getLogger("pipeline.serve.websockets")
+_WS_LOG.setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------- the server
@@ -263,6 +127,15 @@ class CallServer:
         start_timeout_s: float = 10.0,
         idle_timeout_s: float = 15.0,
         token_parameter: bool = False,
+        max_unauthenticated: int = 8,
+        auth_timeout_s: float = 3.0,
+        max_bad_messages: int = 20,
+        media_allowance_s: float = 2.0,
+        media_disconnect_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        unavailable_wav: str | os.PathLike[str] | None = None,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 20.0,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
@@ -280,7 +153,23 @@ class CallServer:
         self.start_timeout_s = start_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.token_parameter = token_parameter
-        self._check_at_start: set[int] = set()  # connections whose token comes in 'start'
+        #: connections waiting for their token in 'start' (token_parameter): their own cap
+        #: and deadline, outside max_calls
+        self.max_unauthenticated = max_unauthenticated
+        self.auth_timeout_s = auth_timeout_s
+        #: a caller is disconnected after this many bad messages (1008)
+        self.max_bad_messages = max_bad_messages
+        #: the media clock (MediaPolice): how far ahead of real time a caller's audio may run,
+        #: and how much may be dropped before the caller is disconnected (1008, policed)
+        self.media_allowance_s = media_allowance_s
+        self.media_disconnect_s = media_disconnect_s
+        #: the wall clock of the media police and the log limiter (tests step their own)
+        self.clock = clock
+        #: what a caller hears when the model cannot be reached (μ-law 8 kHz; b"": nothing)
+        self.unavailable_audio = unavailable_audio(unavailable_wav)
+        #: keepalive: a caller that leaves a ping unanswered this long is cut off (1011)
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
@@ -301,103 +190,11 @@ class CallServer:
         if webhook is not None:
             webhook.on_answered_by = self._answered_by
         self.new_carrier = carrier_of(template)  # the carrier's dialect, per call
-
-    # -- HTTP before the upgrade
-
-    def _respond(
-        self, connection: ServerConnection, status: int, body: str, content_type: str = ""
-    ) -> Response:
-        response = connection.respond(status, body)
-        if content_type:
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = content_type
-        return response
-
-    async def _process_request_pooled(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        """Under ``--workers``: ``/metrics`` gathers every worker's (the rest as below)."""
-        if self.worker is not None and urlsplit(request.path).path == "/metrics":
-            self.fold_all()
-            text = await self.worker.metrics(self.metrics.text())
-            return self._respond(connection, 200, text.decode(), CONTENT_TYPE_LATEST)
-        return self._process_request(connection, request)
+        self.front = ServeFront(self)
 
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): whether a new call would be taken, by this server or, under
-        ``--workers``, by some worker of the pool."""
-        if self.draining:
-            return False, "draining"
-        if self.worker is not None:
-            ok = self.worker.pool_ready()
-            return ok, "ok" if ok else "busy: every worker is at its call cap"
-        if self.active >= self.max_calls:
-            return False, f"busy: {self.active} calls running, the cap is {self.max_calls}"
-        return True, "ok"
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path == "/healthz":  # liveness: 200 while this process answers at all
-            status = "draining" if self.draining else "ok"
-            body = json.dumps(
-                {"status": status, "active_calls": self.active, "max_calls": self.max_calls}
-            )
-            return self._respond(connection, 200, body + "\n", "application/json")
-        if url.path == "/readyz":  # readiness: would a new call be taken?
-            ready, reason = self.readiness()
-            info: dict[str, Any] = {"ready": ready, "reason": reason}
-            info.update(active_calls=self.active, max_calls=self.max_calls)
-            if self.worker is not None:
-                pool = self.worker.pool()
-                info["worker"] = self.worker.index
-                info["pool_active_calls"] = sum(w.active for w in pool if w.alive)
-                info["pool_max_calls"] = sum(w.max_calls for w in pool if w.alive)
-            return self._respond(
-                connection, 200 if ready else 503, json.dumps(info) + "\n", "application/json"
-            )
-        if url.path == "/metrics":
-            self.fold_all()
-            text = self.metrics.text().decode()
-            return self._respond(connection, 200, text, CONTENT_TYPE_LATEST)
-        self._check_at_start.discard(id(connection))  # an id may be reused: start afresh
-        if self.webhook is not None:
-            refusal = self.webhook.upgrade_refusal(request.path, request.headers)
-            if refusal:
-                self.metrics.refused.labels(refusal).inc()
-                log.warning(
-                    "connection refused: "
-                    + (
-                        "no X-Twilio-Signature"
-                        if refusal == "unsigned"
-                        else "bad X-Twilio-Signature"
-                    ),
-                    path=url.path,
-                )
-                return self._respond(connection, 403, "invalid or missing X-Twilio-Signature\n")
-        if self.token is not None:
-            given = _token_of(request, url.query)
-            if given is None and self.token_parameter:
-                self._check_at_start.add(id(connection))  # Twilio: <Parameter name="token">
-            elif given is None:
-                self.metrics.refused.labels("unauthenticated").inc()
-                return self._respond(
-                    connection, 401, "a token is required: ?token=... or Authorization: Bearer\n"
-                )
-            if given is not None and not hmac.compare_digest(given.encode(), self.token.encode()):
-                self.metrics.refused.labels("bad_token").inc()
-                return self._respond(connection, 403, "wrong token\n")
-        if self.draining:
-            self.metrics.refused.labels("draining").inc()
-            return self._respond(connection, 503, "draining: not taking new calls\n")
-        if self.active >= self.max_calls:
-            self.metrics.refused.labels("busy").inc()
-            per = " per worker" if self.worker is not None else ""
-            return self._respond(
-                connection,
-                503,
-                f"busy: {self.active} calls running, the cap is {self.max_calls}{per}\n",
-            )
-        return None
+        """(ready, reason): whether a new call would be taken (:meth:`ServeFront.readiness`)."""
+        return self.front.readiness()
 
     # -- one call
 
@@ -408,17 +205,34 @@ class CallServer:
         self._calls += 1
         conn_id = self._calls
         structlog.contextvars.bind_contextvars(conn=conn_id)
-        if self.active >= self.max_calls or self.draining:  # raced past process_request
+        # a connection whose token comes in 'start' counts against max_calls only once the
+        # token is checked (till then, against max_unauthenticated, for auth_timeout_s)
+        awaiting = id(ws) in self.front.awaiting_token
+        counted = not awaiting
+        if counted and (self.active >= self.max_calls or self.draining):  # raced past the front
             self.metrics.refused.labels("busy").inc()
             await ws.close(1013, "busy")
             self._handlers.discard(task)
             return
-        self._count_call(+1)
+        if counted:
+            self._count_call(+1)
+        carrier = self.new_carrier()
+        fmt = carrier.format if carrier is not None else MULAW_FORMAT
+        police = MediaPolice(
+            fmt.bytes_per_second,
+            allowance_s=self.media_allowance_s,
+            disconnect_after_s=self.media_disconnect_s,
+            clock=self.clock,
+        )
         call = TwilioCall(
             ws.send,
+            send_batch=functools.partial(send_batch, ws),
             log=log.bind(conn=conn_id),
             on_lateness=self.metrics.lateness.observe,
-            carrier=self.new_carrier(),
+            carrier=carrier,
+            warn=self.front.warnings,
+            max_bad_messages=self.max_bad_messages,
+            police=police,
         )
         reader = asyncio.create_task(self._read(ws, call), name=f"call {conn_id} reader")
         outcome, code, reason = "completed", 1000, ""
@@ -439,11 +253,15 @@ class CallServer:
 
         call.on_lateness = on_chunk
         try:
-            if not await self._wait_start(call):
+            wait_s = self.auth_timeout_s if awaiting else self.start_timeout_s
+            if not await self._wait_start(call, wait_s):
+                if call.refusal is not None:
+                    code, reason, outcome = call.refusal
+                    return
                 outcome, code, reason = "no_start", 1008, "no start message"
-                log.warning(
+                self.front.warnings.warning(
                     "connection closed before a start message",
-                    timeout_s=self.start_timeout_s,
+                    timeout_s=wait_s,
                     messages=call.messages_in,
                 )
                 return
@@ -451,13 +269,21 @@ class CallServer:
                 call_sid=call.call_sid, stream_sid=call.stream_sid
             )
             call.log = call.log.bind(call_sid=call.call_sid)
-            if id(ws) in self._check_at_start:
+            if id(ws) in self.front.awaiting_token:
                 refusal = self._start_token_refusal(call)
                 if refusal:
                     self.metrics.refused.labels(refusal).inc()
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
+                self.front.token_settled(ws)
+                if self.active >= self.max_calls or self.draining:
+                    self.metrics.refused.labels("busy").inc()
+                    outcome, code, reason = "refused", 1013, "busy"
+                    log.warning("call refused: busy", max_calls=self.max_calls)
+                    return
+                self._count_call(+1)
+                counted = True
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
@@ -493,18 +319,29 @@ class CallServer:
                 outcome, code, reason = "idle", 1000, "no media"
                 log.warning("call closed: no media", idle_timeout_s=self.idle_timeout_s)
             elif summary.status != "completed":
-                outcome, code, reason = summary.status, 1001, "server shutting down"
+                outcome = "drained" if self.draining else summary.status
+                code, reason = 1001, "server shutting down"
+            else:
+                outcome, code, reason = ended_by(call, ws)
+            if call.refusal is not None:
+                code, reason, outcome = call.refusal
         except PipelineError as exc:
             outcome, code, reason = "failed", 1011, "pipeline failed"
-            log.error("call failed", error=str(exc))
+            if model_unreachable(exc):
+                outcome, reason = "model_unreachable", "model unreachable"
+                log.error("call failed: the model cannot be reached", error=str(exc))
+                await self._apologise(call)
+            else:
+                log.error("call failed", error=str(exc))
         except asyncio.CancelledError:
-            outcome, code, reason = "cancelled", 1001, "server shutting down"
+            outcome = "drained" if self.draining else "cancelled"
+            code, reason = 1001, "server shutting down"
             raise
         except Exception as exc:
             outcome, code, reason = "failed", 1011, "internal error"
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
-            self._check_at_start.discard(id(ws))
+            self.front.token_settled(ws)
             if self._by_call_sid.get(call.call_sid) is call:
                 del self._by_call_sid[call.call_sid]
             if live is not None:
@@ -512,17 +349,21 @@ class CallServer:
                 self._live.pop(conn_id, None)
             if call.bad_messages:
                 self.metrics.bad_messages.inc(call.bad_messages)
+            if police.dropped_bytes:
+                self.metrics.media_dropped.inc(police.dropped_s)
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self._count_call(-1)
+            if counted:
+                self._count_call(-1)
             self.metrics.calls.labels(outcome).inc()
             if call.start is not None:
                 log.info(
                     "call ended",
                     outcome=outcome,
+                    close_code=code,
                     duration_s=round(time.perf_counter() - t0, 3),
                     messages_in=call.messages_in,
                     messages_out=call.messages_out,
@@ -550,12 +391,28 @@ class CallServer:
                     await run
 
     async def _idle(self, call: Any) -> None:
+        # One wake-up per timeout period, not one per media message: the call only notes
+        # when media last came.
+        since = time.monotonic()
         while True:
-            call.media_arrived.clear()
-            try:
-                await asyncio.wait_for(call.media_arrived.wait(), self.idle_timeout_s)
-            except TimeoutError:
+            left = max(since, call.last_media_at) + self.idle_timeout_s - time.monotonic()
+            if left <= 0:
                 return
+            await asyncio.sleep(left)
+
+    async def _apologise(self, call: TwilioCall) -> None:
+        """Play ``unavailable_audio`` to the caller and wait (as long as it lasts, plus 2 s)
+        for Twilio's echo of the mark after it: the caller has heard it. Twilio streams only:
+        another carrier's call is closed without it."""
+        audio = self.unavailable_audio
+        if not audio or call.carrier is not None or call.closed or call.start is None:
+            return
+        sid = call.stream_sid
+        heard = asyncio.Event()
+        call.on_mark = lambda name: heard.set() if name == "unavailable" else None
+        messages = [encode(OutMedia(sid, audio[i : i + 160])) for i in range(0, len(audio), 160)]
+        await call.send([*messages, encode(Mark(sid, "unavailable"))])
+        await wait_first(heard, call.ended, timeout=len(audio) / 8000 + 2.0)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
         call = self._by_call_sid.get(call_sid)
@@ -575,8 +432,9 @@ class CallServer:
         changed.set()
 
     async def wait_active(self, n: int) -> None:
-        """Wait until exactly ``n`` calls are running (a call counts from the moment its
-        connection is accepted until it is closed). For tests and embedding code that must
+        """Wait until exactly ``n`` calls are running (a call counts from the moment it is
+        authenticated, at the upgrade or, with ``token_parameter``, at its ``start``, until it
+        is closed). For tests and embedding code that must
         act on the server's state, not on a guess of how long it takes; bound it with
         ``asyncio.timeout``."""
         while self.active != n:
@@ -585,24 +443,14 @@ class CallServer:
     def _start_token_refusal(self, call: Any) -> str:
         """'' when ``start.customParameters.token`` matches, else the refusal reason."""
         given = call.start.custom_parameters.get("token") if call.start else None
-        if given is None:
-            return "unauthenticated"
         assert self.token is not None
-        if not hmac.compare_digest(str(given).encode(), self.token.encode()):
-            return "bad_token"
-        return ""
+        return token_refusal(None if given is None else str(given), self.token)
 
     async def _read(self, ws: ServerConnection, call: Any) -> None:
-        try:
-            async for message in ws:
-                await call.receive(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            call.connection_closed()
+        await call.read_socket(ws.recv)
 
-    async def _wait_start(self, call: Any) -> bool:
-        await wait_first(call.started, call.ended, timeout=self.start_timeout_s)
+    async def _wait_start(self, call: Any, timeout_s: float) -> bool:
+        await wait_first(call.started, call.ended, timeout=timeout_s)
         return bool(call.start is not None)
 
     # -- metrics from the runners
@@ -644,18 +492,21 @@ class CallServer:
         self._server = await serve(
             self._handle,
             **where,
-            process_request=self._process_request_pooled,
-            create_connection=with_posts(self._post),
+            process_request=self.front.process_request,
+            create_connection=with_posts(self._post, self.front.handshake_failed),
+            logger=_WS_LOG,
             max_size=self.max_message_bytes,
             compression=None,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=self.ping_interval_s,
+            ping_timeout=self.ping_timeout_s,
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
         self.url = f"ws://{shown}:{self.port}"
         self._monitor = asyncio.create_task(self._watch_loop(), name="loop lag")
+        loop = asyncio.get_running_loop()
+        self.metrics.tasks_alive.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     async def _watch_loop(self, period: float = 0.05) -> None:
         loop = asyncio.get_running_loop()
@@ -666,16 +517,14 @@ class CallServer:
 
     async def drain(self, timeout_s: float = 30.0) -> int:
         """Stop accepting calls; let the running ones end for up to ``timeout_s``, then cancel
-        the rest. Returns the number of calls that had to be cancelled. The listening socket
-        is closed before the ``draining`` log line is written."""
+        the rest. Returns the number of calls that had to be cancelled. The server goes on
+        answering while it drains: ``/healthz`` 200 with ``draining``, ``/readyz`` 503, new
+        calls 503 ``draining``."""
         self.draining = True
         if self.worker is not None:
             self.worker.set_draining()
-        if self._server is not None:
-            self._server.close(close_connections=False)
-            # websockets stops listening in a task of its own; stop now, so that once the
-            # 'draining' line is out nobody can connect any more
-            self._server.server.close()
+        # the listener stays open: /healthz answers 200 (draining) for the liveness probe,
+        # /readyz 503 for the load balancer, and a new call gets 503 'draining'
         pending = set(self._handlers)
         log.info("draining", active_calls=len(pending), timeout_s=timeout_s)
         if pending:
@@ -705,7 +554,7 @@ class CallServer:
             await self.rest.aclose()
 
 
-_CALL_STAGES = ("twilio_source", "twilio_sink", "phone_source", "phone_sink")
+CALL_STAGES = ("twilio_source", "twilio_sink", "phone_source", "phone_sink")
 
 
 def carrier_of(template: Pipeline) -> Callable[[], Carrier | None]:
@@ -738,15 +587,65 @@ def carrier_of(template: Pipeline) -> Callable[[], Carrier | None]:
     return lambda: cls(fmt)
 
 
-def _token_of(request: Request, query: str) -> str | None:
-    values = parse_qs(query).get("token")
-    if values:
-        return values[0]
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    header = request.headers.get("X-Pipeline-Token")
-    return header if header else None
+#: The message a caller hears when the model cannot be reached (made by
+#: ``data/make_unavailable.sh``, shipped with the package; ``pipeline serve`` plays it unless
+#: told otherwise with --unavailable-wav).
+UNAVAILABLE_WAV = Path(__file__).parent / "data" / "unavailable_8k_ulaw.wav"
+
+
+def unavailable_audio(path: str | os.PathLike[str] | None) -> bytes:
+    """The μ-law 8 kHz bytes of the WAV at ``path`` (μ-law, or PCM16 encoded); b"" for None
+    or "". ConfigError naming the file when it cannot be played on a phone line."""
+    if path is None or str(path) == "":
+        return b""
+    from stages.g711 import encode_ulaw
+    from stages.wavfile import read_wav
+
+    try:
+        header, data = read_wav(path)
+    except (OSError, PipelineError) as exc:
+        raise ConfigError(
+            Problem(f"{path}: {exc}", "give a WAV file (--unavailable-wav PATH)")
+        ) from None
+    fmt = header.format
+    if fmt.rate != 8000 or fmt.channels != 1 or fmt.encoding not in ("pcmu", "pcm16"):
+        raise ConfigError(
+            Problem(
+                f"{path}: {fmt.encoding} {fmt.rate} Hz x{fmt.channels}; the message for an "
+                "unreachable model is played on a phone line",
+                "give an 8000 Hz mono WAV, μ-law or 16-bit PCM (sox IN.wav -r 8000 -c 1 -e "
+                "u-law OUT.wav)",
+            )
+        )
+    return data if fmt.encoding == "pcmu" else encode_ulaw(data)
+
+
+def model_unreachable(exc: BaseException) -> bool:
+    """Whether a call failed because its realtime model could not be reached (the session
+    gave up connecting), looking through the causes a stage error chains."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, SessionRemoteError) and seen.code == "connect_failed":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def ended_by(call: TwilioCall, ws: ServerConnection) -> tuple[str, int, str]:
+    """(outcome, close code, reason) of a call whose pipeline ran to its end: ``completed``
+    after the carrier's ``stop`` (or the agent ending the call), else what closed the socket:
+    ``too_big`` (a message over the size limit, 1009), ``keepalive_timeout`` (pings went
+    unanswered), ``caller_hangup`` (closed without ``stop``)."""
+    if call.stopped or not call.closed:
+        return "completed", 1000, ""
+    sent = ws.protocol.close_sent
+    if sent is not None and sent.code == 1009:
+        return "too_big", 1009, sent.reason
+    if sent is not None and sent.code == 1011 and "keepalive" in sent.reason:
+        return "keepalive_timeout", 1011, sent.reason
+    return "caller_hangup", 1000, ""
 
 
 @contextlib.asynccontextmanager
@@ -761,268 +660,3 @@ async def run_server(
         yield server
     finally:
         await server.close()
-
-
-# ---------------------------------------------------------------------------- command line
-
-TOKEN_ENV = "PIPELINE_SERVE_TOKEN"
-
-
-def register(subparsers: Any) -> None:
-    """Add ``pipeline serve`` to the CLI."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve",
-        help="answer phone calls: one pipeline per Twilio Media Streams connection",
-        description="Run a WebSocket server for Twilio Media Streams (<Connect><Stream "
-        "url='wss://HOST/...'>). Each connection runs the pipeline afresh; "
-        "GET /healthz and GET /metrics answer plain HTTP.",
-    )
-    p.add_argument("file", help="the pipelines YAML file")
-    p.add_argument("name", nargs="?", help="pipeline name (default: the first)")
-    p.add_argument("--pipeline", dest="pipeline_name", help="pipeline name (same as NAME)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
-    p.add_argument(
-        "--token-env",
-        default=TOKEN_ENV,
-        help=f"environment variable holding the shared token (default {TOKEN_ENV}); when it "
-        "is set, connections need ?token=... or 'Authorization: Bearer ...'",
-    )
-    p.add_argument(
-        "--token-parameter",
-        action="store_true",
-        help="also accept the token as <Parameter name='token'> (start.customParameters.token): "
-        "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="worker processes on the one port, each with its own event loop (default: the "
-        f"cores this process may use, here {usable_cores()}); 1 serves in this process",
-    )
-    p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
-    p.add_argument(
-        "--otel",
-        action="store_true",
-        help="export OpenTelemetry traces (a span per call, turn and tool call) over OTLP/HTTP "
-        "to $OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'pipeline[otel]'",
-    )
-    p.add_argument(
-        "--max-message-bytes", type=int, default=64 * 1024, help="largest message (65536)"
-    )
-    p.add_argument(
-        "--start-timeout", type=float, default=10.0, help="seconds to wait for 'start' (10)"
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=15.0,
-        help="close a call after this many seconds without media (15)",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        help="on SIGTERM, seconds running calls may take to finish (30)",
-    )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
-    p.add_argument(
-        "--public-url",
-        help="https://HOST that Twilio reaches: answers the number's Voice webhook (POST "
-        "/twiml) with <Connect><Stream url='wss://HOST/media'>, takes status callbacks (POST "
-        "/status, /amd), and checks X-Twilio-Signature on them and on every upgrade",
-    )
-    p.add_argument(
-        "--twilio-auth-token-env",
-        default="TWILIO_AUTH_TOKEN",
-        help="environment variable holding the account's auth token, which signs Twilio's "
-        "requests (default TWILIO_AUTH_TOKEN); with TWILIO_ACCOUNT_SID it also enables the "
-        "call tools (end_call, transfer_call, send_dtmf)",
-    )
-    p.add_argument(
-        "--stream-parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a <Parameter> for every call's stream (start.customParameters)",
-    )
-    p.set_defaults(handler=cmd_serve)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
-    from pipeline.config import load
-
-    p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
-    if not any(n.type_name in _CALL_STAGES for n in p.nodes.values()):
-        raise ConfigError(
-            Problem(
-                f"pipeline '{p.name}' has no twilio_source or twilio_sink, so a call could "
-                "neither be heard nor answered",
-                "pipeline serve runs one copy per phone call: add {type: twilio_source} and "
-                "{type: twilio_sink} (see docs/telephony.md)",
-                p.file,
-            )
-        )
-    # what every call will need (a model provider's key, ...): refuse to start without it
-    # rather than answer each call and fail it
-    p.preflight(p.validate())
-    token = os.environ.get(args.token_env) or None
-    if args.max_calls < 1:
-        log.error("--max-calls must be at least 1", given=args.max_calls)
-        return 2
-    try:
-        params = parse_parameters(args.stream_parameter)
-        if token is not None and args.token_parameter:
-            params["token"] = token  # the stream comes back with it (never logged)
-        webhook, rest = twilio_setup(
-            args.public_url,
-            auth_token_env=args.twilio_auth_token_env,
-            parameters=params,
-            environ=os.environ,
-        )
-        other = carrier_of(p)()
-        if other is not None:  # Telnyx, Plivo...: their own hang-up credentials
-            rest = rest_for(other.name, os.environ)
-    except ValueError as exc:
-        log.error(str(exc))
-        return 2
-    worker = WorkerLink.from_environ()
-    workers = usable_cores() if args.workers is None else args.workers
-    if workers < 1:
-        log.error("--workers must be at least 1", given=workers)
-        return 2
-    if worker is None and workers > 1:
-        return _supervise(args, workers)
-    if worker is not None:
-        set_parent_death_signal()  # drain, not run on, should the supervisor die
-    tracer = None
-    if args.otel:
-        try:
-            tracer = otel_tracer("pipeline-serve")
-        except TracingUnavailable as exc:
-            log.error(str(exc))
-            return 2
-    # Everything loaded so far (modules, the template) lives as long as the server: keep it
-    # out of the collector's sight, so a full collection only walks what calls allocate.
-    gc.collect()
-    gc.freeze()
-    return asyncio.run(
-        _serve(
-            p,
-            args.host,
-            args.port,
-            token=token,
-            token_parameter=args.token_parameter,
-            max_calls=args.max_calls,
-            max_message_bytes=args.max_message_bytes,
-            start_timeout_s=args.start_timeout,
-            idle_timeout_s=args.idle_timeout,
-            drain_timeout_s=args.drain_timeout,
-            worker=worker,
-            tracer=tracer,
-            webhook=webhook,
-            rest=rest,
-        )
-    )
-
-
-def _supervise(args: argparse.Namespace, workers: int) -> int:
-    """Run ``workers`` copies of this very command line as a pool (pipeline.workers)."""
-    argv = getattr(args, "command_line", None) or sys.argv[1:]
-    command = [sys.executable, "-m", "pipeline", *argv]
-    supervisor = Supervisor(command, workers, args.host, args.port)
-
-    async def run() -> int:
-        def pool_calls() -> int:
-            return supervisor.state.total_active() if supervisor.state is not None else 0
-
-        async with keep_deletion_cost(pool_calls):
-            return await supervisor.run()
-
-    return asyncio.run(run())
-
-
-@contextlib.asynccontextmanager
-async def keep_deletion_cost(calls: Callable[[], int]) -> AsyncIterator[None]:
-    """In a Kubernetes pod (pipeline.kube), keep its pod-deletion-cost equal to ``calls()``
-    while the block runs; elsewhere, nothing."""
-    ref = PodRef.from_environ()
-    if ref is None:
-        yield
-        return
-    task = asyncio.create_task(DeletionCost(ref, calls).run(), name="pod deletion cost")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def _serve(
-    p: Pipeline,
-    host: str,
-    port: int,
-    *,
-    drain_timeout_s: float,
-    worker: WorkerLink | None = None,
-    **options: Any,
-) -> int:
-    server = CallServer(p, worker=worker, **options)
-    try:
-        if worker is not None:
-            structlog.contextvars.bind_contextvars(worker=worker.index)
-            await server.start(worker.host, sock=worker.listening_socket())
-            worker.started(server.max_calls)
-            await worker.serve_metrics(server.metrics_text)
-        else:
-            await server.start(host, port)
-    except OSError as exc:
-        log.error("cannot listen", host=host, port=port, error=str(exc))
-        return 2
-    stop = asyncio.Event()
-
-    def cancel_calls() -> None:
-        for live in list(server._live.values()):
-            live.runner.cancel()
-
-    with stop_signals(stop.set, cancel_calls):
-        return await _until_stopped(server, p, worker, stop, drain_timeout_s)
-
-
-async def _until_stopped(
-    server: CallServer,
-    p: Pipeline,
-    worker: WorkerLink | None,
-    stop: asyncio.Event,
-    drain_timeout_s: float,
-) -> int:
-    """Announce the server, wait for a stop signal, drain, close."""
-    if worker is None:
-        print(f"pipeline serve: listening on {server.url}", file=sys.stderr, flush=True)
-    else:
-        print(READY_LINE, flush=True)  # to the supervisor, which announces the pool
-    log.info(
-        "serving",
-        url=server.url,
-        pipeline=p.name,
-        max_calls=server.max_calls,
-        auth="token" if server.token else "none",
-        twilio_signatures=server.webhook is not None,
-        call_control=server.rest is not None,
-    )
-    try:
-        if worker is None:  # a pool's supervisor keeps it for the whole pod
-            async with keep_deletion_cost(lambda: server.active):
-                await stop.wait()
-        else:
-            await stop.wait()
-        cancelled = await server.drain(drain_timeout_s)
-        log.info("stopped", cancelled_calls=cancelled)
-    finally:
-        await server.close()
-        if worker is not None:
-            await worker.close()
-    return 0
