@@ -88,11 +88,13 @@ from pipeline.workers import (
 )
 
 from .carriers.base import Carrier
-from .carriers.hangup import rest_for
+from .carriers.rest import rest_for
+from .carriers.webhooks import carrier_webhook
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
+from .offer import withhold_unavailable
 from .twilio import TwilioCall, bind_call
-from .webhook import TwilioWebhook, parse_parameters, twilio_setup
+from .webhook import Webhook, parse_parameters, twilio_setup
 
 log = structlog.get_logger("pipeline.serve")
 
@@ -266,11 +268,13 @@ class CallServer:
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
-        webhook: TwilioWebhook | None = None,
+        webhook: Webhook | None = None,
         rest: CallRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
+        for why in withhold_unavailable(template.nodes):  # not offered to the model
+            log.warning(why)
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template
@@ -876,15 +880,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         params = parse_parameters(args.stream_parameter)
         if token is not None and args.token_parameter:
             params["token"] = token  # the stream comes back with it (never logged)
-        webhook, rest = twilio_setup(
-            args.public_url,
-            auth_token_env=args.twilio_auth_token_env,
-            parameters=params,
-            environ=os.environ,
-        )
         other = carrier_of(p)()
-        if other is not None:  # Telnyx, Plivo...: their own hang-up credentials
-            rest = rest_for(other.name, os.environ)
+        webhook: Webhook | None
+        if other is None:
+            webhook, rest = twilio_setup(
+                args.public_url,
+                auth_token_env=args.twilio_auth_token_env,
+                parameters=params,
+                environ=os.environ,
+            )
+        else:  # Telnyx, Plivo...: their own signatures and call-control credentials
+            webhook = carrier_webhook(other.name, args.public_url, os.environ)
+            rest = rest_for(other.name, os.environ, args.public_url)
     except ValueError as exc:
         log.error(str(exc))
         return 2
