@@ -15,7 +15,8 @@ import structlog
 from pipeline.graph import Pipeline
 from pipeline.signals import stop_signals
 
-from .server import DEFAULT_TOKEN_ENV, PlaygroundServer, check_playground_pipeline, is_loopback
+from ..listen import add_listen_arguments, is_loopback
+from .server import DEFAULT_TOKEN_ENV, PlaygroundServer, check_playground_pipeline
 
 log = structlog.get_logger("pipeline.playground")
 
@@ -29,20 +30,15 @@ def register(subparsers: Any) -> None:
         "browser tab (its browser_source and browser_sink are the tab's microphone and "
         "speaker). Open /?autostart=1 to start without a click.",
     )
-    p.add_argument("file", help="the pipelines YAML file")
-    p.add_argument("name", nargs="?", help="pipeline name (default: the first)")
-    p.add_argument("--pipeline", dest="pipeline_name", help="pipeline name (same as NAME)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000; 0 picks a free one)")
-    p.add_argument(
-        "--token-env",
-        default=DEFAULT_TOKEN_ENV,
-        help=f"environment variable holding the token (default {DEFAULT_TOKEN_ENV}); required "
-        "on any host but loopback, where one is made up and printed in the page's URL if unset",
+    add_listen_arguments(
+        p,
+        port=8000,
+        token_env=DEFAULT_TOKEN_ENV,
+        token_help="required on any host but loopback, where one is made up and printed in the "
+        "page's URL if unset",
     )
     p.add_argument("--max-sessions", type=int, default=4, help="tabs connected at once (4)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.PARAM=VALUE")
     p.set_defaults(handler=cmd_playground)
 
 

@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -51,6 +48,7 @@ from pipeline.plan import Plan
 from pipeline.runtime import Runner, RunSummary
 from pipeline.tasks import wait_first
 
+from ..listen import http_response, is_loopback, token_of, token_refusal
 from .connection import BrowserConnection, bind_connection
 from .protocol import MAX_AUDIO_BYTES, BrowserMessageError, dumps
 
@@ -73,16 +71,6 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 }
 DEFAULT_TOKEN_ENV = "PIPELINE_PLAYGROUND_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -212,13 +200,7 @@ class PlaygroundServer:
     # -- HTTP before the upgrade
 
     def _respond(self, status: int, body: bytes, content_type: str) -> Response:
-        headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body))})
-        for k, v in SECURITY_HEADERS.items():
-            headers[k] = v
-        reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(
-            status, "Service Unavailable"
-        )
-        return Response(status, reason, headers, body)
+        return http_response(status, body, content_type, SECURITY_HEADERS)
 
     def _text(self, status: int, text: str) -> Response:
         return self._respond(status, text.encode(), "text/plain; charset=utf-8")
@@ -234,11 +216,10 @@ class PlaygroundServer:
         if path not in self.files and path != "/ws":
             return self._text(404, f"not found: {path}\n")
         if path in ("/", "/index.html", "/ws") and self.token is not None:
-            tokens = parse_qs(url.query).get("token")
-            given = tokens[0] if tokens else None
-            if given is None:
+            refusal = token_refusal(token_of({}, url.query), self.token)
+            if refusal == "unauthenticated":
                 return self._text(401, "a token is required: open the URL the server printed\n")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if refusal:
                 return self._text(403, "wrong token\n")
         if path != "/ws":
             body, ctype = self.files[path]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, SessionRemoteError
 
+from ..listen import is_loopback
 from .settings import Settings
 from .wire.gemini import GeminiClientBridge
 
@@ -38,18 +38,6 @@ def endpoint_of(url: str) -> str:
     """The URL without its query, for messages."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (a URL's host, no resolving) names this machine's loopback interface."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def plain_text_key_problem(url: str, api_key_env: str) -> str | None:

@@ -134,8 +134,11 @@ class _Run:
         self.input_done = asyncio.Event()
         self.closing = False
         self.recycling = False
-        #: a forced message marked interruptible: false is being said: no local barge-in
+        #: a forced message marked interruptible: false is being said: no local barge-in until
+        #: its audio has played out here (xAI drops the caller's audio until then)
         self.uninterruptible = False
+        self.forced_pending = False  # the next response created is the forced message's
+        self.forced_response = ""
         #: the conversation's final transcripts (role, text), carried to a renewed session
         self.history: list[tuple[str, str]] = []
         self.delivered = False  # this connection delivered a response
@@ -282,6 +285,7 @@ class _Run:
             message.text, voice=message.voice, interruptible=message.interruptible
         )
         self.uninterruptible = not message.interruptible
+        self.forced_pending = not message.interruptible
         self.log.info(
             "forced message", chars=len(message.text), interruptible=message.interruptible
         )
@@ -345,7 +349,12 @@ class _Run:
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
-            case p.ResponseDoneEvent():
+            case p.ResponseCreatedEvent() if self.forced_pending:
+                self.forced_pending = False
+                self.forced_response = ev.response_id
+            case p.ResponseCreatedEvent() if ev.response_id != self.forced_response:
+                # another response: the forced message's protection ends (what is left of its
+                # audio here goes on playing; nothing new is protected)
                 self.uninterruptible = False
         if isinstance(ev, p.ResponseDoneEvent):
             self.delivered = True

@@ -114,6 +114,9 @@ class EmulatorSession:
         self._calls: dict[str, str] = {}  # call_id -> tool name
         self._outputs: list[tuple[str, str]] = []  # (tool name, output) not yet answered
         self._scripted_turns: set[int] = set()
+        #: the response saying a forced message marked ``interruptible: false``: until it is
+        #: done the caller's audio is dropped (replaced by silence, so the timeline stays)
+        self._uninterruptible: str | None = None
         self._next_ping: float | None = None
         self._expires_at: float | None = None
         #: the session hit ``max_session_s``: the edge closes the socket with 1001
@@ -326,6 +329,10 @@ class EmulatorSession:
             )
         self._audio_seen = True
         pcm = g711.decode(data, fmt.encoding)
+        if self._response is not None and self._response.id == self._uninterruptible:
+            # xAI: a forced message marked interruptible: false drops the caller's audio until
+            # it has been played, so the caller can neither cut it nor start a turn over it
+            pcm = bytes(len(pcm))
         self._input.append(pcm)
         if self._vad is None or self._turns is None:
             return
@@ -484,6 +491,8 @@ class EmulatorSession:
             self._add_item(stored)
             if self._response is None:
                 self._start_response(text_override=text)
+                if item.get("interruptible") is False and self._response is not None:
+                    self._uninterruptible = self._response.id
             return
         role = item.get("role")
         if kind == "message" and role not in ("user", "assistant", "system"):

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 import structlog
 
@@ -16,9 +17,10 @@ from pipeline.errors import ConfigError
 from pipeline.frames import Frame, Text, Transcript
 from pipeline.spec import spec_for
 from pipeline.testing import make_context, run_stage_async
-from stages.realtime.emulator import EmulatorConfig, run_emulator
+from stages.realtime import protocol as p
+from stages.realtime.emulator import ConnectionPair, EmulatorConfig, run_emulator
 from stages.realtime.settings import check_params, resolve_settings
-from stages.realtime.wire import WireError, codec
+from stages.realtime.wire import SessionConfig, TurnDetection, WireError, codec
 
 SERVER_TOOLS = [
     "web_search",
@@ -193,3 +195,48 @@ def test_a_forced_message_marked_not_interruptible_is_not_cut_by_the_caller(
     assert len(interrupts) == (1 if interruptible else 0)
     kept = [e for e in logs if "interruptible: false" in e["event"]]
     assert len(kept) == (0 if interruptible else 1)
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+def test_the_emulator_drops_caller_audio_over_a_forced_message_not_interruptible(
+    interruptible: bool,
+) -> None:
+    """xAI: ``interruptible: false`` drops the caller's audio until the forced message has been
+    played: no speech_started, no cancellation, and that audio is in no turn; speech after it
+    is heard as usual."""
+    cfg = EmulatorConfig(dialect="xai", reply="tone", tone_ms=2000, chunk_ms=100, pace=1.0)
+    client = SessionConfig(
+        dialect="xai", turn_detection=TurnDetection("server_vad", 0.5, 0, 200), transcription=""
+    )
+    pair = ConnectionPair(client, cfg)
+    pair.connect()
+    pair.client.force_message("Please listen to the following.", interruptible=interruptible)
+    pair.advance(0.5)  # the 2 s message is playing
+    pair.client.append_audio(tone(24000, 600) + bytes(24000 * 2 * 3 // 10))  # speech, 300 ms quiet
+    events = pair.exchange()
+    watched = p.SpeechStartedEvent | p.SpeechStoppedEvent | p.ResponseDoneEvent
+    kinds = [type(e).__name__ for e in events if isinstance(e, watched)]
+    if interruptible:
+        assert kinds[:2] == ["SpeechStartedEvent", "ResponseDoneEvent"]
+        assert of_status(events) == ["cancelled"]
+        return
+    assert kinds == []  # the caller's audio was dropped
+    events = pair.advance(2.0)
+    assert of_status(events) == ["completed"]  # said to the end
+    assert pair.client.assistant_audio_ms() == 2000
+    # after it the caller is heard again; their dropped audio is in no turn
+    pair.client.append_audio(tone(24000, 600) + bytes(24000 * 2 * 3 // 10))
+    events = pair.exchange()
+    (started,) = [e for e in events if isinstance(e, p.SpeechStartedEvent)]
+    assert started.audio_start_ms == 900  # the dropped 900 ms keep their place on the timeline
+    committed = [e for e in pair.to_client if e["type"] == "input_audio_buffer.committed"]
+    assert len(committed) == 1
+
+
+def tone(rate: int, ms: int, hz: float = 440.0) -> bytes:
+    t = np.arange(rate * ms // 1000) / rate
+    return np.round(0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+def of_status(events: list[Any]) -> list[str]:
+    return [e.status for e in events if isinstance(e, p.ResponseDoneEvent)]

@@ -1341,3 +1341,34 @@ def test_batcher_turn_end_pad_and_overlap_keep_the_input_timeline() -> None:
     samples = np.frombuffer(data, "<i2")
     assert np.all(samples[1600:9600] == 0) and np.all(samples[9600:] == 1000)
     assert b.pad_turn_end(0.0, 0.6) == []  # already heard enough silence
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+@aio
+async def test_a_forced_message_not_interruptible_stays_uncut_while_it_plays_out_here(
+    interruptible: bool,
+) -> None:
+    """The service sent all of the forced message and said it is done, but the sink is still
+    playing it: the caller speaking (heard by a local VAD) does not cut it when it is marked
+    ``interruptible: false`` (xAI drops their audio until it has been played), and does when
+    it is not."""
+    cfg = emulator.EmulatorConfig(dialect="xai", reply="tone", tone_ms=3000, pace=0)
+    greeting = {"text": "Please listen.", "interruptible": interruptible}
+    async with emulator.run_emulator(cfg) as emu:
+        ctx = context()
+        run = Run(
+            ctx,
+            **params(
+                emu.url, provider="xai", turn_detection="none", output_rate=16000,
+                greeting=greeting,
+            ),
+        )  # fmt: skip
+        done = await run.until(ResponseDone)
+        assert done.status == "completed"  # all 3 s arrived at once
+        ctx.bus.publish(PLAYED, Played("reply", 0.5))  # the sink has played 0.5 s of it
+        run.feed.put(SpeechStarted(pts=0.6, stage="gate"))
+        run.feed.end()
+        rest = await run.rest()
+    assert any(isinstance(f, Interrupt) for f in rest) is interruptible
+    received = [e["type"] for e in emu.connections[0].received]
+    assert ("conversation.item.truncate" in received) is interruptible
