@@ -65,11 +65,11 @@ from ..listen import token_refusal
 from .carriers.base import Carrier
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
+from .offer import withhold_unavailable
 from .serve_cli import TOKEN_ENV, cmd_serve, keep_deletion_cost, register
 from .serve_http import ServeFront
 from .serve_metrics import ServeMetrics
 from .twilio import TwilioCall, bind_call
-from .offer import withhold_unavailable
 from .webhook import Webhook
 
 __all__ = [
