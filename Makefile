@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: run playground test lint typecheck unit bench clean
+.PHONY: run playground test lint typecheck unit bench soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ unit: $(STAMP) $(JS_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pipeline bench --quick
+
+# Not part of `make test`: an hour of calls against `pipeline serve`, watched for leaks
+# (SOAK_ARGS=--short: three minutes; SOAK_ARGS="--duration 900": fifteen).
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

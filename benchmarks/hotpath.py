@@ -21,6 +21,7 @@ import orjson
 
 from pipeline import Audio, Frame, stage
 
+from . import inplace
 from .harness import Row, compare, cpu_per_item_us, drive, per_call_us, quiet_pipecat, row
 
 
@@ -412,6 +413,7 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     for fn in (g711_rows, resample_rows, vad_rows, session_rows):
         f: Callable[[int, int], list[Row]] = fn
         rows += f(inner, repeat)
+    rows += inplace.run(quick, tiny)
     rows += callpath_rows(quick, tiny)
     return rows
 

@@ -76,6 +76,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _every(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 (every frame) or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline", description="Realtime voice agents as a graph of audio stages."
@@ -104,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="json_path",
         metavar="FILE",
         help="also write the summary as JSON to FILE (- for standard output)",
+    )
+    run.add_argument(
+        "--time-every",
+        type=_every,
+        default=None,
+        metavar="N",
+        help="time one frame in N per stage, count every frame (default 16; 1: every frame)",
     )
     run.add_argument(
         "--drain-timeout",
@@ -290,7 +307,8 @@ async def _run(p: Plan, args: argparse.Namespace, console: Console) -> int:
     from .runtime import Runner
 
     log = structlog.get_logger("pipeline")
-    runner = Runner(p)
+    every = getattr(args, "time_every", None)
+    runner = Runner(p) if every is None else Runner(p, timing_every=every)
     loop = asyncio.get_running_loop()
 
     def drain() -> None:

@@ -23,6 +23,8 @@ class of ``pipeline`` or ``stages`` stands outside the tree)::
     ├── ToolArgumentError    (stages.tools.schema) the model's arguments do not fit a tool (also a
     │                        ValueError); it becomes an error result, the session goes on
     ├── TwilioMessageError   (stages.telephony.twilio) a Media Streams message that breaks the rules
+    │   └── UnsupportedFormat    (stages.telephony.twilio_wire) a ``start`` in a format the pipeline
+    │                            cannot take: the stream is refused
     ├── TwilioRestError      (stages.telephony.rest) the Twilio REST API refused a request
     ├── BrowserMessageError  (stages.browser.protocol) a playground message that breaks the rules
     ├── DeviceError          (stages.desk.devices) an audio device that cannot be opened

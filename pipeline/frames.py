@@ -69,7 +69,7 @@ class Audio:
     @property
     def duration(self) -> float:
         """Seconds of media in this frame."""
-        return self.num_samples / self.rate
+        return len(self.data) // (BYTES_PER_SAMPLE[self.encoding] * self.channels) / self.rate
 
     @property
     def end_pts(self) -> float:
@@ -89,6 +89,39 @@ class Audio:
         if samples.dtype != np.int16:
             samples = np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
         return cls(samples.astype("<i2", copy=False).tobytes(), "pcm16", rate, channels, pts)
+
+
+def _audio_init() -> Any:
+    """``Audio.__init__`` setting the slots through their descriptors: what the generated
+    frozen ``__init__`` does (``object.__setattr__`` per field) at about half the cost, which
+    counts for a frame built per stage per 20 ms. Same signature, same object."""
+    slots = Audio.__dict__
+    set_data = slots["data"].__set__
+    set_encoding = slots["encoding"].__set__
+    set_rate = slots["rate"].__set__
+    set_channels = slots["channels"].__set__
+    set_pts = slots["pts"].__set__
+
+    def __init__(
+        self: Audio,
+        data: bytes,
+        encoding: Encoding,
+        rate: int,
+        channels: int = 1,
+        pts: float = 0.0,
+    ) -> None:
+        set_data(self, data)
+        set_encoding(self, encoding)
+        set_rate(self, rate)
+        set_channels(self, channels)
+        set_pts(self, pts)
+
+    __init__.__qualname__ = "Audio.__init__"
+    __init__.__doc__ = Audio.__init__.__doc__
+    return __init__
+
+
+setattr(Audio, "__init__", _audio_init())  # noqa: B010 (mypy: a method cannot be assigned)
 
 
 @dataclass(frozen=True, slots=True)

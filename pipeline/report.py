@@ -61,6 +61,12 @@ def summary_table(s: RunSummary) -> Table:
         f"{s.wall_s:.2f} s ({s.realtime_factor:,.1f}× real time)",
         title_justify="left",
     )
+    if s.timed_every > 1:
+        t.caption = (
+            f"frames counted exactly; p50/p99 over timed frames: 1 frame in {s.timed_every} "
+            "per stage; total ms estimated from them"
+        )
+        t.caption_justify = "left"
     for col in ("stage", "type", "in", "out", "p50 µs", "p99 µs", "total ms", "notes"):
         t.add_column(
             col,
@@ -183,6 +189,7 @@ def summary_dict(s: RunSummary, error: BaseException | None = None) -> dict[str,
         "media_s": round(s.media_s, 6),
         "wall_s": round(s.wall_s, 6),
         "realtime_factor": round(s.realtime_factor, 3),
+        "timed_every": s.timed_every,
         "stages": [dataclasses.asdict(st) for st in s.stages],
         "links": [dataclasses.asdict(lk) for lk in s.links],
         "events": dict(sorted(s.event_counts.items())),

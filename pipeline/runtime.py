@@ -22,8 +22,12 @@ closed (so sinks run their ``finally`` and leave valid files), and a :class:`Sta
 stage comes out. ``request_stop()`` (Ctrl-C) makes the sources end, so everything drains and the
 sinks close normally; ``cancel()`` stops at once.
 
-Per stage the runner counts frames in and out and the time the stage spends producing each frame,
-excluding time spent waiting for its input and sleeping on the clock.
+Per stage the runner counts every frame in and out, and times the stage's own work (producing a
+frame; consuming one, for a sink), excluding time spent waiting for its input and sleeping on the
+clock, on one frame in ``timing_every`` (16 by default; 1 times every frame): two clock reads and
+their bookkeeping cost about as much as a fused hop. A pull made while an outer pull of the same
+segment is being timed is timed too, so the outer stage's wait for its input is known exactly.
+The summary says how many frames were timed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import asyncio
 import contextlib
 import time
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +45,7 @@ import structlog
 from .channels import Channel, EndOfStream, Inbox
 from .clock import Clock, RealClock
 from .context import Bus, StageContext, call_stage
-from .errors import PipelineError, StageError
+from .errors import PipelineError, StageError, UsageError
 from .frames import (
     EVENT_TYPES,
     Audio,
@@ -61,20 +65,37 @@ log = structlog.get_logger("pipeline")
 
 _perf = time.perf_counter_ns
 
+#: By default the runner times one frame in this many per stage (and counts every frame): the
+#: two clock reads and the bookkeeping of a timed hop cost about as much as the hop itself.
+TIMING_EVERY = 16
+
 
 class StageStats:
-    """Counters for one stage while it runs."""
+    """Counters for one stage while it runs.
 
-    __slots__ = ("frames_in", "frames_out", "id", "media_s", "sleep_ns", "times", "type")
+    ``frames_in``/``frames_out`` count every frame; ``times`` holds the stage's own time for the
+    frames that were timed, one in ``timed_every`` (see :class:`Runner`)."""
 
-    def __init__(self, id: str, type: str) -> None:
+    __slots__ = (
+        "frames_in",
+        "frames_out",
+        "id",
+        "media_s",
+        "sleep_ns",
+        "timed_every",
+        "times",
+        "type",
+    )
+
+    def __init__(self, id: str, type: str, timed_every: int = 1) -> None:
         self.id = id
         self.type = type
+        self.timed_every = timed_every
         self.frames_in = 0
         self.frames_out = 0
         self.sleep_ns = 0
         self.media_s = 0.0
-        self.times = array("q")  # ns per frame produced (per frame consumed, for sinks)
+        self.times = array("q")  # ns per frame timed (produced; consumed, for sinks)
 
     def add_wait(self, ns: int) -> None:
         """Time the stage declared as waiting (``ctx.waiting()``): billed like clock sleeps."""
@@ -83,6 +104,17 @@ class StageStats:
     def record(self, ns: int) -> None:
         if len(self.times) < 2_000_000:
             self.times.append(ns)
+
+
+class _Timing:
+    """Shared by the inputs of one segment: how many timed pulls are in progress. A pull made
+    while another one is being timed is timed too, so that the outer one can take the inner
+    one's wait out of its own time (pulls within a segment nest, one inside the other)."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
 
 
 class _MeteredClock:
@@ -110,15 +142,19 @@ class _MeteredClock:
 
 class _Input:
     """The input of one stage: pulls from the previous stage's generator (fused) or from an
-    inbox (queued), filters to the frame types the link carries, counts, and measures how long
-    the stage waits for it (so that wait is not billed to the stage)."""
+    inbox (queued), filters to the frame types the link carries, and counts every frame. One
+    pull in ``every`` (and every pull made while an outer one is timed) is timed: the upstream
+    stage is billed the pull's time minus its sleeps and its own input's wait, and this stage
+    the wait (so that wait is not billed to it)."""
 
     __slots__ = (
         "_accept",
+        "_every",
         "_gen",
         "_inbox",
         "_last",
         "_stopping",
+        "_timing",
         "_up",
         "_up_input",
         "_up_stamp",
@@ -132,6 +168,7 @@ class _Input:
     def __init__(
         self,
         stats: StageStats,
+        timing: _Timing,
         *,
         upstream: AsyncIterator[Frame] | None = None,
         up_input: _Input | None = None,
@@ -141,9 +178,12 @@ class _Input:
         stopping: asyncio.Event | None = None,
         forward_ended: asyncio.Event | None = None,
         on_event: Callable[[Event], None] | None = None,
+        every: int = 1,
     ) -> None:
         self.stats = stats
         self.on_event = on_event
+        self._timing = timing
+        self._every = every  # 0: only pulls nested in a timed one
         self._up = upstream
         self._up_input = up_input
         self._up_stats = up_stats
@@ -156,66 +196,115 @@ class _Input:
         self._last = 0
         self._gen: AsyncGenerator[Frame, None] | None = None
 
-    def __aiter__(self) -> _Input:
-        return self
-
     # Only sinks are billed per frame consumed; other stages per frame produced.
     _sink = False
 
-    def __anext__(self) -> Awaitable[Frame]:
-        # A plain method handing out the generator's own awaitable: no coroutine per hop.
-        gen = self._gen
-        if gen is None:
-            gen = self._gen = self._frames()
-        return gen.__anext__()
+    def frames(self) -> AsyncGenerator[Frame, None]:
+        """The stage's input: an async generator, handed to the stage as it is (the stage's
+        ``async for`` steps it with no Python-level ``__anext__`` in between)."""
+        if self._gen is None:
+            self._gen = self._from_upstream() if self._inbox is None else self._from_inbox()
+        return self._gen
+
+    def __aiter__(self) -> AsyncGenerator[Frame, None]:
+        return self.frames()
 
     async def aclose(self) -> None:
         if self._gen is not None:
             await self._gen.aclose()
 
-    async def _frames(self) -> AsyncGenerator[Frame, None]:
+    async def _from_inbox(self) -> AsyncGenerator[Frame, None]:
+        # A queued hop costs a few µs; timing its waits every time adds little to that.
+        stats = self.stats
+        inbox = self._inbox
+        assert inbox is not None
+        accept = self._accept
+        sink = self._sink
+        every = self._every
+        left = 1  # the first frame is timed
+        while True:
+            t0 = _perf()
+            if sink and self._last:  # a sink's work: from handing it a frame to its next ask
+                stats.record(t0 - self._last)
+                self._last = 0
+            try:
+                frame = await inbox.get()
+                while accept is not None and not isinstance(frame, accept):
+                    frame = await inbox.get()
+            except EndOfStream:
+                self._ended(t0)
+                return
+            t1 = _perf()
+            stats.frames_in += 1
+            self.wait_ns += t1 - t0
+            left -= 1
+            if sink and not left:
+                left = every
+                self._last = t1
+            yield frame
+
+    async def _from_upstream(self) -> AsyncGenerator[Frame, None]:
+        # Fused: pull straight from the upstream generator.
         stats = self.stats
         sink = self._sink
-        if self._inbox is not None:
-            while True:
-                t0 = _perf()
-                if sink and self._last:  # a sink's work: from handing it a frame to its next ask
-                    stats.record(t0 - self._last)
-                try:
-                    frame = await self._from_inbox(t0)
-                except StopAsyncIteration:
-                    return
-                yield frame
-        # Fused: pull straight from the upstream generator.
         up = self._up
         up_stats = self._up_stats
         assert up is not None and up_stats is not None
         up_in = self._up_input
         accept = self._accept
         stopping = self._stopping if up_in is None else None
-        t0 = _perf()
+        on_event = self.on_event
+        stamp = self._up_stamp
+        timing = self._timing
+        every = self._every
+        left = 1 if every else -1  # the first frame is timed
+        timed = False
+        t0 = 0
         while True:
             if stopping is not None and stopping.is_set():
-                self._ended(t0)  # a source asked to stop: end its stream here
+                self._ended(t0 if timed else None)  # a source asked to stop: end it here
                 return
-            w0 = up_in.wait_ns if up_in is not None else 0
-            s0 = up_stats.sleep_ns
-            try:
-                frame = await up.__anext__()
-            except StopAsyncIteration:
-                self._ended(t0)
-                return
-            except StageError:
-                raise
-            except Exception as exc:
-                raise _stage_error(up_stats.id, exc) from exc
-            t1 = _perf()
-            own = t1 - t0 - (up_stats.sleep_ns - s0)
-            if up_in is not None:
-                own -= up_in.wait_ns - w0
-            # A stage that reads its input in a task of its own (a session, a tool router) can
-            # wait for input while no output is asked for; never bill it a negative time.
-            up_stats.record(own if own > 0 else 0)
+            if not timed:
+                left -= 1
+                if not left:
+                    left = every
+                    timed = True
+                    t0 = _perf()
+                elif timing.active:
+                    timed = True
+                    t0 = _perf()
+            if timed:
+                w0 = up_in.wait_ns if up_in is not None else 0
+                s0 = up_stats.sleep_ns
+                timing.active += 1
+                try:
+                    frame = await up.__anext__()
+                except StopAsyncIteration:
+                    self._ended(t0)
+                    return
+                except StageError:
+                    raise
+                except Exception as exc:
+                    raise _stage_error(up_stats.id, exc) from exc
+                finally:
+                    timing.active -= 1
+                t1 = _perf()
+                own = t1 - t0 - (up_stats.sleep_ns - s0)
+                if up_in is not None:
+                    own -= up_in.wait_ns - w0
+                # A stage that reads its input in a task of its own (a session, a tool router)
+                # can wait for input while no output is asked for: never bill a negative time.
+                up_stats.record(own if own > 0 else 0)
+            else:
+                try:
+                    frame = await up.__anext__()
+                except StopAsyncIteration:
+                    self._ended(None)
+                    return
+                except StageError:
+                    raise
+                except Exception as exc:
+                    raise _stage_error(up_stats.id, exc) from exc
             up_stats.frames_out += 1
             if frame.__class__ is Audio:
                 if up_in is None:
@@ -225,41 +314,27 @@ class _Input:
                     up_stats.id, TypeError(f"yielded {frame!r}, which is not a frame")
                 ) from None
             elif not frame.stage:  # type: ignore[union-attr]
-                frame = with_stage(frame, self._up_stamp)  # type: ignore[arg-type]
-                if self.on_event is not None:
-                    self.on_event(frame)
+                frame = with_stage(frame, stamp)  # type: ignore[arg-type]
+                if on_event is not None:
+                    on_event(frame)
             if accept is not None and not isinstance(frame, accept):
-                self.wait_ns += t1 - t0
-                t0 = t1
+                if timed:  # the pull goes on: time the next frame as part of it
+                    self.wait_ns += t1 - t0
+                    t0 = t1
                 continue
             stats.frames_in += 1
+            if not timed:
+                yield frame
+                continue
+            timed = False
             self.wait_ns += t1 - t0
-            self._last = t1
             yield frame
-            t0 = _perf()
             if sink:
-                stats.record(t0 - t1)
+                stats.record(_perf() - t1)
 
-    async def _from_inbox(self, t0: int) -> Frame:
-        inbox = self._inbox
-        assert inbox is not None
-        accept = self._accept
-        while True:
-            try:
-                frame = await inbox.get()
-            except EndOfStream:
-                self._ended(t0)
-                raise StopAsyncIteration from None
-            if accept is None or isinstance(frame, accept):
-                break
-        t1 = _perf()
-        self.stats.frames_in += 1
-        self.wait_ns += t1 - t0
-        self._last = t1
-        return frame
-
-    def _ended(self, t0: int) -> None:
-        self.wait_ns += _perf() - t0
+    def _ended(self, t0: int | None) -> None:
+        if t0 is not None:
+            self.wait_ns += _perf() - t0
         self._last = 0
         if self.forward_ended is not None:
             self.forward_ended.set()
@@ -283,6 +358,10 @@ def _stage_error(stage_id: str, exc: BaseException) -> StageError:
 
 @dataclass
 class StageSummary:
+    """One stage's counters. ``frames_in``/``frames_out`` are exact; ``p50_us``/``p99_us`` are
+    over the ``timed`` frames (one in ``timed_every``, the first one included), and
+    ``total_ms`` is exact when every frame was timed, else their mean times the frames."""
+
     id: str
     type: str
     frames_in: int
@@ -291,6 +370,8 @@ class StageSummary:
     p99_us: float | None
     total_ms: float
     reports: dict[str, Any] = field(default_factory=dict)
+    timed: int = 0
+    timed_every: int = 1
 
 
 @dataclass
@@ -320,6 +401,8 @@ class RunSummary:
     event_counts: dict[str, int] = field(default_factory=dict)
     #: the conversation as it happened: tool calls and results, final transcripts, errors
     notable: list[Event] = field(default_factory=list)
+    #: stage times are over one frame in this many (every frame is counted)
+    timed_every: int = 1
 
     @property
     def realtime_factor(self) -> float:
@@ -332,14 +415,20 @@ class RunSummary:
         return next(lk for lk in self.links if lk.name == name)
 
 
-def _percentiles(times: array[int]) -> tuple[float | None, float | None, float]:
+def _percentiles(st: StageStats) -> tuple[float | None, float | None, float]:
+    """p50 and p99 µs over the timed frames, and the total ms (estimated when sampled)."""
+    times = st.times
     if not times:
         return None, None, 0.0
     import numpy as np
 
     a = np.frombuffer(times, dtype=np.int64)
     p50, p99 = np.percentile(a, [50, 99])
-    return float(p50) / 1e3, float(p99) / 1e3, float(a.sum()) / 1e6
+    total = float(a.sum())
+    frames = st.frames_out or st.frames_in  # sinks are timed per frame consumed
+    if st.timed_every > 1 and frames > len(a):
+        total = total / len(a) * frames
+    return float(p50) / 1e3, float(p99) / 1e3, total / 1e6
 
 
 @dataclass
@@ -366,6 +455,7 @@ class Runner:
         clock: Clock | None = None,
         fuse: bool = True,
         metrics: MetricsSink | None = None,
+        timing_every: int = TIMING_EVERY,
     ):
         if not isinstance(plan, Plan):
             plan = plan.validate()
@@ -373,6 +463,10 @@ class Runner:
         self.metrics = metrics
         self.clock: Clock = clock or RealClock()
         self.fuse = fuse
+        if timing_every < 1:
+            raise UsageError(f"timing_every is 1 (time every frame) or more, got {timing_every}")
+        #: one frame in this many is timed per stage (every frame is counted)
+        self.timing_every = timing_every
         self.bus = Bus()
         self.stats: dict[str, StageStats] = {}
         self.contexts: dict[str, StageContext] = {}
@@ -411,7 +505,7 @@ class Runner:
         segments = plan.segments(self.fuse)
         fused = {lk.name for seg in segments for lk in seg.fused}
         for n, st in plan.stages.items():
-            stats = self.stats[n] = StageStats(n, st.spec.name)
+            stats = self.stats[n] = StageStats(n, st.spec.name, self.timing_every)
             self.contexts[n] = StageContext(
                 id=n,
                 type=st.spec.name,
@@ -501,6 +595,8 @@ class Runner:
         gens: list[AsyncIterator[Frame]] = []
         inputs: list[_Input] = []
         ended = False
+        timing = _Timing()
+        every = self.timing_every
         try:
             upstream: AsyncIterator[Frame] | None = None
             up_input: _Input | None = None
@@ -516,6 +612,8 @@ class Runner:
                     inp = (
                         cls(
                             stats,
+                            timing,
+                            every=every,
                             inbox=seg.inbox,
                             forward_ended=ctx.forward_ended,
                             on_event=self._on_event,
@@ -529,6 +627,8 @@ class Runner:
                     narrower = link.types != prev.out_types
                     inp = cls(
                         stats,
+                        timing,
+                        every=every,
                         upstream=upstream,
                         up_input=up_input,
                         up_stats=up_stats,
@@ -539,11 +639,11 @@ class Runner:
                     )
                 if inp is not None:
                     inputs.append(inp)
-                gen = call_stage(spec, inp, st.values, ctx)
+                gen = call_stage(spec, None if inp is None else inp.frames(), st.values, ctx)
                 gens.append(gen)
                 upstream, up_input, up_stats = gen, inp, stats
             assert upstream is not None and up_stats is not None
-            await self._pump(seg, upstream, up_input, up_stats)
+            await self._pump(seg, upstream, up_input, up_stats, timing)
             ended = True
         finally:
             if seg.inbox is not None:
@@ -571,10 +671,15 @@ class Runner:
         gen: AsyncIterator[Frame],
         gen_input: _Input | None,
         stats: StageStats,
+        timing: _Timing,
     ) -> None:
         """Drive the last stage of a segment and fan its frames out to its links."""
+        last = self.plan.stages[seg.plan.stages[-1]].spec
         tail = _Input(
             StageStats("", ""),
+            timing,
+            # a sink yields nothing: its one pull lasts the whole run and must not time the rest
+            every=0 if last.is_sink else self.timing_every,
             upstream=gen,
             up_input=gen_input,
             up_stats=stats,
@@ -586,10 +691,10 @@ class Runner:
             tail_types = self.plan.stages[seg.plan.stages[-1]].out_types
             if len(routes) == 1 and set(routes[0][0]) >= tail_types:
                 only = routes[0][1]  # one link that takes everything: no per-frame type test
-                async for frame in tail:
+                async for frame in tail.frames():
                     await only.send(frame)
                 return
-            async for frame in tail:
+            async for frame in tail.frames():
                 for types, ch in routes:
                     if isinstance(frame, types):
                         await ch.send(frame)
@@ -602,7 +707,7 @@ class Runner:
         p = self.plan
         stages = []
         for n, st in self.stats.items():
-            p50, p99, total = _percentiles(st.times)
+            p50, p99, total = _percentiles(st)
             stages.append(
                 StageSummary(
                     n,
@@ -613,6 +718,8 @@ class Runner:
                     p99,
                     total,
                     dict(self.contexts[n].reports),
+                    len(st.times),
+                    st.timed_every,
                 )
             )
         links = []
@@ -649,6 +756,7 @@ class Runner:
             self.status,
             dict(self.event_counts),
             list(self.notable),
+            self.timing_every,
         )
 
 

@@ -209,6 +209,24 @@ else:
     encode_alaw = numpy_encode_alaw
     decode_alaw = numpy_decode_alaw
 
+#: audioop's encoders and decoders by encoding (empty without audioop): ``fn(pcm, 2)``
+_RAW_ENCODERS: dict[str, Callable[[bytes, int], bytes]] = (
+    {"pcmu": AUDIOOP.lin2ulaw, "pcma": AUDIOOP.lin2alaw} if AUDIOOP is not None else {}
+)
+_RAW_DECODERS: dict[str, Callable[[bytes, int], bytes]] = (
+    {"pcmu": AUDIOOP.ulaw2lin, "pcma": AUDIOOP.alaw2lin} if AUDIOOP is not None else {}
+)
+
+
+def _width_ignored(fn: Callable[[bytes], bytes]) -> Callable[[bytes, int], bytes]:
+    """A table codec called as audioop's are (``fn(data, 2)``)."""
+
+    def call(data: bytes, width: int) -> bytes:
+        return fn(data)
+
+    return call
+
+
 #: pcm16 bytes -> code bytes, and back, by encoding
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {"pcmu": encode_ulaw, "pcma": encode_alaw}
 DECODERS: dict[str, Callable[[bytes], bytes]] = {"pcmu": decode_ulaw, "pcma": decode_alaw}
@@ -291,11 +309,16 @@ async def g711_decode(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
 
     Every other frame, pcm16 audio included, passes through unchanged.
     """
-    decoders = DECODERS
+    # ``fn(codes, 2)`` for the last encoding seen: audioop's own, or the tables through a
+    # lambda; one dict lookup per change of encoding, not per frame
+    decoders = _RAW_DECODERS or {enc: _width_ignored(fn) for enc, fn in DECODERS.items()}
+    encoding, decoder = "pcmu", decoders["pcmu"]
     async for frame in frames:
         if isinstance(frame, Audio) and frame.encoding != "pcm16":
-            data = decoders[frame.encoding](frame.data)
-            yield Audio(data, "pcm16", frame.rate, frame.channels, frame.pts)
+            if frame.encoding != encoding:
+                encoding = frame.encoding
+                decoder = decoders[encoding]
+            yield Audio(decoder(frame.data, 2), "pcm16", frame.rate, frame.channels, frame.pts)
         else:
             yield frame
 
@@ -323,6 +346,9 @@ async def g711_encode(
     """
     target = _LAW_ENCODING[law]
     encoder = ENCODERS[target]
+    # audioop's own function when it imports: no wrapper call per frame (odd lengths are
+    # refused by the wrapper, called for them only)
+    raw = _RAW_ENCODERS.get(target)
     async for frame in frames:
         if isinstance(frame, Audio):
             # the one format _encode_problem accepts, checked without building an AudioFormat
@@ -330,6 +356,8 @@ async def g711_encode(
                 problem = _encode_problem(law, frame.format)
                 if problem is not None:
                     raise StageError(ctx.id, "; ".join(problem))
-            yield Audio(encoder(frame.data), target, frame.rate, frame.channels, frame.pts)
+            data = frame.data
+            codes = encoder(data) if raw is None or len(data) & 1 else raw(data, 2)
+            yield Audio(codes, target, 8000, frame.channels, frame.pts)
         else:
             yield frame

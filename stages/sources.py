@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from pipeline.context import StageContext
 from pipeline.errors import InputError, StageError
-from pipeline.frames import Audio, AudioFormat, Encoding, Frame
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Encoding, Frame
 from pipeline.spec import InputPath, stage
 
 from . import g711
@@ -116,27 +116,31 @@ async def wav_source(
         return
     with WavReader(path) as reader:
         fmt = reader.format
-        n = frame_samples(fmt.rate, frame_ms)
+        encoding, rate, channels = fmt.encoding, fmt.rate, fmt.channels
+        n = frame_samples(rate, frame_ms)
+        align = BYTES_PER_SAMPLE[encoding] * channels
         pacer = _Pacer(ctx, pace)
+        realtime = pace == "realtime"  # fast: no pacer call per frame
+        stopping = ctx.stopping.is_set
         index = 0  # sample index of the next frame, across loops
         if not loop:
             ctx.media_total_s = reader.header.duration
         if reader.header.conversion:
             ctx.log.info("wav_converted", path=str(path), rule=reader.header.conversion)
-        while not ctx.stopping.is_set():
-            data = reader.read(n)
-            if not data:
-                if loop and reader.header.num_frames > 0:
-                    reader.rewind()
-                    continue
+        while not stopping():
+            for data in reader.chunks(n):
+                if stopping():
+                    return
+                pts = index / rate
+                if realtime:
+                    await pacer.wait(pts)
+                    if stopping():
+                        return
+                index += len(data) // align
+                yield Audio(data, encoding, rate, channels, pts)
+            if not loop or reader.header.num_frames == 0:
                 break
-            pts = index / fmt.rate
-            await pacer.wait(pts)
-            if ctx.stopping.is_set():
-                break
-            frame = Audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
-            index += frame.num_samples
-            yield frame
+            reader.rewind()
 
 
 async def _wav_stream(pace: Pace, frame_ms: int, ctx: StageContext) -> AsyncIterator[Frame]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -366,6 +367,31 @@ class WavReader:
             )
         self._pos += n
         return raw if h.passthrough else _to_pcm16(raw, h)
+
+    def chunks(self, n: int) -> Iterator[bytes]:
+        """What :meth:`read` (``n``) returns, call after call, up to the end (not included): a
+        generator, cheaper per chunk than calling :meth:`read` for files stored as they are
+        streamed. :meth:`position` follows; :meth:`rewind` and a new generator start over."""
+        h = self.header
+        if n <= 0:
+            return
+        if not h.passthrough:
+            while data := self.read(n):
+                yield data
+            return
+        read = self._f.read
+        align = h.block_align
+        want = n * align
+        while (left := h.num_frames - self._pos) > 0:
+            k = n if n < left else left
+            raw = read(want if k == n else k * align)
+            if len(raw) != k * align:
+                raise InputError(
+                    f"{_display(h.path)}: the file shrank while being read "
+                    f"(wanted {k * align} bytes at sample {self._pos}, got {len(raw)})"
+                )
+            self._pos += k
+            yield raw
 
     def close(self) -> None:
         self._f.close()

@@ -47,6 +47,11 @@ def test_hotpath_tiny() -> None:
     assert "session encode: append 20 ms (ours)" in names
     assert "session decode: 960-byte delta (ours)" in names
     assert "whole call, both directions, fused Runner" in names
+    for stage in ("g711_decode μ-law", "resample 8k→16k soxr HQ", "vad_gate webrtc annotate"):
+        assert {f"{stage}: raw core", f"{stage}: in place", f"{stage}: overhead"} <= names
+    assert "wav_source → null_sink" in names
+    chain = next(r for r in rows if r.group == "chain" and r.name.startswith("wav_source"))
+    assert chain.baseline.startswith("plain loop") and chain.ratio is not None
 
 
 def test_framework_tiny() -> None:

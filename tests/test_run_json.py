@@ -57,6 +57,7 @@ def test_a_completed_run_writes_every_figure_of_the_summary(yaml_path: Path) -> 
         "media_s",
         "wall_s",
         "realtime_factor",
+        "timed_every",
         "stages",
         "links",
         "events",
@@ -77,6 +78,9 @@ def test_a_completed_run_writes_every_figure_of_the_summary(yaml_path: Path) -> 
         ("g711_encode", 25, 25),
         ("wav_sink", 25, 0),
     ]
+    # every frame counted, one in 16 timed (the 1st and the 17th), the estimate over 25
+    assert data["timed_every"] == 16
+    assert [(s["timed"], s["timed_every"]) for s in stages.values()] == [(2, 16)] * 3
     assert stages["wav"]["reports"] == {"seconds": 0.5}
     assert [(lk["name"], lk["fused"], lk["sent"]) for lk in data["links"]] == [
         ("tone -> enc", True, 25),

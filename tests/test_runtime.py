@@ -596,3 +596,105 @@ def test_declared_waits_are_billed_like_clock_sleeps(monkeypatch: pytest.MonkeyP
     with ctx.waiting():
         pass
     assert stats.sleep_ns == 5_000_000  # subtracted from the stage's own time per frame
+
+
+# ---------------------------------------------------------------------------- sampled timing
+
+#: a fake ``perf_counter_ns`` for the runner: only the stages below move it, by their "work"
+NOW = [0]
+
+
+@stage("costed_source", emits=(Audio,), register=False)
+async def costed_source(*, n: int, cost: int) -> AsyncIterator[Frame]:
+    """n frames, each costing ``cost`` ns of work before it is yielded."""
+    for i in range(n):
+        NOW[0] += cost
+        yield Audio(b"\0\0" * 160, "pcm16", 8000, 1, i * 0.02)
+
+
+@stage("costed_batch", passthrough=True, register=False)
+async def costed_batch(
+    frames: AsyncIterator[Frame], *, every: int, cost: int
+) -> AsyncIterator[Frame]:
+    """``cost`` ns of work per input frame; one frame out per ``every`` in."""
+    k = 0
+    async for f in frames:
+        NOW[0] += cost
+        k += 1
+        if k % every == 0:
+            yield f
+
+
+@stage("costed_sink", accepts=(Audio,), emits=(), register=False)
+async def costed_sink(frames: AsyncIterator[Frame], *, cost: int) -> AsyncIterator[Frame]:
+    """``cost`` ns of work per frame consumed."""
+    async for _ in frames:
+        NOW[0] += cost
+    return
+    yield  # pragma: no cover
+
+
+def _costed_run(n: int, timing_every: int, *, batch: int = 1, fuse: bool = True) -> RunSummary:
+    p = Pipeline("costed")
+    p.add("src", costed_source, n=n, cost=100)
+    p.add("work", costed_batch, every=1, cost=1_000)
+    p.add("batch", costed_batch, every=batch, cost=300)
+    p.add("sink", costed_sink, cost=50)
+    p.chain("src -> work -> batch -> sink")
+    return asyncio.run(Runner(p.validate(), fuse=fuse, timing_every=timing_every).run())
+
+
+@pytest.mark.parametrize("every", [1, 4, 16, 1000])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_sampled_timing_counts_every_frame_and_bills_each_stage_only_its_own_work(
+    monkeypatch: pytest.MonkeyPatch, every: int, fuse: bool
+) -> None:
+    import pipeline.runtime
+
+    NOW[0] = 0
+    monkeypatch.setattr(pipeline.runtime, "_perf", lambda: NOW[0])
+    s = _costed_run(100, every, batch=4, fuse=fuse)
+    assert s.timed_every == every
+    counts = [(st.id, st.frames_in, st.frames_out) for st in s.stages]
+    assert counts == [("src", 0, 100), ("work", 100, 100), ("batch", 100, 25), ("sink", 25, 0)]
+    # whatever is timed, each stage is billed exactly its own work: a frame of the batcher
+    # costs 4 × 300 ns, its input's 4 pulls taken out
+    own = {st.id: (st.p50_us, st.p99_us) for st in s.stages}
+    assert own == {
+        "src": (0.1, 0.1),
+        "work": (1.0, 1.0),
+        "batch": (1.2, 1.2),
+        "sink": (0.05, 0.05),
+    }
+    # totals are exact: every frame of a stage costs the same here
+    assert [round(st.total_ms * 1e6) for st in s.stages] == [10_000, 100_000, 30_000, 1_250]
+    for st in s.stages:
+        frames = st.frames_out or st.frames_in
+        assert st.timed_every == every
+        # at least one frame in `every` (the first included), at most all of them
+        assert -(-frames // every) <= st.timed <= frames
+        if every == 1:
+            assert st.timed == frames
+
+
+def test_one_frame_in_n_is_timed_in_a_one_to_one_chain() -> None:
+    s = _costed_run(100, 16)
+    # frames 1, 17, 33, 49, 65, 81 and 97: seven of a hundred, in every stage
+    assert [(st.id, st.timed) for st in s.stages] == [
+        ("src", 7),
+        ("work", 7),
+        ("batch", 7),
+        ("sink", 7),
+    ]
+    assert all(st.frames_in == 100 or st.frames_out == 100 for st in s.stages)
+    every = _costed_run(100, 1)
+    assert [st.timed for st in every.stages] == [100, 100, 100, 100]
+
+
+def test_timing_every_below_one_is_refused() -> None:
+    p = Pipeline("costed")
+    p.add("src", costed_source, n=1, cost=0)
+    p.add("sink", costed_sink, cost=0)
+    p.chain("src -> sink")
+    with pytest.raises(ValueError, match=r"timing_every is 1 .* got 0"):
+        Runner(p.validate(), timing_every=0)

@@ -185,11 +185,16 @@ async def serve_http(
         await server.wait_closed()
 
 
-def with_posts(handler: Handler) -> type[ServerConnection]:
+def with_posts(
+    handler: Handler,
+    on_bad_request: Callable[[ServerConnection, BaseException], None] | None = None,
+) -> type[ServerConnection]:
     """A websockets ``ServerConnection`` that also answers plain HTTP POSTs with ``handler``
     (websockets reads GET requests only): pass it as ``serve(create_connection=...)``. A
     connection whose first bytes are ``POST `` is read with h11, answered, and closed; the
-    WebSocket handshake never sees it."""
+    WebSocket handshake never sees it. ``on_bad_request``, if given, is told of an opening
+    request that could not be read (closed early, not HTTP/1.1, malformed) instead of
+    websockets logging it with a traceback."""
 
     class PostOrWebSocket(ServerConnection):
         _http: HttpExchange | None = None
@@ -222,15 +227,19 @@ def with_posts(handler: Handler) -> type[ServerConnection]:
                 response = await answer(handler, ex.request)
             else:
                 response = ex.error or HttpResponse.text(400, "bad request\n")
+                if on_bad_request is not None:
+                    on_bad_request(self, ValueError(response.body.decode().strip()))
             self.transport.write(ex.response_bytes(response))
             self.transport.close()
 
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             try:
                 await super().handshake(*args, **kwargs)
-            except Exception:
-                if self._http is None:
+            except Exception as exc:
+                if self._http is not None:
+                    return  # answered as plain HTTP: the connection handler closes it
+                if on_bad_request is None:
                     raise
-                # answered as plain HTTP: the connection handler closes it, nothing to log
+                on_bad_request(self, exc)  # the connection handler aborts it
 
     return PostOrWebSocket

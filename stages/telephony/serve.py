@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,10 +67,11 @@ from .carriers.base import Carrier
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
 from .offer import withhold_unavailable
+from .police import MediaPolice
 from .serve_cli import TOKEN_ENV, cmd_serve, keep_deletion_cost, register
 from .serve_http import ServeFront
 from .serve_metrics import ServeMetrics
-from .twilio import TwilioCall, bind_call
+from .twilio import MULAW_FORMAT, TwilioCall, bind_call
 from .webhook import Webhook
 
 __all__ = [
@@ -85,6 +87,11 @@ __all__ = [
 ]
 
 log = structlog.get_logger("pipeline.serve")
+# websockets' own logger: whatever it would say about a connection (at debug, the request
+# line with its query string, which may hold the token) stays out of the logs; serve_http
+# writes the one line a refused connection gets
+_WS_LOG = logging.getLogger("pipeline.serve.websockets")
+_WS_LOG.setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------- the server
@@ -112,6 +119,12 @@ class CallServer:
         start_timeout_s: float = 10.0,
         idle_timeout_s: float = 15.0,
         token_parameter: bool = False,
+        max_unauthenticated: int = 8,
+        auth_timeout_s: float = 3.0,
+        max_bad_messages: int = 20,
+        media_allowance_s: float = 2.0,
+        media_disconnect_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
@@ -131,6 +144,18 @@ class CallServer:
         self.start_timeout_s = start_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.token_parameter = token_parameter
+        #: connections waiting for their token in 'start' (token_parameter): their own cap
+        #: and deadline, outside max_calls
+        self.max_unauthenticated = max_unauthenticated
+        self.auth_timeout_s = auth_timeout_s
+        #: a caller is disconnected after this many bad messages (1008)
+        self.max_bad_messages = max_bad_messages
+        #: the media clock (MediaPolice): how far ahead of real time a caller's audio may run,
+        #: and how much may be dropped before the caller is disconnected (1008, policed)
+        self.media_allowance_s = media_allowance_s
+        self.media_disconnect_s = media_disconnect_s
+        #: the wall clock of the media police and the log limiter (tests step their own)
+        self.clock = clock
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
@@ -166,17 +191,33 @@ class CallServer:
         self._calls += 1
         conn_id = self._calls
         structlog.contextvars.bind_contextvars(conn=conn_id)
-        if self.active >= self.max_calls or self.draining:  # raced past process_request
+        # a connection whose token comes in 'start' counts against max_calls only once the
+        # token is checked (till then, against max_unauthenticated, for auth_timeout_s)
+        awaiting = id(ws) in self.front.awaiting_token
+        counted = not awaiting
+        if counted and (self.active >= self.max_calls or self.draining):  # raced past the front
             self.metrics.refused.labels("busy").inc()
             await ws.close(1013, "busy")
             self._handlers.discard(task)
             return
-        self._count_call(+1)
+        if counted:
+            self._count_call(+1)
+        carrier = self.new_carrier()
+        fmt = carrier.format if carrier is not None else MULAW_FORMAT
+        police = MediaPolice(
+            fmt.bytes_per_second,
+            allowance_s=self.media_allowance_s,
+            disconnect_after_s=self.media_disconnect_s,
+            clock=self.clock,
+        )
         call = TwilioCall(
             ws.send,
             log=log.bind(conn=conn_id),
             on_lateness=self.metrics.lateness.observe,
-            carrier=self.new_carrier(),
+            carrier=carrier,
+            warn=self.front.warnings,
+            max_bad_messages=self.max_bad_messages,
+            police=police,
         )
         reader = asyncio.create_task(self._read(ws, call), name=f"call {conn_id} reader")
         outcome, code, reason = "completed", 1000, ""
@@ -197,11 +238,15 @@ class CallServer:
 
         call.on_lateness = on_chunk
         try:
-            if not await self._wait_start(call):
+            wait_s = self.auth_timeout_s if awaiting else self.start_timeout_s
+            if not await self._wait_start(call, wait_s):
+                if call.refusal is not None:
+                    code, reason, outcome = call.refusal
+                    return
                 outcome, code, reason = "no_start", 1008, "no start message"
-                log.warning(
+                self.front.warnings.warning(
                     "connection closed before a start message",
-                    timeout_s=self.start_timeout_s,
+                    timeout_s=wait_s,
                     messages=call.messages_in,
                 )
                 return
@@ -216,6 +261,14 @@ class CallServer:
                     outcome, code, reason = "refused", 1008, "token required"
                     log.warning("call refused: no valid token in start.customParameters")
                     return
+                self.front.token_settled(ws)
+                if self.active >= self.max_calls or self.draining:
+                    self.metrics.refused.labels("busy").inc()
+                    outcome, code, reason = "refused", 1013, "busy"
+                    log.warning("call refused: busy", max_calls=self.max_calls)
+                    return
+                self._count_call(+1)
+                counted = True
             runner = Runner(self.plan, metrics=self.metrics)
             live = self._live[conn_id] = _Live(runner, {}, {})
             runner.event_hooks.append(turns.on_event)
@@ -252,6 +305,8 @@ class CallServer:
                 log.warning("call closed: no media", idle_timeout_s=self.idle_timeout_s)
             elif summary.status != "completed":
                 outcome, code, reason = summary.status, 1001, "server shutting down"
+            if call.refusal is not None:
+                code, reason, outcome = call.refusal
         except PipelineError as exc:
             outcome, code, reason = "failed", 1011, "pipeline failed"
             log.error("call failed", error=str(exc))
@@ -262,7 +317,7 @@ class CallServer:
             outcome, code, reason = "failed", 1011, "internal error"
             log.error("call failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
-            self.front.awaiting_token.discard(id(ws))
+            self.front.token_settled(ws)
             if self._by_call_sid.get(call.call_sid) is call:
                 del self._by_call_sid[call.call_sid]
             if live is not None:
@@ -270,12 +325,15 @@ class CallServer:
                 self._live.pop(conn_id, None)
             if call.bad_messages:
                 self.metrics.bad_messages.inc(call.bad_messages)
+            if police.dropped_bytes:
+                self.metrics.media_dropped.inc(police.dropped_s)
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self._count_call(-1)
+            if counted:
+                self._count_call(-1)
             self.metrics.calls.labels(outcome).inc()
             if call.start is not None:
                 log.info(
@@ -333,8 +391,9 @@ class CallServer:
         changed.set()
 
     async def wait_active(self, n: int) -> None:
-        """Wait until exactly ``n`` calls are running (a call counts from the moment its
-        connection is accepted until it is closed). For tests and embedding code that must
+        """Wait until exactly ``n`` calls are running (a call counts from the moment it is
+        authenticated, at the upgrade or, with ``token_parameter``, at its ``start``, until it
+        is closed). For tests and embedding code that must
         act on the server's state, not on a guess of how long it takes; bound it with
         ``asyncio.timeout``."""
         while self.active != n:
@@ -355,8 +414,8 @@ class CallServer:
         finally:
             call.connection_closed()
 
-    async def _wait_start(self, call: Any) -> bool:
-        await wait_first(call.started, call.ended, timeout=self.start_timeout_s)
+    async def _wait_start(self, call: Any, timeout_s: float) -> bool:
+        await wait_first(call.started, call.ended, timeout=timeout_s)
         return bool(call.start is not None)
 
     # -- metrics from the runners
@@ -399,7 +458,8 @@ class CallServer:
             self._handle,
             **where,
             process_request=self.front.process_request,
-            create_connection=with_posts(self._post),
+            create_connection=with_posts(self._post, self.front.handshake_failed),
+            logger=_WS_LOG,
             max_size=self.max_message_bytes,
             compression=None,
             ping_interval=20,
@@ -410,6 +470,8 @@ class CallServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"ws://{shown}:{self.port}"
         self._monitor = asyncio.create_task(self._watch_loop(), name="loop lag")
+        loop = asyncio.get_running_loop()
+        self.metrics.tasks_alive.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     async def _watch_loop(self, period: float = 0.05) -> None:
         loop = asyncio.get_running_loop()

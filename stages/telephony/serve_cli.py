@@ -67,6 +67,33 @@ def register(subparsers: Any) -> None:
         "Twilio drops query strings from <Stream url>; checked before the pipeline starts",
     )
     p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=8,
+        help="with --token-parameter: connections at once still waiting to show their token in "
+        "'start'; they do not count against --max-calls (8)",
+    )
+    p.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=3.0,
+        help="with --token-parameter: seconds a connection may take to send a 'start' with the "
+        "token (3)",
+    )
+    p.add_argument(
+        "--max-bad-messages",
+        type=int,
+        default=20,
+        help="disconnect a caller (1008) after this many malformed or invalid messages (20)",
+    )
+    p.add_argument(
+        "--media-allowance",
+        type=float,
+        default=2.0,
+        help="seconds a caller's audio may run ahead of real time; more is dropped, and a "
+        "caller with 10 s dropped is disconnected (2)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -191,6 +218,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.port,
             token=token,
             token_parameter=args.token_parameter,
+            max_unauthenticated=args.max_unauthenticated,
+            auth_timeout_s=args.auth_timeout,
+            max_bad_messages=args.max_bad_messages,
+            media_allowance_s=args.media_allowance,
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,

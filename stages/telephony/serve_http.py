@@ -16,7 +16,9 @@ naming the reason; the token is never part of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -24,6 +26,8 @@ import structlog
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
+
+from pipeline.loglimit import LimitedLog, LogLimit
 
 from ..listen import http_response, token_of, token_refusal
 
@@ -43,8 +47,56 @@ class ServeFront:
 
     def __init__(self, server: CallServer) -> None:
         self.server = server
-        #: connections let through without a token, whose token must come in 'start'
-        self.awaiting_token: set[int] = set()
+        #: connections let through without a token, whose token must come in 'start', oldest
+        #: first
+        self.awaiting_token: dict[int, ServerConnection] = {}
+        self._settled = asyncio.Event()  # set (and replaced) when one leaves awaiting_token
+        self._evictions: set[asyncio.Task[None]] = set()
+        #: connections refused so far, for any reason (see wait_refused)
+        self.refused = 0
+        self._refusal = asyncio.Event()  # set (and replaced) on each refusal
+        #: repeatable warnings (refusals, bad messages, dropped media): rate-limited
+        self.warnings = LimitedLog(log, LogLimit(clock=server.clock))
+
+    def token_settled(self, connection: object) -> None:
+        """The connection showed its token in 'start', or is gone."""
+        if self.awaiting_token.pop(id(connection), None) is not None:
+            settled, self._settled = self._settled, asyncio.Event()
+            settled.set()
+
+    def _await_token(self, connection: ServerConnection) -> None:
+        """Let ``connection`` through to show its token in 'start'. At the cap, the one that
+        has waited longest is closed to make room: a real carrier sends 'start' within a
+        moment, so sockets that hold on without it cannot lock the real callers out."""
+        s = self.server
+        if len(self.awaiting_token) >= s.max_unauthenticated:
+            oldest = next(iter(self.awaiting_token.values()))
+            self.token_settled(oldest)
+            self._count_refusal("unauthenticated_evicted")
+            task = asyncio.get_running_loop().create_task(
+                oldest.close(1008, "no token shown in time")
+            )
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+        self.awaiting_token[id(connection)] = connection
+
+    async def wait_refused(self, n: int) -> None:
+        """Wait until ``n`` connections in all have been refused (tests; bound it with
+        ``asyncio.timeout``)."""
+        while self.refused < n:
+            await self._refusal.wait()
+
+    def _count_refusal(self, reason: str) -> None:
+        self.server.metrics.refused.labels(reason).inc()
+        self.refused += 1
+        refusal, self._refusal = self._refusal, asyncio.Event()
+        refusal.set()
+
+    async def wait_awaiting(self, n: int) -> None:
+        """Wait until at most ``n`` connections are waiting to show their token (tests; bound
+        it with ``asyncio.timeout``)."""
+        while len(self.awaiting_token) > n:
+            await self._settled.wait()
 
     # -- the endpoints
 
@@ -100,40 +152,78 @@ class ServeFront:
         if url.path == "/metrics":
             s.fold_all()
             return http_response(200, s.metrics.text(), CONTENT_TYPE_LATEST)
-        self.awaiting_token.discard(id(connection))  # an id may be reused: start afresh
+        self.token_settled(connection)  # an id may be reused: start afresh
         if s.webhook is not None:
             refusal = s.webhook.upgrade_refusal(request.path, request.headers)
             if refusal:
-                s.metrics.refused.labels(refusal).inc()
-                log.warning(
-                    "connection refused: "
-                    + (
-                        "no X-Twilio-Signature"
-                        if refusal == "unsigned"
-                        else "bad X-Twilio-Signature"
-                    ),
-                    path=url.path,
+                return self.refuse(
+                    connection, refusal, 403, "invalid or missing X-Twilio-Signature\n", url.path
                 )
-                return http_response(403, "invalid or missing X-Twilio-Signature\n")
         if s.token is not None:
             given = token_of(request.headers, url.query)
             if given is None and s.token_parameter:
-                self.awaiting_token.add(id(connection))  # Twilio: <Parameter name="token">
+                self._await_token(connection)  # Twilio: <Parameter name="token">
             elif given is None:
-                s.metrics.refused.labels("unauthenticated").inc()
-                return http_response(
-                    401, "a token is required: ?token=... or Authorization: Bearer\n"
-                )
+                text = "a token is required: ?token=... or Authorization: Bearer\n"
+                return self.refuse(connection, "unauthenticated", 401, text, url.path)
             if given is not None and token_refusal(given, s.token):
-                s.metrics.refused.labels("bad_token").inc()
-                return http_response(403, "wrong token\n")
+                return self.refuse(connection, "bad_token", 403, "wrong token\n", url.path)
         if s.draining:
-            s.metrics.refused.labels("draining").inc()
-            return http_response(503, "draining: not taking new calls\n")
+            text = "draining: not taking new calls\n"
+            return self.refuse(connection, "draining", 503, text, url.path)
         if s.active >= s.max_calls:
-            s.metrics.refused.labels("busy").inc()
             per = " per worker" if s.worker is not None else ""
-            return http_response(
-                503, f"busy: {s.active} calls running, the cap is {s.max_calls}{per}\n"
-            )
+            text = f"busy: {s.active} calls running, the cap is {s.max_calls}{per}\n"
+            return self.refuse(connection, "busy", 503, text, url.path)
         return None
+
+    # -- refusals
+
+    def refuse(
+        self, connection: ServerConnection, reason: str, status: int, text: str, path: str
+    ) -> Response:
+        """Count the refusal, log it (one line, rate-limited per reason), answer ``status``."""
+        self._count_refusal(reason)
+        self.warnings.warning(
+            "connection refused",
+            key=f"connection refused: {reason}",
+            reason=reason,
+            status=status,
+            path=path,
+            peer=_peer(connection),
+        )
+        return http_response(status, text)
+
+    def handshake_failed(self, connection: ServerConnection, exc: BaseException) -> None:
+        """The opening request could not be read (a bare TCP connect, a port scan, bad or
+        non-HTTP/1.1 bytes): one line, rate-limited, no traceback, no query string."""
+        self.token_settled(connection)
+        cause = exc.__cause__ or exc
+        reason = "no_request" if isinstance(cause, EOFError) else "bad_http"
+        self._count_refusal(reason)
+        self.warnings.warning(
+            "connection refused",
+            key=f"connection refused: {reason}",
+            reason=reason,
+            error=self.scrub(f"{type(cause).__name__}: {cause}"),
+            peer=_peer(connection),
+        )
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a request line quoted in an error) without query strings or the token,
+        cut to 200 characters."""
+        text = _QUERY.sub("?<redacted>", text)
+        if self.server.token:
+            text = text.replace(self.server.token, "<redacted>")
+        return text if len(text) <= 200 else text[:199] + "…"
+
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        address = connection.remote_address
+    except Exception:  # the transport is already gone
+        return ""
+    return str(address[0]) if address else ""

@@ -56,7 +56,8 @@ class _StageCost:
         return HistogramMetricFamily(
             "pipeline_stage_frame_cost_seconds",
             "Time a stage spends per frame it produces (per frame consumed for a sink), "
-            "excluding time waiting for input or sleeping",
+            "excluding time waiting for input or sleeping; over the frames the runner times "
+            "(one in 16)",
             labels=["stage", "type"],
         )
 
@@ -128,6 +129,16 @@ class ServeMetrics:
             "How late the server's event loop wakes a 50 ms timer (a starved or blocked loop "
             "makes every call late at once)",
             buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.media_dropped = Counter(
+            "pipeline_caller_audio_dropped_seconds",
+            "Caller audio dropped for running ahead of real time (the media clock's police)",
+            registry=r,
+        )
+        self.tasks_alive = Gauge(
+            "pipeline_tasks_alive",
+            "asyncio tasks alive in the server's event loop (flat between calls: none leaked)",
             registry=r,
         )
         self.stage_cost = _StageCost()

@@ -66,6 +66,7 @@ from .twilio_wire import (
     Start,
     Stop,
     TwilioMessageError,
+    UnsupportedFormat,
     encode,
     parse_incoming,
     parse_outgoing,
@@ -73,6 +74,7 @@ from .twilio_wire import (
 
 if TYPE_CHECKING:
     from .carriers.base import Carrier
+    from .police import MediaPolice
 
 __all__ = [
     "CALL",
@@ -329,6 +331,9 @@ class TwilioCall:
         log: Any = None,
         on_lateness: Callable[[float], None] | None = None,
         carrier: Carrier | None = None,
+        warn: Any = None,
+        max_bad_messages: int = 0,
+        police: MediaPolice | None = None,
     ) -> None:
         import structlog
 
@@ -363,6 +368,14 @@ class TwilioCall:
         self.messages_in = 0
         self.messages_out = 0
         self._send_lock = asyncio.Lock()
+        #: where repeatable warnings go (a pipeline.loglimit.LimitedLog), else self.log
+        self.warn = warn
+        #: bad messages after which the caller is disconnected (0: never)
+        self.max_bad_messages = max_bad_messages
+        #: the media clock's police (None: audio taken as fast as it comes)
+        self.police = police
+        #: (close code, reason, outcome) once the stream is refused; nothing is read after
+        self.refusal: tuple[int, str, str] | None = None
 
     @property
     def stream_sid(self) -> str:
@@ -393,27 +406,69 @@ class TwilioCall:
     async def receive(self, raw: str | bytes) -> None:
         """Take one message read from the socket."""
         self.messages_in += 1
+        if self.refusal is not None:
+            return  # refused: the server is closing the socket
         try:
             if self.carrier is None:
                 msgs: list[Inbound] = [parse_incoming(raw)]
             else:
                 msgs = self.carrier.parse(raw)
+        except UnsupportedFormat as exc:
+            self.log.warning("stream refused: unsupported format", error=str(exc))
+            self.refuse(1003, "unsupported media format", "refused")
+            return
         except TwilioMessageError as exc:
-            self.bad_messages += 1
-            self.log.warning("bad twilio message skipped", code=exc.code, error=str(exc))
+            self._bad(exc)
             return
         for msg in msgs:
             try:
                 self.check(msg)
             except TwilioMessageError as exc:
-                self.bad_messages += 1
-                self.log.warning("bad twilio message skipped", code=exc.code, error=str(exc))
+                self._bad(exc)
                 continue
             await self._take(msg)
+
+    def _bad(self, exc: TwilioMessageError) -> None:
+        self.bad_messages += 1
+        (self.warn or self.log).warning("bad twilio message skipped", code=exc.code, error=str(exc))
+        if self.max_bad_messages and self.bad_messages >= self.max_bad_messages:
+            self.log.warning(
+                "caller disconnected: too many bad messages", bad_messages=self.bad_messages
+            )
+            self.refuse(1008, "too many bad messages", "bad_messages")
+
+    def refuse(self, code: int, reason: str, outcome: str) -> None:
+        """Refuse the stream: nothing more is read, the source ends, and the server closes
+        the socket with ``code`` and ``reason`` and counts the call as ``outcome``."""
+        if self.refusal is None:
+            self.refusal = (code, reason, outcome)
+            self.end()
+
+    def _police(self, msg: Media) -> bool:
+        """Whether ``msg`` keeps to the media clock (else dropped, or the caller cut off)."""
+        police = self.police
+        if police is None or police.admit(len(msg.payload)):
+            return True
+        if police.offender:
+            self.log.warning(
+                "caller disconnected: audio faster than real time",
+                dropped_s=round(police.dropped_s, 2),
+                allowance_s=police.allowance_s,
+            )
+            self.refuse(1008, "audio faster than real time", "policed")
+        else:
+            (self.warn or self.log).warning(
+                "media ahead of real time dropped",
+                ahead_s=round(police.ahead_s(len(msg.payload)), 2),
+                allowance_s=police.allowance_s,
+            )
+        return False
 
     async def _take(self, msg: Inbound) -> None:
         match msg:
             case Media():
+                if not self._police(msg):
+                    return
                 self.media_end_ms = (
                     msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
                 )

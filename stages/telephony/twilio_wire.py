@@ -39,6 +39,10 @@ class TwilioMessageError(PipelineError):
         super().__init__(message)
 
 
+class UnsupportedFormat(TwilioMessageError):
+    """A ``start`` whose ``mediaFormat`` the pipeline cannot take: the stream is refused."""
+
+
 # ---------------------------------------------------------------------------- message model
 
 
@@ -368,9 +372,10 @@ def parse_incoming(raw: str | bytes) -> Inbound:
             mf = s["mediaFormat"]
             fmt = MediaFormat(mf["encoding"], mf["sampleRate"], mf["channels"])
             if fmt != MediaFormat():
-                raise TwilioMessageError(
+                raise UnsupportedFormat(
                     f"start.mediaFormat is {fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels}; "
-                    "a bidirectional stream carries audio/x-mulaw 8000 Hz x1"
+                    "this pipeline takes audio/x-mulaw 8000 Hz x1 (a bidirectional stream's "
+                    "format)"
                 )
             if s["streamSid"] != v["streamSid"]:
                 raise TwilioMessageError(

@@ -146,7 +146,7 @@ class VadGate:
                 out.extend(self._release(min(limit, self.position)))
             else:
                 self._drop(machine.pending_since - self.prefix)
-        if len(self._anchors) > 1:
+        if len(self._anchors) > 8:  # a few spare anchors cost nothing: prune now and then
             self._prune_anchors()
         return out
 

@@ -95,6 +95,8 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, Action]] = {
 }
 
 _SPEAKING = frozenset({State.SPEECH, State.HANGOVER})
+_SILENCE = State.SILENCE
+_SPEECH = State.SPEECH
 _RUNS = frozenset({State.ONSET, State.HANGOVER})  # states that count a run from _run_start
 
 
@@ -154,6 +156,12 @@ class VadMachine:
 
     def step(self, voice: bool, length: int) -> Transition | None:
         """Advance by one window of ``length`` samples; ``voice`` is the engine's decision."""
+        state = self.state
+        if (state is _SILENCE and not voice) or (state is _SPEECH and voice):
+            # the two steady states, as the table has them ((SILENCE, QUIET) and (SPEECH,
+            # VOICE) stay put, report nothing, keep _run_start): only the position moves
+            self.position += length
+            return None
         event = self.classify(voice, length)
         old = self.state
         new, action = TRANSITIONS[(old, event)]

@@ -37,6 +37,7 @@ from stages.vad import (
     Input,
     SileroEngine,
     State,
+    Transition,
     VadGate,
     VadMachine,
     WebrtcEngine,
@@ -181,6 +182,38 @@ def test_machine_matches_an_offline_reference(
 ) -> None:
     m = VadMachine(min_speech=min_speech, hangover=hangover)
     assert _steps(m, flags) == _reference(flags, min_speech, hangover)
+
+
+def _table_step(m: VadMachine, voice: bool, length: int) -> Transition | None:
+    """One step through the table alone (what step() did before its steady-state shortcut)."""
+    old = m.state
+    new, action = TRANSITIONS[(old, m.classify(voice, length))]
+    runs = (State.ONSET, State.HANGOVER)
+    run_start = m._run_start if old in runs else m.position
+    if new in runs and new is not old:
+        m._run_start = m.position
+    m.state = new
+    m.position += length
+    return None if action is Action.NONE else Transition(action, run_start)
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 5)), max_size=120),
+    st.integers(0, 8),
+    st.integers(0, 8),
+)
+def test_the_steady_state_shortcut_is_the_tables_answer(
+    steps: list[tuple[bool, int]], min_speech: int, hangover: int
+) -> None:
+    fast = VadMachine(min_speech=min_speech, hangover=hangover)
+    table = VadMachine(min_speech=min_speech, hangover=hangover)
+    for voice, length in steps:
+        assert fast.step(voice, length) == _table_step(table, voice, length)
+        assert (fast.state, fast.position, fast.pending_since) == (
+            table.state,
+            table.position,
+            table.pending_since,
+        )
 
 
 # ---------------------------------------------------------------------------- the gate

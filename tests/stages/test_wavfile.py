@@ -158,6 +158,37 @@ def test_streaming_reader_chunks_add_up(tmp_path: Path, sizes: list[int]) -> Non
     assert b"".join(parts) == whole
 
 
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 900), st.integers(0, 799), st.booleans())
+def test_chunks_are_what_read_returns_call_after_call(
+    tmp_path: Path, n: int, first: int, stereo: bool
+) -> None:
+    # passthrough (mono pcm16) and converted (stereo, mixed down) files alike
+    x = np.stack([SINE, -SINE // 3], axis=1).astype("<i2") if stereo else SINE
+    p = put(
+        tmp_path, wav_bytes(fmt_chunk(1, 2 if stereo else 1, 8000, 2), chunk(b"data", x.tobytes()))
+    )
+    with WavReader(p) as r:
+        r.read(first)
+        expected = []
+        while data := r.read(n):
+            expected.append(data)
+        r.rewind()
+        r.read(first)
+        got = list(r.chunks(n))
+        assert r.position == 800
+    assert got == expected
+
+
+def test_chunks_of_a_file_that_shrank_name_it(tmp_path: Path) -> None:
+    p = put(tmp_path, wav_bytes(fmt_chunk(1, 1, 8000, 2), chunk(b"data", SINE.tobytes())))
+    with WavReader(p) as r:
+        with open(p, "r+b") as f:
+            f.truncate(44 + 500)
+        with pytest.raises(InputError, match=r"the file shrank while being read \(wanted 320"):
+            list(r.chunks(160))
+
+
 # ---------------------------------------------------------------------------- reading: converted
 
 

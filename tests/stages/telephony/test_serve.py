@@ -129,7 +129,8 @@ def test_health_metrics_and_one_call() -> None:
                     rf'pipeline_stage_frame_cost_seconds_count{{stage="{sid}",type="{typ}"}} (\S+)',
                     text,
                 )
-                assert m is not None and float(m.group(1)) >= 8
+                # the runner times one frame in 16 (the first included) and counts them all
+                assert m is not None and 1 <= float(m.group(1)) <= 8
 
     asyncio.run(main())
 

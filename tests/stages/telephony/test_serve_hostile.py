@@ -1,0 +1,338 @@
+"""``pipeline serve`` against hostile callers on loopback: sockets that never authenticate,
+floods of bad messages and bad HTTP, audio faster than real time, unsupported formats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from stages.telephony.serve import run_server
+from stages.telephony.twilio import Connected, Media, Start, encode
+from tests.stages.telephony.test_serve import assert_echoed, call, http_get, loop_pipeline
+
+
+async def closed(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, str | None]:
+    """Read until the server closes ``ws``; its close code and reason."""
+    async with asyncio.timeout(timeout):
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+    return ws.close_code, ws.close_reason
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+# ---------------------------------------------------------------------------- (2) the call cap
+
+
+def test_unauthenticated_sockets_do_not_lock_out_the_real_caller() -> None:
+    """With --token-parameter and --max-calls 3, three sockets that never show a token hold
+    no call slot: the real caller (whose token comes in 'start') gets through, closing the
+    socket that has waited longest; silent ones are closed after the short auth deadline."""
+
+    async def main() -> None:
+        options: dict[str, Any] = dict(
+            token="s3cret", token_parameter=True, max_calls=3, max_unauthenticated=3
+        )
+        async with run_server(loop_pipeline(), auth_timeout_s=30.0, **options) as server:
+            url = server.url + "/media"
+            squatters = [await connect(url) for _ in range(3)]
+            assert len(server.front.awaiting_token) == 3
+            assert server.active == 0
+            status, _, body = await http_get(server.port, "/readyz")
+            assert status == 200 and '"ready": true' in body
+            rec = await call(url, custom_parameters={"token": "s3cret"})
+            assert_echoed(rec)
+            assert await closed(squatters[0]) == (1008, "no token shown in time")
+            for ws in squatters[1:]:
+                await ws.close()
+            async with asyncio.timeout(10):
+                await server.front.wait_awaiting(0)
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert metric(text, 'pipeline_calls_total{outcome="completed"}') == 1.0
+            refused = 'pipeline_connections_refused_total{reason="unauthenticated_evicted"}'
+            assert metric(text, refused) == 1.0
+        async with run_server(loop_pipeline(), auth_timeout_s=0.2, **options) as server:
+            ws = await connect(server.url + "/media")
+            await ws.send(encode(Connected()))
+            assert await closed(ws) == (1008, "no start message")
+            async with asyncio.timeout(10):
+                await server.front.wait_awaiting(0)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert metric(text, 'pipeline_calls_total{outcome="no_start"}') == 1.0
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- (5) log flooding
+
+
+class StepClock:
+    """The server's wall clock (media police, log limiter), stepped by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` (or nothing) on a bare TCP connection, half-close, read to the end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if data:
+        writer.write(data)
+    writer.write_eof()
+    got = await reader.read()
+    writer.close()
+    return got
+
+
+@pytest.fixture
+def json_logs() -> Any:
+    """structlog as pipeline serve --log-format json sets it up, into a buffer; every stdlib
+    record (websockets' included, at debug) into the same buffer."""
+    import io
+    import logging
+
+    import structlog
+
+    from pipeline.report import setup_logging
+
+    config = structlog.get_config()
+    buf = io.StringIO()
+    setup_logging("json", "debug", stream=buf)
+    handler = logging.StreamHandler(buf)
+    handler.addFilter(lambda r: r.name != "asyncio")  # "Using selector: ..." at debug
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield buf
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        structlog.configure(**config)
+
+
+def test_refused_connections_get_one_json_line_each_no_traceback_no_token(json_logs: Any) -> None:
+    """Bare TCP connects, garbage and a malformed HTTP/1.0 request carrying the token in its
+    query string: one JSON line each, no traceback, the token nowhere; past the burst they
+    are counted and summarised."""
+    import json
+
+    token = "tok-3f9a1c77d2"
+    clock = StepClock()
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(), token=token, clock=clock) as server:
+            assert await raw(server.port, b"") == b""  # a bare connect
+            await raw(server.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 \r\n")
+            await raw(server.port, f"GET /media?token={token} HTTP/1.0\r\n\r\n".encode())
+            await raw(server.port, f"POST /x?token={token} HTTP/1.0\r\nbad\r\n\r\n".encode())
+            async with asyncio.timeout(10):
+                await server.front.wait_refused(4)
+            for _ in range(60):  # a scanner: past the burst, counted, not written
+                await raw(server.port, b"")
+            async with asyncio.timeout(10):
+                await server.front.wait_refused(64)
+            clock.now += 10.0
+            await raw(server.port, b"")
+            async with asyncio.timeout(10):
+                await server.front.wait_refused(65)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert metric(text, 'pipeline_connections_refused_total{reason="no_request"}') == 62
+            assert metric(text, 'pipeline_connections_refused_total{reason="bad_http"}') == 3
+
+    asyncio.run(main())
+    out = json_logs.getvalue()
+    assert token not in out
+    assert "Traceback" not in out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(lines) == len(out.splitlines())  # every line is JSON
+    refused = [x for x in lines if x["event"] == "connection refused"]
+    reasons = [x["reason"] for x in refused]
+    assert reasons == ["no_request"] + ["bad_http"] * 3 + ["no_request"] * 5
+    assert "?<redacted>" in refused[2]["error"] and "HTTP/1.0" in refused[2]["error"]
+    summary = [x for x in lines if x["event"].startswith("suppressed")]
+    assert [x["event"] for x in summary] == ["suppressed 56 similar warnings in the last 10 s"]
+    assert summary[0]["like"] == "connection refused: no_request"
+
+
+def test_a_caller_that_keeps_sending_bad_messages_is_disconnected(json_logs: Any) -> None:
+    """A thousand bad messages: a few warnings and one summary-worth counted, the caller
+    closed with 1008 after max_bad_messages, outcome bad_messages."""
+
+    async def main() -> None:
+        async with run_server(loop_pipeline(), max_bad_messages=20) as server:
+            async with connect(server.url + "/media") as ws:
+                await ws.send(encode(Connected()))
+                await ws.send(encode(Start(stream_sid="MZbad", call_sid="CAbad")))
+                with contextlib.suppress(ConnectionClosed):
+                    for i in range(1000):
+                        await ws.send(f'{{"event": "media", "nonsense": {i}}}')
+                assert await closed(ws) == (1008, "too many bad messages")
+            async with asyncio.timeout(10):
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert metric(text, 'pipeline_calls_total{outcome="bad_messages"}') == 1.0
+            assert metric(text, "pipeline_twilio_bad_messages_total") == 20.0
+
+    asyncio.run(main())
+    out = json_logs.getvalue()
+    assert out.count('"bad twilio message skipped"') == 5  # the burst; the rest counted
+    assert out.count("caller disconnected: too many bad messages") == 1
+
+
+# ---------------------------------------------------------------------------- (8) formats
+
+
+@pytest.mark.parametrize(("encoding", "rate"), [("audio/x-alaw", 8000), ("audio/x-mulaw", 16000)])
+def test_an_unsupported_start_format_is_refused_at_start(
+    json_logs: Any, encoding: str, rate: int
+) -> None:
+    from stages.telephony.twilio_wire import MediaFormat
+
+    async def main() -> None:
+        async with run_server(loop_pipeline()) as server:
+            async with connect(server.url + "/media") as ws:
+                await ws.send(encode(Connected()))
+                fmt = MediaFormat(encoding, rate, 1)
+                start = Start(stream_sid="MZfmt", call_sid="CAfmt", media_format=fmt)
+                await ws.send(encode(start))
+                with contextlib.suppress(ConnectionClosed):
+                    for _ in range(200):  # what a carrier sends next: media, ignored
+                        await ws.send(encode(Media(stream_sid="MZfmt", payload=b"\xd5" * 160)))
+                assert await closed(ws) == (1003, "unsupported media format")
+            async with asyncio.timeout(10):
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+            assert metric(text, 'pipeline_calls_total{outcome="refused"}') == 1.0
+
+    asyncio.run(main())
+    out = json_logs.getvalue()
+    assert "arrived before 'start'" not in out
+    lines = [x for x in out.splitlines() if "unsupported format" in x]
+    assert len(lines) == 1
+    assert f"start.mediaFormat is {encoding} {rate} Hz x1" in lines[0]
+    assert "this pipeline takes audio/x-mulaw 8000 Hz x1" in lines[0]
+
+
+# ---------------------------------------------------------------------------- (6) media clock
+
+
+def test_media_police_keeps_a_caller_to_real_time() -> None:
+    from stages.telephony.police import MediaPolice
+
+    clock = StepClock()
+    police = MediaPolice(8000, allowance_s=2.0, disconnect_after_s=10.0, clock=clock)
+    # a real-time caller with a 1.5 s burst after a stall: all admitted
+    assert all(police.admit(160) for _ in range(50))  # 1 s at t=0: ahead 1 s
+    clock.now += 1.5
+    assert all(police.admit(160) for _ in range(100))  # 2 s more at t=1.5: ahead 1.5 s
+    assert police.dropped_bytes == 0
+    # 20x real time: beyond the allowance, dropped and counted
+    assert sum(police.admit(160) for _ in range(1000)) == 25  # up to 2 s ahead
+    assert police.dropped_messages == 975 and police.dropped_s == 975 * 0.02
+    assert police.offender
+    # one 6 s message at the start of a call: dropped whole
+    fresh = MediaPolice(8000, clock=clock)
+    assert not fresh.admit(48000) and fresh.dropped_s == 6.0 and not fresh.offender
+
+
+def _appended(emu: Any) -> bytes:
+    import base64
+
+    return b"".join(
+        base64.b64decode(e["audio"])
+        for e in emu.received
+        if e.get("type") == "input_audio_buffer.append"
+    )
+
+
+def _phone(emu_url: str) -> Any:
+    from tests.stages.telephony.test_serve import phone_pipeline
+
+    return phone_pipeline(emu_url, engine="energy", mode="annotate", turn_detection="none")
+
+
+def test_a_caller_sending_twenty_times_real_time_is_policed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 media messages at once (20 s of audio) on a clock that does not move: the model
+    gets the first 2 s (the allowance) and nothing more; the caller is cut off (1008) once
+    10 s have been dropped; the outcome is policed."""
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+    audio = bytes(range(0, 250)) * 640  # no 0xFF: the session's own end padding is 0xFF
+    clock = StepClock()
+
+    async def main() -> None:
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=100, pace=0)
+        async with emulator.run_emulator(config) as emu:
+            async with run_server(_phone(emu.url), clock=clock) as server:
+                async with connect(server.url + "/media") as ws:
+                    await ws.send(encode(Connected()))
+                    await ws.send(encode(Start(stream_sid="MZfast", call_sid="CAfast")))
+                    with contextlib.suppress(ConnectionClosed):
+                        for i in range(1000):
+                            chunk = audio[i * 160 : (i + 1) * 160]
+                            media = Media("MZfast", chunk, 20 * i, i + 1, sequence_number=i + 3)
+                            await ws.send(encode(media))
+                    assert await closed(ws) == (1008, "audio faster than real time")
+                async with asyncio.timeout(10):
+                    await server.wait_active(0)
+                _, _, text = await http_get(server.port, "/metrics")
+            await emu.wait(lambda e: all(c.closed for c in e.connections), timeout=10)
+        got = _appended(emu)
+        assert got[:16000] == audio[:16000]  # 2 s: the allowance
+        assert set(got[16000:]) <= {0xFF}  # then only the session's own end padding
+        assert metric(text, 'pipeline_calls_total{outcome="policed"}') == 1.0
+        assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 10.0
+
+    asyncio.run(main())
+
+
+def test_six_seconds_of_audio_in_one_message_are_not_forwarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator = pytest.importorskip("stages.realtime.emulator")
+    from stages.telephony.twilio_wire import Stop
+
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+    clock = StepClock()
+
+    async def main() -> None:
+        config = emulator.EmulatorConfig(reply="tone", tone_ms=100, pace=0)
+        async with emulator.run_emulator(config) as emu:
+            async with run_server(_phone(emu.url), clock=clock) as server:
+                async with connect(server.url + "/media") as ws:
+                    await ws.send(encode(Connected()))
+                    await ws.send(encode(Start(stream_sid="MZbig", call_sid="CAbig")))
+                    big = encode(Media("MZbig", b"\x55" * 48000, 0, 1, sequence_number=3))
+                    assert 60_000 < len(big) < 64 * 1024
+                    await ws.send(big)
+                    await ws.send(encode(Stop(stream_sid="MZbig", sequence_number=4)))
+                    code, _ = await closed(ws)
+                    assert code == 1000
+                async with asyncio.timeout(10):
+                    await server.wait_active(0)
+                _, _, text = await http_get(server.port, "/metrics")
+            await emu.wait(lambda e: all(c.closed for c in e.connections), timeout=10)
+        assert 0x55 not in _appended(emu)
+        assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 6.0
+        assert metric(text, 'pipeline_calls_total{outcome="completed"}') == 1.0
+
+    asyncio.run(main())
