@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -53,7 +54,6 @@ from typing import Any
 import numpy as np
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
 from pipeline.graph import Pipeline
@@ -63,6 +63,7 @@ from pipeline.tracing import CallTrace, TurnTimer
 from pipeline.workers import WorkerLink
 
 from ..listen import token_refusal
+from ..wsbatch import send_batch
 from .carriers.base import Carrier
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
@@ -212,6 +213,7 @@ class CallServer:
         )
         call = TwilioCall(
             ws.send,
+            send_batch=functools.partial(send_batch, ws),
             log=log.bind(conn=conn_id),
             on_lateness=self.metrics.lateness.observe,
             carrier=carrier,
@@ -366,12 +368,14 @@ class CallServer:
                     await run
 
     async def _idle(self, call: Any) -> None:
+        # One wake-up per timeout period, not one per media message: the call only notes
+        # when media last came.
+        since = time.monotonic()
         while True:
-            call.media_arrived.clear()
-            try:
-                await asyncio.wait_for(call.media_arrived.wait(), self.idle_timeout_s)
-            except TimeoutError:
+            left = max(since, call.last_media_at) + self.idle_timeout_s - time.monotonic()
+            if left <= 0:
                 return
+            await asyncio.sleep(left)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
         call = self._by_call_sid.get(call_sid)
@@ -406,13 +410,7 @@ class CallServer:
         return token_refusal(None if given is None else str(given), self.token)
 
     async def _read(self, ws: ServerConnection, call: Any) -> None:
-        try:
-            async for message in ws:
-                await call.receive(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            call.connection_closed()
+        await call.read_socket(ws.recv)
 
     async def _wait_start(self, call: Any, timeout_s: float) -> bool:
         await wait_first(call.started, call.ended, timeout=timeout_s)

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipeline.errors import ConfigError, Problem
+from pipeline.errors import ConfigError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
+from pipeline.loops import LOOPS, loop_factory
+from pipeline.loops import run as run_on_loop
 from pipeline.signals import stop_signals
 from pipeline.tracing import TracingUnavailable, otel_tracer
 from pipeline.workers import (
@@ -101,6 +103,13 @@ def register(subparsers: Any) -> None:
         f"cores this process may use, here {usable_cores()}); 1 serves in this process",
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; pip install "
+        "'pipeline[fast]'), asyncio's own, or uvloop (refused if not installed)",
+    )
     p.add_argument(
         "--otel",
         action="store_true",
@@ -211,7 +220,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    return asyncio.run(
+    try:
+        kind, _ = loop_factory(args.loop)
+    except UsageError as exc:
+        log.error(str(exc))
+        return 2
+    log.debug("event loop", loop=kind)
+    return run_on_loop(
         _serve(
             p,
             args.host,
@@ -231,7 +246,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tracer=tracer,
             webhook=webhook,
             rest=rest,
-        )
+        ),
+        args.loop,
     )
 
 
