@@ -221,7 +221,7 @@ class PolyphaseResampler:
         # block windows are one view of the buffer from there. The buffer stays int16: the
         # copy of the windows for BLAS converts, and samples past the input meet exactly-zero
         # coefficients only. The state moves along the buffer and the history goes back to
-        # the front only once past the middle: most calls move nothing.
+        # the front only now and then (see _plan): most calls move nothing.
         self._buf: Int16Array = np.zeros(max(4096, 4 * (T + S)), np.int16)
         self._bytes = self._buf.data.cast("B")
         #: per block count: its float copy of the windows, the product, the product as a row
@@ -344,7 +344,9 @@ class PolyphaseResampler:
         keep = (j1 // P) * Q if j1 > j0 else 0  # where the next call's first window starts
         hist = n1 - keep
         shift: tuple[Any, Any] = (None, None)
-        if off + keep >= len(buf) // 2:  # past the middle: the history goes to the front
+        # Past the middle, or 16 calls of this size on: the history goes back to the front
+        # (the state visits a bounded number of offsets whatever the chunk size).
+        if off + keep >= min(len(buf) // 2, 16 * max(n, 1)):
             shift = (b[: 2 * hist], b[2 * (off + keep) : 2 * (off + n1)])
             after = self._state(0, hist)
         else:
