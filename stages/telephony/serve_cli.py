@@ -95,6 +95,14 @@ def register(subparsers: Any) -> None:
         "caller with 10 s dropped is disconnected (2)",
     )
     p.add_argument(
+        "--unavailable-wav",
+        default=None,
+        metavar="PATH",
+        help="what a caller hears when the model cannot be reached, before the call is hung "
+        "up: an 8000 Hz mono WAV, μ-law or 16-bit PCM (default: a short spoken apology shipped "
+        "with the package; '' for none)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -160,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
     from pipeline.config import load
 
-    from .serve import CALL_STAGES, carrier_of
+    from .serve import CALL_STAGES, UNAVAILABLE_WAV, carrier_of
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
     if not any(n.type_name in CALL_STAGES for n in p.nodes.values()):
@@ -233,6 +241,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             auth_timeout_s=args.auth_timeout,
             max_bad_messages=args.max_bad_messages,
             media_allowance_s=args.media_allowance,
+            unavailable_wav=UNAVAILABLE_WAV
+            if args.unavailable_wav is None
+            else args.unavailable_wav,
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,

@@ -368,6 +368,7 @@ class TwilioCall:
         self.on_lateness = on_lateness
         self.connected = False
         self.closed = False
+        self.stopped = False  # the carrier's 'stop' arrived (the call ended normally)
         self.bad_messages = 0
         self.sent_after_close = 0
         self.messages_in = 0
@@ -490,6 +491,7 @@ class TwilioCall:
                 if self.on_mark is not None:
                     self.on_mark(msg.name)
             case Stop():
+                self.stopped = True
                 self.ended.set()
                 await self.inbound.put(msg)
             case Start():
