@@ -515,6 +515,7 @@ def serve_process(
     prefix: str = "",
     nice: int = 0,
     workers: int = 1,
+    loop: str = "",
 ) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
@@ -527,6 +528,8 @@ def serve_process(
         cmd += ["serve", str(path), "--port", "0", "--max-calls", str(max_calls)]
         cmd += ["--workers", str(workers)]
         cmd += ["--drain-timeout", "5"]
+        if loop:
+            cmd += ["--loop", loop]
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
         if nice:
@@ -689,7 +692,9 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     chunk_ms=args.chunk_ms,
                 )
             proc, port = stack.enter_context(
-                serve_process(yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice)
+                serve_process(
+                    yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice, loop=args.loop
+                )
             )
             reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
             expected = len(reference[0].received_audio)
@@ -717,6 +722,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row.update(
                     engine=engine,
                     emulator="external" if args.external_emulator else "in-process",
+                    loop=args.loop or "auto",
                     expected_bytes=expected,
                     server_cpu=round(cpu, 2),
                     lost_audio=row["received_bytes_min"] < expected,
@@ -770,6 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--emulator-chunk-ms", type=int, default=100, help="audio per delta (100)")
     ld.add_argument("--append-ms", type=int, default=20, help="the session's append size, ms (20)")
     ld.add_argument("--chunk-ms", type=int, default=20, help="the sink's chunk size, ms (20)")
+    ld.add_argument(
+        "--loop", default="", help="the server's event loop: auto, asyncio or uvloop (auto)"
+    )
     ld.add_argument("--prefix", default="", help="command prefix for the server (profiling)")
     args = parser.parse_args(argv)
     if args.command == "call":

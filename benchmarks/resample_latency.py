@@ -14,7 +14,11 @@ Every figure is measured by streaming 20 ms frames through the engine (not taken
 * **cost**: median CPU µs per 20 ms frame of our engine (``process`` on int16), and in
   brackets soxr's own int16 stream at that quality (what other frameworks pay).
 
-Run: ``python benchmarks/resample_latency.py [--quick]``; prints a markdown table.
+Run: ``python -m benchmarks.resample_latency [--quick]``; prints a markdown table.
+
+``python -m benchmarks.resample_latency --core`` measures only the low-latency engine's own call
+(:func:`core_rows`): CPU µs per 20 ms frame of pcm16 bytes at every telephony ratio, beside
+soxr's stream call at HQ on the same frame, taking turns in the same run.
 """
 
 from __future__ import annotations
@@ -162,6 +166,70 @@ def cost_us(in_rate: int, out_rate: int, quick: bool) -> dict[str, np.ndarray[An
     return {k: np.asarray(v) for k, v in samples.items()}
 
 
+#: every ratio between the telephony and wideband rates
+CORE_RATIOS = [
+    (8000, 16000),
+    (16000, 8000),
+    (8000, 24000),
+    (24000, 8000),
+    (16000, 24000),
+    (24000, 16000),
+    (24000, 48000),
+    (48000, 24000),
+    (8000, 48000),
+    (48000, 8000),
+    (16000, 48000),
+    (48000, 16000),
+]
+
+
+def core_rows(inner: int = 500, repeat: int = 31) -> list[Row]:
+    """The low-latency engine's call (``PolyphaseResampler.process`` on a 20 ms frame of pcm16
+    bytes, what the stage hands it) against soxr's stream call at the same rates
+    (``soxr.ResampleStream(..., dtype="int16", quality="HQ").resample_chunk`` on the same
+    frame as int16, as other frameworks call it). CPU µs per frame: ``repeat`` samples, each
+    the mean of ``inner`` calls; the two take turns sample by sample, so that load from
+    elsewhere on the machine hits both alike. Each engine row carries its ratio to soxr's.
+
+    The signature matches the per-stage row functions of ``benchmarks.hotpath``."""
+    from stages.resample import PolyphaseResampler
+
+    rows: list[Row] = []
+    for in_rate, out_rate in CORE_RATIOS:
+        x = _tone(440, in_rate, 0.02)
+        b = x.tobytes()
+        ours = PolyphaseResampler(in_rate, out_rate).process
+        theirs = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
+        fns: list[tuple[Callable[[Any], object], Any]] = [(ours, b), (theirs.resample_chunk, x)]
+        for fn, arg in fns:  # warm up
+            _cpu_us(fn, arg, max(10, inner // 5))
+        samples: list[list[float]] = [[], []]
+        for _ in range(repeat):
+            for k, (fn, arg) in enumerate(fns):
+                samples[k].append(_cpu_us(fn, arg, inner))
+        ratio = f"{in_rate // 1000}k→{out_rate // 1000}k"
+        base = row("resample core", f"{ratio} soxr.ResampleStream HQ int16", samples[1])
+        rows += [base, compare(row("resample core", f"{ratio} low_latency core", samples[0]), base)]
+    return rows
+
+
+def core_table(rows: list[Row]) -> str:
+    """Markdown: per ratio, our core and soxr's stream call (median / p99 µs) and the ratio."""
+    lines = [
+        "| ratio | low_latency core µs median / p99 | soxr stream HQ µs median / p99 "
+        "| core / soxr |",
+        "|---|---|---|---|",
+    ]
+    for ours in rows:
+        if ours.baseline:
+            base = next(r for r in rows if r.name == ours.baseline)
+            lines.append(
+                f"| {ours.name.split()[0]} | {ours.median:.2f} / {ours.p99:.2f} "
+                f"| {base.median:.2f} / {base.p99:.2f} | {ours.ratio:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def table(quick: bool = False) -> tuple[str, list[Row]]:
     lines = [
         "| ratio | mode | content delay ms | added latency mean / max ms | empty 20 ms calls "
@@ -200,7 +268,13 @@ def run(quick: bool = False) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="two ratios, fewer repetitions")
+    ap.add_argument(
+        "--core", action="store_true", help="only the low-latency core against soxr's stream call"
+    )
     args = ap.parse_args(argv)
+    if args.core:
+        print(core_table(core_rows(*((200, 9) if args.quick else (500, 31)))))
+        return 0
     text, _ = table(args.quick)
     print(text)
     return 0

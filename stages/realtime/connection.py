@@ -72,6 +72,8 @@ async def open_connection(s: Settings, url: str) -> Any:
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+    from ..wsbatch import BatchedClientConnection
+
     endpoint = endpoint_of(url)
     refused = plain_text_key_problem(url, s.api_key_env)
     if refused is not None:
@@ -96,6 +98,7 @@ async def open_connection(s: Settings, url: str) -> Any:
             close_timeout=5.0,
             logger=_WS_LOGGER,
             user_agent_header="pipeline-realtime",
+            create_connection=BatchedClientConnection,
         )
         if s.dialect == "gemini":  # Gemini Live's messages, bridged to Realtime events
             return BridgedSocket(ws, GeminiClientBridge(s.session.model))

@@ -77,6 +77,7 @@ from pipeline.metrics import Metric
 from pipeline.spec import stage
 from pipeline.tasks import StageTasks
 
+from ..wsbatch import send_batch
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
 from .connection import Retry, close_info, close_socket, endpoint_of, open_connection
@@ -203,12 +204,12 @@ class _Run:
             ws = self.ws
             if ws is None:
                 return
-            for m in msgs:
-                try:
-                    await ws.send(m)
-                except Exception as exc:  # the reader sees the close and reconnects
-                    self.log.debug("send failed; the connection is closing", error=str(exc))
-                    return
+            if not msgs:
+                return
+            try:
+                await send_batch(ws, msgs)  # one write for all of them
+            except Exception as exc:  # the reader sees the close and reconnects
+                self.log.debug("send failed; the connection is closing", error=str(exc))
 
     # -- input pump
 

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 import h11
 from websockets.asyncio.server import ServerConnection
 
+from ..wsbatch import BatchedServerConnection
+
 __all__ = [
     "Handler",
     "HttpExchange",
@@ -196,7 +198,7 @@ def with_posts(
     request that could not be read (closed early, not HTTP/1.1, malformed) instead of
     websockets logging it with a traceback."""
 
-    class PostOrWebSocket(ServerConnection):
+    class PostOrWebSocket(BatchedServerConnection):
         _http: HttpExchange | None = None
         _head = b""
 

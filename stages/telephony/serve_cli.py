@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipeline.errors import ConfigError, Problem
+from pipeline.errors import ConfigError, Problem, UsageError
 from pipeline.graph import Pipeline
 from pipeline.kube import DeletionCost, PodRef
+from pipeline.loops import LOOPS, loop_factory
+from pipeline.loops import run as run_on_loop
 from pipeline.signals import stop_signals
 from pipeline.tracing import TracingUnavailable, otel_tracer
 from pipeline.workers import (
@@ -93,6 +95,14 @@ def register(subparsers: Any) -> None:
         "caller with 10 s dropped is disconnected (2)",
     )
     p.add_argument(
+        "--unavailable-wav",
+        default=None,
+        metavar="PATH",
+        help="what a caller hears when the model cannot be reached, before the call is hung "
+        "up: an 8000 Hz mono WAV, μ-law or 16-bit PCM (default: a short spoken apology shipped "
+        "with the package; '' for none)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -100,6 +110,13 @@ def register(subparsers: Any) -> None:
         f"cores this process may use, here {usable_cores()}); 1 serves in this process",
     )
     p.add_argument("--max-calls", type=int, default=100, help="concurrent calls per worker (100)")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; pip install "
+        "'pipeline[fast]'), asyncio's own, or uvloop (refused if not installed)",
+    )
     p.add_argument(
         "--otel",
         action="store_true",
@@ -151,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
     from pipeline.config import load
 
-    from .serve import CALL_STAGES, carrier_of
+    from .serve import CALL_STAGES, UNAVAILABLE_WAV, carrier_of
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
     if not any(n.type_name in CALL_STAGES for n in p.nodes.values()):
@@ -207,7 +224,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # out of the collector's sight, so a full collection only walks what calls allocate.
     gc.collect()
     gc.freeze()
-    return asyncio.run(
+    try:
+        kind, _ = loop_factory(args.loop)
+    except UsageError as exc:
+        log.error(str(exc))
+        return 2
+    log.debug("event loop", loop=kind)
+    return run_on_loop(
         _serve(
             p,
             args.host,
@@ -218,6 +241,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             auth_timeout_s=args.auth_timeout,
             max_bad_messages=args.max_bad_messages,
             media_allowance_s=args.media_allowance,
+            unavailable_wav=UNAVAILABLE_WAV
+            if args.unavailable_wav is None
+            else args.unavailable_wav,
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,
@@ -227,7 +253,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tracer=tracer,
             webhook=webhook,
             rest=rest,
-        )
+        ),
+        args.loop,
     )
 
 

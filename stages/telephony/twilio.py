@@ -39,10 +39,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from websockets.exceptions import ConnectionClosed
 
 from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import FormatError, StageError, UsageError
@@ -278,6 +281,10 @@ class _Closed:
     """The socket closed without a ``stop``."""
 
 
+class _Handover:
+    """The reader task stepped aside: the source reads the socket (TwilioCall.read_socket)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AnsweredBy:
     """Answering-machine detection's verdict for this call (Twilio's ``AnsweredBy``:
@@ -300,9 +307,12 @@ def answered_by_text(value: str) -> str:
 
 
 _CLOSED = _Closed()
+_HANDOVER = _Handover()
 #: sink reports kept for a recorder that has not attached yet (a few seconds of audio)
 _JOURNAL_MAX = 512
 SendFn = Callable[[Any], Awaitable[None]]
+BatchFn = Callable[[list[Any]], Awaitable[None]]
+RecvFn = Callable[[], Awaitable[str | bytes]]
 
 
 class TwilioCall:
@@ -320,6 +330,7 @@ class TwilioCall:
         self,
         send: SendFn,
         *,
+        send_batch: BatchFn | None = None,
         queue_size: int = 64,
         log: Any = None,
         on_lateness: Callable[[float], None] | None = None,
@@ -331,6 +342,8 @@ class TwilioCall:
         import structlog
 
         self._send = send
+        #: several messages in one write (the server's connection); None: send each
+        self._send_batch = send_batch
         #: the carrier's dialect (None: Twilio's, read by parse_incoming)
         self.carrier = carrier
         self.format = carrier.format if carrier is not None else MULAW_FORMAT
@@ -338,9 +351,10 @@ class TwilioCall:
         self.start: Start | None = None
         self.started = asyncio.Event()
         self.ended = asyncio.Event()  # stop received or socket closed
-        self.media_arrived = asyncio.Event()  # set on each media message (idle watch)
-        self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed] = asyncio.Queue(
-            queue_size
+        #: time.monotonic() of the last media message (the server's idle watch reads it)
+        self.last_media_at = time.monotonic()
+        self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed | _Handover] = (
+            asyncio.Queue(queue_size)
         )
         #: what the caller has heard of the replies (fed by twilio_sink, read by end_call)
         self.playback = Playback()
@@ -354,6 +368,7 @@ class TwilioCall:
         self.on_lateness = on_lateness
         self.connected = False
         self.closed = False
+        self.stopped = False  # the carrier's 'stop' arrived (the call ended normally)
         self.bad_messages = 0
         self.sent_after_close = 0
         self.messages_in = 0
@@ -367,6 +382,11 @@ class TwilioCall:
         self.police = police
         #: (close code, reason, outcome) once the stream is refused; nothing is read after
         self.refusal: tuple[int, str, str] | None = None
+        # Reading the socket (see read_socket): the source reads it itself while it runs
+        self._recv: RecvFn | None = None
+        self._inline = False  # the source wants to read the socket itself
+        self._parked = False  # the reader task has stopped reading for it
+        self._unpark = asyncio.Event()
 
     @property
     def stream_sid(self) -> str:
@@ -463,7 +483,7 @@ class TwilioCall:
                 self.media_end_ms = (
                     msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
                 )
-                self.media_arrived.set()
+                self.last_media_at = time.monotonic()
                 await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)
@@ -471,6 +491,7 @@ class TwilioCall:
                 if self.on_mark is not None:
                     self.on_mark(msg.name)
             case Stop():
+                self.stopped = True
                 self.ended.set()
                 await self.inbound.put(msg)
             case Start():
@@ -530,10 +551,61 @@ class TwilioCall:
             return False
         return True
 
+    async def read_socket(self, recv: RecvFn) -> None:
+        """Read the connection's messages (``recv``: the socket's; it raises
+        ``ConnectionClosed`` at the end) into :meth:`receive` until it closes. The server runs
+        this in a task of its own for the life of the connection.
+
+        While the source runs (:meth:`source_reads`), this task steps aside after its next
+        message and the source reads the socket itself whenever it has nothing queued: each
+        message of the caller then wakes one task, not the reader and then the source. Marks
+        and ``stop`` are read the same way, in the order they came."""
+        self._recv = recv
+        try:
+            while True:
+                if self._inline:
+                    self._parked = True
+                    with contextlib.suppress(asyncio.QueueFull):  # full: the source is busy
+                        self.inbound.put_nowait(_HANDOVER)  # a source waiting on the queue
+                    await self._unpark.wait()
+                    self._unpark.clear()
+                    self._parked = False
+                    if self.closed:  # the source read the end of the connection
+                        return
+                    continue
+                await self.receive(await recv())
+        except ConnectionClosed:
+            pass
+        finally:
+            self._parked = False
+            self.connection_closed()
+
+    @contextlib.contextmanager
+    def source_reads(self) -> Iterator[None]:
+        """While inside, :meth:`next_inbound` reads the socket itself once the reader task
+        has stepped aside; on the way out the reader task takes over again."""
+        self._inline = True
+        try:
+            yield
+        finally:
+            self._inline = False
+            self._unpark.set()
+
     async def next_inbound(self) -> Media | Dtmf | Stop | AnsweredBy | None:
         """The next caller message for the source; None once the socket has closed."""
-        item = await self.inbound.get()
-        return None if isinstance(item, _Closed) else item
+        recv = self._recv
+        while True:
+            while self._parked and recv is not None and self.inbound.empty() and not self.closed:
+                try:
+                    raw = await recv()
+                except ConnectionClosed:
+                    self.connection_closed()
+                    break
+                await self.receive(raw)  # the queue is empty: this never waits
+            item = await self.inbound.get()
+            if isinstance(item, _Handover):  # the reader stepped aside: read on our own now
+                continue
+            return None if isinstance(item, _Closed) else item
 
     async def send(self, messages: list[Any]) -> None:
         """Send messages in order (one batch is never interleaved with another); after the
@@ -544,6 +616,15 @@ class TwilioCall:
             await self._send_all(messages)
 
     async def _send_all(self, messages: list[Any]) -> None:
+        if self._send_batch is not None and len(messages) > 1 and not self.closed:
+            try:
+                await self._send_batch(messages)
+                self.messages_out += len(messages)
+            except Exception as exc:  # the connection went away under us
+                self.log.debug("send failed; call closed", error=str(exc))
+                self.closed = True
+                self.sent_after_close += len(messages)
+            return
         for text in messages:
             if self.closed:
                 self.sent_after_close += 1
@@ -628,21 +709,22 @@ async def call_audio(
         ctx.log.info("answered by", answered_by=answered)
         yield Text(answered_by_text(answered), "system")
     encoding, rate = fmt.encoding, fmt.rate
-    while True:
-        with ctx.waiting():  # waiting for the carrier is not work
-            msg = await call.next_inbound()
-        match msg:
-            case Media():
-                yield Audio(msg.payload, encoding, rate, 1, msg.pts)
-            case AnsweredBy():
-                ctx.log.info("answered by", answered_by=msg.value)
-                yield Text(answered_by_text(msg.value), "system")
-            case Dtmf():
-                ctx.log.info("dtmf", digit=msg.digit)
-                if dtmf == "text":
-                    yield Text(f"DTMF {msg.digit}", "user")
-            case _:  # Stop, or the socket closed
-                return
+    with call.source_reads():
+        while True:
+            with ctx.waiting():  # waiting for the carrier is not work
+                msg = await call.next_inbound()
+            match msg:
+                case Media():
+                    yield Audio(msg.payload, encoding, rate, 1, msg.pts)
+                case AnsweredBy():
+                    ctx.log.info("answered by", answered_by=msg.value)
+                    yield Text(answered_by_text(msg.value), "system")
+                case Dtmf():
+                    ctx.log.info("dtmf", digit=msg.digit)
+                    if dtmf == "text":
+                        yield Text(f"DTMF {msg.digit}", "user")
+                case _:  # Stop, or the socket closed
+                    return
 
 
 def _sink_format(_params: Mapping[str, Any], fmt: AudioFormat | None) -> None:
