@@ -45,17 +45,25 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from pipeline.errors import ConfigError, PipelineError, Problem, UsageError
+from pipeline.errors import (
+    ConfigError,
+    PipelineError,
+    Problem,
+    SessionRemoteError,
+    UsageError,
+)
 from pipeline.graph import Pipeline
 from pipeline.runtime import Runner
 from pipeline.tasks import wait_first
@@ -67,12 +75,13 @@ from ..wsbatch import send_batch
 from .carriers.base import Carrier
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
+from .offer import withhold_unavailable
 from .police import MediaPolice
 from .serve_cli import TOKEN_ENV, cmd_serve, keep_deletion_cost, register
 from .serve_http import ServeFront
 from .serve_metrics import ServeMetrics
-from .twilio import MULAW_FORMAT, TwilioCall, bind_call
-from .webhook import TwilioWebhook
+from .twilio import MULAW_FORMAT, Mark, OutMedia, TwilioCall, bind_call, encode
+from .webhook import Webhook
 
 __all__ = [
     "CALL_STAGES",
@@ -125,14 +134,19 @@ class CallServer:
         media_allowance_s: float = 2.0,
         media_disconnect_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        unavailable_wav: str | os.PathLike[str] | None = None,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 20.0,
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
-        webhook: TwilioWebhook | None = None,
+        webhook: Webhook | None = None,
         rest: CallRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
+        for why in withhold_unavailable(template.nodes):  # not offered to the model
+            log.warning(why)
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template
@@ -154,6 +168,11 @@ class CallServer:
         self.media_disconnect_s = media_disconnect_s
         #: the wall clock of the media police and the log limiter (tests step their own)
         self.clock = clock
+        #: what a caller hears when the model cannot be reached (μ-law 8 kHz; b"": nothing)
+        self.unavailable_audio = unavailable_audio(unavailable_wav)
+        #: keepalive: a caller that leaves a ping unanswered this long is cut off (1011)
+        self.ping_interval_s = ping_interval_s
+        self.ping_timeout_s = ping_timeout_s
         self.metrics = metrics or ServeMetrics()
         self.worker = worker  # one of a pool (pipeline serve --workers), else None
         self.tracer = tracer  # an OpenTelemetry tracer (pipeline.tracing), else None
@@ -303,14 +322,23 @@ class CallServer:
                 outcome, code, reason = "idle", 1000, "no media"
                 log.warning("call closed: no media", idle_timeout_s=self.idle_timeout_s)
             elif summary.status != "completed":
-                outcome, code, reason = summary.status, 1001, "server shutting down"
+                outcome = "drained" if self.draining else summary.status
+                code, reason = 1001, "server shutting down"
+            else:
+                outcome, code, reason = ended_by(call, ws)
             if call.refusal is not None:
                 code, reason, outcome = call.refusal
         except PipelineError as exc:
             outcome, code, reason = "failed", 1011, "pipeline failed"
-            log.error("call failed", error=str(exc))
+            if model_unreachable(exc):
+                outcome, reason = "model_unreachable", "model unreachable"
+                log.error("call failed: the model cannot be reached", error=str(exc))
+                await self._apologise(call)
+            else:
+                log.error("call failed", error=str(exc))
         except asyncio.CancelledError:
-            outcome, code, reason = "cancelled", 1001, "server shutting down"
+            outcome = "drained" if self.draining else "cancelled"
+            code, reason = 1001, "server shutting down"
             raise
         except Exception as exc:
             outcome, code, reason = "failed", 1011, "internal error"
@@ -338,6 +366,7 @@ class CallServer:
                 log.info(
                     "call ended",
                     outcome=outcome,
+                    close_code=code,
                     duration_s=round(time.perf_counter() - t0, 3),
                     messages_in=call.messages_in,
                     messages_out=call.messages_out,
@@ -373,6 +402,20 @@ class CallServer:
             if left <= 0:
                 return
             await asyncio.sleep(left)
+
+    async def _apologise(self, call: TwilioCall) -> None:
+        """Play ``unavailable_audio`` to the caller and wait (as long as it lasts, plus 2 s)
+        for Twilio's echo of the mark after it: the caller has heard it. Twilio streams only:
+        another carrier's call is closed without it."""
+        audio = self.unavailable_audio
+        if not audio or call.carrier is not None or call.closed or call.start is None:
+            return
+        sid = call.stream_sid
+        heard = asyncio.Event()
+        call.on_mark = lambda name: heard.set() if name == "unavailable" else None
+        messages = [encode(OutMedia(sid, audio[i : i + 160])) for i in range(0, len(audio), 160)]
+        await call.send([*messages, encode(Mark(sid, "unavailable"))])
+        await wait_first(heard, call.ended, timeout=len(audio) / 8000 + 2.0)
 
     def _answered_by(self, call_sid: str, value: str) -> bool:
         call = self._by_call_sid.get(call_sid)
@@ -457,8 +500,8 @@ class CallServer:
             logger=_WS_LOG,
             max_size=self.max_message_bytes,
             compression=None,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=self.ping_interval_s,
+            ping_timeout=self.ping_timeout_s,
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
@@ -477,16 +520,14 @@ class CallServer:
 
     async def drain(self, timeout_s: float = 30.0) -> int:
         """Stop accepting calls; let the running ones end for up to ``timeout_s``, then cancel
-        the rest. Returns the number of calls that had to be cancelled. The listening socket
-        is closed before the ``draining`` log line is written."""
+        the rest. Returns the number of calls that had to be cancelled. The server goes on
+        answering while it drains: ``/healthz`` 200 with ``draining``, ``/readyz`` 503, new
+        calls 503 ``draining``."""
         self.draining = True
         if self.worker is not None:
             self.worker.set_draining()
-        if self._server is not None:
-            self._server.close(close_connections=False)
-            # websockets stops listening in a task of its own; stop now, so that once the
-            # 'draining' line is out nobody can connect any more
-            self._server.server.close()
+        # the listener stays open: /healthz answers 200 (draining) for the liveness probe,
+        # /readyz 503 for the load balancer, and a new call gets 503 'draining'
         pending = set(self._handlers)
         log.info("draining", active_calls=len(pending), timeout_s=timeout_s)
         if pending:
@@ -547,6 +588,67 @@ def carrier_of(template: Pipeline) -> Callable[[], Carrier | None]:
     name, fmt = next(iter(seen))
     cls = CARRIERS[name]
     return lambda: cls(fmt)
+
+
+#: The message a caller hears when the model cannot be reached (made by
+#: ``data/make_unavailable.sh``, shipped with the package; ``pipeline serve`` plays it unless
+#: told otherwise with --unavailable-wav).
+UNAVAILABLE_WAV = Path(__file__).parent / "data" / "unavailable_8k_ulaw.wav"
+
+
+def unavailable_audio(path: str | os.PathLike[str] | None) -> bytes:
+    """The μ-law 8 kHz bytes of the WAV at ``path`` (μ-law, or PCM16 encoded); b"" for None
+    or "". ConfigError naming the file when it cannot be played on a phone line."""
+    if path is None or str(path) == "":
+        return b""
+    from stages.g711 import encode_ulaw
+    from stages.wavfile import read_wav
+
+    try:
+        header, data = read_wav(path)
+    except (OSError, PipelineError) as exc:
+        raise ConfigError(
+            Problem(f"{path}: {exc}", "give a WAV file (--unavailable-wav PATH)")
+        ) from None
+    fmt = header.format
+    if fmt.rate != 8000 or fmt.channels != 1 or fmt.encoding not in ("pcmu", "pcm16"):
+        raise ConfigError(
+            Problem(
+                f"{path}: {fmt.encoding} {fmt.rate} Hz x{fmt.channels}; the message for an "
+                "unreachable model is played on a phone line",
+                "give an 8000 Hz mono WAV, μ-law or 16-bit PCM (sox IN.wav -r 8000 -c 1 -e "
+                "u-law OUT.wav)",
+            )
+        )
+    return data if fmt.encoding == "pcmu" else encode_ulaw(data)
+
+
+def model_unreachable(exc: BaseException) -> bool:
+    """Whether a call failed because its realtime model could not be reached (the session
+    gave up connecting), looking through the causes a stage error chains."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, SessionRemoteError) and seen.code == "connect_failed":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def ended_by(call: TwilioCall, ws: ServerConnection) -> tuple[str, int, str]:
+    """(outcome, close code, reason) of a call whose pipeline ran to its end: ``completed``
+    after the carrier's ``stop`` (or the agent ending the call), else what closed the socket:
+    ``too_big`` (a message over the size limit, 1009), ``keepalive_timeout`` (pings went
+    unanswered), ``caller_hangup`` (closed without ``stop``)."""
+    if call.stopped or not call.closed:
+        return "completed", 1000, ""
+    sent = ws.protocol.close_sent
+    if sent is not None and sent.code == 1009:
+        return "too_big", 1009, sent.reason
+    if sent is not None and sent.code == 1011 and "keepalive" in sent.reason:
+        return "keepalive_timeout", 1011, sent.reason
+    return "caller_hangup", 1000, ""
 
 
 @contextlib.asynccontextmanager

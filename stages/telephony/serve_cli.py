@@ -33,8 +33,9 @@ from pipeline.workers import (
 )
 
 from ..listen import add_listen_arguments
-from .carriers.hangup import rest_for
-from .webhook import parse_parameters, twilio_setup
+from .carriers.rest import rest_for
+from .carriers.webhooks import carrier_webhook
+from .webhook import Webhook, parse_parameters, twilio_setup
 
 if TYPE_CHECKING:
     from .serve import CallServer
@@ -93,6 +94,14 @@ def register(subparsers: Any) -> None:
         default=2.0,
         help="seconds a caller's audio may run ahead of real time; more is dropped, and a "
         "caller with 10 s dropped is disconnected (2)",
+    )
+    p.add_argument(
+        "--unavailable-wav",
+        default=None,
+        metavar="PATH",
+        help="what a caller hears when the model cannot be reached, before the call is hung "
+        "up: an 8000 Hz mono WAV, μ-law or 16-bit PCM (default: a short spoken apology shipped "
+        "with the package; '' for none)",
     )
     p.add_argument(
         "--workers",
@@ -160,7 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``pipeline serve``: exit 0 after a drain, 2 for a bad pipeline or bad options."""
     from pipeline.config import load
 
-    from .serve import CALL_STAGES, carrier_of
+    from .serve import CALL_STAGES, UNAVAILABLE_WAV, carrier_of
 
     p = load(args.file, args.name or args.pipeline_name, overrides=args.overrides)
     if not any(n.type_name in CALL_STAGES for n in p.nodes.values()):
@@ -184,15 +193,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         params = parse_parameters(args.stream_parameter)
         if token is not None and args.token_parameter:
             params["token"] = token  # the stream comes back with it (never logged)
-        webhook, rest = twilio_setup(
-            args.public_url,
-            auth_token_env=args.twilio_auth_token_env,
-            parameters=params,
-            environ=os.environ,
-        )
         other = carrier_of(p)()
-        if other is not None:  # Telnyx, Plivo...: their own hang-up credentials
-            rest = rest_for(other.name, os.environ)
+        webhook: Webhook | None
+        if other is None:
+            webhook, rest = twilio_setup(
+                args.public_url,
+                auth_token_env=args.twilio_auth_token_env,
+                parameters=params,
+                environ=os.environ,
+            )
+        else:  # Telnyx, Plivo...: their own signatures and call-control credentials
+            webhook = carrier_webhook(other.name, args.public_url, os.environ)
+            rest = rest_for(other.name, os.environ, args.public_url)
     except ValueError as exc:
         log.error(str(exc))
         return 2
@@ -233,6 +245,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             auth_timeout_s=args.auth_timeout,
             max_bad_messages=args.max_bad_messages,
             media_allowance_s=args.media_allowance,
+            unavailable_wav=UNAVAILABLE_WAV
+            if args.unavailable_wav is None
+            else args.unavailable_wav,
             max_calls=args.max_calls,
             max_message_bytes=args.max_message_bytes,
             start_timeout_s=args.start_timeout,

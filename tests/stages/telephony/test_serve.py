@@ -213,7 +213,8 @@ def test_a_broken_call_beside_healthy_ones() -> None:
             async with asyncio.timeout(10):  # the vanished call's handler has finished
                 await server.wait_active(0)
             _, _, text = await http_get(server.port, "/metrics")
-            assert 'pipeline_calls_total{outcome="completed"} 4.0' in text  # 3 + the vanished
+            assert 'pipeline_calls_total{outcome="completed"} 3.0' in text
+            assert 'pipeline_calls_total{outcome="caller_hangup"} 1.0' in text  # the vanished
             assert 'pipeline_calls_total{outcome="failed"} 1.0' in text
             assert "pipeline_twilio_bad_messages_total 2.0" in text
             assert server.active == 0
@@ -332,9 +333,11 @@ pipelines:
 
 
 def test_sigterm_drains(tmp_path: Path) -> None:
-    """SIGTERM: the listening socket closes at once, a call in progress finishes with all its
-    audio, a call that would go on past the deadline is cancelled (1001), exit code 0."""
+    """SIGTERM: new calls are refused at once (503 draining) while /healthz stays 200 and
+    /readyz turns 503; a call in progress finishes with all its audio, a call that would go
+    on past the deadline is cancelled (1001), exit code 0."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
 
     short = AUDIO * 10  # 1.6 s
     long_ = AUDIO * 60  # 9.6 s: outlives the 3 s drain deadline
@@ -353,10 +356,13 @@ def test_sigterm_drains(tmp_path: Path) -> None:
             async with asyncio.timeout(20):  # both calls are under way: audio came back
                 await asyncio.gather(heard_a.wait(), heard_b.wait())
             proc.send_signal(signal.SIGTERM)
-            # serve writes 'draining' once its listening socket is closed
             await lines.wait_for_async(r'"event": ?"draining"', timeout=20)
-            with pytest.raises(OSError):  # no longer listening
+            with pytest.raises(InvalidStatus) as refused:  # no new call
                 await connect(f"ws://127.0.0.1:{port}/media", open_timeout=2)
+            assert refused.value.response.status_code == 503
+            status, _, body = await http_get(port, "/healthz")  # alive: no restart
+            assert status == 200 and json.loads(body)["status"] == "draining"
+            assert (await http_get(port, "/readyz"))[0] == 503
             return await a, await b
 
         t0 = time.monotonic()

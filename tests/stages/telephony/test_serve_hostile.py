@@ -336,3 +336,136 @@ def test_six_seconds_of_audio_in_one_message_are_not_forwarded(
         assert metric(text, 'pipeline_calls_total{outcome="completed"}') == 1.0
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- (7) outcomes
+
+
+def _client_bytes(url: str) -> tuple[Any, bytes]:
+    """A sans-I/O WebSocket client for ``url`` and its opening request: a caller whose frames
+    the test writes by hand, and who never answers a ping."""
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    proto = ClientProtocol(parse_uri(url))
+    proto.send_request(proto.connect())
+    return proto, b"".join(proto.data_to_send())
+
+
+def test_outcomes_say_how_each_call_ended() -> None:
+    """Hung up without 'stop', a message over the size limit (1009), pings left unanswered
+    (keepalive timeout), a normal 'stop': four outcomes, each counted and in the call's line."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    async def main() -> None:
+        options: dict[str, Any] = dict(max_message_bytes=4096, ping_interval_s=0.2)
+        async with run_server(loop_pipeline(), ping_timeout_s=0.2, **options) as server:
+            url = server.url + "/media"
+            # completed: the simulator sends 'stop'
+            assert_echoed(await call(url))
+            # caller_hangup: the socket closes with no 'stop'
+            async with ws_connect(url) as ws:
+                await ws.send(encode(Connected()))
+                await ws.send(encode(Start(stream_sid="MZh", call_sid="CAh")))
+                media = Media("MZh", b"\x01" * 160, 0, 1, sequence_number=3)
+                await ws.send(encode(media))
+                async with asyncio.timeout(10):
+                    await server.wait_active(1)
+            # too_big: a message over max_message_bytes
+            async with ws_connect(url, max_size=None) as ws:
+                await ws.send(encode(Connected()))
+                await ws.send(encode(Start(stream_sid="MZb", call_sid="CAb")))
+                await ws.send("x" * 5000)
+                assert (await closed(ws))[0] == 1009
+            # keepalive_timeout: a caller that never answers a ping
+            proto, opening = _client_bytes(url)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(opening)
+            proto.receive_data(await reader.readuntil(b"\r\n\r\n"))  # 101
+            proto.send_text(encode(Connected()).encode())
+            proto.send_text(encode(Start(stream_sid="MZk", call_sid="CAk")).encode())
+            writer.write(b"".join(proto.data_to_send()))
+            async with asyncio.timeout(10):
+                while await reader.read(65536):  # the server pings, gives up, closes
+                    pass
+            writer.close()
+            async with asyncio.timeout(10):
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+        for outcome in ("completed", "caller_hangup", "too_big", "keepalive_timeout"):
+            assert metric(text, f'pipeline_calls_total{{outcome="{outcome}"}}') == 1.0, outcome
+
+    asyncio.run(main())
+
+
+def test_health_stays_up_while_draining() -> None:
+    """During a drain /healthz answers 200 with status draining, /readyz 503, and a new call
+    is refused with 503 draining; the call in progress finishes."""
+    from websockets.exceptions import InvalidStatus
+
+    async def main() -> None:
+        async with run_server(loop_pipeline()) as server:
+            url = server.url + "/media"
+            heard = asyncio.Event()
+            running = asyncio.create_task(call(url, audio=bytes(range(256)) * 25, heard=heard))
+            async with asyncio.timeout(10):
+                await heard.wait()
+            drain = asyncio.create_task(server.drain(30.0))
+            await asyncio.sleep(0)  # the drain's first step: draining, no await before it
+            assert server.draining
+            status, _, body = await http_get(server.port, "/healthz")
+            assert status == 200 and '"status": "draining"' in body
+            status, _, body = await http_get(server.port, "/readyz")
+            assert status == 503 and '"reason": "draining"' in body
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(url)
+            assert refused.value.response.status_code == 503
+            rec = await running
+            assert rec.errors == [] and rec.close_code == 1000
+            assert await drain == 0
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_model_gets_the_caller_a_message_and_a_prompt_hang_up(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from pipeline.frames import AudioFormat
+    from stages.wavfile import WavWriter
+    from tests.stages.telephony.test_serve import phone_pipeline
+
+    monkeypatch.setenv("SERVE_TEST_KEY", "k")
+    message = bytes(range(0, 250, 2)) * 16  # 2,000 bytes: 250 ms of μ-law
+    wav = tmp_path / "sorry.wav"
+    w = WavWriter(wav, AudioFormat("pcmu", 8000, 1))
+    w.write(message)
+    w.close()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = phone_pipeline(
+        f"ws://127.0.0.1:{port}/v1/realtime",
+        engine="energy",
+        mode="annotate",
+        reconnect_attempts=0,
+    )
+
+    async def main() -> None:
+        async with run_server(p, unavailable_wav=wav) as server:
+            rec = await call(server.url + "/media", audio=b"\x01" * 1600)
+            _, _, text = await http_get(server.port, "/metrics")
+        assert bytes(rec.received_audio) == message
+        assert rec.marks == ["unavailable"] and rec.echoed == ["unavailable"]
+        assert (rec.close_code, rec.refused) == (1011, "")
+        assert metric(text, 'pipeline_calls_total{outcome="model_unreachable"}') == 1.0
+
+    asyncio.run(main())
+
+
+def test_the_shipped_message_plays_on_a_phone_line() -> None:
+    from stages.telephony.serve import UNAVAILABLE_WAV, unavailable_audio
+
+    audio = unavailable_audio(UNAVAILABLE_WAV)
+    assert 2 * 8000 < len(audio) < 8 * 8000  # a few seconds of μ-law
