@@ -69,6 +69,12 @@ def cost(folder: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--hangover-ms",
+        type=int,
+        default=300,
+        help="silence after the speech the model hears (the VAD's hangover_ms; default 300)",
+    )
     args = parser.parse_args(argv)
     try:
         folder = ensure() / "turn"
@@ -76,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpeechSetUnavailable as exc:
         print(f"turn_quality: {exc}", file=sys.stderr)
         return 2
-    judgements = judge(folder) + judge(variants)
-    print("## Smart Turn v3 on the speech set (turn/ and turn-variants/)\n")
+    hangover = args.hangover_ms
+    judgements = judge(folder, hangover_ms=hangover) + judge(variants, hangover_ms=hangover)
+    print(f"## Smart Turn v3 on the speech set (turn/ and turn-variants/), {hangover} ms after\n")
     print(table(by_synth(judgements, threshold=0.5)))
     print("\n### by threshold, all clips\n")
     print(table([replace(score(judgements, threshold=t), group="all") for t in THRESHOLDS]))
