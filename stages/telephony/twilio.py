@@ -194,6 +194,13 @@ class Playout:
         """Bytes held back until a full chunk (or a flush)."""
         return len(self._buf)
 
+    @property
+    def next_pts(self) -> float:
+        """The media time right after everything sent or buffered (0 before any audio)."""
+        if self._buf:
+            return self._buf_pts + len(self._buf) / self.bps
+        return self._next_pts or 0.0
+
     def push(self, data: bytes, pts: float, now: float = 0.0) -> list[Any]:
         """Buffer ``data`` (the stream's format, media time ``pts``); the messages for every
         full chunk."""
@@ -365,6 +372,8 @@ class TwilioCall:
         # what the sink reported before a recorder attached (stages start in any order)
         self._journal: list[tuple[str, tuple[Any, ...]]] | None = []
         self.on_mark: Callable[[str], None] | None = None
+        #: the sink's way to play audio of our own (in-band DTMF) after what it has sent
+        self.play_audio: Callable[[bytes], Awaitable[None]] | None = None
         self.on_lateness = on_lateness
         self.connected = False
         self.closed = False
@@ -812,7 +821,12 @@ async def play_to_call(
                     continue
                 await call.send(playout.flush(clock.now()))
 
+    async def play_audio(data: bytes) -> None:  # in-band DTMF: straight after what was sent
+        now = clock.now()
+        await call.send(playout.push(data, playout.next_pts, now) + playout.flush(now))
+
     call.on_mark = on_mark
+    call.play_audio = play_audio
     try:
         async with StageTasks[None](ctx) as tasks:
             tasks.start(flusher(), name="flush")
@@ -846,5 +860,6 @@ async def play_to_call(
             await call.send(playout.flush(clock.now()))
     finally:
         call.on_mark = None
+        call.play_audio = None
         ctx.report("chunks_sent", playout.chunks_sent)
         ctx.report("clears_sent", playout.clears_sent)
