@@ -129,7 +129,7 @@ class CarrierWebhook:
             return HttpResponse.text(403, f"refused: {why}\n")
         if request.path == EVENTS_PATH:
             call_id, event = self._event(request)
-            log.info("call event", carrier=self.carrier, call_id=call_id, event=event)
+            log.info("call event", carrier=self.carrier, call_id=call_id, kind=event)
             return HttpResponse(200 if self.carrier == "telnyx" else 204)
         if request.path == PLIVO_TRANSFER_PATH and self.carrier == "plivo":
             return self._plivo_dial(request)

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from pipeline.errors import UsageError
-from pipeline.frames import AudioFormat
 from pipeline.graph import Pipeline
 from stages.telephony.call_tools import end_call, send_dtmf_via_api, transfer_call
 from stages.telephony.carriers import CARRIERS, SIDES
@@ -332,13 +331,3 @@ def test_rest_for_reads_credentials_from_the_environment(tmp_path: Any) -> None:
         await vonage.aclose()
 
     asyncio.run(close())
-
-
-def test_inband_format_helper_covers_every_carrier() -> None:
-    """Every carrier's default stream format has a DTMF rendering the detector reads back."""
-    from stages.telephony.dtmf import detect, tones
-
-    for cls in CARRIERS.values():
-        for fmt in cls.formats:
-            assert detect(tones("159#", fmt), fmt) == "159#", fmt
-    assert AudioFormat("pcmu", 8000) in CARRIERS["twilio"].formats
