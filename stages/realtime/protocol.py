@@ -373,6 +373,11 @@ class RealtimeProtocol:
         self._outbox.append(text)
         return text
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return anything."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> list[str]:
         """The client messages queued since the last call, in order (then forgotten)."""
         out, self._outbox = self._outbox, []

@@ -212,6 +212,8 @@ class _Run:
 
     async def flush(self) -> None:
         """Send what the protocol has queued, in order."""
+        if not self.proto.has_data_to_send:  # most input frames queue nothing (append_ms)
+            return
         async with self.send_lock:
             msgs = self.proto.data_to_send()
             ws = self.ws
@@ -256,8 +258,11 @@ class _Run:
     async def on_frame(self, f: Frame) -> None:
         match f:
             case Audio():
-                check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
-                await self.wait_ready()
+                want = self.cfg.input_format  # the check builds its message only on a mismatch
+                if (f.encoding, f.rate, f.channels) != (want.encoding, want.rate, want.channels):
+                    check_input_format(f.format, want, f"stage '{self.ctx.id}'")
+                if not (self.ready.is_set() and self.proto.ready):
+                    await self.wait_ready()
                 self.send_audio(self.batcher.push(f))
             case Text(role="assistant") if self.cfg.dialect == "xai":
                 # xAI speaks it verbatim (force_message), in the session's voice

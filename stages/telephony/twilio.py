@@ -430,7 +430,21 @@ class TwilioCall:
             return  # refused: the server is closing the socket
         try:
             if self.carrier is None:
-                msgs: list[Inbound] = [parse_incoming(raw)]
+                msg = parse_incoming(raw)
+                start = self.start
+                # the usual message, 50 a second: a media message of this stream, taken here
+                if (
+                    msg.__class__ is Media
+                    and start is not None
+                    and msg.stream_sid == start.stream_sid
+                ):
+                    if self._admit(msg):
+                        if self.inbound.full():  # back-pressure: wait for the source
+                            await self.inbound.put(msg)
+                        else:
+                            self.inbound.put_nowait(msg)
+                    return
+                msgs: list[Inbound] = [msg]
             else:
                 msgs = self.carrier.parse(raw)
         except UnsupportedFormat as exc:
@@ -484,16 +498,19 @@ class TwilioCall:
             )
         return False
 
+    def _admit(self, msg: Media) -> bool:
+        """A media message: whether it goes to the source (the media police may drop it)."""
+        if not self._police(msg):
+            return False
+        self.media_end_ms = msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
+        self.last_media_at = time.monotonic()
+        return True
+
     async def _take(self, msg: Inbound) -> None:
         match msg:
             case Media():
-                if not self._police(msg):
-                    return
-                self.media_end_ms = (
-                    msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
-                )
-                self.last_media_at = time.monotonic()
-                await self.inbound.put(msg)
+                if self._admit(msg):
+                    await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)
             case Mark():
@@ -718,10 +735,14 @@ async def call_audio(
         ctx.log.info("answered by", answered_by=answered)
         yield Text(answered_by_text(answered), "system")
     encoding, rate = fmt.encoding, fmt.rate
+    on_wait = ctx.on_wait
+    clock_ns = time.perf_counter_ns
     with call.source_reads():
         while True:
-            with ctx.waiting():  # waiting for the carrier is not work
-                msg = await call.next_inbound()
+            t0 = clock_ns()
+            msg = await call.next_inbound()
+            if on_wait is not None:  # waiting for the carrier is not work (ctx.waiting, inline)
+                on_wait(clock_ns() - t0)
             match msg:
                 case Media():
                     yield Audio(msg.payload, encoding, rate, 1, msg.pts)
