@@ -19,7 +19,7 @@ let captureNode = null, playbackNode = null, graphLabels = {};
 let sentSamples = 0, receivedSamples = 0, muted = false;
 let timeline = [];          // [sample index, performance time] of each captured chunk
 let newReply = false;       // a response started and none of its audio has played yet
-let replyStart = 0;         // play position of the current reply's first sample
+let replyStart = 0;         // play position where the current reply began
 let pendingTurn = null;     // the user's last end of speech, waiting for the reply to play
 let lastOnset = null;       // the user's last start of speech
 const bubbles = new Map();  // item id -> element of a transcript being spoken
@@ -114,13 +114,7 @@ function onEvent(ev) {
     case "speech_stopped":
       if (ev.pts != null) pendingTurn = { end: capturedAt(ev.pts), heard: performance.now() };
       break;
-    case "response_started":
-      // the reply's first sample is the next one the page receives: events and audio come in
-      // order on one socket, and the play position counts every sample received (played or
-      // dropped), so this holds however the playback stalls or resumes
-      newReply = true;
-      replyStart = receivedSamples;
-      break;
+    case "response_started": newReply = true; break;
     case "interrupt": note("barge-in: the assistant stopped"); break;
   }
 }
@@ -151,6 +145,7 @@ function onPlayback(msg) {
     case "started": {
       if (newReply) {
         newReply = false;
+        replyStart = msg.position;
         addTurn(heardAt(playback, msg.frame));
       }
       send({ type: "played", position: msg.position });
