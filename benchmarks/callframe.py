@@ -47,6 +47,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.loops import loop_factory
+
 from .harness import per_call_us
 
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
@@ -82,7 +84,6 @@ def _audio(n: int) -> bytes:
 def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     """The rows: piece, setting, µs per call-frame (median of ``repeat`` samples)."""
     from pipeline.frames import Audio, AudioFormat
-    from stages.g711 import decode_ulaw
     from stages.realtime import protocol as rp
     from stages.telephony.twilio import Mark, Media, Playout, encode, parse_incoming
     from stages.vad.engines import WebrtcEngine
@@ -108,11 +109,10 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     pts = [0.0]
 
     def gate_push() -> object:
-        pcm = decode_ulaw(payload)
         pts[0] += 0.02
-        return gate.push(Audio(pcm, "pcm16", 8000, pts=pts[0]))
+        return gate.push(Audio(payload, "pcmu", 8000, pts=pts[0]))
 
-    add("gate", "webrtc, on the decoded copy", gate_push)
+    add("gate", "webrtc, μ-law in (decoded for analysis)", gate_push)
 
     fmt = AudioFormat("pcmu", 8000)
     proto = rp.RealtimeProtocol(rp.SessionConfig(input_format=fmt, output_format=fmt))
@@ -173,12 +173,115 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
             per_frames=chunk_ms / 20,
         )
 
-    rows.append({"piece": "task hop", "setting": "one await through a queue",
-                 "us_per_call_frame": hop_us()})  # fmt: skip
     return rows
 
 
-def hop_us(n: int = 20000) -> float:
+# ---------------------------------------------------------------------------- over a socket
+
+# The peer of the socket rows, in a process of its own (its CPU is not counted): a client that
+# either reads everything until the server closes ("sink") or sends ``n`` Twilio media
+# messages, one every ``gap`` seconds, so that each arrives on its own as on a real call.
+_PEER = r"""
+import sys, time
+from websockets.sync.client import connect
+url, mode, n, gap, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+with connect(url, compression=None, max_size=None) as ws:
+    if mode == "sink":
+        for _ in ws:
+            pass
+    else:
+        for _ in range(n):
+            ws.send(msg)
+            time.sleep(gap)
+"""
+
+
+def socket_rows(loop: str, n: int = 4000, gap_s: float = 0.0004) -> list[dict[str, Any]]:
+    """The rows that need a real socket and event loop, on ``loop`` (``asyncio`` or
+    ``uvloop``): µs of this process's CPU per call-frame for
+
+    * ``socket out``: a chunk's ``media`` and ``mark`` sent as two messages (two writes) or as
+      one batch (one write; :func:`stages.wsbatch.send_batch`), per 40 ms chunk (so per two
+      call-frames);
+    * ``socket in``: a caller's ``media`` read by a reader task and handed to the source's task
+      through a queue (two task wake-ups), or read by the source's task itself (one), each
+      message arriving on its own;
+    * ``task hop``: one hand-over between two tasks through an ``asyncio.Queue``.
+    """
+    from websockets.asyncio.server import serve
+
+    from pipeline.loops import run
+    from stages.telephony.twilio import Mark, Media, OutMedia, encode
+    from stages.wsbatch import BatchedServerConnection, send_batch
+
+    media_out = encode(OutMedia(STREAM_SID, _audio(320)))
+    mark_out = encode(Mark(STREAM_SID, "1234"))
+    media_in = encode(
+        Media(stream_sid=STREAM_SID, payload=_audio(FRAME_BYTES), timestamp=123480, chunk=6175,
+              sequence_number=6177)
+    )  # fmt: skip
+    rows: list[dict[str, Any]] = []
+
+    async def measure(case: str) -> float:
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+        async def handler(ws: Any) -> None:
+            t0 = time.process_time_ns()
+            count = 0
+            if case in ("two sends", "one batch"):
+                for _ in range(n):
+                    if case == "two sends":
+                        await ws.send(media_out)
+                        await ws.send(mark_out)
+                    else:
+                        await send_batch(ws, [media_out, mark_out])
+                count = n
+                await ws.close()
+            elif case == "reader task + queue":
+                q: asyncio.Queue[Any] = asyncio.Queue(64)
+
+                async def reader() -> None:
+                    async for m in ws:
+                        await q.put(m)
+                    await q.put(None)
+
+                task = asyncio.create_task(reader())
+                while await q.get() is not None:
+                    count += 1
+                await task
+            else:  # the source reads the socket itself
+                async for _ in ws:
+                    count += 1
+            done.set_result((time.process_time_ns() - t0) / max(1, count) / 1e3)
+
+        async with serve(
+            handler, "127.0.0.1", 0, create_connection=BatchedServerConnection, compression=None
+        ) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            mode = "sink" if case in ("two sends", "one batch") else "send"
+            peer = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _PEER, f"ws://127.0.0.1:{port}", mode, str(n), str(gap_s),
+                media_in,
+            )  # fmt: skip
+            result = await done
+            await peer.wait()
+        return result
+
+    for case, piece, per_frames in (
+        ("two sends", "socket out", 2.0),
+        ("one batch", "socket out", 2.0),
+        ("reader task + queue", "socket in", 1.0),
+        ("source reads", "socket in", 1.0),
+    ):
+        us = min(run(measure(case), loop) for _ in range(5))  # noise only adds
+        setting = f"{case}, {loop}"
+        rows.append({"piece": piece, "setting": setting, "us_per_call_frame": us / per_frames})
+    rows.append({"piece": "task hop", "setting": f"one await through a queue, {loop}",
+                 "us_per_call_frame": hop_us(loop=loop)})  # fmt: skip
+    return rows
+
+
+def hop_us(n: int = 20000, loop: str = "asyncio") -> float:
     """µs for one hand-over between two tasks through an asyncio.Queue (put, the consumer
     wakes, get), on a loop with nothing else to do."""
 
@@ -197,11 +300,16 @@ def hop_us(n: int = 20000) -> float:
         await task
         return (time.process_time_ns() - t0) / n / 1e3
 
-    return min(asyncio.run(main()) for _ in range(3))
+    from pipeline.loops import run
+
+    return min(run(main(), loop) for _ in range(3))
 
 
-def budget(rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hops: int) -> float:
-    """µs per call-frame of the pieces for one setting of the append size and chunk size."""
+def budget(
+    rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hops: int, loop: str
+) -> float:
+    """µs per call-frame of the pieces that run without a socket, for one setting of the append
+    size and chunk size, plus ``hops`` task hand-overs on ``loop``."""
     pick = {
         "session append": f"every {append_ms} ms",
         "sink": f"media + mark, chunk_ms {chunk_ms}",
@@ -209,11 +317,16 @@ def budget(rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hop
     }
     total = 0.0
     for r in rows:
+        if r["piece"] in ("socket out", "socket in"):
+            continue
+        if r["piece"] == "task hop":
+            if r["setting"].endswith(loop):
+                total += hops * r["us_per_call_frame"]
+            continue
         want = pick.get(r["piece"])
         if want is not None and r["setting"] != want:
             continue
-        n = hops if r["piece"] == "task hop" else 1
-        total += n * r["us_per_call_frame"]
+        total += r["us_per_call_frame"]
     return total
 
 
@@ -240,16 +353,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
     rows = pieces(*((300, 5) if args.quick else (2000, 15)))
+    loops = ["asyncio"]
+    if loop_factory("auto")[0] == "uvloop":
+        loops.append("uvloop")
+    for loop in loops:
+        rows += socket_rows(loop, n=1000 if args.quick else 4000)
     print(f"# {machine()}")
-    print(f"{'piece':16} {'setting':32} {'µs per call-frame':>18}")
+    print(f"{'piece':16} {'setting':48} {'µs per call-frame':>18}")
     for r in rows:
-        print(f"{r['piece']:16} {r['setting']:32} {r['us_per_call_frame']:18.1f}")
-    for append_ms, chunk_ms in ((20, 20), (60, 40)):
-        b = budget(rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8)
-        print(
-            f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}, 8 hops: {b:.1f} µs per "
-            f"call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
-        )
+        print(f"{r['piece']:16} {r['setting']:48} {r['us_per_call_frame']:18.1f}")
+    for loop in loops:
+        for append_ms, chunk_ms in ((20, 20), (60, 40)):
+            b = budget(rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8, loop=loop)
+            print(
+                f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}, 8 hops on {loop}: "
+                f"{b:.1f} µs per call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     return 0

@@ -119,17 +119,21 @@ async def step(
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     cpus = os.cpu_count() or 1
-    server_cpu = 0 if cpus >= 2 and hasattr(os, "sched_setaffinity") else None
+    # the server on core 1 (as `taskset -c 1`), the callers on core 0
+    server_cpu = 1 if cpus >= 2 and hasattr(os, "sched_setaffinity") else None
     if server_cpu is not None:
-        os.sched_setaffinity(0, {1})
-    for carrier in args.carrier:
-        fmt = STREAMS[carrier]
-        with serve_process(echo_yaml(carrier, fmt), cpu=server_cpu, max_calls=2000) as (proc, port):
-            await step(carrier, fmt, 5, 1.0, port, proc.pid)  # warm-up, not reported
-            for n in args.calls:
-                row = await step(carrier, fmt, n, args.seconds, port, proc.pid)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        os.sched_setaffinity(0, {0})
+    for run_index in range(args.repeat):
+        for carrier in args.carrier:
+            fmt = STREAMS[carrier]
+            yaml = echo_yaml(carrier, fmt)
+            with serve_process(yaml, cpu=server_cpu, max_calls=2000) as (proc, port):
+                await step(carrier, fmt, 5, 1.0, port, proc.pid)  # warm-up, not reported
+                for n in args.calls:
+                    row = await step(carrier, fmt, n, args.seconds, port, proc.pid)
+                    row["run"] = run_index + 1
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     return rows
 
 
@@ -138,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--carrier", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     p.add_argument("--calls", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100])
     p.add_argument("--seconds", type=float, default=6.0, help="audio each caller plays (6)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of every step, for the spread (1)")
     args = p.parse_args(argv)
     print(
         json.dumps(

@@ -16,18 +16,22 @@ Every figure is measured by streaming 20 ms frames through the engine (not taken
 
 Run: ``python -m benchmarks.resample_latency [--quick]``; prints a markdown table.
 
-``python -m benchmarks.resample_latency --core`` measures only the low-latency engine's own call
-(:func:`core_rows`): CPU µs per 20 ms frame of pcm16 bytes at every telephony ratio, beside
-soxr's stream call at HQ on the same frame, taking turns in the same run.
+``python -m benchmarks.resample_latency --core [--against REV]`` measures only the low-latency
+engine's own call (:func:`core_rows`): CPU µs per 20 ms frame of pcm16 bytes at every telephony
+ratio, beside soxr's stream call at HQ on the same frame (and the engine of git revision REV),
+taking turns in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,48 +187,73 @@ CORE_RATIOS = [
 ]
 
 
-def core_rows(inner: int = 500, repeat: int = 31) -> list[Row]:
+def core_rows(inner: int = 500, repeat: int = 31, against: str | None = None) -> list[Row]:
     """The low-latency engine's call (``PolyphaseResampler.process`` on a 20 ms frame of pcm16
     bytes, what the stage hands it) against soxr's stream call at the same rates
     (``soxr.ResampleStream(..., dtype="int16", quality="HQ").resample_chunk`` on the same
     frame as int16, as other frameworks call it). CPU µs per frame: ``repeat`` samples, each
-    the mean of ``inner`` calls; the two take turns sample by sample, so that load from
-    elsewhere on the machine hits both alike. Each engine row carries its ratio to soxr's.
+    the mean of ``inner`` calls; the candidates take turns sample by sample, so that load from
+    elsewhere on the machine hits them alike. Each engine row carries its ratio to soxr's.
+    ``against``: a git revision whose engine (``stages/resample.py`` there) runs too, in the
+    same turns: before and after in one run.
 
     The signature matches the per-stage row functions of ``benchmarks.hotpath``."""
     from stages.resample import PolyphaseResampler
 
+    engines: list[tuple[str, Any]] = [("low_latency core", PolyphaseResampler)]
+    if against is not None:
+        engines.append((f"low_latency core at {against}", _engine_at(against)))
     rows: list[Row] = []
     for in_rate, out_rate in CORE_RATIOS:
         x = _tone(440, in_rate, 0.02)
         b = x.tobytes()
-        ours = PolyphaseResampler(in_rate, out_rate).process
         theirs = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
-        fns: list[tuple[Callable[[Any], object], Any]] = [(ours, b), (theirs.resample_chunk, x)]
+        fns: list[tuple[Callable[[Any], object], Any]] = [(theirs.resample_chunk, x)]
+        fns += [(engine(in_rate, out_rate).process, b) for _, engine in engines]
         for fn, arg in fns:  # warm up
             _cpu_us(fn, arg, max(10, inner // 5))
-        samples: list[list[float]] = [[], []]
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(repeat):
             for k, (fn, arg) in enumerate(fns):
                 samples[k].append(_cpu_us(fn, arg, inner))
         ratio = f"{in_rate // 1000}k→{out_rate // 1000}k"
-        base = row("resample core", f"{ratio} soxr.ResampleStream HQ int16", samples[1])
-        rows += [base, compare(row("resample core", f"{ratio} low_latency core", samples[0]), base)]
+        base = row("resample core", f"{ratio} soxr.ResampleStream HQ int16", samples[0])
+        rows.append(base)
+        for (name, _), got in zip(engines, samples[1:], strict=True):
+            rows.append(compare(row("resample core", f"{ratio} {name}", got), base))
     return rows
 
 
+def _engine_at(rev: str) -> Any:
+    """``PolyphaseResampler`` as ``stages/resample.py`` defines it at git revision ``rev``."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(
+        ["git", "show", f"{rev}:stages/resample.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"resample_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses and typing look their module up
+    exec(compile(src, f"{rev}:stages/resample.py", "exec"), module.__dict__)
+    return module.PolyphaseResampler
+
+
 def core_table(rows: list[Row]) -> str:
-    """Markdown: per ratio, our core and soxr's stream call (median / p99 µs) and the ratio."""
+    """Markdown: per ratio and engine, the core and soxr's stream call (median / p99 µs) and
+    the ratio of medians."""
     lines = [
-        "| ratio | low_latency core µs median / p99 | soxr stream HQ µs median / p99 "
-        "| core / soxr |",
-        "|---|---|---|---|",
+        "| ratio | engine | engine µs median / p99 | soxr stream HQ µs median / p99 "
+        "| engine / soxr |",
+        "|---|---|---|---|---|",
     ]
     for ours in rows:
         if ours.baseline:
             base = next(r for r in rows if r.name == ours.baseline)
+            ratio, engine = ours.name.split(" ", 1)
             lines.append(
-                f"| {ours.name.split()[0]} | {ours.median:.2f} / {ours.p99:.2f} "
+                f"| {ratio} | {engine} | {ours.median:.2f} / {ours.p99:.2f} "
                 f"| {base.median:.2f} / {base.p99:.2f} | {ours.ratio:.2f} |"
             )
     return "\n".join(lines)
@@ -271,9 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--core", action="store_true", help="only the low-latency core against soxr's stream call"
     )
+    ap.add_argument(
+        "--against", metavar="REV", help="with --core: also the engine at this git revision"
+    )
     args = ap.parse_args(argv)
     if args.core:
-        print(core_table(core_rows(*((200, 9) if args.quick else (500, 31)))))
+        inner, repeat = (200, 9) if args.quick else (500, 31)
+        print(core_table(core_rows(inner, repeat, args.against)))
         return 0
     text, _ = table(args.quick)
     print(text)

@@ -31,6 +31,7 @@ from .frames import (
     SpeechStopped,
     Text,
     ToolCall,
+    ToolCancel,
     ToolResult,
     Transcript,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "StageError",
     "Text",
     "ToolCall",
+    "ToolCancel",
     "ToolResult",
     "Transcript",
     "UsageError",

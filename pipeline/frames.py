@@ -193,6 +193,18 @@ class ToolResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCancel:
+    """The model withdrew tool call ``call_id`` (Gemini's ``toolCallCancellation``, when the
+    caller interrupts): a tool router stops it if it runs, and no result is owed for it."""
+
+    type: ClassVar[str] = "tool_cancel"
+    call_id: str
+    name: str = ""
+    pts: float | None = None
+    stage: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
     """Barge-in: everything downstream drops audio it has queued but not yet played."""
 
@@ -242,6 +254,7 @@ Event: TypeAlias = (
     | Transcript
     | ToolCall
     | ToolResult
+    | ToolCancel
     | Interrupt
     | ResponseStarted
     | ResponseDone
@@ -257,6 +270,7 @@ FRAME_TYPES: tuple[type[Any], ...] = (
     Transcript,
     ToolCall,
     ToolResult,
+    ToolCancel,
     Interrupt,
     ResponseStarted,
     ResponseDone,

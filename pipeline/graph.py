@@ -35,7 +35,7 @@ from .context import Peer
 from .errors import ConfigError, FormatError, Problem, UnknownStageType
 from .frames import Audio, AudioFormat
 from .plan import Plan, PlannedLink, PlannedStage, freeze_values, segments_of
-from .spec import CheckWarning, StageSpec, spec_for
+from .spec import PIPELINE_WARNINGS, CheckWarning, StageSpec, spec_for
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -265,6 +265,7 @@ class _Checker:
         problems += self._propagate_types()
         problems += self._propagate_formats()
         problems += self._check_connected()
+        self._pipeline_warnings()
         problems.sort(key=lambda q: (q.line or 10**9, q.column))
         # a stage without a type that the checker had nothing to say about (the YAML reader
         # reports it itself): the plan cannot run
@@ -338,6 +339,13 @@ class _Checker:
                     if indeg[link.dst] == 0:
                         ready.append(link.dst)
         return order
+
+    def _pipeline_warnings(self) -> None:
+        nodes = {nid: (n.type_name, n.raw_params) for nid, n in self.p.nodes.items()}
+        for check in PIPELINE_WARNINGS:
+            for nid, param, message in check(nodes):
+                warning = self.p._param_p(self.p.nodes[nid], param, message, "")
+                self.warnings.append(dataclasses.replace(warning, warning=True))
 
     def _check_params(self) -> list[Problem]:
         out: list[Problem] = []

@@ -130,6 +130,22 @@ class CheckWarning:
     message: str
 
 
+#: Checks that need the whole pipeline (one stage's meaning depends on another's, as a call tool
+#: on the carrier the phone stages name): ``fn(nodes) -> [(stage id, param, warning)]``, where
+#: ``nodes`` maps each stage id to ``(type name, raw parameters)``. A stage library registers one
+#: with :func:`register_pipeline_warning`; ``pipeline validate`` shows what it finds as warnings.
+PipelineNodes = Mapping[str, tuple[str, Mapping[str, Any]]]
+PipelineWarningFn = Callable[[PipelineNodes], list[tuple[str, str, str]]]
+PIPELINE_WARNINGS: list[PipelineWarningFn] = []
+
+
+def register_pipeline_warning(fn: PipelineWarningFn) -> PipelineWarningFn:
+    """Add a whole-pipeline check (see :data:`PipelineWarningFn`); returns ``fn``."""
+    if fn not in PIPELINE_WARNINGS:
+        PIPELINE_WARNINGS.append(fn)
+    return fn
+
+
 #: ``check(values, base_dir) -> [(param, problem) | CheckWarning]``: extra checks of a stage's
 #: parameters before running; each problem says what is wrong and the fix, and the validator
 #: locates it at ``param`` in the file ("" for the stage itself).

@@ -41,11 +41,23 @@ Float64Array: TypeAlias = npt.NDArray[np.float64]
 #: What one call does (see PolyphaseResampler._plan), flat (unpacking is cheaper so): where
 #: the input bytes and samples go; the window view, its float copy, the block matrix, the
 #: product and the outputs in it (all None: no block product); where the history moves to and
-#: from (None: it stays); the state after the call and the output count.
+#: from (None: it stays); the state after the call, the input and the output counts.
 #: (The arrays and views are typed Any: they are all set, or all None, together with y.)
 _Plan: TypeAlias = tuple[
-    memoryview, Int16Array, Any, Any, Any, Any, Float64Array | None, Any, Any, "_Plans", int
+    Any, Int16Array, Any, Any, Any, Any, Float64Array | None, Any, Any, "_Plans", int, int
 ]
+
+
+class _LittleEndianInto:
+    """Where pcm16 bytes go on a big-endian host: ``into[:] = data`` swaps them in."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: Int16Array) -> None:
+        self.view = view
+
+    def __setitem__(self, key: slice, data: bytes) -> None:
+        self.view[key] = np.frombuffer(data, dtype=_PCM16)
 
 
 class _Plans(dict[int, _Plan]):
@@ -193,9 +205,9 @@ class PolyphaseResampler:
         # one row (S inputs) of a strided view times a block matrix holding the phases. The
         # rows overlap by T - 1 inputs and the matrix holds S·P coefficients for P·T taps:
         # a larger K wastes products on zeros, a smaller one copies more overlap and gives
-        # BLAS thinner matrices. P ≈ 20–24 was the cheapest on 20 ms frames at every
-        # telephony ratio (8k↔16k/24k/48k, 16k↔24k/48k, 24k↔48k).
-        K = max(1, min(10, 24 // L)) if block_periods is None else block_periods
+        # BLAS thinner matrices. P = 20 (24 for L = 3, 6) was the cheapest on 20 ms frames
+        # at every telephony ratio (8k↔16k/24k/48k, 16k↔24k/48k, 24k↔48k).
+        K = (20 if L == 1 else max(1, min(10, 24 // L))) if block_periods is None else block_periods
         self._P, self._Q = K * L, K * M
         P = self._P
         self._S = S = ((P - 1) * M) // L + T
@@ -221,7 +233,7 @@ class PolyphaseResampler:
         # block windows are one view of the buffer from there. The buffer stays int16: the
         # copy of the windows for BLAS converts, and samples past the input meet exactly-zero
         # coefficients only. The state moves along the buffer and the history goes back to
-        # the front only once past the middle: most calls move nothing.
+        # the front only now and then (see _plan): most calls move nothing.
         self._buf: Int16Array = np.zeros(max(4096, 4 * (T + S)), np.int16)
         self._bytes = self._buf.data.cast("B")
         #: per block count: its float copy of the windows, the product, the product as a row
@@ -250,16 +262,15 @@ class PolyphaseResampler:
 
     def process(self, samples: Int16Array | bytes) -> Int16Array:
         """Resample one chunk; returns every output sample it makes computable (int16)."""
-        if type(samples) is bytes and _LITTLE_ENDIAN and not len(samples) & 1:
-            n = len(samples) >> 1
-            plan = self._now.get(n) or self._plan(n)
+        # plans by chunk length: in bytes for bytes, ~samples (negative) for arrays
+        if type(samples) is bytes:
+            plan = self._now.get(len(samples)) or self._plan(len(samples) >> 1, len(samples))
             plan[0][:] = samples  # bytes straight into the int16 buffer: no array made
         else:
             x = _as_int16(samples)
-            n = len(x)
-            plan = self._now.get(n) or self._plan(n)
+            plan = self._now.get(~len(x)) or self._plan(len(x), ~len(x))
             plan[1][...] = x
-        _, _, win, rows, block, out, y, shift_to, shift_from, after, n_out = plan
+        _, _, win, rows, block, out, y, shift_to, shift_from, after, n, n_out = plan
         if y is not None:
             # overlapping rows to contiguous (int16 to float) for BLAS; then the product. The
             # statement and the method skip np.copyto's and np.dot's __array_function__
@@ -308,9 +319,11 @@ class PolyphaseResampler:
         self._n_plans = 0
         self._now = self._state(self._now.off, self._now.hist)
 
-    def _plan(self, n: int) -> _Plan:
+    def _plan(self, n: int, key: int) -> _Plan:
         """What a call with ``n`` input samples does in the current state: computed once, then
-        looked up. Only the state (off, hist) and ``n`` decide it."""
+        looked up by ``key``. Only the state (off, hist) and ``n`` decide it."""
+        if key >= 0 and key & 1:  # bytes, not whole samples
+            raise ValueError(f"{key} bytes of pcm16: not a whole number of 2-byte samples")
         T, L, M, P, Q, S = self._T, self.up, self.down, self._P, self._Q, self._S
         h = self._now.hist
         n1 = h + n  # one past the new input, counted from _buf[off]
@@ -344,20 +357,24 @@ class PolyphaseResampler:
         keep = (j1 // P) * Q if j1 > j0 else 0  # where the next call's first window starts
         hist = n1 - keep
         shift: tuple[Any, Any] = (None, None)
-        if off + keep >= len(buf) // 2:  # past the middle: the history goes to the front
+        # Past the middle, or 16 calls of this size on: the history goes back to the front
+        # (the state visits a bounded number of offsets whatever the chunk size).
+        if off + keep >= min(len(buf) // 2, 16 * max(n, 1)):
             shift = (b[: 2 * hist], b[2 * (off + keep) : 2 * (off + n1)])
             after = self._state(0, hist)
         else:
             after = self._state(off + keep, hist)
+        samples = buf[off + h : off + n1]
         plan: _Plan = (
-            b[2 * (off + h) : 2 * (off + n1)],
-            buf[off + h : off + n1],
+            b[2 * (off + h) : 2 * (off + n1)] if _LITTLE_ENDIAN else _LittleEndianInto(samples),
+            samples,
             *work,
             *shift,
             after,
+            n,
             max(0, j1 - j0),
         )
-        self._now[n] = plan
+        self._now[key] = plan
         self._n_plans += 1
         return plan
 
@@ -481,6 +498,9 @@ class StreamResampler:
             self.engine = PolyphaseResampler(in_rate, out_rate)
         else:
             self.engine = SoxrStream(in_rate, out_rate, quality)
+        # the engine's own method on the instance: a call through process() below would add
+        # a Python frame (~0.1 µs, 3 % of a 20 ms frame's cost)
+        self.process = self.engine.process  # type: ignore[method-assign]
 
     @property
     def delay_s(self) -> float:

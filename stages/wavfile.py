@@ -370,8 +370,10 @@ class WavReader:
 
     def chunks(self, n: int) -> Iterator[bytes]:
         """What :meth:`read` (``n``) returns, call after call, up to the end (not included): a
-        generator, cheaper per chunk than calling :meth:`read` for files stored as they are
-        streamed. :meth:`position` follows; :meth:`rewind` and a new generator start over."""
+        generator, cheaper per chunk than calling :meth:`read`. Files stored as they are
+        streamed are read ahead in blocks of about 64 KiB and cut into chunks (so do not mix
+        it with :meth:`read`); :attr:`position` counts the chunks yielded. :meth:`rewind` and
+        a new generator start over."""
         h = self.header
         if n <= 0:
             return
@@ -381,17 +383,20 @@ class WavReader:
             return
         read = self._f.read
         align = h.block_align
-        want = n * align
+        size = n * align
+        per_block = max(1, (1 << 16) // size)
         while (left := h.num_frames - self._pos) > 0:
-            k = n if n < left else left
-            raw = read(want if k == n else k * align)
-            if len(raw) != k * align:
+            want = min(left, n * per_block) * align
+            block = read(want)
+            if len(block) != want:
                 raise InputError(
                     f"{_display(h.path)}: the file shrank while being read "
-                    f"(wanted {k * align} bytes at sample {self._pos}, got {len(raw)})"
+                    f"(wanted {want} bytes at sample {self._pos}, got {len(block)})"
                 )
-            self._pos += k
-            yield raw
+            for i in range(0, want, size):
+                chunk = block[i : i + size]
+                self._pos += len(chunk) // align
+                yield chunk
 
     def close(self) -> None:
         self._f.close()

@@ -82,8 +82,8 @@ def test_every_problem_of_a_file_is_reported_together() -> None:
         f"{f}:20:9: link 'enc -> nowhere' names unknown stage 'nowhere'; define it under stages",
         f"{f}:21:9: link 'wav -> log' can carry nothing: 'wav' (wav_source) emits audio; "
         "'log' (jsonl_sink) accepts error, interrupt, response_done, response_started, "
-        "speech_started, speech_stopped, text, tool_call, tool_result, transcript; remove the "
-        "link or put a converting stage between them",
+        "speech_started, speech_stopped, text, tool_call, tool_cancel, tool_result, transcript; "
+        "remove the link or put a converting stage between them",
     ]
 
 
@@ -95,8 +95,8 @@ def test_link_problems() -> None:
         "'spare -> ...', or remove it",
         f"{f}:11:9: link 'tone -> log' can carry nothing: 'tone' (signal_source) emits audio; "
         "'log' (jsonl_sink) accepts error, interrupt, response_done, response_started, "
-        "speech_started, speech_stopped, text, tool_call, tool_result, transcript; remove the "
-        "link or put a converting stage between them",
+        "speech_started, speech_stopped, text, tool_call, tool_cancel, tool_result, transcript; "
+        "remove the link or put a converting stage between them",
         f"{f}:14:9: link 'words -> ot' names unknown stage 'ot'; did you mean 'out'?",
         f"{f}:15:9: link 'out -> tone': 'out' (null_sink) is a sink and emits nothing; link "
         "from a stage that emits frames",

@@ -567,8 +567,8 @@ def test_bad_files_formats_and_numbers_found_before_running(
         "resample, rate: 24000} before it, or set input_rate: 16000",
         "problems.yaml:50:13: link 'src -> log' can carry nothing: 'src' (wav_source) emits "
         "audio; 'log' (jsonl_sink) accepts error, interrupt, response_done, response_started, "
-        "speech_started, speech_stopped, text, tool_call, tool_result, transcript; remove the "
-        "link or put a converting stage between them",
+        "speech_started, speech_stopped, text, tool_call, tool_cancel, tool_result, transcript; "
+        "remove the link or put a converting stage between them",
         # impossible numbers: found by validate (exit 2), not once the run has started
         "problems.yaml:53:38: stage 't' (signal_source): rate must be a positive number of Hz, "
         "got -5",
@@ -770,8 +770,9 @@ def test_mermaid_with_formats_a_feedback_link_and_awkward_ids(batch: dict[str, R
         '    my_src -->|"audio [pcmu 8000 Hz]"| out\n'
         '    my_src_2 -->|"audio [pcm16 24000 Hz]"| agent\n'
         '    agent -->|"audio, error, interrupt, response_done, response_started, speech_started, '
-        'speech_stopped, tool_call, transcript [pcm16 24000 Hz]"| end_\n'
-        '    agent -->|"interrupt, response_done, response_started, tool_call"| tools\n'
+        'speech_stopped, tool_call, tool_cancel, transcript [pcm16 24000 Hz]"| end_\n'
+        '    agent -->|"interrupt, response_done, response_started, tool_call, tool_cancel"| '
+        "tools\n"
         '    tools -.->|"tool_result"| agent\n'
         '    tools -.-|"provides: tools"| agent\n',  # the session uses what the router provides
         "",

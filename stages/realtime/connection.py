@@ -19,7 +19,7 @@ from pipeline.errors import ConfigError, SessionRemoteError
 
 from ..listen import is_loopback
 from .settings import Settings
-from .wire.gemini import GeminiClientBridge
+from .wire.gemini import GeminiClientBridge, Resumption
 
 #: How long a cancelled run waits for the close handshake before dropping the connection.
 CLOSE_GRACE_S = 0.2
@@ -65,10 +65,11 @@ def api_key(s: Settings) -> str:
     return key
 
 
-async def open_connection(s: Settings, url: str) -> Any:
+async def open_connection(s: Settings, url: str, resumption: Resumption | None = None) -> Any:
     """Connect to ``url`` with the key of ``s``. Raises ConfigError (bad URL, no key),
     SessionRemoteError (the key or the request refused: retrying cannot help) or
-    :class:`Retry`."""
+    :class:`Retry`. Gemini: the socket is seen through a bridge that shares ``resumption``
+    (the handle and what to send again) with the call's other connections."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
@@ -101,7 +102,7 @@ async def open_connection(s: Settings, url: str) -> Any:
             create_connection=BatchedClientConnection,
         )
         if s.dialect == "gemini":  # Gemini Live's messages, bridged to Realtime events
-            return BridgedSocket(ws, GeminiClientBridge(s.session.model))
+            return BridgedSocket(ws, GeminiClientBridge(s.session.model, resumption))
         return ws
     except InvalidURI:
         raise ConfigError(f"parameter 'url': {endpoint!r} is not a ws:// or wss:// URL") from None
@@ -179,7 +180,11 @@ class BridgedSocket:
                         message = done.result()
                     except StopAsyncIteration:
                         return
-                    for m in self.bridge.incoming(message):
+                    events = self.bridge.incoming(message)
+                    sends, self.bridge.to_send = self.bridge.to_send, []
+                    for m in sends:  # what a resumed session has not heard yet: before the
+                        await self._ws.send(m)  # session hears it is ready and sends more
+                    for m in events:
                         yield m
         finally:
             if reading is not None:

@@ -19,6 +19,7 @@ from pipeline.frames import (
     SpeechStarted,
     SpeechStopped,
     ToolCall,
+    ToolCancel,
     Transcript,
 )
 
@@ -58,6 +59,8 @@ def to_frames(
             return (Transcript(ev.role, ev.text, True, item_id=ev.item_id),)
         case p.FunctionCallDoneEvent():
             return (ToolCall(ev.call_id, ev.name, ev.arguments, ev.response_id),)
+        case p.CallsCancelledEvent():
+            return tuple(ToolCancel(call_id, name) for call_id, name in ev.calls)
         case p.ErrorEvent():
             if ev.fatal or ev.benign:
                 return ()

@@ -105,8 +105,10 @@ from .wire import (
 )
 from .wire import client as wc
 from .wire.server import (
+    CALLS_CANCELLED,
     AudioDeltaEvent,
     AudioDoneEvent,
+    CallsCancelledEvent,
     ErrorEvent,
     FunctionCallDoneEvent,
     IgnoredEvent,
@@ -127,6 +129,7 @@ from .wire.server import (
 
 __all__ = [
     "BENIGN_ERROR_CODES",
+    "CALLS_CANCELLED",
     "CLIENT_EVENTS",
     "CLIENT_EVENT_ALIASES",
     "DEFAULT_PCM_RATE",
@@ -143,6 +146,7 @@ __all__ = [
     "XAI_VOICES",
     "AudioDeltaEvent",
     "AudioDoneEvent",
+    "CallsCancelledEvent",
     "Dialect",
     "ErrorEvent",
     "ErrorInfo",
@@ -272,7 +276,9 @@ class RealtimeProtocol:
         self._last: str = ""  # the response created last (what a barge-in interrupts)
         self._cut: str = ""  # the response the user barged in on
         self._calls: dict[str, str] = {}  # call_id -> response_id
+        self._call_names: dict[str, str] = {}
         self._outputs: set[str] = set()
+        self._withdrawn: set[str] = set()  # calls the model cancelled: no output owed
         # audio
         self._input_bytes_uncommitted = 0
         self._audio_item: str = ""
@@ -321,7 +327,7 @@ class RealtimeProtocol:
     @property
     def pending_calls(self) -> tuple[str, ...]:
         """Tool calls emitted whose output has not been given yet."""
-        return tuple(c for c in self._calls if c not in self._outputs)
+        return tuple(c for c in self._calls if c not in self._outputs and c not in self._withdrawn)
 
     @property
     def owes(self) -> bool:
@@ -366,6 +372,11 @@ class RealtimeProtocol:
         text = codec(self.config.dialect).encode_client(event, f"c-{self._seq}")
         self._outbox.append(text)
         return text
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return anything."""
+        return bool(self._outbox)
 
     def data_to_send(self) -> list[str]:
         """The client messages queued since the last call, in order (then forgotten)."""
@@ -508,10 +519,11 @@ class RealtimeProtocol:
         when its response was cancelled: the tool router answers every call it drops with an
         error result, so the conversation never keeps a ``function_call`` without an output.
 
-        An output for a call this connection never emitted (e.g. from before a reconnect) or a
-        second output for the same call sends nothing and returns []."""
+        An output for a call this connection never emitted (e.g. from before a reconnect), a
+        second output for the same call, or one for a call the model withdrew
+        (:data:`CALLS_CANCELLED`) sends nothing and returns []."""
         self._require_ready("a tool output")
-        if call_id not in self._calls or call_id in self._outputs:
+        if call_id not in self._calls or call_id in self._outputs or call_id in self._withdrawn:
             return []
         self._outputs.add(call_id)
         item = {"type": "function_call_output", "call_id": call_id, "output": output}
@@ -772,10 +784,20 @@ class RealtimeProtocol:
         if call_id in self._calls:
             return []
         self._calls[call_id] = response_id
+        self._call_names[call_id] = name
         record = self._record(response_id)
         record.calls.fire("call")
         record.call_ids.append(call_id)
         return [FunctionCallDoneEvent(call_id, name, arguments, response_id, item_id)]
+
+    def _on_calls_cancelled(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        owed = [str(c) for c in ev["call_ids"] if str(c) in self.pending_calls]
+        self._withdrawn.update(owed)
+        return [CallsCancelledEvent(tuple((c, self._call_names.get(c, "")) for c in owed))]
+
+    def was_withdrawn(self, call_id: str) -> bool:
+        """The model cancelled ``call_id`` (:data:`CALLS_CANCELLED`): its output is not wanted."""
+        return call_id in self._withdrawn
 
     def _on_truncated(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return [TruncatedEvent(str(ev.get("item_id") or ""), int(ev.get("audio_end_ms") or 0))]
@@ -842,6 +864,7 @@ _HANDLERS: dict[str, _Handler] = {
     "response.output_text.done": RealtimeProtocol._on_transcript_done,
     "response.function_call_arguments.done": RealtimeProtocol._on_arguments_done,
     "conversation.item.truncated": RealtimeProtocol._on_truncated,
+    CALLS_CANCELLED: RealtimeProtocol._on_calls_cancelled,
     "rate_limits.updated": RealtimeProtocol._on_rate_limits,
     "error": RealtimeProtocol._on_error,
 }

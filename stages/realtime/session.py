@@ -70,6 +70,7 @@ from pipeline.frames import (
     SpeechStopped,
     Text,
     ToolCall,
+    ToolCancel,
     ToolResult,
     Transcript,
 )
@@ -80,7 +81,14 @@ from pipeline.tasks import StageTasks
 from ..wsbatch import send_batch
 from . import protocol as p
 from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
-from .connection import Retry, close_info, close_socket, endpoint_of, open_connection
+from .connection import (
+    BridgedSocket,
+    Retry,
+    close_info,
+    close_socket,
+    endpoint_of,
+    open_connection,
+)
 from .deadline import clock_timeout
 from .outputs import to_frames
 from .policy import AudioBudget, Reconnects
@@ -98,7 +106,7 @@ from .settings import (
     resolve_settings,
     with_model,
 )
-from .wire.gemini import GEMINI_PATH
+from .wire.gemini import GEMINI_PATH, Resumption
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
 
@@ -129,6 +137,11 @@ class _Run:
         self.cfg = s.session
         self.proto = p.RealtimeProtocol(self.cfg)
         self.ws: Any = None
+        #: Gemini: session resumption across this call's connections
+        self.resumption = Resumption() if self.cfg.dialect == "gemini" else None
+        self.next_ws: Any = None  # opened ahead of a goAway's close
+        self.switching = False
+        self.sent_end_pts: float | None = None  # end of the last audio sent
         self.sessions = 0
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
@@ -199,12 +212,26 @@ class _Run:
 
     async def flush(self) -> None:
         """Send what the protocol has queued, in order."""
+        if not self.proto.has_data_to_send:  # most input frames queue nothing (append_ms)
+            return
         async with self.send_lock:
             msgs = self.proto.data_to_send()
             ws = self.ws
             if ws is None:
                 return
             if not msgs:
+                return
+            if isinstance(ws, BridgedSocket):
+                # each is offered even after a failure: the Gemini bridge keeps what a
+                # resumed session must be sent again
+                failed = False
+                for m in msgs:
+                    try:
+                        await ws.send(m)
+                    except Exception as exc:  # the reader sees the close and reconnects
+                        if not failed:
+                            self.log.debug("send failed; the connection is closing", error=str(exc))
+                        failed = True
                 return
             try:
                 await send_batch(ws, msgs)  # one write for all of them
@@ -231,8 +258,11 @@ class _Run:
     async def on_frame(self, f: Frame) -> None:
         match f:
             case Audio():
-                check_input_format(f.format, self.cfg.input_format, f"stage '{self.ctx.id}'")
-                await self.wait_ready()
+                want = self.cfg.input_format  # the check builds its message only on a mismatch
+                if (f.encoding, f.rate, f.channels) != (want.encoding, want.rate, want.channels):
+                    check_input_format(f.format, want, f"stage '{self.ctx.id}'")
+                if not (self.ready.is_set() and self.proto.ready):
+                    await self.wait_ready()
                 self.send_audio(self.batcher.push(f))
             case Text(role="assistant") if self.cfg.dialect == "xai":
                 # xAI speaks it verbatim (force_message), in the session's voice
@@ -247,7 +277,12 @@ class _Run:
                     self.history.append(("user", f.text))
             case ToolResult():
                 await self.wait_ready()
-                if not self.proto.tool_output(f.call_id, f.output):
+                if self.proto.was_withdrawn(f.call_id):
+                    self.log.debug(
+                        "tool result for a call the model cancelled; not sent",
+                        call_id=f.call_id,
+                    )
+                elif not self.proto.tool_output(f.call_id, f.output):
                     self.log.warning(
                         "tool result for a call this session is not waiting for; dropped",
                         call_id=f.call_id,
@@ -277,6 +312,7 @@ class _Run:
             if self.conn_origin is None:
                 self.conn_origin = pts
             self.proto.append_audio(data)
+            self.sent_end_pts = pts + len(data) / self.cfg.input_format.bytes_per_second
 
     # -- barge-in
 
@@ -324,7 +360,23 @@ class _Run:
                 if self.sessions > 1:
                     self.ctx.metrics.count(SESSION_RECONNECTS)
                 self._check_echo(ev)
-                if self.sessions > 1 and self.history:
+                if isinstance(self.ws, BridgedSocket) and self.ws.bridge.resumed:
+                    bridge = self.ws.bridge
+                    if self.sent_end_pts is not None:  # the replayed audio comes first
+                        self.conn_origin = self.sent_end_pts - bridge.replayed_s
+                    self.log.info(
+                        "resumed session: Gemini goes on from its resumption handle, the "
+                        "audio sent since the handle sent again",
+                        session=self.sessions,
+                        replayed_s=round(bridge.replayed_s, 3),
+                        replayed_messages=bridge.replayed_messages,
+                    )
+                    if bridge.replay_overflow:
+                        self.log.warning(
+                            "audio older than the replay limit since the last resumption handle "
+                            "was not sent again",
+                        )
+                elif self.sessions > 1 and self.history:
                     turns = self.carried()
                     self.proto.replay(turns)
                     self.log.info(
@@ -348,6 +400,11 @@ class _Run:
                 self.log.warning("unreadable message from the server", reason=ev.reason)
             case p.RateLimitsEvent():
                 self.log.debug("rate limits", limits=[dict(x) for x in ev.limits])
+            case p.CallsCancelledEvent() if ev.calls:
+                self.log.info(
+                    "the model cancelled tool calls; they are stopped and get no result",
+                    calls=[f"{name} {call_id}" for call_id, name in ev.calls],
+                )
             case p.IgnoredEvent() if ev.type != "ping":
                 self.log.debug("server event ignored", server_event=ev.type)
             case p.ResponseCreatedEvent() if self.forced_pending:
@@ -408,7 +465,9 @@ class _Run:
         policy = Reconnects(self.s.reconnect_attempts)
         while not self.closing:
             try:
-                ws = await open_connection(self.s, self.url)
+                ws, self.next_ws = self.next_ws, None
+                if ws is None:
+                    ws = await open_connection(self.s, self.url, self.resumption)
             except Retry as exc:
                 delay = policy.connect_failed()
                 if delay is None:
@@ -465,6 +524,7 @@ class _Run:
         recycle = None
         if self.s.max_session_s is not None:
             recycle = asyncio.create_task(self.recycle_after(self.s.max_session_s))
+        switch: asyncio.Task[None] | None = None
         became_ready = False
         try:
             await self.flush()
@@ -477,6 +537,9 @@ class _Run:
                         deadline.disarm()
                     await self.flush()
                     self.changed.set()
+                    r = self.resumption
+                    if r is not None and r.time_left_s is not None and switch is None:
+                        switch = asyncio.create_task(self.switch_before_close(ws, r.time_left_s))
             code, reason = ws.close_code, ws.close_reason
             self.last_close = (code, reason)
         except TimeoutError:
@@ -498,15 +561,29 @@ class _Run:
                     code="message_too_big",
                 ) from None
         finally:
-            if recycle is not None:
-                recycle.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await recycle
+            for task in (recycle, switch):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self.ws = None
             self.ready.clear()
             self.proto.connection_lost()
             self.changed.set()
             await close_socket(ws)
+        if (
+            isinstance(ws, BridgedSocket)
+            and ws.bridge.resuming
+            and not became_ready
+            and self.resumption is not None
+        ):
+            self.log.warning(
+                "Gemini refused the session resumption handle; the next session carries the "
+                "conversation over instead",
+                code=code,
+                reason=reason or None,
+            )
+            self.resumption.forget()
         if not self.closing and not self.recycling:
             self.log.warning(
                 "connection to the realtime service lost; the call goes on on a new session, "
@@ -516,6 +593,34 @@ class _Run:
                 was_ready=became_ready,
             )
         return became_ready
+
+    async def switch_before_close(self, ws: Any, time_left: float) -> None:
+        """Gemini said ``goAway``: at the first idle moment (no response in flight, no tool
+        result owed), or a second before the end at the latest, open the next connection and
+        close this one; the next one resumes from the latest handle, or carries the
+        conversation over when there is none."""
+        r = self.resumption
+        assert r is not None
+        self.log.info(
+            "Gemini will close the connection (goAway); switching to a new one",
+            time_left_s=time_left,
+            resumable=bool(r.handle),
+        )
+        margin = min(1.0, time_left / 2)
+        try:
+            async with clock_timeout(self.ctx.clock, max(0.0, time_left - margin)):
+                await self.until(lambda: not self.proto.owes)
+        except TimeoutError:
+            self.log.warning(
+                "switching before the close with a response or tool result still owed",
+                pending_calls=list(self.proto.pending_calls),
+            )
+        try:
+            self.next_ws = await open_connection(self.s, self.url, self.resumption)
+        except Retry as exc:  # the usual reconnect takes over once this one closes
+            self.log.warning("could not open the next connection ahead", error=str(exc))
+        self.recycling = True
+        await ws.close(1000, "going away")
 
     async def recycle_after(self, seconds: float) -> None:
         await self.ctx.clock.sleep(seconds)
@@ -597,6 +702,7 @@ class _Run:
         Audio,
         Transcript,
         ToolCall,
+        ToolCancel,
         SpeechStarted,
         SpeechStopped,
         Interrupt,
@@ -689,9 +795,10 @@ async def realtime_session(
                 while (frame := await run.next_frame(tasks)) is not None:
                     yield frame
         finally:
-            if run.ws is not None:
-                with contextlib.suppress(Exception):
-                    await run.ws.close()
+            for ws in (run.ws, run.next_ws):
+                if ws is not None:
+                    with contextlib.suppress(Exception):
+                        await ws.close()
 
 
 async def _start_emulator(stack: contextlib.AsyncExitStack, s: Settings, ctx: StageContext) -> str:

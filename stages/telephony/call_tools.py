@@ -10,31 +10,39 @@
            with: {targets: {sales: "+15551230003", desk: "sip:desk@pbx.example.com"}}}
         - "stages.telephony.call_tools:send_dtmf"
 
-Each acts on the call its pipeline runs for, through Twilio's REST API (Media Streams carry
-audio only), and first waits until the caller has heard the reply in progress: the response
-that asked for the tool must be over and its last mark echoed, so "goodbye" is heard whole.
-A barge-in cancels the response and the tool with it (the router drops calls of a cancelled
+Each acts on the call its pipeline runs for, through the carrier's API (media streams carry
+audio only; see :mod:`.rest` for Twilio and :mod:`.carriers.rest` for Telnyx, Plivo, Vonage and
+Exotel), and first waits until the caller has heard the reply in progress: the response that
+asked for the tool must be over and its last mark echoed, so "goodbye" is heard whole. A
+barge-in cancels the response and the tool with it (the router drops calls of a cancelled
 response), so an interrupted agent does not hang up on a caller who is still talking. A call
-that had already ended (Twilio's 21220) is reported as such, not as an error. The wait is
-bounded by :data:`MAX_WAIT_S` (then the tool acts anyway); give the tool a ``timeout_s`` above
-it, as above.
+that had already ended is reported as such, not as an error. The wait is bounded by
+:data:`MAX_WAIT_S` (then the tool acts anyway); give the tool a ``timeout_s`` above it, as above.
+
+``send_dtmf`` plays the tones in-band (:mod:`.dtmf`: into the outgoing media stream, which
+stays up, on every carrier, with no credentials); ``send_dtmf_via_api`` asks the carrier's API
+instead (on Twilio a redirect that restarts the stream). A tool the carrier cannot
+do is not offered to the model (:mod:`.offer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 import structlog
 
 from stages.tools import current_tool_call
 
-from .control import CallControl, current_control
+from .carriers.rest import unavailable
+from .control import CallControl, CarrierRest, current_control
+from .dtmf import DIGITS_RE, tones
 from .rest import TwilioRest, TwilioRestError
 from .twilio import TwilioCall, current_call
-from .twiml import DIGITS_RE, TwimlError, dial, play_digits
+from .twiml import TwimlError, dial, play_digits
 
-__all__ = ["MAX_WAIT_S", "end_call", "send_dtmf", "transfer_call"]
+__all__ = ["MAX_WAIT_S", "end_call", "send_dtmf", "send_dtmf_via_api", "transfer_call"]
 
 #: Longest wait for the reply in progress to be heard before the tool acts anyway (a caller
 #: whose marks stop coming back must still be hung up on).
@@ -89,9 +97,18 @@ async def end_call(reason: str = "") -> str:
     control.outcome = "hung_up"
     log.info("call hung up by the agent", call_sid=call.call_sid, reason=reason, already=not ended)
     call.end()
+    if getattr(control.rest, "carrier", "") == "exotel":
+        return (
+            "the stream is closed (Exotel has no hang-up for a streaming call: its flow goes "
+            "on to the applet after the Voicebot applet, which should hang up); say nothing more"
+        )
     if not ended:
         return "the call had already ended; say nothing more"
     return "the call has ended; say nothing more"
+
+
+def _carrier_name(call: TwilioCall) -> str:
+    return call.carrier.name if call.carrier is not None else "twilio"
 
 
 async def transfer_call(destination: str, *, targets: dict[str, str]) -> str:
@@ -103,8 +120,9 @@ async def transfer_call(destination: str, *, targets: dict[str, str]) -> str:
         targets: (set in the pipeline file) line name -> E.164 number or SIP URI
     """
     call, control = _call_and_control("transfer_call")
-    if not isinstance(control.rest, TwilioRest):
-        return "transfer_call is only available on Twilio calls; tell the caller you cannot"
+    why_not = unavailable(_carrier_name(call), "transfer_call")
+    if why_not:
+        return f"{why_not}; tell the caller you cannot transfer"
     number = targets.get(destination)
     if number is None:
         names = ", ".join(sorted(targets)) or "none are configured"
@@ -114,45 +132,89 @@ async def transfer_call(destination: str, *, targets: dict[str, str]) -> str:
     except TwimlError as exc:
         return f"transfer_call is misconfigured ({exc}); tell the caller you cannot transfer"
     await _after_reply(call, "transfer_call")
-    assert control.rest is not None
+    rest = control.rest
+    assert rest is not None
     try:
-        await control.rest.redirect(call.call_sid, twiml)
+        if isinstance(rest, TwilioRest):
+            await rest.redirect(call.call_sid, twiml)
+            done = True
+        else:
+            done = await cast(CarrierRest, rest).transfer(call.call_sid, number)
     except TwilioRestError as exc:
         if exc.code == 21220:
-            call.end()
-            return "the call had already ended; say nothing more"
-        log.error("transfer_call: refused", call_sid=call.call_sid, code=exc.code)
-        return f"the transfer failed (Twilio error {exc.code}: {exc.message}); tell the caller"
+            done = False
+        else:
+            log.error("transfer_call: refused", call_sid=call.call_sid, code=exc.code)
+            return f"the transfer failed (error {exc.code}: {exc.message}); tell the caller"
+    call.end()
+    if not done:
+        return "the call had already ended; say nothing more"
     control.outcome = "transferred"
     log.info("call transferred", call_sid=call.call_sid, destination=destination)
-    call.end()
     return f"the call has been transferred to {destination}; say nothing more"
 
 
 async def send_dtmf(digits: str) -> str:
-    """Press keys on the phone line (DTMF), for example to answer an automated menu. The
-    media stream restarts after the tones: the call goes on with a fresh conversation.
+    """Press keys on the phone line (DTMF), for example to answer an automated menu, after
+    what you are saying now has been heard. The call goes on.
 
     Args:
-        digits: the keys to press: 0-9, * and #; w waits half a second
+        digits: the keys to press: 0-9, *, # (and A-D); w waits half a second
     """
-    call, control = _call_and_control("send_dtmf")
-    if not isinstance(control.rest, TwilioRest):
-        return "send_dtmf is only available on Twilio calls; tell the caller you cannot"
+    call = current_call("send_dtmf")
     if not DIGITS_RE.match(digits):
         return f"digits {digits!r} are not valid: use 0-9, *, # and w (a half-second pause)"
-    await _after_reply(call, "send_dtmf")
+    return await _inband(call, digits)
+
+
+async def send_dtmf_via_api(digits: str) -> str:
+    """Press keys on the phone line (DTMF), for example to answer an automated menu, after
+    what you are saying now has been heard.
+
+    Args:
+        digits: the keys to press: 0-9, *, #; w waits half a second
+    """
+    call = current_call("send_dtmf_via_api")
+    if not DIGITS_RE.match(digits):
+        return f"digits {digits!r} are not valid: use 0-9, *, # and w (a half-second pause)"
+    control = current_control("send_dtmf_via_api")
+    await _after_reply(call, "send_dtmf_via_api")
+    rest = control.rest
+    assert rest is not None
+    if not isinstance(rest, TwilioRest):
+        try:
+            done = await cast(CarrierRest, rest).send_digits(call.call_sid, digits)
+        except TwilioRestError as exc:
+            log.error("send_dtmf: refused", call_sid=call.call_sid, code=exc.code)
+            return f"the keys could not be sent (error {exc.code}: {exc.message})"
+        if not done:
+            call.end()
+            return "the call had already ended; say nothing more"
+        log.info("dtmf sent", call_sid=call.call_sid, digits=len(digits), route="api")
+        return f"pressed {digits}"
+    if "A" in digits or "B" in digits or "C" in digits or "D" in digits:
+        return "Twilio plays 0-9, * and # only; use the in-band route for A-D"
     params = dict(call.start.custom_parameters) if call.start else {}
     params.update(control.parameters)
     params["dtmf_sent"] = digits
     twiml = play_digits(digits, control.stream_url, params)
-    assert control.rest is not None
     try:
-        await control.rest.redirect(call.call_sid, twiml)
+        await rest.redirect(call.call_sid, twiml)
     except TwilioRestError as exc:
         log.error("send_dtmf: refused", call_sid=call.call_sid, code=exc.code)
         return f"the keys could not be sent (Twilio error {exc.code}: {exc.message})"
     control.outcome = "redirected"
-    log.info("dtmf sent", call_sid=call.call_sid, digits=len(digits))
+    log.info("dtmf sent", call_sid=call.call_sid, digits=len(digits), route="api")
     call.end()
     return f"pressed {digits}; the line reconnects"
+
+
+async def _inband(call: TwilioCall, digits: str) -> str:
+    """Play the tones after the reply in progress, then wait until they have been heard."""
+    await _after_reply(call, "send_dtmf")
+    if call.play_audio is None or call.ended.is_set():
+        return "the keys could not be sent: the call's audio stream is closed"
+    await call.play_audio(tones(digits, call.format))
+    await _after_reply(call, "send_dtmf")  # the tones' marks: everything sent is heard
+    log.info("dtmf sent", call_sid=call.call_sid, digits=len(digits), route="inband")
+    return f"pressed {digits}"

@@ -23,15 +23,32 @@ from pipeline.errors import PipelineError
 
 
 class CallRest(Protocol):
-    """A carrier's REST client as the call tools use it (:class:`~.rest.TwilioRest`,
-    :class:`~.carriers.hangup.TelnyxRest`, :class:`~.carriers.hangup.PlivoRest`)."""
+    """A carrier's REST client as the call tools use it (:class:`~.rest.TwilioRest`, and the
+    clients of :mod:`~.carriers.rest`, which are :class:`CarrierRest`)."""
 
     async def hang_up(self, call_id: str) -> bool: ...
 
     async def aclose(self) -> None: ...
 
 
-__all__ = ["CallControl", "CallRest", "Playback", "bind_control", "current_control"]
+class CarrierRest(CallRest, Protocol):
+    """Telnyx, Plivo, Vonage (and Exotel's stream): transfer and digits by the call's id."""
+
+    carrier: str
+
+    async def transfer(self, call_id: str, target: str) -> bool: ...
+
+    async def send_digits(self, call_id: str, digits: str) -> bool: ...
+
+
+__all__ = [
+    "CallControl",
+    "CallRest",
+    "CarrierRest",
+    "Playback",
+    "bind_control",
+    "current_control",
+]
 
 
 class Playback:
@@ -119,6 +136,7 @@ def current_control(tool: str) -> CallControl:
         raise PipelineError(
             f"{tool} is not available: call control needs 'pipeline serve' with the "
             "carrier's credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, TELNYX_API_KEY, "
-            "or PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN); tell the caller you cannot do that"
+            "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN, or VONAGE_APPLICATION_ID and "
+            "VONAGE_PRIVATE_KEY); tell the caller you cannot do that"
         )
     return control

@@ -19,6 +19,7 @@ from pipeline.errors import FormatError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import stage
 
+from . import offer  # noqa: F401  (validate: call tools the carrier cannot do)
 from .carriers import CARRIERS
 from .twilio import CALL, call_audio, play_to_call
 

@@ -86,12 +86,13 @@ from ..wsbatch import send_batch
 from .carriers.base import Carrier
 from .control import CallControl, CallRest, bind_control
 from .http import HttpRequest, HttpResponse, with_posts
+from .offer import withhold_unavailable
 from .police import MediaPolice
 from .serve_cli import TOKEN_ENV, cmd_serve, keep_deletion_cost, register
 from .serve_http import ServeFront
 from .serve_metrics import ServeMetrics
 from .twilio import MULAW_FORMAT, Mark, OutMedia, TwilioCall, bind_call, encode
-from .webhook import TwilioWebhook
+from .webhook import Webhook
 
 __all__ = [
     "CALL_STAGES",
@@ -150,11 +151,13 @@ class CallServer:
         metrics: ServeMetrics | None = None,
         worker: WorkerLink | None = None,
         tracer: Any = None,
-        webhook: TwilioWebhook | None = None,
+        webhook: Webhook | None = None,
         rest: CallRest | None = None,
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
+        for why in withhold_unavailable(template.nodes):  # not offered to the model
+            log.warning(why)
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
         self.template = template

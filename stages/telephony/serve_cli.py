@@ -33,8 +33,9 @@ from pipeline.workers import (
 )
 
 from ..listen import add_listen_arguments
-from .carriers.hangup import rest_for
-from .webhook import parse_parameters, twilio_setup
+from .carriers.rest import rest_for
+from .carriers.webhooks import carrier_webhook
+from .webhook import Webhook, parse_parameters, twilio_setup
 
 if TYPE_CHECKING:
     from .serve import CallServer
@@ -192,15 +193,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         params = parse_parameters(args.stream_parameter)
         if token is not None and args.token_parameter:
             params["token"] = token  # the stream comes back with it (never logged)
-        webhook, rest = twilio_setup(
-            args.public_url,
-            auth_token_env=args.twilio_auth_token_env,
-            parameters=params,
-            environ=os.environ,
-        )
         other = carrier_of(p)()
-        if other is not None:  # Telnyx, Plivo...: their own hang-up credentials
-            rest = rest_for(other.name, os.environ)
+        webhook: Webhook | None
+        if other is None:
+            webhook, rest = twilio_setup(
+                args.public_url,
+                auth_token_env=args.twilio_auth_token_env,
+                parameters=params,
+                environ=os.environ,
+            )
+        else:  # Telnyx, Plivo...: their own signatures and call-control credentials
+            webhook = carrier_webhook(other.name, args.public_url, os.environ)
+            rest = rest_for(other.name, os.environ, args.public_url)
     except ValueError as exc:
         log.error(str(exc))
         return 2

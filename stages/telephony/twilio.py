@@ -194,6 +194,13 @@ class Playout:
         """Bytes held back until a full chunk (or a flush)."""
         return len(self._buf)
 
+    @property
+    def next_pts(self) -> float:
+        """The media time right after everything sent or buffered (0 before any audio)."""
+        if self._buf:
+            return self._buf_pts + len(self._buf) / self.bps
+        return self._next_pts or 0.0
+
     def push(self, data: bytes, pts: float, now: float = 0.0) -> list[Any]:
         """Buffer ``data`` (the stream's format, media time ``pts``); the messages for every
         full chunk."""
@@ -365,6 +372,8 @@ class TwilioCall:
         # what the sink reported before a recorder attached (stages start in any order)
         self._journal: list[tuple[str, tuple[Any, ...]]] | None = []
         self.on_mark: Callable[[str], None] | None = None
+        #: the sink's way to play audio of our own (in-band DTMF) after what it has sent
+        self.play_audio: Callable[[bytes], Awaitable[None]] | None = None
         self.on_lateness = on_lateness
         self.connected = False
         self.closed = False
@@ -421,7 +430,21 @@ class TwilioCall:
             return  # refused: the server is closing the socket
         try:
             if self.carrier is None:
-                msgs: list[Inbound] = [parse_incoming(raw)]
+                msg = parse_incoming(raw)
+                start = self.start
+                # the usual message, 50 a second: a media message of this stream, taken here
+                if (
+                    msg.__class__ is Media
+                    and start is not None
+                    and msg.stream_sid == start.stream_sid
+                ):
+                    if self._admit(msg):
+                        if self.inbound.full():  # back-pressure: wait for the source
+                            await self.inbound.put(msg)
+                        else:
+                            self.inbound.put_nowait(msg)
+                    return
+                msgs: list[Inbound] = [msg]
             else:
                 msgs = self.carrier.parse(raw)
         except UnsupportedFormat as exc:
@@ -475,16 +498,19 @@ class TwilioCall:
             )
         return False
 
+    def _admit(self, msg: Media) -> bool:
+        """A media message: whether it goes to the source (the media police may drop it)."""
+        if not self._police(msg):
+            return False
+        self.media_end_ms = msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
+        self.last_media_at = time.monotonic()
+        return True
+
     async def _take(self, msg: Inbound) -> None:
         match msg:
             case Media():
-                if not self._police(msg):
-                    return
-                self.media_end_ms = (
-                    msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
-                )
-                self.last_media_at = time.monotonic()
-                await self.inbound.put(msg)
+                if self._admit(msg):
+                    await self.inbound.put(msg)
             case Dtmf():
                 await self.inbound.put(msg)
             case Mark():
@@ -709,10 +735,14 @@ async def call_audio(
         ctx.log.info("answered by", answered_by=answered)
         yield Text(answered_by_text(answered), "system")
     encoding, rate = fmt.encoding, fmt.rate
+    on_wait = ctx.on_wait
+    clock_ns = time.perf_counter_ns
     with call.source_reads():
         while True:
-            with ctx.waiting():  # waiting for the carrier is not work
-                msg = await call.next_inbound()
+            t0 = clock_ns()
+            msg = await call.next_inbound()
+            if on_wait is not None:  # waiting for the carrier is not work (ctx.waiting, inline)
+                on_wait(clock_ns() - t0)
             match msg:
                 case Media():
                     yield Audio(msg.payload, encoding, rate, 1, msg.pts)
@@ -812,7 +842,12 @@ async def play_to_call(
                     continue
                 await call.send(playout.flush(clock.now()))
 
+    async def play_audio(data: bytes) -> None:  # in-band DTMF: straight after what was sent
+        now = clock.now()
+        await call.send(playout.push(data, playout.next_pts, now) + playout.flush(now))
+
     call.on_mark = on_mark
+    call.play_audio = play_audio
     try:
         async with StageTasks[None](ctx) as tasks:
             tasks.start(flusher(), name="flush")
@@ -846,5 +881,6 @@ async def play_to_call(
             await call.send(playout.flush(clock.now()))
     finally:
         call.on_mark = None
+        call.play_audio = None
         ctx.report("chunks_sent", playout.chunks_sent)
         ctx.report("clears_sent", playout.clears_sent)

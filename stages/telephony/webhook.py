@@ -23,7 +23,7 @@ Pure request -> response code: the server (:mod:`pipeline.serve`) feeds it the P
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -40,6 +40,7 @@ __all__ = [
     "STATUS_PATH",
     "TWIML_PATH",
     "TwilioWebhook",
+    "Webhook",
     "parse_parameters",
     "twilio_setup",
 ]
@@ -51,6 +52,19 @@ AMD_PATH = "/amd"
 CALL_FACTS = {"From": "from", "To": "to", "Direction": "direction", "AnsweredBy": "answered_by"}
 
 log = structlog.get_logger("pipeline.telephony")
+
+
+class Webhook(Protocol):
+    """What ``pipeline serve`` asks of a carrier's webhook (:class:`TwilioWebhook`,
+    :class:`~.carriers.webhooks.CarrierWebhook`): answer its POSTs, check its upgrades."""
+
+    stream_url: str
+    parameters: dict[str, str]
+    on_answered_by: Callable[[str, str], bool] | None
+
+    def handle(self, request: HttpRequest) -> HttpResponse: ...
+
+    def upgrade_refusal(self, target: str, headers: Mapping[str, str]) -> str: ...
 
 
 class TwilioWebhook:

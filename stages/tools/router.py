@@ -25,6 +25,10 @@ Theory of operation (the ``tool_router`` stage)
   The session sends it as the call's ``function_call_output``, so the server's conversation
   never holds a ``function_call`` without an output (which can break the next response on the
   real services) and the session stops owing the call (no wait at the end of the input).
+- The model may withdraw a call (a :class:`~pipeline.frames.ToolCancel`: Gemini's
+  ``toolCallCancellation`` when the caller interrupts): the call is cancelled whether it
+  runs or waits for a slot, and it gets **no** result (the model said it wants none); logged
+  with outcome ``withdrawn``.
 - Results are emitted as calls finish (not in call order). When the input ends, the router
   waits for the calls still running (their results are owed), then ends.
 
@@ -49,7 +53,15 @@ import pydantic_core
 from pipeline.clock import Clock
 from pipeline.context import TOOLS, StageContext
 from pipeline.errors import Problem
-from pipeline.frames import Frame, Interrupt, ResponseDone, ResponseStarted, ToolCall, ToolResult
+from pipeline.frames import (
+    Frame,
+    Interrupt,
+    ResponseDone,
+    ResponseStarted,
+    ToolCall,
+    ToolCancel,
+    ToolResult,
+)
 from pipeline.metrics import Metric
 from pipeline.spec import stage
 from pipeline.tasks import StageTasks
@@ -76,7 +88,8 @@ __all__ = [
 ]
 
 #: Every call the router answers, by outcome: ok, error, bad_arguments, unknown_tool, timeout,
-#: exception, cancelled, skipped (its response was interrupted first) or busy.
+#: exception, cancelled, skipped (its response was interrupted first), withdrawn (the model
+#: cancelled it) or busy.
 TOOL_CALLS = Metric("tool_calls", "Tool calls run, by outcome", labels=("outcome",))
 
 # ---------------------------------------------------------------------------- running a call
@@ -316,7 +329,7 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
 
 @stage(
     "tool_router",
-    accepts=(ToolCall, Interrupt, ResponseStarted, ResponseDone),
+    accepts=(ToolCall, ToolCancel, Interrupt, ResponseStarted, ResponseDone),
     emits=(ToolResult,),
     check=_check,
     provides={TOOLS: _provided_tools},
@@ -356,6 +369,7 @@ async def tool_router(
     clock = ctx.clock
     slots = asyncio.Semaphore(max_concurrency)
     running: dict[str, _Running] = {}
+    withdrawn: set[str] = set()  # calls the model cancelled: stopped, no result
     ledger = CallLedger()
 
     def skip(call: ToolCall, why: str) -> ToolResult:
@@ -390,7 +404,7 @@ async def tool_router(
                 max_result_chars=max_result_chars,
             )
         except asyncio.CancelledError:
-            _log_done(ctx, call, start, "cancelled")
+            _log_done(ctx, call, start, "withdrawn" if call.call_id in withdrawn else "cancelled")
             raise
         finally:
             entry.release()
@@ -415,6 +429,23 @@ async def tool_router(
                 task.cancel()  # logged by the call itself, outcome "cancelled"
                 c = entry.call
                 await out.send(ToolResult(c.call_id, cancelled_text(c.name), True, c.name))
+
+    def withdraw(cancel: ToolCancel) -> None:
+        entry = running.get(cancel.call_id)
+        if entry is None or entry.task is None or entry.task.done():
+            log.debug("tool call withdrawn, not running", call_id=cancel.call_id)
+            return
+        withdrawn.add(cancel.call_id)
+        if not entry.started:  # waiting for a slot: it never ran
+            ctx.metrics.count(TOOL_CALLS, outcome="withdrawn")
+            log.info(
+                "tool call",
+                name=entry.call.name,
+                call_id=cancel.call_id,
+                duration_ms=0,
+                outcome="withdrawn",
+            )
+        entry.task.cancel()  # no result: the model withdrew the call
 
     async def start(call: ToolCall) -> None:
         verdict = ledger.admit(call)
@@ -458,6 +489,8 @@ async def tool_router(
             match frame:
                 case ToolCall():
                     await start(frame)
+                case ToolCancel():
+                    withdraw(frame)
                 case ResponseStarted():
                     ledger.response_started(frame.response_id)
                 case ResponseDone():

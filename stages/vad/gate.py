@@ -118,10 +118,14 @@ class VadGate:
         if frame.rate != self.rate:
             raise UsageError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
         start = self.position
-        if frame.encoding == "pcm16" and frame.channels == 1:  # the usual case: no decoding
+        if frame.channels == 1 and frame.encoding == "pcm16":  # the usual case: no decoding
             data = frame.data
             n = len(data) >> 1
             scores = self._process_pcm16(data) if n else _NO_SCORES
+        elif frame.channels == 1 and frame.encoding in DECODERS:  # telephony: G.711 mono
+            data = frame.data
+            n = len(data)
+            scores = self._process_pcm16(DECODERS[frame.encoding](data)) if n else _NO_SCORES
         else:
             n = frame.num_samples
             scores = self.engine.process(analysis_samples(frame)) if n else _NO_SCORES

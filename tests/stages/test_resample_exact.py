@@ -355,3 +355,18 @@ def test_added_latency_measured_against_one_shot_soxr(in_rate: int, out_rate: in
         assert delay_ms == pytest.approx(2.0, abs=0.05)
     else:
         assert delay_ms <= 2.0
+
+
+def test_bytes_on_a_big_endian_host_are_swapped_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pcm16 is little-endian: where the host is not, bytes cannot be copied in as they are
+    x = noise(1000, 5)
+    little = streamed(8000, 16000, x)
+    monkeypatch.setattr("stages.resample._LITTLE_ENDIAN", False)
+    np.testing.assert_array_equal(streamed(8000, 16000, x), little)
+
+
+def test_odd_byte_counts_are_refused() -> None:
+    rs = PolyphaseResampler(8000, 16000)
+    with pytest.raises(ValueError, match="not a whole number of 2-byte samples"):
+        rs.process(b"\x00\x01\x02")
+    assert rs.samples_in == 0

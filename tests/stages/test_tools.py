@@ -33,6 +33,7 @@ from pipeline.frames import (
     ResponseStarted,
     Text,
     ToolCall,
+    ToolCancel,
     ToolResult,
 )
 from pipeline.signature import parse_docstring
@@ -702,7 +703,7 @@ async def tool_started() -> None:
 def test_stage_is_registered_with_its_frame_types() -> None:
     spec = resolve("tool_router")
     assert spec.func is tool_router
-    assert spec.accepts == (ToolCall, Interrupt, ResponseStarted, ResponseDone)
+    assert spec.accepts == (ToolCall, ToolCancel, Interrupt, ResponseStarted, ResponseDone)
     assert spec.emits == (ToolResult,)
     assert set(spec.params) == {
         "tools",
@@ -810,6 +811,34 @@ def test_interrupt_cancels_running_calls_of_that_response() -> None:
     )
     assert STATE.cancelled == ["old"]
     assert STATE.finished == ["other"]
+
+
+def test_a_call_the_model_withdraws_is_stopped_and_gets_no_result() -> None:
+    """Gemini's toolCallCancellation reaches the router as a ToolCancel: the running call's
+    task is cancelled, a call still waiting for a slot never runs, neither gets a result (the
+    model wants none), and the other calls go on."""
+    with structlog.testing.capture_logs() as logs:
+        out = asyncio.run(
+            drive(
+                [
+                    call("c1", "hold", {"tag": "withdrawn", "seconds": 5}, response="r1"),
+                    tool_started,
+                    call("c2", "hold", {"tag": "kept", "seconds": 5}, response="r1"),
+                    tool_started,
+                    call("c3", "hold", {"tag": "queued", "seconds": 5}, response="r1"),
+                    ToolCancel("c1", "hold"),
+                    ToolCancel("c3", "hold"),
+                    ToolCancel("c9", "hold"),  # unknown: nothing to stop
+                ],
+                tools=[ref("hold")],
+                max_concurrency=2,
+            )
+        )
+    assert out == [ToolResult("c2", "done kept", name="hold")]
+    assert STATE.cancelled == ["withdrawn"]
+    assert STATE.calls == ["withdrawn", "kept"]  # the queued call never ran
+    outcomes = {e["call_id"]: e["outcome"] for e in logs if "outcome" in e}
+    assert outcomes == {"c1": "withdrawn", "c2": "ok", "c3": "withdrawn"}
 
 
 def test_interrupt_without_response_id_means_the_current_response() -> None:

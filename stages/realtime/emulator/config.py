@@ -69,6 +69,11 @@ class EmulatorConfig(BaseModel):
     #: session limit: after this long, a ``session_expired`` error, then close code 1001
     #: (0: none; the real services allow 30 to 60 minutes)
     max_session_s: float = Field(default=0, ge=0)
+    #: Gemini: ``goAway`` (with ``timeLeft``) this many seconds before ``max_session_s`` ends the
+    #: connection (0: at the end, with no notice)
+    go_away_s: float = Field(default=10, ge=0)
+    #: Gemini: how long a session resumption handle can be used (Google: 2 hours)
+    resumption_ttl_s: float = Field(default=7200, gt=0)
     #: send ``rate_limits.updated`` after ``response.created`` (None: as the dialect does,
     #: i.e. OpenAI yes, xAI no)
     rate_limits: bool | None = None

@@ -21,6 +21,7 @@ state around instead of making it smaller.
 from __future__ import annotations
 
 import base64
+import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ..wire import (
 )
 from ..wire import client as wc
 from ..wire.errors import bad_value
+from ..wire.gemini import CLOSING_SOON
 from .audio import EnergyVad, VadEvent, split_text, to_output, tone
 from .config import EmulatorConfig, ToolCallScript
 from .queues import InputBuffer, Outbox
@@ -56,6 +58,22 @@ _RATE_LIMITS: list[Json] = [
     {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
     {"name": "tokens", "limit": 50000, "remaining": 49950, "reset_seconds": 60.0},
 ]
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """What a Gemini session resumption handle holds (:meth:`EmulatorSession.snapshot`)."""
+
+    pending_input: bytes
+    items: dict[str, Json]
+    last_item: str | None
+    turn: int
+    last_user_pcm: bytes
+    last_user_text: str
+    calls: dict[str, str]
+    outputs: list[tuple[str, str]]
+    scripted_turns: set[int]
+    audio_ms: dict[str, int]
 
 
 @dataclass
@@ -119,6 +137,7 @@ class EmulatorSession:
         self._uninterruptible: str | None = None
         self._next_ping: float | None = None
         self._expires_at: float | None = None
+        self._notice_at: float | None = None  # Gemini's goAway, ahead of the limit
         #: the session hit ``max_session_s``: the edge closes the socket with 1001
         self.expired = False
 
@@ -148,6 +167,8 @@ class EmulatorSession:
             times.append(self._next_ping)
         if self._expires_at is not None and not self.expired:
             times.append(self._expires_at)
+        if self._notice_at is not None:
+            times.append(self._notice_at)
         return min(times) if times else None
 
     def _expire(self) -> None:
@@ -164,6 +185,10 @@ class EmulatorSession:
         """The events due by ``now``, in order, each with its ``event_id``."""
         self._now = now
         out: list[Json] = []
+        if self._notice_at is not None and now >= self._notice_at:
+            self._notice_at = None
+            left = max(0.0, (self._expires_at or now) - now)
+            self._emit({"type": CLOSING_SOON, "time_left_s": left})
         if self._expires_at is not None and now >= self._expires_at and not self.expired:
             self._expire()
         while True:
@@ -207,6 +232,42 @@ class EmulatorSession:
             self._next_ping = now + self.config.ping_interval_ms / 1000
         if self.config.max_session_s:
             self._expires_at = now + self.config.max_session_s
+            notice = min(self.config.go_away_s, self.config.max_session_s)
+            if self.dialect == "gemini" and notice:
+                self._notice_at = self._expires_at - notice
+
+    # -- session resumption (Gemini)
+
+    def snapshot(self) -> ConversationState:
+        """The conversation as it stands (its items, the turns counted, what is owed, the audio
+        received since the last turn ended): what a Gemini session resumption handle restores
+        on a new connection."""
+        return ConversationState(
+            pending_input=self._input.samples(self._input.start, self._input.samples_in),
+            items=copy.deepcopy(self._items),
+            last_item=self._last_item,
+            turn=self._turn,
+            last_user_pcm=self._last_user_pcm,
+            last_user_text=self._last_user_text,
+            calls=dict(self._calls),
+            outputs=list(self._outputs),
+            scripted_turns=set(self._scripted_turns),
+            audio_ms=dict(self._audio_ms),
+        )
+
+    def restore(self, state: ConversationState) -> None:
+        """Go on from ``state`` (a resumed session): the conversation, not the connection. Call
+        it before any audio arrives."""
+        self._input.append(state.pending_input)
+        self._items = copy.deepcopy(state.items)
+        self._last_item = state.last_item
+        self._turn = state.turn
+        self._last_user_pcm = state.last_user_pcm
+        self._last_user_text = state.last_user_text
+        self._calls = dict(state.calls)
+        self._outputs = list(state.outputs)
+        self._scripted_turns = set(state.scripted_turns)
+        self._audio_ms = dict(state.audio_ms)
 
     # -- client messages
 

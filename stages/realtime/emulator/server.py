@@ -28,7 +28,7 @@ from pipeline.tasks import StageTasks
 from ..wire import Dialect
 from ..wire.gemini import GEMINI_PATH, GeminiServerBridge
 from .config import EmulatorConfig
-from .core import EmulatorSession
+from .core import ConversationState, EmulatorSession
 
 log = structlog.get_logger("pipeline.emulator")
 
@@ -68,6 +68,9 @@ GEMINI_NO_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). Please "
     "use API Key or other form of API consumer identity to call this API."
 )
+#: closing a connection whose setup names a handle that is unknown or expired (1007, as Google's
+#: server closes a refused resumption)
+RESUME_REFUSED = "Session resumption handle is invalid or has expired; start a new session"
 AZURE_DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
     "valid key for an active subscription and use a correct regional API endpoint for your "
@@ -111,6 +114,8 @@ class Emulator:
         self.connections: list[EmulatorConnection] = []
         self._ids: dict[str, int] = {}
         self._changed = asyncio.Event()
+        #: Gemini session resumption handles: the conversation each holds, and when it was made
+        self.handles: dict[str, tuple[ConversationState, float]] = {}
 
     @property
     def received(self) -> list[Json]:
@@ -235,6 +240,8 @@ class Emulator:
             bridge=bridge,
         )
         self.connections.append(conn)
+        if bridge is not None:
+            bridge.checkpoint = lambda: self._checkpoint(session)
         log.info("emulator.connect", connection=conn.index, dialect=dialect, model=session.model)
         session.open(self.clock.now())
         wake = asyncio.Event()
@@ -253,6 +260,9 @@ class Emulator:
                         except ValueError as exc:  # Gemini closes on a message it refuses
                             await ws.close(1007, str(exc)[:120])
                             break
+                        if bridge.resume_handle is not None and not self._resume(bridge, session):
+                            await ws.close(1007, RESUME_REFUSED)
+                            break
                         for m in bridged:
                             session.receive(m, self.clock.now())
                     # what is due now goes out before the next message is read, so a client
@@ -266,6 +276,26 @@ class Emulator:
             conn.closed = True
             self._notify()
             log.info("emulator.disconnect", connection=conn.index, code=ws.close_code)
+
+    def _checkpoint(self, session: EmulatorSession) -> str:
+        """A new Gemini resumption handle for ``session``'s conversation as it stands."""
+        n = self._ids.get("handle", 0) + 1
+        self._ids["handle"] = n
+        handle = f"resume-{n:04d}"
+        self.handles[handle] = (session.snapshot(), self.clock.now())
+        return handle
+
+    def _resume(self, bridge: GeminiServerBridge, session: EmulatorSession) -> bool:
+        """A setup asked to resume from a handle: restore its conversation, if the handle is
+        known and not older than ``resumption_ttl_s``."""
+        handle, bridge.resume_handle = bridge.resume_handle, None
+        known = self.handles.get(handle or "")
+        if known is None or self.clock.now() - known[1] > self.config.resumption_ttl_s:
+            log.info("emulator.resume_refused", handle=handle)
+            return False
+        session.restore(known[0])
+        log.info("emulator.resumed", handle=handle)
+        return True
 
     async def _flush(self, ws: ServerConnection, conn: EmulatorConnection) -> bool:
         """Send the events due now, applying the fault injections; False once the socket was

@@ -22,10 +22,15 @@ What is translated is listed in ``docs/gemini.md``. A Realtime event with no Gem
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from .server import CALLS_CANCELLED
 from .xai import XaiCodec
 
 Json = dict[str, Any]
@@ -42,6 +47,8 @@ GEMINI_OUTPUT_RATE = 24000
 GEMINI_VOICES: tuple[str, ...] = (
     "Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr",
 )  # fmt: skip
+#: the core's notice that the connection ends soon (``EmulatorSession``'s session limit)
+CLOSING_SOON = "session.closing_soon"
 #: what a Gemini client may send, and what it may hold
 CLIENT_MESSAGES = frozenset({"setup", "clientContent", "realtimeInput", "toolResponse"})
 SETUP_KEYS = frozenset(
@@ -109,13 +116,99 @@ def _text_of(content: Any) -> str:
     )
 
 
+#: audio sent since the latest resumable handle that a resumed connection is given again; past
+#: this, the oldest is forgotten (and the log says so when resuming)
+REPLAY_LIMIT_S = 60.0
+
+
+def parse_duration(text: Any) -> float | None:
+    """A protobuf JSON ``Duration`` (``"10s"``, ``"1.5s"``) in seconds; None if unreadable."""
+    m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)s\s*", str(text or ""))
+    return float(m.group(1)) if m else None
+
+
+@dataclass
+class Resumption:
+    """Gemini session resumption across the connections of one call (sans I/O).
+
+    Every connection's setup asks for resumption; the server hands out a handle at each point
+    where the session can be resumed (``sessionResumptionUpdate {newHandle, resumable: true}``;
+    while the model generates or runs tools it says ``resumable: false`` and the last handle
+    stands). A new connection's setup names the latest handle, and the server goes on from the
+    state it stands for. What the client sent after that point is not in it, so the client
+    messages sent since the handle are kept (:data:`REPLAY_LIMIT_S` of audio at most) and sent
+    again on the resumed connection once its setup is complete: no caller audio is lost.
+    ``goAway`` (``timeLeft``) sets :attr:`time_left_s`: the session switches to a new connection
+    before the server closes this one."""
+
+    handle: str = ""
+    #: client messages (JSON text) sent since ``handle`` was given, and their audio in bytes
+    replay: list[str] = field(default_factory=list)
+    replay_bytes: int = 0
+    #: audio older than REPLAY_LIMIT_S was forgotten since the handle
+    overflow: bool = False
+    #: goAway on the current connection: the seconds it said were left
+    time_left_s: float | None = None
+    #: handles received over the call
+    updates: int = 0
+
+    def sent(self, message: Json, audio_bytes: int) -> None:
+        self.replay.append(_dumps(message))
+        self.replay_bytes += audio_bytes
+        limit = int(REPLAY_LIMIT_S * GEMINI_INPUT_RATE * 2)
+        while self.replay_bytes > limit and self.replay:
+            dropped = json.loads(self.replay.pop(0))
+            self.replay_bytes -= _audio_bytes(dropped)
+            self.overflow = True
+
+    def new_handle(self, handle: str) -> None:
+        self.handle = handle
+        self.replay.clear()
+        self.replay_bytes = 0
+        self.overflow = False
+        self.updates += 1
+
+    def forget(self) -> None:
+        """The handle was refused: the next connection starts a new session."""
+        self.handle = ""
+        self.replay.clear()
+        self.replay_bytes = 0
+        self.overflow = False
+
+    @property
+    def replay_s(self) -> float:
+        return self.replay_bytes / (GEMINI_INPUT_RATE * 2)
+
+
+def _audio_bytes(message: Mapping[str, Any]) -> int:
+    audio = (message.get("realtimeInput") or {}).get("audio")
+    if not isinstance(audio, Mapping):
+        return 0
+    try:
+        return len(base64.b64decode(standard_b64(audio.get("data"))))
+    except (binascii.Error, ValueError):
+        return 0
+
+
 class GeminiClientBridge:
     """Our session's side: ``outgoing(realtime event)`` returns Gemini messages to send and
     Realtime events to deliver back at once (``session.updated`` for a later update, which
     Gemini cannot take); ``incoming(gemini message)`` returns Realtime server events."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, resumption: Resumption | None = None) -> None:
         self.model = model if model.startswith("models/") else f"models/{model}"
+        self.resumption = resumption if resumption is not None else Resumption()
+        self.resumption.time_left_s = None  # a new connection: no goAway yet
+        #: this connection's setup named a handle; ``resumed`` once the server took it
+        self.resuming = False
+        self.resumed = False
+        #: messages to send now, on the bridge's own initiative (the replay after a resume)
+        self.to_send: list[str] = []
+        #: the replay a resumed connection was given: its audio in seconds, and whether older
+        #: audio had been forgotten
+        self.replayed_s = 0.0
+        self.replayed_messages = 0
+        self.replay_overflow = False
         self.session: Json = {}
         self.set_up = False
         self.manual = False
@@ -129,6 +222,9 @@ class GeminiClientBridge:
         self._item = ""
         self._said = ""  # output transcript of the response in flight
         self._heard = ""  # input transcript of the user's turn
+        #: ``interrupted`` was read as the caller starting to speak; Gemini says no more about
+        #: that turn, so its end is the start of the model's answer to it
+        self._barged = False
 
     def _id(self, prefix: str) -> str:
         self._n += 1
@@ -162,6 +258,9 @@ class GeminiClientBridge:
         self.manual = not isinstance(td, Mapping) or td.get("type") is None
         if self.manual:
             setup["realtimeInputConfig"] = {"automaticActivityDetection": {"disabled": True}}
+        handle = self.resumption.handle
+        setup["sessionResumption"] = {"handle": handle} if handle else {}
+        self.resuming = bool(handle)
         return setup
 
     def outgoing(self, message: str) -> tuple[list[str], list[str]]:
@@ -211,12 +310,18 @@ class GeminiClientBridge:
         # response.create after audio or a tool response, response.cancel, truncate,
         # input_audio_buffer.clear: no Gemini counterpart (it answers by itself at the end of a
         # turn or a tool response; barge-in is the server's)
+        for m in send:
+            if "setup" not in m:  # kept until the next handle: a resumed session gets them again
+                self.resumption.sent(m, _audio_bytes(m))
         return [_dumps(m) for m in send], [_dumps(m) for m in back]
 
     # -- Gemini -> ours
 
     def _start(self, out: list[Json]) -> str:
         if self._response is None:
+            if self._barged:
+                self._barged = False
+                out.append({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
             self._response = self._id("resp")
             self._item = self._id("item")
             self._said = ""
@@ -251,12 +356,22 @@ class GeminiClientBridge:
         msg = camel_keys(json.loads(message))
         out: list[Json] = []
         if "setupComplete" in msg:
+            if self.resuming:  # the server took the handle: what it lacks goes again, first
+                self.resumed = True
+                self.to_send = list(self.resumption.replay)
+                self.replayed_s = self.resumption.replay_s
+                self.replayed_messages = len(self.to_send)
+                self.replay_overflow = self.resumption.overflow
             out.append({"type": "session.updated", "session": self.session})
+        update = msg.get("sessionResumptionUpdate")
+        if isinstance(update, Mapping) and update.get("resumable") and update.get("newHandle"):
+            self.resumption.new_handle(str(update["newHandle"]))
         content = msg.get("serverContent")
         if isinstance(content, Mapping):
             if content.get("interrupted"):
                 # the caller spoke over the model: ours interrupts at once
                 out.append({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0})
+                self._barged = True
                 self._finish(out, "cancelled")
             heard = content.get("inputTranscription")
             if isinstance(heard, Mapping) and heard.get("text"):
@@ -292,6 +407,15 @@ class GeminiClientBridge:
                 self._finish(out, "completed")
         if "goAway" in msg:
             self.going_away = True
+            left = parse_duration((msg.get("goAway") or {}).get("timeLeft"))
+            self.resumption.time_left_s = 0.0 if left is None else left
+            # for the session to look at :attr:`Resumption.time_left_s` now (the protocol
+            # ignores the event itself)
+            out.append({"type": "gemini.go_away", "time_left_s": self.resumption.time_left_s})
+        withdrawn = msg.get("toolCallCancellation")
+        if isinstance(withdrawn, Mapping):
+            ids = [str(i) for i in withdrawn.get("ids") or []]
+            out.append({"type": CALLS_CANCELLED, "call_ids": ids})
         call = msg.get("toolCall")
         if isinstance(call, Mapping):
             rid = self._start(out)
@@ -323,6 +447,19 @@ class GeminiServerBridge:
         self.manual = False
         self.responding = False
         self.calls: dict[str, str] = {}
+        #: calls asked for and not answered yet; the caller speaking cancels them
+        self.pending: list[str] = []
+        #: calls cancelled by ``toolCallCancellation``: a response to one is not expected
+        self.withdrawn: set[str] = set()
+        #: what was accepted but not expected (a toolResponse for a cancelled call)
+        self.warnings: list[str] = []
+        #: setup asked for session resumption: handles are handed out at resumable points
+        self.resumption = False
+        #: the handle a setup asked to resume from (the server edge restores it, then clears it)
+        self.resume_handle: str | None = None
+        #: makes a handle for the conversation as it stands (set by the server edge)
+        self.checkpoint: Callable[[], str] | None = None
+        self.went_away = False
 
     def incoming(self, message: str | bytes) -> list[str]:
         msg = camel_keys(json.loads(message))
@@ -342,6 +479,19 @@ class GeminiServerBridge:
                     if unknown
                     else "setup.model is required"
                 )
+            resumption = body.get("sessionResumption")
+            if resumption is not None:
+                if not isinstance(resumption, Mapping):
+                    raise ValueError("Invalid value at 'setup.session_resumption'")
+                extra = sorted(set(resumption) - {"handle"})
+                if extra:  # transparent is Vertex AI's; the Gemini API has no such field
+                    raise ValueError(
+                        f"Invalid JSON payload received. Unknown name {extra[0]!r} at "
+                        "'setup.session_resumption'"
+                    )
+                self.resumption = True
+                if resumption.get("handle"):
+                    self.resume_handle = str(resumption["handle"])
             self.set_up = True
             out.append({"type": "session.update", "session": self.session_of(body)})
         elif not self.set_up:
@@ -369,7 +519,18 @@ class GeminiServerBridge:
             if body.get("turnComplete"):
                 out.append({"type": "response.create"})
         elif kind == "toolResponse":
+            replies = []
             for reply in body.get("functionResponses") or []:
+                cid = str(reply.get("id"))
+                if cid in self.withdrawn:
+                    self.warnings.append(f"toolResponse for call {cid}, which was cancelled")
+                    continue
+                if cid in self.pending:
+                    self.pending.remove(cid)
+                replies.append(reply)
+            if not replies:
+                return []
+            for reply in replies:
                 item = {
                     "type": "function_call_output",
                     "call_id": str(reply.get("id")),
@@ -426,8 +587,14 @@ class GeminiServerBridge:
             if self.set_up and not self.setup_answered:
                 self.setup_answered = True
                 out.append({"setupComplete": {}})
+                out += self._resumable()
         elif kind == "response.created":
             self.responding = True
+            if self.resumption:  # generating: not resumable (proto JSON leaves out the defaults)
+                out.append({"sessionResumptionUpdate": {}})
+        elif kind == CLOSING_SOON:
+            self.went_away = True
+            out.append({"goAway": {"timeLeft": f"{round(float(ev['time_left_s']), 3):g}s"}})
         elif kind in ("response.output_audio.delta", "response.audio.delta"):
             mime = f"audio/pcm;rate={GEMINI_OUTPUT_RATE}"
             part = {"inlineData": {"mimeType": mime, "data": ev.get("delta", "")}}
@@ -442,11 +609,20 @@ class GeminiServerBridge:
             self.calls[cid] = str(ev.get("name"))
             args = json.loads(ev.get("arguments") or "{}")
             call = {"id": cid, "name": self.calls[cid], "args": args}
+            self.pending.append(cid)
             out.append({"toolCall": {"functionCalls": [call]}})
         elif kind == "error" and (ev.get("error") or {}).get("code") == "session_expired":
-            out.append({"goAway": {"timeLeft": "0s"}})  # the connection closes next
-        elif kind == "input_audio_buffer.speech_started" and self.responding:
-            out.append({"serverContent": {"interrupted": True}})
+            if not self.went_away:  # no notice was given: say it now, the connection closes next
+                out.append({"goAway": {"timeLeft": "0s"}})
+        elif kind == "input_audio_buffer.speech_started":
+            if self.responding:
+                out.append({"serverContent": {"interrupted": True}})
+            if self.pending:
+                # the caller interrupts the model's turn while its tool calls are outstanding:
+                # they are cancelled, and no toolResponse is expected for them
+                ids, self.pending = self.pending, []
+                self.withdrawn.update(ids)
+                out.append({"toolCallCancellation": {"ids": ids}})
         elif kind == "response.done":
             self.responding = False
             status = (ev.get("response") or {}).get("status")
@@ -458,4 +634,12 @@ class GeminiServerBridge:
             if status == "completed" and not calls:
                 out.append({"serverContent": {"generationComplete": True}})
                 out.append({"serverContent": {"turnComplete": True}})
+            if not self.pending:  # the turn is over and no tool call is outstanding
+                out += self._resumable()
         return [_dumps(m) for m in out]
+
+    def _resumable(self) -> list[Json]:
+        """A ``sessionResumptionUpdate`` with a new handle, if the setup asked for them."""
+        if not self.resumption or self.checkpoint is None:
+            return []
+        return [{"sessionResumptionUpdate": {"newHandle": self.checkpoint(), "resumable": True}}]

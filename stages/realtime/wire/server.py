@@ -15,6 +15,11 @@ from typing import Any, Literal, TypeAlias
 
 from pipeline.frames import AudioFormat
 
+#: The event a bridge hands the protocol when the model withdraws tool calls (``call_ids``):
+#: Gemini's ``toolCallCancellation`` (:mod:`stages.realtime.wire.gemini`). No Realtime service
+#: sends it; it is the bridge's name.
+CALLS_CANCELLED = "function_calls.cancelled"
+
 
 @dataclass(frozen=True, slots=True)
 class SessionCreatedEvent:
@@ -124,6 +129,15 @@ class FunctionCallDoneEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CallsCancelledEvent:
+    """The model withdrew tool calls it had asked for (Gemini's ``toolCallCancellation``, when
+    the caller interrupts): no output is owed for them. ``calls`` holds (call_id, name) of the
+    calls still owed; ids already answered or unknown are left out."""
+
+    calls: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TruncatedEvent:
     """The server cut item ``item_id`` at ``audio_end_ms``."""
 
@@ -179,6 +193,7 @@ ServerEvent: TypeAlias = (
     | TranscriptDeltaEvent
     | TranscriptDoneEvent
     | FunctionCallDoneEvent
+    | CallsCancelledEvent
     | TruncatedEvent
     | RateLimitsEvent
     | ErrorEvent

@@ -5,6 +5,7 @@ Realtime events, the emulator's Gemini route driven by Google's own ``google-gen
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+import structlog
 
 from pipeline import VirtualClock
 from pipeline.config import load
@@ -71,6 +73,7 @@ def test_client_bridge_setup_audio_turns_and_tools() -> None:
                 {"name": "get_time", "parameters": {"type": "object"}}
             ]}],
             "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+            "sessionResumption": {},  # handles are asked for from the start
         }
     }  # fmt: skip
     assert back == []
@@ -128,6 +131,14 @@ def test_interrupted_becomes_speech_started_and_a_cancelled_response_at_once() -
     got = msgs(b.incoming(json.dumps({"serverContent": {"interrupted": True}})))
     assert [g["type"] for g in got] == ["input_audio_buffer.speech_started", "response.done"]
     assert got[1]["response"]["status"] == "cancelled"
+    # Gemini says no more about the caller's turn: it ends where the answer to it starts
+    got = msgs(b.incoming(json.dumps({"serverContent": {"modelTurn": {"parts": [audio]}}})))
+    assert [g["type"] for g in got] == [
+        "input_audio_buffer.speech_stopped", "response.created", "response.output_audio.delta",
+    ]  # fmt: skip
+    # a cancellation of tool calls, for the protocol
+    got = msgs(b.incoming(json.dumps({"toolCallCancellation": {"ids": ["fc_1", "fc_2"]}})))
+    assert got == [{"type": "function_calls.cancelled", "call_ids": ["fc_1", "fc_2"]}]
 
 
 @pytest.mark.parametrize(
@@ -322,54 +333,325 @@ def test_a_gemini_pipeline_runs_against_the_emulator_with_a_tool(
     assert info.samplerate == 8000 and info.frames > 8000
 
 
-def test_a_gemini_call_outliving_the_session_goes_on_with_the_conversation(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from collections.abc import AsyncIterator
-
-    from pipeline.frames import Frame, Text, Transcript
+async def _outlive(
+    cfg: EmulatorConfig, clock: VirtualClock, caller: Any, **params: Any
+) -> tuple[list[Any], Any]:
+    """Run a Gemini session against the emulator with the frames of ``caller(emulator)``;
+    (output, emulator)."""
     from pipeline.spec import spec_for
     from pipeline.testing import make_context, run_stage_async
 
+    async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+        ctx = make_context(spec_for("realtime_session"), clock=clock, id="agent")
+        out = await run_stage_async(
+            "realtime_session", caller(emu), ctx=ctx, provider="gemini",
+            url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+            input_rate=16000, output_rate=24000, turn_detection="none", **params,
+        )  # fmt: skip
+        return out, emu
+
+
+def _two_turns(clock: VirtualClock) -> Any:
+    from collections.abc import AsyncIterator
+
+    from pipeline.frames import Frame, Text
+
+    async def caller(emu: Any) -> AsyncIterator[Frame]:
+        await clock.sleep(1.0)
+        yield Text("my order is A123")
+        # silence past the limit, in steps of the clock, so that no deadline is skipped: the
+        # emulator says goAway 10 s before its 30 s limit
+        for _ in range(35):
+            await clock.sleep(1.0)
+        yield Text("where is it?")
+        await clock.sleep(5.0)
+
+    return caller
+
+
+def test_a_gemini_call_outliving_the_connection_resumes_from_the_latest_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """goAway (with timeLeft) comes 10 s before the emulator's 30 s limit: the session opens a
+    new connection whose setup names the latest resumption handle and closes the old one before
+    the server does; the server goes on from the conversation the handle holds, so nothing is
+    carried over as text."""
+    from pipeline.frames import Transcript
+
     monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
     clock = VirtualClock()
-    cfg = EmulatorConfig(max_session_s=30, reply_text="You said: {user}")
-
-    async def go() -> tuple[list[Frame], Any]:
-        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
-
-            async def caller() -> AsyncIterator[Frame]:
-                await clock.sleep(1.0)
-                yield Text("my order is A123")
-                # silence past the limit, in steps of the clock, so that no deadline is skipped:
-                # Gemini says goAway at 30 s and closes
-                for _ in range(35):
-                    await clock.sleep(1.0)
-                yield Text("where is it?")
-                await clock.sleep(5.0)
-
-            ctx = make_context(spec_for("realtime_session"), clock=clock, id="agent")
-            out = await run_stage_async(
-                "realtime_session", caller(), ctx=ctx, provider="gemini",
-                url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
-                input_rate=16000, output_rate=24000, turn_detection="none",
-            )  # fmt: skip
-            return out, emu
-
-    out, emu = asyncio.run(go())
+    cfg = EmulatorConfig(max_session_s=30, go_away_s=10, reply_text="You said: {user}")
+    with structlog.testing.capture_logs() as logs:
+        out, emu = asyncio.run(_outlive(cfg, clock, _two_turns(clock)))
     assert len(emu.connections) == 2
     first, second = emu.connections
-    assert any(e.get("error", {}).get("code") == "session_expired" for e in first.sent)
-    kinds = [e["type"] for e in second.received]
-    # the conversation so far, as context (no response asked for it), then the new turn
-    assert kinds[:5] == [
+    # the first connection said goAway and was closed by the client before its limit
+    assert [e["time_left_s"] for e in first.sent if e["type"] == "session.closing_soon"] == [10]
+    assert not any(e.get("error", {}).get("code") == "session_expired" for e in first.sent)
+    # the second resumed: no conversation replayed as text, only the new turn
+    assert kinds_of(second.received) == ["session.update", "conversation.item.create",
+                                         "response.create"]  # fmt: skip
+    handles = [e for e in logs if e["event"] == "emulator.resumed"]
+    assert len(handles) == 1 and handles[0]["handle"] in emu.handles
+    # the server's conversation holds the first turn, and its turns go on counting
+    texts = [
+        c.get("text") or c.get("transcript")
+        for item in second.session.snapshot().items.values()
+        for c in item.get("content") or []
+    ]
+    assert texts[:2] == ["my order is A123", "You said: my order is A123"]
+    assert second.session.snapshot().turn == 2
+    said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
+    assert said == ["You said: my order is A123", "You said: where is it?"]
+    events = [e["event"] for e in logs]
+    switch = events.index("Gemini will close the connection (goAway); switching to a new one")
+    resumed = next(i for i, e in enumerate(events) if e.startswith("resumed session"))
+    assert switch < resumed
+    assert not any(e.startswith("renewed session") for e in events)
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def test_with_no_resumable_handle_the_conversation_is_carried_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handle has expired when the session tries it (a 5 s lifetime here): Gemini closes
+    the connection with 1007, and the next one carries the conversation over as text."""
+    from pipeline.frames import Transcript
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = VirtualClock()
+    cfg = EmulatorConfig(
+        max_session_s=30, go_away_s=10, resumption_ttl_s=5, reply_text="You said: {user}"
+    )
+    with structlog.testing.capture_logs() as logs:
+        out, emu = asyncio.run(_outlive(cfg, clock, _two_turns(clock)))
+    assert len(emu.connections) == 3
+    refused, carried = emu.connections[1:]
+    assert refused.received == []  # refused at setup: nothing reached the model
+    assert kinds_of(carried.received)[:5] == [
         "session.update",
         "conversation.item.create",
         "conversation.item.create",
         "conversation.item.create",
         "response.create",
     ]
-    texts = [e["item"]["content"][0]["text"] for e in second.received if "item" in e]
+    texts = [e["item"]["content"][0]["text"] for e in carried.received if "item" in e]
     assert texts == ["my order is A123", "You said: my order is A123", "where is it?"]
     said = [f.text for f in out if isinstance(f, Transcript) and f.role == "assistant" and f.final]
     assert said == ["You said: my order is A123", "You said: where is it?"]
+    events = [e["event"] for e in logs]
+    assert "Gemini refused the session resumption handle; the next session carries the " \
+        "conversation over instead" in events  # fmt: skip
+    assert any(
+        e.startswith("renewed session: the conversation so far carried over") for e in events
+    )
+
+
+def test_a_tool_call_gemini_cancels_is_stopped_and_answered_by_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller barges in while the model's tool call is outstanding: the emulator says
+    ``interrupted`` and ``toolCallCancellation`` with the call's id (as Gemini does when a client
+    interrupts a server turn); the session interrupts at once, then emits a ``tool_cancel`` for
+    the call, and a result that still comes for it is not sent (no ``toolResponse``)."""
+    from pipeline.frames import Audio, ToolCall, ToolCancel, ToolResult
+    from tests.stages.realtime.test_emulator import ManualClock
+    from tests.stages.realtime.test_session import Feed, Run, context
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = ManualClock()
+    say = ToolCallScript(turn=1, name="get_time", arguments={"city": "Oslo"}, say="One moment.")
+    cfg = EmulatorConfig(reply="tone", tone_ms=2000, pace=1.0, tool_calls=(say,))
+    get_time = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+
+    def audio(pcm: bytes, pts: float) -> Audio:
+        return Audio(pcm, "pcm16", 16000, pts=pts)
+
+    async def go() -> tuple[list[Any], Any, list[Any]]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+            ctx = context(clock=clock)
+            run = Run(
+                ctx, provider="gemini", url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}",
+                input_rate=16000, output_rate=24000, tools=[get_time],
+            )  # fmt: skip
+            assert isinstance(run.feed, Feed)
+            quiet = bytes(16000 * 2 * 2)  # 2 s
+            run.feed.put(audio(tone(16000, 400), 0.0), audio(quiet, 0.4))
+            called = await run.until(ToolCall)
+            assert isinstance(called, ToolCall) and called.name == "get_time"
+            await run.until(Audio)  # "One moment." is playing
+            run.feed.put(audio(tone(16000, 300), 2.4), audio(quiet, 2.7))  # cuts in
+            await run.until(ToolCancel)
+            run.feed.put(ToolResult(called.call_id, '{"time": "12:00"}'))  # too late
+            # the caller's new turn is answered (a 2 s reply, paced): let it play out
+            await emu.wait_sent(lambda sent: kinds_of(sent).count("response.created") == 2)
+            clock.advance(3.0)
+            await emu.wait_sent(lambda sent: kinds_of(sent).count("response.done") == 2)
+            run.feed.end()
+            await run.rest()
+            return run.out, emu.connections[0], []
+
+    with structlog.testing.capture_logs() as logs:
+        out, conn, _ = asyncio.run(asyncio.wait_for(go(), 30))
+    kinds = [f.type for f in out if f.type in ("tool_call", "interrupt", "tool_cancel")]
+    assert kinds == ["tool_call", "interrupt", "tool_cancel"]
+    (cancel,) = [f for f in out if isinstance(f, ToolCancel)]
+    (call,) = [f for f in out if isinstance(f, ToolCall)]
+    assert (cancel.call_id, cancel.name) == (call.call_id, "get_time")
+    # Gemini was sent no toolResponse for it, and expected none
+    assert conn.bridge.withdrawn == {call.call_id} and conn.bridge.warnings == []
+    items = [e["item"]["type"] for e in conn.received if e["type"] == "conversation.item.create"]
+    assert "function_call_output" not in items
+    said = [e for e in logs if e["event"].startswith("the model cancelled tool calls")]
+    assert said and said[0]["calls"] == [f"get_time {call.call_id}"]
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def kinds_of(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def test_the_protocol_owes_no_output_for_a_withdrawn_call() -> None:
+    from stages.realtime import protocol as p
+    from stages.realtime.wire import SessionConfig
+
+    proto = p.RealtimeProtocol(SessionConfig(dialect="gemini"))
+    proto.connection_made()
+    proto.receive({"type": "session.updated", "session": {}})
+    proto.receive({"type": "response.created", "response": {"id": "r1"}})
+    for cid in ("fc_1", "fc_2"):
+        proto.receive(
+            {"type": "response.function_call_arguments.done", "response_id": "r1",
+             "call_id": cid, "name": "get_time", "arguments": "{}"}
+        )  # fmt: skip
+    proto.receive({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    proto.data_to_send()
+    (ev,) = proto.receive({"type": "function_calls.cancelled", "call_ids": ["fc_1", "fc_9"]})
+    assert ev == p.CallsCancelledEvent((("fc_1", "get_time"),))  # fc_9: never asked for
+    assert proto.pending_calls == ("fc_2",) and proto.was_withdrawn("fc_1")
+    assert proto.tool_output("fc_1", "{}") == []  # nothing is sent for it
+    assert len(proto.tool_output("fc_2", "{}")) == 1
+    assert not proto.owes
+
+
+def test_caller_audio_across_the_switch_reaches_the_resumed_session_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller is speaking when goAway comes: the audio sent on the old connection since
+    the latest handle is sent again on the resumed one, then the rest of the turn follows, so
+    the model hears the whole 8 s utterance (the emulator's echo of it is 8 s long)."""
+    from collections.abc import AsyncIterator
+
+    from pipeline.frames import Audio, Frame, SpeechStarted, SpeechStopped
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    # time moves on only once the loop has been idle for 64 turns: the handle on the wire is
+    # read before the caller's sleep ends
+    clock = VirtualClock(settle_turns=64)
+    cfg = EmulatorConfig(max_session_s=30, go_away_s=10, reply="echo")
+    speech = tone(16000, 8000)
+    step = 16000 * 2 // 50  # 20 ms
+
+    async def caller(emu: Any) -> AsyncIterator[Frame]:
+        # the handle given with setupComplete stands (nothing is answered before the switch);
+        # the caller speaks once it is given (audio on the wire as a handle is made is not in
+        # it: see docs/gemini.md)
+        await emu.wait(lambda emu: len(emu.handles) == 1)
+        await clock.sleep(15.0)
+        yield SpeechStarted(pts=15.0)
+        for i in range(0, len(speech), step):  # 15 s to 23 s: goAway comes at 20 s
+            yield Audio(speech[i : i + step], "pcm16", 16000, pts=15.0 + i / 32000)
+            await clock.sleep(0.02)
+        yield SpeechStopped(pts=23.0)
+        await clock.sleep(5.0)
+
+    with structlog.testing.capture_logs() as logs:
+        out, emu = asyncio.run(_outlive(cfg, clock, caller))
+    assert len(emu.connections) == 2
+    first, second = emu.connections
+    sent_first = sum(len(base64.b64decode(e["audio"])) for e in first.received if "audio" in e)
+    sent_second = sum(len(base64.b64decode(e["audio"])) for e in second.received if "audio" in e)
+    assert 0 < sent_first < len(speech)  # the turn was cut by the switch ...
+    assert sent_second == len(speech)  # ... and the resumed session heard all of it
+    (resumed,) = [e for e in logs if e["event"].startswith("resumed session")]
+    assert resumed["replayed_s"] == sent_first / 32000
+    reply = b"".join(f.data for f in out if isinstance(f, Audio))
+    assert len(reply) == 8 * 24000 * 2  # the echo of the whole utterance, at 24 kHz
+
+
+def test_google_genai_live_client_resumes_a_session_with_the_emulator(tmp_path: Path) -> None:
+    """Google's client asks for session resumption, reads the handles and the goAway the
+    emulator sends (with ``timeLeft``), and resumes on a new connection from the latest handle:
+    the emulator's conversation there holds the first connection's turn."""
+    from google.genai import types
+
+    from tests.stages.realtime.test_emulator import ManualClock
+    from tests.tlsutil import loopback_tls
+
+    server_tls, client_tls = loopback_tls(tmp_path)
+    clock = ManualClock()
+    cfg = EmulatorConfig(max_session_s=30, go_away_s=10, reply_text="You said: {user}")
+
+    async def turn(live: Any, text: str) -> tuple[str, list[Any]]:
+        await live.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True
+        )
+        said, updates = "", []
+        async with asyncio.timeout(10):
+            async for msg in live.receive():  # until turnComplete
+                if msg.session_resumption_update:
+                    updates.append(msg.session_resumption_update)
+                sc = msg.server_content
+                if sc and sc.output_transcription and sc.output_transcription.text:
+                    said += sc.output_transcription.text
+            msg = await anext(aiter(live.receive()))  # the handle given at the end of the turn
+            updates.append(msg.session_resumption_update)
+        return said, updates
+
+    async def go() -> None:
+        async with run_emulator(cfg, ssl=server_tls, clock=clock) as emu:
+            client = genai.Client(
+                api_key="gemini-key-test",
+                http_options=types.HttpOptions(
+                    base_url=f"https://127.0.0.1:{emu.port}",
+                    api_version="v1beta",
+                    async_client_args={"ssl": client_tls},
+                ),
+            )
+
+            def config(handle: str | None) -> types.LiveConnectConfig:
+                return types.LiveConnectConfig(
+                    response_modalities=["AUDIO"],
+                    output_audio_transcription=types.AudioTranscriptionConfig(),
+                    session_resumption=types.SessionResumptionConfig(handle=handle),
+                )
+
+            async with client.aio.live.connect(model=MODEL, config=config(None)) as live:
+                said, updates = await turn(live, "my order is A123")
+                assert said == "You said: my order is A123"
+                # a handle with setupComplete, none while generating, a new one at the end
+                assert [(u.resumable, bool(u.new_handle)) for u in updates] == [
+                    (True, True), (None, False), (True, True),
+                ]  # fmt: skip
+                handle = updates[-1].new_handle
+                clock.advance(20.0)  # 10 s before the limit
+                async with asyncio.timeout(10):
+                    msg = await anext(aiter(live.receive()))
+                assert msg.go_away is not None and msg.go_away.time_left == "10s"
+            async with client.aio.live.connect(model=MODEL, config=config(handle)) as live:
+                said, _ = await turn(live, "where is it?")
+                assert said == "You said: where is it?"
+            _, second = emu.connections
+            items = second.session.snapshot().items.values()
+            texts = [
+                c.get("text") or c.get("transcript")
+                for item in items
+                for c in item.get("content") or []
+            ]
+            assert texts == [
+                "my order is A123", "You said: my order is A123", "where is it?",
+                "You said: where is it?",
+            ]  # fmt: skip
+            assert second.session.snapshot().turn == 2
+
+    asyncio.run(asyncio.wait_for(go(), 30))

@@ -295,8 +295,8 @@ def test_declared_types() -> None:
     assert spec is not None and spec.cycle_aware
     assert {t.type for t in spec.accepts} >= {"audio", "text", "tool_result"}
     assert {t.type for t in spec.emits} == {
-        "audio", "transcript", "tool_call", "speech_started", "speech_stopped", "interrupt",
-        "response_started", "response_done", "error",
+        "audio", "transcript", "tool_call", "tool_cancel", "speech_started", "speech_stopped",
+        "interrupt", "response_started", "response_done", "error",
     }  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from pipeline.cli import main as cli_main
 from pipeline.context import StageContext
 from pipeline.errors import ConfigError
 from pipeline.frames import Text
-from stages.telephony.call_tools import end_call, send_dtmf, transfer_call
+from stages.telephony.call_tools import end_call, send_dtmf_via_api, transfer_call
 from stages.telephony.control import CallControl, bind_control
 from stages.telephony.fake_twilio import FakeTwilio, run_fake_twilio
 from stages.telephony.outbound import place_call
@@ -77,14 +77,16 @@ def test_transfer_call_dials_the_configured_line() -> None:
     asyncio.run(main())
 
 
-def test_send_dtmf_plays_digits_then_streams_again() -> None:
+def test_send_dtmf_via_api_plays_digits_then_streams_again() -> None:
     async def main() -> None:
         fake = FakeTwilio(ACCOUNT, TOKEN)
         fake.add_call(CALL)
         async with run_fake_twilio(fake):
-            text, _ = await with_call(fake, send_dtmf, "12x")
+            text, _ = await with_call(fake, send_dtmf_via_api, "12x")
             assert "not valid" in text and fake.requests == []
-            text, _ = await with_call(fake, send_dtmf, "1w#")
+            text, _ = await with_call(fake, send_dtmf_via_api, "1A")
+            assert text == "Twilio plays 0-9, * and # only; use the in-band route for A-D"
+            text, _ = await with_call(fake, send_dtmf_via_api, "1w#")
         assert text == "pressed 1w#; the line reconnects"
         root = ET.fromstring(fake.calls[CALL].twiml[0])
         assert [c.tag for c in root] == ["Play", "Connect"]
@@ -212,62 +214,3 @@ def test_pipeline_call_refuses_bad_input(
     assert "'5551230001' is not an E.164 number" in capsys.readouterr().err
     assert cli_main([*base, "--from", "+15551230001"]) == 2
     assert "$TWILIO_ACCOUNT_SID is not set" in capsys.readouterr().err
-
-
-def test_end_call_on_telnyx_and_plivo() -> None:
-    """end_call hangs up through each carrier's own API (strict fakes on loopback); a second
-    hang-up finds the call already ended; the Twilio-only tools say they are not available."""
-    from pipeline.frames import AudioFormat
-    from stages.telephony.carriers import CARRIERS, SIDES
-    from stages.telephony.carriers.hangup import FakePlivo, FakeTelnyx, PlivoRest, TelnyxRest
-    from stages.telephony.http import serve_http
-
-    async def call_on(carrier: str) -> TwilioCall:
-        async def send(_m: object) -> None:
-            pass
-
-        fmt = AudioFormat("pcmu", 8000)
-        call = TwilioCall(send, carrier=CARRIERS[carrier](fmt))
-        for message in SIDES[carrier](fmt, "v3:call-1", "stream-1").opening({}):
-            await call.receive(message)
-        assert call.call_sid == "v3:call-1"
-        return call
-
-    async def hang_up_twice(carrier: str, rest: Any) -> list[str]:
-        results = []
-        for _ in range(2):
-            call = await call_on(carrier)
-            with bind_call(call), bind_control(CallControl(rest)):
-                results.append(await end_call("done"))
-                results.append(await transfer_call("x", targets={"x": "+15551230003"}))
-            assert call.ended.is_set()
-        await rest.aclose()
-        return results
-
-    async def main() -> None:
-        telnyx = FakeTelnyx("KEY0123", live={"v3:call-1"})
-        async with serve_http(telnyx.handle) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            base = f"http://127.0.0.1:{port}"
-            results = await hang_up_twice("telnyx", TelnyxRest("KEY0123", base_url=base))
-            with pytest.raises(Exception, match="HTTP 401"):
-                await TelnyxRest("wrong", base_url=base).hang_up("v3:call-1")
-        assert results == [
-            "the call has ended; say nothing more",
-            "transfer_call is only available on Twilio calls; tell the caller you cannot",
-            "the call had already ended; say nothing more",
-            "transfer_call is only available on Twilio calls; tell the caller you cannot",
-        ]
-        path = "/v2/calls/v3:call-1/actions/hangup"
-        assert telnyx.requests[:2] == [("POST", path, 200), ("POST", path, 422)]
-        plivo = FakePlivo("MAXXXXXXXXXXXXXXXXXX", "tok", live={"v3:call-1"})
-        async with serve_http(plivo.handle) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            rest = PlivoRest("MAXXXXXXXXXXXXXXXXXX", "tok", base_url=f"http://127.0.0.1:{port}")
-            results = await hang_up_twice("plivo", rest)
-        assert results[0] == "the call has ended; say nothing more"
-        assert results[2] == "the call had already ended; say nothing more"
-        path = "/v1/Account/MAXXXXXXXXXXXXXXXXXX/Call/v3:call-1/"
-        assert plivo.requests == [("DELETE", path, 204), ("DELETE", path, 404)]
-
-    asyncio.run(main())

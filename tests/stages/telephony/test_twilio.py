@@ -529,3 +529,144 @@ def test_errors_never_quote_parameter_values() -> None:
         parse_incoming(bad)
     assert "s3cret" not in str(err.value)
     assert "'start.customParameters.n'" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- reading the socket
+
+
+class _Socket:
+    """A connection's receiving end in memory: ``recv`` hands out what the test feeds, in
+    order, and raises ConnectionClosed once it is closed and empty; it counts the reads that
+    each task made."""
+
+    def __init__(self) -> None:
+        self._q: asyncio.Queue[str | None] = asyncio.Queue()
+        self.readers: list[str] = []
+
+    def feed(self, *messages: str) -> None:
+        for m in messages:
+            self._q.put_nowait(m)
+
+    def close(self) -> None:
+        self._q.put_nowait(None)
+
+    async def recv(self) -> str:
+        from websockets.exceptions import ConnectionClosedOK
+        from websockets.frames import Close
+
+        task = asyncio.current_task()
+        self.readers.append(task.get_name() if task is not None else "")
+        m = await self._q.get()
+        if m is None:
+            self._q.put_nowait(None)  # closed stays closed
+            raise ConnectionClosedOK(Close(1000, ""), Close(1000, ""), True)
+        return m
+
+
+def _mark_echo(name: str) -> str:
+    return dumps({"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}})
+
+
+def test_the_source_reads_the_socket_itself_and_the_reader_takes_over_after_it() -> None:
+    """Before the source reads, the reader task does (connected, start); once the source
+    reads, the reader steps aside after its pending read and the source reads the socket
+    itself (marks handled in their place between media); after the source is done, the reader
+    task reads again (a late mark echo) until the socket closes."""
+    marks: list[str] = []
+    got: list[Any] = []
+
+    async def main() -> tuple[_Socket, TwilioCall]:
+        sock = _Socket()
+        call = _call()
+        call.on_mark = marks.append
+        reader = asyncio.create_task(call.read_socket(sock.recv), name="reader")
+        sock.feed(dumps(DOC_IN["connected"]), dumps(DOC_IN["start"]))
+        await call.started.wait()
+
+        async def source() -> None:
+            with call.source_reads():
+                sock.feed(_media(0, b"\x01" * 160))
+                got.append(await call.next_inbound())  # the reader's pending read brings it
+                sock.feed(_mark_echo("a"), _media(1, b"\x02" * 160))
+                got.append(await call.next_inbound())
+                assert marks == ["a"]
+                sock.feed(_mark_echo("b"), dumps(DOC_IN["stop"]))
+                got.append(await call.next_inbound())
+
+        await asyncio.create_task(source(), name="source")
+        sock.feed(_mark_echo("c"))
+        sock.close()
+        await reader  # the reader took over again: the late echo, then the close
+        return sock, call
+
+    sock, call = asyncio.run(main())
+    assert [m.payload if isinstance(m, Media) else type(m).__name__ for m in got] == [
+        b"\x01" * 160,
+        b"\x02" * 160,
+        "Stop",
+    ]
+    assert marks == ["a", "b", "c"]
+    assert call.closed and call.ended.is_set()
+    assert sock.readers == [
+        *["reader"] * 3,  # connected, start, and the read pending when the source began
+        *["source"] * 4,  # mark a, media 1, mark b, stop
+        *["reader"] * 2,  # mark c, the close
+    ]
+
+
+def test_the_source_ends_when_the_socket_closes_under_its_own_read() -> None:
+    async def main() -> tuple[list[Frame], TwilioCall]:
+        sock = _Socket()
+        call = _call()
+        reader = asyncio.create_task(call.read_socket(sock.recv), name="reader")
+        sock.feed(dumps(DOC_IN["connected"]), dumps(DOC_IN["start"]))
+        await call.started.wait()
+        sock.feed(_media(0, b"\x01" * 160), _media(1, b"\x02" * 160))
+
+        async def source() -> list[Frame]:
+            with bind_call(call):
+                return await run_stage_async(twilio_source)
+
+        task = asyncio.create_task(source(), name="source")
+        while len(sock.readers) < 5:  # the source is waiting in its own read
+            await asyncio.sleep(0)
+        sock.close()
+        frames = await task
+        await reader  # sees the call closed and ends
+        return frames, call
+
+    frames, call = asyncio.run(main())
+    assert [f.data for f in frames if isinstance(f, Audio)] == [b"\x01" * 160, b"\x02" * 160]
+    assert call.closed
+
+
+def test_batched_sends_keep_media_then_mark_per_chunk_and_count_every_message() -> None:
+    """With a batch sender (the server's connection), the sink's chunks leave as batches of
+    whole chunks, each media followed by its mark, and the call counts each message."""
+    batches: list[list[str]] = []
+
+    async def main() -> TwilioCall:
+        async def send(text: str) -> None:
+            batches.append([text])
+
+        async def send_batch(texts: list[str]) -> None:
+            batches.append(list(texts))
+
+        call = TwilioCall(send, send_batch=send_batch)
+        await _start(call)
+        frames = [_ulaw(800, 0.0), _ulaw(800, 0.1), ResponseDone("r")]  # 100 ms each
+        with bind_call(call):
+            ctx = StageContext("phone", clock=VirtualClock())
+            await run_stage_async(twilio_sink, frames, chunk_ms=40, ctx=ctx)
+        return call
+
+    call = asyncio.run(main())
+    flat = [m for b in batches for m in b]
+    payloads, marks = _media_and_marks(flat)
+    assert b"".join(payloads) == _ulaw(800, 0.0).data + _ulaw(800, 0.1).data
+    assert marks == [str(i) for i in range(1, len(marks) + 1)]
+    for b in batches:  # whole chunks only: media, mark, media, mark...
+        kinds = [type(parse_outgoing(m)).__name__ for m in b]
+        assert kinds == ["OutMedia", "Mark"] * (len(b) // 2)
+    assert any(len(b) >= 4 for b in batches)  # a 100 ms frame: two chunks in one write
+    assert call.messages_out == len(flat)
