@@ -238,6 +238,7 @@ class CallServer:
             disconnect_after_s=self.media_disconnect_s,
             clock=self.clock,
         )
+        police.begin()  # the caller can have sent nothing before now
         call = TwilioCall(
             ws.send,
             send_batch=functools.partial(send_batch, ws),

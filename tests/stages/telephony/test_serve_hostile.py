@@ -251,6 +251,12 @@ def test_media_police_keeps_a_caller_to_real_time() -> None:
     # one 6 s message at the start of a call: dropped whole
     fresh = MediaPolice(8000, clock=clock)
     assert not fresh.admit(48000) and fresh.dropped_s == 6.0 and not fresh.offender
+    # the server stalls 5 s right after accepting a real-time caller, then reads the 5 s of
+    # audio queued meanwhile in one burst: nothing is the caller's fault, nothing dropped
+    stalled = MediaPolice(8000, clock=clock)
+    stalled.begin()
+    clock.now += 5.0
+    assert all(stalled.admit(160) for _ in range(250)) and stalled.dropped_bytes == 0
 
 
 def _appended(emu: Any) -> bytes:
