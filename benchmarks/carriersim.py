@@ -89,6 +89,9 @@ async def run_carrier_call(
     except InvalidStatus as exc:
         rec.refused = f"HTTP {exc.response.status_code}"
         return rec
+    except (OSError, TimeoutError) as exc:  # a starved server: a failed call, not a crash
+        rec.errors.append(f"no connection: {type(exc).__name__}: {exc}")
+        return rec
     async with ws:
         lock = asyncio.Lock()
 
