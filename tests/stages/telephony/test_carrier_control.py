@@ -331,3 +331,18 @@ def test_rest_for_reads_credentials_from_the_environment(tmp_path: Any) -> None:
         await vonage.aclose()
 
     asyncio.run(close())
+
+
+def test_plivo_transfer_is_withheld_without_a_public_url() -> None:
+    p = exotel_agent()
+    for sid in ("caller", "phone"):
+        p.nodes[sid].raw_params["carrier"] = "plivo"
+    assert p.check().warnings == ()  # Plivo can transfer: validate has nothing to say
+    rest = PlivoRest(AUTH_ID, "tok")  # no transfer_url: serve runs without --public-url
+    said = withhold_unavailable(p.nodes, rest)
+    assert said == [
+        "transfer_call is not offered on plivo calls: a Plivo transfer runs the <Dial> that "
+        "Plivo fetches from this server: start 'pipeline serve' with --public-url"
+    ]
+    assert len(p.nodes["tools"].raw_params["tools"]) == 3
+    asyncio.run(rest.aclose())
