@@ -22,8 +22,6 @@ What is translated is listed in ``docs/gemini.md``. A Realtime event with no Gem
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -152,9 +150,10 @@ class Resumption:
     #: handles received over the call
     updates: int = 0
 
-    def sent(self, message: Json, audio_bytes: int) -> None:
-        self.replay.append(_dumps(message))
-        self.replay_bytes += audio_bytes
+    def sent(self, message: Json, text: str) -> None:
+        """``message`` went out as ``text``: kept until the next handle."""
+        self.replay.append(text)
+        self.replay_bytes += _audio_bytes(message)
         limit = int(REPLAY_LIMIT_S * GEMINI_INPUT_RATE * 2)
         while self.replay_bytes > limit and self.replay:
             dropped = json.loads(self.replay.pop(0))
@@ -181,13 +180,12 @@ class Resumption:
 
 
 def _audio_bytes(message: Mapping[str, Any]) -> int:
+    """The bytes of audio a ``realtimeInput`` message carries, from its base64 length."""
     audio = (message.get("realtimeInput") or {}).get("audio")
     if not isinstance(audio, Mapping):
         return 0
-    try:
-        return len(base64.b64decode(standard_b64(audio.get("data"))))
-    except (binascii.Error, ValueError):
-        return 0
+    data = str(audio.get("data") or "")
+    return len(data) * 3 // 4 - len(data) + len(data.rstrip("="))
 
 
 class GeminiClientBridge:
@@ -310,10 +308,11 @@ class GeminiClientBridge:
         # response.create after audio or a tool response, response.cancel, truncate,
         # input_audio_buffer.clear: no Gemini counterpart (it answers by itself at the end of a
         # turn or a tool response; barge-in is the server's)
-        for m in send:
+        texts = [_dumps(m) for m in send]
+        for m, text in zip(send, texts, strict=True):
             if "setup" not in m:  # kept until the next handle: a resumed session gets them again
-                self.resumption.sent(m, _audio_bytes(m))
-        return [_dumps(m) for m in send], [_dumps(m) for m in back]
+                self.resumption.sent(m, text)
+        return texts, [_dumps(m) for m in back]
 
     # -- Gemini -> ours
 

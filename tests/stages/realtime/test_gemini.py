@@ -655,3 +655,34 @@ def test_google_genai_live_client_resumes_a_session_with_the_emulator(tmp_path: 
             assert second.session.snapshot().turn == 2
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_the_client_bridge_keeps_what_was_sent_since_the_latest_handle() -> None:
+    """Sans I/O: setup asks for handles; a resumable update takes the handle and forgets what
+    was sent before it, an empty one (generating) changes nothing; goAway's timeLeft is read;
+    a bridge for the next connection names the handle and, once set up, has the rest to send
+    again, first."""
+    from stages.realtime.wire.gemini import Resumption
+
+    r = Resumption()
+    b = GeminiClientBridge(MODEL, r)
+    update = {"type": "session.update", "session": {"turn_detection": {"type": None}}}
+    (setup,), _ = b.outgoing(json.dumps(update))
+    assert json.loads(setup)["setup"]["sessionResumption"] == {}
+    b.incoming(json.dumps({"setupComplete": {}}))
+    chunk = base64.b64encode(bytes(640)).decode()
+    append = {"type": "input_audio_buffer.append", "audio": chunk}
+    b.outgoing(json.dumps(append))  # activityStart, then the audio
+    b.incoming(json.dumps({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": True}}))
+    assert (r.handle, r.replay, r.replay_bytes) == ("h1", [], 0)
+    sent, _ = b.outgoing(json.dumps(append))
+    b.incoming(json.dumps({"sessionResumptionUpdate": {}}))  # generating: h1 stands
+    assert r.handle == "h1" and r.replay == sent and r.replay_s == 0.02
+    got = msgs(b.incoming(json.dumps({"goAway": {"timeLeft": "9.5s"}})))
+    assert r.time_left_s == 9.5 and got[0]["type"] == "gemini.go_away"
+    nxt = GeminiClientBridge(MODEL, r)
+    (setup,), _ = nxt.outgoing(json.dumps(update))
+    assert json.loads(setup)["setup"]["sessionResumption"] == {"handle": "h1"}
+    assert r.time_left_s is None  # a new connection has no goAway yet
+    nxt.incoming(json.dumps({"setupComplete": {}}))
+    assert nxt.resumed and nxt.to_send == sent and nxt.replayed_s == 0.02
