@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,71 @@ EXAMPLE_WAV = ROOT / "examples" / "caller_8k_ulaw.wav"
 
 
 # ---------------------------------------------------------------------------- the player
+
+
+class DueMarks:
+    """Marks waiting to be reported played, each with the time its audio ends on the caller's
+    player (times only grow, as the player plays in order, until a clear). :meth:`run` hands
+    each mark's name to ``release`` once it is due: it sleeps until the head is due or a new
+    head or a clear wakes it."""
+
+    def __init__(self) -> None:
+        self._due: deque[tuple[float, str]] = deque()
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, at: float, name: str) -> None:
+        was_empty = not self._due
+        self._due.append((at, name))
+        if was_empty:  # run() sleeps on the head only
+            self._wake.set()
+
+    def clear(self, now: float | None = None) -> None:
+        """Drop the pending marks, or (``now`` given) make them all due at ``now``."""
+        pending = [(now, name) for _, name in self._due] if now is not None else []
+        self._due.clear()
+        self._due.extend(pending)
+        self._wake.set()
+
+    async def run(self, clock: Clock, release: Callable[[list[str]], Awaitable[None]]) -> None:
+        while True:
+            if not self._due:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = clock.now()
+            if self._due[0][0] > now:
+                self._wake.clear()
+                sleeper = asyncio.ensure_future(clock.sleep_until(self._due[0][0]))
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait([sleeper, waker], return_when="FIRST_COMPLETED")
+                sleeper.cancel()
+                waker.cancel()
+                continue
+            names = []
+            while self._due and self._due[0][0] <= now:
+                names.append(self._due.popleft()[1])
+            await release(names)
+
+
+async def wait_quiet(
+    clock: Clock,
+    last_media: list[float],
+    quiet_s: float,
+    tail_s: float,
+    settled: Callable[[], bool],
+    closed: Callable[[], bool],
+) -> None:
+    """After the caller's audio: wait until the replies have gone quiet for ``quiet_s`` and
+    ``settled()`` (every mark reported), at most ``tail_s``, or until the socket is ``closed()``."""
+    last_media[0] = max(last_media[0], clock.now())
+    deadline = clock.now() + tail_s
+    while clock.now() < deadline and not closed():
+        if clock.now() - last_media[0] >= quiet_s and settled():
+            return
+        await clock.sleep(0.05)
 
 
 @dataclass
@@ -221,8 +286,7 @@ async def run_call(
     player = Player()
     seq = 0
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    echo_due: deque[tuple[float, str]] = deque()
-    echo_wake = asyncio.Event()
+    echo_due = DueMarks()
     last_media = [0.0]
     t_begin = clock.now()
 
@@ -263,55 +327,29 @@ async def run_call(
                         heard.set()
                 case Mark():
                     rec.marks.append(msg.name)
-                    was_empty = not echo_due
-                    echo_due.append((player.mark(now), msg.name))
-                    if was_empty:  # the echoer sleeps on the head only
-                        echo_wake.set()
+                    echo_due.add(player.mark(now), msg.name)
                 case Clear():
                     rec.clears.append(now - t_begin)
                     player.clear(now)
                     rec.played_at_clear.append(player.played_bytes)
-                    if echo_marks_on_clear:
-                        pending = [(now, name) for _, name in echo_due]
-                        echo_due.clear()
-                        echo_due.extend(pending)
-                    else:
-                        echo_due.clear()
-                    echo_wake.set()
+                    echo_due.clear(now if echo_marks_on_clear else None)
 
         async def receiver() -> None:
             with contextlib.suppress(ConnectionClosed):
                 async for raw in ws:
                     on_message(raw)
 
-        async def echoer() -> None:
-            # Echo due times only grow (the player plays in order) until a clear makes every
-            # pending echo due at once; so: sleep until the head is due, echo all that are due.
-            while True:
-                if not echo_due:
-                    echo_wake.clear()
-                    await echo_wake.wait()
-                    continue
-                now = clock.now()
-                if echo_due[0][0] > now:
-                    echo_wake.clear()
-                    sleeper = asyncio.ensure_future(clock.sleep_until(echo_due[0][0]))
-                    waker = asyncio.ensure_future(echo_wake.wait())
-                    await asyncio.wait([sleeper, waker], return_when="FIRST_COMPLETED")
-                    sleeper.cancel()
-                    waker.cancel()
-                    continue
-                out = []
-                while echo_due and echo_due[0][0] <= now:
-                    name = echo_due.popleft()[1]
-                    out.append(encode(Mark(stream_sid, name, int(next_seq()))))
-                    rec.echoed.append(name)
-                with contextlib.suppress(ConnectionClosed):
-                    for text in out:
-                        await send(text)
+        async def echo(names: list[str]) -> None:
+            out = []
+            for name in names:
+                out.append(encode(Mark(stream_sid, name, int(next_seq()))))
+                rec.echoed.append(name)
+            with contextlib.suppress(ConnectionClosed):
+                for text in out:
+                    await send(text)
 
         recv_task = asyncio.create_task(receiver())
-        echo_task = asyncio.create_task(echoer())
+        echo_task = asyncio.create_task(echo_due.run(clock, echo))
         try:
             await send(encode(Connected()))
             start = Start(
@@ -343,13 +381,14 @@ async def run_call(
                 await clock.sleep_until(due)
                 rec.send_lag.append(max(0.0, clock.now() - due))
                 await send(head + next_seq() + tail)
-            last_media[0] = max(last_media[0], clock.now())
-            deadline = clock.now() + tail_s
-            while clock.now() < deadline and not recv_task.done():
-                quiet = clock.now() - last_media[0] >= quiet_s
-                if quiet and not echo_due and len(rec.echoed) == len(rec.marks):
-                    break
-                await clock.sleep(0.05)
+            await wait_quiet(
+                clock,
+                last_media,
+                quiet_s,
+                tail_s,
+                lambda: not echo_due and len(rec.echoed) == len(rec.marks),
+                recv_task.done,
+            )
             player.finish(clock.now())
             await send(encode(Stop(stream_sid, call_sid, start.account_sid, int(next_seq()))))
             with contextlib.suppress(TimeoutError):

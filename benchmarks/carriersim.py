@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from benchmarks.callsim import Player
+from benchmarks.callsim import DueMarks, Player, wait_quiet
 from pipeline.clock import Clock, RealClock
 from pipeline.frames import AudioFormat
 from stages.telephony.carriers import SIDES, CarrierMessageError
@@ -79,8 +78,7 @@ async def run_carrier_call(
     rec = CarrierCall(carrier, sent_audio=audio)
     player = Player()
     bps = fmt.bytes_per_second
-    due: deque[tuple[float, str]] = deque()
-    wake = asyncio.Event()
+    due = DueMarks()
     last_media = [clock.now()]
 
     def units(n: int) -> int:  # the player counts 8 kHz samples
@@ -90,6 +88,9 @@ async def run_carrier_call(
         ws = await connect(url, compression=None, max_size=2**20)
     except InvalidStatus as exc:
         rec.refused = f"HTTP {exc.response.status_code}"
+        return rec
+    except (OSError, TimeoutError) as exc:  # a starved server: a failed call, not a crash
+        rec.errors.append(f"no connection: {type(exc).__name__}: {exc}")
         return rec
     async with ws:
         lock = asyncio.Lock()
@@ -112,8 +113,7 @@ async def run_carrier_call(
                 last_media[0] = now
             elif kind == "mark":
                 rec.marks.append(value)
-                due.append((player.mark(now), value))
-                wake.set()
+                due.add(player.mark(now), value)
             else:
                 rec.clears += 1
                 player.clear(now)
@@ -124,29 +124,14 @@ async def run_carrier_call(
                 async for raw in ws:
                     on_message(raw)
 
-        async def reporter() -> None:
-            while True:
-                if not due:
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                now = clock.now()
-                if due[0][0] > now:
-                    wake.clear()
-                    sleeper = asyncio.ensure_future(clock.sleep_until(due[0][0]))
-                    waker = asyncio.ensure_future(wake.wait())
-                    await asyncio.wait([sleeper, waker], return_when="FIRST_COMPLETED")
-                    sleeper.cancel()
-                    waker.cancel()
-                    continue
-                while due and due[0][0] <= now:
-                    name = due.popleft()[1]
-                    rec.played.append(name)
-                    with contextlib.suppress(ConnectionClosed):
-                        await send(side.mark_played(name))
+        async def report(names: list[str]) -> None:
+            for name in names:
+                rec.played.append(name)
+                with contextlib.suppress(ConnectionClosed):
+                    await send(side.mark_played(name))
 
         recv_task = asyncio.create_task(receiver())
-        report_task = asyncio.create_task(reporter())
+        report_task = asyncio.create_task(due.run(clock, report))
         try:
             for message in side.opening(parameters or {}):
                 await send(message)
@@ -160,13 +145,14 @@ async def run_carrier_call(
                 await send(side.media(i + 1, i * frame_ms_of(carrier), frame))
             for digit in digits:
                 await send(side.dtmf(digit))
-            last_media[0] = max(last_media[0], clock.now())
-            deadline = clock.now() + tail_s
-            while clock.now() < deadline and not recv_task.done():
-                quiet = clock.now() - last_media[0] >= quiet_s
-                if quiet and not due and len(rec.played) == len(rec.marks):
-                    break
-                await clock.sleep(0.05)
+            await wait_quiet(
+                clock,
+                last_media,
+                quiet_s,
+                tail_s,
+                lambda: not due and len(rec.played) == len(rec.marks),
+                recv_task.done,
+            )
             stop = side.stop()
             if stop is not None:
                 await send(stop)

@@ -213,7 +213,10 @@ async def _inband(call: TwilioCall, digits: str) -> str:
     """Play the tones after the reply in progress, then wait until they have been heard."""
     await _after_reply(call, "send_dtmf")
     if call.play_audio is None or call.ended.is_set():
-        return "the keys could not be sent: the call's audio stream is closed"
+        return (
+            "the keys could not be sent: the call has ended, or no phone sink plays to it "
+            "(in-band tones go out as the call's audio)"
+        )
     await call.play_audio(tones(digits, call.format))
     await _after_reply(call, "send_dtmf")  # the tones' marks: everything sent is heard
     log.info("dtmf sent", call_sid=call.call_sid, digits=len(digits), route="inband")

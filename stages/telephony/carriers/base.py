@@ -38,6 +38,8 @@ __all__ = [
     "Outgoing",
     "b64",
     "check_fields",
+    "dumps",
+    "envelope",
     "load_json",
     "unb64",
 ]
@@ -106,6 +108,21 @@ def check_fields(obj: Any, schema: Mapping[str, str], where: str) -> dict[str, A
                 f"{where}: field '{name}' must be {kind}, got {type(value).__name__}"
             )
     return obj
+
+
+def envelope(
+    d: dict[str, Any], top: Mapping[str, str], key: str, schema: Mapping[str, str]
+) -> dict[str, Any]:
+    """The object under ``key`` of a message ``{...top fields, key: {...}}``, both levels
+    checked with :func:`check_fields` (named ``key`` and ``key.key`` in errors, as the
+    carriers' own field paths read)."""
+    check_fields(d, {**top, key: "dict"}, key)
+    return check_fields(d[key], schema, f"{key}.{key}")
+
+
+def dumps(message: Mapping[str, Any]) -> str:
+    """One JSON text frame."""
+    return orjson.dumps(message).decode()
 
 
 def b64(data: bytes) -> str:
@@ -185,6 +202,11 @@ class CarrierSide(ABC):
     reading of ours."""
 
     carrier: ClassVar[type[Carrier]]
+    #: the envelope of the carrier's JSON messages (see :meth:`frame`): the names of the
+    #: sequence number and of the stream's id, and whether the number is sent as a string
+    seq_key: ClassVar[str] = "sequence_number"
+    stream_key: ClassVar[str] = "stream_id"
+    seq_as_text: ClassVar[bool] = True
 
     def __init__(self, fmt: AudioFormat, call_id: str, stream_id: str) -> None:
         self.format = fmt
@@ -195,6 +217,13 @@ class CarrierSide(ABC):
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def frame(self, event: str, **body: Any) -> str:
+        """A JSON message in the carrier's envelope: ``event``, the next sequence number, the
+        stream's id, then ``body``."""
+        seq = self.next_seq()
+        head = {"event": event, self.seq_key: str(seq) if self.seq_as_text else seq}
+        return dumps({**head, self.stream_key: self.stream_id, **body})
 
     @abstractmethod
     def opening(self, parameters: Mapping[str, str]) -> Sequence[Wire]:

@@ -14,9 +14,7 @@ documentation's "3.2k [100 ms]"; 1600 bytes at 8 kHz): a shorter tail is padded 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
-
-import orjson
+from typing import ClassVar
 
 from pipeline.frames import AudioFormat
 
@@ -29,6 +27,8 @@ from .base import (
     Wire,
     b64,
     check_fields,
+    dumps,
+    envelope,
     load_json,
     unb64,
 )
@@ -36,6 +36,8 @@ from .base import (
 __all__ = ["Exotel", "ExotelSide"]
 
 _TOP = {"event": "str", "sequence_number": "digits", "stream_sid": "str"}
+#: what we send: the event and the stream's id
+_OUT = {"event": "str", "stream_sid": "str"}
 MIN_CHUNK_MS = 100
 CHUNK_MULTIPLE = 320
 
@@ -57,9 +59,10 @@ class Exotel(Carrier):
                 check_fields(d, {"event": "str"}, "connected")
                 return [Connected("Call", "exotel")]
             case "start":
-                check_fields(d, {**_TOP, "start": "dict"}, "start")
-                s = check_fields(
-                    d["start"],
+                s = envelope(
+                    d,
+                    _TOP,
+                    "start",
                     {
                         "stream_sid": "str",
                         "call_sid": "str",
@@ -69,7 +72,6 @@ class Exotel(Carrier):
                         "custom_parameters?": "dict",
                         "media_format": "dict",
                     },
-                    "start.start",
                 )
                 mf = check_fields(
                     s["media_format"],
@@ -98,11 +100,8 @@ class Exotel(Carrier):
                     )
                 ]
             case "media":
-                check_fields(d, {**_TOP, "media": "dict"}, "media")
-                m = check_fields(
-                    d["media"],
-                    {"chunk": "digits", "timestamp": "digits", "payload": "str"},
-                    "media.media",
+                m = envelope(
+                    d, _TOP, "media", {"chunk": "digits", "timestamp": "digits", "payload": "str"}
                 )
                 payload = unb64(m["payload"], "media.media.payload")
                 if len(payload) % 2:
@@ -118,19 +117,14 @@ class Exotel(Carrier):
                     )
                 ]
             case "dtmf":
-                check_fields(d, {**_TOP, "dtmf": "dict"}, "dtmf")
-                t = check_fields(d["dtmf"], {"digit": "str", "duration?": "digits"}, "dtmf.dtmf")
+                t = envelope(d, _TOP, "dtmf", {"digit": "str", "duration?": "digits"})
                 return [Dtmf(d["stream_sid"], t["digit"], "inbound", int(d["sequence_number"]))]
             case "mark":
-                check_fields(d, {**_TOP, "mark": "dict"}, "mark")
-                name = check_fields(d["mark"], {"name": "str"}, "mark.mark")["name"]
+                name = envelope(d, _TOP, "mark", {"name": "str"})["name"]
                 return [Mark(d["stream_sid"], name, int(d["sequence_number"]))]
             case "stop":
-                check_fields(d, {**_TOP, "stop": "dict"}, "stop")
-                s = check_fields(
-                    d["stop"],
-                    {"call_sid": "str", "account_sid": "str", "reason?": "str"},
-                    "stop.stop",
+                s = envelope(
+                    d, _TOP, "stop", {"call_sid": "str", "account_sid": "str", "reason?": "str"}
                 )
                 return [
                     Stop(
@@ -140,80 +134,48 @@ class Exotel(Carrier):
         raise CarrierMessageError(f"exotel: unknown event {event!r}")
 
     def media(self, stream_id: str, chunk: bytes) -> Wire:
-        return orjson.dumps(
-            {"event": "media", "stream_sid": stream_id, "media": {"payload": b64(chunk)}}
-        ).decode()
+        return dumps({"event": "media", "stream_sid": stream_id, "media": {"payload": b64(chunk)}})
 
     def mark(self, stream_id: str, name: str) -> Wire:
-        return orjson.dumps(
-            {"event": "mark", "stream_sid": stream_id, "mark": {"name": name}}
-        ).decode()
+        return dumps({"event": "mark", "stream_sid": stream_id, "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> Wire:
-        return orjson.dumps({"event": "clear", "stream_sid": stream_id}).decode()
+        return dumps({"event": "clear", "stream_sid": stream_id})
 
 
 class ExotelSide(CarrierSide):
     carrier = Exotel
-
-    def _j(self, d: dict[str, Any]) -> str:
-        return orjson.dumps(d).decode()
-
-    def _top(self, event: str) -> dict[str, Any]:
-        return {
-            "event": event,
-            "sequence_number": str(self.next_seq()),
-            "stream_sid": self.stream_id,
-        }
+    stream_key = "stream_sid"
 
     def opening(self, parameters: Mapping[str, str]) -> Sequence[Wire]:
         start = {
-            **self._top("start"),
-            "start": {
-                "stream_sid": self.stream_id,
-                "call_sid": self.call_id,
-                "account_sid": "exotel-account",
-                "from": "+919876543210",
-                "to": "+918047491899",
-                "custom_parameters": dict(parameters),
-                "media_format": {
-                    "encoding": "base64",
-                    "sample_rate": str(self.format.rate),
-                    "bit_rate": "128kbps",
-                },
+            "stream_sid": self.stream_id,
+            "call_sid": self.call_id,
+            "account_sid": "exotel-account",
+            "from": "+919876543210",
+            "to": "+918047491899",
+            "custom_parameters": dict(parameters),
+            "media_format": {
+                "encoding": "base64",
+                "sample_rate": str(self.format.rate),
+                "bit_rate": "128kbps",
             },
         }
-        return [self._j({"event": "connected"}), self._j(start)]
+        return [dumps({"event": "connected"}), self.frame("start", start=start)]
 
     def media(self, chunk: int, timestamp_ms: int, payload: bytes) -> Wire:
-        return self._j(
-            {
-                **self._top("media"),
-                "media": {
-                    "chunk": str(chunk),
-                    "timestamp": str(timestamp_ms),
-                    "payload": b64(payload),
-                },
-            }
-        )
+        media = {"chunk": str(chunk), "timestamp": str(timestamp_ms), "payload": b64(payload)}
+        return self.frame("media", media=media)
 
     def dtmf(self, digit: str) -> Wire:
-        return self._j({**self._top("dtmf"), "dtmf": {"digit": digit, "duration": "100"}})
+        return self.frame("dtmf", dtmf={"digit": digit, "duration": "100"})
 
     def mark_played(self, name: str) -> Wire:
-        return self._j({**self._top("mark"), "mark": {"name": name}})
+        return self.frame("mark", mark={"name": name})
 
     def stop(self) -> Wire | None:
-        return self._j(
-            {
-                **self._top("stop"),
-                "stop": {
-                    "call_sid": self.call_id,
-                    "account_sid": "exotel-account",
-                    "reason": "callended",
-                },
-            }
-        )
+        stop = {"call_sid": self.call_id, "account_sid": "exotel-account", "reason": "callended"}
+        return self.frame("stop", stop=stop)
 
     def read(self, raw: Wire) -> Outgoing:
         d = load_json(raw, "exotel")
@@ -222,8 +184,7 @@ class ExotelSide(CarrierSide):
             raise CarrierMessageError(f"exotel: {event} for stream {d.get('stream_sid')!r}")
         match event:
             case "media":
-                check_fields(d, {"event": "str", "stream_sid": "str", "media": "dict"}, "media")
-                m = check_fields(d["media"], {"payload": "str"}, "media.media")
+                m = envelope(d, _OUT, "media", {"payload": "str"})
                 payload = unb64(m["payload"], "media.media.payload")
                 minimum = self.format.bytes_per_second * MIN_CHUNK_MS // 1000
                 if len(payload) % CHUNK_MULTIPLE or len(payload) < minimum:
@@ -233,9 +194,8 @@ class ExotelSide(CarrierSide):
                     )
                 return ("media", payload)
             case "mark":
-                check_fields(d, {"event": "str", "stream_sid": "str", "mark": "dict"}, "mark")
-                return ("mark", check_fields(d["mark"], {"name": "str"}, "mark.mark")["name"])
+                return ("mark", envelope(d, _OUT, "mark", {"name": "str"})["name"])
             case "clear":
-                check_fields(d, {"event": "str", "stream_sid": "str"}, "clear")
+                check_fields(d, _OUT, "clear")
                 return ("clear", None)
         raise CarrierMessageError(f"exotel: unknown outgoing event {event!r}")

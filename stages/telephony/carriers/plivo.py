@@ -15,9 +15,7 @@ closes when the call or the stream ends.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
-
-import orjson
+from typing import ClassVar
 
 from pipeline.frames import AudioFormat
 
@@ -30,6 +28,8 @@ from .base import (
     Wire,
     b64,
     check_fields,
+    dumps,
+    envelope,
     load_json,
     unb64,
 )
@@ -39,6 +39,8 @@ __all__ = ["Plivo", "PlivoSide"]
 _TYPE = {"pcmu": "audio/x-mulaw", "pcm16": "audio/x-l16"}
 _FROM_TYPE = {v: k for k, v in _TYPE.items()}
 _EXTRA = {"extra_headers?": "str"}
+#: the envelope of every message Plivo sends after start
+_TOP = {"event": "str", "sequenceNumber": "int", "streamId": "str", **_EXTRA}
 
 
 class Plivo(Carrier):
@@ -96,21 +98,11 @@ class Plivo(Carrier):
                     ),
                 ]
             case "media":
-                check_fields(
+                m = envelope(
                     d,
-                    {
-                        "event": "str",
-                        "sequenceNumber": "int",
-                        "streamId": "str",
-                        "media": "dict",
-                        **_EXTRA,
-                    },
+                    _TOP,
                     "media",
-                )
-                m = check_fields(
-                    d["media"],
                     {"track": "str", "timestamp": "digits", "chunk": "int", "payload": "str"},
-                    "media.media",
                 )
                 payload = unb64(m["payload"], "media.media.payload")
                 return [
@@ -124,38 +116,13 @@ class Plivo(Carrier):
                     )
                 ]
             case "dtmf":
-                check_fields(
-                    d,
-                    {
-                        "event": "str",
-                        "sequenceNumber": "int",
-                        "streamId": "str",
-                        "dtmf": "dict",
-                        **_EXTRA,
-                    },
-                    "dtmf",
-                )
-                t = check_fields(d["dtmf"], {"track?": "str", "digit": "str"}, "dtmf.dtmf")
+                t = envelope(d, _TOP, "dtmf", {"track?": "str", "digit": "str"})
                 return [Dtmf(d["streamId"], t["digit"], "inbound", d["sequenceNumber"])]
             case "playedStream":
-                check_fields(
-                    d,
-                    {
-                        "event": "str",
-                        "sequenceNumber": "int",
-                        "streamId": "str",
-                        "name": "str",
-                        **_EXTRA,
-                    },
-                    "playedStream",
-                )
+                check_fields(d, {**_TOP, "name": "str"}, "playedStream")
                 return [Mark(d["streamId"], d["name"], d["sequenceNumber"])]
             case "clearedAudio":
-                check_fields(
-                    d,
-                    {"event": "str", "sequenceNumber": "int", "streamId": "str", **_EXTRA},
-                    "clearedAudio",
-                )
+                check_fields(d, _TOP, "clearedAudio")
                 return []
         raise CarrierMessageError(f"plivo: unknown event {event!r}")
 
@@ -165,13 +132,13 @@ class Plivo(Carrier):
             "sampleRate": self.format.rate,
             "payload": b64(chunk),
         }
-        return orjson.dumps({"event": "playAudio", "media": media}).decode()
+        return dumps({"event": "playAudio", "media": media})
 
     def mark(self, stream_id: str, name: str) -> Wire:
-        return orjson.dumps({"event": "checkpoint", "streamId": stream_id, "name": name}).decode()
+        return dumps({"event": "checkpoint", "streamId": stream_id, "name": name})
 
     def clear(self, stream_id: str) -> Wire:
-        return orjson.dumps({"event": "clearAudio", "streamId": stream_id}).decode()
+        return dumps({"event": "clearAudio", "streamId": stream_id})
 
 
 def _headers(text: str) -> dict[str, str]:
@@ -186,9 +153,9 @@ def _headers(text: str) -> dict[str, str]:
 
 class PlivoSide(CarrierSide):
     carrier = Plivo
-
-    def _j(self, d: dict[str, Any]) -> str:
-        return orjson.dumps(d).decode()
+    seq_key = "sequenceNumber"
+    stream_key = "streamId"
+    seq_as_text = False
 
     def opening(self, parameters: Mapping[str, str]) -> Sequence[Wire]:
         start = {
@@ -206,42 +173,22 @@ class PlivoSide(CarrierSide):
             },
             "extra_headers": ",".join(f"{k}={v}" for k, v in parameters.items()),
         }
-        return [self._j(start)]
+        return [dumps(start)]
 
     def media(self, chunk: int, timestamp_ms: int, payload: bytes) -> Wire:
-        return self._j(
-            {
-                "event": "media",
-                "sequenceNumber": self.next_seq(),
-                "streamId": self.stream_id,
-                "media": {
-                    "track": "inbound",
-                    "timestamp": str(timestamp_ms),
-                    "chunk": chunk,
-                    "payload": b64(payload),
-                },
-            }
-        )
+        media = {
+            "track": "inbound",
+            "timestamp": str(timestamp_ms),
+            "chunk": chunk,
+            "payload": b64(payload),
+        }
+        return self.frame("media", media=media)
 
     def dtmf(self, digit: str) -> Wire:
-        return self._j(
-            {
-                "event": "dtmf",
-                "sequenceNumber": self.next_seq(),
-                "streamId": self.stream_id,
-                "dtmf": {"track": "inbound", "digit": digit},
-            }
-        )
+        return self.frame("dtmf", dtmf={"track": "inbound", "digit": digit})
 
     def mark_played(self, name: str) -> Wire:
-        return self._j(
-            {
-                "event": "playedStream",
-                "sequenceNumber": self.next_seq(),
-                "streamId": self.stream_id,
-                "name": name,
-            }
-        )
+        return self.frame("playedStream", name=name)
 
     def stop(self) -> Wire | None:
         return None

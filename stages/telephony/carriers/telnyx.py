@@ -15,9 +15,7 @@ pipeline's little-endian pcm16 at the edge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
-
-import orjson
+from typing import ClassVar
 
 from pipeline.frames import AudioFormat
 
@@ -30,6 +28,8 @@ from .base import (
     Wire,
     b64,
     check_fields,
+    dumps,
+    envelope,
     load_json,
     swap16,
     unb64,
@@ -54,6 +54,8 @@ _START = {
 _FORMAT = {"encoding": "str", "sample_rate": "int", "channels": "int"}
 _MEDIA = {"track?": "str", "chunk": "digits", "timestamp": "digits", "payload": "str"}
 _TOP = {"event": "str", "sequence_number": "digits", "stream_id": "str"}
+#: what we send: the event, the stream's id optional
+_OUT = {"event": "str", "stream_id?": "str"}
 
 
 class Telnyx(Carrier):
@@ -76,8 +78,7 @@ class Telnyx(Carrier):
                 check_fields(d, {"event": "str", "version": "str"}, "connected")
                 return [Connected("Call", d["version"])]
             case "start":
-                check_fields(d, {**_TOP, "start": "dict"}, "start")
-                s = check_fields(d["start"], _START, "start.start")
+                s = envelope(d, _TOP, "start", _START)
                 mf = check_fields(s["media_format"], _FORMAT, "start.start.media_format")
                 fmt = AudioFormat(
                     _FROM_ENCODING.get(mf["encoding"], mf["encoding"]),
@@ -104,8 +105,7 @@ class Telnyx(Carrier):
                     )
                 ]
             case "media":
-                check_fields(d, {**_TOP, "media": "dict"}, "media")
-                m = check_fields(d["media"], _MEDIA, "media.media")
+                m = envelope(d, _TOP, "media", _MEDIA)
                 payload = self._audio_in(unb64(m["payload"], "media.media.payload"))
                 return [
                     Media(
@@ -118,18 +118,14 @@ class Telnyx(Carrier):
                     )
                 ]
             case "dtmf":
-                check_fields(d, {**_TOP, "occurred_at?": "str", "dtmf": "dict"}, "dtmf")
-                digit = check_fields(d["dtmf"], {"digit": "str"}, "dtmf.dtmf")["digit"]
+                top = {**_TOP, "occurred_at?": "str"}
+                digit = envelope(d, top, "dtmf", {"digit": "str"})["digit"]
                 return [Dtmf(d["stream_id"], digit, "inbound", int(d["sequence_number"]))]
             case "mark":
-                check_fields(d, {**_TOP, "mark": "dict"}, "mark")
-                name = check_fields(d["mark"], {"name": "str"}, "mark.mark")["name"]
+                name = envelope(d, _TOP, "mark", {"name": "str"})["name"]
                 return [Mark(d["stream_id"], name, int(d["sequence_number"]))]
             case "stop":
-                check_fields(d, {**_TOP, "stop": "dict"}, "stop")
-                s = check_fields(
-                    d["stop"], {"user_id?": "str", "call_control_id": "str"}, "stop.stop"
-                )
+                s = envelope(d, _TOP, "stop", {"user_id?": "str", "call_control_id": "str"})
                 return [Stop(d["stream_id"], s["call_control_id"], "", int(d["sequence_number"]))]
             case "error":
                 check_fields(d, {**_TOP, "payload": "dict"}, "error")
@@ -138,10 +134,10 @@ class Telnyx(Carrier):
 
     def media(self, stream_id: str, chunk: bytes) -> Wire:
         payload = swap16(chunk) if self.format.encoding == "pcm16" else chunk
-        return orjson.dumps({"event": "media", "media": {"payload": b64(payload)}}).decode()
+        return dumps({"event": "media", "media": {"payload": b64(payload)}})
 
     def mark(self, stream_id: str, name: str) -> Wire:
-        return orjson.dumps({"event": "mark", "mark": {"name": name}}).decode()
+        return dumps({"event": "mark", "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> Wire:
         return '{"event":"clear"}'
@@ -150,34 +146,21 @@ class Telnyx(Carrier):
 class TelnyxSide(CarrierSide):
     carrier = Telnyx
 
-    def _j(self, d: dict[str, Any]) -> str:
-        return orjson.dumps(d).decode()
-
-    def _top(self, event: str) -> dict[str, Any]:
-        return {
-            "event": event,
-            "sequence_number": str(self.next_seq()),
-            "stream_id": self.stream_id,
-        }
-
     def opening(self, parameters: Mapping[str, str]) -> Sequence[Wire]:
         fmt = self.format
         start = {
-            **self._top("start"),
-            "start": {
-                "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
-                "call_control_id": self.call_id,
-                "from": "+13122010094",
-                "to": "+13122123456",
-                "custom_parameters": dict(parameters),
-                "media_format": {
-                    "encoding": _ENCODING[fmt.encoding],
-                    "sample_rate": fmt.rate,
-                    "channels": 1,
-                },
+            "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
+            "call_control_id": self.call_id,
+            "from": "+13122010094",
+            "to": "+13122123456",
+            "custom_parameters": dict(parameters),
+            "media_format": {
+                "encoding": _ENCODING[fmt.encoding],
+                "sample_rate": fmt.rate,
+                "channels": 1,
             },
         }
-        return [self._j({"event": "connected", "version": "1.0.0"}), self._j(start)]
+        return [dumps({"event": "connected", "version": "1.0.0"}), self.frame("start", start=start)]
 
     def media(self, chunk: int, timestamp_ms: int, payload: bytes) -> Wire:
         if self.format.encoding == "pcm16":
@@ -188,23 +171,22 @@ class TelnyxSide(CarrierSide):
             "timestamp": str(timestamp_ms),
             "payload": b64(payload),
         }
-        return self._j({**self._top("media"), "media": media})
+        return self.frame("media", media=media)
 
     def dtmf(self, digit: str) -> Wire:
-        return self._j({**self._top("dtmf"), "dtmf": {"digit": digit}})
+        return self.frame("dtmf", dtmf={"digit": digit})
 
     def mark_played(self, name: str) -> Wire:
-        return self._j({**self._top("mark"), "mark": {"name": name}})
+        return self.frame("mark", mark={"name": name})
 
     def stop(self) -> Wire | None:
-        return self._j({**self._top("stop"), "stop": {"call_control_id": self.call_id}})
+        return self.frame("stop", stop={"call_control_id": self.call_id})
 
     def read(self, raw: Wire) -> Outgoing:
         d = load_json(raw, "telnyx")
         match d.get("event"):
             case "media":
-                check_fields(d, {"event": "str", "stream_id?": "str", "media": "dict"}, "media")
-                m = check_fields(d["media"], {"payload": "str"}, "media.media")
+                m = envelope(d, _OUT, "media", {"payload": "str"})
                 payload = unb64(m["payload"], "media.media.payload")
                 ms = len(payload) * 1000 / self.format.bytes_per_second
                 if not 20 <= ms <= 30_000:
@@ -213,9 +195,8 @@ class TelnyxSide(CarrierSide):
                     payload = swap16(payload)
                 return ("media", payload)
             case "mark":
-                check_fields(d, {"event": "str", "stream_id?": "str", "mark": "dict"}, "mark")
-                return ("mark", check_fields(d["mark"], {"name": "str"}, "mark.mark")["name"])
+                return ("mark", envelope(d, _OUT, "mark", {"name": "str"})["name"])
             case "clear":
-                check_fields(d, {"event": "str", "stream_id?": "str"}, "clear")
+                check_fields(d, _OUT, "clear")
                 return ("clear", None)
         raise CarrierMessageError(f"telnyx: unknown outgoing event {d.get('event')!r}")

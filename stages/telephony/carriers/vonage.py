@@ -15,14 +15,12 @@ socket closes when the call ends. Frames carry no timestamps: they are 20 ms eac
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
-
-import orjson
+from typing import ClassVar
 
 from pipeline.frames import AudioFormat
 
 from ..twilio import Connected, Dtmf, Inbound, Mark, Media, MediaFormat, Start
-from .base import Carrier, CarrierMessageError, CarrierSide, Outgoing, Wire, load_json
+from .base import Carrier, CarrierMessageError, CarrierSide, Outgoing, Wire, dumps, load_json
 
 __all__ = ["Vonage", "VonageSide"]
 
@@ -97,7 +95,7 @@ class Vonage(Carrier):
         return chunk
 
     def mark(self, stream_id: str, name: str) -> Wire:
-        return orjson.dumps({"action": "notify", "payload": {"mark": name}}).decode()
+        return dumps({"action": "notify", "payload": {"mark": name}})
 
     def clear(self, stream_id: str) -> Wire:
         return '{"action":"clear"}'
@@ -110,9 +108,6 @@ class VonageSide(CarrierSide):
         super().__init__(fmt, call_id, stream_id)
         self.frame_bytes = fmt.bytes_per_second * FRAME_MS // 1000
 
-    def _j(self, d: dict[str, Any]) -> str:
-        return orjson.dumps(d).decode()
-
     def opening(self, parameters: Mapping[str, str]) -> Sequence[Wire]:
         hello = {
             "event": "websocket:connected",
@@ -120,16 +115,16 @@ class VonageSide(CarrierSide):
             "uuid": self.call_id,
             **parameters,
         }
-        return [self._j(hello)]
+        return [dumps(hello)]
 
     def media(self, chunk: int, timestamp_ms: int, payload: bytes) -> Wire:
         return payload
 
     def dtmf(self, digit: str) -> Wire:
-        return self._j({"event": "websocket:dtmf", "digit": digit, "duration": 260})
+        return dumps({"event": "websocket:dtmf", "digit": digit, "duration": 260})
 
     def mark_played(self, name: str) -> Wire:
-        return self._j({"event": "websocket:notify", "payload": {"mark": name}})
+        return dumps({"event": "websocket:notify", "payload": {"mark": name}})
 
     def stop(self) -> Wire | None:
         return None

@@ -577,3 +577,81 @@ def test_caller_audio_across_the_switch_reaches_the_resumed_session_whole(
     assert resumed["replayed_s"] == sent_first / 32000
     reply = b"".join(f.data for f in out if isinstance(f, Audio))
     assert len(reply) == 8 * 24000 * 2  # the echo of the whole utterance, at 24 kHz
+
+
+def test_google_genai_live_client_resumes_a_session_with_the_emulator(tmp_path: Path) -> None:
+    """Google's client asks for session resumption, reads the handles and the goAway the
+    emulator sends (with ``timeLeft``), and resumes on a new connection from the latest handle:
+    the emulator's conversation there holds the first connection's turn."""
+    from google.genai import types
+
+    from tests.stages.realtime.test_emulator import ManualClock
+    from tests.tlsutil import loopback_tls
+
+    server_tls, client_tls = loopback_tls(tmp_path)
+    clock = ManualClock()
+    cfg = EmulatorConfig(max_session_s=30, go_away_s=10, reply_text="You said: {user}")
+
+    async def turn(live: Any, text: str) -> tuple[str, list[Any]]:
+        await live.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True
+        )
+        said, updates = "", []
+        async with asyncio.timeout(10):
+            async for msg in live.receive():  # until turnComplete
+                if msg.session_resumption_update:
+                    updates.append(msg.session_resumption_update)
+                sc = msg.server_content
+                if sc and sc.output_transcription and sc.output_transcription.text:
+                    said += sc.output_transcription.text
+            msg = await anext(aiter(live.receive()))  # the handle given at the end of the turn
+            updates.append(msg.session_resumption_update)
+        return said, updates
+
+    async def go() -> None:
+        async with run_emulator(cfg, ssl=server_tls, clock=clock) as emu:
+            client = genai.Client(
+                api_key="gemini-key-test",
+                http_options=types.HttpOptions(
+                    base_url=f"https://127.0.0.1:{emu.port}",
+                    api_version="v1beta",
+                    async_client_args={"ssl": client_tls},
+                ),
+            )
+
+            def config(handle: str | None) -> types.LiveConnectConfig:
+                return types.LiveConnectConfig(
+                    response_modalities=["AUDIO"],
+                    output_audio_transcription=types.AudioTranscriptionConfig(),
+                    session_resumption=types.SessionResumptionConfig(handle=handle),
+                )
+
+            async with client.aio.live.connect(model=MODEL, config=config(None)) as live:
+                said, updates = await turn(live, "my order is A123")
+                assert said == "You said: my order is A123"
+                # a handle with setupComplete, none while generating, a new one at the end
+                assert [(u.resumable, bool(u.new_handle)) for u in updates] == [
+                    (True, True), (None, False), (True, True),
+                ]  # fmt: skip
+                handle = updates[-1].new_handle
+                clock.advance(20.0)  # 10 s before the limit
+                async with asyncio.timeout(10):
+                    msg = await anext(aiter(live.receive()))
+                assert msg.go_away is not None and msg.go_away.time_left == "10s"
+            async with client.aio.live.connect(model=MODEL, config=config(handle)) as live:
+                said, _ = await turn(live, "where is it?")
+                assert said == "You said: where is it?"
+            _, second = emu.connections
+            items = second.session.snapshot().items.values()
+            texts = [
+                c.get("text") or c.get("transcript")
+                for item in items
+                for c in item.get("content") or []
+            ]
+            assert texts == [
+                "my order is A123", "You said: my order is A123", "where is it?",
+                "You said: where is it?",
+            ]  # fmt: skip
+            assert second.session.snapshot().turn == 2
+
+    asyncio.run(asyncio.wait_for(go(), 30))

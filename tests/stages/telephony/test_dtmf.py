@@ -150,3 +150,24 @@ def test_send_dtmf_in_band_on_a_live_call() -> None:
     assert len(caller.audio) == tone_bytes + TONE_MS * 8
     assert detect(bytes(caller.audio), AudioFormat("pcmu", 8000)) == "12#"
     assert caller.errors == [] and caller.clears == 0
+
+
+def test_send_dtmf_without_a_sink_says_why() -> None:
+    from stages.telephony.call_tools import send_dtmf
+    from stages.telephony.twilio import TwilioCall, bind_call, encode
+
+    async def main() -> list[str]:
+        async def send(_m: object) -> None:
+            pass
+
+        call = TwilioCall(send)
+        await call.receive(encode(Connected()))
+        await call.receive(encode(Start(STREAM, CALL, ACCOUNT)))
+        with bind_call(call):
+            return [await send_dtmf("1x"), await send_dtmf("1")]
+
+    assert asyncio.run(main()) == [
+        "digits '1x' are not valid: use 0-9, *, # and w (a half-second pause)",
+        "the keys could not be sent: the call has ended, or no phone sink plays to it "
+        "(in-band tones go out as the call's audio)",
+    ]
