@@ -16,6 +16,12 @@ Two parts, each a folder with WAV files (16 kHz, mono, pcm16) and a ``labels.jso
   sentence that goes on. Labels per file: ``label`` (``complete`` or ``incomplete``), ``synth``,
   ``text``, ``speech_start`` and ``speech_end`` (seconds).
 
+- ``turn-variants/`` (``ensure_variants()``, for the benchmark only): the 24 sentences again by
+  espeak-ng at other speaking rates and pitches and with other voices (``turn-prosody-NN-...``),
+  and every espeak-ng and flite pair, these included, through a telephone line (``...-phone-``):
+  sox band-limits them to 300-3400 Hz through 8 kHz and back, and seeded white noise 15-25 dB
+  under the speech covers the whole clip.
+
 The labels come from the synthesis, not from listening: every utterance is synthesised on its
 own, its first and last non-silent samples are its bounds, and it is placed at a known offset.
 Noise comes from a seeded generator and sox runs without dither, so given builds of espeak-ng,
@@ -175,11 +181,16 @@ def cache_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def synthesise(text: str, voice: str, speed: int, *, ssml: bool = False) -> npt.NDArray[np.int16]:
-    """espeak-ng's rendering of ``text``, converted by sox to 16 kHz mono pcm16."""
+def synthesise(
+    text: str, voice: str, speed: int, *, ssml: bool = False, pitch: int | None = None
+) -> npt.NDArray[np.int16]:
+    """espeak-ng's rendering of ``text`` (``pitch`` 0-99, espeak-ng's default 50), converted by
+    sox to 16 kHz mono pcm16."""
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "espeak.wav", Path(tmp) / "16k.wav"
         command = ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw)]
+        if pitch is not None:
+            command += ["-p", str(pitch)]
         if ssml:
             command.append("-m")
         subprocess.run([*command, text], check=True, capture_output=True)
@@ -342,6 +353,17 @@ def flite(
     return x, starts
 
 
+def _espeak_pair(
+    head: str, rest: str, voice: str, speed: int, pitch: int | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """espeak-ng's complete sentence and its cut-off version (cut where an SSML break begins)."""
+    whole = synthesise(f"{head} {rest}", voice, speed, pitch=pitch)
+    broken = synthesise(
+        f'<speak>{head} <break time="1500ms"/> {rest}</speak>', voice, speed, ssml=True, pitch=pitch
+    )
+    return whole.astype(np.float64), broken[: _cut_at_break(broken)].astype(np.float64)
+
+
 def _turn_pairs() -> list[tuple[str, str, str, npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
     """(synthesiser, head, rest, complete audio, cut audio) for every sentence and synthesiser:
     espeak-ng always, flite when it is installed. The cut is synthesised with a break after the
@@ -350,13 +372,8 @@ def _turn_pairs() -> list[tuple[str, str, str, npt.NDArray[np.float64], npt.NDAr
     pairs = []
     for i, (head, rest) in enumerate(TURN_TEXT):
         k = i % len(VOICES)
-        voice, speed = VOICES[k], SPEEDS[k]
-        whole = synthesise(f"{head} {rest}", voice, speed)
-        broken = synthesise(
-            f'<speak>{head} <break time="1500ms"/> {rest}</speak>', voice, speed, ssml=True
-        )
-        cut = broken[: _cut_at_break(broken)]
-        pairs.append(("espeak-ng", head, rest, whole.astype(np.float64), cut.astype(np.float64)))
+        whole, cut = _espeak_pair(head, rest, VOICES[k], SPEEDS[k])
+        pairs.append(("espeak-ng", head, rest, whole, cut))
     if shutil.which("flite") is None:
         return pairs
     for i, (head, rest) in enumerate(TURN_TEXT):
@@ -372,15 +389,59 @@ def _turn_pairs() -> list[tuple[str, str, str, npt.NDArray[np.float64], npt.NDAr
     return pairs
 
 
-def build_turn(folder: Path, lead_s: float = 0.3, tail_s: float = 1.0) -> None:
+#: (synthesiser, head, rest, complete audio, cut audio) of one end-of-turn pair
+Pair = tuple[str, str, str, npt.NDArray[np.float64], npt.NDArray[np.float64]]
+#: speaking rates (words per minute) and pitches (espeak-ng's 0-99) of the prosody variants
+PROSODY = ((115, 30), (195, 70), (135, 85), (185, 20))
+
+
+def _variant_pairs() -> list[
+    tuple[str, str, str, npt.NDArray[np.float64], npt.NDArray[np.float64]]
+]:
+    """The variants of ``turn-variants/``: every sentence again by espeak-ng at another rate and
+    pitch (slow and low, fast and high, ...) and another voice; then every espeak-ng and flite
+    pair (the base ones and these) through a telephone line (:func:`telephone`)."""
+    pairs = []
+    for i, (head, rest) in enumerate(TURN_TEXT):
+        speed, pitch = PROSODY[i % len(PROSODY)]
+        whole, cut = _espeak_pair(head, rest, VOICES[(i + 2) % len(VOICES)], speed, pitch)
+        pairs.append(("espeak-ng prosody", head, rest, whole, cut))
+    phoned = [
+        (f"{synth} phone", head, rest, telephone(whole), telephone(cut))
+        for synth, head, rest, whole, cut in [*_turn_pairs(), *pairs]
+    ]
+    return pairs + phoned
+
+
+def telephone(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``x`` as a phone line carries it: sox band-limits it to 300-3400 Hz through 8 kHz and
+    back to 16 kHz (``build_turn`` then adds the line's noise)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        write_wav(src, x)
+        subprocess.run(
+            ["sox", "-D", str(src), str(out), "highpass", "300", "lowpass", "3400",
+             "rate", "8000", "rate", str(RATE)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        with wave.open(str(out), "rb") as w:
+            return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
+
+
+def build_turn(
+    folder: Path,
+    lead_s: float = 0.3,
+    tail_s: float = 1.0,
+    pairs: Sequence[Pair] | None = None,
+) -> None:
     """The complete and cut-off sentence pairs and their labels. Every clip has ``lead_s`` of
     silence before the speech and ``tail_s`` after it, as the audio up to a VAD's stop would."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([SEED, 100])
     labels: dict[str, Any] = {}
-    for n, (synth, head, rest, whole, cut) in enumerate(_turn_pairs()):
+    for n, (synth, head, rest, whole, cut) in enumerate(_turn_pairs() if pairs is None else pairs):
         i = n % len(TURN_TEXT)
-        prefix = "turn" if synth == "espeak-ng" else "flite"
+        prefix = synth.replace("espeak-ng", "turn").replace(" ", "-")
         gain = 32768 * 10 ** ((-20 + float(rng.uniform(-4, 4))) / 20)
         for kind, label, x in (("complete", "complete", whole), ("cut", "incomplete", cut)):
             a, b = _bounds(x)
@@ -388,7 +449,12 @@ def build_turn(folder: Path, lead_s: float = 0.3, tail_s: float = 1.0) -> None:
             x *= gain / float(np.sqrt(np.mean(x**2)))
             lead, tail = np.zeros(int(lead_s * RATE)), np.zeros(int(tail_s * RATE))
             name = f"{prefix}-{i:02d}-{kind}.wav"
-            write_wav(folder / name, np.concatenate([lead, x, tail]))
+            clip = np.concatenate([lead, x, tail])
+            if synth.endswith(" phone"):  # the line's hiss, 15-25 dB under the speech
+                line = np.random.default_rng([SEED, 200, n])
+                snr_db = float(line.uniform(15, 25))
+                clip += line.normal(0.0, gain * 10 ** (-snr_db / 20), clip.size)
+            write_wav(folder / name, clip)
             labels[name] = {
                 "label": label,
                 "synth": synth,
@@ -433,6 +499,27 @@ def ensure(cache: Path = CACHE) -> Path:
             os.replace(tmp, target)
         except OSError:  # built meanwhile by another process
             if not (target / "turn" / "labels.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def ensure_variants(cache: Path = CACHE) -> Path:
+    """``turn-variants/`` beside the set of :func:`ensure` (built once, atomically): the
+    end-of-turn pairs again at other speaking rates and pitches, and every pair through a
+    telephone line (:func:`_variant_pairs`). The benchmark's, not the tests': about 240 clips."""
+    target = ensure(cache) / "turn-variants"
+    if (target / "labels.json").is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build_turn(tmp, pairs=_variant_pairs())
+        try:
+            os.replace(tmp, target)
+        except OSError:  # built meanwhile by another process
+            if not (target / "labels.json").is_file():
                 raise
     finally:
         if tmp.exists():

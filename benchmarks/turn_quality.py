@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cli import machine  # noqa: E402
-from benchmarks.speechset import SpeechSetUnavailable, ensure  # noqa: E402
+from benchmarks.speechset import SpeechSetUnavailable, ensure, ensure_variants  # noqa: E402
 from stages.turn import SmartTurnModel  # noqa: E402
 from stages.turn.features import fit_to_window, log_mel  # noqa: E402
-from stages.turn.quality import by_synth, judge, table  # noqa: E402
+from stages.turn.quality import by_synth, judge, score, table  # noqa: E402
 from stages.vad.quality import read_wav  # noqa: E402
 
 THRESHOLDS = (0.3, 0.5, 0.7)
@@ -68,16 +69,30 @@ def cost(folder: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--hangover-ms",
+        type=int,
+        default=300,
+        help="silence after the speech the model hears (the VAD's hangover_ms; default 300)",
+    )
     args = parser.parse_args(argv)
     try:
         folder = ensure() / "turn"
+        variants = ensure_variants()
     except SpeechSetUnavailable as exc:
         print(f"turn_quality: {exc}", file=sys.stderr)
         return 2
-    judgements = judge(folder)
-    print("## Smart Turn v3 on the speech set\n")
-    scores = [s for t in THRESHOLDS for s in by_synth(judgements, threshold=t)]
-    print(table(scores))
+    hangover = args.hangover_ms
+    judgements = judge(folder, hangover_ms=hangover) + judge(variants, hangover_ms=hangover)
+    print(f"## Smart Turn v3 on the speech set (turn/ and turn-variants/), {hangover} ms after\n")
+    print(table(by_synth(judgements, threshold=0.5)))
+    print("\n### by threshold, all clips\n")
+    print(table([replace(score(judgements, threshold=t), group="all") for t in THRESHOLDS]))
+    print("\n### how often a complete sentence scores above a cut-off one (AUC)\n")
+    print("| voices | AUC |\n|---|---|")
+    for group in sorted({j.synth for j in judgements}):
+        print(f"| {group} | {100 * auc([j for j in judgements if j.synth == group]):.0f} % |")
+    print(f"| all | {100 * auc(judgements):.0f} % |")
     c = cost(folder)
     print("\n## CPU per decision (ms, one thread)\n")
     print("| features median | inference median | decision median | decision p99 |")
@@ -99,11 +114,18 @@ def main(argv: list[str] | None = None) -> int:
                 {"file": j.file, "synth": j.synth, "complete": j.complete, "p": j.probability}
                 for j in judgements
             ],
-            "scores": [vars_of(s) for s in scores],
+            "scores": [vars_of(s) for s in by_synth(judgements)],
             "cost": c,
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
+
+
+def auc(judgements: list[Any]) -> float:
+    """The share of (complete, cut-off) pairs of clips where the complete one scores higher."""
+    complete = [j.probability for j in judgements if j.complete]
+    cut = [j.probability for j in judgements if not j.complete]
+    return sum(a > b for a in complete for b in cut) / max(1, len(complete) * len(cut))
 
 
 def vars_of(score: Any) -> dict[str, Any]:

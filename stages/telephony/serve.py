@@ -145,7 +145,7 @@ class CallServer:
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
-        for why in withhold_unavailable(template.nodes):  # not offered to the model
+        for why in withhold_unavailable(template.nodes, rest):  # not offered to the model
             log.warning(why)
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()

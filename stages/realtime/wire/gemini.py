@@ -22,8 +22,6 @@ What is translated is listed in ``docs/gemini.md``. A Realtime event with no Gem
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -152,9 +150,10 @@ class Resumption:
     #: handles received over the call
     updates: int = 0
 
-    def sent(self, message: Json, audio_bytes: int) -> None:
-        self.replay.append(_dumps(message))
-        self.replay_bytes += audio_bytes
+    def sent(self, message: Json, text: str) -> None:
+        """``message`` went out as ``text``: kept until the next handle."""
+        self.replay.append(text)
+        self.replay_bytes += _audio_bytes(message)
         limit = int(REPLAY_LIMIT_S * GEMINI_INPUT_RATE * 2)
         while self.replay_bytes > limit and self.replay:
             dropped = json.loads(self.replay.pop(0))
@@ -181,13 +180,12 @@ class Resumption:
 
 
 def _audio_bytes(message: Mapping[str, Any]) -> int:
+    """The bytes of audio a ``realtimeInput`` message carries, from its base64 length."""
     audio = (message.get("realtimeInput") or {}).get("audio")
     if not isinstance(audio, Mapping):
         return 0
-    try:
-        return len(base64.b64decode(standard_b64(audio.get("data"))))
-    except (binascii.Error, ValueError):
-        return 0
+    data = str(audio.get("data") or "")
+    return len(data) * 3 // 4 - len(data) + len(data.rstrip("="))
 
 
 class GeminiClientBridge:
@@ -310,10 +308,11 @@ class GeminiClientBridge:
         # response.create after audio or a tool response, response.cancel, truncate,
         # input_audio_buffer.clear: no Gemini counterpart (it answers by itself at the end of a
         # turn or a tool response; barge-in is the server's)
-        for m in send:
+        texts = [_dumps(m) for m in send]
+        for m, text in zip(send, texts, strict=True):
             if "setup" not in m:  # kept until the next handle: a resumed session gets them again
-                self.resumption.sent(m, _audio_bytes(m))
-        return [_dumps(m) for m in send], [_dumps(m) for m in back]
+                self.resumption.sent(m, text)
+        return texts, [_dumps(m) for m in back]
 
     # -- Gemini -> ours
 
@@ -460,6 +459,9 @@ class GeminiServerBridge:
         #: makes a handle for the conversation as it stands (set by the server edge)
         self.checkpoint: Callable[[], str] | None = None
         self.went_away = False
+        #: messages for the client that no core event causes (an interruption by
+        #: ``activityStart`` with manual turns); the server edge sends them at once
+        self.to_client: list[Json] = []
 
     def incoming(self, message: str | bytes) -> list[str]:
         msg = camel_keys(json.loads(message))
@@ -497,6 +499,13 @@ class GeminiServerBridge:
         elif not self.set_up:
             raise ValueError("the first message must be setup")
         elif kind == "realtimeInput":
+            if "activityStart" in body and self.manual:
+                # Gemini's default activityHandling (START_OF_ACTIVITY_INTERRUPTS): the start of
+                # the caller's activity interrupts the model's turn, and its outstanding calls
+                if self.responding:
+                    out.append({"type": "response.cancel"})
+                    self.to_client.append({"serverContent": {"interrupted": True}})
+                self.to_client += self._withdraw()
             audio = body.get("audio") or next(iter(body.get("mediaChunks") or []), None)
             if isinstance(audio, Mapping):
                 mime = str(audio.get("mimeType", ""))
@@ -617,12 +626,7 @@ class GeminiServerBridge:
         elif kind == "input_audio_buffer.speech_started":
             if self.responding:
                 out.append({"serverContent": {"interrupted": True}})
-            if self.pending:
-                # the caller interrupts the model's turn while its tool calls are outstanding:
-                # they are cancelled, and no toolResponse is expected for them
-                ids, self.pending = self.pending, []
-                self.withdrawn.update(ids)
-                out.append({"toolCallCancellation": {"ids": ids}})
+            out += self._withdraw()
         elif kind == "response.done":
             self.responding = False
             status = (ev.get("response") or {}).get("status")
@@ -637,6 +641,15 @@ class GeminiServerBridge:
             if not self.pending:  # the turn is over and no tool call is outstanding
                 out += self._resumable()
         return [_dumps(m) for m in out]
+
+    def _withdraw(self) -> list[Json]:
+        """The caller interrupts the model's turn while its tool calls are outstanding: they
+        are cancelled, and no toolResponse is expected for them."""
+        if not self.pending:
+            return []
+        ids, self.pending = self.pending, []
+        self.withdrawn.update(ids)
+        return [{"toolCallCancellation": {"ids": ids}}]
 
     def _resumable(self) -> list[Json]:
         """A ``sessionResumptionUpdate`` with a new handle, if the setup asked for them."""

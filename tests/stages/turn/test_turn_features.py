@@ -41,6 +41,34 @@ def test_features_equal_pipecats_on_random_audio_when_it_is_installed() -> None:
         )
 
 
+def test_features_equal_transformers_whisper_feature_extractor() -> None:
+    """The reference itself: ``transformers``' WhisperFeatureExtractor as the model's authors
+    call it (``chunk_length=8``, ``padding="max_length"``, ``do_normalize=True``) on the window
+    as they build it (the last 8 s, zeros in front), on speech-like, quiet and tonal input."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency")
+    extractor = transformers.WhisperFeatureExtractor(chunk_length=8)
+    rng = np.random.default_rng(11)
+    t = np.arange(30000) / 16000
+    inputs = (
+        rng.normal(0, 0.2, SAMPLES),
+        fit_to_window(rng.normal(0, 0.01, 5000)),
+        fit_to_window(0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))),
+        reference_signal(),
+    )
+    for x in inputs:
+        x = x.astype(np.float32)
+        expected = extractor(
+            x,
+            sampling_rate=16000,
+            return_tensors="np",
+            padding="max_length",
+            max_length=SAMPLES,
+            truncation=True,
+            do_normalize=True,
+        ).input_features[0]
+        np.testing.assert_allclose(log_mel(x), expected, rtol=0, atol=1e-5)
+
+
 def test_filter_bank_has_equal_area_triangles_on_the_slaney_scale() -> None:
     bank = mel_filters()
     assert bank.shape == (80, 201)
