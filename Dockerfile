@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY stages ./stages
 COPY benchmarks ./benchmarks
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 
 FROM python:${PYTHON}-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

@@ -689,6 +689,20 @@ async def load_step(
     }
 
 
+def _autogroup_nice(nice: int) -> None:
+    """Where the kernel groups processes by session for scheduling (Linux autogroup), a
+    process's niceness only counts within its session's group, and every group gets an equal
+    share of the CPU: on a box shared with other work, ``--nice`` must also set the group's
+    (the server, the emulator and the callers share this session's). Best effort: it needs
+    privileges, and many kernels have no autogroup."""
+    path = Path("/proc/self/autogroup")
+    try:
+        if path.exists():
+            path.write_text(str(nice))
+    except OSError as exc:
+        print(f"callsim: the session's scheduling group keeps its share ({exc})", file=sys.stderr)
+
+
 def load_audio(path: str | os.PathLike[str] = EXAMPLE_WAV, turns: int = 2) -> bytes:
     """The caller of the load test: ``turns`` times the example's first utterance (0-2.6 s)
     then 4.5 s of silence (Twilio keeps streaming while the caller listens) in which the whole
@@ -709,6 +723,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
         os.sched_setaffinity(0, {client_cpu})
     if args.nice:
         os.nice(args.nice)  # the callers too (a negative value needs privileges)
+        _autogroup_nice(args.nice)
     rows = []
     for engine in args.engine:
         with contextlib.ExitStack() as stack:

@@ -46,9 +46,9 @@ def pipeline_carrier(nodes: Nodes) -> str | None:
     return next(iter(seen)) if len(seen) == 1 else None
 
 
-def unoffered(nodes: Nodes) -> list[tuple[str, int, str]]:
+def unoffered(nodes: Nodes, tools: frozenset[str] | None = None) -> list[tuple[str, int, str]]:
     """(router id, index in its tools, the one line why) for each call tool the carrier
-    cannot do."""
+    cannot do (``tools``: what the deployment's call-control client can do, if known)."""
     carrier = pipeline_carrier(nodes)
     if carrier is None:
         return []
@@ -58,7 +58,7 @@ def unoffered(nodes: Nodes) -> list[tuple[str, int, str]]:
             continue
         for i, spec in enumerate(params["tools"]):
             name = call_tool_name(spec)
-            why = unavailable(carrier, name) if name else ""
+            why = unavailable(carrier, name, tools) if name else ""
             if why:
                 out.append((nid, i, why))
     return out
@@ -69,11 +69,12 @@ def _warnings(nodes: Nodes) -> list[tuple[str, str, str]]:
     return [(nid, "tools", why) for nid, _i, why in unoffered(nodes)]
 
 
-def withhold_unavailable(nodes: Mapping[str, Any]) -> list[str]:
+def withhold_unavailable(nodes: Mapping[str, Any], rest: Any = None) -> list[str]:
     """Drop from each router's ``tools`` the call tools the carrier cannot do, in place
-    (``nodes``: a pipeline's ``Node``s by id); the one-line reasons, to log."""
+    (``nodes``: a pipeline's ``Node``s by id; ``rest``: the call-control client, whose
+    ``tools`` may say less, as Plivo's without a public URL); the one-line reasons, to log."""
     view = {nid: (n.type_name, n.raw_params) for nid, n in nodes.items()}
-    found = unoffered(view)
+    found = unoffered(view, getattr(rest, "tools", None))
     for nid, i, _why in sorted(found, key=lambda f: -f[1]):
         tools = list(nodes[nid].raw_params["tools"])
         del tools[i]

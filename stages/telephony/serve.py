@@ -22,9 +22,19 @@ must carry it in the ``start`` message (TwiML ``<Parameter name="token" value=".
 it is closed (1008) before any pipeline is built. The token is never logged. The command line
 is :mod:`stages.telephony.serve_cli`, the metrics :mod:`stages.telephony.serve_metrics`.
 
-Messages larger than ``max_message_bytes`` close the connection (1009). SIGTERM (and Ctrl-C)
-drains: the listening socket closes, running calls go on until they end or ``drain_timeout_s``
-passes, then whatever is left is cancelled (every sink still closes properly).
+With ``token_parameter``, a connection counts against ``max_calls`` only once its token is
+checked; until then it counts against ``max_unauthenticated`` and has ``auth_timeout_s``.
+
+Hostile callers: messages larger than ``max_message_bytes`` close the connection (1009); after
+``max_bad_messages`` bad messages the caller is disconnected (1008); the media clock is policed
+per call (:mod:`stages.telephony.police`: audio beyond ``media_allowance_s`` ahead of real time
+is dropped, a sustained offender disconnected); a ``start`` in a format the pipeline cannot take
+is refused (1003). Each call's outcome says how it ended (:func:`ended_by`); a call whose model
+cannot be reached plays ``unavailable_audio`` to the caller before hanging up.
+
+SIGTERM (and Ctrl-C) drains: new calls are refused (503) while ``/healthz`` stays 200 and
+``/readyz`` answers 503; running calls go on until they end or ``drain_timeout_s`` passes, then
+whatever is left is cancelled (every sink still closes properly).
 
 Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcome}``,
 ``pipeline_connections_refused_total{reason}``, ``pipeline_stage_frame_cost_seconds{stage,type}``
@@ -32,7 +42,8 @@ Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcom
 lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk that continues a
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
-``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
+``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total``,
+``pipeline_caller_audio_dropped_seconds_total``, ``pipeline_tasks_alive`` and
 ``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
 reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
 reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
@@ -145,7 +156,7 @@ class CallServer:
     ) -> None:
         if max_calls < 1:
             raise UsageError(f"max_calls must be at least 1, got {max_calls}")
-        for why in withhold_unavailable(template.nodes):  # not offered to the model
+        for why in withhold_unavailable(template.nodes, rest):  # not offered to the model
             log.warning(why)
         #: checked once; every call runs from it, none copies it
         self.plan = template.validate()
@@ -227,6 +238,7 @@ class CallServer:
             disconnect_after_s=self.media_disconnect_s,
             clock=self.clock,
         )
+        police.begin()  # the caller can have sent nothing before now
         call = TwilioCall(
             ws.send,
             send_batch=functools.partial(send_batch, ws),

@@ -263,6 +263,10 @@ class Emulator:
                         if bridge.resume_handle is not None and not self._resume(bridge, session):
                             await ws.close(1007, RESUME_REFUSED)
                             break
+                        async with conn.lock:  # in order with what the writer sends
+                            for reply in bridge.to_client:
+                                await ws.send(orjson.dumps(reply).decode())
+                            bridge.to_client.clear()
                         for m in bridged:
                             session.receive(m, self.clock.now())
                     # what is due now goes out before the next message is read, so a client

@@ -459,6 +459,9 @@ class GeminiServerBridge:
         #: makes a handle for the conversation as it stands (set by the server edge)
         self.checkpoint: Callable[[], str] | None = None
         self.went_away = False
+        #: messages for the client that no core event causes (an interruption by
+        #: ``activityStart`` with manual turns); the server edge sends them at once
+        self.to_client: list[Json] = []
 
     def incoming(self, message: str | bytes) -> list[str]:
         msg = camel_keys(json.loads(message))
@@ -496,6 +499,13 @@ class GeminiServerBridge:
         elif not self.set_up:
             raise ValueError("the first message must be setup")
         elif kind == "realtimeInput":
+            if "activityStart" in body and self.manual:
+                # Gemini's default activityHandling (START_OF_ACTIVITY_INTERRUPTS): the start of
+                # the caller's activity interrupts the model's turn, and its outstanding calls
+                if self.responding:
+                    out.append({"type": "response.cancel"})
+                    self.to_client.append({"serverContent": {"interrupted": True}})
+                self.to_client += self._withdraw()
             audio = body.get("audio") or next(iter(body.get("mediaChunks") or []), None)
             if isinstance(audio, Mapping):
                 mime = str(audio.get("mimeType", ""))
@@ -616,12 +626,7 @@ class GeminiServerBridge:
         elif kind == "input_audio_buffer.speech_started":
             if self.responding:
                 out.append({"serverContent": {"interrupted": True}})
-            if self.pending:
-                # the caller interrupts the model's turn while its tool calls are outstanding:
-                # they are cancelled, and no toolResponse is expected for them
-                ids, self.pending = self.pending, []
-                self.withdrawn.update(ids)
-                out.append({"toolCallCancellation": {"ids": ids}})
+            out += self._withdraw()
         elif kind == "response.done":
             self.responding = False
             status = (ev.get("response") or {}).get("status")
@@ -636,6 +641,15 @@ class GeminiServerBridge:
             if not self.pending:  # the turn is over and no tool call is outstanding
                 out += self._resumable()
         return [_dumps(m) for m in out]
+
+    def _withdraw(self) -> list[Json]:
+        """The caller interrupts the model's turn while its tool calls are outstanding: they
+        are cancelled, and no toolResponse is expected for them."""
+        if not self.pending:
+            return []
+        ids, self.pending = self.pending, []
+        self.withdrawn.update(ids)
+        return [{"toolCallCancellation": {"ids": ids}}]
 
     def _resumable(self) -> list[Json]:
         """A ``sessionResumptionUpdate`` with a new handle, if the setup asked for them."""

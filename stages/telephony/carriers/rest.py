@@ -79,6 +79,10 @@ WHY_NOT: dict[tuple[str, str], str] = {
         "Exotel documents no transfer of a call inside its Voicebot applet; end the stream "
         "and let the flow's next applet (Connect) transfer it"
     ),
+    ("plivo", "transfer_call"): (
+        "a Plivo transfer runs the <Dial> that Plivo fetches from this server: start "
+        "'pipeline serve' with --public-url"
+    ),
     ("exotel", "send_dtmf_via_api"): (
         "Exotel has no API for digits on a streaming call; use send_dtmf (in-band tones)"
     ),
@@ -88,9 +92,10 @@ WHY_NOT: dict[tuple[str, str], str] = {
 CarrierRestError = TwilioRestError
 
 
-def unavailable(carrier: str, tool: str) -> str:
-    """'' when ``carrier`` can do ``tool``, else the one line that says why not."""
-    if tool in CALL_TOOLS.get(carrier, ALL_TOOLS):
+def unavailable(carrier: str, tool: str, tools: frozenset[str] | None = None) -> str:
+    """'' when ``carrier`` can do ``tool`` (``tools``: what this deployment's client can do,
+    else what the carrier can), else the one line that says why not."""
+    if tool in (tools if tools is not None else CALL_TOOLS.get(carrier, ALL_TOOLS)):
         return ""
     why = WHY_NOT.get((carrier, tool), f"{carrier} cannot do it")
     return f"{tool} is not offered on {carrier} calls: {why}"
@@ -165,7 +170,6 @@ class PlivoRest(_Http):
     ``<Dial>`` of a transfer (``PUBLIC/plivo/transfer``; None: no transfer)."""
 
     carrier = "plivo"
-    tools = CALL_TOOLS["plivo"]
 
     def __init__(
         self,
@@ -179,6 +183,8 @@ class PlivoRest(_Http):
         super().__init__(base_url, timeout_s, auth=httpx.BasicAuth(auth_id, auth_token))
         self.auth_id = auth_id
         self.transfer_url = transfer_url
+        #: a transfer needs the URL Plivo fetches its <Dial> from
+        self.tools = CALL_TOOLS["plivo"] - (set() if transfer_url else {"transfer_call"})
 
     def __repr__(self) -> str:
         return f"PlivoRest(auth_id={self.auth_id!r}, base_url={self.base_url!r})"

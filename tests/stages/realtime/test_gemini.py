@@ -686,3 +686,76 @@ def test_the_client_bridge_keeps_what_was_sent_since_the_latest_handle() -> None
     assert r.time_left_s is None  # a new connection has no goAway yet
     nxt.incoming(json.dumps({"setupComplete": {}}))
     assert nxt.resumed and nxt.to_send == sent and nxt.replayed_s == 0.02
+
+
+def test_with_manual_turns_activity_start_interrupts_and_cancels_the_calls() -> None:
+    """Gemini's default activityHandling: the caller's ``activityStart`` interrupts the model's
+    turn (``interrupted``) and cancels its outstanding tool calls (``toolCallCancellation``),
+    sent at once, before anything the model's core says next."""
+    b = GeminiServerBridge()
+    b.incoming(json.dumps({"setup": {"model": "m", "realtimeInputConfig": {
+        "automaticActivityDetection": {"disabled": True}}}}))  # fmt: skip
+    b.outgoing(json.dumps({"type": "response.created", "response": {"id": "r1"}}))
+    call = {"type": "response.function_call_arguments.done", "call_id": "c1", "name": "f",
+            "arguments": "{}"}  # fmt: skip
+    b.outgoing(json.dumps(call))
+    got = msgs(b.incoming(json.dumps({"realtimeInput": {"activityStart": {}}})))
+    assert got == [{"type": "response.cancel"}]  # the core cancels the response in flight
+    assert b.to_client == [
+        {"serverContent": {"interrupted": True}},
+        {"toolCallCancellation": {"ids": ["c1"]}},
+    ]
+    b.to_client.clear()
+    b.outgoing(json.dumps({"type": "response.done", "response": {"status": "cancelled"}}))
+    got = msgs(b.incoming(json.dumps({"realtimeInput": {"activityStart": {}}})))
+    assert got == [] and b.to_client == []  # nothing in flight, nothing owed
+    # a late response for the cancelled call is not passed on
+    reply = {"toolResponse": {"functionResponses": [{"id": "c1", "response": {}}]}}
+    assert b.incoming(json.dumps(reply)) == []
+    assert b.warnings == ["toolResponse for call c1, which was cancelled"]
+
+
+def test_a_local_barge_in_on_a_pending_tool_call_cancels_it_with_manual_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Manual turns (a VAD upstream): the caller cuts in while the model says "One moment."
+    over its outstanding tool call; the session interrupts at once, its audio starts a new
+    activity, and Gemini's answer, ``interrupted`` and ``toolCallCancellation``, becomes a
+    ``tool_cancel`` after the ``interrupt``."""
+    from pipeline.frames import Audio, SpeechStarted, SpeechStopped, ToolCall, ToolCancel
+    from tests.stages.realtime.test_emulator import ManualClock
+    from tests.stages.realtime.test_session import Run, context
+
+    monkeypatch.setenv("GEMINI_API_KEY", "gemini-key-test")
+    clock = ManualClock()
+    say = ToolCallScript(turn=1, name="get_time", arguments={}, say="One moment.")
+    cfg = EmulatorConfig(reply="tone", tone_ms=2000, pace=1.0, tool_calls=(say,))
+    get_time = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+
+    async def go() -> tuple[list[Any], Any]:
+        async with run_emulator(cfg, "127.0.0.1", 0, clock=clock) as emu:
+            run = Run(
+                context(clock=clock), provider="gemini", turn_detection="none",
+                url=f"ws://127.0.0.1:{emu.port}{GEMINI_PATH}", input_rate=16000,
+                output_rate=24000, tools=[get_time],
+            )  # fmt: skip
+            speech = Audio(tone(16000, 400), "pcm16", 16000, pts=0.0)
+            run.feed.put(SpeechStarted(pts=0.0), speech, SpeechStopped(pts=0.4))
+            await run.until(ToolCall)
+            await run.until(Audio)  # "One moment." is playing
+            cut_in = Audio(tone(16000, 300), "pcm16", 16000, pts=1.0)
+            run.feed.put(SpeechStarted(pts=1.0), cut_in)
+            await run.until(ToolCancel)
+            run.feed.put(SpeechStopped(pts=1.3))
+            await emu.wait_sent(lambda sent: kinds_of(sent).count("response.created") == 2)
+            clock.advance(3.0)
+            run.feed.end()
+            await run.rest()
+            return run.out, emu.connections[0]
+
+    out, conn = asyncio.run(asyncio.wait_for(go(), 30))
+    kinds = [f.type for f in out if f.type in ("tool_call", "interrupt", "tool_cancel")]
+    assert kinds == ["tool_call", "interrupt", "tool_cancel"]
+    assert conn.bridge.warnings == []
+    items = [e["item"]["type"] for e in conn.received if e["type"] == "conversation.item.create"]
+    assert "function_call_output" not in items

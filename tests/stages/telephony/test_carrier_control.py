@@ -209,21 +209,21 @@ def test_fakes_refuse_what_the_apis_refuse() -> None:
             await rest.aclose()
         vonage = FakeVonage(APP_ID, rsa_key().public_key(), live={"c"})
         async with fake_server(vonage) as base:
-            rest = VonageRest(APP_ID, pem(), base_url=base, clock=lambda: time.time() - 3600)
+            late = VonageRest(APP_ID, pem(), base_url=base, clock=lambda: time.time() - 3600)
             with pytest.raises(CarrierRestError, match="HTTP 401, error 0: Expired Token"):
-                await rest.hang_up("c")
-            await rest.aclose()
-            rest = VonageRest(APP_ID, pem(), base_url=base)
+                await late.hang_up("c")
+            await late.aclose()
+            vrest = VonageRest(APP_ID, pem(), base_url=base)
             with pytest.raises(UsageError, match=r"neither an E\.164 number nor a SIP URI"):
-                await rest.transfer("c", "+1555")
+                await vrest.transfer("c", "+1555")
             endpoint = {"type": "phone", "number": "+15551230003"}  # Vonage wants no "+"
             body = {"action": "connect", "endpoint": [endpoint]}
             transfer = {"action": "transfer", "destination": {"type": "ncco", "ncco": [body]}}
             with pytest.raises(CarrierRestError, match=r"HTTP 400.*digits only, no \+"):
-                await rest._put("/v1/calls/c", transfer, 204)
+                await vrest._put("/v1/calls/c", transfer, 204)
             with pytest.raises(CarrierRestError, match=r"HTTP 400.*'mute!' is not one of"):
-                await rest._put("/v1/calls/c", {"action": "mute!"}, 204)
-            await rest.aclose()
+                await vrest._put("/v1/calls/c", {"action": "mute!"}, 204)
+            await vrest.aclose()
         assert vonage.requests[-1].status == 400
 
     asyncio.run(main())
@@ -331,3 +331,106 @@ def test_rest_for_reads_credentials_from_the_environment(tmp_path: Any) -> None:
         await vonage.aclose()
 
     asyncio.run(close())
+
+
+def test_plivo_transfer_is_withheld_without_a_public_url() -> None:
+    p = exotel_agent()
+    for sid in ("caller", "phone"):
+        p.nodes[sid].raw_params["carrier"] = "plivo"
+    assert p.check().warnings == ()  # Plivo can transfer: validate has nothing to say
+    rest = PlivoRest(AUTH_ID, "tok")  # no transfer_url: serve runs without --public-url
+    said = withhold_unavailable(p.nodes, rest)
+    assert said == [
+        "transfer_call is not offered on plivo calls: a Plivo transfer runs the <Dial> that "
+        "Plivo fetches from this server: start 'pipeline serve' with --public-url"
+    ]
+    assert len(p.nodes["tools"].raw_params["tools"]) == 3
+    asyncio.run(rest.aclose())
+
+
+def test_end_call_on_a_live_telnyx_call_waits_for_the_goodbye() -> None:
+    """Through `pipeline serve`: a Telnyx stream, the model says goodbye and calls end_call;
+    the (fake) Call Control API sees the hang-up only once every mark of the goodbye has been
+    reported played."""
+    from websockets.asyncio.client import connect
+
+    from stages.telephony.carriers.telnyx import TelnyxSide
+    from stages.telephony.serve import run_server
+
+    tone_ms = 400
+    p = Pipeline("telnyx-end")
+    p.add("caller", "phone_source", carrier="telnyx", dtmf="text")
+    p.add(
+        "agent",
+        "realtime_session",
+        provider="emulator",
+        input_format="pcmu",
+        output_format="pcmu",
+        turn_detection="none",
+        emulator={
+            "think_ms": 0,
+            "reply": "tone",
+            "tone_ms": tone_ms,
+            "tool_calls": [{"turn": 1, "name": "end_call", "say": "Goodbye!"}],
+        },
+    )
+    p.add("tools", "tool_router", tools=[{"ref": "stages.telephony.call_tools:end_call"}])
+    p.add("phone", "phone_sink", carrier="telnyx")
+    p.link("caller", "agent", "phone")
+    p.link("agent", "tools", "agent")
+
+    async def main() -> tuple[list[str], list[str], int]:
+        fake = FakeTelnyx("KEY0123", live={"v3:call-9"})
+        hung_up = asyncio.Event()
+        handle = fake.handle
+
+        at_hangup: list[str] = []
+
+        def watch(request: Any) -> Any:
+            at_hangup.extend(marks)  # what had been sent when the hang-up came
+            hung_up.set()
+            return handle(request)
+
+        fake.handle = watch  # type: ignore[method-assign]
+        side = TelnyxSide(CARRIERS["telnyx"].formats[0], "v3:call-9", "stream-9")
+        marks: list[str] = []
+        played: list[str] = []
+        got = asyncio.Event()
+        async with fake_server(fake) as base:
+            rest = TelnyxRest("KEY0123", base_url=base)
+            async with run_server(p, rest=rest) as server:
+                ws = await connect(server.url + "/media")
+
+                async def read() -> None:
+                    async for raw in ws:
+                        kind, value = side.read(raw)
+                        if kind == "mark":
+                            marks.append(value)
+                            got.set()
+
+                reader = asyncio.create_task(read())
+                for message in side.opening({}):
+                    await ws.send(message)
+                await ws.send(side.dtmf("1"))
+                async with asyncio.timeout(20):
+                    while len(marks) < tone_ms // 20:
+                        got.clear()
+                        await got.wait()
+                    playback = server._by_call_sid["v3:call-9"].playback
+                    while not (playback.finished and playback.waiters):
+                        await playback.next_change()
+                    assert not hung_up.is_set()  # nothing reported played: no hang-up yet
+                    for name in marks:
+                        played.append(name)
+                        await ws.send(side.mark_played(name))
+                    await hung_up.wait()
+                    stop = side.stop()  # Telnyx ends the stream of a call that hung up
+                    assert stop is not None
+                    await ws.send(stop)
+                    await reader
+                assert ws.close_code == 1000
+        return at_hangup, played, len(fake.requests)
+
+    at_hangup, played, requests = asyncio.run(main())
+    assert at_hangup == [str(i) for i in range(1, tone_ms // 20 + 1)] == played
+    assert requests == 1
