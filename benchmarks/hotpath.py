@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks.resample_latency import core_rows
 from pipeline import Audio, Frame, stage
 
 from . import inplace
@@ -410,7 +411,7 @@ def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     inner, repeat = (30, 3) if tiny else (500, 15) if quick else (2000, 41)
     quiet_pipecat()
     rows: list[Row] = []
-    for fn in (g711_rows, resample_rows, vad_rows, session_rows):
+    for fn in (g711_rows, resample_rows, core_rows, vad_rows, session_rows):
         f: Callable[[int, int], list[Row]] = fn
         rows += f(inner, repeat)
     rows += inplace.run(quick, tiny)

@@ -555,6 +555,14 @@ def _output_format(params: Mapping[str, Any], fmt: AudioFormat | None) -> AudioF
 GAP_TOLERANCE_S = 1e-3
 
 
+def _tail(rs: StreamResampler | None, rate: int, anchor: float, n_out: int) -> Audio | None:
+    """Flush ``rs``: its last samples as a frame (None if none), ``n_out`` samples into the
+    segment that began at ``anchor``. The caller starts a new segment."""
+    assert rs is not None
+    y = rs.flush()
+    return Audio(y.tobytes(), "pcm16", rate, 1, anchor + n_out / rate) if len(y) else None
+
+
 @stage(
     "resample",
     accepts=(Audio,),
@@ -589,59 +597,59 @@ async def resample(
     in_rate = 0  # rs's input rate (0: none yet)
     anchor = 0.0  # pts of the current segment's first input sample
     n_in = n_out = 0  # samples into and out of rs in the current segment
+    expect = 0.0  # the pts that continues the segment: anchor + n_in / in_rate
+    tol = GAP_TOLERANCE_S
     reported = False
-
-    def tail() -> Audio | None:
-        """Flush rs: its last samples as a frame (None if none); a new segment begins."""
-        nonlocal n_in, n_out
-        assert rs is not None
-        y = rs.flush()
-        last = Audio(y.tobytes(), "pcm16", rate, 1, anchor + n_out / rate) if len(y) else None
-        n_in = n_out = 0
-        return last
-
+    # (no closure over these: a variable a nested function shares is slower to reach, and
+    # the loop below reaches them for every frame)
     async for f in frames:
-        if isinstance(f, Audio):
+        if f.__class__ is not Audio:  # frames are never subclassed
+            if f.__class__ is Interrupt and rs is not None:
+                rs.reset()
+                n_in = n_out = 0
+            yield f
+            continue
+        # The steady state, a frame that goes on with the segment (same rate, its pts within
+        # the tolerance of where the segment has got to, pcm16 mono), skips the rest: that is
+        # every frame but the first of a stream, of a rate, or after a gap or an interrupt.
+        if not (
+            f.rate == in_rate
+            and n_in
+            and -tol <= f.pts - expect <= tol
+            and f.encoding == "pcm16"
+            and f.channels == 1
+        ):
             if f.encoding != "pcm16" or f.channels != 1:
                 fmt = _output_format({"rate": rate}, f.format)  # raises FormatError
                 raise StageError(ctx.id, f"cannot resample {fmt}")
             f_rate = f.rate
             if f_rate == rate:  # nothing to do, at no cost
-                if rs is not None and (t := tail()) is not None:
+                if rs is not None and (t := _tail(rs, rate, anchor, n_out)) is not None:
                     yield t
-                rs, in_rate = None, 0
+                rs, in_rate, n_in, n_out = None, 0, 0, 0
                 yield f
                 continue
             if f_rate != in_rate:
-                if rs is not None and (t := tail()) is not None:
+                if rs is not None and (t := _tail(rs, rate, anchor, n_out)) is not None:
                     yield t
+                n_in = n_out = 0
                 rs = StreamResampler(f_rate, rate, quality, low_latency)
                 process, in_rate = rs.engine.process, f_rate
-            elif (
-                n_in
-                and abs(f.pts - (anchor + n_in / f_rate)) > GAP_TOLERANCE_S
-                and (t := tail()) is not None
-            ):
-                yield t  # a gap: the tail before it, and a new segment
-            if not n_in:  # a new segment starts with this frame
-                anchor = f.pts
-            data = f.data
-            y = process(data)
-            n_in += len(data) >> 1
-            if not reported:
-                reported = True
-                assert rs is not None
-                ctx.report("algorithmic_delay_ms", round(rs.delay_s * 1000, 3))
-            if len(y):
-                j = n_out
-                n_out += len(y)
-                yield Audio(y.tobytes(), "pcm16", rate, 1, anchor + j / rate)
-        elif isinstance(f, Interrupt):
-            if rs is not None:
-                rs.reset()
+                if not reported:
+                    reported = True
+                    ctx.report("algorithmic_delay_ms", round(rs.delay_s * 1000, 3))
+            elif n_in:  # a gap: the tail before it, and a new segment
+                if (t := _tail(rs, rate, anchor, n_out)) is not None:
+                    yield t
                 n_in = n_out = 0
-            yield f
-        else:
-            yield f
-    if rs is not None and (t := tail()) is not None:
+            anchor = f.pts  # a new segment starts with this frame (n_in is 0 here)
+        data = f.data
+        y = process(data)
+        n_in += len(data) >> 1
+        expect = anchor + n_in / in_rate
+        if len(y):
+            j = n_out
+            n_out += len(y)
+            yield Audio(y.tobytes(), "pcm16", rate, 1, anchor + j / rate)
+    if rs is not None and (t := _tail(rs, rate, anchor, n_out)) is not None:
         yield t

@@ -25,7 +25,15 @@ import orjson
 
 from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import StageError
-from pipeline.frames import EVENT_TYPES, FRAME_TYPES, Audio, AudioFormat, Frame, event_to_dict
+from pipeline.frames import (
+    BYTES_PER_SAMPLE,
+    EVENT_TYPES,
+    FRAME_TYPES,
+    Audio,
+    AudioFormat,
+    Frame,
+    event_to_dict,
+)
 from pipeline.spec import OutputPath, stage
 
 from .wavfile import WavStreamWriter, WavWriter
@@ -196,11 +204,12 @@ async def null_sink(frames: AsyncIterator[Frame], *, ctx: StageContext) -> Async
     """Consume and drop every frame (for benchmarks); reports how many frames it took."""
     count = 0
     seconds = 0.0
+    bps = BYTES_PER_SAMPLE
     try:
         async for frame in frames:
             count += 1
-            if isinstance(frame, Audio):
-                seconds += frame.duration
+            if frame.__class__ is Audio:  # its duration, spelt out (a property call costs more)
+                seconds += len(frame.data) // (bps[frame.encoding] * frame.channels) / frame.rate
     finally:
         ctx.report("frames", count)
         ctx.report("seconds", round(seconds, 3))

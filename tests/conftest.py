@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from benchmarks.speechset import SpeechSetUnavailable, ensure
+
+# Property tests assert on values, never on time: no per-example deadline (a loaded machine
+# would fail them for being slow). A test's own @settings still sets its example count.
+settings.register_profile("pipeline", deadline=None)
+settings.load_profile("pipeline")
 
 
 @pytest.fixture(autouse=True)

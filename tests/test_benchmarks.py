@@ -50,6 +50,7 @@ def test_hotpath_tiny() -> None:
     for stage in ("g711_decode μ-law", "resample 8k→16k soxr HQ", "vad_gate webrtc annotate"):
         assert {f"{stage}: raw core", f"{stage}: in place", f"{stage}: overhead"} <= names
     assert "wav_source → null_sink" in names
+    assert "8k→16k low_latency core" in names  # the resampler engine's rows beside soxr's call
     chain = next(r for r in rows if r.group == "chain" and r.name.startswith("wav_source"))
     assert chain.baseline.startswith("plain loop") and chain.ratio is not None
 

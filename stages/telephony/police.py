@@ -3,10 +3,13 @@
 A carrier streams the caller's audio as it is spoken (Twilio: 20 ms every 20 ms). A caller
 that sends faster (a thousand messages a second, or seconds of audio in one message) would
 have it all forwarded to the model, multiplying the audio billed and the CPU spent. The audio
-admitted may run ahead of the wall clock since the call's first media by ``allowance_s``
-(network jitter, a burst after a stall); a message that would go further is dropped whole and
-counted; once ``disconnect_after_s`` of audio has been dropped the caller is an offender and
-the call is closed. Pure: the clock is injected.
+admitted may run ahead of the wall clock by ``allowance_s`` (network jitter, a burst after a stall).
+The clock starts when the server accepts the connection (:meth:`begin`): the caller cannot
+have sent any audio before that, so a stall of the server itself (messages read late, in a
+burst) never looks like a caller running ahead, while a caller that waits before sending gains
+at most that wait (bounded by the start and idle timeouts). A message that would go further is
+dropped whole and counted; once ``disconnect_after_s`` of audio has been dropped the caller is
+an offender and the call is closed. Pure: the clock is injected.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class MediaPolice:
         self.admitted_bytes = 0
         self.dropped_bytes = 0
         self.dropped_messages = 0
+
+    def begin(self) -> None:
+        """Start the clock now: the connection was accepted (else it starts at the first
+        media message)."""
+        self._t0 = self.clock()
 
     def ahead_s(self, extra_bytes: int = 0) -> float:
         """How far the admitted audio (plus ``extra_bytes``) runs ahead of the wall clock."""

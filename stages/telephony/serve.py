@@ -22,9 +22,19 @@ must carry it in the ``start`` message (TwiML ``<Parameter name="token" value=".
 it is closed (1008) before any pipeline is built. The token is never logged. The command line
 is :mod:`stages.telephony.serve_cli`, the metrics :mod:`stages.telephony.serve_metrics`.
 
-Messages larger than ``max_message_bytes`` close the connection (1009). SIGTERM (and Ctrl-C)
-drains: the listening socket closes, running calls go on until they end or ``drain_timeout_s``
-passes, then whatever is left is cancelled (every sink still closes properly).
+With ``token_parameter``, a connection counts against ``max_calls`` only once its token is
+checked; until then it counts against ``max_unauthenticated`` and has ``auth_timeout_s``.
+
+Hostile callers: messages larger than ``max_message_bytes`` close the connection (1009); after
+``max_bad_messages`` bad messages the caller is disconnected (1008); the media clock is policed
+per call (:mod:`stages.telephony.police`: audio beyond ``media_allowance_s`` ahead of real time
+is dropped, a sustained offender disconnected); a ``start`` in a format the pipeline cannot take
+is refused (1003). Each call's outcome says how it ended (:func:`ended_by`); a call whose model
+cannot be reached plays ``unavailable_audio`` to the caller before hanging up.
+
+SIGTERM (and Ctrl-C) drains: new calls are refused (503) while ``/healthz`` stays 200 and
+``/readyz`` answers 503; running calls go on until they end or ``drain_timeout_s`` passes, then
+whatever is left is cancelled (every sink still closes properly).
 
 Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcome}``,
 ``pipeline_connections_refused_total{reason}``, ``pipeline_stage_frame_cost_seconds{stage,type}``
@@ -32,7 +42,8 @@ Metrics (``/metrics``): ``pipeline_calls_active``, ``pipeline_calls_total{outcom
 lateness_seconds`` (histogram: the gap a caller hears before each outgoing chunk that continues a
 stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged_frames_total``
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
-``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total`` and
+``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total``,
+``pipeline_caller_audio_dropped_seconds_total``, ``pipeline_tasks_alive`` and
 ``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
 reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
 reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
@@ -227,6 +238,7 @@ class CallServer:
             disconnect_after_s=self.media_disconnect_s,
             clock=self.clock,
         )
+        police.begin()  # the caller can have sent nothing before now
         call = TwilioCall(
             ws.send,
             send_batch=functools.partial(send_batch, ws),
@@ -607,9 +619,8 @@ def unavailable_audio(path: str | os.PathLike[str] | None) -> bytes:
     try:
         header, data = read_wav(path)
     except (OSError, PipelineError) as exc:
-        raise ConfigError(
-            Problem(f"{path}: {exc}", "give a WAV file (--unavailable-wav PATH)")
-        ) from None
+        said = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise ConfigError(Problem(said, "give a WAV file (--unavailable-wav PATH)")) from None
     fmt = header.format
     if fmt.rate != 8000 or fmt.channels != 1 or fmt.encoding not in ("pcmu", "pcm16"):
         raise ConfigError(

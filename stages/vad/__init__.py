@@ -10,7 +10,7 @@ The work is synchronous and lives in three modules; the stage only adapts it to 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +95,10 @@ def _check(values: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _no_gate(frame: Audio) -> list[Frame]:
+    raise AssertionError("vad_gate: audio before its gate was made")  # never: see the stage
+
+
 @stage(
     "vad_gate",
     accepts=(Audio,),
@@ -133,15 +137,24 @@ async def vad_gate(
     """
     gate: VadGate | None = None
     fmt: AudioFormat | None = None
+    rate = channels = 0  # fmt's (0: no audio yet)
+    push: Callable[[Audio], list[Frame]] = _no_gate
     model = None if model_path is None else ctx.base_dir / model_path  # absolute from YAML
     if engine == "silero":
         silero_session(model)  # load the shared model now, not when the first words arrive
     async for frame in frames:
-        if not isinstance(frame, Audio):
+        if frame.__class__ is not Audio:  # frames are never subclassed
             yield frame
             continue
-        if gate is None or fmt is None:
+        if frame.rate != rate or frame.channels != channels:  # the first audio, or a change
+            if fmt is not None:
+                raise FormatError(
+                    f"stage '{ctx.id}' (vad_gate) gets {frame.format} audio after {fmt}; "
+                    "a gate analyses one rate and channel count",
+                    f"add {{type: resample, rate: {fmt.rate}}} before it",
+                )
             fmt = frame.format
+            rate, channels = fmt.rate, fmt.channels
             try:
                 vad = make_engine(
                     engine, frame.rate, aggressiveness=aggressiveness, model_path=model
@@ -156,13 +169,8 @@ async def vad_gate(
                 prefix_ms=prefix_ms,
                 mode=mode,
             )
-        elif frame.rate != fmt.rate or frame.channels != fmt.channels:
-            raise FormatError(
-                f"stage '{ctx.id}' (vad_gate) gets {frame.format} audio after {fmt}; "
-                "a gate analyses one rate and channel count",
-                f"add {{type: resample, rate: {fmt.rate}}} before it",
-            )
-        for out in gate.push(frame):
+            push = gate.push
+        for out in push(frame):
             yield out
     if gate is not None:
         for out in gate.finish():

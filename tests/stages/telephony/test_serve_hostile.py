@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -250,6 +251,12 @@ def test_media_police_keeps_a_caller_to_real_time() -> None:
     # one 6 s message at the start of a call: dropped whole
     fresh = MediaPolice(8000, clock=clock)
     assert not fresh.admit(48000) and fresh.dropped_s == 6.0 and not fresh.offender
+    # the server stalls 5 s right after accepting a real-time caller, then reads the 5 s of
+    # audio queued meanwhile in one burst: nothing is the caller's fault, nothing dropped
+    stalled = MediaPolice(8000, clock=clock)
+    stalled.begin()
+    clock.now += 5.0
+    assert all(stalled.admit(160) for _ in range(250)) and stalled.dropped_bytes == 0
 
 
 def _appended(emu: Any) -> bytes:
@@ -268,74 +275,73 @@ def _phone(emu_url: str) -> Any:
     return phone_pipeline(emu_url, engine="energy", mode="annotate", turn_detection="none")
 
 
+async def _call_the_model(
+    sid: str, send: Callable[[ClientConnection], Awaitable[None]]
+) -> tuple[tuple[int | None, str | None], str, bytes]:
+    """One call through the phone pipeline to an emulated model, on a server clock that does
+    not move: ``send`` writes the caller's messages after connected and start. The close
+    code and reason, the server's metrics, and the caller audio the model received."""
+    from stages.realtime import emulator
+
+    clock = StepClock()
+    config = emulator.EmulatorConfig(reply="tone", tone_ms=100, pace=0)
+    async with emulator.run_emulator(config) as emu:
+        async with run_server(_phone(emu.url), clock=clock) as server:
+            async with connect(server.url + "/media") as ws:
+                await ws.send(encode(Connected()))
+                await ws.send(encode(Start(stream_sid=sid, call_sid="CA" + sid)))
+                with contextlib.suppress(ConnectionClosed):
+                    await send(ws)
+                how = await closed(ws)
+            async with asyncio.timeout(10):
+                await server.wait_active(0)
+            _, _, text = await http_get(server.port, "/metrics")
+        await emu.wait(lambda e: all(c.closed for c in e.connections), timeout=10)
+    return how, text, _appended(emu)
+
+
 def test_a_caller_sending_twenty_times_real_time_is_policed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """1,000 media messages at once (20 s of audio) on a clock that does not move: the model
     gets the first 2 s (the allowance) and nothing more; the caller is cut off (1008) once
     10 s have been dropped; the outcome is policed."""
-    emulator = pytest.importorskip("stages.realtime.emulator")
+    pytest.importorskip("stages.realtime.emulator")
     monkeypatch.setenv("SERVE_TEST_KEY", "k")
     audio = bytes(range(0, 250)) * 640  # no 0xFF: the session's own end padding is 0xFF
-    clock = StepClock()
 
-    async def main() -> None:
-        config = emulator.EmulatorConfig(reply="tone", tone_ms=100, pace=0)
-        async with emulator.run_emulator(config) as emu:
-            async with run_server(_phone(emu.url), clock=clock) as server:
-                async with connect(server.url + "/media") as ws:
-                    await ws.send(encode(Connected()))
-                    await ws.send(encode(Start(stream_sid="MZfast", call_sid="CAfast")))
-                    with contextlib.suppress(ConnectionClosed):
-                        for i in range(1000):
-                            chunk = audio[i * 160 : (i + 1) * 160]
-                            media = Media("MZfast", chunk, 20 * i, i + 1, sequence_number=i + 3)
-                            await ws.send(encode(media))
-                    assert await closed(ws) == (1008, "audio faster than real time")
-                async with asyncio.timeout(10):
-                    await server.wait_active(0)
-                _, _, text = await http_get(server.port, "/metrics")
-            await emu.wait(lambda e: all(c.closed for c in e.connections), timeout=10)
-        got = _appended(emu)
-        assert got[:16000] == audio[:16000]  # 2 s: the allowance
-        assert set(got[16000:]) <= {0xFF}  # then only the session's own end padding
-        assert metric(text, 'pipeline_calls_total{outcome="policed"}') == 1.0
-        assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 10.0
+    async def flood(ws: ClientConnection) -> None:
+        for i in range(1000):
+            chunk = audio[i * 160 : (i + 1) * 160]
+            await ws.send(encode(Media("MZfast", chunk, 20 * i, i + 1, sequence_number=i + 3)))
 
-    asyncio.run(main())
+    how, text, got = asyncio.run(_call_the_model("MZfast", flood))
+    assert how == (1008, "audio faster than real time")
+    assert got[:16000] == audio[:16000]  # 2 s: the allowance
+    assert set(got[16000:]) <= {0xFF}  # then only the session's own end padding
+    assert metric(text, 'pipeline_calls_total{outcome="policed"}') == 1.0
+    assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 10.0
 
 
 def test_six_seconds_of_audio_in_one_message_are_not_forwarded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    emulator = pytest.importorskip("stages.realtime.emulator")
+    pytest.importorskip("stages.realtime.emulator")
     from stages.telephony.twilio_wire import Stop
 
     monkeypatch.setenv("SERVE_TEST_KEY", "k")
-    clock = StepClock()
 
-    async def main() -> None:
-        config = emulator.EmulatorConfig(reply="tone", tone_ms=100, pace=0)
-        async with emulator.run_emulator(config) as emu:
-            async with run_server(_phone(emu.url), clock=clock) as server:
-                async with connect(server.url + "/media") as ws:
-                    await ws.send(encode(Connected()))
-                    await ws.send(encode(Start(stream_sid="MZbig", call_sid="CAbig")))
-                    big = encode(Media("MZbig", b"\x55" * 48000, 0, 1, sequence_number=3))
-                    assert 60_000 < len(big) < 64 * 1024
-                    await ws.send(big)
-                    await ws.send(encode(Stop(stream_sid="MZbig", sequence_number=4)))
-                    code, _ = await closed(ws)
-                    assert code == 1000
-                async with asyncio.timeout(10):
-                    await server.wait_active(0)
-                _, _, text = await http_get(server.port, "/metrics")
-            await emu.wait(lambda e: all(c.closed for c in e.connections), timeout=10)
-        assert 0x55 not in _appended(emu)
-        assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 6.0
-        assert metric(text, 'pipeline_calls_total{outcome="completed"}') == 1.0
+    async def one_big_message(ws: ClientConnection) -> None:
+        big = encode(Media("MZbig", b"\x55" * 48000, 0, 1, sequence_number=3))
+        assert 60_000 < len(big) < 64 * 1024
+        await ws.send(big)
+        await ws.send(encode(Stop(stream_sid="MZbig", sequence_number=4)))
 
-    asyncio.run(main())
+    how, text, got = asyncio.run(_call_the_model("MZbig", one_big_message))
+    assert how[0] == 1000
+    assert 0x55 not in got
+    assert metric(text, "pipeline_caller_audio_dropped_seconds_total") == 6.0
+    assert metric(text, 'pipeline_calls_total{outcome="completed"}') == 1.0
 
 
 # ---------------------------------------------------------------------------- (7) outcomes
@@ -469,3 +475,23 @@ def test_the_shipped_message_plays_on_a_phone_line() -> None:
 
     audio = unavailable_audio(UNAVAILABLE_WAV)
     assert 2 * 8000 < len(audio) < 8 * 8000  # a few seconds of μ-law
+
+
+def test_a_message_that_cannot_play_on_a_phone_line_is_refused_at_start(tmp_path: Any) -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.frames import AudioFormat
+    from stages.telephony.serve import unavailable_audio
+    from stages.wavfile import WavWriter
+
+    wide = tmp_path / "wide.wav"
+    w = WavWriter(wide, AudioFormat("pcm16", 16000, 1))
+    w.write(b"\x00\x00" * 1600)
+    w.close()
+    with pytest.raises(ConfigError) as bad:
+        unavailable_audio(wide)
+    assert str(bad.value.problems[0]).startswith(f"{wide}: pcm16 16000 Hz x1; ")
+    assert "give an 8000 Hz mono WAV" in str(bad.value.problems[0])
+    with pytest.raises(ConfigError) as missing:
+        unavailable_audio(tmp_path / "nope.wav")
+    assert str(missing.value.problems[0]).count("nope.wav") == 1
+    assert unavailable_audio("") == b"" and unavailable_audio(None) == b""
