@@ -619,9 +619,8 @@ def unavailable_audio(path: str | os.PathLike[str] | None) -> bytes:
     try:
         header, data = read_wav(path)
     except (OSError, PipelineError) as exc:
-        raise ConfigError(
-            Problem(f"{path}: {exc}", "give a WAV file (--unavailable-wav PATH)")
-        ) from None
+        said = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise ConfigError(Problem(said, "give a WAV file (--unavailable-wav PATH)")) from None
     fmt = header.format
     if fmt.rate != 8000 or fmt.channels != 1 or fmt.encoding not in ("pcmu", "pcm16"):
         raise ConfigError(

@@ -475,3 +475,23 @@ def test_the_shipped_message_plays_on_a_phone_line() -> None:
 
     audio = unavailable_audio(UNAVAILABLE_WAV)
     assert 2 * 8000 < len(audio) < 8 * 8000  # a few seconds of μ-law
+
+
+def test_a_message_that_cannot_play_on_a_phone_line_is_refused_at_start(tmp_path: Any) -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.frames import AudioFormat
+    from stages.telephony.serve import unavailable_audio
+    from stages.wavfile import WavWriter
+
+    wide = tmp_path / "wide.wav"
+    w = WavWriter(wide, AudioFormat("pcm16", 16000, 1))
+    w.write(b"\x00\x00" * 1600)
+    w.close()
+    with pytest.raises(ConfigError) as bad:
+        unavailable_audio(wide)
+    assert str(bad.value.problems[0]).startswith(f"{wide}: pcm16 16000 Hz x1; ")
+    assert "give an 8000 Hz mono WAV" in str(bad.value.problems[0])
+    with pytest.raises(ConfigError) as missing:
+        unavailable_audio(tmp_path / "nope.wav")
+    assert str(missing.value.problems[0]).count("nope.wav") == 1
+    assert unavailable_audio("") == b"" and unavailable_audio(None) == b""
