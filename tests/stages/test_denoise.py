@@ -101,7 +101,16 @@ def test_clean_speech_keeps_its_energy_and_comes_out_late_by_delay_s(
     lags = np.arange(int(0.04 * rate))
     corr = [np.dot(a[: a.size - k], b[k:]) for k in lags]
     assert abs(int(np.argmax(corr)) - delay * rate) <= 0.0012 * rate  # within 1.2 ms
-    assert abs(10 * np.log10(np.sum(b**2) / np.sum(a**2))) < 1.0
+    # RNNoise is recurrent and gates words: where the speech falls against its 10 ms frames
+    # can change its gain on one word by 10 dB or more. At 16 kHz, over 20 starts 0.5 ms apart,
+    # 1 or 2 lose more than 1 dB overall (with either resampler filter), the rest 0.1-0.8 dB:
+    # the energy is judged by the median over three starts 2.5 ms apart.
+    changes = [10 * np.log10(np.sum(b**2) / np.sum(a**2))]
+    for k in (1, 2):
+        xs = x[k * rate // 400 :]
+        ys = run(xs, rate, rate // 50).astype(np.float64)
+        changes.append(10 * np.log10(np.sum(ys**2) / np.sum(xs.astype(np.float64) ** 2)))
+    assert abs(float(np.median(changes))) < 1.0, changes
 
 
 def test_the_stage_keeps_the_timeline_and_passes_other_frames() -> None:
