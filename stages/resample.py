@@ -749,9 +749,8 @@ async def resample(
         y = process(data)
         n_in += len(data) >> 1
         expect = anchor + n_in / in_rate
-        if len(y):
-            j = n_out
-            n_out += len(y)
-            yield Audio(y.tobytes(), "pcm16", rate, 1, anchor + j / rate)
+        if m := len(y):
+            yield Audio(y.tobytes(), "pcm16", rate, 1, anchor + n_out / rate)
+            n_out += m
     if rs is not None and (t := _tail(rs, rate, anchor, n_out)) is not None:
         yield t
