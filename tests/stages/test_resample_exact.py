@@ -360,7 +360,7 @@ def worst_stop_band_db(in_rate: int, out_rate: int) -> float:
 def test_worst_stop_band_point_of_the_filter(in_rate: int, out_rate: int) -> None:
     """Every frequency of the stop band, not chosen ones: the taps' spectrum from 0.575 × the
     lower rate up is at least 76 dB down (the minimax design aims for 77; it lands between
-    -77.8 and -80.7 dB at the telephony ratios, the Kaiser design of the odd ratios at -77.8
+    -77.7 and -80.3 dB at the telephony ratios, the Kaiser design of the odd ratios at -77.8
     to -78.5 dB)."""
     worst = worst_stop_band_db(in_rate, out_rate)
     assert -81.0 <= worst <= -77.0, f"{in_rate} -> {out_rate}: worst stop band {worst:.2f} dB"
