@@ -12,7 +12,6 @@ import base64
 import json
 import math
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,17 +40,6 @@ def _speechlike(rate: int, seconds: float = 2.0) -> np.ndarray:
     return sig.astype(np.int16)
 
 
-def _audioop() -> object | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import audioop
-
-            return audioop
-        except ImportError:
-            return None
-
-
 def g711_rows(inner: int, repeat: int) -> list[Row]:
     from stages import g711
 
@@ -68,7 +56,7 @@ def g711_rows(inner: int, repeat: int) -> list[Row]:
         "μ-law encode (ours, table)",
         per_call_us(lambda: g711.encode_ulaw(pcm), inner=inner, repeat=repeat),
     )
-    ao = _audioop()
+    ao = inplace.audioop_module()
     if ao is not None:
         adec = row(
             "g711",
@@ -721,23 +709,8 @@ def _raw_call(frames: list[Audio], engine: str) -> None:
     VAD's pre-emphasis and webrtcvad per 30 ms window, an append message (base64 + orjson), a
     delta parsed (orjson + base64), resample 24k→8k, encode. ``engine``: ``soxr`` (HQ streams,
     int16) or ``ours`` (the low-latency resampler's core, as the stages run it)."""
-    import webrtcvad
-
-    from stages.resample import PolyphaseResampler
-
-    ao: Any = _audioop()
-    if ao is None:
-        raise RuntimeError("the raw path needs audioop (or audioop-lts on Python 3.13+)")
-    ulaw2lin, lin2ulaw, add, mul = ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul
-    if engine == "soxr":
-        import soxr
-
-        up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ").resample_chunk
-        down = soxr.ResampleStream(24000, 8000, 1, dtype="int16", quality="HQ").resample_chunk
-    else:
-        up = PolyphaseResampler(8000, 16000).process
-        down = PolyphaseResampler(24000, 8000).process
-    is_speech = webrtcvad.Vad(3).is_speech
+    raw = inplace.raw_calls(engine, 24000, "the raw path")
+    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech = raw
     message = delta_message(_tone(24000).tobytes())
     dumps, loads = orjson.dumps, orjson.loads
     b64encode, b64decode = base64.b64encode, base64.b64decode

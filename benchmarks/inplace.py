@@ -28,7 +28,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -132,7 +132,8 @@ def _loop(
     return run
 
 
-def _audioop() -> Any:
+def audioop_module() -> Any:
+    """The standard library's ``audioop`` (``audioop-lts`` on Python 3.13+), or None."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -141,6 +142,40 @@ def _audioop() -> Any:
             return audioop
         except ImportError:
             return None
+
+
+class RawCalls(NamedTuple):
+    """The bare library calls a raw path is made of."""
+
+    ulaw2lin: Callable[..., bytes]
+    lin2ulaw: Callable[..., bytes]
+    add: Callable[..., bytes]
+    mul: Callable[..., bytes]
+    up: Callable[[Any], Any]
+    down: Callable[[Any], Any]
+    is_speech: Callable[..., bool]
+
+
+def raw_calls(engine: str, down_from: int, what: str) -> RawCalls:
+    """audioop's μ-law codec and arithmetic, resamplers 8k→16k and ``down_from``→8k (``soxr``:
+    soxr HQ streams, int16; ``ours``: the low-latency resampler's core) and webrtcvad mode 3.
+    ``what`` names the caller in the error when audioop is missing."""
+    import webrtcvad
+
+    from stages.resample import PolyphaseResampler
+
+    ao = audioop_module()
+    if ao is None:
+        raise RuntimeError(f"{what} needs audioop (or audioop-lts on Python 3.13+)")
+    if engine == "soxr":
+        import soxr
+
+        up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ").resample_chunk
+        down = soxr.ResampleStream(down_from, 8000, 1, dtype="int16", quality="HQ").resample_chunk
+    else:
+        up = PolyphaseResampler(8000, 16000).process
+        down = PolyphaseResampler(down_from, 8000).process
+    return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, webrtcvad.Vad(3).is_speech)
 
 
 # ---------------------------------------------------------------------------- per stage
@@ -348,24 +383,9 @@ def _plain_loop(path: Path, engine: str) -> None:
     """The chain's library calls in one Python loop: read 20 ms, decode, resample up, the VAD's
     pre-emphasis and webrtcvad per 30 ms window, resample down, encode. ``engine``: ``soxr``
     (soxr HQ streams, int16) or ``ours`` (the low-latency resampler's core)."""
-    import webrtcvad
-
-    from stages.resample import PolyphaseResampler
     from stages.wavfile import read_header
 
-    ao = _audioop()
-    if ao is None:
-        raise RuntimeError("the plain loop needs audioop (or audioop-lts on Python 3.13+)")
-    ulaw2lin, lin2ulaw, add, mul = ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul
-    if engine == "soxr":
-        import soxr
-
-        up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ").resample_chunk
-        down = soxr.ResampleStream(16000, 8000, 1, dtype="int16", quality="HQ").resample_chunk
-    else:
-        up = PolyphaseResampler(8000, 16000).process
-        down = PolyphaseResampler(16000, 8000).process
-    is_speech = webrtcvad.Vad(3).is_speech
+    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech = raw_calls(engine, 16000, "the plain loop")
     i16 = np.dtype("<i2")
     frombuffer = np.frombuffer
     last = b"\0\0"
