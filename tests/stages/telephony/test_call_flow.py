@@ -34,61 +34,27 @@ from stages.telephony.twilio import (
     parse_outgoing,
 )
 from stages.telephony.webhook import TwilioWebhook
+from tests.phonekit import TONE_MS, http_post, tool_agent
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "f" * 32
 CALL = "CA" + "1" * 32
 STREAM = "MZ" + "2" * 32
 PUBLIC = "https://agent.example.com"
-TONE_MS = 400
 GOODBYE_MARKS = TONE_MS // 20
 
 
 def agent_pipeline(*, dtmf_turn: bool = True, say: str = "Goodbye!") -> Pipeline:
     """caller (DTMF as text) -> emulator model that calls end_call while saying goodbye."""
-    p = Pipeline("phone-end")
-    p.add("caller", "twilio_source", dtmf="text" if dtmf_turn else "ignore")
-    p.add(
-        "agent",
-        "realtime_session",
-        provider="emulator",
-        input_format="pcmu",
-        output_format="pcmu",
-        turn_detection="none",
-        emulator={
-            "think_ms": 0,
-            "reply": "tone",
-            "tone_ms": TONE_MS,
-            "tool_calls": [{"turn": 1, "name": "end_call", "say": say}],
-        },
-    )
-    p.add(
-        "tools",
-        "tool_router",
-        tools=[{"ref": "stages.telephony.call_tools:end_call", "timeout_s": 30}],
-    )
-    p.add("phone", "twilio_sink")
-    p.link("caller", "agent", "phone")
-    p.link("agent", "tools", "agent")
-    return p
+    dtmf = "text" if dtmf_turn else "ignore"
+    return tool_agent("phone-end", "end_call", {"name": "end_call", "say": say}, dtmf=dtmf)
 
 
 async def post(port: int, target: str, form: list[tuple[str, str]], sig: str | None) -> Any:
-    body = urlencode(form).encode()
-    head = (
-        f"POST {target} HTTP/1.1\r\nHost: agent.example.com\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        + (f"X-Twilio-Signature: {sig}\r\n" if sig else "")
-        + "\r\n"
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(head.encode() + body)
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    status_line, _, rest = data.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if sig:
+        headers["X-Twilio-Signature"] = sig
+    return await http_post(port, target, urlencode(form).encode(), headers)
 
 
 @dataclass

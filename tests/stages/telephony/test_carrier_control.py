@@ -35,6 +35,7 @@ from stages.telephony.control import CallControl, bind_control
 from stages.telephony.http import serve_http
 from stages.telephony.offer import withhold_unavailable
 from stages.telephony.twilio import TwilioCall, bind_call
+from tests.phonekit import TONE_MS, tool_agent
 
 TARGETS = {"desk": "+15551230003", "pbx": "sip:desk@pbx.example.com"}
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -357,27 +358,14 @@ def test_end_call_on_a_live_telnyx_call_waits_for_the_goodbye() -> None:
     from stages.telephony.carriers.telnyx import TelnyxSide
     from stages.telephony.serve import run_server
 
-    tone_ms = 400
-    p = Pipeline("telnyx-end")
-    p.add("caller", "phone_source", carrier="telnyx", dtmf="text")
-    p.add(
-        "agent",
-        "realtime_session",
-        provider="emulator",
-        input_format="pcmu",
-        output_format="pcmu",
-        turn_detection="none",
-        emulator={
-            "think_ms": 0,
-            "reply": "tone",
-            "tone_ms": tone_ms,
-            "tool_calls": [{"turn": 1, "name": "end_call", "say": "Goodbye!"}],
-        },
+    tone_ms = TONE_MS
+    p = tool_agent(
+        "telnyx-end",
+        "end_call",
+        {"name": "end_call", "say": "Goodbye!"},
+        carrier="telnyx",
+        timeout_s=None,
     )
-    p.add("tools", "tool_router", tools=[{"ref": "stages.telephony.call_tools:end_call"}])
-    p.add("phone", "phone_sink", carrier="telnyx")
-    p.link("caller", "agent", "phone")
-    p.link("agent", "tools", "agent")
 
     async def main() -> tuple[list[str], list[str], int]:
         fake = FakeTelnyx("KEY0123", live={"v3:call-9"})

@@ -31,6 +31,7 @@ from stages.telephony.carriers.auth import (
 )
 from stages.telephony.carriers.webhooks import CarrierWebhook, carrier_webhook
 from stages.telephony.serve import run_server
+from tests.phonekit import http_post
 
 NOW = 1_790_000_000
 PUBLIC = "https://agent.example.com"
@@ -123,19 +124,7 @@ def echo_pipeline(carrier: str) -> Pipeline:
 async def post(
     port: int, target: str, body: bytes, headers: dict[str, str], ctype: str
 ) -> tuple[int, bytes]:
-    head = (
-        f"POST {target} HTTP/1.1\r\nHost: agent.example.com\r\nContent-Type: {ctype}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        + "\r\n"
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(head.encode() + body)
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    status_line, _, rest = data.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+    return await http_post(port, target, body, {"Content-Type": ctype, **headers})
 
 
 def plivo_headers(signature: str, nonce: str) -> dict[str, str]:

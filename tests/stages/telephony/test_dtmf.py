@@ -28,6 +28,7 @@ from stages.telephony.dtmf import (
 )
 from stages.telephony.serve import run_server
 from stages.telephony.twilio import Connected, Dtmf, Start, Stop
+from tests.phonekit import TONE_MS, tool_agent
 from tests.stages.telephony.test_call_flow import ACCOUNT, CALL, STREAM, Caller
 
 KEYS = "123A456B789C*0#D"
@@ -79,36 +80,10 @@ def test_tones_timing_levels_and_formats() -> None:
     assert detect(bytes(16000), PCM8) == ""
 
 
-TONE_MS = 400
-
-
 def dtmf_agent() -> Pipeline:
     """An emulator model that answers the caller's key press by pressing 1, 2, # itself."""
-    p = Pipeline("phone-dtmf")
-    p.add("caller", "twilio_source", dtmf="text")
-    p.add(
-        "agent",
-        "realtime_session",
-        provider="emulator",
-        input_format="pcmu",
-        output_format="pcmu",
-        turn_detection="none",
-        emulator={
-            "think_ms": 0,
-            "reply": "tone",
-            "tone_ms": TONE_MS,
-            "tool_calls": [{"turn": 1, "name": "send_dtmf", "arguments": {"digits": "12#"}}],
-        },
-    )
-    p.add(
-        "tools",
-        "tool_router",
-        tools=[{"ref": "stages.telephony.call_tools:send_dtmf", "timeout_s": 30}],
-    )
-    p.add("phone", "twilio_sink")
-    p.link("caller", "agent", "phone")
-    p.link("agent", "tools", "agent")
-    return p
+    call = {"name": "send_dtmf", "arguments": {"digits": "12#"}}
+    return tool_agent("phone-dtmf", "send_dtmf", call)
 
 
 def test_send_dtmf_in_band_on_a_live_call() -> None:
