@@ -30,6 +30,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.resample_latency import CORE_RATIOS
 from stages.resample import PolyphaseResampler, StreamResampler
 
 I16 = npt.NDArray[np.int16]
@@ -37,21 +38,8 @@ F64 = npt.NDArray[np.float64]
 
 SPEECH_WAV = Path(__file__).resolve().parents[2] / "examples" / "caller_8k_ulaw.wav"
 
-#: every ratio between the telephony and wideband rates
-TELEPHONY = [
-    (8000, 16000),
-    (16000, 8000),
-    (8000, 24000),
-    (24000, 8000),
-    (16000, 24000),
-    (24000, 16000),
-    (24000, 48000),
-    (48000, 24000),
-    (8000, 48000),
-    (48000, 8000),
-    (16000, 48000),
-    (48000, 16000),
-]
+#: every ratio between the telephony and wideband rates (the benchmark's list)
+TELEPHONY = CORE_RATIOS
 #: odd ratios: long block matrices (44.1 kHz), and the gather form (8000 -> 8001)
 ODD = [(44100, 16000), (8000, 44100), (22050, 8000), (8000, 8001)]
 
