@@ -118,7 +118,9 @@ class LatenessMeter:
     whichever is later. A chunk that continues a stretch of audio (its media time follows on
     from the previous chunk) and arrives after the player ran dry is late by the gap the caller
     hears; the first chunk of a stretch is never late (when a reply starts is a matter of
-    response latency, not of lateness)."""
+    response latency, not of lateness). A stretch ends at a jump in media time, a barge-in or
+    the end of a reply (:meth:`Playout.end_reply`): a realtime session's output media time runs
+    on across replies, so the next reply's first chunk follows on from the last one's end."""
 
     __slots__ = ("play_end",)
 
@@ -144,9 +146,10 @@ class Playout:
     caller has heard so far.
 
     ``push(data, pts, now)`` buffers μ-law bytes and returns the messages for every full chunk
-    (``chunk_ms`` of audio each, 20–50 ms). ``flush(now)`` sends the partial chunk left over (at
-    the end of a response). A chunk whose media time does not follow on from the buffered audio
-    flushes the buffer first, so a chunk never spans two stretches of audio. Each ``media`` is
+    (``chunk_ms`` of audio each, 20–50 ms). ``flush(now)`` sends the partial chunk left over;
+    ``end_reply(now)`` does so at the end of a response and starts a new stretch. A chunk whose
+    media time does not follow on from the buffered audio flushes the buffer first, so a chunk
+    never spans two stretches of audio. Each ``media`` is
     followed by a ``mark`` named ``"<n>"``; :meth:`mark_echoed` takes Twilio's echo and returns
     the new heard position (the media time at the end of that chunk). :meth:`clear` (barge-in)
     drops the partial chunk and every pending mark and returns the ``clear`` message (if anything
@@ -224,6 +227,14 @@ class Playout:
         if self._buf:
             self._send(bytes(self._buf), now, out)
             self._buf.clear()
+        return out
+
+    def end_reply(self, now: float = 0.0) -> list[Any]:
+        """The end of a reply: the messages for the partial chunk, if any; the next audio
+        starts a new stretch even if its media time follows on (the gap before the next reply
+        is response latency, not lateness)."""
+        out = self.flush(now)
+        self.meter.reset()
         return out
 
     def _send(self, chunk: bytes, now: float, out: list[Any]) -> None:
@@ -876,7 +887,7 @@ async def play_to_call(
                         call.playback.changed()
                         call.tap_cleared()
                     case ResponseDone():
-                        await call.send(playout.flush(clock.now()))
+                        await call.send(playout.end_reply(clock.now()))
                         call.playback.response_done(frame.response_id)
             await call.send(playout.flush(clock.now()))
     finally:

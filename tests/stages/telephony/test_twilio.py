@@ -640,6 +640,44 @@ def test_the_source_ends_when_the_socket_closes_under_its_own_read() -> None:
     assert call.closed
 
 
+def test_sink_lateness_restarts_with_each_reply_and_counts_late_deltas() -> None:
+    """The realtime session's output media time runs on across replies: the next reply's
+    first chunk follows on from the last one's end but is not late (response latency). Within
+    a reply paced in real time (100 ms deltas, 40 ms chunks: the 20 ms left over goes out one
+    chunk later), a delta 30 ms late is 30 ms of lateness, once."""
+    lates: list[float] = []
+
+    async def main() -> None:
+        call = TwilioCall(_noop_send, on_lateness=lates.append)
+        await _start(call)
+        clock = VirtualClock()
+        ctx = StageContext("phone", clock=clock)
+
+        async def frames() -> AsyncIterator[Frame]:
+            yield _ulaw(800, 0.0)
+            await clock.sleep(0.1)
+            yield _ulaw(800, 0.1)
+            await clock.sleep(0.1)
+            yield ResponseDone("r1")
+            await clock.sleep(4.0)  # the caller's next turn; the media time runs on
+            yield _ulaw(800, 0.2)
+            await clock.sleep(0.13)  # 30 ms late
+            yield _ulaw(800, 0.3)
+            await clock.sleep(0.1)
+            yield ResponseDone("r2")
+
+        with bind_call(call):
+            await run_stage_async(twilio_sink, frames(), chunk_ms=40, ctx=ctx)
+
+    asyncio.run(main())
+    # per reply: 40 + 40 (+ 20 from the flusher) ms per delta
+    assert lates == pytest.approx([0.0] * 6 + [0.0] * 3 + [0.03, 0.0, 0.0])
+
+
+async def _noop_send(text: str) -> None:
+    return None
+
+
 def test_batched_sends_keep_media_then_mark_per_chunk_and_count_every_message() -> None:
     """With a batch sender (the server's connection), the sink's chunks leave as batches of
     whole chunks, each media followed by its mark, and the call counts each message."""
