@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -478,6 +479,11 @@ pipelines:
 
 
 @contextlib.contextmanager
+def _port_of(url: str) -> int | None:
+    """The port of a ``ws://host:port/...`` URL (None for no URL)."""
+    return urllib.parse.urlsplit(url).port if url else None
+
+
 def emulator_process(*, cpu: int | None = None, pace: float = 1.0, chunk_ms: int = 100) -> Any:
     """``pipeline emulator`` in a subprocess on a free loopback port; yields its URL."""
     cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()", "emulator"]
@@ -528,6 +534,16 @@ def bucket_p99(buckets: dict[float, float]) -> float | None:
         if buckets[bound] >= 0.99 * total:
             return bound
     return float("inf")
+
+
+def _late_figures(buckets: dict[float, float], prefix: str) -> dict[str, Any]:
+    """The emulator's delta lateness: its p99 bucket and how many deltas left over 20 ms
+    late."""
+    over = buckets.get(float("inf"), 0.0) - buckets.get(0.02, 0.0)
+    return {
+        f"{prefix}delta_lateness_p99_le_s": bucket_p99(buckets),
+        f"{prefix}deltas_over_20ms": int(over),
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -629,16 +645,37 @@ def _core_busy(cpu: int | None) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+async def _emulator_late(port: int | None) -> dict[float, float]:
+    """The external emulator's audio delta lateness histogram (``GET /stats``), as buckets;
+    empty without one."""
+    if port is None:
+        return {}
+    doc = json.loads(await _get(port, "/stats"))
+    hist = doc["audio_delta_lateness_seconds"]
+    return {float(k.replace("+Inf", "inf")): float(v) for k, v in hist.items()}
+
+
 async def load_step(
-    port: int, audio: bytes, n: int, spread_s: float = TURN_S, pid: int | None = None
+    port: int,
+    audio: bytes,
+    n: int,
+    spread_s: float = TURN_S,
+    pid: int | None = None,
+    emulator_port: int | None = None,
 ) -> dict[str, Any]:
     """One load step: ``n`` calls, their starts spread over ``spread_s`` (real calls are not
     in step). Between the last call's start and the first call's end every call is up: the
     *peak* window, whose figures decide the step (with two turns of 7.1 s per call and a
-    spread of one turn, the window is one turn long). Whole-step figures are given too."""
+    spread of one turn, the window is one turn long). Whole-step figures are given too.
+
+    With an external emulator (``emulator_port``), how late it sent its audio deltas against
+    their pace is given beside the server's lateness: the emulator paces replies in real time,
+    so the caller's player has no audio in hand and a delta the emulator sends late reaches
+    the caller late by as much, wherever the server is."""
     url = f"ws://127.0.0.1:{port}/media"
     clock = RealClock()
     before = parse_metrics(await _get(port, "/metrics"))
+    e_before = await _emulator_late(emulator_port)
     t0 = time.monotonic()
     first = clock.now() + 0.5 + 0.01 * n
     window = (first + spread_s + 0.5, first + len(audio) / RATE - 0.2)
@@ -651,9 +688,11 @@ async def load_step(
     if window[1] - window[0] >= 1.0:
         await clock.sleep_until(window[0])
         w0 = parse_metrics(await _get(port, "/metrics"))
+        e0 = await _emulator_late(emulator_port)
         c0, m0 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
         await clock.sleep_until(window[1])
         w1 = parse_metrics(await _get(port, "/metrics"))
+        e1 = await _emulator_late(emulator_port)
         c1, m1 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
         peak = {
             "peak_window_s": round(m1 - m0, 2),
@@ -665,10 +704,15 @@ async def load_step(
             ),
             "peak_server_cpu": round((c1 - c0) / (m1 - m0), 2) if pid else None,
         }
+        if emulator_port is not None:
+            peak.update(_late_figures(_diff(e1, e0), "peak_emulator_"))
     records = await task
     wall = time.monotonic() - t0
     after = parse_metrics(await _get(port, "/metrics"))
     buckets = _diff(after["lateness_buckets"], before["lateness_buckets"])
+    emulator: dict[str, Any] = {}
+    if emulator_port is not None:
+        emulator = _late_figures(_diff(await _emulator_late(emulator_port), e_before), "emulator_")
     lag_buckets = _diff(after["loop_lag_buckets"], before["loop_lag_buckets"])
     received = [len(r.received_audio) for r in records]
     lateness = [x for r in records for x in r.lateness]
@@ -682,6 +726,7 @@ async def load_step(
         "clears": sum(len(r.clears) for r in records),
         "server_lateness_p99_le_s": bucket_p99(buckets),
         "server_loop_lag_p99_le_s": bucket_p99(lag_buckets),
+        **emulator,
         **peak,
         "caller_lateness_p99_ms": _p99_ms(lateness),
         "caller_send_lag_p99_ms": _p99_ms(lag),
@@ -756,7 +801,9 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
                 own0 = time.process_time()
                 busy0, total0 = _core_busy(server_cpu)
-                row = await load_step(port, audio, n, pid=proc.pid)
+                row = await load_step(
+                    port, audio, n, pid=proc.pid, emulator_port=_port_of(emulator_url)
+                )
                 wall = time.monotonic() - t0
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
                 busy1, total1 = _core_busy(server_cpu)

@@ -21,6 +21,7 @@ state around instead of making it smaller.
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,11 @@ log = structlog.get_logger("pipeline.emulator")
 
 Json = dict[str, Any]
 
+
+#: bounds (seconds) of the emulator's audio delta lateness counts (the server's outgoing frame
+#: lateness histogram has the same)
+LATENESS_BOUNDS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+AUDIO_DELTA = "response.output_audio.delta"
 
 _RATE_LIMITS: list[Json] = [
     {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
@@ -114,6 +120,10 @@ class EmulatorSession:
         self._counters: dict[str, int] = {} if counters is None else counters
         self._outbox = Outbox()
         self._now = 0.0
+        #: audio deltas by how late they were released against their pace (``now`` given to
+        #: :meth:`release` minus the due time): one count per :data:`LATENESS_BOUNDS` bucket
+        #: (at or under that bound, over the one before), the last for later than them all
+        self.delta_lateness = [0] * (len(LATENESS_BOUNDS) + 1)
         self.session_id = self._id("sess")
         self.conversation_id = self._id("conv")
         self.configured = False  # session.updated released
@@ -199,6 +209,8 @@ class EmulatorSession:
             first = self._outbox.pop(now)
             if first is None:
                 return out
+            if first.event["type"] == AUDIO_DELTA:
+                self.delta_lateness[bisect.bisect_left(LATENESS_BOUNDS, now - first.due)] += 1
             for event in self.codec.encode_server(first.event):
                 out.append({"type": event["type"], "event_id": self._id("evt"), **event})
             if first.on_release is not None:
@@ -823,7 +835,7 @@ class EmulatorSession:
 
             self._emit(
                 {
-                    "type": "response.output_audio.delta",
+                    "type": AUDIO_DELTA,
                     **base,
                     "delta": base64.b64encode(chunk).decode(),
                 },

@@ -28,7 +28,7 @@ from pipeline.tasks import StageTasks
 from ..wire import Dialect
 from ..wire.gemini import GEMINI_PATH, GeminiServerBridge
 from .config import EmulatorConfig
-from .core import ConversationState, EmulatorSession
+from .core import LATENESS_BOUNDS, ConversationState, EmulatorSession
 
 log = structlog.get_logger("pipeline.emulator")
 
@@ -63,6 +63,8 @@ def detect_dialect(
 #: Azure OpenAI's realtime route (``wss://RESOURCE.openai.azure.com/openai/realtime``), which
 #: takes ``api-version`` and ``deployment`` in the query and the key in an ``api-key`` header
 AZURE_PATH = "/openai/realtime"
+#: ``GET``: the emulator's own figures (:meth:`Emulator.delta_lateness`), JSON
+STATS_PATH = "/stats"
 #: Gemini's message wording for a connection without a key (it closes with 1008)
 GEMINI_NO_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). Please "
@@ -128,6 +130,22 @@ class Emulator:
         """Every server event sent (all connections, connection by connection)."""
         return [e for c in self.connections for e in c.sent]
 
+    def delta_lateness(self) -> dict[str, int]:
+        """How late the audio deltas of every connection so far left against their pace, as a
+        cumulative histogram (bound in seconds -> deltas at or under it, ``"+Inf"``: all):
+        what ``GET /stats`` answers. A delta that leaves late reaches the client late, whatever
+        the client does; a load test reads it to tell its model's delays from its own."""
+        counts = [0] * (len(LATENESS_BOUNDS) + 1)
+        for conn in self.connections:
+            for i, n in enumerate(conn.session.delta_lateness):
+                counts[i] += n
+        out: dict[str, int] = {}
+        total = 0
+        for bound, n in zip([*map(str, LATENESS_BOUNDS), "+Inf"], counts, strict=True):
+            total += n
+            out[bound] = total
+        return out
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -158,6 +176,10 @@ class Emulator:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
         path = url.path.rstrip("/")
+        if path == STATS_PATH and request.headers.get("Upgrade") is None:
+            return _json_response(
+                connection, {"audio_delta_lateness_seconds": self.delta_lateness()}
+            )
         if path not in ("/v1/realtime", AZURE_PATH, GEMINI_PATH):
             return _http_error(connection, http.HTTPStatus.NOT_FOUND, f"no route {url.path}")
         if path == AZURE_PATH:
@@ -362,15 +384,18 @@ class Emulator:
 
 
 def _http_error(connection: ServerConnection, status: http.HTTPStatus, message: str) -> Response:
-    body = orjson.dumps(
-        {
-            "error": {
-                "type": "invalid_request_error",
-                "code": status.phrase.lower().replace(" ", "_"),
-                "message": message,
-            }
-        }
-    )
+    error = {
+        "type": "invalid_request_error",
+        "code": status.phrase.lower().replace(" ", "_"),
+        "message": message,
+    }
+    return _json_response(connection, {"error": error}, status)
+
+
+def _json_response(
+    connection: ServerConnection, doc: Json, status: http.HTTPStatus = http.HTTPStatus.OK
+) -> Response:
+    body = orjson.dumps(doc)
     response = connection.respond(status, "")
     response.body = body
     # Headers is a multi-dict: assignment would add a second value

@@ -37,6 +37,7 @@ from stages.realtime.emulator import (
     run_emulator,
     vad_level_dbfs,
 )
+from stages.realtime.emulator.core import LATENESS_BOUNDS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -1184,6 +1185,44 @@ def test_session_core_runs_without_io() -> None:
     kinds = [e["type"] for e in core.release(0.0)]
     assert kinds[:3] == ["session.created", "conversation.created", "session.updated"]
     assert kinds[-1] == "response.done" and core.next_deadline() is None
+
+
+def test_core_counts_how_late_each_audio_delta_left() -> None:
+    """300 ms of reply in 100 ms deltas paced in real time: released at 0.0 and 0.1 they are
+    on time; the third, due at 0.2 and released at 0.23, is 30 ms late (the 40 ms bucket)."""
+    core = EmulatorSession(EmulatorConfig(reply="tone", tone_ms=300, pace=1.0), dialect="xai")
+    core.open(0.0)
+    core.receive(json.dumps({"type": "session.update", "session": MANUAL_SESSION}), 0.0)
+    core.receive(json.dumps({"type": "response.create"}), 0.0)
+    deltas = []
+    for now in (0.0, 0.1, 0.23):
+        deltas += [e for e in core.release(now) if e["type"] == "response.output_audio.delta"]
+    assert len(deltas) == 3
+    assert LATENESS_BOUNDS[6] == 0.04
+    assert core.delta_lateness == [2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_stats_route_answers_the_delta_lateness_histogram() -> None:
+    async def main() -> tuple[bytes, dict[str, int]]:
+        async with run_emulator(EmulatorConfig(reply="tone", tone_ms=300, pace=1.0)) as emu:
+            async with connect(emu.url, additional_headers=AUTH) as ws:
+                await ws.send(json.dumps({"type": "session.update", "session": MANUAL_SESSION}))
+                await ws.send(json.dumps({"type": "response.create"}))
+                while json.loads(await ws.recv())["type"] != "response.done":
+                    pass
+            reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+            writer.write(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            writer.close()
+            return head, json.loads(body)["audio_delta_lateness_seconds"]
+
+    head, hist = asyncio.run(main())
+    assert head.startswith(b"HTTP/1.1 200")
+    assert list(hist) == [*map(str, LATENESS_BOUNDS), "+Inf"]
+    assert hist["+Inf"] == 3  # every delta of the reply, however late the machine made it
+    assert all(a <= b for a, b in itertools.pairwise(hist.values()))
 
 
 def test_cli_parser_builds_config() -> None:
