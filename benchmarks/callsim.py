@@ -478,12 +478,12 @@ pipelines:
 """
 
 
-@contextlib.contextmanager
 def _port_of(url: str) -> int | None:
     """The port of a ``ws://host:port/...`` URL (None for no URL)."""
     return urllib.parse.urlsplit(url).port if url else None
 
 
+@contextlib.contextmanager
 def emulator_process(*, cpu: int | None = None, pace: float = 1.0, chunk_ms: int = 100) -> Any:
     """``pipeline emulator`` in a subprocess on a free loopback port; yields its URL."""
     cmd = [sys.executable, "-c", "from pipeline.cli import run_main; run_main()", "emulator"]
