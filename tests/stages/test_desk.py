@@ -163,9 +163,12 @@ def log_entry(line: str) -> dict[str, object] | None:
 def _next_line(stream: IO[str], deadline: float, what: str) -> str | None:
     """The stream's next line, read on a helper thread so a silent process cannot hang the test:
     None at end of stream; an AssertionError naming ``what`` once ``deadline`` passes."""
-    lines = _READERS.get(id(stream))
-    if lines is None:
-        lines = _READERS[id(stream)] = queue.Queue()
+    entry = _READERS.get(id(stream))
+    if entry is not None and entry[0] is stream:
+        lines = entry[1]
+    else:  # a new stream (an id can be reused once a stream of an earlier test is freed)
+        lines = queue.Queue()
+        _READERS[id(stream)] = (stream, lines)
 
         def pump(q: queue.Queue[str | None] = lines) -> None:
             for line in stream:
@@ -179,7 +182,7 @@ def _next_line(stream: IO[str], deadline: float, what: str) -> str | None:
         raise AssertionError(f"no {what} within {TIMEOUT_S} s") from None
 
 
-_READERS: dict[int, queue.Queue[str | None]] = {}
+_READERS: dict[int, tuple[IO[str], queue.Queue[str | None]]] = {}
 
 
 def wait_line(proc: subprocess.Popen[str], event: str) -> dict[str, object]:
@@ -190,7 +193,9 @@ def wait_line(proc: subprocess.Popen[str], event: str) -> dict[str, object]:
         entry = log_entry(line)
         if entry is not None and entry.get("event") == event:
             return entry
-    raise AssertionError(f"the process ended (code {proc.wait()}) without logging '{event}'")
+    raise AssertionError(
+        f"the process ended (code {proc.wait(TIMEOUT_S)}) without logging '{event}'"
+    )
 
 
 def test_devices_lists_the_virtual_card(pulse: dict[str, str]) -> None:
