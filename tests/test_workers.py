@@ -131,11 +131,12 @@ def test_supervisor_spreads_restarts_and_drains(tmp_path: Path, reuse_port: bool
             await announced.wait()
             assert lines == [f"pipeline serve: listening on {sup.url} (2 workers)"]
             seen: dict[int, int] = {}
-            for _ in range(60):  # the kernel (or whichever loop is free) spreads connections
+            # the kernel (or whichever loop is free) spreads connections: ask until both have
+            # answered (a worker still busy starting can miss many turns on a loaded machine;
+            # the 30 s timeout above fails a worker that never answers)
+            while len(seen) < 2:
                 index, pid = await _ask(sup.port)
                 seen[index] = pid
-                if len(seen) == 2:
-                    break
             assert sorted(seen) == [0, 1]
             assert sup.state is not None
             assert [s.pid for s in sup.state.slots()] == [seen[0], seen[1]]
