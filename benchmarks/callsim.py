@@ -58,6 +58,8 @@ from stages.telephony.twilio import (
     parse_outgoing,
 )
 
+from . import loopcount
+
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 TURN_S = 7.1  # one turn of the load caller (see load_audio)
 RATE = 8000
@@ -612,6 +614,7 @@ def serve_process(
     nice: int = 0,
     workers: int = 1,
     loop: str = "",
+    env: dict[str, str] | None = None,
 ) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
@@ -630,9 +633,10 @@ def serve_process(
             cmd = ["taskset", "-c", str(cpu), *cmd]
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
-        env.pop("PIPELINE_SERVE_TOKEN", None)
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        environ = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
+        environ.update(env or {})
+        environ.pop("PIPELINE_SERVE_TOKEN", None)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT)
         try:
             port = int(_wait_line(proc, r"listening on ws://[^ ]+:(\d+)"))
             yield proc, port
@@ -847,9 +851,13 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     append_ms=args.append_ms,
                     chunk_ms=args.chunk_ms,
                 )
+            prefix, loop, env = args.prefix, args.loop, {}
+            if args.count_callbacks:  # asyncio's loop, every callback counted (loopcount)
+                prefix, loop = "-m benchmarks.loopcount", "asyncio"
+                env = {loopcount.OUT_ENV: str(Path(args.count_callbacks).resolve())}
             proc, port = stack.enter_context(
                 serve_process(
-                    yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice, loop=args.loop
+                    yaml_text, cpu=server_cpu, prefix=prefix, nice=args.nice, loop=loop, env=env
                 )
             )
             reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
@@ -895,6 +903,10 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(json.dumps(row), flush=True)
                 if not row["passed"] and not args.keep_going:
                     break
+            served = 1 + sum(r["calls"] for r in rows if r["engine"] == engine)
+        if args.count_callbacks:  # the server has exited and written its counts
+            frames = served * len(audio) / FRAME_BYTES
+            print("\n".join(loopcount.summary(args.count_callbacks, frames)), flush=True)
     return rows
 
 
@@ -938,6 +950,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--loop", default="", help="the server's event loop: auto, asyncio or uvloop (auto)"
     )
     ld.add_argument("--prefix", default="", help="command prefix for the server (profiling)")
+    ld.add_argument(
+        "--count-callbacks",
+        metavar="FILE",
+        help="run the server on asyncio's loop with every callback counted (benchmarks."
+        "loopcount), write the counts to FILE and print them per call-frame",
+    )
     args = parser.parse_args(argv)
     if args.command == "call":
         audio = caller_audio(args.wav)
