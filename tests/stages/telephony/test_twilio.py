@@ -600,7 +600,7 @@ def test_the_source_reads_the_socket_itself_and_the_reader_takes_over_after_it()
         return sock, call
 
     sock, call = asyncio.run(main())
-    assert [m.payload if isinstance(m, Media) else type(m).__name__ for m in got] == [
+    assert [m.data if isinstance(m, Audio) else type(m).__name__ for m in got] == [
         b"\x01" * 160,
         b"\x02" * 160,
         "Stop",
