@@ -520,6 +520,15 @@ class TwilioCall:
         """Take the usual message without a coroutine: a well-formed ``media`` of this stream
         (50 a second) or a ``mark`` echo (see :func:`read_fast`). False if it is anything else,
         or cannot be taken now (the queue is full): hand it to :meth:`receive` then."""
+        got = self._fast(raw)
+        if got.__class__ is Audio:
+            self.inbound.put_nowait(got)
+            return True
+        return got is True
+
+    def _fast(self, raw: str | bytes) -> Audio | bool:
+        """:meth:`take_fast`'s work: the caller's audio frame to queue (True: the message was
+        taken, nothing to queue; False: not taken)."""
         start = self.start
         if start is None or self.carrier is not None or self.refusal is not None:
             return False
@@ -532,7 +541,7 @@ class TwilioCall:
             self.messages_in += 1
             payload = fast[1]
             if self._admit(len(payload), fast[2]):
-                self.inbound.put_nowait(Audio(payload, "pcmu", RATE, 1, fast[2] / 1000))
+                return Audio(payload, "pcmu", RATE, 1, fast[2] / 1000)
             return True
         self.messages_in += 1
         on_mark = self.on_mark
@@ -732,7 +741,10 @@ class TwilioCall:
                 except ConnectionClosed:
                     self.connection_closed()
                     break
-                if not self.take_fast(raw):
+                got = self._fast(raw)
+                if got.__class__ is Audio:  # the queue is empty: no need to go through it
+                    return got
+                if got is False:
                     await self.receive(raw)  # the queue is empty: this never waits
             item = await self.inbound.get()
             if isinstance(item, _Handover):  # the reader stepped aside: read on our own now
