@@ -710,16 +710,36 @@ def test_preemphasis_numpy_matches_audioop(xs: list[int], prev: int, a: float) -
     assert engines.preemphasize(data, p, a) == y.tobytes()
 
 
-def test_preemphasis_values_and_both_paths_in_the_engine() -> None:
+def test_preemphasis_values_and_both_paths_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    numpy_path = engines._preemphasis_numpy
+
+    def counted(data: bytes, prev: bytes, a: float) -> bytes:
+        calls.append(len(data))
+        return numpy_path(data, prev, a)
+
+    monkeypatch.setattr(engines, "_preemphasis_numpy", counted)
     x = np.array([100, 100, -32768, 32767, 0, -1], np.int16).tobytes()
     y = np.frombuffer(engines.preemphasize(x, np.array([50], np.int16).tobytes(), 0.8), np.int16)
     assert y.tolist() == [60, 20, -32768, 32767, -26214, -1]  # saturated both ways
     speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
     fast = WebrtcEngine(16000)
     fallback = WebrtcEngine(16000)
-    fallback._emphasize = engines._preemphasis_numpy  # what runs where audioop is absent
-    for i in range(0, len(speech), 320):
-        assert fast.process(speech[i : i + 320]) == fallback.process(speech[i : i + 320])
+    fallback._audioop = False  # numpy's pre-emphasis: what runs where audioop is absent
+    for size in (320, 1000):  # one window a call, and several
+        for i in range(0, len(speech), size):
+            assert fast.process(speech[i : i + size]) == fallback.process(speech[i : i + size])
+    assert calls and set(calls) == {960}  # whole 30 ms windows, each once
+
+
+def test_webrtc_calls_webrtcvads_c_function_as_is_speech_does() -> None:
+    speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
+    direct = WebrtcEngine(16000, aggressiveness=2)
+    public = WebrtcEngine(16000, aggressiveness=2)
+    public._decide, public._handle = engines._is_speech, public._vad  # Vad.is_speech
+    assert direct._decide is not engines._is_speech  # the wheel has _webrtcvad.process
+    got = direct.process(speech)
+    assert got == public.process(speech) and 0.0 in got and 1.0 in got
     with pytest.raises(ValueError, match=r"pre-emphasis is 0 \(off\) up to below 1, not 1\.2"):
         WebrtcEngine(16000, preemphasis=1.2)
 
