@@ -274,6 +274,8 @@ class WebrtcEngine:
         except (ImportError, AttributeError):  # another webrtcvad build: its public method
             self._decide, self._handle = _is_speech, vad
         self._a = preemphasis
+        self._minus_a = -preemphasis
+        self._end = self._window_bytes + 2
         self._audioop = AUDIOOP is not None  # else numpy's pre-emphasis (the same bytes)
         # x[-1] (the sample before them, for the pre-emphasis), then the samples not yet
         # analysed, as they came: a window is pre-emphasised once, when it is complete
@@ -288,21 +290,21 @@ class WebrtcEngine:
     def process_bytes(self, data: bytes) -> list[float]:
         """:meth:`process` for native-order int16 bytes (what the gate has for pcm16 frames)."""
         raw = self._raw + data
-        wb = self._window_bytes
-        end = wb + 2
-        if len(raw) < end:  # no window completed (one 20 ms frame in three for 30 ms windows)
+        size = len(raw)
+        end = self._end  # a window and the sample before it
+        if size < end:  # no window completed (one 20 ms frame in three for 30 ms windows)
             self._raw = raw
             return []
-        if len(raw) >= end + wb:  # several windows: large frames
+        wb = self._window_bytes
+        if size >= end + wb:  # several windows: large frames
             return self._windows(raw)
         # one window, the usual case: raw[2:end] pre-emphasised with raw[:wb], its x[n-1]
-        a = self._a
-        if not a:
+        if not self._a:
             window = raw[2:end]
         elif self._audioop:
-            window = _ADD(raw[2:end], _MUL(raw[:wb], 2, -a), 2)
+            window = _ADD(raw[2:end], _MUL(raw[:wb], 2, self._minus_a), 2)
         else:
-            window = _preemphasis_numpy(raw[2:end], raw[:2], a)
+            window = _preemphasis_numpy(raw[2:end], raw[:2], self._a)
         self._raw = raw[wb:]
         return [1.0 if self._decide(self._handle, self.rate, window, self.window) else 0.0]
 
