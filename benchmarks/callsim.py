@@ -866,6 +866,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
                 own0 = time.process_time()
                 busy0, total0 = _core_busy(server_cpu)
+                load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                 row = await load_step(
                     port, audio, n, pid=proc.pid, emulator_port=_port_of(emulator_url)
                 )
@@ -873,6 +874,8 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
                 busy1, total1 = _core_busy(server_cpu)
                 row["callers_cpu"] = round((time.process_time() - own0) / wall, 2)
+                if load0 is not None:  # the machine's 1-minute load average, before and after
+                    row["load_average"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
                 # the server's core: how busy it was in all, and how much of it others took
                 core = (busy1 - busy0) / max(1.0, total1 - total0)
                 row["server_core_busy"] = round(core, 2)
