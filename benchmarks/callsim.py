@@ -450,10 +450,13 @@ def phone_yaml(
     emulator_chunk_ms: int = 100,
     append_ms: int = 20,
     chunk_ms: int = 20,
+    mark_ms: int | None = None,
 ) -> str:
     """The zero-transcode phone pipeline. The model is the emulator: in-process (``provider:
     emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``.
-    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size."""
+    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size;
+    ``mark_ms``: the sink's audio per mark (None: a mark per chunk)."""
+    marks = f", mark_ms: {mark_ms}" if mark_ms is not None else ""
     if emulator_url:
         agent = (
             f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
@@ -474,7 +477,7 @@ pipelines:
       caller: {{type: twilio_source}}
       gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
       agent:  {agent}
-      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}}}
+      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}{marks}}}
     links:
       - caller -> gate -> agent -> phone
 """
@@ -850,6 +853,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     emulator_chunk_ms=args.emulator_chunk_ms,
                     append_ms=args.append_ms,
                     chunk_ms=args.chunk_ms,
+                    mark_ms=args.mark_ms,
                 )
             prefix, loop, env = args.prefix, args.loop, {}
             if args.count_callbacks:  # asyncio's loop, every callback counted (loopcount)
@@ -949,6 +953,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--emulator-chunk-ms", type=int, default=100, help="audio per delta (100)")
     ld.add_argument("--append-ms", type=int, default=20, help="the session's append size, ms (20)")
     ld.add_argument("--chunk-ms", type=int, default=20, help="the sink's chunk size, ms (20)")
+    ld.add_argument(
+        "--mark-ms", type=int, default=None, help="the sink's audio per mark, ms (a mark per chunk)"
+    )
     ld.add_argument(
         "--loop", default="", help="the server's event loop: auto, asyncio or uvloop (auto)"
     )
