@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat
 from stages.realtime import protocol as p
 from stages.realtime.buffers import GAP_FILL_MAX_S, AudioBatcher
-from stages.realtime.wire import CODECS, b64
+from stages.realtime.wire import CODECS, b64, gemini
 from stages.realtime.wire import client as wc
 
 # ----------------------------------------------------------------------------- base64
@@ -285,3 +286,40 @@ def test_batcher_is_the_reference(
             ref._buf_pts,
             bytes(ref._buf),
         )
+
+
+# ----------------------------------------------------------------------------- Gemini's JSON
+
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@given(ANY_JSON)
+def test_gemini_dumps_is_json_dumps(value: Any) -> None:
+    assert outcome(gemini._dumps, value) == outcome(
+        lambda v: json.dumps(v, separators=(",", ":")), value
+    )
+
+
+@settings(max_examples=500)
+@given(
+    ANY_JSON.map(lambda v: outcome(orjson.dumps, v)[-1])  # what orjson writes (or its error)
+    | st.sampled_from(['{"a":1,"a":2}', "1e400", '"\\ud800"', "NaN", "[1,]", " {} "])
+    | st.text(max_size=12),
+    st.booleans(),
+)
+def test_gemini_reads_our_messages_as_json_does(text: Any, as_bytes: bool) -> None:
+    if isinstance(text, bytes):
+        text = text.decode()
+    elif not isinstance(text, str):
+        return  # orjson refused the value: no message of ours holds it
+    message: Any = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    got, want = outcome(gemini._loads_ours, message), outcome(json.loads, message)
+    assert repr(got) == repr(want)  # (repr: NaN is not equal to itself)
