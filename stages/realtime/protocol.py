@@ -441,19 +441,19 @@ class RealtimeProtocol:
 
         Raises SessionLocalError before ``session.updated`` (servers read such audio at their
         default rate) and for a byte count that is not whole samples."""
-        if not self.ready:
+        if self.state != "ready" and self.state != "responding":  # (self.ready, in line)
             raise SessionLocalError(
                 f"audio sent in state '{self.state}', before session.updated; hold it until the "
                 "session is ready",
                 code="audio_before_ready",
             )
-        width = 2 if self.config.input_format.encoding == "pcm16" else 1
-        if len(data) % width:
+        n = len(data)
+        if n % 2 and self.config.input_format.encoding == "pcm16":  # G.711: a byte a sample
             raise SessionLocalError(
-                f"{len(data)} bytes of {self.config.input_format.encoding} is not whole samples",
+                f"{n} bytes of {self.config.input_format.encoding} is not whole samples",
                 code="partial_sample",
             )
-        self._input_bytes_uncommitted += len(data)
+        self._input_bytes_uncommitted += n
         self._seq += 1  # as _send, with the message built directly (the call's hot path)
         text = codec(self.config.dialect).encode_append(data, f"c-{self._seq}")
         self._outbox.append(text)
