@@ -58,6 +58,8 @@ from stages.telephony.twilio import (
     parse_outgoing,
 )
 
+from . import loopcount
+
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 TURN_S = 7.1  # one turn of the load caller (see load_audio)
 RATE = 8000
@@ -448,10 +450,13 @@ def phone_yaml(
     emulator_chunk_ms: int = 100,
     append_ms: int = 20,
     chunk_ms: int = 20,
+    mark_ms: int | None = None,
 ) -> str:
     """The zero-transcode phone pipeline. The model is the emulator: in-process (``provider:
     emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``.
-    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size."""
+    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size;
+    ``mark_ms``: the sink's audio per mark (None: a mark per chunk)."""
+    marks = f", mark_ms: {mark_ms}" if mark_ms is not None else ""
     if emulator_url:
         agent = (
             f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
@@ -472,7 +477,7 @@ pipelines:
       caller: {{type: twilio_source}}
       gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
       agent:  {agent}
-      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}}}
+      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}{marks}}}
     links:
       - caller -> gate -> agent -> phone
 """
@@ -510,7 +515,20 @@ def parse_metrics(text: str) -> dict[str, Any]:
     buckets: dict[float, float] = {}
     lag: dict[float, float] = {}
     outcomes: dict[str, float] = {}
+    gc_pauses: dict[float, float] = {}  # all generations together
+    gc_s = 0.0
     for line in text.splitlines():
+        if line.startswith("pipeline_gc_pause_seconds"):
+            m = re.match(
+                r'pipeline_gc_pause_seconds_bucket\{generation="\d",le="([^"]+)"\} (\S+)', line
+            )
+            if m:
+                bound = float(m.group(1))
+                gc_pauses[bound] = gc_pauses.get(bound, 0.0) + float(m.group(2))
+            m = re.match(r"pipeline_gc_pause_seconds_sum\{[^}]*\} (\S+)", line)
+            if m:
+                gc_s += float(m.group(1))
+            continue
         m = re.match(r'pipeline_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
         if m:
             lag[float(m.group(1))] = float(m.group(2))
@@ -520,7 +538,13 @@ def parse_metrics(text: str) -> dict[str, Any]:
         m = re.match(r'pipeline_calls_total\{outcome="([^"]+)"\} (\S+)', line)
         if m:
             outcomes[m.group(1)] = float(m.group(2))
-    return {"lateness_buckets": buckets, "loop_lag_buckets": lag, "calls": outcomes}
+    return {
+        "lateness_buckets": buckets,
+        "loop_lag_buckets": lag,
+        "calls": outcomes,
+        "gc_pause_buckets": gc_pauses,
+        "gc_s": gc_s,
+    }
 
 
 def bucket_p99(buckets: dict[float, float]) -> float | None:
@@ -534,6 +558,28 @@ def bucket_p99(buckets: dict[float, float]) -> float | None:
         if buckets[bound] >= 0.99 * total:
             return bound
     return float("inf")
+
+
+def bucket_max(buckets: dict[float, float]) -> float | None:
+    """The smallest bucket bound at or under which every observation falls (None: none)."""
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    for bound in sorted(buckets):
+        if buckets[bound] >= total:
+            return bound
+    return float("inf")
+
+
+def _gc_figures(after: dict[str, Any], before: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A process's garbage collections between two readings: how many, the longest pause's
+    bucket and the seconds paused in all."""
+    pauses = _diff(after["gc_pause_buckets"], before["gc_pause_buckets"])
+    return {
+        f"{prefix}gc_collections": int(pauses.get(float("inf"), 0.0)),
+        f"{prefix}gc_pause_max_le_s": bucket_max(pauses),
+        f"{prefix}gc_pause_s": round(after["gc_s"] - before["gc_s"], 4),
+    }
 
 
 def _late_figures(buckets: dict[float, float], prefix: str) -> dict[str, Any]:
@@ -571,6 +617,7 @@ def serve_process(
     nice: int = 0,
     workers: int = 1,
     loop: str = "",
+    env: dict[str, str] | None = None,
 ) -> Any:
     """Start ``pipeline serve`` on a free loopback port in a subprocess; yields (process,
     port). SIGTERM and a wait on the way out."""
@@ -589,9 +636,10 @@ def serve_process(
             cmd = ["taskset", "-c", str(cpu), *cmd]
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
-        env.pop("PIPELINE_SERVE_TOKEN", None)
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        environ = dict(os.environ, PYTHONUNBUFFERED="1", CALLSIM_EMULATOR_KEY="callsim")
+        environ.update(env or {})
+        environ.pop("PIPELINE_SERVE_TOKEN", None)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT)
         try:
             port = int(_wait_line(proc, r"listening on ws://[^ ]+:(\d+)"))
             yield proc, port
@@ -645,14 +693,25 @@ def _core_busy(cpu: int | None) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-async def _emulator_late(port: int | None) -> dict[float, float]:
-    """The external emulator's audio delta lateness histogram (``GET /stats``), as buckets;
-    empty without one."""
+async def _emulator_late(port: int | None) -> dict[str, Any]:
+    """The external emulator's figures (``GET /stats``): its audio delta lateness and, as
+    in :func:`parse_metrics`, its garbage-collection pauses, as buckets; empty without one."""
     if port is None:
         return {}
     doc = json.loads(await _get(port, "/stats"))
-    hist = doc["audio_delta_lateness_seconds"]
-    return {float(k.replace("+Inf", "inf")): float(v) for k, v in hist.items()}
+
+    def buckets(hist: dict[str, Any]) -> dict[float, float]:
+        return {float(k.replace("+Inf", "inf")): float(v) for k, v in hist.items()}
+
+    pauses: dict[float, float] = {}
+    for hist in doc.get("gc_pause_seconds", {}).values():
+        for bound, n in buckets(hist).items():
+            pauses[bound] = pauses.get(bound, 0.0) + n
+    return {
+        "late": buckets(doc["audio_delta_lateness_seconds"]),
+        "gc_pause_buckets": pauses,
+        "gc_s": sum(doc.get("gc_pause_seconds_total", {}).values()),
+    }
 
 
 async def load_step(
@@ -705,14 +764,18 @@ async def load_step(
             "peak_server_cpu": round((c1 - c0) / (m1 - m0), 2) if pid else None,
         }
         if emulator_port is not None:
-            peak.update(_late_figures(_diff(e1, e0), "peak_emulator_"))
+            peak.update(_late_figures(_diff(e1["late"], e0["late"]), "peak_emulator_"))
+            peak.update(_gc_figures(e1, e0, "peak_emulator_"))
+        peak.update(_gc_figures(w1, w0, "peak_server_"))
     records = await task
     wall = time.monotonic() - t0
     after = parse_metrics(await _get(port, "/metrics"))
     buckets = _diff(after["lateness_buckets"], before["lateness_buckets"])
     emulator: dict[str, Any] = {}
     if emulator_port is not None:
-        emulator = _late_figures(_diff(await _emulator_late(emulator_port), e_before), "emulator_")
+        e_after = await _emulator_late(emulator_port)
+        emulator = _late_figures(_diff(e_after["late"], e_before["late"]), "emulator_")
+        emulator.update(_gc_figures(e_after, e_before, "emulator_"))
     lag_buckets = _diff(after["loop_lag_buckets"], before["loop_lag_buckets"])
     received = [len(r.received_audio) for r in records]
     lateness = [x for r in records for x in r.lateness]
@@ -726,6 +789,7 @@ async def load_step(
         "clears": sum(len(r.clears) for r in records),
         "server_lateness_p99_le_s": bucket_p99(buckets),
         "server_loop_lag_p99_le_s": bucket_p99(lag_buckets),
+        **_gc_figures(after, before, "server_"),
         **emulator,
         **peak,
         "caller_lateness_p99_ms": _p99_ms(lateness),
@@ -789,10 +853,15 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     emulator_chunk_ms=args.emulator_chunk_ms,
                     append_ms=args.append_ms,
                     chunk_ms=args.chunk_ms,
+                    mark_ms=args.mark_ms,
                 )
+            prefix, loop, env = args.prefix, args.loop, {}
+            if args.count_callbacks:  # asyncio's loop, every callback counted (loopcount)
+                prefix, loop = "-m benchmarks.loopcount", "asyncio"
+                env = {loopcount.OUT_ENV: str(Path(args.count_callbacks).resolve())}
             proc, port = stack.enter_context(
                 serve_process(
-                    yaml_text, cpu=server_cpu, prefix=args.prefix, nice=args.nice, loop=args.loop
+                    yaml_text, cpu=server_cpu, prefix=prefix, nice=args.nice, loop=loop, env=env
                 )
             )
             reference = await run_calls(f"ws://127.0.0.1:{port}/media", audio, 1, tail_s=15.0)
@@ -801,6 +870,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
                 own0 = time.process_time()
                 busy0, total0 = _core_busy(server_cpu)
+                load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                 row = await load_step(
                     port, audio, n, pid=proc.pid, emulator_port=_port_of(emulator_url)
                 )
@@ -808,6 +878,8 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
                 busy1, total1 = _core_busy(server_cpu)
                 row["callers_cpu"] = round((time.process_time() - own0) / wall, 2)
+                if load0 is not None:  # the machine's 1-minute load average, before and after
+                    row["load_average"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
                 # the server's core: how busy it was in all, and how much of it others took
                 core = (busy1 - busy0) / max(1.0, total1 - total0)
                 row["server_core_busy"] = round(core, 2)
@@ -838,6 +910,10 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(json.dumps(row), flush=True)
                 if not row["passed"] and not args.keep_going:
                     break
+            served = 1 + sum(r["calls"] for r in rows if r["engine"] == engine)
+        if args.count_callbacks:  # the server has exited and written its counts
+            frames = served * len(audio) / FRAME_BYTES
+            print("\n".join(loopcount.summary(args.count_callbacks, frames)), flush=True)
     return rows
 
 
@@ -878,9 +954,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--append-ms", type=int, default=20, help="the session's append size, ms (20)")
     ld.add_argument("--chunk-ms", type=int, default=20, help="the sink's chunk size, ms (20)")
     ld.add_argument(
+        "--mark-ms", type=int, default=None, help="the sink's audio per mark, ms (a mark per chunk)"
+    )
+    ld.add_argument(
         "--loop", default="", help="the server's event loop: auto, asyncio or uvloop (auto)"
     )
     ld.add_argument("--prefix", default="", help="command prefix for the server (profiling)")
+    ld.add_argument(
+        "--count-callbacks",
+        metavar="FILE",
+        help="run the server on asyncio's loop with every callback counted (benchmarks."
+        "loopcount), write the counts to FILE and print them per call-frame",
+    )
     args = parser.parse_args(argv)
     if args.command == "call":
         audio = caller_audio(args.wav)

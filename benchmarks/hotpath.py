@@ -20,6 +20,7 @@ import orjson
 
 from benchmarks.resample_latency import core_rows
 from pipeline import Audio, Frame, stage
+from stages.realtime.wire import b64
 
 from . import inplace
 from .harness import Row, compare, cpu_per_item_us, drive, per_call_us, quiet_pipecat, row
@@ -77,6 +78,7 @@ def g711_rows(inner: int, repeat: int) -> list[Row]:
             ),
         )
         rows += [adec, compare(dec, adec), aenc, compare(enc, aenc)]
+        rows += _varied_encode_rows(ao, inner, repeat)
     else:
         rows += [dec, enc]
     try:
@@ -102,6 +104,44 @@ def g711_rows(inner: int, repeat: int) -> list[Row]:
         compare(row("g711", "μ-law encode (ours) vs pipecat", enc.samples), pc_enc),
     ]
     return rows
+
+
+def _varied_encode_rows(ao: Any, inner: int, repeat: int) -> list[Row]:
+    """μ-law encoding of distinct frames of noisy speech taken in turn, as a call's frames
+    come, beside the same call on one frame over and over (the rows above). audioop's encoder
+    searches the segment of each sample with branches: on one repeated frame the branch
+    predictor learns the 160 outcomes, on noisy speech it misses, and the call costs 2-3×."""
+    from stages import g711
+
+    pcm = _speechlike(8000, 10.0).tobytes()
+    frames = [pcm[i : i + 320] for i in range(0, len(pcm), 320)]  # 500 frames of 20 ms
+    n = len(frames)
+
+    def each(fn: Callable[[bytes], object]) -> Callable[[], object]:
+        def run() -> object:
+            for f in frames:
+                fn(f)
+            return None
+
+        return run
+
+    lin2ulaw = ao.lin2ulaw
+
+    def audioop_encode(f: bytes) -> object:
+        return lin2ulaw(f, 2)
+
+    calls = max(1, inner // 50)
+    raw = row(
+        "g711",
+        "audioop.lin2ulaw, 500 distinct speech frames in turn",
+        per_call_us(each(audioop_encode), inner=calls, repeat=repeat) / n,
+    )
+    ours = row(
+        "g711",
+        "μ-law encode (ours), the same frames",
+        per_call_us(each(g711.encode_ulaw), inner=calls, repeat=repeat) / n,
+    )
+    return [raw, compare(ours, raw)]
 
 
 def resample_rows(inner: int, repeat: int) -> list[Row]:
@@ -315,8 +355,16 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
             }
         ).decode()
 
+    def pyb_enc() -> object:
+        return orjson.dumps(
+            {"type": "input_audio_buffer.append", "event_id": "c-1", "audio": b64.encode(pcm)}
+        ).decode()
+
     def json_dec() -> object:
         return base64.b64decode(json.loads(msg)["delta"])
+
+    def pyb_dec() -> object:
+        return b64.decode_strict(orjson.loads(msg)["delta"])
 
     def orjson_dec() -> object:
         return base64.b64decode(orjson.loads(msg)["delta"])
@@ -330,6 +378,11 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         "session",
         "append: base64 + orjson (raw)",
         per_call_us(orjson_enc, inner=inner, repeat=repeat),
+    )
+    enc_pyb = row(
+        "session",
+        "append: pybase64 + orjson (raw, the base64 ours uses)",
+        per_call_us(pyb_enc, inner=inner, repeat=repeat),
     )
     enc = row(
         "session",
@@ -346,6 +399,11 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         "delta: orjson.loads + b64decode (raw)",
         per_call_us(orjson_dec, inner=inner, repeat=repeat),
     )
+    dec_pyb = row(
+        "session",
+        "delta: orjson.loads + pybase64 (raw, the base64 ours uses)",
+        per_call_us(pyb_dec, inner=inner, repeat=repeat),
+    )
     dec = row(
         "session",
         "session decode: 960-byte delta (ours)",
@@ -356,10 +414,14 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         enc_or,
         compare(enc, enc_base),
         compare(row("session", "session encode vs orjson raw", enc.samples), enc_or),
+        enc_pyb,
+        compare(row("session", "session encode vs pybase64 + orjson raw", enc.samples), enc_pyb),
         dec_base,
         dec_or,
         compare(dec, dec_base),
         compare(row("session", "session decode vs orjson raw", dec.samples), dec_or),
+        dec_pyb,
+        compare(row("session", "session decode vs orjson + pybase64 raw", dec.samples), dec_pyb),
     ]
     try:
         from pipecat.services.openai.realtime import events as pc_events

@@ -26,6 +26,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 
+from .wsframes import FastReads
+
 __all__ = [
     "BatchedClientConnection",
     "BatchedServerConnection",
@@ -61,12 +63,14 @@ class BatchedWrites(Connection):
             self.transport.write(b"".join(pending))
 
 
-class BatchedServerConnection(BatchedWrites, ServerConnection):
-    """``serve(create_connection=BatchedServerConnection)``."""
+class BatchedServerConnection(BatchedWrites, FastReads, ServerConnection):
+    """``serve(create_connection=BatchedServerConnection)``: batched writes, and reads
+    parsed by :class:`~stages.wsframes.FastReads`."""
 
 
-class BatchedClientConnection(BatchedWrites, ClientConnection):
-    """``connect(create_connection=BatchedClientConnection)``."""
+class BatchedClientConnection(BatchedWrites, FastReads, ClientConnection):
+    """``connect(create_connection=BatchedClientConnection)``: batched writes, and reads
+    parsed by :class:`~stages.wsframes.FastReads`."""
 
 
 async def send_batch(ws: Any, messages: Sequence[str | bytes]) -> None:

@@ -44,7 +44,9 @@ stretch of audio), ``pipeline_link_dropped_frames_total{link}`` and ``..._purged
 (audio dropped by an overflow policy / by a barge-in), ``pipeline_session_reconnects_total``,
 ``pipeline_tool_calls_total{outcome}``, ``pipeline_twilio_bad_messages_total``,
 ``pipeline_caller_audio_dropped_seconds_total``, ``pipeline_tasks_alive`` and
-``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop). Tool calls,
+``pipeline_event_loop_lag_seconds`` (how late a 50 ms timer fires: a starved loop),
+``pipeline_gc_pause_seconds{generation}`` (the process's garbage-collection pauses:
+:mod:`pipeline.heap`). Tool calls,
 reconnects and any other figure a stage reports through ``ctx.metrics`` (:mod:`pipeline.metrics`)
 reach the server's registry through the runner of each call (:meth:`ServeMetrics.add`), whatever
 the log level.
@@ -522,6 +524,7 @@ class CallServer:
         self._monitor = asyncio.create_task(self._watch_loop(), name="loop lag")
         loop = asyncio.get_running_loop()
         self.metrics.tasks_alive.set_function(lambda: len(asyncio.all_tasks(loop)))
+        self.metrics.gc_pauses.attach()
 
     async def _watch_loop(self, period: float = 0.05) -> None:
         loop = asyncio.get_running_loop()
@@ -556,6 +559,7 @@ class CallServer:
 
     async def close(self) -> None:
         """Close at once: every connection and the listening socket."""
+        self.metrics.gc_pauses.detach()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

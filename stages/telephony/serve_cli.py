@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ import structlog
 
 from pipeline.errors import ConfigError, Problem, UsageError
 from pipeline.graph import Pipeline
+from pipeline.heap import settle
 from pipeline.kube import DeletionCost, PodRef
 from pipeline.loops import LOOPS, loop_factory
 from pipeline.loops import run as run_on_loop
@@ -225,9 +225,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.error(str(exc))
             return 2
     # Everything loaded so far (modules, the template) lives as long as the server: keep it
-    # out of the collector's sight, so a full collection only walks what calls allocate.
-    gc.collect()
-    gc.freeze()
+    # out of the collector's sight, so a full collection only walks what calls allocate; and
+    # collect less often (pipeline.heap)
+    settle()
     try:
         kind, _ = loop_factory(args.loop)
     except UsageError as exc:

@@ -13,6 +13,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 
+from pipeline.heap import GcPauses
 from pipeline.metrics import Metric
 
 __all__ = ["COST_BUCKETS", "LATENESS_BUCKETS", "VOICE_TO_VOICE_BUCKETS", "ServeMetrics"]
@@ -68,6 +69,35 @@ class _StageCost:
             buckets = [(repr(b), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
             buckets.append(("+Inf", float(cum[-1])))
             fam.add_metric([stage, type_], buckets, total[0])
+        yield fam
+
+
+class _GcPauseFamily:
+    """``pipeline_gc_pause_seconds{generation}``: the process's garbage-collection pauses,
+    counted by :class:`~pipeline.heap.GcPauses` inside the collector's callback and read out
+    here at each scrape."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self.pauses = pauses
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [self._family()]
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "pipeline_gc_pause_seconds",
+            "Garbage-collection pauses of the server process, by generation (a pause stops "
+            "every call at once)",
+            labels=["generation"],
+        )
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        fam = self._family()
+        for gen in range(3):
+            cum = self.pauses.cumulative(gen)
+            buckets = [(repr(b), float(n)) for b, n in cum[:-1]]
+            buckets.append(("+Inf", float(cum[-1][1])))
+            fam.add_metric([str(gen)], buckets, self.pauses.total_s[gen])
         yield fam
 
 
@@ -143,6 +173,9 @@ class ServeMetrics:
         )
         self.stage_cost = _StageCost()
         r.register(self.stage_cost)
+        #: the process's GC pauses (counted while the server runs: CallServer.start)
+        self.gc_pauses = GcPauses()
+        r.register(_GcPauseFamily(self.gc_pauses))
         # figures stages report through ctx.metrics, by Metric.name (others are added on use)
         self._reported: dict[str, Any] = {
             "tool_calls": self.tool_calls,

@@ -40,10 +40,12 @@ import numpy.typing as npt
 
 from pipeline.errors import UsageError
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
-from stages.g711 import ALAW_DECODE, DECODERS, ULAW_DECODE
+from stages.g711 import ALAW_DECODE, AUDIOOP, DECODERS, ULAW_DECODE
 
 from .engines import Engine
 from .machine import Action, State, Transition, VadMachine
+
+_SILENCE, _SPEECH, _HANGOVER = State.SILENCE, State.SPEECH, State.HANGOVER
 
 Mode = Literal["gate", "annotate"]
 _NO_SCORES: list[float] = []
@@ -53,6 +55,22 @@ _NO_SCORES: list[float] = []
 ULAW_TO_PCM16 = ULAW_DECODE
 ALAW_TO_PCM16 = ALAW_DECODE
 
+
+def _ulaw2lin(codes: bytes, width: int) -> bytes:
+    return DECODERS["pcmu"](codes)
+
+
+def _alaw2lin(codes: bytes, width: int) -> bytes:
+    return DECODERS["pcma"](codes)
+
+
+#: encoding -> decode(codes, width=2): audioop's own functions where it imports (one C call,
+#: no Python frame around it), else the codec's tables
+_DECODE: dict[str, Callable[[bytes, int], bytes]] = (
+    {"pcmu": AUDIOOP.ulaw2lin, "pcma": AUDIOOP.alaw2lin}
+    if AUDIOOP is not None
+    else {"pcmu": _ulaw2lin, "pcma": _alaw2lin}
+)
 
 _PCM16 = np.dtype("<i2")  # parsed once: a dtype string costs ~0.4 µs per call
 
@@ -99,11 +117,12 @@ class VadGate:
         self.machine = VadMachine(min_speech=_samples(min_speech_ms, rate), hangover=self.hangover)
         #: samples received so far
         self.position = 0
-        # (start position, frame): frames received but not yet released or dropped (gate mode)
-        self._held: deque[tuple[int, Audio]] = deque()
+        # audio received, not yet released or dropped (gate mode): see _Held
+        self._held: deque[_Held] = deque()
         # (start position, pts) of recent frames, to turn positions into media time
         self._anchors: deque[tuple[int, float]] = deque()
         self._annotate = mode == "annotate"
+        self._window = engine.window
         # mono pcm16 frames go to the engine as they are: bytes when it takes them (webrtc),
         # else a read-only view
         process_bytes = getattr(engine, "process_bytes", None)
@@ -118,40 +137,53 @@ class VadGate:
         if frame.rate != self.rate:
             raise UsageError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
         start = self.position
-        if frame.channels == 1 and frame.encoding == "pcm16":  # the usual case: no decoding
-            data = frame.data
-            n = len(data) >> 1
-            scores = self._process_pcm16(data) if n else _NO_SCORES
-        elif frame.channels == 1 and frame.encoding in DECODERS:  # telephony: G.711 mono
-            data = frame.data
-            n = len(data)
-            scores = self._process_pcm16(DECODERS[frame.encoding](data)) if n else _NO_SCORES
-        else:
+        data = frame.data
+        encoding = frame.encoding
+        if frame.channels != 1:
             n = frame.num_samples
             scores = self.engine.process(analysis_samples(frame)) if n else _NO_SCORES
-        self.position = start + n
-        self._anchors.append((start, frame.pts))
+        elif encoding == "pcm16":  # the usual case: no decoding
+            n = len(data) >> 1
+            scores = self._process_pcm16(data) if n else _NO_SCORES
+        else:  # telephony: G.711 mono, decoded for the engine only
+            n = len(data)
+            scores = self._process_pcm16(_DECODE[encoding](data, 2)) if n else _NO_SCORES
+        position = self.position = start + n
+        pts = frame.pts
+        anchors = self._anchors
+        anchors.append((start, pts))
+        if len(anchors) > 8:  # a few spare anchors cost nothing: prune now and then
+            self._prune_anchors()
         if self._annotate:  # every frame passes: only the events need work
             out: list[Frame] = [frame]
             if scores:
                 self._score(scores, out)
+            return out
+        out = []
+        held = self._held
+        if n:
+            held.append((start, position, frame, pts, start))
+        if scores:
+            self._score(scores, out)
+        machine = self.machine
+        state = machine.state
+        if state is _SPEECH:  # everything held passes (whole frames: they end by position)
+            while held:
+                entry = held.popleft()
+                out.append(entry[2] if entry[0] == entry[4] else _whole(entry))
+        elif state is _SILENCE:  # keep just what a prefix needs: _drop, inline
+            before = machine.position - self.prefix
+            while held and held[0][1] <= before:
+                held.popleft()
+            if held and held[0][0] < before:  # a frame across the prefix's start: its tail
+                first_start, end, f, f_pts, first = held[0]
+                held[0] = (before, end, f, f_pts + (before - first_start) / f.rate, first)
+        elif state is _HANGOVER:
+            # only up to offset + hangover: the pause may turn out to be the end
+            limit = machine.pending_since + self.hangover
+            self._release(min(limit, position), out)
         else:
-            out = []
-            if n:
-                self._held.append((start, frame))
-            if scores:
-                self._score(scores, out)
-            machine = self.machine
-            if machine.state is State.SPEECH:
-                out.extend(self._release(self.position))
-            elif machine.state is State.HANGOVER:
-                # only up to offset + hangover: the pause may turn out to be the end
-                limit = machine.pending_since + self.hangover
-                out.extend(self._release(min(limit, self.position)))
-            else:
-                self._drop(machine.pending_since - self.prefix)
-        if len(self._anchors) > 8:  # a few spare anchors cost nothing: prune now and then
-            self._prune_anchors()
+            self._drop(machine.pending_since - self.prefix)
         return out
 
     def finish(self) -> list[Frame]:
@@ -162,7 +194,7 @@ class VadGate:
             # in hangover the pause began at pending_since; in speech, speech ran to the end
             end = machine.pending_since if machine.state is State.HANGOVER else self.position
             if self.mode == "gate":
-                out.extend(self._release(min(end + self.hangover, self.position)))
+                self._release(min(end + self.hangover, self.position), out)
             out.append(SpeechStopped(pts=self._pts_at(end)))
         self._held.clear()
         return out
@@ -172,10 +204,24 @@ class VadGate:
     def _score(self, scores: list[float], out: list[Frame]) -> None:
         """Step the machine through the windows' scores, adding the events to ``out``."""
         machine = self.machine
-        window = self.engine.window
+        window = self._window
         threshold, release = self.threshold, self.release_threshold
         for score in scores:
-            transition = machine.step(score >= (release if machine.speaking else threshold), window)
+            state = machine.state
+            # the two steady states inline, as VadMachine.step has them: only the position moves
+            if state is _SILENCE:
+                if score < threshold:
+                    machine.position += window
+                    continue
+                voice = True
+            elif state is _SPEECH:
+                if score >= release:
+                    machine.position += window
+                    continue
+                voice = False
+            else:
+                voice = score >= (release if state is _HANGOVER else threshold)
+            transition = machine.step(voice, window)
             if transition is not None:
                 self._on_transition(transition, out)
 
@@ -187,32 +233,37 @@ class VadGate:
             out.append(SpeechStarted(pts=self._pts_at(at)))
         else:
             if self.mode == "gate":
-                out.extend(self._release(min(at + self.hangover, self.position)))
+                self._release(min(at + self.hangover, self.position), out)
             out.append(SpeechStopped(pts=self._pts_at(at)))
 
-    def _release(self, until: int) -> list[Frame]:
-        """Held audio from the settled point up to ``until``, as (slices of) the input frames."""
-        out: list[Frame] = []
+    def _release(self, until: int, out: list[Frame]) -> None:
+        """Held audio up to ``until`` onto ``out``, as (slices of) the input frames."""
         held = self._held
         while held and held[0][0] < until:
-            start, frame = held.popleft()
-            n = frame.num_samples
-            if start + n <= until:
-                out.append(frame)
-            else:
-                head, tail = _split(frame, until - start)
-                out.append(head)
-                held.appendleft((until, tail))
-        return out
+            entry = held.popleft()
+            start, end, frame, pts, first = entry
+            if end <= until:
+                out.append(_whole(entry))
+            else:  # the head passes (at pts), the tail stays (at pts + k / rate)
+                w = BYTES_PER_SAMPLE[frame.encoding] * frame.channels
+                out.append(
+                    Audio(
+                        frame.data[(start - first) * w : (until - first) * w],
+                        frame.encoding,
+                        frame.rate,
+                        frame.channels,
+                        pts,
+                    )
+                )
+                held.appendleft((until, end, frame, pts + (until - start) / frame.rate, first))
 
     def _drop(self, before: int) -> None:
         """Forget held audio before ``before`` (it will never pass)."""
         held = self._held
         while held and held[0][0] < before:
-            start, frame = held.popleft()
-            n = frame.num_samples
-            if start + n > before:
-                held.appendleft((before, _split(frame, before - start)[1]))
+            start, end, frame, pts, first = held.popleft()
+            if end > before:  # keep the tail; the bytes are cut when (if) it passes
+                held.appendleft((before, end, frame, pts + (before - start) / frame.rate, first))
                 break
 
     def _prune_anchors(self) -> None:
@@ -235,11 +286,19 @@ def _samples(ms: int, rate: int) -> int:
     return max(0, round(ms * rate / 1000))
 
 
-def _split(frame: Audio, k: int) -> tuple[Audio, Audio]:
-    """The frame cut after ``k`` samples (per channel), byte-exact, with matching pts."""
-    cut = k * BYTES_PER_SAMPLE[frame.encoding] * frame.channels
-    head = Audio(frame.data[:cut], frame.encoding, frame.rate, frame.channels, frame.pts)
-    tail = Audio(
-        frame.data[cut:], frame.encoding, frame.rate, frame.channels, frame.pts + k / frame.rate
-    )
-    return head, tail
+# A held piece of an input frame: (start, end, frame, pts, first). It covers stream positions
+# [start, end) of ``frame``, which began at ``first`` (pieces always run to the frame's end), and
+# starts at media time ``pts``. A piece is cut from its frame only when it passes: in silence the
+# prefix's start moves every window, mostly inside a frame, and cutting there every time would
+# make a frame (and copy its bytes) for audio that will mostly be dropped. ``pts`` is computed as
+# cutting would compute it (``pts + k / rate`` at each cut), so the output is the same.
+_Held = tuple[int, int, Audio, float, int]
+
+
+def _whole(entry: _Held) -> Audio:
+    """The held piece as a frame: the input frame itself when it was never cut."""
+    start, _end, frame, pts, first = entry
+    if start == first:
+        return frame
+    cut = (start - first) * BYTES_PER_SAMPLE[frame.encoding] * frame.channels
+    return Audio(frame.data[cut:], frame.encoding, frame.rate, frame.channels, pts)

@@ -710,16 +710,36 @@ def test_preemphasis_numpy_matches_audioop(xs: list[int], prev: int, a: float) -
     assert engines.preemphasize(data, p, a) == y.tobytes()
 
 
-def test_preemphasis_values_and_both_paths_in_the_engine() -> None:
+def test_preemphasis_values_and_both_paths_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    numpy_path = engines._preemphasis_numpy
+
+    def counted(data: bytes, prev: bytes, a: float) -> bytes:
+        calls.append(len(data))
+        return numpy_path(data, prev, a)
+
+    monkeypatch.setattr(engines, "_preemphasis_numpy", counted)
     x = np.array([100, 100, -32768, 32767, 0, -1], np.int16).tobytes()
     y = np.frombuffer(engines.preemphasize(x, np.array([50], np.int16).tobytes(), 0.8), np.int16)
     assert y.tolist() == [60, 20, -32768, 32767, -26214, -1]  # saturated both ways
     speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
     fast = WebrtcEngine(16000)
     fallback = WebrtcEngine(16000)
-    fallback._emphasize = engines._preemphasis_numpy  # what runs where audioop is absent
-    for i in range(0, len(speech), 320):
-        assert fast.process(speech[i : i + 320]) == fallback.process(speech[i : i + 320])
+    fallback._audioop = False  # numpy's pre-emphasis: what runs where audioop is absent
+    for size in (320, 1000):  # one window a call, and several
+        for i in range(0, len(speech), size):
+            assert fast.process(speech[i : i + size]) == fallback.process(speech[i : i + size])
+    assert calls and set(calls) == {960}  # whole 30 ms windows, each once
+
+
+def test_webrtc_calls_webrtcvads_c_function_as_is_speech_does() -> None:
+    speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
+    direct = WebrtcEngine(16000, aggressiveness=2)
+    public = WebrtcEngine(16000, aggressiveness=2)
+    public._decide, public._handle = engines._is_speech, public._vad  # Vad.is_speech
+    assert direct._decide is not engines._is_speech  # the wheel has _webrtcvad.process
+    got = direct.process(speech)
+    assert got == public.process(speech) and 0.0 in got and 1.0 in got
     with pytest.raises(ValueError, match=r"pre-emphasis is 0 \(off\) up to below 1, not 1\.2"):
         WebrtcEngine(16000, preemphasis=1.2)
 
@@ -759,6 +779,42 @@ def test_energy_follows_the_noise_floor() -> None:
     scores = np.array(e.process((voice + _noise(rate, 4, -50, seed=3)).astype(np.int16)))
     assert (scores[int(2.1 * per_s) : int(2.9 * per_s)] > e.default_threshold).mean() > 0.9
     assert (scores[: int(1.9 * per_s)] < e.default_threshold).all()
+
+
+def _energy_reference(x: npt.NDArray[np.int16], rate: int) -> list[float]:
+    """EnergyEngine's scores written plainly: np.fft.rfft, a band mask, the minimum of a
+    2 s history array."""
+    n = rate * 20 // 1000
+    taper = np.hanning(n).astype(np.float32)
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    band = (freqs >= 200.0) & (freqs <= min(4000.0, rate / 2))
+    norm = float(np.sum(taper) ** 2 / 4.0 * 32768.0**2)
+    history = np.full(100, np.inf)
+    scores = []
+    for i in range(len(x) // n):
+        spectrum = np.fft.rfft(x[i * n : (i + 1) * n] * taper)
+        level = 10.0 * np.log10(float(np.sum(np.abs(spectrum[band]) ** 2)) / norm + 1e-12)
+        history[i % len(history)] = level
+        scores.append(max(0.0, float(level - max(float(history.min()), -60.0))))
+    return scores
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050])
+def test_energy_scores_are_the_plain_computations_to_the_bit(rate: int) -> None:
+    quiet, loud = _noise(rate, 2.5, -50), _noise(rate, 3, -25, seed=1)
+    voice = _speech_like(rate, 3.0, [(0.5, 1.5)]).astype(np.float64) * 0.3
+    x = np.concatenate([quiet, loud, voice + _noise(rate, 3, -50, seed=2)]).astype(np.int16)
+    expected = _energy_reference(x, rate)
+    e = EnergyEngine(rate)
+    step = rate // 50
+    for sizes in ([step], [7, step, 999, 1]):  # whole windows, and pieces
+        e.reset()
+        got, pos, i = [], 0, 0
+        while pos < len(x):
+            got += e.process(x[pos : pos + sizes[i % len(sizes)]])
+            pos += sizes[i % len(sizes)]
+            i += 1
+        assert got == expected
 
 
 def test_energy_takes_any_rate() -> None:

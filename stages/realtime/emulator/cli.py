@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.errors import UsageError
+from pipeline.heap import GcPauses, settle
 
 from ..wire import DIALECTS
 from .config import EmulatorConfig
@@ -110,6 +111,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 async def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
     """Run the emulator until cancelled, printing its URL."""
     async with run_emulator(config, host, port) as emu:
+        # a long-running process: settle its heap (pipeline.heap) and count its pauses
+        settle()
+        emu.gc_pauses = GcPauses()
+        emu.gc_pauses.attach()
         print(f"emulator ({config.dialect}) listening on {emu.url}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
 

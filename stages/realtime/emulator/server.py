@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from pipeline.clock import Clock, RealClock
+from pipeline.heap import GcPauses
 from pipeline.tasks import StageTasks
 
 from ..wire import Dialect
@@ -118,6 +119,9 @@ class Emulator:
         self._changed = asyncio.Event()
         #: Gemini session resumption handles: the conversation each holds, and when it was made
         self.handles: dict[str, tuple[ConversationState, float]] = {}
+        #: the process's garbage-collection pauses, in ``GET /stats`` when counted (the
+        #: ``pipeline emulator`` command counts them; an emulator inside a test does not)
+        self.gc_pauses: GcPauses | None = None
 
     @property
     def received(self) -> list[Json]:
@@ -144,6 +148,22 @@ class Emulator:
         for bound, n in zip([*map(str, LATENESS_BOUNDS), "+Inf"], counts, strict=True):
             total += n
             out[bound] = total
+        return out
+
+    def stats(self) -> Json:
+        """What ``GET /stats`` answers: :meth:`delta_lateness` and, when counted, the
+        process's garbage-collection pauses (``gc_pause_seconds``: per generation, the same
+        cumulative histogram, and ``gc_pause_seconds_total``)."""
+        out: Json = {"audio_delta_lateness_seconds": self.delta_lateness()}
+        pauses = self.gc_pauses
+        if pauses is not None:
+            out["gc_pause_seconds"] = {
+                str(gen): {
+                    ("+Inf" if b == float("inf") else str(b)): n for b, n in pauses.cumulative(gen)
+                }
+                for gen in range(3)
+            }
+            out["gc_pause_seconds_total"] = {str(g): pauses.total_s[g] for g in range(3)}
         return out
 
     def _notify(self) -> None:
@@ -177,9 +197,7 @@ class Emulator:
         url = urllib.parse.urlsplit(request.path)
         path = url.path.rstrip("/")
         if path == STATS_PATH and request.headers.get("Upgrade") is None:
-            return _json_response(
-                connection, {"audio_delta_lateness_seconds": self.delta_lateness()}
-            )
+            return _json_response(connection, self.stats())
         if path not in ("/v1/realtime", AZURE_PATH, GEMINI_PATH):
             return _http_error(connection, http.HTTPStatus.NOT_FOUND, f"no route {url.path}")
         if path == AZURE_PATH:

@@ -1225,6 +1225,29 @@ def test_stats_route_answers_the_delta_lateness_histogram() -> None:
     assert all(a <= b for a, b in itertools.pairwise(hist.values()))
 
 
+def test_stats_route_adds_the_gc_pauses_when_counted() -> None:
+    import gc
+
+    from pipeline.heap import PAUSE_BUCKETS, GcPauses
+
+    async def main() -> dict[str, Any]:
+        async with run_emulator(EmulatorConfig()) as emu:
+            assert "gc_pause_seconds" not in emu.stats()  # not counted unless asked
+            emu.gc_pauses = GcPauses()
+            emu.gc_pauses.attach()
+            try:
+                gc.collect(2)
+            finally:
+                emu.gc_pauses.detach()
+            return emu.stats()
+
+    stats = asyncio.run(main())
+    assert set(stats["gc_pause_seconds"]) == {"0", "1", "2"}
+    full = stats["gc_pause_seconds"]["2"]
+    assert list(full) == [*map(str, PAUSE_BUCKETS), "+Inf"] and full["+Inf"] == 1
+    assert stats["gc_pause_seconds_total"]["2"] > 0
+
+
 def test_cli_parser_builds_config() -> None:
     import argparse
 

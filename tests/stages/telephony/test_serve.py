@@ -124,6 +124,8 @@ def test_health_metrics_and_one_call() -> None:
             assert 'pipeline_calls_total{outcome="completed"} 1.0' in text
             assert "pipeline_calls_active 0.0" in text
             assert "pipeline_outgoing_frame_lateness_seconds_count 8.0" in text
+            for gen in range(3):  # the process's collector pauses, by generation
+                assert f'pipeline_gc_pause_seconds_count{{generation="{gen}"}}' in text
             for sid, typ in (("caller", "twilio_source"), ("phone", "twilio_sink")):
                 m = re.search(
                     rf'pipeline_stage_frame_cost_seconds_count{{stage="{sid}",type="{typ}"}} (\S+)',
