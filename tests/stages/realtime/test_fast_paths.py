@@ -13,8 +13,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.frames import AudioFormat
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat
 from stages.realtime import protocol as p
+from stages.realtime.buffers import GAP_FILL_MAX_S, AudioBatcher
 from stages.realtime.wire import CODECS, b64
 from stages.realtime.wire import client as wc
 
@@ -218,3 +219,66 @@ def test_fast_path_reads_the_usual_delta() -> None:
     assert full.receive(message) == [got]
     assert state(fast) == state(full)
     assert fast.assistant_audio_ms() == len(audio) * 1000 // 48000
+
+
+# ----------------------------------------------------------------------------- input batching
+
+
+class ReferenceBatcher(AudioBatcher):
+    """:meth:`AudioBatcher.push` as written before its in-line path for the usual frame."""
+
+    def push(self, frame: Audio) -> list[tuple[float, bytes]]:
+        out: list[tuple[float, bytes]] = []
+        data, pts = frame.data, frame.pts
+        if self.fill_gaps and self.next_pts is not None:
+            gap = pts - self.next_pts
+            if gap > 0.005:
+                out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), self.next_pts)
+            elif gap < -0.0005:
+                width = BYTES_PER_SAMPLE[self.fmt.encoding] * frame.channels
+                skip = min(len(data), round(-gap * frame.rate) * width)
+                data, pts = data[skip:], self.next_pts
+                if not data:
+                    return out
+        out += self._add(data, pts)
+        self.next_pts = max(frame.end_pts, self.next_pts or 0.0)
+        return out
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from([AudioFormat("pcm16", 16000), AudioFormat("pcmu", 8000)]),
+    st.booleans(),
+    st.sampled_from([20, 40, 60, 100]),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2000),  # bytes
+            st.sampled_from([0.0, 0.0, 0.0, 0.0004, -0.0004, 0.003, 0.01, -0.01, 0.5, 2.0]),
+            st.sampled_from(["push", "push", "push", "pad", "flush"]),
+        ),
+        max_size=40,
+    ),
+)
+def test_batcher_is_the_reference(
+    fmt: AudioFormat, fill_gaps: bool, min_ms: int, steps: list[tuple[int, float, str]]
+) -> None:
+    ours = AudioBatcher(fmt, fill_gaps=fill_gaps, min_ms=min_ms)
+    ref = ReferenceBatcher(fmt, fill_gaps=fill_gaps, min_ms=min_ms)
+    width = BYTES_PER_SAMPLE[fmt.encoding]
+    pts = 1.0
+    for i, (n, jump, op) in enumerate(steps):
+        if op == "pad":
+            assert ours.pad(0.1) == ref.pad(0.1)
+        elif op == "flush":
+            assert ours.flush() == ref.flush()
+        else:
+            data = bytes([i % 256]) * (n - n % width)
+            pts = max(0.0, pts + jump)
+            frame = Audio(data, fmt.encoding, fmt.rate, 1, pts)
+            assert ours.push(frame) == ref.push(frame)
+            pts = frame.end_pts
+        assert (ours.next_pts, ours._buf_pts, bytes(ours._buf)) == (
+            ref.next_pts,
+            ref._buf_pts,
+            bytes(ref._buf),
+        )
