@@ -6,7 +6,10 @@ read one message each way into frozen value objects (:class:`Connected`, :class:
 :class:`Clear`); :func:`encode` writes one. Every field is checked: a message with a missing,
 unknown or ill-typed field is refused with a :class:`TwilioMessageError` naming the field, as
 Twilio itself does (31950 "Malformed Message" for a binary frame or bad JSON, 31951 "Invalid
-Message" for the rest). :mod:`stages.telephony.twilio` builds the call and the stages on it.
+Message" for the rest). :func:`read_fast` reads the two messages that make up nearly all the
+traffic (``media`` and the ``mark`` echo) without building a message object, and gives way to
+:func:`parse_incoming` for anything unusual. :mod:`stages.telephony.twilio` builds the call and
+the stages on it.
 """
 
 from __future__ import annotations
