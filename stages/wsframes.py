@@ -222,9 +222,11 @@ class FastReads(Connection):
     _held: list[bytes] | None = None
     _held_len = 0
     _held_need = 0
+    _masked = 0  # 1 on a server: a client's frames are masked
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._masked = 1 if self.protocol.side is SERVER else 0
         t = cast(asyncio.Transport, transport)
         self.recv_messages = MessageQueue(
             *self.max_queue, pause=t.pause_reading, resume=t.resume_reading
@@ -294,7 +296,7 @@ class FastReads(Connection):
     def _parse(self, data: bytes) -> None:
         protocol = self.protocol
         messages = self.recv_messages
-        masked = 1 if protocol.side is SERVER else 0
+        masked = self._masked
         n = len(data)
         pos = 0
         need = 0
