@@ -314,10 +314,13 @@ async def g711_decode(frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
     decoders = _RAW_DECODERS or {enc: _width_ignored(fn) for enc, fn in DECODERS.items()}
     encoding, decoder = "pcmu", decoders["pcmu"]
     async for frame in frames:
-        if isinstance(frame, Audio) and frame.encoding != "pcm16":
-            if frame.encoding != encoding:
-                encoding = frame.encoding
-                decoder = decoders[encoding]
+        # the steady state first: audio in the encoding of the frame before (frames are never
+        # subclassed, so the class test is exact)
+        if frame.__class__ is Audio and frame.encoding == encoding:
+            yield Audio(decoder(frame.data, 2), "pcm16", frame.rate, frame.channels, frame.pts)
+        elif frame.__class__ is Audio and frame.encoding != "pcm16":
+            encoding = frame.encoding
+            decoder = decoders[encoding]
             yield Audio(decoder(frame.data, 2), "pcm16", frame.rate, frame.channels, frame.pts)
         else:
             yield frame
@@ -346,18 +349,23 @@ async def g711_encode(
     """
     target = _LAW_ENCODING[law]
     encoder = ENCODERS[target]
-    # audioop's own function when it imports: no wrapper call per frame (odd lengths are
-    # refused by the wrapper, called for them only)
-    raw = _RAW_ENCODERS.get(target)
+    # audioop's own function when it imports: no wrapper call per frame. It refuses an odd
+    # byte count with its own error; the wrapper, called for those only, says it our way.
+    raw = _RAW_ENCODERS.get(target) or _width_ignored(encoder)
     async for frame in frames:
-        if isinstance(frame, Audio):
-            # the one format _encode_problem accepts, checked without building an AudioFormat
-            if frame.encoding != "pcm16" or frame.rate != 8000:
-                problem = _encode_problem(law, frame.format)
-                if problem is not None:
-                    raise StageError(ctx.id, "; ".join(problem))
-            data = frame.data
-            codes = encoder(data) if raw is None or len(data) & 1 else raw(data, 2)
-            yield Audio(codes, target, 8000, frame.channels, frame.pts)
+        # the steady state: pcm16 at 8000 Hz (the one format _encode_problem accepts, checked
+        # without building an AudioFormat), a whole number of samples
+        if (
+            frame.__class__ is Audio
+            and frame.encoding == "pcm16"
+            and frame.rate == 8000
+            and not len(data := frame.data) & 1
+        ):
+            yield Audio(raw(data, 2), target, 8000, frame.channels, frame.pts)
+        elif frame.__class__ is Audio:
+            problem = _encode_problem(law, frame.format)
+            if problem is not None:
+                raise StageError(ctx.id, "; ".join(problem))
+            yield Audio(encoder(frame.data), target, 8000, frame.channels, frame.pts)
         else:
             yield frame

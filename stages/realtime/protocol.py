@@ -90,10 +90,12 @@ from .wire import (
     WIRE_FORMATS,
     XAI_VOICES,
     Dialect,
+    DialectCodec,
     ErrorInfo,
     SessionConfig,
     TurnDetection,
     WireFormat,
+    b64,
     canonical_event,
     codec,
     format_from_wire,
@@ -240,6 +242,17 @@ def dumps(message: Mapping[str, Any]) -> str:
 #: The triggers only our side fires on the lifecycle table.
 LOCAL_TRIGGERS: frozenset[str] = frozenset({"open", "close", "closed"})
 
+_AUDIO_DELTA = "response.output_audio.delta"
+#: the audio delta's name in every dialect
+_AUDIO_DELTA_NAMES: frozenset[str] = frozenset(
+    {_AUDIO_DELTA} | {name for name in EVENT_ALIASES if canonical_event(name) == _AUDIO_DELTA}
+)
+#: how an audio delta of the usual shape starts (the type first, compact JSON)
+_AUDIO_DELTA_HEADS: tuple[str, ...] = tuple(f'{{"type":"{n}",' for n in _AUDIO_DELTA_NAMES)
+_DELTA_KEY = ',"delta":"'
+# The fast path skips the lifecycle table for audio deltas: it has no entry for them.
+assert not any(trigger == _AUDIO_DELTA for _, trigger in TRANSITIONS)
+
 
 @dataclass
 class _ResponseRecord:
@@ -264,6 +277,8 @@ class RealtimeProtocol:
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
+        #: the dialect's server messages are read as they are (the audio delta fast path)
+        self._plain_decode = type(codec(config.dialect)).decode_server is DialectCodec.decode_server
         self.state: State = "connecting"
         self._outbox: list[str] = []
         self._seq = 0
@@ -441,7 +456,10 @@ class RealtimeProtocol:
                 code="partial_sample",
             )
         self._input_bytes_uncommitted += len(data)
-        return self._send(wc.InputAudioBufferAppend(data))
+        self._seq += 1  # as _send, with the message built directly (the call's hot path)
+        text = codec(self.config.dialect).encode_append(data, f"c-{self._seq}")
+        self._outbox.append(text)
+        return text
 
     def commit(self) -> list[str]:
         """Queue ``input_audio_buffer.commit`` (manual turns). Nothing if no audio was appended
@@ -592,6 +610,10 @@ class RealtimeProtocol:
 
     def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ServerEvent]:
         """The events one server message means. Never raises on the message's content."""
+        if type(message) is str and message.startswith(_AUDIO_DELTA_HEADS):
+            fast = self._audio_delta_fast(message)
+            if fast is not None:
+                return fast
         if isinstance(message, Mapping):
             event: Any = message
         else:
@@ -605,6 +627,29 @@ class RealtimeProtocol:
         if len(decoded) == 1:
             return self._receive_event(decoded[0], message)
         return [out for ev in decoded for out in self._receive_event(ev, message)]
+
+    def _audio_delta_fast(self, message: str) -> list[ServerEvent] | None:
+        """An audio delta of the usual shape (``{"type": ...audio.delta", ..., "delta": "..."}``,
+        the delta last) read without parsing its base64 as JSON: the JSON before the delta is
+        parsed alone, the base64 decoded straight from the message. None (take the full parse)
+        unless every check holds: the text before ``,"delta":"`` is a JSON object once closed,
+        with an audio delta's type and no ``delta`` of its own, and what follows up to the final
+        ``"}`` is valid base64 (no quote, backslash or control character, so it is the delta
+        string's value as written). Then the full parse gives the same object, so the same
+        events and the same state."""
+        if not self._plain_decode:
+            return None
+        k = message.find(_DELTA_KEY)
+        if k < 0 or message[-2:] != '"}':
+            return None
+        try:
+            ev = orjson.loads(message[:k] + "}")
+            data = b64.decode_strict(message[k + len(_DELTA_KEY) : -2])
+        except (orjson.JSONDecodeError, binascii.Error, ValueError):
+            return None
+        if type(ev) is not dict or ev.get("type") not in _AUDIO_DELTA_NAMES or "delta" in ev:
+            return None
+        return self._audio_delta(data, ev)
 
     def _receive_event(
         self, event: Mapping[str, Any], message: str | bytes | Mapping[str, Any]
@@ -745,7 +790,11 @@ class RealtimeProtocol:
         return out
 
     def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
-        data = binascii.a2b_base64(ev["delta"], strict_mode=True)
+        return self._audio_delta(b64.decode_strict(ev["delta"]), ev)
+
+    def _audio_delta(self, data: bytes, ev: Mapping[str, Any]) -> list[ServerEvent]:
+        """The audio delta ``ev`` whose audio is ``data`` (the lifecycle table has no audio delta
+        trigger: the state stays)."""
         item = str(ev.get("item_id") or "")
         self._audio_item = item
         self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)

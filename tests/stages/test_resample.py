@@ -265,6 +265,14 @@ def test_soxr_mode_equals_one_shot_soxr(
     ref = soxr.resample(x, in_rate, out_rate, quality=quality)
     assert len(y) == len(ref)
     assert np.abs(y.astype(np.int32) - ref).max(initial=0) <= 1
+    # bytes in and out (what the stage calls): the same samples
+    rs = StreamResampler(in_rate, out_rate, quality=quality, low_latency=False)  # type: ignore[arg-type]
+    parts, i = [], 0
+    for n in sizes:
+        parts.append(rs.process_bytes(x[i : i + n].tobytes()))
+        i += n
+    parts += [rs.process_bytes(x[i:].tobytes()), rs.flush().astype("<i2").tobytes()]
+    np.testing.assert_array_equal(np.frombuffer(b"".join(parts), dtype="<i2"), y)
 
 
 @pytest.mark.parametrize("low_latency", [True, False])
@@ -495,3 +503,9 @@ def test_gather_form_for_odd_ratios_matches_the_block_form(monkeypatch: pytest.M
     assert len(yg) == len(yb)
     assert np.abs(yg.astype(np.int32) - yb).max() <= 1  # same sums, other summation order
     np.testing.assert_array_equal(yg, np.concatenate([gather.process(x16), gather.flush()]))
+    parts_b, i = [], 0
+    for n in sizes:
+        parts_b.append(gather.process_bytes(x16[i : i + n].tobytes()))
+        i += int(n)
+    parts_b += [gather.process_bytes(x16[i:].tobytes()), gather.flush().astype("<i2").tobytes()]
+    np.testing.assert_array_equal(np.frombuffer(b"".join(parts_b), dtype="<i2"), yg)

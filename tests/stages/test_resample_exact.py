@@ -211,20 +211,35 @@ def test_same_samples_as_a_direct_evaluation(in_rate: int, out_rate: int, kind: 
 
 
 @st.composite
-def chunking(draw: st.DrawFn) -> tuple[tuple[int, int], I16, list[tuple[int, bool]]]:
+def chunking(draw: st.DrawFn) -> tuple[tuple[int, int], I16, list[tuple[int, str]]]:
     rates = draw(st.sampled_from(TELEPHONY + ODD))
     n = draw(st.integers(0, 2500))
     x = noise(n, draw(st.integers(0, 2**31 - 1)))
-    # chunk sizes around a 20 ms frame and odd ones, each passed as bytes or as an array
+    # chunk sizes around a 20 ms frame and odd ones, each passed as bytes, as an array, or
+    # as bytes to process_bytes (bytes out)
     sizes = st.one_of(st.integers(0, 40), st.sampled_from([80, 160, 320, 441, 480, 960]))
-    splits = draw(st.lists(st.tuples(sizes, st.booleans()), max_size=40))
+    splits = draw(st.lists(st.tuples(sizes, st.sampled_from(CALLS)), max_size=40))
     return rates, x, splits
+
+
+CALLS = ["array", "bytes", "bytes out"]
+
+
+def call(rs: PolyphaseResampler, chunk: I16, how: str) -> I16:
+    """``rs`` on ``chunk`` the way ``how`` says, as int16 samples."""
+    if how == "array":
+        return rs.process(chunk)
+    if how == "bytes":
+        return rs.process(chunk.tobytes())
+    out = rs.process_bytes(chunk.tobytes())
+    assert type(out) is bytes
+    return np.frombuffer(out, dtype="<i2").astype(np.int16)
 
 
 @settings(max_examples=80, deadline=None)
 @given(chunking())
 def test_any_chunking_gives_the_samples_of_one_chunk(
-    case: tuple[tuple[int, int], I16, list[tuple[int, bool]]],
+    case: tuple[tuple[int, int], I16, list[tuple[int, str]]],
 ) -> None:
     (in_rate, out_rate), x, splits = case
     one = PolyphaseResampler(in_rate, out_rate)
@@ -232,9 +247,9 @@ def test_any_chunking_gives_the_samples_of_one_chunk(
     rs = PolyphaseResampler(in_rate, out_rate)
     outs: list[I16] = []
     i = 0
-    for n, as_bytes in splits:
+    for n, how in splits:
         chunk = x[i : i + n]
-        y = rs.process(chunk.tobytes() if as_bytes else chunk)
+        y = call(rs, chunk, how)
         i += len(chunk)
         assert rs.samples_out == -(-i * out_rate // in_rate)  # every computable output is out
         assert len(y) == rs.samples_out - sum(len(o) for o in outs)
@@ -254,6 +269,29 @@ def test_reset_mid_stream_starts_afresh() -> None:
     fresh = PolyphaseResampler(8000, 16000)
     np.testing.assert_array_equal(rs.process(x.tobytes()), fresh.process(x.tobytes()))
     np.testing.assert_array_equal(rs.flush(), fresh.flush())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("in_rate,out_rate", TELEPHONY + ODD)
+def test_bytes_out_are_the_pinned_samples(in_rate: int, out_rate: int, kind: str) -> None:
+    # what the stage calls: 20 ms of pcm16 bytes in, pcm16 bytes out
+    x = signal(kind, in_rate)
+    rs = PolyphaseResampler(in_rate, out_rate)
+    frame = max(1, in_rate // 50)
+    outs = [rs.process_bytes(x[i : i + frame].tobytes()) for i in range(0, len(x), frame)]
+    y = np.frombuffer(b"".join(outs), dtype="<i2")
+    assert digest(np.concatenate([y, rs.flush()])) == PINNED[(in_rate, out_rate)][kind]
+
+
+def test_bytes_out_are_fresh_each_call() -> None:
+    # the engine rounds into a reused row: what it hands out must not change afterwards
+    rs = PolyphaseResampler(8000, 16000)
+    x = noise(480, 4)
+    first = rs.process_bytes(x[:160].tobytes())
+    kept = bytes(first)
+    rs.process_bytes(x[160:320].tobytes())
+    rs.process_bytes(x[320:].tobytes())
+    assert first == kept
 
 
 def test_outputs_are_fresh_arrays() -> None:
