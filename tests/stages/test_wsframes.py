@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,11 @@ from websockets.frames import OP_CLOSE, OP_TEXT, Frame
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 
 from stages.wsframes import FastReads, MessageQueue
+
+# With debug logging on, FastReads leaves every frame to websockets (which logs each): the
+# loopback tests' connections log elsewhere, whatever level other tests leave "websockets" at.
+QUIET = logging.getLogger("tests.wsframes.websockets")
+QUIET.setLevel(logging.INFO)
 
 
 class StockConnection(Connection):
@@ -220,8 +226,9 @@ async def run_connection(
     max_queue: int,
     decode: bool | None = None,
 ) -> Outcome:
-    protocol = Protocol(SERVER if server else CLIENT, state=OPEN, max_size=MAX_SIZE)
+    protocol = Protocol(SERVER if server else CLIENT, state=OPEN, max_size=MAX_SIZE, logger=QUIET)
     conn = cls(protocol, ping_interval=None, max_queue=max_queue, close_timeout=None)
+    assert not conn.debug  # (else FastReads leaves every frame to websockets)
     transport = Transport(conn)
     conn.connection_made(transport)
     out = Outcome()
@@ -389,7 +396,7 @@ def test_flow_control_pauses_and_resumes_as_websockets_does() -> None:
 
 def test_recv_ready_takes_every_whole_message_queued() -> None:
     async def main() -> list[Any]:
-        protocol = Protocol(SERVER, state=OPEN, max_size=MAX_SIZE)
+        protocol = Protocol(SERVER, state=OPEN, max_size=MAX_SIZE, logger=QUIET)
         conn = FastConnection(protocol, ping_interval=None)
         conn.connection_made(Transport(conn))
         frames = [RawFrame(1, b"a"), RawFrame(2, b"b"), RawFrame(1, b"c", fin=False),
@@ -404,7 +411,7 @@ def test_recv_ready_takes_every_whole_message_queued() -> None:
 
 def test_recv_ready_is_refused_while_recv_waits() -> None:
     async def main() -> None:
-        conn = FastConnection(Protocol(SERVER, state=OPEN), ping_interval=None)
+        conn = FastConnection(Protocol(SERVER, state=OPEN, logger=QUIET), ping_interval=None)
         conn.connection_made(Transport(conn))
         waiting = asyncio.create_task(conn.recv())
         await asyncio.sleep(0)
@@ -420,7 +427,7 @@ def test_recv_ready_is_refused_while_recv_waits() -> None:
 
 
 @pytest.fixture
-def fast_messages(monkeypatch: pytest.MonkeyPatch) -> list[str | bytes]:
+def fast_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str | bytes]]:
     """The messages the parser here queued (the rest went through websockets' own)."""
     seen: list[str | bytes] = []
     put = MessageQueue.put_message
@@ -430,7 +437,13 @@ def fast_messages(monkeypatch: pytest.MonkeyPatch) -> list[str | bytes]:
         put(self, message)
 
     monkeypatch.setattr(MessageQueue, "put_message", counting)
-    return seen
+    serve_log = logging.getLogger("pipeline.serve.websockets")  # pipeline serve's, as QUIET
+    level = serve_log.level
+    serve_log.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        serve_log.setLevel(level)
 
 
 def test_a_call_through_pipeline_serve_reads_the_callers_frames_here(
@@ -523,6 +536,7 @@ def test_a_client_reads_a_models_frames_here(fast_messages: list[str | bytes]) -
                 f"ws://127.0.0.1:{port}",
                 compression=None,
                 create_connection=BatchedClientConnection,
+                logger=QUIET,
             ) as ws:
                 await ws.send("session.update")
                 got = [m async for m in ws]
@@ -535,7 +549,7 @@ def test_a_client_reads_a_models_frames_here(fast_messages: list[str | bytes]) -
 
 def test_recv_streaming_gives_a_whole_message_as_one_piece_and_fragments_as_they_come() -> None:
     async def main() -> list[list[Any]]:
-        conn = FastConnection(Protocol(CLIENT, state=OPEN), ping_interval=None)
+        conn = FastConnection(Protocol(CLIENT, state=OPEN, logger=QUIET), ping_interval=None)
         conn.connection_made(Transport(conn))
         frames = [RawFrame(1, "ça".encode()), RawFrame(2, b"\x00"), RawFrame(1, b"\xc3", fin=False),
                   RawFrame(0, b"\xa7a")]  # fmt: skip
@@ -587,6 +601,7 @@ def test_frames_in_the_read_that_ends_the_handshake_and_a_frame_cut_there(
                 f"ws://127.0.0.1:{port}",
                 compression=None,
                 create_connection=BatchedClientConnection,
+                logger=QUIET,
             ) as ws,
         ):
             got = [await ws.recv()]
