@@ -96,7 +96,7 @@ class MessageQueue(Assembler):
 
     def take_ready(self, decode: bool | None = None) -> list[Data]:
         """Every whole message at the head of the queue, without waiting (stops at a
-        fragmented message or a text frame that is not valid UTF-8: ``get`` reads it)."""
+        fragmented message or one that does not decode: ``get`` reads it)."""
         if self.get_in_progress:
             raise ConcurrencyError("get() or get_iter() is already running")
         out: list[Data] = []
@@ -104,16 +104,17 @@ class MessageQueue(Assembler):
         while queue:
             item: Any = queue[0]
             kind = type(item)
-            if kind is str or kind is bytes:
-                out.append(_as(item, decode))
-            else:
-                if not item.fin:
+            try:
+                if kind is str or kind is bytes:
+                    out.append(_as(item, decode))
+                elif not item.fin:
                     break
-                text = item.opcode is OP_TEXT if decode is None else decode
-                try:
-                    out.append(bytes(item.data).decode() if text else bytes(item.data))
-                except UnicodeDecodeError:
-                    break
+                elif item.opcode is OP_TEXT if decode is None else decode:
+                    out.append(bytes(item.data).decode())
+                else:
+                    out.append(bytes(item.data))
+            except UnicodeDecodeError:
+                break  # get() reads it, and fails the connection
             queue.popleft()
         if out:
             self.maybe_resume()

@@ -614,3 +614,18 @@ def test_frames_in_the_read_that_ends_the_handshake_and_a_frame_cut_there(
     got, code = asyncio.run(main())
     assert got == texts and code == 1000
     assert fast_messages == texts[3:]
+
+
+def test_recv_ready_stops_before_a_message_that_does_not_decode() -> None:
+    async def main() -> list[Any]:
+        conn = FastConnection(Protocol(SERVER, state=OPEN, logger=QUIET), ping_interval=None)
+        transport = Transport(conn)
+        conn.connection_made(transport)
+        frames = [RawFrame(2, b"ok"), RawFrame(2, b"\xff"), RawFrame(1, b"after")]
+        conn.data_received(b"".join(f.wire(client=True) for f in frames))
+        ready = conn.recv_ready(decode=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await conn.recv(decode=True)
+        return [ready, closed.value.sent.code if closed.value.sent else None]
+
+    assert asyncio.run(main()) == [["ok"], 1007]
