@@ -14,14 +14,17 @@ setting, so a cut can be read off before it is made.
   parser alone; then the whole read path of a connection (``data_received`` of the frame and
   the ``recv()`` that returns it), websockets' own against :mod:`stages.wsframes`' (what
   ``pipeline serve`` runs), for a ``media`` and for the model's 100 ms delta (unmasked);
-* ``twilio parse``: ``parse_incoming`` of a ``media`` (JSON, base64, field checks);
+* ``twilio parse``: a ``media`` read into the source's audio frame as the call does it
+  (``TwilioCall.take_fast``: JSON, base64, field checks), and ``parse_incoming`` of it (the
+  message object: what the call did before);
 * ``gate``: μ-law decoded for analysis and the webrtc VAD gate's ``push``;
 * ``session append``: ``input_audio_buffer.append`` encoded (base64, JSON) plus the masked
   WebSocket frame to the model, once per append;
 * ``reply delta``: a 100 ms ``response.output_audio.delta`` from the model, framed, parsed,
   decoded (one per five call-frames);
 * ``sink``: the playout cutting the reply into ``media`` + ``mark`` messages, and both framed;
-* ``mark echo``: Twilio's ``mark`` echo framed and parsed;
+* ``mark echo``: Twilio's ``mark`` echo framed and taken by the call (per echo: one per
+  chunk, or one per ``mark_ms`` of audio with the sink's ``mark_ms``);
 * ``task hop``: one ``await`` hand-over between two tasks through an ``asyncio.Queue`` (the
   runtime's links, the reader task, the session's sender); the phone shape makes about eight
   per call-frame.
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import platform
 import statistics
@@ -127,11 +131,29 @@ def _audio(n: int) -> bytes:
     return bytes((i * 37 + 11) & 0xFF for i in range(n))
 
 
+def _started_call() -> Any:
+    """A Twilio call past its ``start``, as the server holds one (a no-op mark handler)."""
+    from stages.telephony.twilio import Connected, Start, TwilioCall, encode
+
+    async def send(_text: str) -> None:
+        return None
+
+    call = TwilioCall(send)
+    for msg in (Connected(), Start(stream_sid=STREAM_SID, call_sid="CA1")):
+        with contextlib.suppress(StopIteration):
+            call.receive(encode(msg)).send(None)  # nothing in it waits
+    assert call.start is not None
+    call.on_mark = lambda _name: None
+    return call
+
+
 def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     """The rows: piece, setting, µs per call-frame (median of ``repeat`` samples)."""
     from pipeline.frames import Audio, AudioFormat
     from stages.realtime import protocol as rp
     from stages.telephony.twilio import Mark, Media, Playout, encode, parse_incoming
+
+    call = _started_call()
     from stages.vad.engines import WebrtcEngine
     from stages.vad.gate import VadGate
 
@@ -152,7 +174,14 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     for fast in (False, True):
         read = _reader(fast, server=True)
         add("ws in", f"media, {_READS[fast]} read + recv", lambda read=read: read(media_frame))
-    add("twilio parse", "media", lambda: parse_incoming(media))
+    queue = call.inbound
+
+    def take_media() -> object:
+        call.take_fast(media)
+        return queue.get_nowait()
+
+    add("twilio parse", "media → the source's frame (take_fast)", take_media)
+    add("twilio parse", "media → Media (parse_incoming)", lambda: parse_incoming(media))
 
     gate = VadGate(WebrtcEngine(8000), mode="gate", prefix_ms=300, hangover_ms=400)
     pts = [0.0]
@@ -204,8 +233,10 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
         per_frames=5,
     )
 
-    for chunk_ms in (20, 40):
-        playout = Playout(STREAM_SID, chunk_ms=chunk_ms)
+    mark = encode(Mark(STREAM_SID, "1234", 6200))
+    mark_frame = _ws_frame(mark, masked=True)
+    for chunk_ms, mark_ms in ((20, None), (40, None), (40, 200)):
+        playout = Playout(STREAM_SID, chunk_ms=chunk_ms, mark_ms=mark_ms)
         block = _audio(8 * chunk_ms)
         clock = [0.0]
 
@@ -220,14 +251,13 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
             playout.pending.clear()  # (marks echo elsewhere; keep the deque from growing)
             return [_ws_frame(m, masked=False) for m in msgs]
 
-        add("sink", f"media + mark, chunk_ms {chunk_ms}", sink, per_frames=chunk_ms / 20)
-        mark = encode(Mark(STREAM_SID, "1234", 6200))
-        mark_frame = _ws_frame(mark, masked=True)
+        marks = f", mark_ms {mark_ms}" if mark_ms else ""
+        add("sink", f"media + mark, chunk_ms {chunk_ms}{marks}", sink, per_frames=chunk_ms / 20)
         add(
             "mark echo",
-            f"chunk_ms {chunk_ms}",
-            lambda mark_frame=mark_frame: parse_incoming(_ws_parse(mark_frame, masked=True)),
-            per_frames=chunk_ms / 20,
+            f"chunk_ms {chunk_ms}{marks}",
+            lambda: call.take_fast(_ws_parse(mark_frame, masked=True)),
+            per_frames=(mark_ms or chunk_ms) / 20,
         )
 
     return rows
@@ -375,15 +405,23 @@ def hop_us(n: int = 20000, loop: str = "asyncio") -> float:
 
 
 def budget(
-    rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hops: int, loop: str
+    rows: Sequence[dict[str, Any]],
+    *,
+    append_ms: int,
+    chunk_ms: int,
+    hops: int,
+    loop: str,
+    mark_ms: int | None = None,
 ) -> float:
     """µs per call-frame of the pieces that run without a socket, for one setting of the append
-    size and chunk size, plus ``hops`` task hand-overs on ``loop``."""
+    size, chunk size and the sink's ``mark_ms``, plus ``hops`` task hand-overs on ``loop``."""
+    marks = f", mark_ms {mark_ms}" if mark_ms else ""
     pick = {
         "ws in": "media, fast frames read + recv",  # what ``pipeline serve`` runs
+        "twilio parse": "media → the source's frame (take_fast)",
         "session append": f"every {append_ms} ms",
-        "sink": f"media + mark, chunk_ms {chunk_ms}",
-        "mark echo": f"chunk_ms {chunk_ms}",
+        "sink": f"media + mark, chunk_ms {chunk_ms}{marks}",
+        "mark echo": f"chunk_ms {chunk_ms}{marks}",
     }
     total = 0.0
     for r in rows:
@@ -433,11 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(f"{r['piece']:16} {r['setting']:48} {r['us_per_call_frame']:18.1f}")
     for loop in loops:
-        for append_ms, chunk_ms in ((20, 20), (60, 40)):
-            b = budget(rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8, loop=loop)
+        for append_ms, chunk_ms, mark_ms in ((20, 20, None), (60, 40, None), (60, 40, 200)):
+            b = budget(
+                rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8, loop=loop, mark_ms=mark_ms
+            )
+            marks = f", mark_ms {mark_ms}" if mark_ms else ""
             print(
-                f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}, 8 hops on {loop}: "
-                f"{b:.1f} µs per call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
+                f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}{marks}, 8 hops on "
+                f"{loop}: {b:.1f} µs per call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
             )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
