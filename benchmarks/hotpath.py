@@ -20,6 +20,7 @@ import orjson
 
 from benchmarks.resample_latency import core_rows
 from pipeline import Audio, Frame, stage
+from stages.realtime.wire import b64
 
 from . import inplace
 from .harness import Row, compare, cpu_per_item_us, drive, per_call_us, quiet_pipecat, row
@@ -354,8 +355,16 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
             }
         ).decode()
 
+    def pyb_enc() -> object:
+        return orjson.dumps(
+            {"type": "input_audio_buffer.append", "event_id": "c-1", "audio": b64.encode(pcm)}
+        ).decode()
+
     def json_dec() -> object:
         return base64.b64decode(json.loads(msg)["delta"])
+
+    def pyb_dec() -> object:
+        return b64.decode_strict(orjson.loads(msg)["delta"])
 
     def orjson_dec() -> object:
         return base64.b64decode(orjson.loads(msg)["delta"])
@@ -369,6 +378,11 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         "session",
         "append: base64 + orjson (raw)",
         per_call_us(orjson_enc, inner=inner, repeat=repeat),
+    )
+    enc_pyb = row(
+        "session",
+        "append: pybase64 + orjson (raw, the base64 ours uses)",
+        per_call_us(pyb_enc, inner=inner, repeat=repeat),
     )
     enc = row(
         "session",
@@ -385,6 +399,11 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         "delta: orjson.loads + b64decode (raw)",
         per_call_us(orjson_dec, inner=inner, repeat=repeat),
     )
+    dec_pyb = row(
+        "session",
+        "delta: orjson.loads + pybase64 (raw, the base64 ours uses)",
+        per_call_us(pyb_dec, inner=inner, repeat=repeat),
+    )
     dec = row(
         "session",
         "session decode: 960-byte delta (ours)",
@@ -395,10 +414,14 @@ def session_rows(inner: int, repeat: int) -> list[Row]:
         enc_or,
         compare(enc, enc_base),
         compare(row("session", "session encode vs orjson raw", enc.samples), enc_or),
+        enc_pyb,
+        compare(row("session", "session encode vs pybase64 + orjson raw", enc.samples), enc_pyb),
         dec_base,
         dec_or,
         compare(dec, dec_base),
         compare(row("session", "session decode vs orjson raw", dec.samples), dec_or),
+        dec_pyb,
+        compare(row("session", "session decode vs orjson + pybase64 raw", dec.samples), dec_pyb),
     ]
     try:
         from pipecat.services.openai.realtime import events as pc_events

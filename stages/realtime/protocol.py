@@ -247,10 +247,7 @@ _AUDIO_DELTA = "response.output_audio.delta"
 _AUDIO_DELTA_NAMES: frozenset[str] = frozenset(
     {_AUDIO_DELTA} | {name for name in EVENT_ALIASES if canonical_event(name) == _AUDIO_DELTA}
 )
-#: how an audio delta of the usual shape starts (the type first, compact JSON)
-_AUDIO_DELTA_HEADS: tuple[str, ...] = tuple(f'{{"type":"{n}",' for n in _AUDIO_DELTA_NAMES)
-_DELTA_KEY = ',"delta":"'
-# The fast path skips the lifecycle table for audio deltas: it has no entry for them.
+# receive() takes audio deltas past the lifecycle table: it has no entry for them.
 assert not any(trigger == _AUDIO_DELTA for _, trigger in TRANSITIONS)
 
 
@@ -277,8 +274,9 @@ class RealtimeProtocol:
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
-        #: the dialect's server messages are read as they are (the audio delta fast path)
-        self._plain_decode = type(codec(config.dialect)).decode_server is DialectCodec.decode_server
+        #: the dialect's server messages are its events as they are (audio deltas go straight
+        #: to their handler)
+        self._plain = type(codec(config.dialect)).decode_server is DialectCodec.decode_server
         self.state: State = "connecting"
         self._outbox: list[str] = []
         self._seq = 0
@@ -443,19 +441,19 @@ class RealtimeProtocol:
 
         Raises SessionLocalError before ``session.updated`` (servers read such audio at their
         default rate) and for a byte count that is not whole samples."""
-        if not self.ready:
+        if self.state != "ready" and self.state != "responding":  # (self.ready, in line)
             raise SessionLocalError(
                 f"audio sent in state '{self.state}', before session.updated; hold it until the "
                 "session is ready",
                 code="audio_before_ready",
             )
-        width = 2 if self.config.input_format.encoding == "pcm16" else 1
-        if len(data) % width:
+        n = len(data)
+        if n % 2 and self.config.input_format.encoding == "pcm16":  # G.711: a byte a sample
             raise SessionLocalError(
-                f"{len(data)} bytes of {self.config.input_format.encoding} is not whole samples",
+                f"{n} bytes of {self.config.input_format.encoding} is not whole samples",
                 code="partial_sample",
             )
-        self._input_bytes_uncommitted += len(data)
+        self._input_bytes_uncommitted += n
         self._seq += 1  # as _send, with the message built directly (the call's hot path)
         text = codec(self.config.dialect).encode_append(data, f"c-{self._seq}")
         self._outbox.append(text)
@@ -610,46 +608,28 @@ class RealtimeProtocol:
 
     def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ServerEvent]:
         """The events one server message means. Never raises on the message's content."""
-        if type(message) is str and message.startswith(_AUDIO_DELTA_HEADS):
-            fast = self._audio_delta_fast(message)
-            if fast is not None:
-                return fast
-        if isinstance(message, Mapping):
+        if type(message) is not str and isinstance(message, Mapping):  # (str first: cheaper)
             event: Any = message
         else:
             try:
                 event = orjson.loads(message)
             except orjson.JSONDecodeError as exc:
                 return [MalformedEvent(f"not JSON ({exc})", _excerpt(message))]
+            kind = event.get("type") if type(event) is dict else None
+            if type(kind) is str and kind in _AUDIO_DELTA_NAMES and self._plain:
+                # the usual message, straight to its handler: what _receive_event does for it
+                # (the lifecycle table has no audio delta trigger)
+                try:
+                    return self._on_audio_delta(event)
+                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                    why = f"{_AUDIO_DELTA}: {type(exc).__name__}: {exc}"
+                    return [MalformedEvent(why, _excerpt(message))]
         if not isinstance(event, Mapping):
             return [MalformedEvent("no event type", _excerpt(message))]
         decoded = codec(self.config.dialect).decode_server(event)
         if len(decoded) == 1:
             return self._receive_event(decoded[0], message)
         return [out for ev in decoded for out in self._receive_event(ev, message)]
-
-    def _audio_delta_fast(self, message: str) -> list[ServerEvent] | None:
-        """An audio delta of the usual shape (``{"type": ...audio.delta", ..., "delta": "..."}``,
-        the delta last) read without parsing its base64 as JSON: the JSON before the delta is
-        parsed alone, the base64 decoded straight from the message. None (take the full parse)
-        unless every check holds: the text before ``,"delta":"`` is a JSON object once closed,
-        with an audio delta's type and no ``delta`` of its own, and what follows up to the final
-        ``"}`` is valid base64 (no quote, backslash or control character, so it is the delta
-        string's value as written). Then the full parse gives the same object, so the same
-        events and the same state."""
-        if not self._plain_decode:
-            return None
-        k = message.find(_DELTA_KEY)
-        if k < 0 or message[-2:] != '"}':
-            return None
-        try:
-            ev = orjson.loads(message[:k] + "}")
-            data = b64.decode_strict(message[k + len(_DELTA_KEY) : -2])
-        except (orjson.JSONDecodeError, binascii.Error, ValueError):
-            return None
-        if type(ev) is not dict or ev.get("type") not in _AUDIO_DELTA_NAMES or "delta" in ev:
-            return None
-        return self._audio_delta(data, ev)
 
     def _receive_event(
         self, event: Mapping[str, Any], message: str | bytes | Mapping[str, Any]
@@ -790,18 +770,14 @@ class RealtimeProtocol:
         return out
 
     def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
-        return self._audio_delta(b64.decode_strict(ev["delta"]), ev)
-
-    def _audio_delta(self, data: bytes, ev: Mapping[str, Any]) -> list[ServerEvent]:
-        """The audio delta ``ev`` whose audio is ``data`` (the lifecycle table has no audio delta
-        trigger: the state stays)."""
+        data = b64.decode_strict(ev["delta"])
         item = str(ev.get("item_id") or "")
         self._audio_item = item
         self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)
         rid = str(ev.get("response_id") or "")
         cut = bool(self._cut) and (rid or self._last) == self._cut
         self.barge.fire("audio_cut" if cut else "audio")
-        return [AudioDeltaEvent(data, rid, item, discarded=cut)]
+        return [AudioDeltaEvent(data, rid, item, cut)]
 
     def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return [AudioDoneEvent(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]

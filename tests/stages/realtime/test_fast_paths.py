@@ -1,11 +1,13 @@
 """The realtime session's per-frame fast paths give exactly what the general code gives: the
 append message character for character (against orjson of the event's dict), the audio delta's
-events, errors and state (against the full parse), base64 (against the standard library)."""
+events, errors and state (against the general dispatch), base64 (against the standard library),
+the input batcher's pieces (against its general path)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 import orjson
@@ -13,9 +15,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.frames import AudioFormat
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat
 from stages.realtime import protocol as p
-from stages.realtime.wire import CODECS, b64
+from stages.realtime.buffers import GAP_FILL_MAX_S, AudioBatcher
+from stages.realtime.wire import CODECS, b64, gemini
 from stages.realtime.wire import client as wc
 
 # ----------------------------------------------------------------------------- base64
@@ -109,7 +112,7 @@ def test_protocol_appends_the_event_message(dialect: p.Dialect) -> None:
 
 
 def slow(proto: p.RealtimeProtocol) -> p.RealtimeProtocol:
-    proto._plain_decode = False  # the full parse only
+    proto._plain = False  # every message through the general dispatch
     return proto
 
 
@@ -192,8 +195,11 @@ def delta_messages(draw: st.DrawFn) -> str:
 @example('{"type":"response.output_audio.delta","type":"x","delta":"AAAA"}')
 @example('{"type":"response.output_audio.delta",,"delta":"AAAA"}')
 @example('{"type":"response.output_audio.delta","delta":"AAAA"}}')
+@example('{"type":["response.output_audio.delta"],"delta":"AAAA"}')
+@example('{"type":"response.output_audio.delta","item_id":"i"}')
+@example('{"type":"response.audio.delta","delta":7}')
 @example('{"type":"response.output_audio.delta","a":"b,"delta":"AAAA"}')
-def test_delta_fast_path_is_the_full_parse(message: str) -> None:
+def test_delta_fast_path_is_the_general_dispatch(message: str) -> None:
     same(message)
 
 
@@ -211,10 +217,109 @@ def test_fast_path_reads_the_usual_delta() -> None:
             "delta": base64.b64encode(audio).decode(),
         }
     ).decode()
-    assert fast._audio_delta_fast(message) is not None  # the fast path takes it
-    fast, full = pair()
+    fast._receive_event = None  # type: ignore[assignment,method-assign]  # (not called)
     (got,) = fast.receive(message)
     assert got == p.AudioDeltaEvent(audio, "resp_1", "item_2")
     assert full.receive(message) == [got]
     assert state(fast) == state(full)
     assert fast.assistant_audio_ms() == len(audio) * 1000 // 48000
+
+
+# ----------------------------------------------------------------------------- input batching
+
+
+class ReferenceBatcher(AudioBatcher):
+    """:meth:`AudioBatcher.push` as written before its in-line path for the usual frame."""
+
+    def push(self, frame: Audio) -> list[tuple[float, bytes]]:
+        out: list[tuple[float, bytes]] = []
+        data, pts = frame.data, frame.pts
+        if self.fill_gaps and self.next_pts is not None:
+            gap = pts - self.next_pts
+            if gap > 0.005:
+                out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), self.next_pts)
+            elif gap < -0.0005:
+                width = BYTES_PER_SAMPLE[self.fmt.encoding] * frame.channels
+                skip = min(len(data), round(-gap * frame.rate) * width)
+                data, pts = data[skip:], self.next_pts
+                if not data:
+                    return out
+        out += self._add(data, pts)
+        self.next_pts = max(frame.end_pts, self.next_pts or 0.0)
+        return out
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from([AudioFormat("pcm16", 16000), AudioFormat("pcmu", 8000)]),
+    st.booleans(),
+    st.sampled_from([20, 40, 60, 100]),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2000),  # bytes
+            st.sampled_from([0.0, 0.0, 0.0, 0.0004, -0.0004, 0.003, 0.01, -0.01, 0.5, 2.0]),
+            st.sampled_from(["push", "push", "push", "pad", "flush"]),
+        ),
+        max_size=40,
+    ),
+)
+def test_batcher_is_the_reference(
+    fmt: AudioFormat, fill_gaps: bool, min_ms: int, steps: list[tuple[int, float, str]]
+) -> None:
+    ours = AudioBatcher(fmt, fill_gaps=fill_gaps, min_ms=min_ms)
+    ref = ReferenceBatcher(fmt, fill_gaps=fill_gaps, min_ms=min_ms)
+    width = BYTES_PER_SAMPLE[fmt.encoding]
+    pts = 1.0
+    for i, (n, jump, op) in enumerate(steps):
+        if op == "pad":
+            assert ours.pad(0.1) == ref.pad(0.1)
+        elif op == "flush":
+            assert ours.flush() == ref.flush()
+        else:
+            data = bytes([i % 256]) * (n - n % width)
+            pts = max(0.0, pts + jump)
+            frame = Audio(data, fmt.encoding, fmt.rate, 1, pts)
+            assert ours.push(frame) == ref.push(frame)
+            pts = frame.end_pts
+        assert (ours.next_pts, ours._buf_pts, bytes(ours._buf)) == (
+            ref.next_pts,
+            ref._buf_pts,
+            bytes(ref._buf),
+        )
+
+
+# ----------------------------------------------------------------------------- Gemini's JSON
+
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@given(ANY_JSON)
+def test_gemini_dumps_is_json_dumps(value: Any) -> None:
+    assert outcome(gemini._dumps, value) == outcome(
+        lambda v: json.dumps(v, separators=(",", ":")), value
+    )
+
+
+@settings(max_examples=500)
+@given(
+    ANY_JSON.map(lambda v: outcome(orjson.dumps, v)[-1])  # what orjson writes (or its error)
+    | st.sampled_from(['{"a":1,"a":2}', "1e400", '"\\ud800"', "NaN", "[1,]", " {} "])
+    | st.text(max_size=12),
+    st.booleans(),
+)
+def test_gemini_reads_our_messages_as_json_does(text: Any, as_bytes: bool) -> None:
+    if isinstance(text, bytes):
+        text = text.decode()
+    elif not isinstance(text, str):
+        return  # orjson refused the value: no message of ours holds it
+    message: Any = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    got, want = outcome(gemini._loads_ours, message), outcome(json.loads, message)
+    assert repr(got) == repr(want)  # (repr: NaN is not equal to itself)
