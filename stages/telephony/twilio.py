@@ -37,7 +37,6 @@ sends audio back and publishes :class:`~pipeline.context.Played` on the bus as m
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import contextvars
 import time
@@ -55,6 +54,7 @@ from pipeline.errors import FormatError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
+from stages.realtime.wire.b64 import encode as b64_encode
 
 from .control import Playback
 from .twilio_wire import (
@@ -116,7 +116,6 @@ __all__ = [
 
 #: the longest ``mark_ms``: a mark at least once a second keeps "heard in full" prompt
 MAX_MARK_MS = 1000
-_b2a = binascii.b2a_base64
 
 
 class LatenessMeter:
@@ -300,7 +299,7 @@ class Playout:
         self._play_end = (now if play_end is None or play_end < now else play_end) + dur
         self._sent_end = end
         if carrier is None:
-            out.append(self._media_head + _b2a(chunk, newline=False).decode("ascii") + '"}}')
+            out.append(self._media_head + b64_encode(chunk) + '"}}')
         else:
             out.append(carrier.media(self.stream_sid, chunk))
         self.bytes_sent += size

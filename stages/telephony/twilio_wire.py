@@ -6,7 +6,10 @@ read one message each way into frozen value objects (:class:`Connected`, :class:
 :class:`Clear`); :func:`encode` writes one. Every field is checked: a message with a missing,
 unknown or ill-typed field is refused with a :class:`TwilioMessageError` naming the field, as
 Twilio itself does (31950 "Malformed Message" for a binary frame or bad JSON, 31951 "Invalid
-Message" for the rest). :mod:`stages.telephony.twilio` builds the call and the stages on it.
+Message" for the rest). :func:`read_fast` reads the two messages that make up nearly all the
+traffic (``media`` and the ``mark`` echo) without building a message object, and gives way to
+:func:`parse_incoming` for anything unusual. :mod:`stages.telephony.twilio` builds the call and
+the stages on it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import orjson
 
 from pipeline.errors import PipelineError
 from pipeline.frames import AudioFormat
+from stages.realtime.wire.b64 import decode_strict as b64_decode
 
 #: The only audio a bidirectional Twilio stream carries.
 MULAW_FORMAT = AudioFormat("pcmu", 8000, 1)
@@ -339,8 +343,6 @@ def _event(data: Mapping[str, Any], schemas: Mapping[str, _Schema], direction: s
 # to the same answer for any message (Hypothesis), against the plain checked parser.
 
 _loads = orjson.loads
-_a2b = binascii.a2b_base64
-_b2a = binascii.b2a_base64
 _MAX_FAST_DIGITS = 40  # longer numbers (all three of a media together) take the checked path
 
 
@@ -414,7 +416,7 @@ def _fast(d: Any) -> tuple[str, bytes, int] | tuple[str, str] | None:
     ):
         return None
     try:
-        audio = _a2b(payload, strict_mode=True)  # what b64decode(validate=True) does
+        audio = b64_decode(payload)  # what b64decode(validate=True) does (a2b_base64 strict)
     except ValueError:  # binascii.Error, or a string that is not ASCII
         return None
     return sid, audio, int(ts)
