@@ -10,15 +10,21 @@ rows that depend on a setting (the session's append size, the sink's ``chunk_ms`
 setting, so a cut can be read off before it is made.
 
 * ``ws in``: a client (masked) WebSocket text frame parsed and decoded to str, as the server
-  reads Twilio's ``media`` (and, per outgoing chunk, its ``mark`` echo);
-* ``twilio parse``: ``parse_incoming`` of a ``media`` (JSON, base64, field checks);
+  reads Twilio's ``media`` (and, per outgoing chunk, its ``mark`` echo): websockets' frame
+  parser alone; then the whole read path of a connection (``data_received`` of the frame and
+  the ``recv()`` that returns it), websockets' own against :mod:`stages.wsframes`' (what
+  ``pipeline serve`` runs), for a ``media`` and for the model's 100 ms delta (unmasked);
+* ``twilio parse``: a ``media`` read into the source's audio frame as the call does it
+  (``TwilioCall.take_fast``: JSON, base64, field checks), and ``parse_incoming`` of it (the
+  message object: what the call did before);
 * ``gate``: μ-law decoded for analysis and the webrtc VAD gate's ``push``;
 * ``session append``: ``input_audio_buffer.append`` encoded (base64, JSON) plus the masked
   WebSocket frame to the model, once per append;
 * ``reply delta``: a 100 ms ``response.output_audio.delta`` from the model, framed, parsed,
   decoded (one per five call-frames);
 * ``sink``: the playout cutting the reply into ``media`` + ``mark`` messages, and both framed;
-* ``mark echo``: Twilio's ``mark`` echo framed and parsed;
+* ``mark echo``: Twilio's ``mark`` echo framed and taken by the call (per echo: one per
+  chunk, or one per ``mark_ms`` of audio with the sink's ``mark_ms``);
 * ``task hop``: one ``await`` hand-over between two tasks through an ``asyncio.Queue`` (the
   runtime's links, the reader task, the session's sender); the phone shape makes about eight
   per call-frame.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import platform
 import statistics
@@ -52,6 +59,7 @@ from pipeline.loops import loop_factory
 from .harness import per_call_us
 
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+_READS = {False: "websockets", True: "fast frames"}  # the two read paths of a connection
 STREAM_SID = "MZ0123456789abcdef0123456789abcdef"
 
 
@@ -77,8 +85,66 @@ def _ws_parse(data: bytes, *, masked: bool) -> str:
     raise RuntimeError("incomplete frame")
 
 
+class _NoSocket(asyncio.Transport):
+    """What a connection needs of a transport to read (nothing is written when reading data
+    frames)."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+def _reader(fast: bool, *, server: bool) -> Callable[[bytes], str]:
+    """``read(frame)``: an open connection's ``data_received(frame)`` and the ``recv()`` that
+    returns its message (websockets' connection, or :class:`stages.wsframes.FastReads`)."""
+    from websockets.asyncio.connection import Connection
+    from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
+
+    from stages.wsframes import FastReads
+
+    async def make() -> Connection:
+        cls = FastReads if fast else Connection
+        conn = cls(Protocol(SERVER if server else CLIENT, state=OPEN), ping_interval=None)
+        conn.connection_made(_NoSocket())
+        return conn
+
+    conn = asyncio.run(make())  # (recv never waits below: the loop is not needed again)
+
+    def read(frame: bytes) -> str:
+        conn.data_received(frame)
+        step = conn.recv()
+        try:
+            step.send(None)
+        except StopIteration as done:
+            return str(done.value)
+        raise RuntimeError("recv() waited")
+
+    return read
+
+
 def _audio(n: int) -> bytes:
     return bytes((i * 37 + 11) & 0xFF for i in range(n))
+
+
+def _started_call() -> Any:
+    """A Twilio call past its ``start``, as the server holds one (a no-op mark handler)."""
+    from stages.telephony.twilio import Connected, Start, TwilioCall, encode
+
+    async def send(_text: str) -> None:
+        return None
+
+    call = TwilioCall(send)
+    for msg in (Connected(), Start(stream_sid=STREAM_SID, call_sid="CA1")):
+        with contextlib.suppress(StopIteration):
+            call.receive(encode(msg)).send(None)  # nothing in it waits
+    assert call.start is not None
+    call.on_mark = lambda _name: None
+    return call
 
 
 def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
@@ -86,6 +152,8 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     from pipeline.frames import Audio, AudioFormat
     from stages.realtime import protocol as rp
     from stages.telephony.twilio import Mark, Media, Playout, encode, parse_incoming
+
+    call = _started_call()
     from stages.vad.engines import WebrtcEngine
     from stages.vad.gate import VadGate
 
@@ -103,7 +171,17 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
     )  # fmt: skip
     media_frame = _ws_frame(media, masked=True)
     add("ws in", "media (masked, 20 ms)", lambda: _ws_parse(media_frame, masked=True))
-    add("twilio parse", "media", lambda: parse_incoming(media))
+    for fast in (False, True):
+        read = _reader(fast, server=True)
+        add("ws in", f"media, {_READS[fast]} read + recv", lambda read=read: read(media_frame))
+    queue = call.inbound
+
+    def take_media() -> object:
+        call.take_fast(media)
+        return queue.get_nowait()
+
+    add("twilio parse", "media → the source's frame (take_fast)", take_media)
+    add("twilio parse", "media → Media (parse_incoming)", lambda: parse_incoming(media))
 
     gate = VadGate(WebrtcEngine(8000), mode="gate", prefix_ms=300, hangover_ms=400)
     pts = [0.0]
@@ -140,6 +218,14 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
         }
     ).decode()
     delta_frame = _ws_frame(delta, masked=False)
+    for fast in (False, True):
+        read = _reader(fast, server=False)
+        add(
+            "ws in",
+            f"100 ms delta (unmasked), {_READS[fast]} read + recv",
+            lambda read=read: read(delta_frame),
+            per_frames=5,
+        )
     add(
         "reply delta",
         "100 ms delta in",
@@ -147,8 +233,10 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
         per_frames=5,
     )
 
-    for chunk_ms in (20, 40):
-        playout = Playout(STREAM_SID, chunk_ms=chunk_ms)
+    mark = encode(Mark(STREAM_SID, "1234", 6200))
+    mark_frame = _ws_frame(mark, masked=True)
+    for chunk_ms, mark_ms in ((20, None), (40, None), (40, 200)):
+        playout = Playout(STREAM_SID, chunk_ms=chunk_ms, mark_ms=mark_ms)
         block = _audio(8 * chunk_ms)
         clock = [0.0]
 
@@ -163,14 +251,13 @@ def pieces(inner: int = 2000, repeat: int = 15) -> list[dict[str, Any]]:
             playout.pending.clear()  # (marks echo elsewhere; keep the deque from growing)
             return [_ws_frame(m, masked=False) for m in msgs]
 
-        add("sink", f"media + mark, chunk_ms {chunk_ms}", sink, per_frames=chunk_ms / 20)
-        mark = encode(Mark(STREAM_SID, "1234", 6200))
-        mark_frame = _ws_frame(mark, masked=True)
+        marks = f", mark_ms {mark_ms}" if mark_ms else ""
+        add("sink", f"media + mark, chunk_ms {chunk_ms}{marks}", sink, per_frames=chunk_ms / 20)
         add(
             "mark echo",
-            f"chunk_ms {chunk_ms}",
-            lambda mark_frame=mark_frame: parse_incoming(_ws_parse(mark_frame, masked=True)),
-            per_frames=chunk_ms / 20,
+            f"chunk_ms {chunk_ms}{marks}",
+            lambda: call.take_fast(_ws_parse(mark_frame, masked=True)),
+            per_frames=(mark_ms or chunk_ms) / 20,
         )
 
     return rows
@@ -205,14 +292,18 @@ def socket_rows(loop: str, n: int = 4000, gap_s: float = 0.0004) -> list[dict[st
       call-frames);
     * ``socket in``: a caller's ``media`` read by a reader task and handed to the source's task
       through a queue (two task wake-ups), or read by the source's task itself (one), each
-      message arriving on its own;
+      message arriving on its own; each with websockets' own read path and with
+      :mod:`stages.wsframes`' (what ``pipeline serve`` runs), run alternately;
     * ``task hop``: one hand-over between two tasks through an ``asyncio.Queue``.
     """
-    from websockets.asyncio.server import serve
+    from websockets.asyncio.server import ServerConnection, serve
 
     from pipeline.loops import run
     from stages.telephony.twilio import Mark, Media, OutMedia, encode
-    from stages.wsbatch import BatchedServerConnection, send_batch
+    from stages.wsbatch import BatchedServerConnection, BatchedWrites, send_batch
+
+    class StockReads(BatchedWrites, ServerConnection):
+        """Batched writes, websockets' own read path."""
 
     media_out = encode(OutMedia(STREAM_SID, _audio(320)))
     mark_out = encode(Mark(STREAM_SID, "1234"))
@@ -222,7 +313,7 @@ def socket_rows(loop: str, n: int = 4000, gap_s: float = 0.0004) -> list[dict[st
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
 
-    async def measure(case: str) -> float:
+    async def measure(case: str, fast: bool = True) -> float:
         done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
         async def handler(ws: Any) -> None:
@@ -254,8 +345,9 @@ def socket_rows(loop: str, n: int = 4000, gap_s: float = 0.0004) -> list[dict[st
                     count += 1
             done.set_result((time.process_time_ns() - t0) / max(1, count) / 1e3)
 
+        conn = BatchedServerConnection if fast else StockReads
         async with serve(
-            handler, "127.0.0.1", 0, create_connection=BatchedServerConnection, compression=None
+            handler, "127.0.0.1", 0, create_connection=conn, compression=None
         ) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             mode = "sink" if case in ("two sends", "one batch") else "send"
@@ -270,12 +362,19 @@ def socket_rows(loop: str, n: int = 4000, gap_s: float = 0.0004) -> list[dict[st
     for case, piece, per_frames in (
         ("two sends", "socket out", 2.0),
         ("one batch", "socket out", 2.0),
-        ("reader task + queue", "socket in", 1.0),
-        ("source reads", "socket in", 1.0),
     ):
         us = min(run(measure(case), loop) for _ in range(5))  # noise only adds
         setting = f"{case}, {loop}"
         rows.append({"piece": piece, "setting": setting, "us_per_call_frame": us / per_frames})
+    for case in ("reader task + queue", "source reads"):
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(5):
+            for fast in (False, True):  # alternately, so that both see the same load
+                runs[fast].append(run(measure(case, fast), loop))
+        for fast in (False, True):
+            setting = f"{case}, {_READS[fast]}, {loop}"
+            rows.append({"piece": "socket in", "setting": setting,
+                         "us_per_call_frame": min(runs[fast])})  # fmt: skip
     rows.append({"piece": "task hop", "setting": f"one await through a queue, {loop}",
                  "us_per_call_frame": hop_us(loop=loop)})  # fmt: skip
     return rows
@@ -306,14 +405,23 @@ def hop_us(n: int = 20000, loop: str = "asyncio") -> float:
 
 
 def budget(
-    rows: Sequence[dict[str, Any]], *, append_ms: int, chunk_ms: int, hops: int, loop: str
+    rows: Sequence[dict[str, Any]],
+    *,
+    append_ms: int,
+    chunk_ms: int,
+    hops: int,
+    loop: str,
+    mark_ms: int | None = None,
 ) -> float:
     """µs per call-frame of the pieces that run without a socket, for one setting of the append
-    size and chunk size, plus ``hops`` task hand-overs on ``loop``."""
+    size, chunk size and the sink's ``mark_ms``, plus ``hops`` task hand-overs on ``loop``."""
+    marks = f", mark_ms {mark_ms}" if mark_ms else ""
     pick = {
+        "ws in": "media, fast frames read + recv",  # what ``pipeline serve`` runs
+        "twilio parse": "media → the source's frame (take_fast)",
         "session append": f"every {append_ms} ms",
-        "sink": f"media + mark, chunk_ms {chunk_ms}",
-        "mark echo": f"chunk_ms {chunk_ms}",
+        "sink": f"media + mark, chunk_ms {chunk_ms}{marks}",
+        "mark echo": f"chunk_ms {chunk_ms}{marks}",
     }
     total = 0.0
     for r in rows:
@@ -363,11 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(f"{r['piece']:16} {r['setting']:48} {r['us_per_call_frame']:18.1f}")
     for loop in loops:
-        for append_ms, chunk_ms in ((20, 20), (60, 40)):
-            b = budget(rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8, loop=loop)
+        for append_ms, chunk_ms, mark_ms in ((20, 20, None), (60, 40, None), (60, 40, 200)):
+            b = budget(
+                rows, append_ms=append_ms, chunk_ms=chunk_ms, hops=8, loop=loop, mark_ms=mark_ms
+            )
+            marks = f", mark_ms {mark_ms}" if mark_ms else ""
             print(
-                f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}, 8 hops on {loop}: "
-                f"{b:.1f} µs per call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
+                f"pieces, appends every {append_ms} ms, chunk_ms {chunk_ms}{marks}, 8 hops on "
+                f"{loop}: {b:.1f} µs per call-frame = {b * 50 / 1e6 * 100:.2f} % of a core per call"
             )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))

@@ -450,10 +450,13 @@ def phone_yaml(
     emulator_chunk_ms: int = 100,
     append_ms: int = 20,
     chunk_ms: int = 20,
+    mark_ms: int | None = None,
 ) -> str:
     """The zero-transcode phone pipeline. The model is the emulator: in-process (``provider:
     emulator``, one per call) or, with ``emulator_url``, a separate ``pipeline emulator``.
-    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size."""
+    ``append_ms``: the session's append size; ``chunk_ms``: the sink's chunk size;
+    ``mark_ms``: the sink's audio per mark (None: a mark per chunk)."""
+    marks = f", mark_ms: {mark_ms}" if mark_ms is not None else ""
     if emulator_url:
         agent = (
             f"{{type: realtime_session, provider: xai, url: '{emulator_url}', "
@@ -474,7 +477,7 @@ pipelines:
       caller: {{type: twilio_source}}
       gate:   {{type: vad_gate, engine: {engine}, mode: gate, prefix_ms: 300, hangover_ms: 400}}
       agent:  {agent}
-      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}}}
+      phone:  {{type: twilio_sink, chunk_ms: {chunk_ms}{marks}}}
     links:
       - caller -> gate -> agent -> phone
 """
@@ -850,6 +853,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                     emulator_chunk_ms=args.emulator_chunk_ms,
                     append_ms=args.append_ms,
                     chunk_ms=args.chunk_ms,
+                    mark_ms=args.mark_ms,
                 )
             prefix, loop, env = args.prefix, args.loop, {}
             if args.count_callbacks:  # asyncio's loop, every callback counted (loopcount)
@@ -866,6 +870,7 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
                 own0 = time.process_time()
                 busy0, total0 = _core_busy(server_cpu)
+                load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                 row = await load_step(
                     port, audio, n, pid=proc.pid, emulator_port=_port_of(emulator_url)
                 )
@@ -873,6 +878,8 @@ async def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
                 busy1, total1 = _core_busy(server_cpu)
                 row["callers_cpu"] = round((time.process_time() - own0) / wall, 2)
+                if load0 is not None:  # the machine's 1-minute load average, before and after
+                    row["load_average"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
                 # the server's core: how busy it was in all, and how much of it others took
                 core = (busy1 - busy0) / max(1.0, total1 - total0)
                 row["server_core_busy"] = round(core, 2)
@@ -946,6 +953,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ld.add_argument("--emulator-chunk-ms", type=int, default=100, help="audio per delta (100)")
     ld.add_argument("--append-ms", type=int, default=20, help="the session's append size, ms (20)")
     ld.add_argument("--chunk-ms", type=int, default=20, help="the sink's chunk size, ms (20)")
+    ld.add_argument(
+        "--mark-ms", type=int, default=None, help="the sink's audio per mark, ms (a mark per chunk)"
+    )
     ld.add_argument(
         "--loop", default="", help="the server's event loop: auto, asyncio or uvloop (auto)"
     )

@@ -34,9 +34,11 @@ from typing import Any
 __all__ = ["PAUSE_BUCKETS", "SERVER_THRESHOLDS", "GcPauses", "settle"]
 
 #: (young, middle, old): collect the young generation after this many net allocations, the
-#: middle one every 20th young collection, the old one every 100th middle one (CPython also
-#: waits for the old generation to have grown by a quarter).
-SERVER_THRESHOLDS = (10_000, 20, 100)
+#: middle one every 20th young collection, the old one every 10th middle one (and CPython
+#: waits for the old generation to have grown by a quarter since its last collection). The old
+#: generation is not deferred further: objects that only a full collection frees (reference
+#: cycles left by ended calls) would pile up and make that collection longer.
+SERVER_THRESHOLDS = (10_000, 20, 10)
 
 #: Pause buckets, seconds.
 PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)

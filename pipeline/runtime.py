@@ -50,6 +50,7 @@ from .frames import (
     BYTES_PER_SAMPLE,
     EVENT_TYPES,
     Audio,
+    AudioFormat,
     ErrorReport,
     Event,
     Frame,
@@ -70,41 +71,85 @@ _perf = time.perf_counter_ns
 #: two clock reads and the bookkeeping of a timed hop cost about as much as the hop itself.
 TIMING_EVERY = 16
 
+#: at most this many frame times are kept per stage (16 MB; at one in 16, 7 days of 20 ms frames)
+_MAX_TIMES = 2_000_000
+
 
 class StageStats:
     """Counters for one stage while it runs.
 
-    ``frames_in``/``frames_out`` count every frame; ``times`` holds the stage's own time for the
-    frames that were timed, one in ``timed_every`` (see :class:`Runner`)."""
+    ``frames_in``/``frames_out`` count every frame (a fused link adds them up in batches: on
+    every timed frame, every event and at the end, so while running they may lag by up to
+    ``timed_every`` frames); ``times`` holds the stage's own time for the frames that were
+    timed, one in ``timed_every`` (see :class:`Runner`). A source's ``media_s`` is exact at
+    every moment."""
 
     __slots__ = (
+        "audio_bytes",
+        "audio_s",
+        "bytes_per_s",
         "frames_in",
         "frames_out",
         "id",
-        "media_s",
+        "media_format",
         "sleep_ns",
         "timed_every",
         "times",
         "type",
     )
 
-    def __init__(self, id: str, type: str, timed_every: int = 1) -> None:
+    def __init__(
+        self,
+        id: str,
+        type: str,
+        timed_every: int = 1,
+        media_format: AudioFormat | None = None,
+    ) -> None:
         self.id = id
         self.type = type
         self.timed_every = timed_every
         self.frames_in = 0
         self.frames_out = 0
         self.sleep_ns = 0
-        self.media_s = 0.0
         self.times = array("q")  # ns per frame timed (produced; consumed, for sinks)
+        #: a source's media: bytes of audio in ``media_format`` (the plan's output format,
+        #: when it knows it: one addition per frame), plus seconds counted frame by frame
+        self.media_format = media_format
+        self.bytes_per_s = media_format.bytes_per_second if media_format is not None else 0
+        self.audio_bytes = 0
+        self.audio_s = 0.0
+
+    @property
+    def media_s(self) -> float:
+        """Seconds of audio the stage has emitted (counted for sources)."""
+        if self.bytes_per_s:
+            return self.audio_s + self.audio_bytes / self.bytes_per_s
+        return self.audio_s
+
+    def media_exactly(self) -> None:
+        """A frame of another format than the plan's came out: count frame by frame from now."""
+        self.audio_s = self.media_s
+        self.audio_bytes = 0
+        self.bytes_per_s = 0
+        self.media_format = None
 
     def add_wait(self, ns: int) -> None:
         """Time the stage declared as waiting (``ctx.waiting()``): billed like clock sleeps."""
         self.sleep_ns += ns
 
     def record(self, ns: int) -> None:
-        if len(self.times) < 2_000_000:
+        if len(self.times) < _MAX_TIMES:
             self.times.append(ns)
+
+
+class _StopFlag:
+    """Set when the run is asked to stop: read on every frame a source yields (an attribute,
+    cheaper than ``asyncio.Event.is_set()``)."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
 
 
 class _Timing:
@@ -154,7 +199,7 @@ class _Input:
         "_gen",
         "_inbox",
         "_last",
-        "_stopping",
+        "_stop",
         "_timing",
         "_up",
         "_up_input",
@@ -176,7 +221,7 @@ class _Input:
         up_stats: StageStats | None = None,
         inbox: Inbox | None = None,
         accept: tuple[type[Any], ...] | None = None,
-        stopping: asyncio.Event | None = None,
+        stop: _StopFlag | None = None,
         forward_ended: asyncio.Event | None = None,
         on_event: Callable[[Event], None] | None = None,
         every: int = 1,
@@ -191,7 +236,7 @@ class _Input:
         self._up_stamp = up_stats.id if up_stats is not None else ""
         self._inbox = inbox
         self._accept = accept
-        self._stopping = stopping
+        self._stop = stop if up_input is None else None  # a source's stream ends on stop
         self.forward_ended = forward_ended
         self.wait_ns = 0
         self._last = 0
@@ -204,7 +249,14 @@ class _Input:
         """The stage's input: an async generator, handed to the stage as it is (the stage's
         ``async for`` steps it with no Python-level ``__anext__`` in between)."""
         if self._gen is None:
-            self._gen = self._from_upstream() if self._inbox is None else self._from_inbox()
+            if self._inbox is not None:
+                self._gen = self._from_inbox()
+            elif self._accept is not None:
+                self._gen = self._from_upstream()
+            elif self._up_input is None:
+                self._gen = self._from_source()
+            else:
+                self._gen = self._between()
         return self._gen
 
     def __aiter__(self) -> AsyncGenerator[Frame, None]:
@@ -244,96 +296,314 @@ class _Input:
                 self._last = t1
             yield frame
 
-    async def _from_upstream(self) -> AsyncGenerator[Frame, None]:
-        # Fused: pull straight from the upstream generator. The untimed pull (15 in 16) is the
-        # hot path of the whole framework: keep it short.
+    async def _between(self) -> AsyncGenerator[Frame, None]:
+        # Fused, from a stage that is not a source, every frame carried: the most common
+        # link, and the hot path of the whole framework. An untimed pull (15 in 16) is a
+        # generator step, a class test, a count and a countdown; the counts reach the stages'
+        # counters on each timed pull, each event and at the end.
+        stats = self.stats
+        sink = self._sink
+        up = self._up
+        up_stats = self._up_stats
+        up_in = self._up_input
+        assert up is not None and up_stats is not None and up_in is not None
+        timing = self._timing
+        every = self._every
+        arrived = self._arrived
+        audio = Audio
+        perf = _perf
+        times = up_stats.times
+        n = 0  # frames pulled and not yet added to the counters
+        t0 = t1 = w0 = s0 = 0
+        left = every
+        timed = bool(every) or timing.active > 0  # the first pull is timed
+        if timed:
+            t0 = perf()
+            w0 = up_in.wait_ns
+            s0 = up_stats.sleep_ns
+            timing.active += 1
+        try:
+            async for frame in up:
+                n += 1
+                if timed:
+                    timing.active -= 1
+                    t1 = perf()
+                    own = t1 - t0 - (up_stats.sleep_ns - s0) - (up_in.wait_ns - w0)
+                    if len(times) < _MAX_TIMES:  # never a negative time: see _from_upstream
+                        times.append(own if own > 0 else 0)
+                    self.wait_ns += t1 - t0
+                    up_stats.frames_out += n
+                    stats.frames_in += n
+                    n = 0
+                    if frame.__class__ is not audio:
+                        frame = arrived(frame)
+                    yield frame
+                    if sink:  # the sink's work: from handing it the frame to its next ask
+                        stats.record(perf() - t1)
+                    left -= 1
+                    if left and not timing.active:
+                        timed = False
+                        continue
+                elif frame.__class__ is audio:
+                    yield frame
+                    left -= 1
+                    if left and not timing.active:
+                        continue
+                else:
+                    up_stats.frames_out += n
+                    stats.frames_in += n
+                    n = 0
+                    yield arrived(frame)
+                    left -= 1
+                    if left and not timing.active:
+                        continue
+                if not left:
+                    left = every
+                timed = True
+                t0 = perf()
+                w0 = up_in.wait_ns
+                s0 = up_stats.sleep_ns
+                timing.active += 1
+        except StageError:
+            raise
+        except Exception as exc:
+            raise _stage_error(up_stats.id, exc) from exc
+        finally:
+            up_stats.frames_out += n
+            stats.frames_in += n
+        if timed:  # the upstream ended during a timed pull
+            timing.active -= 1
+            self._ended(t0)
+        else:
+            self._ended(None)
+
+    async def _from_source(self) -> AsyncGenerator[Frame, None]:
+        # Fused, from a source, every frame carried: as :meth:`_between`, and the source's
+        # stream ends when the run is asked to stop, and its audio counts as the run's media:
+        # in bytes when the plan knows its format (checked on each timed frame), else frame
+        # by frame.
         stats = self.stats
         sink = self._sink
         up = self._up
         up_stats = self._up_stats
         assert up is not None and up_stats is not None
-        up_next = up.__anext__
-        up_in = self._up_input
-        accept = self._accept
-        stop = self._stopping
-        stopping = stop.is_set if up_in is None and stop is not None else None
-        source = up_in is None  # its audio counts as the run's media
+        stop = self._stop if self._stop is not None else _StopFlag()
         timing = self._timing
         every = self._every
         arrived = self._arrived
+        audio = Audio
+        perf = _perf
+        times = up_stats.times
         bps = BYTES_PER_SAMPLE
-        left = 1 if every else -1  # the first frame is timed (every 0: only when nested)
-        while True:
-            if stopping is not None and stopping():
-                self._ended(None)  # a source asked to stop: end its stream here
-                return
-            left -= 1
-            if left and not timing.active:
-                try:
-                    frame = await up_next()
-                except StopAsyncIteration:
-                    self._ended(None)
-                    return
-                except StageError:
-                    raise
-                except Exception as exc:
-                    raise _stage_error(up_stats.id, exc) from exc
-                up_stats.frames_out += 1
-                if frame.__class__ is Audio:
-                    if source:  # Audio.duration, spelt out: a property call costs as much
-                        up_stats.media_s += (
+        fmt = up_stats.media_format
+        exact = fmt is None
+        n = 0  # frames pulled and not yet added to the counters
+        t0 = t1 = s0 = 0
+        if stop.requested:
+            self._ended(None)
+            return
+        left = every
+        timed = bool(every) or timing.active > 0  # the first pull is timed
+        if timed:
+            t0 = perf()
+            s0 = up_stats.sleep_ns
+            timing.active += 1
+        try:
+            async for frame in up:
+                n += 1
+                if timed:
+                    timing.active -= 1
+                    t1 = perf()
+                    own = t1 - t0 - (up_stats.sleep_ns - s0)
+                    if len(times) < _MAX_TIMES:
+                        times.append(own if own > 0 else 0)
+                    self.wait_ns += t1 - t0
+                    up_stats.frames_out += n
+                    stats.frames_in += n
+                    n = 0
+                    if frame.__class__ is audio:
+                        if fmt is not None and not _holds(fmt, frame):
+                            up_stats.media_exactly()
+                            fmt = None
+                            exact = True
+                        if exact:
+                            up_stats.audio_s += frame.duration
+                        else:
+                            up_stats.audio_bytes += len(frame.data)
+                    else:
+                        frame = arrived(frame)
+                    yield frame
+                    if sink:
+                        stats.record(perf() - t1)
+                    if stop.requested:
+                        timed = False
+                        break
+                    left -= 1
+                    if left and not timing.active:
+                        timed = False
+                        continue
+                elif frame.__class__ is audio:
+                    if exact:  # Audio.duration, spelt out: a property call costs as much
+                        up_stats.audio_s += (
                             len(frame.data) // (bps[frame.encoding] * frame.channels) / frame.rate
                         )
-                else:
-                    frame = arrived(frame)
-                if accept is None or isinstance(frame, accept):
-                    stats.frames_in += 1
+                    else:
+                        up_stats.audio_bytes += len(frame.data)
                     yield frame
-                continue
-            if not left:
-                left = every
-            # A timed pull: it goes on over frames the link does not carry.
-            t0 = t1 = _perf()
-            while True:
+                    if stop.requested:
+                        break
+                    left -= 1
+                    if left and not timing.active:
+                        continue
+                else:
+                    up_stats.frames_out += n
+                    stats.frames_in += n
+                    n = 0
+                    yield arrived(frame)
+                    if stop.requested:
+                        break
+                    left -= 1
+                    if left and not timing.active:
+                        continue
+                if not left:
+                    left = every
+                timed = True
+                t0 = perf()
+                s0 = up_stats.sleep_ns
+                timing.active += 1
+        except StageError:
+            raise
+        except Exception as exc:
+            raise _stage_error(up_stats.id, exc) from exc
+        finally:
+            up_stats.frames_out += n
+            stats.frames_in += n
+        if timed:  # the source ended during a timed pull
+            timing.active -= 1
+            self._ended(t0)
+        else:
+            self._ended(None)  # it ended, or the run was asked to stop
+
+    async def _from_upstream(self) -> AsyncGenerator[Frame, None]:
+        # Fused: step the upstream generator from this one. The untimed pull (15 in 16) is the
+        # hot path of the whole framework: a generator step, a class test, a countdown. The
+        # frame counts are kept in locals and added to the stages' counters on each timed
+        # pull, each event and at the end.
+        stats = self.stats
+        sink = self._sink
+        up = self._up
+        up_stats = self._up_stats
+        assert up is not None and up_stats is not None
+        up_in = self._up_input
+        accept = self._accept
+        stop = self._stop
+        source = up_in is None  # its audio counts as the run's media
+        # in bytes, when the plan knows the source's format (checked on each timed frame)
+        fmt = up_stats.media_format if source else None
+        exact = source and fmt is None
+        timing = self._timing
+        every = self._every
+        arrived = self._arrived
+        audio = Audio
+        bps = BYTES_PER_SAMPLE
+        n = 0  # frames pulled and not yet added to the counters
+        skipped = 0  # of those, frames the link does not carry
+        t0 = t1 = w0 = s0 = 0
+        if stop is not None and stop.requested:
+            self._ended(None)  # a source asked to stop: end its stream here
+            return
+        # the first pull is timed (every 0: only when nested in a timed one)
+        left = every
+        timed = bool(every) or timing.active > 0
+        if timed:
+            t0 = _perf()
+            w0 = up_in.wait_ns if up_in is not None else 0
+            s0 = up_stats.sleep_ns
+            timing.active += 1
+        try:
+            async for frame in up:
+                n += 1
+                if timed:
+                    timing.active -= 1
+                    t1 = _perf()
+                    own = t1 - t0 - (up_stats.sleep_ns - s0)
+                    if up_in is not None:
+                        own -= up_in.wait_ns - w0
+                    # A stage that reads its input in a task of its own (a session, a tool
+                    # router) can wait for input while no output is asked for: never bill a
+                    # negative time.
+                    up_stats.record(own if own > 0 else 0)
+                    self.wait_ns += t1 - t0
+                    up_stats.frames_out += n
+                    stats.frames_in += n - skipped
+                    n = skipped = 0
+                    if fmt is not None and frame.__class__ is audio and not _holds(fmt, frame):
+                        up_stats.media_exactly()
+                        fmt = None
+                        exact = True
+                if frame.__class__ is audio:
+                    if source:
+                        if exact:  # Audio.duration, spelt out: a property call costs as much
+                            up_stats.audio_s += (
+                                len(frame.data)
+                                // (bps[frame.encoding] * frame.channels)
+                                / frame.rate
+                            )
+                        else:
+                            up_stats.audio_bytes += len(frame.data)
+                else:
+                    up_stats.frames_out += n
+                    stats.frames_in += n - skipped
+                    n = skipped = 0
+                    frame = arrived(frame)
+                if accept is not None and not isinstance(frame, accept):
+                    skipped += 1
+                    if stop is not None and stop.requested:
+                        timed = False
+                        break
+                    if timed:  # a timed pull goes on over frames the link does not carry
+                        t0 = t1
+                    else:
+                        left -= 1
+                        if left and not timing.active:
+                            continue
+                        if not left:
+                            left = every
+                        timed = True
+                        t0 = _perf()
+                    w0 = up_in.wait_ns if up_in is not None else 0
+                    s0 = up_stats.sleep_ns
+                    timing.active += 1
+                    continue
+                yield frame
+                if timed and sink:  # the sink's work: from handing it the frame to its next ask
+                    stats.record(_perf() - t1)
+                if stop is not None and stop.requested:
+                    timed = False
+                    break
+                left -= 1
+                if left and not timing.active:
+                    timed = False
+                    continue
+                if not left:
+                    left = every
+                timed = True
+                t0 = _perf()
                 w0 = up_in.wait_ns if up_in is not None else 0
                 s0 = up_stats.sleep_ns
                 timing.active += 1
-                try:
-                    frame = await up_next()
-                except StopAsyncIteration:
-                    self._ended(t0)
-                    return
-                except StageError:
-                    raise
-                except Exception as exc:
-                    raise _stage_error(up_stats.id, exc) from exc
-                finally:
-                    timing.active -= 1
-                t1 = _perf()
-                own = t1 - t0 - (up_stats.sleep_ns - s0)
-                if up_in is not None:
-                    own -= up_in.wait_ns - w0
-                # A stage that reads its input in a task of its own (a session, a tool router)
-                # can wait for input while no output is asked for: never bill a negative time.
-                up_stats.record(own if own > 0 else 0)
-                up_stats.frames_out += 1
-                if frame.__class__ is Audio:
-                    if source:
-                        up_stats.media_s += frame.duration
-                else:
-                    frame = arrived(frame)
-                if accept is None or isinstance(frame, accept):
-                    break
-                self.wait_ns += t1 - t0
-                t0 = t1
-                if stopping is not None and stopping():
-                    self._ended(t0)
-                    return
-            stats.frames_in += 1
-            self.wait_ns += t1 - t0
-            yield frame
-            if sink:
-                stats.record(_perf() - t1)
+        except StageError:
+            raise
+        except Exception as exc:
+            raise _stage_error(up_stats.id, exc) from exc
+        finally:
+            up_stats.frames_out += n
+            stats.frames_in += n - skipped
+        if timed:  # the upstream ended during a timed pull
+            timing.active -= 1
+            self._ended(t0)
+        else:
+            self._ended(None)
 
     def _arrived(self, frame: Any) -> Frame:
         """A frame from the upstream stage that is not audio: an event to stamp and report,
@@ -364,6 +634,12 @@ class _SinkInput(_Input):
 
 
 _EVENT_CLASSES = frozenset(EVENT_TYPES)
+
+
+def _holds(fmt: AudioFormat, frame: Audio) -> bool:
+    return (
+        frame.encoding == fmt.encoding and frame.rate == fmt.rate and frame.channels == fmt.channels
+    )
 
 
 def _stage_error(stage_id: str, exc: BaseException) -> StageError:
@@ -491,6 +767,7 @@ class Runner:
         self.contexts: dict[str, StageContext] = {}
         self.channels: dict[str, Channel] = {}
         self._stopping = asyncio.Event()
+        self._stop = _StopFlag()
         self._tasks: list[asyncio.Task[None]] = []
         self._cancelled = False
         self.started_at = 0.0
@@ -524,7 +801,12 @@ class Runner:
         segments = plan.segments(self.fuse)
         fused = {lk.name for seg in segments for lk in seg.fused}
         for n, st in plan.stages.items():
-            stats = self.stats[n] = StageStats(n, st.spec.name, self.timing_every)
+            stats = self.stats[n] = StageStats(
+                n,
+                st.spec.name,
+                self.timing_every,
+                st.output_format if st.spec.is_source else None,
+            )
             self.contexts[n] = StageContext(
                 id=n,
                 type=st.spec.name,
@@ -566,6 +848,7 @@ class Runner:
 
     def request_stop(self) -> None:
         """Ask the sources to end (graceful: everything downstream drains and closes)."""
+        self._stop.requested = True
         self._stopping.set()
         self.status = "interrupted"
 
@@ -652,7 +935,7 @@ class Runner:
                         up_input=up_input,
                         up_stats=up_stats,
                         accept=tuple(link.types) if narrower else None,
-                        stopping=self._stopping,
+                        stop=self._stop,
                         forward_ended=ctx.forward_ended,
                         on_event=self._on_event,
                     )
@@ -702,7 +985,7 @@ class Runner:
             upstream=gen,
             up_input=gen_input,
             up_stats=stats,
-            stopping=self._stopping,
+            stop=self._stop,
             on_event=self._on_event,
         )
         routes = [(tuple(lk.types), ch) for lk, ch in seg.out_links]

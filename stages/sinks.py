@@ -26,7 +26,6 @@ import orjson
 from pipeline.context import PLAYED, Played, StageContext
 from pipeline.errors import StageError
 from pipeline.frames import (
-    BYTES_PER_SAMPLE,
     EVENT_TYPES,
     FRAME_TYPES,
     Audio,
@@ -201,17 +200,17 @@ async def jsonl_sink(
 
 @stage("null_sink", accepts=FRAME_TYPES, emits=())
 async def null_sink(frames: AsyncIterator[Frame], *, ctx: StageContext) -> AsyncIterator[Frame]:
-    """Consume and drop every frame (for benchmarks); reports how many frames it took."""
+    """Consume and drop every frame (for benchmarks); reports how many frames it took and the
+    media time its last audio frame ends at (``seconds``)."""
     count = 0
-    seconds = 0.0
-    bps = BYTES_PER_SAMPLE
+    last: Audio | None = None
     try:
         async for frame in frames:
             count += 1
-            if frame.__class__ is Audio:  # its duration, spelt out (a property call costs more)
-                seconds += len(frame.data) // (bps[frame.encoding] * frame.channels) / frame.rate
+            if frame.__class__ is Audio:
+                last = frame
     finally:
         ctx.report("frames", count)
-        ctx.report("seconds", round(seconds, 3))
+        ctx.report("seconds", 0.0 if last is None else round(last.end_pts, 3))
     return
     yield  # an async generator that yields nothing

@@ -96,7 +96,7 @@ class MessageQueue(Assembler):
 
     def take_ready(self, decode: bool | None = None) -> list[Data]:
         """Every whole message at the head of the queue, without waiting (stops at a
-        fragmented message or a text frame that is not valid UTF-8: ``get`` reads it)."""
+        fragmented message or one that does not decode: ``get`` reads it)."""
         if self.get_in_progress:
             raise ConcurrencyError("get() or get_iter() is already running")
         out: list[Data] = []
@@ -104,16 +104,17 @@ class MessageQueue(Assembler):
         while queue:
             item: Any = queue[0]
             kind = type(item)
-            if kind is str or kind is bytes:
-                out.append(_as(item, decode))
-            else:
-                if not item.fin:
+            try:
+                if kind is str or kind is bytes:
+                    out.append(_as(item, decode))
+                elif not item.fin:
                     break
-                text = item.opcode is OP_TEXT if decode is None else decode
-                try:
-                    out.append(bytes(item.data).decode() if text else bytes(item.data))
-                except UnicodeDecodeError:
-                    break
+                elif item.opcode is OP_TEXT if decode is None else decode:
+                    out.append(bytes(item.data).decode())
+                else:
+                    out.append(bytes(item.data))
+            except UnicodeDecodeError:
+                break  # get() reads it, and fails the connection
             queue.popleft()
         if out:
             self.maybe_resume()
@@ -222,9 +223,11 @@ class FastReads(Connection):
     _held: list[bytes] | None = None
     _held_len = 0
     _held_need = 0
+    _masked = 0  # 1 on a server: a client's frames are masked
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._masked = 1 if self.protocol.side is SERVER else 0
         t = cast(asyncio.Transport, transport)
         self.recv_messages = MessageQueue(
             *self.max_queue, pause=t.pause_reading, resume=t.resume_reading
@@ -294,7 +297,7 @@ class FastReads(Connection):
     def _parse(self, data: bytes) -> None:
         protocol = self.protocol
         messages = self.recv_messages
-        masked = 1 if protocol.side is SERVER else 0
+        masked = self._masked
         n = len(data)
         pos = 0
         need = 0

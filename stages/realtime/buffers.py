@@ -14,8 +14,7 @@ Both are driven by :mod:`stages.realtime.session` and tested synchronously.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.context import Played
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt
@@ -40,6 +39,7 @@ class AudioBatcher:
         width = BYTES_PER_SAMPLE[fmt.encoding]
         self.min_bytes = fmt.rate * min(max(min_ms, MIN_APPEND_MS), MAX_APPEND_MS) // 1000 * width
         self.max_bytes = fmt.rate * MAX_APPEND_MS // 1000 * width
+        self._width = width * fmt.channels
         self._buf = bytearray()
         self._buf_pts = 0.0
         #: media time just after the last sample pushed (None before any)
@@ -47,22 +47,33 @@ class AudioBatcher:
 
     def push(self, frame: Audio) -> list[tuple[float, bytes]]:
         """Add a frame (already checked to be in ``fmt``); the pieces now complete."""
-        out: list[tuple[float, bytes]] = []
         data, pts = frame.data, frame.pts
-        if self.fill_gaps and self.next_pts is not None:
-            gap = pts - self.next_pts
+        end_pts = pts + len(data) // self._width / self.fmt.rate  # frame.end_pts
+        nxt = self.next_pts
+        if nxt is not None and (not self.fill_gaps or -0.0005 <= pts - nxt <= 0.005):
+            # the usual frame: next to the last one (or gaps not filled), nothing to fix
+            if not self._buf:
+                self._buf_pts = pts
+            self._buf += data
+            self.next_pts = end_pts if end_pts > nxt else nxt
+            if len(self._buf) < self.min_bytes:
+                return []
+            return self._take(final=False)
+        out: list[tuple[float, bytes]] = []
+        if self.fill_gaps and nxt is not None:
+            gap = pts - nxt
             if gap > 0.005:
-                out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), self.next_pts)
+                out += self._add(self.silence_bytes(min(gap, GAP_FILL_MAX_S)), nxt)
             elif gap < -0.0005:
                 # Silence padded at a turn's end stands in for audio up to next_pts: drop the
                 # part of this frame it already covers, so the server's timeline stays the input's.
                 width = BYTES_PER_SAMPLE[self.fmt.encoding] * frame.channels
                 skip = min(len(data), round(-gap * frame.rate) * width)
-                data, pts = data[skip:], self.next_pts
+                data, pts = data[skip:], nxt
                 if not data:
                     return out
         out += self._add(data, pts)
-        self.next_pts = max(frame.end_pts, self.next_pts or 0.0)
+        self.next_pts = max(end_pts, self.next_pts or 0.0)
         return out
 
     def pad_turn_end(self, offset_pts: float, silence_s: float) -> list[tuple[float, bytes]]:
@@ -104,10 +115,10 @@ class AudioBatcher:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyAudio:
+class ReplyAudio(NamedTuple):
     """Assistant audio waiting to leave the stage: raw bytes in the session's output format, with
-    the item and response they belong to (a frame is made, with its pts, as it leaves)."""
+    the item and response they belong to (a frame is made, with its pts, as it leaves). One per
+    reply delta: a named tuple, immutable and a third of a frozen dataclass's cost to make."""
 
     data: bytes
     item_id: str

@@ -107,6 +107,7 @@ from .settings import (
     with_model,
 )
 from .wire.gemini import GEMINI_PATH, Resumption
+from .wire.server import AudioDeltaEvent
 
 __all__ = ["AudioBatcher", "ReplyPlayout", "Settings", "realtime_session", "resolve_settings"]
 
@@ -241,7 +242,25 @@ class _Run:
     # -- input pump
 
     async def pump_input(self, frames: AsyncIterator[Frame]) -> None:
+        want = self.cfg.input_format
+        fmt = (want.encoding, want.rate, want.channels)
+        push = self.batcher.push
+        ready = self.ready
         async for f in frames:
+            # The usual frame (audio in the input format on a ready session) in line: what
+            # on_frame does for it, without its coroutine and its match.
+            if (
+                isinstance(f, Audio)
+                and (f.encoding, f.rate, f.channels) == fmt
+                and ready.is_set()
+                and self.proto.ready
+            ):
+                pieces = push(f)
+                if pieces:
+                    self.send_audio(pieces)
+                if self.proto.has_data_to_send:
+                    await self.flush()
+                continue
             await self.on_frame(f)
         self.input_done.set()
 
@@ -426,6 +445,12 @@ class _Run:
         if isinstance(ev, p.SpeechStartedEvent):
             await self.barge_in(local=False)
 
+    def on_audio(self, ev: p.AudioDeltaEvent) -> None:
+        """An audio delta: what :meth:`on_event` does for one, without its dispatch."""
+        self.police_audio(len(ev.data))
+        if not ev.discarded:
+            self.emit(ReplyAudio(ev.data, ev.item_id, ev.response_id))
+
     def carried(self) -> list[tuple[str, str]]:
         """The most recent turns of the conversation that fit in :data:`CARRY_CHARS`."""
         out: list[tuple[str, str]] = []
@@ -530,7 +555,15 @@ class _Run:
             await self.flush()
             async with clock_timeout(self.ctx.clock, self.s.ready_timeout_s) as deadline:
                 async for message in ws:
-                    for ev in self.proto.receive(message):
+                    events = self.proto.receive(message)
+                    if became_ready and len(events) == 1 and type(events[0]) is AudioDeltaEvent:
+                        # The usual message (one audio delta) in line: it changes nothing the
+                        # other tasks wait on (no changed.set) and never the resumption.
+                        self.on_audio(events[0])
+                        if self.proto.has_data_to_send:
+                            await self.flush()
+                        continue
+                    for ev in events:
                         await self.on_event(ev)
                     if self.proto.ready and not became_ready:
                         became_ready = True

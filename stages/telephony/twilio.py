@@ -43,8 +43,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from websockets.exceptions import ConnectionClosed
 
 from pipeline.context import PLAYED, Played, StageContext
@@ -52,6 +54,7 @@ from pipeline.errors import FormatError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, ResponseDone, Text
 from pipeline.spec import Interface, stage
 from pipeline.tasks import StageTasks
+from stages.realtime.wire.b64 import encode as b64_encode
 
 from .control import Playback
 from .twilio_wire import (
@@ -73,6 +76,7 @@ from .twilio_wire import (
     encode,
     parse_incoming,
     parse_outgoing,
+    read_fast,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +113,9 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------- outgoing audio
+
+#: the longest ``mark_ms``: a mark at least once a second keeps "heard in full" prompt
+MAX_MARK_MS = 1000
 
 
 class LatenessMeter:
@@ -149,11 +156,19 @@ class Playout:
     (``chunk_ms`` of audio each, 20–50 ms). ``flush(now)`` sends the partial chunk left over;
     ``end_reply(now)`` does so at the end of a response and starts a new stretch. A chunk whose
     media time does not follow on from the buffered audio flushes the buffer first, so a chunk
-    never spans two stretches of audio. Each ``media`` is
-    followed by a ``mark`` named ``"<n>"``; :meth:`mark_echoed` takes Twilio's echo and returns
-    the new heard position (the media time at the end of that chunk). :meth:`clear` (barge-in)
-    drops the partial chunk and every pending mark and returns the ``clear`` message (if anything
-    was still unplayed) and the heard position.
+    never spans two stretches of audio.
+
+    Marks: by default each ``media`` is followed by a ``mark`` named ``"<n>"``. With
+    ``mark_ms`` a mark follows the chunk that completes ``mark_ms`` of audio since the last
+    one, and :meth:`end_reply` (or ``flush(mark=True)``) marks whatever is left, so the end
+    of every reply is marked. :meth:`mark_echoed` takes Twilio's echo and returns the heard
+    position it proves (the media time at the end of that chunk). Between echoes, with
+    ``mark_ms`` longer than a chunk, :meth:`heard_at` gives the position the caller has
+    reached by the clock: the caller's player plays each chunk when it arrives or when the one
+    before it ends, so the heard position is what was sent less what is still to play; each
+    echo sets the model right (last echo's position plus the time since, capped at what was
+    sent). :meth:`clear` (barge-in) drops the partial chunk and every pending mark and returns
+    the ``clear`` message (if anything was still unplayed) and the heard position.
     """
 
     def __init__(
@@ -161,32 +176,52 @@ class Playout:
         stream_sid: str,
         *,
         chunk_ms: int = 20,
+        mark_ms: int | None = None,
         on_chunk: Callable[[float], None] | None = None,
         on_sent: Callable[[str, bytes], None] | None = None,
         carrier: Carrier | None = None,
     ) -> None:
         if not 20 <= chunk_ms <= 200:
             raise UsageError(f"chunk_ms must be between 20 and 200, got {chunk_ms}")
+        if mark_ms is not None and not chunk_ms <= mark_ms <= MAX_MARK_MS:
+            raise UsageError(
+                f"mark_ms must be between chunk_ms ({chunk_ms}) and {MAX_MARK_MS}, got {mark_ms}"
+            )
         fmt = carrier.format if carrier is not None else MULAW_FORMAT
         if carrier is not None and carrier.frame_ms is not None and chunk_ms != carrier.frame_ms:
             raise UsageError(f"{carrier.name} takes media in {carrier.frame_ms} ms frames only")
         self.stream_sid = stream_sid
-        self.carrier = carrier  # None: Twilio, written by encode()
+        self.carrier = carrier  # None: Twilio, written here around the payload
         self.bps = fmt.bytes_per_second
         self.sample_bytes = fmt.bytes_per_second // fmt.rate
         self.chunk_bytes = self.bps * chunk_ms // 1000
+        #: a mark once this many bytes went out unmarked (0: after every chunk)
+        self.mark_bytes = self.bps * mark_ms // 1000 if mark_ms is not None else 0
+        #: the heard position moves with the clock between echoes (marks sparser than chunks)
+        self.interpolates = mark_ms is not None and mark_ms > chunk_ms
         # a partial chunk is padded with silence up to this (carriers with a minimum or a frame)
         self.pad_bytes = 0
         if carrier is not None:
             self.pad_bytes = self.bps * (carrier.frame_ms or carrier.min_chunk_ms) // 1000
         self.on_chunk = on_chunk
-        self.on_sent = on_sent  # (mark name, chunk): a recorder's view of what was sent
+        self.on_sent = on_sent  # (mark name or "", chunk): a recorder's view of what was sent
+        # Twilio's media and mark, written around the payload and the name: the exact text
+        # encode() writes (tests/stages/telephony/test_twilio_wire.py), without its dict
+        sid = orjson.dumps(stream_sid).decode()
+        self._media_head = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
+        self._mark_head = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":"'
         self._buf = bytearray()
         self._buf_pts = 0.0
         self._next_pts: float | None = None  # media time right after the last chunk sent
         self._mark_seq = 0
+        #: bytes sent since the last mark
+        self.unmarked = 0
         self.pending: deque[tuple[str, float]] = deque()  # (mark name, end pts), oldest first
         self.heard_pts: float | None = None
+        # the caller's player, modelled: when it will have played everything sent (None: idle
+        # since a clear, or nothing sent yet), and the media time at the end of what was sent
+        self._play_end: float | None = None
+        self._sent_end = 0.0
         self.meter = LatenessMeter()
         self.bytes_sent = 0
         self.chunks_sent = 0
@@ -208,86 +243,129 @@ class Playout:
         """Buffer ``data`` (the stream's format, media time ``pts``); the messages for every
         full chunk."""
         out: list[Any] = []
-        if self._buf and abs(pts - (self._buf_pts + len(self._buf) / self.bps)) > 0.5e-3:
+        buf = self._buf
+        if buf and abs(pts - (self._buf_pts + len(buf) / self.bps)) > 0.5e-3:
             out += self.flush(now)
-        if not self._buf:
-            self._buf_pts = pts
-        self._buf += data
-        n = self.chunk_bytes
         if len(data) % self.sample_bytes:
             raise ValueError(f"{len(data)} bytes is not a whole number of samples")
-        while len(self._buf) >= n:
-            self._send(bytes(self._buf[:n]), now, out)
-            del self._buf[:n]
+        n = self.chunk_bytes
+        if not buf:
+            if len(data) == n:  # one whole chunk, as a 20 ms frame at chunk_ms 20: no copy
+                self._buf_pts = pts
+                self._send(data, now, out)
+                return out
+            self._buf_pts = pts
+        buf += data
+        while len(buf) >= n:
+            self._send(bytes(buf[:n]), now, out)
+            del buf[:n]
         return out
 
-    def flush(self, now: float = 0.0) -> list[Any]:
-        """The messages for the partial chunk, if any."""
+    def flush(self, now: float = 0.0, *, mark: bool = False) -> list[Any]:
+        """The messages for the partial chunk, if any; with ``mark``, and a mark for what went
+        out unmarked."""
         out: list[Any] = []
         if self._buf:
             self._send(bytes(self._buf), now, out)
             self._buf.clear()
+        if mark and self.unmarked:
+            self._mark(out)
         return out
 
     def end_reply(self, now: float = 0.0) -> list[Any]:
-        """The end of a reply: the messages for the partial chunk, if any; the next audio
-        starts a new stretch even if its media time follows on (the gap before the next reply
-        is response latency, not lateness)."""
-        out = self.flush(now)
+        """The end of a reply: the messages for the partial chunk, if any, and its mark; the
+        next audio starts a new stretch even if its media time follows on (the gap before the
+        next reply is response latency, not lateness)."""
+        out = self.flush(now, mark=True)
         self.meter.reset()
         return out
 
     def _send(self, chunk: bytes, now: float, out: list[Any]) -> None:
         pts = self._buf_pts
-        if len(chunk) < self.pad_bytes and self.carrier is not None:
-            chunk += self.carrier.silence(self.pad_bytes - len(chunk))
-        dur = len(chunk) / self.bps
-        continues = self._next_pts is not None and abs(pts - self._next_pts) <= 0.5e-3
+        carrier = self.carrier
+        if carrier is not None and len(chunk) < self.pad_bytes:
+            chunk += carrier.silence(self.pad_bytes - len(chunk))
+        size = len(chunk)
+        dur = size / self.bps
+        nxt = self._next_pts
+        continues = nxt is not None and abs(pts - nxt) <= 0.5e-3
         late = self.meter.chunk(now, dur, continues)
         if self.on_chunk is not None:
             self.on_chunk(late)
-        self._mark_seq += 1
-        name = str(self._mark_seq)
         end = pts + dur
         self._buf_pts = end
         self._next_pts = end
-        self.pending.append((name, end))
+        play_end = self._play_end
+        self._play_end = (now if play_end is None or play_end < now else play_end) + dur
+        self._sent_end = end
+        if carrier is None:
+            out.append(self._media_head + b64_encode(chunk) + '"}}')
+        else:
+            out.append(carrier.media(self.stream_sid, chunk))
+        self.bytes_sent += size
+        self.chunks_sent += 1
+        self.unmarked += size
+        if self.unmarked >= self.mark_bytes:
+            self._mark(out, chunk)
+        elif self.on_sent is not None:
+            self.on_sent("", chunk)
+
+    def _mark(self, out: list[Any], chunk: bytes = b"") -> None:
+        """A mark after what was sent (``chunk``: the chunk it follows, for the recorder)."""
+        self._mark_seq += 1
+        name = str(self._mark_seq)
+        self.pending.append((name, self._sent_end))
+        self.unmarked = 0
         if self.on_sent is not None:
             self.on_sent(name, chunk)
         if self.carrier is None:
-            out.append(encode(OutMedia(self.stream_sid, chunk)))
-            out.append(encode(Mark(self.stream_sid, name)))
+            out.append(self._mark_head + name + '"}}')
         else:
-            out.append(self.carrier.media(self.stream_sid, chunk))
             out.append(self.carrier.mark(self.stream_sid, name))
-        self.bytes_sent += len(chunk)
-        self.chunks_sent += 1
 
-    def mark_echoed(self, name: str) -> float | None:
-        """Twilio played up to mark ``name``: the new heard position, or None for a mark that
-        is not pending (an echo after a ``clear``)."""
+    def mark_echoed(self, name: str, now: float | None = None) -> float | None:
+        """Twilio played up to mark ``name`` (its echo arrived at ``now`` on the sink's clock):
+        the new heard position, or None for a mark that is not pending (an echo after a
+        ``clear``)."""
         if not any(n == name for n, _ in self.pending):
             return None
         while self.pending:
             n, end = self.pending.popleft()
             if n == name:
                 self.heard_pts = end
+                if now is not None and self._play_end is not None:
+                    # what is left to play after the mark starts playing now
+                    self._play_end = now + max(0.0, self._sent_end - end)
                 return end
         raise AssertionError("unreachable")
 
-    def clear(self) -> tuple[list[Any], float | None]:
-        """Barge-in: forget the partial chunk and the pending marks. Returns the ``clear``
-        message (none if nothing was unplayed) and the heard position."""
+    def heard_at(self, now: float) -> float | None:
+        """The media time the caller has heard up to at ``now``: with marks sparser than
+        chunks, what was sent less what the caller's player still has to play (the last
+        echo's position plus the time since, capped at what was sent); else the last echoed
+        mark's position. None before anything was heard or sent."""
+        play_end = self._play_end
+        if not self.interpolates or play_end is None:
+            return self.heard_pts
+        return self._sent_end - (play_end - now if play_end > now else 0.0)
+
+    def clear(self, now: float | None = None) -> tuple[list[Any], float | None]:
+        """Barge-in at ``now``: forget the partial chunk and the pending marks. Returns the
+        ``clear`` message (none if nothing was unplayed) and the heard position."""
         out: list[Any] = []
-        if self.pending or self._buf:
+        if self.pending or self._buf or self.unmarked:
             if self.carrier is None:
                 out.append(encode(Clear(self.stream_sid)))
             else:
                 out.append(self.carrier.clear(self.stream_sid))
             self.clears_sent += 1
+        if now is not None and self.interpolates:
+            self.heard_pts = self.heard_at(now)
         self.pending.clear()
         self._buf.clear()
+        self.unmarked = 0
         self._next_pts = None
+        self._play_end = None
         self.meter.reset()
         return out, self.heard_pts
 
@@ -371,7 +449,8 @@ class TwilioCall:
         self.ended = asyncio.Event()  # stop received or socket closed
         #: time.monotonic() of the last media message (the server's idle watch reads it)
         self.last_media_at = time.monotonic()
-        self.inbound: asyncio.Queue[Media | Dtmf | Stop | AnsweredBy | _Closed | _Handover] = (
+        #: the caller's audio (as the source emits it), key presses, the stop, AMD's verdict
+        self.inbound: asyncio.Queue[Audio | Dtmf | Stop | AnsweredBy | _Closed | _Handover] = (
             asyncio.Queue(queue_size)
         )
         #: what the caller has heard of the replies (fed by twilio_sink, read by end_call)
@@ -383,6 +462,8 @@ class TwilioCall:
         # what the sink reported before a recorder attached (stages start in any order)
         self._journal: list[tuple[str, tuple[Any, ...]]] | None = []
         self.on_mark: Callable[[str], None] | None = None
+        #: the sink's hook for each caller frame the source takes (the heard position moves on)
+        self.on_caller_audio: Callable[[], None] | None = None
         #: the sink's way to play audio of our own (in-band DTMF) after what it has sent
         self.play_audio: Callable[[bytes], Awaitable[None]] | None = None
         self.on_lateness = on_lateness
@@ -434,30 +515,47 @@ class TwilioCall:
                 f"this stream is {self.start.stream_sid!r}"
             )
 
+    def take_fast(self, raw: str | bytes) -> bool:
+        """Take the usual message without a coroutine: a well-formed ``media`` of this stream
+        (50 a second) or a ``mark`` echo (see :func:`read_fast`). False if it is anything else,
+        or cannot be taken now (the queue is full): hand it to :meth:`receive` then."""
+        got = self._fast(raw)
+        if got.__class__ is Audio:
+            self.inbound.put_nowait(got)
+            return True
+        return got is True
+
+    def _fast(self, raw: str | bytes) -> Audio | bool:
+        """:meth:`take_fast`'s work: the caller's audio frame to queue (True: the message was
+        taken, nothing to queue; False: not taken)."""
+        start = self.start
+        if start is None or self.carrier is not None or self.refusal is not None:
+            return False
+        fast = read_fast(raw)
+        if fast is None or fast[0] != start.stream_sid:
+            return False
+        if len(fast) == 3:
+            if self.inbound.full():  # back-pressure: receive() waits for the source
+                return False
+            self.messages_in += 1
+            payload = fast[1]
+            if self._admit(len(payload), fast[2]):
+                return Audio(payload, "pcmu", RATE, 1, fast[2] / 1000)
+            return True
+        self.messages_in += 1
+        on_mark = self.on_mark
+        if on_mark is not None:
+            on_mark(fast[1])
+        return True
+
     async def receive(self, raw: str | bytes) -> None:
-        """Take one message read from the socket."""
+        """Take one message read from the socket (every kind; :meth:`take_fast` first is
+        quicker for the usual ones)."""
         self.messages_in += 1
         if self.refusal is not None:
             return  # refused: the server is closing the socket
         try:
-            if self.carrier is None:
-                msg = parse_incoming(raw)
-                start = self.start
-                # the usual message, 50 a second: a media message of this stream, taken here
-                if (
-                    msg.__class__ is Media
-                    and start is not None
-                    and msg.stream_sid == start.stream_sid
-                ):
-                    if self._admit(msg):
-                        if self.inbound.full():  # back-pressure: wait for the source
-                            await self.inbound.put(msg)
-                        else:
-                            self.inbound.put_nowait(msg)
-                    return
-                msgs: list[Inbound] = [msg]
-            else:
-                msgs = self.carrier.parse(raw)
+            msgs = [parse_incoming(raw)] if self.carrier is None else self.carrier.parse(raw)
         except UnsupportedFormat as exc:
             self.log.warning("stream refused: unsupported format", error=str(exc))
             self.refuse(1003, "unsupported media format", "refused")
@@ -489,10 +587,11 @@ class TwilioCall:
             self.refusal = (code, reason, outcome)
             self.end()
 
-    def _police(self, msg: Media) -> bool:
-        """Whether ``msg`` keeps to the media clock (else dropped, or the caller cut off)."""
+    def _police(self, size: int) -> bool:
+        """Whether ``size`` bytes of media keep to the media clock (else dropped, or the caller
+        cut off)."""
         police = self.police
-        if police is None or police.admit(len(msg.payload)):
+        if police is None or police.admit(size):
             return True
         if police.offender:
             self.log.warning(
@@ -504,24 +603,25 @@ class TwilioCall:
         else:
             (self.warn or self.log).warning(
                 "media ahead of real time dropped",
-                ahead_s=round(police.ahead_s(len(msg.payload)), 2),
+                ahead_s=round(police.ahead_s(size), 2),
                 allowance_s=police.allowance_s,
             )
         return False
 
-    def _admit(self, msg: Media) -> bool:
+    def _admit(self, size: int, timestamp: int) -> bool:
         """A media message: whether it goes to the source (the media police may drop it)."""
-        if not self._police(msg):
+        if not self._police(size):
             return False
-        self.media_end_ms = msg.timestamp + len(msg.payload) * 1000 // self.format.bytes_per_second
+        self.media_end_ms = timestamp + size * 1000 // self.format.bytes_per_second
         self.last_media_at = time.monotonic()
         return True
 
     async def _take(self, msg: Inbound) -> None:
         match msg:
             case Media():
-                if self._admit(msg):
-                    await self.inbound.put(msg)
+                if self._admit(len(msg.payload), msg.timestamp):
+                    fmt = self.format
+                    await self.inbound.put(Audio(msg.payload, fmt.encoding, fmt.rate, 1, msg.pts))
             case Dtmf():
                 await self.inbound.put(msg)
             case Mark():
@@ -610,7 +710,9 @@ class TwilioCall:
                     if self.closed:  # the source read the end of the connection
                         return
                     continue
-                await self.receive(await recv())
+                raw = await recv()
+                if not self.take_fast(raw):
+                    await self.receive(raw)
         except ConnectionClosed:
             pass
         finally:
@@ -628,7 +730,7 @@ class TwilioCall:
             self._inline = False
             self._unpark.set()
 
-    async def next_inbound(self) -> Media | Dtmf | Stop | AnsweredBy | None:
+    async def next_inbound(self) -> Audio | Dtmf | Stop | AnsweredBy | None:
         """The next caller message for the source; None once the socket has closed."""
         recv = self._recv
         while True:
@@ -638,7 +740,11 @@ class TwilioCall:
                 except ConnectionClosed:
                     self.connection_closed()
                     break
-                await self.receive(raw)  # the queue is empty: this never waits
+                got = self._fast(raw)
+                if got.__class__ is Audio:  # the queue is empty: no need to go through it
+                    return got
+                if got is False:
+                    await self.receive(raw)  # the queue is empty: this never waits
             item = await self.inbound.get()
             if isinstance(item, _Handover):  # the reader stepped aside: read on our own now
                 continue
@@ -745,7 +851,6 @@ async def call_audio(
     if answered:  # detection ran before the answer (MachineDetection without AsyncAmd)
         ctx.log.info("answered by", answered_by=answered)
         yield Text(answered_by_text(answered), "system")
-    encoding, rate = fmt.encoding, fmt.rate
     on_wait = ctx.on_wait
     clock_ns = time.perf_counter_ns
     with call.source_reads():
@@ -755,8 +860,11 @@ async def call_audio(
             if on_wait is not None:  # waiting for the carrier is not work (ctx.waiting, inline)
                 on_wait(clock_ns() - t0)
             match msg:
-                case Media():
-                    yield Audio(msg.payload, encoding, rate, 1, msg.pts)
+                case Audio():
+                    tick = call.on_caller_audio
+                    if tick is not None:
+                        tick()
+                    yield msg
                 case AnsweredBy():
                     ctx.log.info("answered by", answered_by=msg.value)
                     yield Text(answered_by_text(msg.value), "system")
@@ -778,10 +886,27 @@ def _sink_format(_params: Mapping[str, Any], fmt: AudioFormat | None) -> None:
         raise FormatError(f"gets {fmt} audio; a Twilio stream plays pcmu 8000 Hz mono (μ-law)", fix)
 
 
+def _sink_check(values: Mapping[str, Any], _base_dir: Path) -> list[tuple[str, str]]:
+    mark_ms = values.get("mark_ms")
+    chunk_ms = values.get("chunk_ms") or 20
+    if mark_ms is not None and not (
+        isinstance(mark_ms, int) and chunk_ms <= mark_ms <= MAX_MARK_MS
+    ):
+        return [
+            (
+                "mark_ms",
+                f"must be from chunk_ms ({chunk_ms}) to {MAX_MARK_MS} ms of audio per mark, "
+                f"got {mark_ms!r}",
+            )
+        ]
+    return []
+
+
 @stage(
     "twilio_sink",
     accepts=(Audio, Interrupt, ResponseDone),
     output_format=_sink_format,
+    check=_sink_check,
     publishes=(PLAYED,),
     uses=(CALL,),
 )
@@ -789,16 +914,18 @@ async def twilio_sink(
     frames: AsyncIterator[Frame],
     *,
     chunk_ms: Literal[20, 30, 40, 50] = 20,
+    mark_ms: int | None = None,
     ctx: StageContext,
 ) -> AsyncIterator[Frame]:
-    """Audio back to the caller over the Twilio Media Stream, each chunk followed by a mark;
-    ``interrupt`` sends ``clear``. Publishes what the caller has heard (``played``) as marks
-    come back, so the session can truncate its turn there.
+    """Audio back to the caller over the Twilio Media Stream, with marks; ``interrupt`` sends
+    ``clear``. Publishes what the caller has heard (``played``) as marks come back, so the
+    session can truncate its turn there.
 
     Parameters:
         chunk_ms: milliseconds of audio per media message (20 to 50)
-    """
-    await play_to_call(frames, ctx, chunk_ms, MULAW_FORMAT, "twilio_sink")
+        mark_ms: a mark after at least this many ms of audio (chunk_ms to 1000) and at the end of each reply, the heard position following the clock in between; unset: a mark after every chunk. Larger: fewer messages both ways, less CPU per call
+    """  # noqa: E501
+    await play_to_call(frames, ctx, chunk_ms, MULAW_FORMAT, "twilio_sink", mark_ms=mark_ms)
     return
     yield  # an async generator that yields nothing
 
@@ -809,9 +936,13 @@ async def play_to_call(
     chunk_ms: int,
     fmt: AudioFormat,
     stage_type: str,
+    *,
+    mark_ms: int | None = None,
 ) -> None:
     """The body of a call's sink stage: audio in ``fmt`` to the caller in ``chunk_ms`` chunks,
-    each followed by a mark; ``interrupt`` clears; ``played`` published as marks come back."""
+    a mark after each (or every ``mark_ms`` of audio, and at the end of each reply);
+    ``interrupt`` clears; ``played`` published as marks come back and, with ``mark_ms``, as
+    the caller's audio arrives (see :meth:`Playout.heard_at`)."""
     call = current_call(ctx.id)
     clock = ctx.clock
     if call.format != fmt:
@@ -823,6 +954,7 @@ async def play_to_call(
     playout = Playout(
         call.stream_sid,
         chunk_ms=chunk_ms,
+        mark_ms=mark_ms,
         on_chunk=call.on_lateness,
         on_sent=call.tap_sent,
         carrier=call.carrier,
@@ -832,13 +964,26 @@ async def play_to_call(
     wake = asyncio.Event()
 
     def on_mark(name: str) -> None:
-        heard = playout.mark_echoed(name)
+        heard = playout.mark_echoed(name, clock.now())
         if heard is not None:
+            last_heard[0] = heard
             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
             call.playback.changed()
             call.tap_echoed(name)
 
-    call.playback.attach(lambda: not playout.pending and not playout.buffered)
+    last_heard = [-1.0]
+
+    def on_caller_audio() -> None:
+        # The caller's audio arrives every 20 ms, and a barge-in is decided on it: the heard
+        # position the session truncates at is never older than the frame that interrupted.
+        heard = playout.heard_at(clock.now())
+        if heard is not None and heard != last_heard[0]:
+            last_heard[0] = heard
+            ctx.bus.publish(PLAYED, Played(ctx.id, heard))
+
+    call.playback.attach(
+        lambda: not playout.pending and not playout.buffered and not playout.unmarked
+    )
 
     async def flusher() -> None:
         # A partial chunk waits at most one chunk's duration for more audio, then goes out
@@ -855,10 +1000,11 @@ async def play_to_call(
 
     async def play_audio(data: bytes) -> None:  # in-band DTMF: straight after what was sent
         now = clock.now()
-        await call.send(playout.push(data, playout.next_pts, now) + playout.flush(now))
+        await call.send(playout.push(data, playout.next_pts, now) + playout.flush(now, mark=True))
 
     call.on_mark = on_mark
     call.play_audio = play_audio
+    call.on_caller_audio = on_caller_audio if playout.interpolates else None
     try:
         async with StageTasks[None](ctx) as tasks:
             tasks.start(flusher(), name="flush")
@@ -878,20 +1024,22 @@ async def play_to_call(
                             last_push[0] = now
                             wake.set()
                     case Interrupt():
-                        msgs, heard = playout.clear()
+                        msgs, heard = playout.clear(clock.now())
                         await call.send(msgs)
                         if msgs:
                             ctx.log.debug("barge-in: clear sent", heard_pts=heard)
                         if heard is not None:
+                            last_heard[0] = heard
                             ctx.bus.publish(PLAYED, Played(ctx.id, heard))
                         call.playback.changed()
                         call.tap_cleared()
                     case ResponseDone():
                         await call.send(playout.end_reply(clock.now()))
                         call.playback.response_done(frame.response_id)
-            await call.send(playout.flush(clock.now()))
+            await call.send(playout.flush(clock.now(), mark=True))
     finally:
         call.on_mark = None
         call.play_audio = None
+        call.on_caller_audio = None
         ctx.report("chunks_sent", playout.chunks_sent)
         ctx.report("clears_sent", playout.clears_sent)

@@ -149,8 +149,9 @@ class VadGate:
             n = len(data)
             scores = self._process_pcm16(_DECODE[encoding](data, 2)) if n else _NO_SCORES
         position = self.position = start + n
+        pts = frame.pts
         anchors = self._anchors
-        anchors.append((start, frame.pts))
+        anchors.append((start, pts))
         if len(anchors) > 8:  # a few spare anchors cost nothing: prune now and then
             self._prune_anchors()
         if self._annotate:  # every frame passes: only the events need work
@@ -161,24 +162,26 @@ class VadGate:
         out = []
         held = self._held
         if n:
-            held.append((start, position, frame, frame.pts, start))
+            held.append((start, position, frame, pts, start))
         if scores:
             self._score(scores, out)
         machine = self.machine
         state = machine.state
         if state is _SPEECH:  # everything held passes (whole frames: they end by position)
             while held:
-                out.append(_whole(held.popleft()))
-        elif state is _SILENCE:  # keep just what a prefix needs
+                entry = held.popleft()
+                out.append(entry[2] if entry[0] == entry[4] else _whole(entry))
+        elif state is _SILENCE:  # keep just what a prefix needs: _drop, inline
             before = machine.position - self.prefix
             while held and held[0][1] <= before:
                 held.popleft()
-            if held and held[0][0] < before:  # a frame across the prefix's start: cut it
-                self._drop(before)
+            if held and held[0][0] < before:  # a frame across the prefix's start: its tail
+                first_start, end, f, f_pts, first = held[0]
+                held[0] = (before, end, f, f_pts + (before - first_start) / f.rate, first)
         elif state is _HANGOVER:
             # only up to offset + hangover: the pause may turn out to be the end
             limit = machine.pending_since + self.hangover
-            out.extend(self._release(min(limit, position)))
+            self._release(min(limit, position), out)
         else:
             self._drop(machine.pending_since - self.prefix)
         return out
@@ -191,7 +194,7 @@ class VadGate:
             # in hangover the pause began at pending_since; in speech, speech ran to the end
             end = machine.pending_since if machine.state is State.HANGOVER else self.position
             if self.mode == "gate":
-                out.extend(self._release(min(end + self.hangover, self.position)))
+                self._release(min(end + self.hangover, self.position), out)
             out.append(SpeechStopped(pts=self._pts_at(end)))
         self._held.clear()
         return out
@@ -230,19 +233,18 @@ class VadGate:
             out.append(SpeechStarted(pts=self._pts_at(at)))
         else:
             if self.mode == "gate":
-                out.extend(self._release(min(at + self.hangover, self.position)))
+                self._release(min(at + self.hangover, self.position), out)
             out.append(SpeechStopped(pts=self._pts_at(at)))
 
-    def _release(self, until: int) -> list[Frame]:
-        """Held audio from the settled point up to ``until``, as (slices of) the input frames."""
-        out: list[Frame] = []
+    def _release(self, until: int, out: list[Frame]) -> None:
+        """Held audio up to ``until`` onto ``out``, as (slices of) the input frames."""
         held = self._held
         while held and held[0][0] < until:
             entry = held.popleft()
             start, end, frame, pts, first = entry
             if end <= until:
                 out.append(_whole(entry))
-            else:  # the head passes, the tail stays: as _split would cut the held piece
+            else:  # the head passes (at pts), the tail stays (at pts + k / rate)
                 w = BYTES_PER_SAMPLE[frame.encoding] * frame.channels
                 out.append(
                     Audio(
@@ -254,7 +256,6 @@ class VadGate:
                     )
                 )
                 held.appendleft((until, end, frame, pts + (until - start) / frame.rate, first))
-        return out
 
     def _drop(self, before: int) -> None:
         """Forget held audio before ``before`` (it will never pass)."""

@@ -781,6 +781,42 @@ def test_energy_follows_the_noise_floor() -> None:
     assert (scores[: int(1.9 * per_s)] < e.default_threshold).all()
 
 
+def _energy_reference(x: npt.NDArray[np.int16], rate: int) -> list[float]:
+    """EnergyEngine's scores written plainly: np.fft.rfft, a band mask, the minimum of a
+    2 s history array."""
+    n = rate * 20 // 1000
+    taper = np.hanning(n).astype(np.float32)
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    band = (freqs >= 200.0) & (freqs <= min(4000.0, rate / 2))
+    norm = float(np.sum(taper) ** 2 / 4.0 * 32768.0**2)
+    history = np.full(100, np.inf)
+    scores = []
+    for i in range(len(x) // n):
+        spectrum = np.fft.rfft(x[i * n : (i + 1) * n] * taper)
+        level = 10.0 * np.log10(float(np.sum(np.abs(spectrum[band]) ** 2)) / norm + 1e-12)
+        history[i % len(history)] = level
+        scores.append(max(0.0, float(level - max(float(history.min()), -60.0))))
+    return scores
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050])
+def test_energy_scores_are_the_plain_computations_to_the_bit(rate: int) -> None:
+    quiet, loud = _noise(rate, 2.5, -50), _noise(rate, 3, -25, seed=1)
+    voice = _speech_like(rate, 3.0, [(0.5, 1.5)]).astype(np.float64) * 0.3
+    x = np.concatenate([quiet, loud, voice + _noise(rate, 3, -50, seed=2)]).astype(np.int16)
+    expected = _energy_reference(x, rate)
+    e = EnergyEngine(rate)
+    step = rate // 50
+    for sizes in ([step], [7, step, 999, 1]):  # whole windows, and pieces
+        e.reset()
+        got, pos, i = [], 0, 0
+        while pos < len(x):
+            got += e.process(x[pos : pos + sizes[i % len(sizes)]])
+            pos += sizes[i % len(sizes)]
+            i += 1
+        assert got == expected
+
+
 def test_energy_takes_any_rate() -> None:
     e = EnergyEngine(44100)
     assert e.window == 882

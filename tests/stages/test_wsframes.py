@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
-from websockets.frames import Frame
+from websockets.frames import OP_CLOSE, OP_TEXT, Frame
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 
 from stages.wsframes import FastReads, MessageQueue
+
+# With debug logging on, FastReads leaves every frame to websockets (which logs each): the
+# loopback tests' connections log elsewhere, whatever level other tests leave "websockets" at.
+QUIET = logging.getLogger("tests.wsframes.websockets")
+QUIET.setLevel(logging.INFO)
 
 
 class StockConnection(Connection):
@@ -218,9 +224,11 @@ async def run_connection(
     server: bool,
     eof: bool,
     max_queue: int,
+    decode: bool | None = None,
 ) -> Outcome:
-    protocol = Protocol(SERVER if server else CLIENT, state=OPEN, max_size=MAX_SIZE)
+    protocol = Protocol(SERVER if server else CLIENT, state=OPEN, max_size=MAX_SIZE, logger=QUIET)
     conn = cls(protocol, ping_interval=None, max_queue=max_queue, close_timeout=None)
+    assert not conn.debug  # (else FastReads leaves every frame to websockets)
     transport = Transport(conn)
     conn.connection_made(transport)
     out = Outcome()
@@ -229,7 +237,7 @@ async def run_connection(
         """Read every whole message queued; False once the connection reported its end."""
         while _whole_message_queued(conn) and not conn.recv_messages.closed:
             try:
-                out.got.append(await conn.recv())
+                out.got.append(await conn.recv(decode))
             except ConnectionClosed as exc:
                 out.got.append(("closed", type(exc).__name__, exc.rcvd, exc.sent))
                 return False
@@ -251,7 +259,7 @@ async def run_connection(
         await asyncio.sleep(0)  # connection_lost runs
     while True:
         try:
-            out.got.append(await conn.recv())
+            out.got.append(await conn.recv(decode))
         except ConnectionClosed as exc:
             out.got.append(("closed", type(exc).__name__, exc.rcvd, exc.sent))
             break
@@ -291,10 +299,16 @@ def _fixed_client_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     server=st.booleans(),
     eof=st.booleans(),
     max_queue=st.sampled_from([1, 2, 16]),
+    decode=st.sampled_from([None, None, False, True]),
     data=st.data(),
 )
 def test_any_frames_cut_anywhere_give_what_websockets_gives(
-    messages: list[list[RawFrame]], server: bool, eof: bool, max_queue: int, data: st.DataObject
+    messages: list[list[RawFrame]],
+    server: bool,
+    eof: bool,
+    max_queue: int,
+    decode: bool | None,
+    data: st.DataObject,
 ) -> None:
     wire = b"".join(f.wire(client=server) for m in messages for f in m)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(wire)), max_size=8))))
@@ -302,7 +316,9 @@ def test_any_frames_cut_anywhere_give_what_websockets_gives(
 
     def run(cls: type[Connection]) -> Outcome:
         return asyncio.run(
-            run_connection(cls, wire, cuts, drains, server=server, eof=eof, max_queue=max_queue)
+            run_connection(
+                cls, wire, cuts, drains, server=server, eof=eof, max_queue=max_queue, decode=decode
+            )
         )
 
     stock, fast = run(StockConnection), run(FastConnection)
@@ -380,7 +396,7 @@ def test_flow_control_pauses_and_resumes_as_websockets_does() -> None:
 
 def test_recv_ready_takes_every_whole_message_queued() -> None:
     async def main() -> list[Any]:
-        protocol = Protocol(SERVER, state=OPEN, max_size=MAX_SIZE)
+        protocol = Protocol(SERVER, state=OPEN, max_size=MAX_SIZE, logger=QUIET)
         conn = FastConnection(protocol, ping_interval=None)
         conn.connection_made(Transport(conn))
         frames = [RawFrame(1, b"a"), RawFrame(2, b"b"), RawFrame(1, b"c", fin=False),
@@ -395,7 +411,7 @@ def test_recv_ready_takes_every_whole_message_queued() -> None:
 
 def test_recv_ready_is_refused_while_recv_waits() -> None:
     async def main() -> None:
-        conn = FastConnection(Protocol(SERVER, state=OPEN), ping_interval=None)
+        conn = FastConnection(Protocol(SERVER, state=OPEN, logger=QUIET), ping_interval=None)
         conn.connection_made(Transport(conn))
         waiting = asyncio.create_task(conn.recv())
         await asyncio.sleep(0)
@@ -411,7 +427,7 @@ def test_recv_ready_is_refused_while_recv_waits() -> None:
 
 
 @pytest.fixture
-def fast_messages(monkeypatch: pytest.MonkeyPatch) -> list[str | bytes]:
+def fast_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str | bytes]]:
     """The messages the parser here queued (the rest went through websockets' own)."""
     seen: list[str | bytes] = []
     put = MessageQueue.put_message
@@ -421,7 +437,13 @@ def fast_messages(monkeypatch: pytest.MonkeyPatch) -> list[str | bytes]:
         put(self, message)
 
     monkeypatch.setattr(MessageQueue, "put_message", counting)
-    return seen
+    serve_log = logging.getLogger("pipeline.serve.websockets")  # pipeline serve's, as QUIET
+    level = serve_log.level
+    serve_log.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        serve_log.setLevel(level)
 
 
 def test_a_call_through_pipeline_serve_reads_the_callers_frames_here(
@@ -514,6 +536,7 @@ def test_a_client_reads_a_models_frames_here(fast_messages: list[str | bytes]) -
                 f"ws://127.0.0.1:{port}",
                 compression=None,
                 create_connection=BatchedClientConnection,
+                logger=QUIET,
             ) as ws:
                 await ws.send("session.update")
                 got = [m async for m in ws]
@@ -522,3 +545,87 @@ def test_a_client_reads_a_models_frames_here(fast_messages: list[str | bytes]) -
     got, code = asyncio.run(main())
     assert got == sent and code == 1000
     assert fast_messages == sent
+
+
+def test_recv_streaming_gives_a_whole_message_as_one_piece_and_fragments_as_they_come() -> None:
+    async def main() -> list[list[Any]]:
+        conn = FastConnection(Protocol(CLIENT, state=OPEN, logger=QUIET), ping_interval=None)
+        conn.connection_made(Transport(conn))
+        frames = [RawFrame(1, "ça".encode()), RawFrame(2, b"\x00"), RawFrame(1, b"\xc3", fin=False),
+                  RawFrame(0, b"\xa7a")]  # fmt: skip
+        conn.data_received(b"".join(f.wire(client=False) for f in frames))
+        return [
+            [p async for p in conn.recv_streaming()],
+            [p async for p in conn.recv_streaming(decode=True)],
+            [p async for p in conn.recv_streaming()],
+        ]
+
+    assert asyncio.run(main()) == [["ça"], ["\x00"], ["", "ça"]]
+
+
+def test_frames_in_the_read_that_ends_the_handshake_and_a_frame_cut_there(
+    fast_messages: list[str | bytes],
+) -> None:
+    """The server's 101 response, a whole frame and the first bytes of the next in one write:
+    websockets reads them, and the whole next read too (its parser was mid-frame when it
+    came); the reads after that are parsed here."""
+    from websockets.asyncio.client import connect
+    from websockets.server import ServerProtocol
+
+    from stages.wsbatch import BatchedClientConnection
+
+    texts = ["first", "second " * 300, "third", "fourth"]
+    wires = [Frame(OP_TEXT, t.encode()).serialize(mask=False) for t in texts]
+
+    async def main() -> list[Any]:
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            proto = ServerProtocol()
+            proto.receive_data(await reader.readuntil(b"\r\n\r\n"))
+            (request,) = proto.events_received()
+            proto.send_response(proto.accept(request))
+            writer.write(b"".join(proto.data_to_send()) + wires[0] + wires[1][:9])
+            await reader.readexactly(8)  # the client's "go" (masked): its reads so far are done
+            writer.write(wires[1][9:] + wires[2])
+            await writer.drain()
+            await reader.readexactly(8)
+            writer.write(wires[3] + Frame(OP_CLOSE, b"\x03\xe8").serialize(mask=False))
+            await writer.drain()
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with (
+            server,
+            connect(
+                f"ws://127.0.0.1:{port}",
+                compression=None,
+                create_connection=BatchedClientConnection,
+                logger=QUIET,
+            ) as ws,
+        ):
+            got = [await ws.recv()]
+            await ws.send("go")
+            got += [await ws.recv(), await ws.recv()]
+            await ws.send("go")
+            got += [m async for m in ws]
+            return [got, ws.close_code]
+
+    got, code = asyncio.run(main())
+    assert got == texts and code == 1000
+    assert fast_messages == texts[3:]
+
+
+def test_recv_ready_stops_before_a_message_that_does_not_decode() -> None:
+    async def main() -> list[Any]:
+        conn = FastConnection(Protocol(SERVER, state=OPEN, logger=QUIET), ping_interval=None)
+        transport = Transport(conn)
+        conn.connection_made(transport)
+        frames = [RawFrame(2, b"ok"), RawFrame(2, b"\xff"), RawFrame(1, b"after")]
+        conn.data_received(b"".join(f.wire(client=True) for f in frames))
+        ready = conn.recv_ready(decode=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await conn.recv(decode=True)
+        return [ready, closed.value.sent.code if closed.value.sent else None]
+
+    assert asyncio.run(main()) == [["ok"], 1007]

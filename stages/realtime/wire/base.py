@@ -109,6 +109,14 @@ class DialectCodec:
         """The message text of a typed client event (here: the event's own JSON)."""
         return client.encode(event, event_id)
 
+    def encode_append(self, audio: bytes, event_id: str) -> str:
+        """``encode_client(InputAudioBufferAppend(audio), event_id)``, the message of every 20-100
+        ms of a call, built directly (:func:`~.client.encode_append`). A dialect that overrides
+        :meth:`encode_client` gets its own form here too."""
+        if type(self).encode_client is DialectCodec.encode_client:
+            return client.encode_append(audio, event_id)
+        return self.encode_client(client.InputAudioBufferAppend(audio), event_id)
+
     def decode_client(self, message: Mapping[str, Any], session: SessionConfig) -> ClientEvent:
         """A client message as a strict server reads it: the typed event, or
         :class:`~.errors.WireError` for a type this dialect does not take or a bad field."""

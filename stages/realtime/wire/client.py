@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import orjson
 
+from . import b64
 from .errors import WireError, bad_value, missing_parameter
 from .session import SessionConfig
 
@@ -49,7 +50,7 @@ class InputAudioBufferAppend:
     audio: bytes
 
     def to_wire(self) -> Json:
-        return {"audio": base64.b64encode(self.audio).decode()}
+        return {"audio": b64.encode(self.audio)}
 
     @classmethod
     def from_wire(cls, event: Mapping[str, Any], session: SessionConfig) -> InputAudioBufferAppend:
@@ -247,6 +248,20 @@ READERS: dict[str, _Reader] = {
 def encode(event: ClientEvent, event_id: str) -> str:
     """The message text of ``event`` with ``event_id`` (compact JSON: type, event_id, fields)."""
     return orjson.dumps({"type": event.type, "event_id": event_id, **event.to_wire()}).decode()
+
+
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","event_id":'
+
+
+def encode_append(audio: bytes, event_id: str) -> str:
+    """``encode(InputAudioBufferAppend(audio), event_id)``, character for character, without the
+    event object and the dict: the message is a fixed head, the id, and the base64 (which needs
+    no JSON escaping). An id JSON would escape (a quote, a backslash, a control character) is
+    quoted by orjson, as in the dict."""
+    if event_id.isprintable() and '"' not in event_id and "\\" not in event_id:
+        return f'{_APPEND_HEAD}"{event_id}","audio":"{b64.encode(audio)}"}}'
+    quoted = orjson.dumps(event_id).decode()
+    return f'{_APPEND_HEAD}{quoted},"audio":"{b64.encode(audio)}"}}'
 
 
 def decode(event: Mapping[str, Any], session: SessionConfig) -> ClientEvent:

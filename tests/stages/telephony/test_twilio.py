@@ -600,7 +600,7 @@ def test_the_source_reads_the_socket_itself_and_the_reader_takes_over_after_it()
         return sock, call
 
     sock, call = asyncio.run(main())
-    assert [m.payload if isinstance(m, Media) else type(m).__name__ for m in got] == [
+    assert [m.data if isinstance(m, Audio) else type(m).__name__ for m in got] == [
         b"\x01" * 160,
         b"\x02" * 160,
         "Stop",
@@ -708,3 +708,160 @@ def test_batched_sends_keep_media_then_mark_per_chunk_and_count_every_message() 
         assert kinds == ["OutMedia", "Mark"] * (len(b) // 2)
     assert any(len(b) >= 4 for b in batches)  # a 100 ms frame: two chunks in one write
     assert call.messages_out == len(flat)
+
+
+# ---------------------------------------------------------------------------- sparse marks
+
+
+def test_mark_ms_marks_every_n_ms_of_audio_and_the_end_of_each_reply() -> None:
+    sent: list[tuple[str, int]] = []
+    p = Playout(SID, chunk_ms=40, mark_ms=200, on_sent=lambda n, c: sent.append((n, len(c))))
+    out = p.push(bytes(8 * 460), 0.0)  # 460 ms: eleven 40 ms chunks, 20 ms buffered
+    kinds = [type(parse_outgoing(m)).__name__ for m in out]
+    assert kinds == (["OutMedia"] * 4 + ["OutMedia", "Mark"]) * 2 + ["OutMedia"]
+    assert [n for n, _ in p.pending] == ["1", "2"]
+    assert [end for _, end in p.pending] == pytest.approx([0.2, 0.4])
+    assert p.unmarked == 320
+    out = p.end_reply()  # the 20 ms left, then a mark for the 60 ms sent unmarked
+    assert [type(parse_outgoing(m)).__name__ for m in out] == ["OutMedia", "Mark"]
+    assert p.pending[-1] == ("3", pytest.approx(0.46))
+    assert p.end_reply() == []  # nothing unmarked: no mark
+    # the recorder sees every chunk, named when a mark follows it, and a mark on its own
+    assert sent == [("", 320)] * 4 + [("1", 320)] + [("", 320)] * 4 + [("2", 320)] + [
+        ("", 320),
+        ("", 160),
+        ("3", 0),
+    ]
+
+
+def test_mark_ms_every_chunk_is_the_default_and_marks_stay_after_each_chunk() -> None:
+    a, b = Playout(SID, chunk_ms=40), Playout(SID, chunk_ms=40, mark_ms=40)
+    assert (
+        a.push(bytes(8 * 460), 0.0) + a.end_reply() == b.push(bytes(8 * 460), 0.0) + b.end_reply()
+    )
+    assert not a.interpolates and not b.interpolates
+
+
+def test_mark_ms_range_is_checked() -> None:
+    with pytest.raises(ValueError, match="mark_ms must be between chunk_ms \\(40\\) and 1000"):
+        Playout(SID, chunk_ms=40, mark_ms=20)
+    p = Pipeline("p")
+    p.add("caller", "twilio_source")
+    p.add("phone", "twilio_sink", chunk_ms=40, mark_ms=5000)
+    p.link("caller", "phone")
+    [problem] = p.check().problems
+    assert "must be from chunk_ms (40) to 1000 ms of audio per mark, got 5000" in problem.message
+
+
+def test_heard_position_follows_the_clock_between_sparse_marks() -> None:
+    """The caller's player plays each chunk when it arrives or when the previous one ends: the
+    heard position is what was sent less what is left to play, and each echo sets it right."""
+    p = Playout(SID, chunk_ms=40, mark_ms=200)
+    assert p.heard_at(5.0) is None  # nothing sent, nothing heard
+    p.push(bytes(8 * 1000), 0.0, now=10.0)  # a whole second at once: plays 10.0 to 11.0
+    assert p.heard_at(10.0) == pytest.approx(0.0)
+    assert p.heard_at(10.25) == pytest.approx(0.25)
+    assert p.heard_at(12.0) == pytest.approx(1.0)  # capped at what was sent
+    # the echo of the mark at 0.2 s comes late (at 10.3): the player was held up by 0.1 s
+    assert p.mark_echoed("1", now=10.3) == pytest.approx(0.2)
+    assert p.heard_at(10.3) == pytest.approx(0.2)
+    assert p.heard_at(10.55) == pytest.approx(0.45)
+    assert p.heard_at(11.5) == pytest.approx(1.0)
+    # the player ran dry; the next audio starts playing when it arrives
+    p.push(bytes(8 * 200), 1.0, now=20.0)
+    assert p.heard_at(20.0) == pytest.approx(1.0)
+    assert p.heard_at(20.1) == pytest.approx(1.1)
+    msgs, heard = p.clear(20.1)  # barge-in: the heard position is the clock's
+    assert [json.loads(m)["event"] for m in msgs] == ["clear"]
+    assert heard == pytest.approx(1.1)
+    assert p.heard_at(25.0) == pytest.approx(1.1)  # nothing plays after a clear
+    # marks after every chunk: the heard position is the last echo's, as always
+    q = Playout(SID, chunk_ms=40)
+    q.push(bytes(8 * 1000), 0.0, now=10.0)
+    assert q.heard_at(10.5) is None
+    q.mark_echoed("3", now=10.13)
+    assert q.heard_at(10.5) == pytest.approx(0.12)
+
+
+def _heard_at_barge_in(
+    mark_ms: int | None, barge_in_at: float, *, paced: bool
+) -> tuple[float, float]:
+    """A 2 s reply (100 ms deltas, all at once or paced in real time) played by a model of
+    Twilio's player on a virtual clock (each chunk plays when it arrives or when the one
+    before ends; a mark is echoed 10 ms after the audio before it has played). The caller's
+    frames arrive every 20 ms (the source's hook). Returns the heard position the session
+    holds right after the caller frame at ``barge_in_at`` (the last ``played`` published),
+    and what the player had really played by then."""
+    played: list[float] = []
+    truth: list[tuple[float, float]] = []  # (start time, duration) of each chunk played
+
+    async def main() -> float:
+        clock = VirtualClock()
+        pending_echoes: set[asyncio.Task[None]] = set()
+        play_end = [0.0]
+
+        async def echo(name: str, due: float) -> None:
+            await clock.sleep_until(due)
+            await call.receive(encode(Mark(SID, name, 1)))
+
+        async def send(text: str) -> None:
+            msg = parse_outgoing(text)
+            now = clock.now()
+            if isinstance(msg, OutMedia):
+                start = max(now, play_end[0])
+                dur = len(msg.payload) / 8000
+                play_end[0] = start + dur
+                truth.append((start, dur))
+            elif isinstance(msg, Mark):
+                task = asyncio.create_task(echo(msg.name, max(now, play_end[0]) + 0.01))
+                pending_echoes.add(task)
+
+        call = TwilioCall(send)
+        await _start(call)
+        ctx = StageContext("phone", clock=clock)
+        ctx.bus.subscribe(PLAYED, lambda v: played.append(v.pts))
+        heard_then: list[float] = []
+
+        async def reply() -> AsyncIterator[Frame]:
+            for i in range(20):
+                yield _ulaw(800, i / 10)
+                if paced:
+                    await clock.sleep(0.1)
+            await clock.sleep_until(barge_in_at + 0.5)
+            yield ResponseDone("r1")
+
+        async def caller() -> None:
+            k = 0
+            while clock.now() < barge_in_at + 0.3:
+                await clock.sleep_until(k * 0.02)
+                if call.on_caller_audio is not None:
+                    call.on_caller_audio()
+                if abs(clock.now() - barge_in_at) < 1e-9:
+                    heard_then.append(played[-1] if played else 0.0)
+                k += 1
+
+        with bind_call(call):
+            task = asyncio.create_task(caller())
+            await run_stage_async(twilio_sink, reply(), chunk_ms=40, mark_ms=mark_ms, ctx=ctx)
+            await task
+        for t in pending_echoes:
+            t.cancel()
+        [heard] = heard_then
+        return heard
+
+    heard = asyncio.run(main())
+    real = sum(min(max(barge_in_at - start, 0.0), dur) for start, dur in truth)
+    return heard, real
+
+
+@pytest.mark.parametrize("paced", [False, True])
+@pytest.mark.parametrize("barge_in_at", [0.06, 0.48, 0.9, 1.22, 1.7, 2.4])
+def test_with_marks_every_200_ms_the_truncation_point_is_within_a_chunk_of_every_chunk(
+    barge_in_at: float, paced: bool
+) -> None:
+    every_chunk, real = _heard_at_barge_in(None, barge_in_at, paced=paced)
+    sparse, real2 = _heard_at_barge_in(200, barge_in_at, paced=paced)
+    assert real == pytest.approx(real2)
+    assert abs(sparse - every_chunk) <= 0.04 + 1e-9
+    assert real - 0.04 - 0.01 - 1e-9 <= every_chunk <= real + 1e-9  # one chunk + the echo behind
+    assert real - 0.01 - 1e-9 <= sparse <= real + 1e-9  # the echo's latency behind at most
