@@ -137,6 +137,8 @@ def _no_peak(samples: Any, width: int) -> int:
     return 1 << 16  # louder than any int16 sample: always saturate
 
 
+_ALWAYS = 1 << 62  # an input count no stream reaches
+
 #: The largest absolute sample of native int16 samples (``audioop.max(samples, 2)``: C, a
 #: small fraction of one numpy call), or a stand-in that makes every call saturate.
 _PEAK: Callable[[Any, int], int] = AUDIOOP.max if AUDIOOP is not None else _no_peak
@@ -354,6 +356,10 @@ class PolyphaseResampler:
         gain = float(np.abs(phases).sum(axis=1).max())
         self._quiet = int(32767.0 / (gain * (1.0 + 1e-9))) - 1
         self._reach = T - 1  # a sample is in the windows of the outputs T - 1 inputs on
+        # Finding the peak costs about what saturating costs per sample (audioop.max 0.5 ns,
+        # the clip ufunc 0.25 ns, each after ~0.1 µs per call): it pays off only where twice
+        # as many samples come out as go in. Elsewhere every call saturates.
+        self._peak: Callable[[Any, int], int] | None = _PEAK if L >= 2 * M else None
         # The input buffer: from _buf[off] on, the last `hist` input samples (off and hist:
         # the state, see _Plans); _buf[off] is where the next block's window starts (T - 1
         # samples of history before the first input the next output needs), so a call's
@@ -378,8 +384,8 @@ class PolyphaseResampler:
         self._now = self._state(0, T - 1)  # _buf[0] is input sample _n_in - (T - 1)
         self._n_in = 0  # input samples consumed (ceil(_n_in × L / M) outputs released)
         #: calls whose new input starts before this input sample may see a sample louder
-        #: than _quiet in an output's window: they saturate
-        self._loud_until = 0
+        #: than _quiet in an output's window: they saturate (all of them, without a peak)
+        self._loud_until = 0 if self._peak is not None else _ALWAYS
 
     @property
     def samples_in(self) -> int:
@@ -403,7 +409,7 @@ class PolyphaseResampler:
             plan[1][...] = x
         _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, _ = plan
         n0 = self._n_in
-        if _PEAK(samples, 2) > self._quiet:
+        if (peak := self._peak) is not None and peak(samples, 2) > self._quiet:
             self._loud_until = n0 + n + self._reach
         if y is not None:
             # overlapping rows to contiguous (int16 to float) for BLAS; then the product. The
@@ -439,7 +445,7 @@ class PolyphaseResampler:
         plan[0][:] = data
         _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, rounded = plan
         n0 = self._n_in
-        if _PEAK(samples, 2) > self._quiet:
+        if (peak := self._peak) is not None and peak(samples, 2) > self._quiet:
             self._loud_until = n0 + n + self._reach
         if y is not None:
             rows[...] = win
