@@ -360,6 +360,9 @@ class PolyphaseResampler:
         # the clip ufunc 0.25 ns, each after ~0.1 µs per call): it pays off only where twice
         # as many samples come out as go in. Elsewhere every call saturates.
         self._peak: Callable[[Any, int], int] | None = _PEAK if L >= 2 * M else None
+        # After a loud chunk, saturate for this many more inputs (0.2 s) without looking at
+        # their peaks: loud speech costs one peak every ten 20 ms frames, not one a frame
+        self._hold = self._reach + in_rate // 5
         # The input buffer: from _buf[off] on, the last `hist` input samples (off and hist:
         # the state, see _Plans); _buf[off] is where the next block's window starts (T - 1
         # samples of history before the first input the next output needs), so a call's
@@ -409,8 +412,14 @@ class PolyphaseResampler:
             plan[1][...] = x
         _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, _ = plan
         n0 = self._n_in
-        if (peak := self._peak) is not None and peak(samples, 2) > self._quiet:
-            self._loud_until = n0 + n + self._reach
+        # (unlooked-at input counts as loud: it is looked at once it would reach past
+        # _loud_until; the windows of calls starting before _loud_until may hold loud samples)
+        if (
+            (peak := self._peak) is not None
+            and n0 + n + self._reach > self._loud_until
+            and peak(samples, 2) > self._quiet
+        ):
+            self._loud_until = n0 + n + self._hold
         if y is not None:
             # overlapping rows to contiguous (int16 to float) for BLAS; then the product. The
             # statement and the method skip np.copyto's and np.dot's __array_function__
@@ -445,8 +454,14 @@ class PolyphaseResampler:
         plan[0][:] = data
         _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, rounded = plan
         n0 = self._n_in
-        if (peak := self._peak) is not None and peak(samples, 2) > self._quiet:
-            self._loud_until = n0 + n + self._reach
+        # (unlooked-at input counts as loud: it is looked at once it would reach past
+        # _loud_until; the windows of calls starting before _loud_until may hold loud samples)
+        if (
+            (peak := self._peak) is not None
+            and n0 + n + self._reach > self._loud_until
+            and peak(samples, 2) > self._quiet
+        ):
+            self._loud_until = n0 + n + self._hold
         if y is not None:
             rows[...] = win
             rows.dot(block, out)
