@@ -16,12 +16,16 @@ other processes falls on all of them alike.
 
 The chain rows run ``wav_source → g711_decode → resample 16k → vad_gate (webrtc, annotate) →
 resample 8k → g711_encode → null_sink`` through the Runner and, beside it, a plain Python loop
-making the same library calls on the same file (goal: the chain ≤ 1.5× the loop).
+making the same calls on the same file: the file read 160 bytes at a time, ``audioop``, the
+resampler's core as the stage calls it, the VAD's pre-emphasis and ``webrtcvad`` per 30 ms, no
+frame objects and no generators (goal: the chain ≤ 1.5× the loop). A second loop and chain use
+soxr HQ streams for the resamplers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import tempfile
 import time
 import warnings
@@ -95,13 +99,16 @@ def paired(
     runs: dict[str, Callable[[int], object]], *, n: int, n0: int, repeat: int
 ) -> dict[str, np.ndarray]:
     """CPU µs per item of each ``run(k)``, the fixed cost taken out by differencing ``n`` and
-    ``n0`` items; within a repetition every run goes once, in turn (so a burst of load from
-    other processes hits them all)."""
+    ``n0`` items; within a repetition every run goes once, in turn, the order reversed every
+    other repetition (so a burst of load from other processes, or a drift, hits them all
+    alike), each after a full garbage collection (so none pays for another's garbage)."""
     out = {name: np.empty(repeat) for name in runs}
     for fn in runs.values():
         fn(n0)  # warm-up: imports, first-call caches
+    order = list(runs.items())
     for r in range(repeat):
-        for name, fn in runs.items():
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            gc.collect()
             t0 = _cpu()
             fn(n0)
             t1 = _cpu()
@@ -145,7 +152,9 @@ def audioop_module() -> Any:
 
 
 class RawCalls(NamedTuple):
-    """The bare library calls a raw path is made of."""
+    """The bare library calls a raw path is made of. ``up``/``down`` take and return int16
+    arrays for soxr (its own call) and pcm16 bytes for ours (``process_bytes``, the call the
+    ``resample`` stage makes); ``soxr`` says which."""
 
     ulaw2lin: Callable[..., bytes]
     lin2ulaw: Callable[..., bytes]
@@ -154,12 +163,13 @@ class RawCalls(NamedTuple):
     up: Callable[[Any], Any]
     down: Callable[[Any], Any]
     is_speech: Callable[..., bool]
+    soxr: bool
 
 
 def raw_calls(engine: str, down_from: int, what: str) -> RawCalls:
     """audioop's μ-law codec and arithmetic, resamplers 8k→16k and ``down_from``→8k (``soxr``:
-    soxr HQ streams, int16; ``ours``: the low-latency resampler's core) and webrtcvad mode 3.
-    ``what`` names the caller in the error when audioop is missing."""
+    soxr HQ streams, int16; ``ours``: the low-latency resampler's core, as the stage calls it)
+    and webrtcvad mode 3. ``what`` names the caller in the error when audioop is missing."""
     import webrtcvad
 
     from stages.resample import PolyphaseResampler
@@ -167,15 +177,16 @@ def raw_calls(engine: str, down_from: int, what: str) -> RawCalls:
     ao = audioop_module()
     if ao is None:
         raise RuntimeError(f"{what} needs audioop (or audioop-lts on Python 3.13+)")
+    is_speech = webrtcvad.Vad(3).is_speech
     if engine == "soxr":
         import soxr
 
         up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ").resample_chunk
         down = soxr.ResampleStream(down_from, 8000, 1, dtype="int16", quality="HQ").resample_chunk
-    else:
-        up = PolyphaseResampler(8000, 16000).process
-        down = PolyphaseResampler(down_from, 8000).process
-    return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, webrtcvad.Vad(3).is_speech)
+        return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, is_speech, True)
+    up = PolyphaseResampler(8000, 16000).process_bytes
+    down = PolyphaseResampler(down_from, 8000).process_bytes
+    return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, is_speech, False)
 
 
 # ---------------------------------------------------------------------------- per stage
@@ -201,7 +212,7 @@ def _stage_cases(n: int) -> list[tuple[str, str, dict[str, Any], list[Audio], Ca
 
     def resampler(src: int, dst: int, low_latency: bool) -> Callable[[], Any]:
         def make() -> Any:
-            return StreamResampler(src, dst, "HQ", low_latency).engine.process
+            return StreamResampler(src, dst, "HQ", low_latency).engine.process_bytes
 
         return make
 
@@ -380,12 +391,14 @@ def _chain_pipeline(path: Path, low_latency: bool) -> Pipeline:
 
 
 def _plain_loop(path: Path, engine: str) -> None:
-    """The chain's library calls in one Python loop: read 20 ms, decode, resample up, the VAD's
-    pre-emphasis and webrtcvad per 30 ms window, resample down, encode. ``engine``: ``soxr``
-    (soxr HQ streams, int16) or ``ours`` (the low-latency resampler's core)."""
+    """The chain's library calls in one Python loop: read 20 ms from the file, decode, resample
+    up, the VAD's pre-emphasis and webrtcvad per 30 ms window, resample down, encode; no frame
+    objects, no generators. ``engine``: ``soxr`` (soxr HQ streams on int16 arrays) or ``ours``
+    (the low-latency resampler's core on bytes, the call the stage makes)."""
     from stages.wavfile import read_header
 
-    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech = raw_calls(engine, 16000, "the plain loop")
+    raw = raw_calls(engine, 16000, "the plain loop")
+    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech, soxr = raw
     i16 = np.dtype("<i2")
     frombuffer = np.frombuffer
     last = b"\0\0"
@@ -394,8 +407,13 @@ def _plain_loop(path: Path, engine: str) -> None:
         f.seek(read_header(path).data_offset)
         read = f.read
         while data := read(160):
-            y = up(frombuffer(ulaw2lin(data, 2), i16))
-            b = y.tobytes()
+            if soxr:
+                y = up(frombuffer(ulaw2lin(data, 2), i16))
+                b = y.tobytes()
+                low = down(y).tobytes()
+            else:
+                b = up(ulaw2lin(data, 2))
+                low = down(b)
             if b:
                 emph = add(b, mul(last + b[:-2], 2, -0.8), 2)
                 last = b[-2:]
@@ -403,7 +421,7 @@ def _plain_loop(path: Path, engine: str) -> None:
                 while len(buf) >= 960:
                     is_speech(buf[:960], 16000)
                     buf = buf[960:]
-            lin2ulaw(down(y).tobytes(), 2)
+            lin2ulaw(low, 2)
 
 
 def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
@@ -416,17 +434,18 @@ def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
             "chain soxr": lambda k: _run(_chain_pipeline(paths[k], False)),
         }
         got = paired(runs, n=n, n0=n0, repeat=repeat)
-    loop_soxr = row(
-        "chain",
-        "plain loop: audioop, soxr HQ up, pre-emphasis + webrtcvad, soxr HQ down, audioop",
-        got["loop soxr"],
-        note="CPU per 20 ms frame",
-    )
     loop_ours = row(
         "chain",
-        "plain loop, the same with the low-latency resampler's core",
+        "plain loop, the stages' cores: file read 160 B, audioop ulaw2lin, low-latency resampler "
+        "8k→16k, pre-emphasis + webrtcvad per 30 ms, resampler 16k→8k, audioop lin2ulaw",
         got["loop ours"],
-        note="CPU per 20 ms frame",
+        note="CPU per 20 ms frame; the same calls the stages make, no frames, no generators",
+    )
+    loop_soxr = row(
+        "chain",
+        "plain loop, the same with soxr HQ streams (int16) for the resamplers",
+        got["loop soxr"],
+        note="CPU per 20 ms frame; soxr's own call on int16 arrays",
     )
     chain = (
         "wav_source → g711_decode → resample 16k → vad_gate webrtc annotate → resample 8k "
@@ -440,30 +459,32 @@ def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
         "chain",
         chain,
         got["chain ll"],
-        note=f"low_latency (default); {best('chain ll', 'loop soxr')}; goal ≤ 1.5× loop",
-    )
-    ll2 = row(
-        "chain",
-        "  the chain vs the loop with the same resampler core",
-        ll.samples,
-        note=best("chain ll", "loop ours"),
+        note=f"low_latency (default), same cores as the loop; {best('chain ll', 'loop ours')}; "
+        "goal ≤ 1.5× loop",
     )
     sx = row(
         "chain",
         "  the chain with low_latency: false",
         got["chain soxr"],
-        note=f"soxr HQ in both; {best('chain soxr', 'loop soxr')}; goal ≤ 1.5× loop",
+        note=f"soxr HQ in both (the stage's soxr call goes through float32); "
+        f"{best('chain soxr', 'loop soxr')}; goal ≤ 1.5× loop",
+    )
+    ll_sx = row(
+        "chain",
+        "  the chain (low_latency) vs the loop with soxr",
+        ll.samples,
+        note=f"different resamplers; {best('chain ll', 'loop soxr')}",
     )
     return [
-        loop_soxr,
         loop_ours,
-        compare(ll, loop_soxr),
-        compare(ll2, loop_ours),
+        loop_soxr,
+        compare(ll, loop_ours),
         compare(sx, loop_soxr),
+        compare(ll_sx, loop_soxr),
     ]
 
 
 def run(quick: bool = False, tiny: bool = False) -> list[Row]:
     """Per-stage rows and the chain rows."""
-    n, n0, repeat = (120, 20, 2) if tiny else (3000, 300, 9) if quick else (6000, 600, 15)
+    n, n0, repeat = (120, 20, 2) if tiny else (3000, 300, 11) if quick else (6000, 600, 15)
     return stage_rows(n, n0, repeat) + chain_rows(n, n0, repeat)
