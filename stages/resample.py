@@ -36,6 +36,7 @@ from pipeline.context import StageContext
 from pipeline.errors import FormatError, StageError, UsageError
 from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
 from pipeline.spec import stage
+from stages.g711 import AUDIOOP
 
 Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 Int16Array: TypeAlias = npt.NDArray[np.int16]
@@ -130,6 +131,17 @@ def _clip_pair(y: npt.NDArray[Any], lo: Any, hi: Any, out: npt.NDArray[Any]) -> 
 
 
 _CLIP: Callable[..., Any] = _clip_ufunc() or _clip_pair
+
+
+def _no_peak(samples: Any, width: int) -> int:
+    return 1 << 16  # louder than any int16 sample: always saturate
+
+
+_ALWAYS = 1 << 62  # an input count no stream reaches
+
+#: The largest absolute sample of native int16 samples (``audioop.max(samples, 2)``: C, a
+#: small fraction of one numpy call), or a stand-in that makes every call saturate.
+_PEAK: Callable[[Any, int], int] = AUDIOOP.max if AUDIOOP is not None else _no_peak
 
 
 #: The int16 bounds as 0-d arrays: a ufunc takes these at about half the cost of Python floats.
@@ -337,6 +349,20 @@ class PolyphaseResampler:
             self._phases = phases
         #: group delay of the filter, in seconds of media
         self.delay_s = (n - 1) / 2.0 / fs
+        # An output is at most (the sum of its phase's |taps|) × (the loudest input sample in
+        # its window): while every input sample an output's window can see is at most _quiet,
+        # no output can round beyond the int16 range and saturating is skipped (it changes
+        # nothing then). The margin covers the float sums' rounding.
+        gain = float(np.abs(phases).sum(axis=1).max())
+        self._quiet = int(32767.0 / (gain * (1.0 + 1e-9))) - 1
+        self._reach = T - 1  # a sample is in the windows of the outputs T - 1 inputs on
+        # Finding the peak costs about what saturating costs per sample (audioop.max 0.5 ns,
+        # the clip ufunc 0.25 ns, each after ~0.1 µs per call): it pays off only where twice
+        # as many samples come out as go in. Elsewhere every call saturates.
+        self._peak: Callable[[Any, int], int] | None = _PEAK if L >= 2 * M else None
+        # After a loud chunk, saturate for this many more inputs (0.2 s) without looking at
+        # their peaks: loud speech costs one peak every ten 20 ms frames, not one a frame
+        self._hold = self._reach + in_rate // 5
         # The input buffer: from _buf[off] on, the last `hist` input samples (off and hist:
         # the state, see _Plans); _buf[off] is where the next block's window starts (T - 1
         # samples of history before the first input the next output needs), so a call's
@@ -360,6 +386,9 @@ class PolyphaseResampler:
         self._buf[: T - 1] = 0
         self._now = self._state(0, T - 1)  # _buf[0] is input sample _n_in - (T - 1)
         self._n_in = 0  # input samples consumed (ceil(_n_in × L / M) outputs released)
+        #: calls whose new input starts before this input sample may see a sample louder
+        #: than _quiet in an output's window: they saturate (all of them, without a peak)
+        self._loud_until = 0 if self._peak is not None else _ALWAYS
 
     @property
     def samples_in(self) -> int:
@@ -381,16 +410,28 @@ class PolyphaseResampler:
             x = _as_int16(samples)
             plan = self._now.get(~len(x)) or self._plan(len(x), ~len(x))
             plan[1][...] = x
-        _, _, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, _ = plan
+        _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, _ = plan
+        n0 = self._n_in
+        # (unlooked-at input counts as loud: it is looked at once it would reach past
+        # _loud_until; the windows of calls starting before _loud_until may hold loud samples)
+        if (
+            (peak := self._peak) is not None
+            and n0 + n + self._reach > self._loud_until
+            and peak(samples, 2) > self._quiet
+        ):
+            self._loud_until = n0 + n + self._hold
         if y is not None:
             # overlapping rows to contiguous (int16 to float) for BLAS; then the product. The
             # statement and the method skip np.copyto's and np.dot's __array_function__
             # dispatch (0.3 and 0.1 µs a call, a tenth of the whole call)
             rows[...] = win
             rows.dot(block, out)
-            # _to_int16, inlined: a function call costs about what a ufunc call does here
+            # _to_int16, inlined: a function call costs about what a ufunc call does here.
+            # Saturate first (the bounds are integers: the order does not change the
+            # samples), and only where a loud sample may be in a window.
+            if n0 < self._loud_until:
+                _CLIP(y, _LO, _HI, y)
             _RINT(y, y)
-            _CLIP(y, _LO, _HI, y)
             result = y.astype(_INT16)
         elif n_out:  # the gather form
             result = self._gather(n)
@@ -399,7 +440,7 @@ class PolyphaseResampler:
         if shift_to is not None:  # past the middle: the history goes back to the front
             shift_to[:] = shift_from
         self._now = after
-        self._n_in += n
+        self._n_in = n0 + n
         return result
 
     def process_bytes(self, data: bytes) -> bytes:
@@ -411,13 +452,23 @@ class PolyphaseResampler:
         written to later."""
         plan = self._now.get(len(data)) or self._plan(len(data) >> 1, len(data))
         plan[0][:] = data
-        _, _, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, rounded = plan
+        _, samples, win, rows, block, out, y, shift_to, shift_from, after, n, n_out, rounded = plan
+        n0 = self._n_in
+        # (unlooked-at input counts as loud: it is looked at once it would reach past
+        # _loud_until; the windows of calls starting before _loud_until may hold loud samples)
+        if (
+            (peak := self._peak) is not None
+            and n0 + n + self._reach > self._loud_until
+            and peak(samples, 2) > self._quiet
+        ):
+            self._loud_until = n0 + n + self._hold
         if y is not None:
             rows[...] = win
             rows.dot(block, out)
-            # Saturate, then round: the bounds are integers, so the order does not change the
-            # samples. The assignment converts exact integers: nothing is truncated.
-            _CLIP(y, _LO, _HI, y)
+            # Saturate where a loud sample may be in a window, then round (as in process).
+            # The assignment converts exact integers: nothing is truncated.
+            if n0 < self._loud_until:
+                _CLIP(y, _LO, _HI, y)
             _RINT(y, y)
             rounded[...] = y
             result: bytes = rounded.tobytes()
@@ -428,7 +479,7 @@ class PolyphaseResampler:
         if shift_to is not None:
             shift_to[:] = shift_from
         self._now = after
-        self._n_in += n
+        self._n_in = n0 + n
         return result
 
     def flush(self) -> Int16Array:

@@ -210,6 +210,29 @@ def test_same_samples_as_a_direct_evaluation(in_rate: int, out_rate: int, kind: 
         assert y.max() == 32767 and y.min() == -32768
 
 
+@pytest.mark.parametrize("in_rate,out_rate", TELEPHONY + ODD[:3])
+def test_saturation_wherever_a_loud_sample_is_in_a_window(in_rate: int, out_rate: int) -> None:
+    # The engine saturates only while a sample loud enough to push an output past int16 may
+    # be in an output's window: quiet audio with full-scale bursts (a long one and one of
+    # three samples), fed in chunks smaller and larger than the filter, as bytes and arrays,
+    # gives the samples of the definition, which saturates everything.
+    quiet = noise(in_rate // 4, 12) // 8
+    t = np.arange(in_rate // 50 + 7) / in_rate  # a full-scale 200 Hz square wave: it overshoots
+    loud = np.where(np.sin(2 * np.pi * 200 * t + 0.1) >= 0, 32767, -32768).astype(np.int16)
+    x = np.concatenate([quiet, loud, quiet, loud[:3], quiet, loud[-1:], quiet[:50]])
+    rs = PolyphaseResampler(in_rate, out_rate)
+    outs, i = [], 0
+    for k in itertools.cycle([1, 7, 33, 160, 2, 500]):
+        if i >= len(x):
+            break
+        outs.append(call(rs, x[i : i + k], CALLS[i % 3]))
+        i += k
+    outs.append(rs.flush())
+    y = np.concatenate(outs)
+    np.testing.assert_array_equal(y, direct(in_rate, out_rate, x))
+    assert y.max() == 32767 and y.min() == -32768  # the bursts did saturate
+
+
 @st.composite
 def chunking(draw: st.DrawFn) -> tuple[tuple[int, int], I16, list[tuple[int, str]]]:
     rates = draw(st.sampled_from(TELEPHONY + ODD))
