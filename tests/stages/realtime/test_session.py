@@ -1141,7 +1141,18 @@ async def test_emulator_openai_dialect_at_24k() -> None:
 @aio
 async def test_no_api_key_anywhere(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    logging.getLogger("websockets").setLevel(logging.DEBUG)
+    # caplog restores the root's level; websockets' own logger is put back here, since a
+    # connection with debug logging on reads every frame through websockets' slow path
+    websockets_logger = logging.getLogger("websockets")
+    level = websockets_logger.level
+    websockets_logger.setLevel(logging.DEBUG)
+    try:
+        await _no_api_key_anywhere(caplog)
+    finally:
+        websockets_logger.setLevel(level)
+
+
+async def _no_api_key_anywhere(caplog: pytest.LogCaptureFixture) -> None:
     captured: list[str] = []
     with structlog.testing.capture_logs() as logs:
         async with emulator.run_emulator(emulator.EmulatorConfig(), "127.0.0.1", 0) as emu:
