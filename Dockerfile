@@ -6,8 +6,12 @@
 ARG PYTHON=3.11
 
 FROM python:${PYTHON}-slim AS build
+# a C compiler for the hot path's kernels (setup.py); the image that runs needs none
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIPELINE_REQUIRE_EXTENSIONS=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY pipeline ./pipeline
 COPY stages ./stages
 COPY benchmarks ./benchmarks

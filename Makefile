@@ -7,7 +7,10 @@ JS_STAMP := tests/js/node_modules/.installed-stamp
 
 .PHONY: run playground test lint typecheck unit bench soak clean
 
-$(STAMP): pyproject.toml Makefile
+# (the C kernels too: an edited one is rebuilt by the editable install)
+KERNELS := $(wildcard pipeline/*.c stages/*.c stages/*/*.c stages/*/*/*.c)
+
+$(STAMP): pyproject.toml Makefile setup.py $(KERNELS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -28,7 +28,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(
         ROOT,
         src,
-        ignore=shutil.ignore_patterns(".venv", ".git", "out", "*.egg-info", "build", "__pycache__"),
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "out", "*.egg-info", "build", "__pycache__", "*.so"
+        ),
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -46,6 +48,19 @@ def test_wheel_holds_the_vad_model_and_its_licence(wheel: Path) -> None:
     assert "stages/vad/data/SILERO_VAD_LICENSE" in names
     assert "pipeline/py.typed" in names and "stages/py.typed" in names
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_wheel_holds_every_compiled_kernel(wheel: Path) -> None:
+    """Each C kernel in the tree is compiled into the wheel (a platform wheel, then)."""
+    from pipeline import native
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in native.KERNELS:
+        source = ROOT / (module.replace(".", "/") + ".c")
+        if source.is_file():
+            stem = module.replace(".", "/") + "."
+            assert [n for n in names if n.startswith(stem) and n.endswith(".so")], module
+    assert "-none-any" not in wheel.name
 
 
 def test_installed_wheel_runs_the_default_pipeline(wheel: Path, tmp_path: Path) -> None:
