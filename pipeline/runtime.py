@@ -126,6 +126,12 @@ class StageStats:
             return self.audio_s + self.audio_bytes / self.bytes_per_s
         return self.audio_s
 
+    def media_in(self, fmt: AudioFormat) -> None:
+        """The source's audio is in ``fmt`` (its first frame's, when the plan did not know
+        it): count bytes from now."""
+        self.media_format = fmt
+        self.bytes_per_s = fmt.bytes_per_second
+
     def media_exactly(self) -> None:
         """A frame of another format than the plan's came out: count frame by frame from now."""
         self.audio_s = self.media_s
@@ -298,9 +304,13 @@ class _Input:
 
     async def _between(self) -> AsyncGenerator[Frame, None]:
         # Fused, from a stage that is not a source, every frame carried: the most common
-        # link, and the hot path of the whole framework. An untimed pull (15 in 16) is a
-        # generator step, a class test, a count and a countdown; the counts reach the stages'
-        # counters on each timed pull, each event and at the end.
+        # link, and the hot path of the whole framework. Two loops: a timed pull (one in
+        # ``every``, and any pull while an outer one is timed) steps the upstream with
+        # ``__anext__`` between two clock reads; the untimed pulls in between run in a bare
+        # ``async for`` whose step is a countdown, a class test and a yield. The countdown is
+        # the count: the frames pulled since the counters were last brought up to date are
+        # ``mark - left``, added to them on each timed pull, each event, each return to the
+        # timed loop and at the end.
         stats = self.stats
         sink = self._sink
         up = self._up
@@ -313,75 +323,79 @@ class _Input:
         audio = Audio
         perf = _perf
         times = up_stats.times
-        n = 0  # frames pulled and not yet added to the counters
-        t0 = t1 = w0 = s0 = 0
-        left = every
+        left = mark = every  # the countdown to our own next timed pull, and its last count
         timed = bool(every) or timing.active > 0  # the first pull is timed
-        if timed:
-            t0 = perf()
-            w0 = up_in.wait_ns
-            s0 = up_stats.sleep_ns
-            timing.active += 1
         try:
-            async for frame in up:
-                n += 1
+            while True:
                 if timed:
+                    t0 = perf()
+                    w0 = up_in.wait_ns
+                    s0 = up_stats.sleep_ns
+                    timing.active += 1
+                    try:
+                        frame = await up.__anext__()
+                    except StopAsyncIteration:  # the upstream ended during a timed pull
+                        timing.active -= 1
+                        self._ended(t0)
+                        return
                     timing.active -= 1
                     t1 = perf()
                     own = t1 - t0 - (up_stats.sleep_ns - s0) - (up_in.wait_ns - w0)
                     if len(times) < _MAX_TIMES:  # never a negative time: see _from_upstream
                         times.append(own if own > 0 else 0)
                     self.wait_ns += t1 - t0
-                    up_stats.frames_out += n
-                    stats.frames_in += n
-                    n = 0
+                    left -= 1
+                    k = mark - left
+                    up_stats.frames_out += k
+                    stats.frames_in += k
+                    mark = left
                     if frame.__class__ is not audio:
                         frame = arrived(frame)
                     yield frame
                     if sink:  # the sink's work: from handing it the frame to its next ask
                         stats.record(perf() - t1)
-                    left -= 1
-                    if left and not timing.active:
-                        timed = False
+                    if not left:
+                        left = mark = every
                         continue
-                elif frame.__class__ is audio:
+                    if timing.active:
+                        continue
+                async for frame in up:
+                    left -= 1
+                    if frame.__class__ is not audio:
+                        k = mark - left
+                        up_stats.frames_out += k
+                        stats.frames_in += k
+                        mark = left
+                        frame = arrived(frame)
                     yield frame
-                    left -= 1
                     if left and not timing.active:
                         continue
-                else:
-                    up_stats.frames_out += n
-                    stats.frames_in += n
-                    n = 0
-                    yield arrived(frame)
-                    left -= 1
-                    if left and not timing.active:
-                        continue
-                if not left:
-                    left = every
+                    break
+                else:  # the upstream ended during an untimed pull
+                    break
                 timed = True
-                t0 = perf()
-                w0 = up_in.wait_ns
-                s0 = up_stats.sleep_ns
-                timing.active += 1
+                if not left:
+                    k = mark - left
+                    up_stats.frames_out += k
+                    stats.frames_in += k
+                    left = mark = every
         except StageError:
             raise
         except Exception as exc:
             raise _stage_error(up_stats.id, exc) from exc
         finally:
-            up_stats.frames_out += n
-            stats.frames_in += n
-        if timed:  # the upstream ended during a timed pull
-            timing.active -= 1
-            self._ended(t0)
-        else:
-            self._ended(None)
+            k = mark - left
+            up_stats.frames_out += k
+            stats.frames_in += k
+            mark = left
+        self._ended(None)
 
     async def _from_source(self) -> AsyncGenerator[Frame, None]:
         # Fused, from a source, every frame carried: as :meth:`_between`, and the source's
         # stream ends when the run is asked to stop, and its audio counts as the run's media:
-        # in bytes when the plan knows its format (checked on each timed frame), else frame
-        # by frame.
+        # in bytes of the plan's format, or of the first timed audio frame's when the plan
+        # does not know it (the format is checked on each timed frame); frame by frame from
+        # the first timed frame of another format on.
         stats = self.stats
         sink = self._sink
         up = self._up
@@ -396,33 +410,41 @@ class _Input:
         times = up_stats.times
         bps = BYTES_PER_SAMPLE
         fmt = up_stats.media_format
-        exact = fmt is None
-        n = 0  # frames pulled and not yet added to the counters
-        t0 = t1 = s0 = 0
+        learn = exact = fmt is None  # frame by frame until a timed frame gives the format
         if stop.requested:
             self._ended(None)
             return
-        left = every
+        left = mark = every  # as in _between: the countdown is the count
         timed = bool(every) or timing.active > 0  # the first pull is timed
-        if timed:
-            t0 = perf()
-            s0 = up_stats.sleep_ns
-            timing.active += 1
         try:
-            async for frame in up:
-                n += 1
+            while True:
                 if timed:
+                    t0 = perf()
+                    s0 = up_stats.sleep_ns
+                    timing.active += 1
+                    try:
+                        frame = await up.__anext__()
+                    except StopAsyncIteration:  # the source ended during a timed pull
+                        timing.active -= 1
+                        self._ended(t0)
+                        return
                     timing.active -= 1
                     t1 = perf()
                     own = t1 - t0 - (up_stats.sleep_ns - s0)
                     if len(times) < _MAX_TIMES:
                         times.append(own if own > 0 else 0)
                     self.wait_ns += t1 - t0
-                    up_stats.frames_out += n
-                    stats.frames_in += n
-                    n = 0
+                    left -= 1
+                    k = mark - left
+                    up_stats.frames_out += k
+                    stats.frames_in += k
+                    mark = left
                     if frame.__class__ is audio:
-                        if fmt is not None and not _holds(fmt, frame):
+                        if learn:
+                            fmt = frame.format
+                            up_stats.media_in(fmt)
+                            learn = exact = False
+                        elif fmt is not None and not _holds(fmt, frame):
                             up_stats.media_exactly()
                             fmt = None
                             exact = True
@@ -436,53 +458,52 @@ class _Input:
                     if sink:
                         stats.record(perf() - t1)
                     if stop.requested:
-                        timed = False
                         break
-                    left -= 1
-                    if left and not timing.active:
-                        timed = False
+                    if not left:
+                        left = mark = every
                         continue
-                elif frame.__class__ is audio:
-                    if exact:  # Audio.duration, spelt out: a property call costs as much
-                        up_stats.audio_s += (
-                            len(frame.data) // (bps[frame.encoding] * frame.channels) / frame.rate
-                        )
+                    if timing.active:
+                        continue
+                async for frame in up:
+                    left -= 1
+                    if frame.__class__ is audio:
+                        if exact:  # Audio.duration, spelt out: a property call costs as much
+                            up_stats.audio_s += (
+                                len(frame.data)
+                                // (bps[frame.encoding] * frame.channels)
+                                / frame.rate
+                            )
+                        else:
+                            up_stats.audio_bytes += len(frame.data)
                     else:
-                        up_stats.audio_bytes += len(frame.data)
+                        k = mark - left
+                        up_stats.frames_out += k
+                        stats.frames_in += k
+                        mark = left
+                        frame = arrived(frame)
                     yield frame
-                    if stop.requested:
-                        break
-                    left -= 1
-                    if left and not timing.active:
+                    if left and not timing.active and not stop.requested:
                         continue
-                else:
-                    up_stats.frames_out += n
-                    stats.frames_in += n
-                    n = 0
-                    yield arrived(frame)
-                    if stop.requested:
-                        break
-                    left -= 1
-                    if left and not timing.active:
-                        continue
-                if not left:
-                    left = every
+                    break
+                else:  # the source ended during an untimed pull
+                    break
+                if stop.requested:
+                    break
                 timed = True
-                t0 = perf()
-                s0 = up_stats.sleep_ns
-                timing.active += 1
+                if not left:
+                    up_stats.frames_out += mark
+                    stats.frames_in += mark
+                    left = mark = every
         except StageError:
             raise
         except Exception as exc:
             raise _stage_error(up_stats.id, exc) from exc
         finally:
-            up_stats.frames_out += n
-            stats.frames_in += n
-        if timed:  # the source ended during a timed pull
-            timing.active -= 1
-            self._ended(t0)
-        else:
-            self._ended(None)  # it ended, or the run was asked to stop
+            k = mark - left
+            up_stats.frames_out += k
+            stats.frames_in += k
+            mark = left
+        self._ended(None)  # it ended, or the run was asked to stop
 
     async def _from_upstream(self) -> AsyncGenerator[Frame, None]:
         # Fused: step the upstream generator from this one. The untimed pull (15 in 16) is the
