@@ -48,6 +48,7 @@ typedef struct {
     PyObject_HEAD
     int64_t up, down;       /* L, M */
     Py_ssize_t width;       /* Tp: taps per phase, padded to a multiple of W */
+    Py_ssize_t taps_per_phase; /* T */
     double *taps;           /* up × width, reversed and padded (see above) */
     double *buf;            /* width − 1 samples of history, then a call's input */
     Py_ssize_t cap;         /* capacity of buf, in samples */
@@ -57,33 +58,135 @@ typedef struct {
     int64_t phase;          /* p of the next output */
 } Polyphase;
 
+/* One output's sum, rounded half to even and saturated, stored as little-endian pcm16. */
+static inline void
+store(unsigned char *out, double sum)
+{
+    double y = rint(sum);
+    long v = y < -32768.0 ? -32768 : y > 32767.0 ? 32767 : (long)y;
+    out[0] = (unsigned char)(v & 0xff);
+    out[1] = (unsigned char)((v >> 8) & 0xff);
+}
+
+#if defined(__GNUC__) /* gcc and clang: vectors of eight doubles, whatever the target's width */
+typedef double vec __attribute__((vector_size(W * sizeof(double))));
+static inline vec
+load(const double *p)
+{
+    vec v;
+    memcpy(&v, p, sizeof v); /* an unaligned load */
+    return v;
+}
+static inline double
+total(vec t)
+{
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+/* Four outputs' sums: four independent chains of vector additions (one output's alone would
+ * be one chain, which the adder's latency would hold back). */
+static inline void
+sums4(const double *const *h, const double *const *x, Py_ssize_t width, double *y)
+{
+    vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (Py_ssize_t k = 0; k < width; k += W) {
+        a0 += load(h[0] + k) * load(x[0] + k);
+        a1 += load(h[1] + k) * load(x[1] + k);
+        a2 += load(h[2] + k) * load(x[2] + k);
+        a3 += load(h[3] + k) * load(x[3] + k);
+    }
+    y[0] = total(a0);
+    y[1] = total(a1);
+    y[2] = total(a2);
+    y[3] = total(a3);
+}
+#else /* portable C: the same sums, eight scalar accumulators per output */
+static inline void
+sums4(const double *const *h, const double *const *x, Py_ssize_t width, double *y)
+{
+    for (int i = 0; i < 4; i++) {
+        double a[W] = {0};
+        for (Py_ssize_t k = 0; k < width; k += W)
+            for (int u = 0; u < W; u++)
+                a[u] += h[i][k + u] * x[i][k + u];
+        y[i] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+}
+#endif
+
+/* Up-sampling by L (M = 1): output b·L + p is phase p at base b, so a call's outputs are every
+ * phase at each new base. Vectors run across bases, not taps: for a block of B consecutive
+ * bases and one phase, each tap (a scalar) multiplies B consecutive input samples (one vector
+ * load) into B sums, no horizontal additions, B / 8 independent chains. */
+#define B 32
+CLONES static void
+run_up(const double *restrict taps, const double *restrict buf, Py_ssize_t width, Py_ssize_t T,
+       int64_t up, Py_ssize_t n, unsigned char *restrict out)
+{
+    const Py_ssize_t pad = width - T;
+    for (Py_ssize_t b0 = 0; b0 < n; b0 += B) {
+        Py_ssize_t nb = n - b0 < B ? n - b0 : B;
+        for (int64_t p = 0; p < up; p++) {
+            const double *h = taps + p * width + pad;
+            const double *x = buf + b0 + pad;
+            double y[B];
+#if defined(__GNUC__)
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double t = h[k];
+                a0 += t * load(x + k);
+                a1 += t * load(x + k + W);
+                a2 += t * load(x + k + 2 * W);
+                a3 += t * load(x + k + 3 * W);
+            }
+            memcpy(y, &a0, sizeof a0);
+            memcpy(y + W, &a1, sizeof a1);
+            memcpy(y + 2 * W, &a2, sizeof a2);
+            memcpy(y + 3 * W, &a3, sizeof a3);
+#else
+            for (int e = 0; e < B; e++)
+                y[e] = 0.0;
+            for (Py_ssize_t k = 0; k < T; k++)
+                for (int e = 0; e < B; e++)
+                    y[e] += h[k] * x[k + e];
+#endif
+            for (Py_ssize_t e = 0; e < nb; e++)
+                store(out + 2 * ((b0 + e) * up + p), y[e]);
+        }
+    }
+}
+
 /* Outputs from the samples in buf: the one with base b reads buf[b − n_in .. b − n_in + Tp − 1]
- * (the caller guarantees b − n_in ≥ 0 for the first and b ≤ n_in + n − 1 for the last). */
+ * (the caller guarantees b − n_in ≥ 0 for the first and b ≤ n_in + n − 1 for the last), four
+ * at a time. */
 CLONES static void
 run(const double *restrict taps, const double *restrict buf, Py_ssize_t width, int64_t up,
     int64_t down, long long n_in, long long base, int64_t phase, Py_ssize_t count,
     unsigned char *restrict out)
 {
     const int64_t step_b = down / up, step_p = down % up;
-    for (Py_ssize_t j = 0; j < count; j++) {
-        const double *h = taps + phase * width;
-        const double *x = buf + (base - n_in);
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (Py_ssize_t k = 0; k < width; k += W) {
-            a0 += h[k] * x[k];
-            a1 += h[k + 1] * x[k + 1];
-            a2 += h[k + 2] * x[k + 2];
-            a3 += h[k + 3] * x[k + 3];
-            a4 += h[k + 4] * x[k + 4];
-            a5 += h[k + 5] * x[k + 5];
-            a6 += h[k + 6] * x[k + 6];
-            a7 += h[k + 7] * x[k + 7];
+    const double *h[4], *x[4];
+    double y[4];
+    Py_ssize_t j = 0;
+    while (j < count) {
+        int g = count - j < 4 ? (int)(count - j) : 4;
+        for (int i = 0; i < 4; i++) {
+            /* past the last output (a short group) the last one is summed again, unused */
+            h[i] = taps + phase * width;
+            x[i] = buf + (base - n_in);
+            if (i + 1 < g) {
+                base += step_b;
+                phase += step_p;
+                if (phase >= up) {
+                    phase -= up;
+                    base += 1;
+                }
+            }
         }
-        double y = rint(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)));
-        long v = y < -32768.0 ? -32768 : y > 32767.0 ? 32767 : (long)y;
-        out[2 * j] = (unsigned char)(v & 0xff); /* little-endian pcm16 on any host */
-        out[2 * j + 1] = (unsigned char)((v >> 8) & 0xff);
-        base += step_b;
+        sums4(h, x, width, y);
+        for (int i = 0; i < g; i++)
+            store(out + 2 * (j + i), y[i]);
+        j += g;
+        base += step_b; /* on to the output after the group's last */
         phase += step_p;
         if (phase >= up) {
             phase -= up;
@@ -133,6 +236,7 @@ Polyphase_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->up = up;
     self->down = down;
     self->width = width;
+    self->taps_per_phase = T;
     self->cap = width - 1 + 4096;
     self->taps = PyMem_Calloc((size_t)up * (size_t)width, sizeof(double));
     self->buf = PyMem_Calloc((size_t)self->cap, sizeof(double));
@@ -199,13 +303,14 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     Py_ssize_t n = len >> 1, hist = self->width - 1;
-    if (hist + n > self->cap) {
-        Py_ssize_t cap = 2 * (hist + n);
+    if (hist + n + B > self->cap) { /* (run_up reads up to B samples past the input) */
+        Py_ssize_t cap = 2 * (hist + n + B);
         double *grown = PyMem_Realloc(self->buf, (size_t)cap * sizeof(double));
         if (grown == NULL) {
             PyErr_NoMemory();
             goto done;
         }
+        memset(grown + self->cap, 0, (size_t)(cap - self->cap) * sizeof(double));
         self->buf = grown;
         self->cap = cap;
     }
@@ -221,8 +326,13 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
     if (result == NULL)
         goto done;
     if (count) {
-        run(self->taps, self->buf, self->width, self->up, self->down, self->n_in, self->base,
-            self->phase, (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+        if (self->down == 1) /* then base = n_in, phase = 0, count = n·L */
+            run_up(self->taps, self->buf, self->width, self->taps_per_phase, self->up, n,
+                   (unsigned char *)PyBytes_AS_STRING(result));
+        else
+            run(self->taps, self->buf, self->width, self->up, self->down, self->n_in,
+                self->base, self->phase, (Py_ssize_t)count,
+                (unsigned char *)PyBytes_AS_STRING(result));
         long long adv = self->phase + count * self->down;
         self->base += adv / self->up;
         self->phase = adv % self->up;
