@@ -49,6 +49,8 @@ typedef struct {
     int64_t up, down;       /* L, M */
     Py_ssize_t width;       /* Tp: taps per phase, padded to a multiple of W */
     Py_ssize_t taps_per_phase; /* T */
+    double *streams;        /* decimation: a call's samples dealt into `down` streams */
+    Py_ssize_t streams_cap; /* capacity of streams, in samples */
     double *taps;           /* up × width, reversed and padded (see above) */
     double *buf;            /* width − 1 samples of history, then a call's input */
     Py_ssize_t cap;         /* capacity of buf, in samples */
@@ -152,6 +154,63 @@ run_up(const double *restrict taps, const double *restrict buf, Py_ssize_t width
             for (Py_ssize_t e = 0; e < nb; e++)
                 store(out + 2 * ((b0 + e) * up + p), y[e]);
         }
+    }
+}
+
+/* Decimation by M (L = 1): output e of the call reads the window starting at buf[o + e·M], so
+ * consecutive outputs' samples for one tap lie M apart. The call's samples are first dealt
+ * into M streams, stream r holding buf[r], buf[M + r], buf[2M + r], ...; then tap i of
+ * consecutive outputs reads consecutive samples of stream (o + i) mod M, and the sums run
+ * across outputs as in run_up. */
+CLONES static void
+run_down(const double *restrict taps, const double *restrict buf, Py_ssize_t len,
+         double *restrict streams, Py_ssize_t stride, Py_ssize_t width, Py_ssize_t T,
+         int64_t down, Py_ssize_t o, Py_ssize_t count, unsigned char *restrict out)
+{
+    for (int64_t r = 0; r < down; r++) {
+        double *d = streams + r * stride;
+        for (Py_ssize_t m = 0, i = r; i < len; m++, i += down)
+            d[m] = buf[i];
+    }
+    const Py_ssize_t pad = width - T;
+    const double *h = taps + pad;
+    for (Py_ssize_t e0 = 0; e0 < count; e0 += B) {
+        Py_ssize_t nb = count - e0 < B ? count - e0 : B;
+        double y[B];
+        Py_ssize_t q = (o + pad) / down, r = (o + pad) % down;
+#if defined(__GNUC__)
+        vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (Py_ssize_t k = 0; k < T; k++) {
+            const double t = h[k];
+            const double *x = streams + r * stride + q + e0;
+            a0 += t * load(x);
+            a1 += t * load(x + W);
+            a2 += t * load(x + 2 * W);
+            a3 += t * load(x + 3 * W);
+            if (++r == down) {
+                r = 0;
+                q++;
+            }
+        }
+        memcpy(y, &a0, sizeof a0);
+        memcpy(y + W, &a1, sizeof a1);
+        memcpy(y + 2 * W, &a2, sizeof a2);
+        memcpy(y + 3 * W, &a3, sizeof a3);
+#else
+        for (int e = 0; e < B; e++)
+            y[e] = 0.0;
+        for (Py_ssize_t k = 0; k < T; k++) {
+            const double *x = streams + r * stride + q + e0;
+            for (int e = 0; e < B; e++)
+                y[e] += h[k] * x[e];
+            if (++r == down) {
+                r = 0;
+                q++;
+            }
+        }
+#endif
+        for (Py_ssize_t e = 0; e < nb; e++)
+            store(out + 2 * (e0 + e), y[e]);
     }
 }
 
@@ -271,6 +330,7 @@ Polyphase_dealloc(Polyphase *self)
 {
     PyMem_Free(self->taps);
     PyMem_Free(self->buf);
+    PyMem_Free(self->streams);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -329,6 +389,27 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
         if (self->down == 1) /* then base = n_in, phase = 0, count = n·L */
             run_up(self->taps, self->buf, self->width, self->taps_per_phase, self->up, n,
                    (unsigned char *)PyBytes_AS_STRING(result));
+        else if (self->up == 1) {
+            /* each stream: the call's samples (len / M + 1), then what a block of B outputs
+             * reads past them (the last block's unused lanes): B + width / M + 1 more */
+            Py_ssize_t len = hist + n, stride = len / self->down + B + self->width / self->down + 2;
+            if (self->down * stride > self->streams_cap) {
+                Py_ssize_t cap = 2 * self->down * stride;
+                double *grown = PyMem_Realloc(self->streams, (size_t)cap * sizeof(double));
+                if (grown == NULL) {
+                    Py_CLEAR(result);
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                /* (unused lanes read what is there: keep it finite) */
+                memset(grown + self->streams_cap, 0, (size_t)(cap - self->streams_cap) * sizeof(double));
+                self->streams = grown;
+                self->streams_cap = cap;
+            }
+            run_down(self->taps, self->buf, len, self->streams, stride, self->width,
+                     self->taps_per_phase, self->down, (Py_ssize_t)(self->base - self->n_in),
+                     (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+        }
         else
             run(self->taps, self->buf, self->width, self->up, self->down, self->n_in,
                 self->base, self->phase, (Py_ssize_t)count,
