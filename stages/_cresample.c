@@ -157,15 +157,17 @@ run_up(const double *restrict taps, const double *restrict buf, Py_ssize_t width
     }
 }
 
-/* Decimation by M (L = 1): output e of the call reads the window starting at buf[o + e·M], so
- * consecutive outputs' samples for one tap lie M apart. The call's samples are first dealt
- * into M streams, stream r holding buf[r], buf[M + r], buf[2M + r], ...; then tap i of
- * consecutive outputs reads consecutive samples of stream (o + i) mod M, and the sums run
- * across outputs as in run_up. */
+/* Any L/M with M > 1, when each phase has many outputs in a call: outputs j and j + L have the
+ * same phase and bases M apart, so the call's outputs fall into L groups (one per phase) whose
+ * windows start M samples apart. The call's samples are first dealt into M streams, stream r
+ * holding buf[r], buf[M + r], buf[2M + r], ...; then tap i of a group's consecutive outputs
+ * reads consecutive samples of stream (o + i) mod M (o: where the group's first window starts),
+ * and the sums run across a group's outputs as in run_up. */
 CLONES static void
-run_down(const double *restrict taps, const double *restrict buf, Py_ssize_t len,
-         double *restrict streams, Py_ssize_t stride, Py_ssize_t width, Py_ssize_t T,
-         int64_t down, Py_ssize_t o, Py_ssize_t count, unsigned char *restrict out)
+run_groups(const double *restrict taps, const double *restrict buf, Py_ssize_t len,
+           double *restrict streams, Py_ssize_t stride, Py_ssize_t width, Py_ssize_t T,
+           int64_t up, int64_t down, long long n_in, long long base, int64_t phase,
+           Py_ssize_t count, unsigned char *restrict out)
 {
     for (int64_t r = 0; r < down; r++) {
         double *d = streams + r * stride;
@@ -173,44 +175,54 @@ run_down(const double *restrict taps, const double *restrict buf, Py_ssize_t len
             d[m] = buf[i];
     }
     const Py_ssize_t pad = width - T;
-    const double *h = taps + pad;
-    for (Py_ssize_t e0 = 0; e0 < count; e0 += B) {
-        Py_ssize_t nb = count - e0 < B ? count - e0 : B;
-        double y[B];
-        Py_ssize_t q = (o + pad) / down, r = (o + pad) % down;
+    const int64_t step_b = down / up, step_p = down % up;
+    for (Py_ssize_t g = 0; g < up && g < count; g++) {
+        const double *h = taps + phase * width + pad;
+        const Py_ssize_t o = (Py_ssize_t)(base - n_in) + pad, n_group = (count - g - 1) / up + 1;
+        for (Py_ssize_t e0 = 0; e0 < n_group; e0 += B) {
+            Py_ssize_t nb = n_group - e0 < B ? n_group - e0 : B;
+            double y[B];
+            Py_ssize_t q = o / down, r = o % down;
 #if defined(__GNUC__)
-        vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (Py_ssize_t k = 0; k < T; k++) {
-            const double t = h[k];
-            const double *x = streams + r * stride + q + e0;
-            a0 += t * load(x);
-            a1 += t * load(x + W);
-            a2 += t * load(x + 2 * W);
-            a3 += t * load(x + 3 * W);
-            if (++r == down) {
-                r = 0;
-                q++;
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double t = h[k];
+                const double *x = streams + r * stride + q + e0;
+                a0 += t * load(x);
+                a1 += t * load(x + W);
+                a2 += t * load(x + 2 * W);
+                a3 += t * load(x + 3 * W);
+                if (++r == down) {
+                    r = 0;
+                    q++;
+                }
             }
-        }
-        memcpy(y, &a0, sizeof a0);
-        memcpy(y + W, &a1, sizeof a1);
-        memcpy(y + 2 * W, &a2, sizeof a2);
-        memcpy(y + 3 * W, &a3, sizeof a3);
+            memcpy(y, &a0, sizeof a0);
+            memcpy(y + W, &a1, sizeof a1);
+            memcpy(y + 2 * W, &a2, sizeof a2);
+            memcpy(y + 3 * W, &a3, sizeof a3);
 #else
-        for (int e = 0; e < B; e++)
-            y[e] = 0.0;
-        for (Py_ssize_t k = 0; k < T; k++) {
-            const double *x = streams + r * stride + q + e0;
             for (int e = 0; e < B; e++)
-                y[e] += h[k] * x[e];
-            if (++r == down) {
-                r = 0;
-                q++;
+                y[e] = 0.0;
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double *x = streams + r * stride + q + e0;
+                for (int e = 0; e < B; e++)
+                    y[e] += h[k] * x[e];
+                if (++r == down) {
+                    r = 0;
+                    q++;
+                }
             }
-        }
 #endif
-        for (Py_ssize_t e = 0; e < nb; e++)
-            store(out + 2 * (e0 + e), y[e]);
+            for (Py_ssize_t e = 0; e < nb; e++)
+                store(out + 2 * (g + (e0 + e) * up), y[e]);
+        }
+        base += step_b; /* the next group's first output */
+        phase += step_p;
+        if (phase >= up) {
+            phase -= up;
+            base += 1;
+        }
     }
 }
 
@@ -389,7 +401,7 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
         if (self->down == 1) /* then base = n_in, phase = 0, count = n·L */
             run_up(self->taps, self->buf, self->width, self->taps_per_phase, self->up, n,
                    (unsigned char *)PyBytes_AS_STRING(result));
-        else if (self->up == 1) {
+        else if (count >= 16 * self->up) { /* at least half a block per group */
             /* each stream: the call's samples (len / M + 1), then what a block of B outputs
              * reads past them (the last block's unused lanes): B + width / M + 1 more */
             Py_ssize_t len = hist + n, stride = len / self->down + B + self->width / self->down + 2;
@@ -406,9 +418,9 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
                 self->streams = grown;
                 self->streams_cap = cap;
             }
-            run_down(self->taps, self->buf, len, self->streams, stride, self->width,
-                     self->taps_per_phase, self->down, (Py_ssize_t)(self->base - self->n_in),
-                     (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+            run_groups(self->taps, self->buf, len, self->streams, stride, self->width,
+                       self->taps_per_phase, self->up, self->down, self->n_in, self->base,
+                       self->phase, (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
         }
         else
             run(self->taps, self->buf, self->width, self->up, self->down, self->n_in,
