@@ -70,20 +70,14 @@ store(unsigned char *out, double sum)
     out[1] = (unsigned char)((v >> 8) & 0xff);
 }
 
-#if defined(__GNUC__) /* gcc and clang: vectors of eight doubles, whatever the target's width */
+#if defined(__GNUC__) && !defined(CRESAMPLE_PORTABLE)
+/* gcc and clang: vectors of eight doubles, whatever the target's width (the compiler splits them
+ * into what the target has). A load from an unaligned address that may alias doubles: */
+#define VECTORS 1
 typedef double vec __attribute__((vector_size(W * sizeof(double))));
-static inline vec
-load(const double *p)
-{
-    vec v;
-    memcpy(&v, p, sizeof v); /* an unaligned load */
-    return v;
-}
-static inline double
-total(vec t)
-{
-    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-}
+typedef double uvec __attribute__((vector_size(W * sizeof(double)), aligned(8), may_alias));
+#define load(p) (*(const uvec *)(p))
+#define total(t) ((((t)[0] + (t)[1]) + ((t)[2] + (t)[3])) + (((t)[4] + (t)[5]) + ((t)[6] + (t)[7])))
 /* Four outputs' sums: four independent chains of vector additions (one output's alone would
  * be one chain, which the adder's latency would hold back). */
 static inline void
@@ -131,7 +125,7 @@ run_up(const double *restrict taps, const double *restrict buf, Py_ssize_t width
             const double *h = taps + p * width + pad;
             const double *x = buf + b0 + pad;
             double y[B];
-#if defined(__GNUC__)
+#ifdef VECTORS
             vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (Py_ssize_t k = 0; k < T; k++) {
                 const double t = h[k];
@@ -183,7 +177,7 @@ run_groups(const double *restrict taps, const double *restrict buf, Py_ssize_t l
             Py_ssize_t nb = n_group - e0 < B ? n_group - e0 : B;
             double y[B];
             Py_ssize_t q = o / down, r = o % down;
-#if defined(__GNUC__)
+#ifdef VECTORS
             vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (Py_ssize_t k = 0; k < T; k++) {
                 const double t = h[k];
