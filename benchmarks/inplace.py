@@ -15,11 +15,15 @@ differencing a long and a short run, the runs of one repetition interleaved so t
 other processes falls on all of them alike.
 
 The chain rows run ``wav_source → g711_decode → resample 16k → vad_gate (webrtc, annotate) →
-resample 8k → g711_encode → null_sink`` through the Runner and, beside it, a plain Python loop
-making the same calls on the same file: the file read 160 bytes at a time, ``audioop``, the
-resampler's core as the stage calls it, the VAD's pre-emphasis and ``webrtcvad`` per 30 ms, no
-frame objects and no generators (goal: the chain ≤ 1.5× the loop). A second loop and chain use
-soxr HQ streams for the resamplers.
+resample 8k → g711_encode → null_sink`` through the Runner and, beside it, the library path: a
+plain Python loop making the libraries' calls on the same file (the file read 160 bytes at a
+time, ``audioop`` decode, a soxr HQ stream up to 16 kHz, the VAD's pre-emphasis and ``webrtcvad``
+per 30 ms, a soxr HQ stream down to 8 kHz, ``audioop`` encode), no frame objects and no
+generators. The goal: the chain ≤ 1.5× that loop. Information rows beside it: a loop over the
+stages' own cores (what the framework and the stages' bookkeeping add over their kernels), the
+chain with ``low_latency: false``, and the chain with the pure-Python twins of the compiled
+kernels (``PIPELINE_PURE_PYTHON=1`` in a child process whose runs take their turn with these:
+what the kernels buy).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 from pipeline import Audio, Frame, Pipeline, stage
 from pipeline.frames import AudioFormat
 
+from .goals import mark
 from .harness import Row, compare, row
 
 _cpu = time.process_time_ns
@@ -101,7 +106,9 @@ def paired(
     """CPU µs per item of each ``run(k)``, the fixed cost taken out by differencing ``n`` and
     ``n0`` items; within a repetition every run goes once, in turn, the order reversed every
     other repetition (so a burst of load from other processes, or a drift, hits them all
-    alike), each after a full garbage collection (so none pays for another's garbage)."""
+    alike), each after a full garbage collection (so none pays for another's garbage). A run
+    that returns an int has measured itself (CPU ns in another process: ``benchmarks.remote``);
+    that figure is taken instead of this process's CPU time."""
     out = {name: np.empty(repeat) for name in runs}
     for fn in runs.values():
         fn(n0)  # warm-up: imports, first-call caches
@@ -110,10 +117,12 @@ def paired(
         for name, fn in order if r % 2 == 0 else order[::-1]:
             gc.collect()
             t0 = _cpu()
-            fn(n0)
+            short = fn(n0)
             t1 = _cpu()
-            fn(n)
+            long = fn(n)
             t2 = _cpu()
+            if isinstance(short, int) and isinstance(long, int):
+                t0, t1, t2 = 0, short, short + long
             out[name][r] = ((t2 - t1) - (t1 - t0)) / (n - n0) / 1e3
     return out
 
@@ -308,10 +317,10 @@ def _triple(group: str, name: str, raw: np.ndarray, in_place: np.ndarray) -> lis
         over,
         note=(
             f"in place − raw; best of {len(over)}: {float(np.min(in_place) - np.min(raw)):.2f} "
-            "(fastest in place − fastest raw); goal ≤ 1 µs"
+            "(fastest in place − fastest raw)"
         ),
     )
-    return [r, compare(p, r), o]
+    return [r, compare(p, r), mark(o, "overhead")]
 
 
 # ---------------------------------------------------------------------------- wav_source
@@ -366,10 +375,10 @@ def _source_sink_rows(n: int, n0: int, repeat: int) -> list[Row]:
         "stage",
         "wav_source → null_sink",
         got["ours"],
-        note=f"the whole pipeline; best of {repeat} {float(np.min(got['ours'])):.2f}; goal ≤ 1 µs",
+        note=f"the whole pipeline; best of {repeat} {float(np.min(got['ours'])):.2f}",
     )
     o = row("stage", "wav_source → null_sink: overhead", got["ours"] - got["raw"], note="− raw")
-    return [r, compare(w, r), o]
+    return [r, mark(compare(w, r), "wav"), o]
 
 
 # ---------------------------------------------------------------------------- the chain
@@ -424,63 +433,114 @@ def _plain_loop(path: Path, engine: str) -> None:
             lin2ulaw(low, 2)
 
 
-def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
-    """The chain through the Runner beside the plain loop (goal ≤ 1.5×)."""
+@contextmanager
+def chain_runs(n: int, n0: int) -> Iterator[dict[str, Callable[[int], object]]]:
+    """The chain's runs over WAV files of ``n`` and ``n0`` frames: the two plain loops (soxr
+    streams, the stages' cores) and the chain with either resampler. Also entered in a child
+    process (``benchmarks.remote``) for the pure-Python kernels' figures."""
     with _wav_files((n, n0)) as paths:
-        runs: dict[str, Callable[[int], object]] = {
+        yield {
             "loop soxr": lambda k: _plain_loop(paths[k], "soxr"),
             "loop ours": lambda k: _plain_loop(paths[k], "ours"),
             "chain ll": lambda k: _run(_chain_pipeline(paths[k], True)),
             "chain soxr": lambda k: _run(_chain_pipeline(paths[k], False)),
         }
+
+
+#: the setting under which a child process runs the pure-Python twins of the kernels
+PURE_ENV = {"PIPELINE_PURE_PYTHON": "1"}
+
+CHAIN = (
+    "wav_source → g711_decode → resample 16k → vad_gate webrtc annotate → resample 8k "
+    "→ g711_encode → null_sink"
+)
+
+
+def kernels_note(kernels: dict[str, bool]) -> str:
+    """Which compiled kernels a process uses, for a row's note."""
+    used = [k.rsplit(".", 1)[-1] for k, on in kernels.items() if on]
+    return "compiled kernels in use: " + (", ".join(used) if used else "none")
+
+
+def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
+    """The chain through the Runner beside the plain loop over the libraries (the goal, ≤ 1.5×),
+    beside a loop over the stages' own cores (information), and the chain again with the
+    pure-Python kernels (another process, taking turns)."""
+    from pipeline import native
+
+    from .remote import Remote
+
+    with (
+        chain_runs(n, n0) as runs,
+        Remote("benchmarks.inplace:chain_runs", [n, n0], PURE_ENV) as pure,
+    ):
+        runs = {**runs, "chain pure": pure.run("chain ll")}
         got = paired(runs, n=n, n0=n0, repeat=repeat)
-    loop_ours = row(
-        "chain",
-        "plain loop, the stages' cores: file read 160 B, audioop ulaw2lin, low-latency resampler "
-        "8k→16k, pre-emphasis + webrtcvad per 30 ms, resampler 16k→8k, audioop lin2ulaw",
-        got["loop ours"],
-        note="CPU per 20 ms frame; the same calls the stages make, no frames, no generators",
-    )
-    loop_soxr = row(
-        "chain",
-        "plain loop, the same with soxr HQ streams (int16) for the resamplers",
-        got["loop soxr"],
-        note="CPU per 20 ms frame; soxr's own call on int16 arrays",
-    )
-    chain = (
-        "wav_source → g711_decode → resample 16k → vad_gate webrtc annotate → resample 8k "
-        "→ g711_encode → null_sink"
-    )
 
     def best(a: str, b: str) -> str:
         return f"best of {repeat}: {float(np.min(got[a]) / np.min(got[b])):.2f}×"
 
-    ll = row(
+    library = row(
         "chain",
-        chain,
+        "library path: plain loop, file read 160 B, audioop ulaw2lin, soxr HQ stream 8k→16k "
+        "(int16), pre-emphasis (audioop) + webrtcvad per 30 ms, soxr HQ stream 16k→8k, "
+        "audioop lin2ulaw",
+        got["loop soxr"],
+        note="CPU per 20 ms frame; the libraries' own calls, no frames, no generators",
+    )
+    chain = mark(
+        compare(
+            row(
+                "chain",
+                CHAIN,
+                got["chain ll"],
+                note=f"default resamplers (low_latency); {best('chain ll', 'loop soxr')}; "
+                + kernels_note(native.status()),
+            ),
+            library,
+        ),
+        "chain",
+    )
+    pure_row = compare(
+        row(
+            "chain",
+            "  the chain, pure-Python kernels (PIPELINE_PURE_PYTHON=1, a child process taking "
+            "turns)",
+            got["chain pure"],
+            note=f"{best('chain pure', 'loop soxr')}; the kernels buy "
+            f"{float(np.median(got['chain pure'] - got['chain ll'])):.2f} µs per frame; "
+            + kernels_note(pure.kernels),
+        ),
+        library,
+    )
+    cores = row(
+        "chain",
+        "  information: plain loop over the stages' cores (audioop, the low-latency "
+        "resampler's core, pre-emphasis + webrtcvad per 30 ms)",
+        got["loop ours"],
+        note="CPU per 20 ms frame; the calls the stages make, no frames, no generators",
+    )
+    ll_cores = row(
+        "chain",
+        "  information: the chain vs the loop over the stages' cores",
         got["chain ll"],
-        note=f"low_latency (default), same cores as the loop; {best('chain ll', 'loop ours')}; "
-        "goal ≤ 1.5× loop",
+        note="what the framework and the stages' bookkeeping add over their own cores; "
+        + best("chain ll", "loop ours"),
     )
     sx = row(
         "chain",
-        "  the chain with low_latency: false",
+        "  information: the chain with low_latency: false vs the library loop",
         got["chain soxr"],
-        note=f"soxr HQ in both (the stage's soxr call goes through float32); "
-        f"{best('chain soxr', 'loop soxr')}; goal ≤ 1.5× loop",
-    )
-    ll_sx = row(
-        "chain",
-        "  the chain (low_latency) vs the loop with soxr",
-        ll.samples,
-        note=f"different resamplers; {best('chain ll', 'loop soxr')}",
+        note="soxr HQ in both (the stage's soxr call goes through float32); "
+        + best("chain soxr", "loop soxr"),
     )
     return [
-        loop_ours,
-        loop_soxr,
-        compare(ll, loop_ours),
-        compare(sx, loop_soxr),
-        compare(ll_sx, loop_soxr),
+        library,
+        chain,
+        pure_row,
+        cores,
+        compare(ll_cores, cores),
+        compare(sx, library),
     ]
 
 

@@ -10,8 +10,19 @@ from typing import Any
 
 import pytest
 
-from benchmarks import cli, e2e, framework, hotpath, latency, load
-from benchmarks.harness import Row, cpu_per_item_us, drive, per_call_us, row
+from benchmarks import cli, e2e, framework, goals, hotpath, inplace, latency, load, remote
+from benchmarks.harness import (
+    Row,
+    compare,
+    cpu_per_item_us,
+    drive,
+    fixed,
+    per_call_us,
+    quiet_pipecat,
+    row,
+)
+from benchmarks.resample_latency import CORE_RATIOS
+from pipeline import native
 
 
 def _finite(rows: list[Row]) -> None:
@@ -52,7 +63,70 @@ def test_hotpath_tiny() -> None:
     assert "wav_source → null_sink" in names
     assert "8k→16k low_latency core" in names  # the resampler engine's rows beside soxr's call
     chain = next(r for r in rows if r.group == "chain" and r.name.startswith("wav_source"))
-    assert chain.baseline.startswith("plain loop") and chain.ratio is not None
+    assert chain.baseline.startswith("library path: plain loop") and chain.ratio is not None
+    assert "soxr HQ stream 8k→16k" in chain.baseline and chain.goal == "chain"
+    call = next(r for r in rows if r.name == "whole call, both directions, fused Runner")
+    assert call.goal == "call" and call.baseline.startswith("raw library path")
+    assert "soxr HQ streams" in call.baseline and "orjson + pybase64" in call.baseline
+    # the same measurements with the pure-Python kernels, from a child process
+    pure = [r for r in rows if "pure-Python kernels" in r.name]
+    assert [r.group for r in pure] == ["chain", "callpath"]
+    assert all("compiled kernels in use: none" in r.note for r in pure)
+    found = {v.key: v for v in goals.verdicts(rows)}
+    assert list(found) == list(goals.GOALS)
+    for key in ("overhead", "wav", "chain", "call", "resampler"):
+        assert found[key].met is not None, found[key]
+    assert sum(r.goal == "overhead" for r in rows) == 8
+    assert sum(r.goal == "resampler" for r in rows) == len(CORE_RATIOS)
+    if quiet_pipecat():
+        assert found["pipecat"].met is not None
+    else:
+        assert found["pipecat"].met is None and "pip install --no-deps" in found["pipecat"].detail
+
+
+def _goal_row(name: str, median: float, ratio: float | None = None, base: str = "") -> Row:
+    r = row("g", name, [median])
+    r.ratio, r.baseline = ratio, base
+    return r
+
+
+def test_verdicts_say_met_or_missed_with_the_numbers() -> None:
+    base = row("g", "loop", [10.0])
+    rows = [
+        base,
+        goals.mark(compare(row("g", "chain", [16.0]), base), "chain"),
+        goals.mark(row("g", "a: overhead", [0.5]), "overhead"),
+        goals.mark(row("g", "b: overhead", [1.25]), "overhead"),
+        goals.mark(_goal_row("pipecat ÷ ours", 160.0, 10.0, "ours"), "pipecat"),
+        goals.mark(fixed("g", "wav", float("nan"), "µs/frame", note="no file"), "wav"),
+    ]
+    assert rows[1].note == "goal ≤ 1.5×: MISSED"
+    assert rows[4].note == "goal ≥ 8×: met"
+    found = {v.key: v for v in goals.verdicts(rows)}
+    assert found["chain"].met is False
+    assert found["chain"].detail == "1.60×: 16.00 against 10.00 µs/frame"
+    assert found["overhead"].met is False
+    assert found["overhead"].detail == (
+        "1 of 2 rows; worst 1.25 µs (b: overhead); missed by: b: overhead 1.25 µs"
+    )
+    assert found["pipecat"].met is True
+    assert found["wav"].met is None and "no file" in found["wav"].detail
+    assert found["call"].met is None and found["call"].detail == "its suite did not run"
+    assert found["chain"].line().startswith("      MISSED  the chain ≤ 1.5×")
+
+
+def test_remote_runs_measure_themselves_in_a_child_process() -> None:
+    with remote.Remote("benchmarks.inplace:chain_runs", [30, 10], inplace.PURE_ENV) as child:
+        assert child.kernels and not any(child.kernels.values())
+        got = inplace.paired({"pure": child.run("chain ll")}, n=30, n0=10, repeat=2)
+        assert got["pure"].shape == (2,) and all(math.isfinite(x) for x in got["pure"])
+        with pytest.raises(remote.RemoteError, match="run 'nope': error: KeyError"):
+            child.run("nope")(1)
+
+
+def test_remote_says_why_the_child_failed() -> None:
+    with pytest.raises(remote.RemoteError, match=r"exited: .*ModuleNotFoundError"):
+        remote.Remote("benchmarks.no_such_module:runs", [], {})
 
 
 def test_framework_tiny() -> None:
@@ -117,6 +191,11 @@ def test_cli_outputs(tmp_path: Path) -> None:
     assert md.count("\n") == 4 and "| g | a |" in md
     info = cli.machine()
     assert info["cpus"] and "processor" in info
+    assert set(info["kernels_compiled_in_use"]) == set(native.KERNELS)
+    assert "soxr" in info["libraries"] and "numpy" in info["libraries"]
+    line = cli.machine_line(info)
+    assert f"{info['cpus']} cores" in line and f"soxr {info['libraries']['soxr']}" in line
+    assert "compiled kernels in use: " in line and "load [" in line
     json.dumps(info)
     png = tmp_path / "chart.png"
     if cli.chart(rows, str(png)):
