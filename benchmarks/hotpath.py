@@ -790,8 +790,8 @@ def _raw_call(frames: list[Audio], engine: str) -> None:
     no protocol state. Base64 is pybase64 when installed (the session's codec), else the
     standard library's. ``engine``: ``soxr`` (HQ streams, int16) or ``ours`` (the low-latency
     resampler's core, as the stages call it)."""
-    raw = inplace.raw_calls(engine, 24000, "the raw path")
-    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech, soxr = raw
+    calls = inplace.raw_calls(engine, 24000, "the raw path")
+    ulaw2lin, lin2ulaw, add, mul, decode, encode, emphasize, up, down, is_speech, _ = calls
     message = delta_message(_tone(24000).tobytes())
     dumps, loads = orjson.dumps, orjson.loads
     b64text: Callable[[bytes], str]
@@ -810,28 +810,31 @@ def _raw_call(frames: list[Audio], engine: str) -> None:
     frombuffer = np.frombuffer
     last = b"\0\0"
     buf = b""
-    for n, f in enumerate(frames):
-        pcm = ulaw2lin(f.data, 2)
-        b = up(frombuffer(pcm, i16)).tobytes() if soxr else up(pcm)
+    if calls.soxr:  # the libraries' own calls, inline
+        for n, f in enumerate(frames):
+            b = up(frombuffer(ulaw2lin(f.data, 2), i16)).tobytes()
+            if b:
+                buf += add(b, mul(last + b[:-2], 2, -0.8), 2)
+                last = b[-2:]
+                while len(buf) >= 960:
+                    is_speech(buf[:960], 16000)
+                    buf = buf[960:]
+                dumps(
+                    {"type": "input_audio_buffer.append", "event_id": f"c-{n}", "audio": b64text(b)}
+                )
+            audio = b64decode(loads(message)["delta"])
+            lin2ulaw(down(frombuffer(audio, i16)).tobytes(), 2)
+        return
+    for n, f in enumerate(frames):  # the stages' cores
+        b = up(decode(f.data))
         if b:
-            emph = add(b, mul(last + b[:-2], 2, -0.8), 2)
+            buf += emphasize(b, last)
             last = b[-2:]
-            buf += emph
             while len(buf) >= 960:
                 is_speech(buf[:960], 16000)
                 buf = buf[960:]
-            dumps(
-                {
-                    "type": "input_audio_buffer.append",
-                    "event_id": f"c-{n}",
-                    "audio": b64text(b),
-                }
-            )
-        audio = b64decode(loads(message)["delta"])
-        if soxr:
-            lin2ulaw(down(frombuffer(audio, i16)).tobytes(), 2)
-        else:
-            lin2ulaw(down(audio), 2)
+            dumps({"type": "input_audio_buffer.append", "event_id": f"c-{n}", "audio": b64text(b)})
+        encode(down(b64decode(loads(message)["delta"])))
 
 
 @contextmanager
