@@ -101,29 +101,39 @@ def _pipeline(frames: list[Audio], n: int, stage_type: str | None, **params: Any
 
 
 def paired(
-    runs: dict[str, Callable[[int], object]], *, n: int, n0: int, repeat: int
+    runs: dict[str, Callable[[int], object]],
+    *,
+    n: int,
+    n0: int,
+    repeat: int,
+    fewer: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """CPU µs per item of each ``run(k)``, the fixed cost taken out by differencing ``n`` and
     ``n0`` items; within a repetition every run goes once, in turn, the order reversed every
     other repetition (so a burst of load from other processes, or a drift, hits them all
     alike), each after a full garbage collection (so none pays for another's garbage). A run
     that returns an int has measured itself (CPU ns in another process: ``benchmarks.remote``);
-    that figure is taken instead of this process's CPU time."""
+    that figure is taken instead of this process's CPU time. ``fewer``: runs that do
+    ``n // d`` and ``n0 // d`` items (a slow one, such as another framework's)."""
     out = {name: np.empty(repeat) for name in runs}
-    for fn in runs.values():
-        fn(n0)  # warm-up: imports, first-call caches
+    sizes = {name: (n, n0) for name in runs}
+    for name, d in (fewer or {}).items():
+        sizes[name] = (n // d, max(1, n0 // d))
+    for name, fn in runs.items():
+        fn(sizes[name][1])  # warm-up: imports, first-call caches
     order = list(runs.items())
     for r in range(repeat):
         for name, fn in order if r % 2 == 0 else order[::-1]:
+            k, k0 = sizes[name]
             gc.collect()
             t0 = _cpu()
-            short = fn(n0)
+            short = fn(k0)
             t1 = _cpu()
-            long = fn(n)
+            long = fn(k)
             t2 = _cpu()
             if isinstance(short, int) and isinstance(long, int):
                 t0, t1, t2 = 0, short, short + long
-            out[name][r] = ((t2 - t1) - (t1 - t0)) / (n - n0) / 1e3
+            out[name][r] = ((t2 - t1) - (t1 - t0)) / (k - k0) / 1e3
     return out
 
 
