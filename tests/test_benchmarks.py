@@ -200,3 +200,19 @@ def test_cli_outputs(tmp_path: Path) -> None:
     png = tmp_path / "chart.png"
     if cli.chart(rows, str(png)):
         assert png.stat().st_size > 1000
+
+
+def test_paired_runs_take_turns_and_a_slow_run_does_fewer_items() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def run(name: str) -> Any:
+        return lambda k: calls.append((name, k))
+
+    got = inplace.paired({"a": run("a"), "b": run("b")}, n=100, n0=10, repeat=2, fewer={"b": 5})
+    assert set(got) == {"a", "b"} and all(v.shape == (2,) for v in got.values())
+    # warm-up, then each repetition in turn, the order reversed every other repetition
+    assert calls == [
+        ("a", 10), ("b", 2),
+        ("a", 10), ("a", 100), ("b", 2), ("b", 20),
+        ("b", 2), ("b", 20), ("a", 10), ("a", 100),
+    ]  # fmt: skip
