@@ -44,7 +44,7 @@ from pipeline import Audio, Frame, Pipeline, stage
 from pipeline.frames import AudioFormat
 
 from .goals import mark
-from .harness import Row, compare, row
+from .harness import Row, compare, fixed, row
 
 _cpu = time.process_time_ns
 
@@ -498,13 +498,14 @@ def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
     pure-Python kernels (another process, taking turns)."""
     from pipeline import native
 
-    from .remote import Remote
+    from . import remote
 
     with (
         chain_runs(n, n0) as runs,
-        Remote("benchmarks.inplace:chain_runs", [n, n0], PURE_ENV) as pure,
+        remote.optional("benchmarks.inplace:chain_runs", [n, n0], PURE_ENV) as pure,
     ):
-        runs = {**runs, "chain pure": pure.run("chain ll")}
+        if isinstance(pure, remote.Remote):
+            runs = {**runs, "chain pure": pure.run("chain ll")}
         got = paired(runs, n=n, n0=n0, repeat=repeat)
 
     def best(a: str, b: str) -> str:
@@ -531,18 +532,23 @@ def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
         ),
         "chain",
     )
-    pure_row = compare(
-        row(
-            "chain",
-            "  the chain, pure-Python kernels (PIPELINE_PURE_PYTHON=1, a child process taking "
-            "turns)",
-            got["chain pure"],
-            note=f"{best('chain pure', 'loop soxr')}; the kernels buy "
-            f"{float(np.median(got['chain pure'] - got['chain ll'])):.2f} µs per frame; "
-            + kernels_note(pure.kernels),
-        ),
-        library,
+    pure_name = (
+        "  the chain, pure-Python kernels (PIPELINE_PURE_PYTHON=1, a child process taking turns)"
     )
+    if isinstance(pure, remote.Remote):
+        pure_row = compare(
+            row(
+                "chain",
+                pure_name,
+                got["chain pure"],
+                note=f"{best('chain pure', 'loop soxr')}; the kernels buy "
+                f"{float(np.median(got['chain pure'] - got['chain ll'])):.2f} µs per frame; "
+                + kernels_note(pure.kernels),
+            ),
+            library,
+        )
+    else:
+        pure_row = fixed("chain", pure_name, float("nan"), "µs/frame", f"not measured: {pure}")
     cores = row(
         "chain",
         "  information: plain loop over the stages' cores (audioop, the low-latency "

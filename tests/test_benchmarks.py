@@ -127,6 +127,10 @@ def test_remote_runs_measure_themselves_in_a_child_process() -> None:
 def test_remote_says_why_the_child_failed() -> None:
     with pytest.raises(remote.RemoteError, match=r"exited: .*ModuleNotFoundError"):
         remote.Remote("benchmarks.no_such_module:runs", [], {})
+    # optional: the error in place of the child, for rows that say why they are missing
+    with remote.optional("benchmarks.no_such_module:runs", [], {}) as got:
+        assert isinstance(got, remote.RemoteError)
+        assert "No module named 'benchmarks.no_such_module'" in str(got)
 
 
 def test_framework_tiny() -> None:
