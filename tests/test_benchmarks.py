@@ -220,3 +220,30 @@ def test_paired_runs_take_turns_and_a_slow_run_does_fewer_items() -> None:
         ("a", 10), ("a", 100), ("b", 2), ("b", 20),
         ("b", 2), ("b", 20), ("a", 10), ("a", 100),
     ]  # fmt: skip
+
+
+def test_bench_prints_a_verdict_per_goal_and_writes_them_to_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    base = row("chain", "library loop", [10.0])
+    rows = [base, goals.mark(compare(row("chain", "the chain", [12.0]), base), "chain")]
+    monkeypatch.setattr(cli, "run_all", lambda *a, **k: rows)
+    buf = io.StringIO()
+    out = tmp_path / "bench.json"
+    args = argparse.Namespace(
+        quick=True, only=[], json_path=str(out), md_path=None, png_path=None, log_level="warning"
+    )
+    assert cli.cmd_bench(args, Console(file=buf, width=200)) == 0
+    text = buf.getvalue()
+    assert "machine: " in text and "compiled kernels in use: " in text
+    assert "met  the chain ≤ 1.5× the plain loop over the libraries: 1.20×: 12.00 against" in text
+    assert "not measured  the whole call, both directions, ≤ 1.2×" in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    chain = next(g for g in data["goals"] if g["key"] == "chain")
+    assert chain["met"] is True and chain["detail"].startswith("1.20×")
+    assert data["machine"]["kernels_compiled_in_use"] == native.status()
