@@ -24,6 +24,10 @@
 #include <string.h>
 
 #define ULAW_ENTRIES 16384 /* 14-bit values */
+/* Inputs of at least this many samples are converted with the GIL released (a whole recording,
+ * say); a 20 ms frame is far below it, where releasing would cost more than the loop. The input
+ * cannot change meanwhile: bytes are immutable, other buffers are held exported. */
+#define RELEASE_GIL_SAMPLES 65536
 #define ALAW_ENTRIES 8192  /* 13-bit values */
 
 typedef struct {
@@ -194,8 +198,17 @@ encode_with(g711_state *st, const uint8_t *table, int shift, PyObject *pcm)
     }
     else {
         out = PyBytes_FromStringAndSize(NULL, len / 2);
-        if (out != NULL)
-            encode_loop(table, shift, in, (unsigned char *)PyBytes_AS_STRING(out), len / 2);
+        if (out != NULL) {
+            unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+            if (len / 2 >= RELEASE_GIL_SAMPLES) {
+                Py_BEGIN_ALLOW_THREADS
+                encode_loop(table, shift, in, dst, len / 2);
+                Py_END_ALLOW_THREADS
+            }
+            else {
+                encode_loop(table, shift, in, dst, len / 2);
+            }
+        }
     }
     if (owned)
         PyBuffer_Release(&view);
@@ -219,8 +232,17 @@ decode_with(const uint16_t *table, PyObject *codes)
     }
     else {
         out = PyBytes_FromStringAndSize(NULL, 2 * len);
-        if (out != NULL)
-            decode_loop(table, in, (unsigned char *)PyBytes_AS_STRING(out), len);
+        if (out != NULL) {
+            unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+            if (len >= RELEASE_GIL_SAMPLES) {
+                Py_BEGIN_ALLOW_THREADS
+                decode_loop(table, in, dst, len);
+                Py_END_ALLOW_THREADS
+            }
+            else {
+                decode_loop(table, in, dst, len);
+            }
+        }
     }
     if (owned)
         PyBuffer_Release(&view);

@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from pipeline.context import Played
-from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt, make_audio
 
 MIN_APPEND_MS = 20
 MAX_APPEND_MS = 100
@@ -137,6 +137,7 @@ class ReplyPlayout:
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.fmt = fmt
+        self._width = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels  # bytes per sample frame
         self._q: deque[Frame | ReplyAudio] = deque()
         self.samples_out = 0
         self.played: float | None = None
@@ -201,6 +202,6 @@ class ReplyPlayout:
             self._item = item.item_id
             self._item_start.setdefault(item.item_id, self.pts)
         fmt = self.fmt
-        frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.pts)
-        self.samples_out += frame.num_samples
+        frame = make_audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.pts)
+        self.samples_out += len(item.data) // self._width
         return frame
