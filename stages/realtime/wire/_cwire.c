@@ -7,9 +7,10 @@
  * append(audio, event_id) -> str | None
  *     The message {"type":"input_audio_buffer.append","event_id":"<id>","audio":"<base64>"}
  *     written straight into one ASCII str: the same characters orjson.dumps gives for that dict
- *     (the base64 alphabet needs no JSON escaping). None when the id is not plain printable
- *     ASCII without '"' or '\': then JSON may escape it, and the caller's general path writes
- *     it (stages/realtime/wire/client.py, encode_append).
+ *     (the base64 alphabet needs no JSON escaping). None when the id is not a str of plain
+ *     printable ASCII without '"' or '\' (JSON may escape it), or the audio is not
+ *     bytes-like: then the caller's general path (stages/realtime/wire/client.py,
+ *     encode_append) writes the message or raises its own error.
  *
  * audio_delta(message, names) -> (audio, response_id, item_id) | None
  *     The decoded audio and ids of an audio delta in the shape the servers send it: one flat
@@ -164,13 +165,8 @@ append(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *id = args[1];
-    if (!PyUnicode_Check(id)) {
-        PyErr_Format(PyExc_TypeError, "append(): event_id must be str, not %.100s",
-                     Py_TYPE(id)->tp_name);
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(id))
-        Py_RETURN_NONE;
+    if (!PyUnicode_Check(id) || !PyUnicode_IS_ASCII(id))
+        Py_RETURN_NONE; /* the general path writes it, or refuses it with its own error */
     Py_ssize_t id_len = PyUnicode_GET_LENGTH(id);
     const unsigned char *id_s = PyUnicode_1BYTE_DATA(id);
     for (Py_ssize_t i = 0; i < id_len; i++) {
@@ -179,6 +175,8 @@ append(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE; /* JSON escapes it (or the general path refuses it) */
     }
     Py_buffer view;
+    if (!PyObject_CheckBuffer(args[0]))
+        Py_RETURN_NONE; /* not bytes-like: the general path's error */
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     Py_ssize_t n = view.len;

@@ -423,10 +423,24 @@ def test_native_kernel_refuses_bad_arguments_with_the_fix() -> None:
         cwire.DeltaReader(p.AudioDeltaEvent, fast.DELTA_FIELDS, (1,))
     with pytest.raises(TypeError, match="takes 2 arguments"):
         cwire.append(b"")
-    with pytest.raises(TypeError, match="event_id must be str, not int"):
-        cwire.append(b"", 1)
-    with pytest.raises(TypeError):
-        cwire.append(1, "c-1")
+    with pytest.raises(TypeError, match=r"takes 2 arguments \(message, names\), got 1"):
+        cwire.audio_delta("{}")
+    with pytest.raises(TypeError, match="names must be a tuple of ASCII str, not list"):
+        cwire.audio_delta("{}", ["response.audio.delta"])
+
+
+@needs_kernel
+@given(
+    st.binary(max_size=8) | st.none() | st.integers() | st.text(max_size=4) | st.just([1]),
+    st.text(max_size=6) | st.none() | st.integers() | st.binary(max_size=4),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_native_append_fails_as_the_pure_one(audio: Any, event_id: Any, kind: type) -> None:
+    if isinstance(audio, bytes):
+        audio = kind(audio)
+    assert outcome(fast._encode_append_native, audio, event_id) == outcome(
+        wc.encode_append, audio, event_id
+    )
 
 
 # ----------------------------------------------------------------------------- input batching
