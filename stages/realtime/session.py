@@ -80,7 +80,7 @@ from pipeline.tasks import StageTasks
 
 from ..wsbatch import send_batch
 from . import protocol as p
-from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
+from .buffers import AudioBatcher, Reply, ReplyPlayout
 from .connection import (
     BridgedSocket,
     Retry,
@@ -174,7 +174,7 @@ class _Run:
 
     # -- output
 
-    def emit(self, item: Frame | ReplyAudio) -> None:
+    def emit(self, item: Frame | Reply) -> None:
         self.out.put(item)
         self.wake.set()
 
@@ -453,7 +453,7 @@ class _Run:
         if not self.audio_budget.add(len(data), now):
             raise self.flood(now)
         if not ev.discarded:
-            self.out.put(ReplyAudio(data, ev.item_id, ev.response_id))
+            self.out.put(ev)  # (the playout reads its data, item_id, response_id)
             self.wake.set()
 
     def carried(self) -> list[tuple[str, str]]:

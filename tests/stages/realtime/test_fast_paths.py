@@ -443,6 +443,50 @@ def test_native_append_fails_as_the_pure_one(audio: Any, event_id: Any, kind: ty
     )
 
 
+# ----------------------------------------------------------------------------- reply playout
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["audio", "audio", "audio", "take", "take", "interrupt", "played"]),
+            st.integers(0, 400),
+            st.sampled_from(["item_1", "item_2"]),
+        ),
+        max_size=30,
+    )
+)
+def test_playout_takes_a_delta_event_as_its_reply_audio(
+    steps: list[tuple[str, int, str]],
+) -> None:
+    from pipeline.context import Played
+    from pipeline.frames import Interrupt
+    from stages.realtime.buffers import ReplyAudio, ReplyPlayout
+
+    fmt = AudioFormat("pcm16", 24000)
+    events, tuples = ReplyPlayout(fmt), ReplyPlayout(fmt)
+    for i, (op, n, item) in enumerate(steps):
+        data = bytes([i % 256]) * (2 * n)
+        if op == "audio":
+            events.put(p.AudioDeltaEvent(data, "resp_1", item))
+            tuples.put(ReplyAudio(data, item, "resp_1"))
+        elif op == "take":
+            assert events.take() == tuples.take()
+        elif op == "interrupt":
+            frame = Interrupt(pts=events.pts, response_id="resp_1")
+            assert events.interrupt(frame) == tuples.interrupt(frame)
+        else:
+            events.on_played(Played("sink", events.pts / 2))
+            tuples.on_played(Played("sink", tuples.pts / 2))
+        assert events.has_audio() == tuples.has_audio()
+        assert (events.pts, events.heard_ms(item), len(events)) == (
+            tuples.pts,
+            tuples.heard_ms(item),
+            len(tuples),
+        )
+
+
 # ----------------------------------------------------------------------------- input batching
 
 
