@@ -224,7 +224,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     console.print(machine_line(info), highlight=False, markup=False)
     console.print(f"took {time.perf_counter() - t0:.0f} s", highlight=False)
     found = verdicts(rows)
-    console.print("goals (issue 14, hot path), this run:", highlight=False, markup=False)
+    console.print("the hot path's goals, this run:", highlight=False, markup=False)
     for v in found:
         console.print(v.line(), highlight=False, markup=False, soft_wrap=True)
     if args.md_path:

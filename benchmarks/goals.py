@@ -44,7 +44,7 @@ class Goal:
         return f"{x:.2f}×" if self.on == "ratio" else f"{x:.2f} µs"
 
 
-#: Issue 14, "Hot path", in the order the verdicts are printed.
+#: The hot path's goals (issue 14), in the order the verdicts are printed.
 GOALS: dict[str, Goal] = {
     g.key: g
     for g in (

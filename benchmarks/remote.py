@@ -22,7 +22,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -106,6 +107,19 @@ class Remote:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@contextmanager
+def optional(factory: str, args: list[Any], env: dict[str, str]) -> Iterator[Remote | RemoteError]:
+    """A :class:`Remote`, or the error that kept it from starting (so that the rows it would
+    have given say why they are missing, and the rest of the benchmark goes on)."""
+    try:
+        child = Remote(factory, args, env)
+    except RemoteError as exc:
+        yield exc
+        return
+    with child:
+        yield child
 
 
 def _pythonpath() -> str:

@@ -48,6 +48,9 @@ typedef struct {
     PyObject_HEAD
     int64_t up, down;       /* L, M */
     Py_ssize_t width;       /* Tp: taps per phase, padded to a multiple of W */
+    Py_ssize_t taps_per_phase; /* T */
+    double *streams;        /* decimation: a call's samples dealt into `down` streams */
+    Py_ssize_t streams_cap; /* capacity of streams, in samples */
     double *taps;           /* up × width, reversed and padded (see above) */
     double *buf;            /* width − 1 samples of history, then a call's input */
     Py_ssize_t cap;         /* capacity of buf, in samples */
@@ -57,33 +60,198 @@ typedef struct {
     int64_t phase;          /* p of the next output */
 } Polyphase;
 
+/* One output's sum, rounded half to even and saturated, stored as little-endian pcm16. */
+static inline void
+store(unsigned char *out, double sum)
+{
+    double y = rint(sum);
+    long v = y < -32768.0 ? -32768 : y > 32767.0 ? 32767 : (long)y;
+    out[0] = (unsigned char)(v & 0xff);
+    out[1] = (unsigned char)((v >> 8) & 0xff);
+}
+
+#if defined(__GNUC__) && !defined(CRESAMPLE_PORTABLE)
+/* gcc and clang: vectors of eight doubles, whatever the target's width (the compiler splits them
+ * into what the target has). A load from an unaligned address that may alias doubles: */
+#define VECTORS 1
+typedef double vec __attribute__((vector_size(W * sizeof(double))));
+typedef double uvec __attribute__((vector_size(W * sizeof(double)), aligned(8), may_alias));
+#define load(p) (*(const uvec *)(p))
+#define total(t) ((((t)[0] + (t)[1]) + ((t)[2] + (t)[3])) + (((t)[4] + (t)[5]) + ((t)[6] + (t)[7])))
+/* Four outputs' sums: four independent chains of vector additions (one output's alone would
+ * be one chain, which the adder's latency would hold back). */
+static inline void
+sums4(const double *const *h, const double *const *x, Py_ssize_t width, double *y)
+{
+    vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (Py_ssize_t k = 0; k < width; k += W) {
+        a0 += load(h[0] + k) * load(x[0] + k);
+        a1 += load(h[1] + k) * load(x[1] + k);
+        a2 += load(h[2] + k) * load(x[2] + k);
+        a3 += load(h[3] + k) * load(x[3] + k);
+    }
+    y[0] = total(a0);
+    y[1] = total(a1);
+    y[2] = total(a2);
+    y[3] = total(a3);
+}
+#else /* portable C: the same sums, eight scalar accumulators per output */
+static inline void
+sums4(const double *const *h, const double *const *x, Py_ssize_t width, double *y)
+{
+    for (int i = 0; i < 4; i++) {
+        double a[W] = {0};
+        for (Py_ssize_t k = 0; k < width; k += W)
+            for (int u = 0; u < W; u++)
+                a[u] += h[i][k + u] * x[i][k + u];
+        y[i] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+}
+#endif
+
+/* Up-sampling by L (M = 1): output b·L + p is phase p at base b, so a call's outputs are every
+ * phase at each new base. Vectors run across bases, not taps: for a block of B consecutive
+ * bases and one phase, each tap (a scalar) multiplies B consecutive input samples (one vector
+ * load) into B sums, no horizontal additions, B / 8 independent chains. */
+#define B 32
+CLONES static void
+run_up(const double *restrict taps, const double *restrict buf, Py_ssize_t width, Py_ssize_t T,
+       int64_t up, Py_ssize_t n, unsigned char *restrict out)
+{
+    const Py_ssize_t pad = width - T;
+    for (Py_ssize_t b0 = 0; b0 < n; b0 += B) {
+        Py_ssize_t nb = n - b0 < B ? n - b0 : B;
+        for (int64_t p = 0; p < up; p++) {
+            const double *h = taps + p * width + pad;
+            const double *x = buf + b0 + pad;
+            double y[B];
+#ifdef VECTORS
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double t = h[k];
+                a0 += t * load(x + k);
+                a1 += t * load(x + k + W);
+                a2 += t * load(x + k + 2 * W);
+                a3 += t * load(x + k + 3 * W);
+            }
+            memcpy(y, &a0, sizeof a0);
+            memcpy(y + W, &a1, sizeof a1);
+            memcpy(y + 2 * W, &a2, sizeof a2);
+            memcpy(y + 3 * W, &a3, sizeof a3);
+#else
+            for (int e = 0; e < B; e++)
+                y[e] = 0.0;
+            for (Py_ssize_t k = 0; k < T; k++)
+                for (int e = 0; e < B; e++)
+                    y[e] += h[k] * x[k + e];
+#endif
+            for (Py_ssize_t e = 0; e < nb; e++)
+                store(out + 2 * ((b0 + e) * up + p), y[e]);
+        }
+    }
+}
+
+/* Any L/M with M > 1, when each phase has many outputs in a call: outputs j and j + L have the
+ * same phase and bases M apart, so the call's outputs fall into L groups (one per phase) whose
+ * windows start M samples apart. The call's samples are first dealt into M streams, stream r
+ * holding buf[r], buf[M + r], buf[2M + r], ...; then tap i of a group's consecutive outputs
+ * reads consecutive samples of stream (o + i) mod M (o: where the group's first window starts),
+ * and the sums run across a group's outputs as in run_up. */
+CLONES static void
+run_groups(const double *restrict taps, const double *restrict buf, Py_ssize_t len,
+           double *restrict streams, Py_ssize_t stride, Py_ssize_t width, Py_ssize_t T,
+           int64_t up, int64_t down, long long n_in, long long base, int64_t phase,
+           Py_ssize_t count, unsigned char *restrict out)
+{
+    for (int64_t r = 0; r < down; r++) {
+        double *d = streams + r * stride;
+        for (Py_ssize_t m = 0, i = r; i < len; m++, i += down)
+            d[m] = buf[i];
+    }
+    const Py_ssize_t pad = width - T;
+    const int64_t step_b = down / up, step_p = down % up;
+    for (Py_ssize_t g = 0; g < up && g < count; g++) {
+        const double *h = taps + phase * width + pad;
+        const Py_ssize_t o = (Py_ssize_t)(base - n_in) + pad, n_group = (count - g - 1) / up + 1;
+        for (Py_ssize_t e0 = 0; e0 < n_group; e0 += B) {
+            Py_ssize_t nb = n_group - e0 < B ? n_group - e0 : B;
+            double y[B];
+            Py_ssize_t q = o / down, r = o % down;
+#ifdef VECTORS
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double t = h[k];
+                const double *x = streams + r * stride + q + e0;
+                a0 += t * load(x);
+                a1 += t * load(x + W);
+                a2 += t * load(x + 2 * W);
+                a3 += t * load(x + 3 * W);
+                if (++r == down) {
+                    r = 0;
+                    q++;
+                }
+            }
+            memcpy(y, &a0, sizeof a0);
+            memcpy(y + W, &a1, sizeof a1);
+            memcpy(y + 2 * W, &a2, sizeof a2);
+            memcpy(y + 3 * W, &a3, sizeof a3);
+#else
+            for (int e = 0; e < B; e++)
+                y[e] = 0.0;
+            for (Py_ssize_t k = 0; k < T; k++) {
+                const double *x = streams + r * stride + q + e0;
+                for (int e = 0; e < B; e++)
+                    y[e] += h[k] * x[e];
+                if (++r == down) {
+                    r = 0;
+                    q++;
+                }
+            }
+#endif
+            for (Py_ssize_t e = 0; e < nb; e++)
+                store(out + 2 * (g + (e0 + e) * up), y[e]);
+        }
+        base += step_b; /* the next group's first output */
+        phase += step_p;
+        if (phase >= up) {
+            phase -= up;
+            base += 1;
+        }
+    }
+}
+
 /* Outputs from the samples in buf: the one with base b reads buf[b − n_in .. b − n_in + Tp − 1]
- * (the caller guarantees b − n_in ≥ 0 for the first and b ≤ n_in + n − 1 for the last). */
+ * (the caller guarantees b − n_in ≥ 0 for the first and b ≤ n_in + n − 1 for the last), four
+ * at a time. */
 CLONES static void
 run(const double *restrict taps, const double *restrict buf, Py_ssize_t width, int64_t up,
     int64_t down, long long n_in, long long base, int64_t phase, Py_ssize_t count,
     unsigned char *restrict out)
 {
     const int64_t step_b = down / up, step_p = down % up;
-    for (Py_ssize_t j = 0; j < count; j++) {
-        const double *h = taps + phase * width;
-        const double *x = buf + (base - n_in);
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (Py_ssize_t k = 0; k < width; k += W) {
-            a0 += h[k] * x[k];
-            a1 += h[k + 1] * x[k + 1];
-            a2 += h[k + 2] * x[k + 2];
-            a3 += h[k + 3] * x[k + 3];
-            a4 += h[k + 4] * x[k + 4];
-            a5 += h[k + 5] * x[k + 5];
-            a6 += h[k + 6] * x[k + 6];
-            a7 += h[k + 7] * x[k + 7];
+    const double *h[4], *x[4];
+    double y[4];
+    Py_ssize_t j = 0;
+    while (j < count) {
+        int g = count - j < 4 ? (int)(count - j) : 4;
+        for (int i = 0; i < 4; i++) {
+            /* past the last output (a short group) the last one is summed again, unused */
+            h[i] = taps + phase * width;
+            x[i] = buf + (base - n_in);
+            if (i + 1 < g) {
+                base += step_b;
+                phase += step_p;
+                if (phase >= up) {
+                    phase -= up;
+                    base += 1;
+                }
+            }
         }
-        double y = rint(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)));
-        long v = y < -32768.0 ? -32768 : y > 32767.0 ? 32767 : (long)y;
-        out[2 * j] = (unsigned char)(v & 0xff); /* little-endian pcm16 on any host */
-        out[2 * j + 1] = (unsigned char)((v >> 8) & 0xff);
-        base += step_b;
+        sums4(h, x, width, y);
+        for (int i = 0; i < g; i++)
+            store(out + 2 * (j + i), y[i]);
+        j += g;
+        base += step_b; /* on to the output after the group's last */
         phase += step_p;
         if (phase >= up) {
             phase -= up;
@@ -133,6 +301,7 @@ Polyphase_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->up = up;
     self->down = down;
     self->width = width;
+    self->taps_per_phase = T;
     self->cap = width - 1 + 4096;
     self->taps = PyMem_Calloc((size_t)up * (size_t)width, sizeof(double));
     self->buf = PyMem_Calloc((size_t)self->cap, sizeof(double));
@@ -167,6 +336,7 @@ Polyphase_dealloc(Polyphase *self)
 {
     PyMem_Free(self->taps);
     PyMem_Free(self->buf);
+    PyMem_Free(self->streams);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -199,13 +369,14 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     Py_ssize_t n = len >> 1, hist = self->width - 1;
-    if (hist + n > self->cap) {
-        Py_ssize_t cap = 2 * (hist + n);
+    if (hist + n + B > self->cap) { /* (run_up reads up to B samples past the input) */
+        Py_ssize_t cap = 2 * (hist + n + B);
         double *grown = PyMem_Realloc(self->buf, (size_t)cap * sizeof(double));
         if (grown == NULL) {
             PyErr_NoMemory();
             goto done;
         }
+        memset(grown + self->cap, 0, (size_t)(cap - self->cap) * sizeof(double));
         self->buf = grown;
         self->cap = cap;
     }
@@ -221,8 +392,34 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
     if (result == NULL)
         goto done;
     if (count) {
-        run(self->taps, self->buf, self->width, self->up, self->down, self->n_in, self->base,
-            self->phase, (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+        if (self->down == 1) /* then base = n_in, phase = 0, count = n·L */
+            run_up(self->taps, self->buf, self->width, self->taps_per_phase, self->up, n,
+                   (unsigned char *)PyBytes_AS_STRING(result));
+        else if (count >= 16 * self->up) { /* at least half a block per group */
+            /* each stream: the call's samples (len / M + 1), then what a block of B outputs
+             * reads past them (the last block's unused lanes): B + width / M + 1 more */
+            Py_ssize_t len = hist + n, stride = len / self->down + B + self->width / self->down + 2;
+            if (self->down * stride > self->streams_cap) {
+                Py_ssize_t cap = 2 * self->down * stride;
+                double *grown = PyMem_Realloc(self->streams, (size_t)cap * sizeof(double));
+                if (grown == NULL) {
+                    Py_CLEAR(result);
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                /* (unused lanes read what is there: keep it finite) */
+                memset(grown + self->streams_cap, 0, (size_t)(cap - self->streams_cap) * sizeof(double));
+                self->streams = grown;
+                self->streams_cap = cap;
+            }
+            run_groups(self->taps, self->buf, len, self->streams, stride, self->width,
+                       self->taps_per_phase, self->up, self->down, self->n_in, self->base,
+                       self->phase, (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+        }
+        else
+            run(self->taps, self->buf, self->width, self->up, self->down, self->n_in,
+                self->base, self->phase, (Py_ssize_t)count,
+                (unsigned char *)PyBytes_AS_STRING(result));
         long long adv = self->phase + count * self->down;
         self->base += adv / self->up;
         self->phase = adv % self->up;

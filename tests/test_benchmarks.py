@@ -127,6 +127,10 @@ def test_remote_runs_measure_themselves_in_a_child_process() -> None:
 def test_remote_says_why_the_child_failed() -> None:
     with pytest.raises(remote.RemoteError, match=r"exited: .*ModuleNotFoundError"):
         remote.Remote("benchmarks.no_such_module:runs", [], {})
+    # optional: the error in place of the child, for rows that say why they are missing
+    with remote.optional("benchmarks.no_such_module:runs", [], {}) as got:
+        assert isinstance(got, remote.RemoteError)
+        assert "No module named 'benchmarks.no_such_module'" in str(got)
 
 
 def test_framework_tiny() -> None:
@@ -200,3 +204,46 @@ def test_cli_outputs(tmp_path: Path) -> None:
     png = tmp_path / "chart.png"
     if cli.chart(rows, str(png)):
         assert png.stat().st_size > 1000
+
+
+def test_paired_runs_take_turns_and_a_slow_run_does_fewer_items() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def run(name: str) -> Any:
+        return lambda k: calls.append((name, k))
+
+    got = inplace.paired({"a": run("a"), "b": run("b")}, n=100, n0=10, repeat=2, fewer={"b": 5})
+    assert set(got) == {"a", "b"} and all(v.shape == (2,) for v in got.values())
+    # warm-up, then each repetition in turn, the order reversed every other repetition
+    assert calls == [
+        ("a", 10), ("b", 2),
+        ("a", 10), ("a", 100), ("b", 2), ("b", 20),
+        ("b", 2), ("b", 20), ("a", 10), ("a", 100),
+    ]  # fmt: skip
+
+
+def test_bench_prints_a_verdict_per_goal_and_writes_them_to_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    base = row("chain", "library loop", [10.0])
+    rows = [base, goals.mark(compare(row("chain", "the chain", [12.0]), base), "chain")]
+    monkeypatch.setattr(cli, "run_all", lambda *a, **k: rows)
+    buf = io.StringIO()
+    out = tmp_path / "bench.json"
+    args = argparse.Namespace(
+        quick=True, only=[], json_path=str(out), md_path=None, png_path=None, log_level="warning"
+    )
+    assert cli.cmd_bench(args, Console(file=buf, width=200)) == 0
+    text = buf.getvalue()
+    assert "machine: " in text and "compiled kernels in use: " in text
+    assert "met  the chain ≤ 1.5× the plain loop over the libraries: 1.20×: 12.00 against" in text
+    assert "not measured  the whole call, both directions, ≤ 1.2×" in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    chain = next(g for g in data["goals"] if g["key"] == "chain")
+    assert chain["met"] is True and chain["detail"].startswith("1.20×")
+    assert data["machine"]["kernels_compiled_in_use"] == native.status()

@@ -39,7 +39,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import UsageError
-from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
+from pipeline.frames import (
+    BYTES_PER_SAMPLE,
+    Audio,
+    Frame,
+    SpeechStarted,
+    SpeechStopped,
+    make_audio,
+)
 from stages.g711 import ALAW_DECODE, AUDIOOP, DECODERS, ULAW_DECODE
 
 from .engines import Engine
@@ -247,7 +254,7 @@ class VadGate:
             else:  # the head passes (at pts), the tail stays (at pts + k / rate)
                 w = BYTES_PER_SAMPLE[frame.encoding] * frame.channels
                 out.append(
-                    Audio(
+                    make_audio(
                         frame.data[(start - first) * w : (until - first) * w],
                         frame.encoding,
                         frame.rate,
@@ -301,4 +308,4 @@ def _whole(entry: _Held) -> Audio:
     if start == first:
         return frame
     cut = (start - first) * BYTES_PER_SAMPLE[frame.encoding] * frame.channels
-    return Audio(frame.data[cut:], frame.encoding, frame.rate, frame.channels, pts)
+    return make_audio(frame.data[cut:], frame.encoding, frame.rate, frame.channels, pts)
