@@ -340,12 +340,14 @@ Polyphase_dealloc(Polyphase *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* process() and process_bytearray(): the result as bytes, or as a bytearray (which numpy can
+ * wrap as a writable array without a copy) */
 static PyObject *
-Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
+filter(Polyphase *self, PyObject *const *args, Py_ssize_t nargs, int as_bytearray)
 {
     if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "process() takes 1 argument (pcm16 bytes), got %zd",
-                     nargs);
+        PyErr_Format(PyExc_TypeError, "%s() takes 1 argument (pcm16 bytes), got %zd",
+                     as_bytearray ? "process_bytearray" : "process", nargs);
         return NULL;
     }
     Py_buffer view;
@@ -388,13 +390,16 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
     long long total = self->n_in + n, count = 0;
     if (self->base < total)
         count = ((total - self->base) * self->up - self->phase - 1) / self->down + 1;
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(2 * count));
+    result = as_bytearray ? PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(2 * count))
+                          : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(2 * count));
     if (result == NULL)
         goto done;
+    unsigned char *dst = (unsigned char *)(as_bytearray ? PyByteArray_AS_STRING(result)
+                                                        : PyBytes_AS_STRING(result));
     if (count) {
         if (self->down == 1) /* then base = n_in, phase = 0, count = n·L */
             run_up(self->taps, self->buf, self->width, self->taps_per_phase, self->up, n,
-                   (unsigned char *)PyBytes_AS_STRING(result));
+                   dst);
         else if (count >= 16 * self->up) { /* at least half a block per group */
             /* each stream: the call's samples (len / M + 1), then what a block of B outputs
              * reads past them (the last block's unused lanes): B + width / M + 1 more */
@@ -414,12 +419,11 @@ Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
             }
             run_groups(self->taps, self->buf, len, self->streams, stride, self->width,
                        self->taps_per_phase, self->up, self->down, self->n_in, self->base,
-                       self->phase, (Py_ssize_t)count, (unsigned char *)PyBytes_AS_STRING(result));
+                       self->phase, (Py_ssize_t)count, dst);
         }
         else
             run(self->taps, self->buf, self->width, self->up, self->down, self->n_in,
-                self->base, self->phase, (Py_ssize_t)count,
-                (unsigned char *)PyBytes_AS_STRING(result));
+                self->base, self->phase, (Py_ssize_t)count, dst);
         long long adv = self->phase + count * self->down;
         self->base += adv / self->up;
         self->phase = adv % self->up;
@@ -431,6 +435,18 @@ done:
     if (!bytes)
         PyBuffer_Release(&view);
     return result;
+}
+
+static PyObject *
+Polyphase_process(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return filter(self, args, nargs, 0);
+}
+
+static PyObject *
+Polyphase_process_bytearray(Polyphase *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return filter(self, args, nargs, 1);
 }
 
 static PyObject *
@@ -455,6 +471,8 @@ Polyphase_get_samples_out(Polyphase *self, void *Py_UNUSED(closure))
 static PyMethodDef Polyphase_methods[] = {
     {"process", (PyCFunction)(void (*)(void))Polyphase_process, METH_FASTCALL,
      "process(data) -> bytes: pcm16 in, every output it makes computable out (pcm16)"},
+    {"process_bytearray", (PyCFunction)(void (*)(void))Polyphase_process_bytearray,
+     METH_FASTCALL, "process_bytearray(data) -> bytearray: process() into a new bytearray"},
     {"reset", (PyCFunction)Polyphase_reset, METH_NOARGS,
      "reset(): forget the history; the next sample starts a new stream"},
     {NULL, NULL, 0, NULL},

@@ -474,9 +474,11 @@ class PolyphaseResampler:
     def _process_native(self, samples: Int16Array | bytes) -> Int16Array:
         """:meth:`process` through the compiled kernel: the same samples, as a fresh array."""
         if type(samples) is bytes:
-            out = self._kernel.process(samples)
+            out = self._kernel.process_bytearray(samples)
         else:
-            out = self._kernel.process(np.ascontiguousarray(_as_int16(samples), _PCM16))
+            out = self._kernel.process_bytearray(np.ascontiguousarray(_as_int16(samples), _PCM16))
+        if _LITTLE_ENDIAN:  # a writable array over the new bytearray: no copy
+            return np.frombuffer(out, _INT16)
         return np.frombuffer(out, _PCM16).astype(_INT16)
 
     def process(self, samples: Int16Array | bytes) -> Int16Array:

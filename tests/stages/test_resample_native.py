@@ -165,3 +165,18 @@ def test_the_kernel_refuses_bad_arguments_with_the_numbers() -> None:
     with pytest.raises(BufferError):  # a strided view: not one run of pcm16 bytes
         k.process(memoryview(bytearray(8))[::2])
     assert (k.samples_in, k.samples_out) == (0, 0)
+
+
+def test_arrays_out_are_writable_and_the_same_as_bytes_out() -> None:
+    # process() wraps the kernel's new bytearray (no copy): a fresh, writable int16 array
+    x = np.random.RandomState(8).randint(-9000, 9000, 800).astype(np.int16)
+    a = PolyphaseResampler(16000, 8000, engine="native")
+    b = PolyphaseResampler(16000, 8000, engine="native")
+    for i in range(0, 800, 160):
+        y = a.process(x[i : i + 160])
+        assert y.dtype == np.int16 and y.flags.writeable
+        assert y.tobytes() == b.process_bytes(x[i : i + 160].tobytes())
+        y[:] = 0  # writing to it changes nothing in the resampler
+    assert a.flush().tobytes() == b.flush().tobytes()
+    out = a._kernel.process_bytearray(x.tobytes())
+    assert type(out) is bytearray and sys.getrefcount(out) == 2
