@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .goals import verdicts
 from .harness import Row
 
 #: (group, module): each module has run(quick: bool) -> list[Row]
@@ -54,15 +55,67 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    from pipeline import native
+
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "processor": model,
         "system": f"{platform.system()} {platform.release()}",
-        "load_avg_1_5_15": [round(x, 2) for x in load],
+        "load_avg_1_5_15": load_avg(),
+        "kernels_compiled_in_use": native.status(),
+        "libraries": library_versions(),
     }
+
+
+def load_avg() -> list[float]:
+    """The load average over 1, 5 and 15 minutes (zeros where the system has none)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return [round(x, 2) for x in load]
+
+
+#: the distributions whose calls the hot path's baselines make (and Pipecat's, if installed)
+LIBRARIES = (
+    "numpy",
+    "soxr",
+    "webrtcvad-wheels",
+    "orjson",
+    "pybase64",
+    "audioop-lts",
+    "onnxruntime",
+    "pipecat-ai",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """The installed version of each of :data:`LIBRARIES` that is installed."""
+    from importlib import metadata
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """The machine in one line: CPU, cores, Python, kernels in use, library versions, load."""
+    kernels = info.get("kernels_compiled_in_use", {})
+    used = [k for k, on in kernels.items() if on]
+    off = [k for k, on in kernels.items() if not on]
+    libs = ", ".join(f"{k} {v}" for k, v in info.get("libraries", {}).items())
+    load = info.get("load_avg_1_5_15")
+    start = info.get("load_avg_at_start")
+    loads = f"load {load}" + (f" (at start {start})" if start else "")
+    return (
+        f"machine: {info['processor']}, {info['cpus']} cores, {info['system']}, Python "
+        f"{info['python']}; compiled kernels in use: {', '.join(used) or 'none'}"
+        + (f" (not in use: {', '.join(off)})" if off else "")
+        + f"; {libs}; {loads}"
+    )
 
 
 def table(rows: list[Row], width: int = 200) -> Table:
@@ -164,20 +217,32 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
         setup_logging(getattr(args, "log_format", "auto"), "warning")
     t0 = time.perf_counter()
+    load_at_start = load_avg()
     rows = run_all(args.quick, args.only, console)
     console.print(table(rows, console.width))
-    info = machine()
-    console.print(f"machine: {info}", highlight=False, markup=False)
+    info = {**machine(), "load_avg_at_start": load_at_start}
+    console.print(machine_line(info), highlight=False, markup=False)
     console.print(f"took {time.perf_counter() - t0:.0f} s", highlight=False)
+    found = verdicts(rows)
+    console.print("the hot path's goals, this run:", highlight=False, markup=False)
+    for v in found:
+        console.print(v.line(), highlight=False, markup=False, soft_wrap=True)
     if args.md_path:
         with open(args.md_path, "w", encoding="utf-8") as f:
             f.write(markdown(rows))
+            f.write("\n" + "\n".join(f"* {v.line().strip()}" for v in found) + "\n")
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as f:
             json.dump(
-                {"machine": info, "quick": args.quick, "rows": [r.as_dict() for r in rows]},
+                {
+                    "machine": info,
+                    "quick": args.quick,
+                    "rows": [r.as_dict() for r in rows],
+                    "goals": [v.as_dict() for v in found],
+                },
                 f,
                 indent=1,
+                ensure_ascii=False,
             )
     if args.png_path and not chart(rows, args.png_path):
         console.print(

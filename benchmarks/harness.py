@@ -27,6 +27,7 @@ class Row:
     baseline: str = ""  # name of the row this one is compared with
     ratio: float | None = None  # median / baseline median
     note: str = ""
+    goal: str = ""  # the key of the goal this row measures (benchmarks.goals), if any
     samples: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:

@@ -15,11 +15,15 @@ differencing a long and a short run, the runs of one repetition interleaved so t
 other processes falls on all of them alike.
 
 The chain rows run ``wav_source → g711_decode → resample 16k → vad_gate (webrtc, annotate) →
-resample 8k → g711_encode → null_sink`` through the Runner and, beside it, a plain Python loop
-making the same calls on the same file: the file read 160 bytes at a time, ``audioop``, the
-resampler's core as the stage calls it, the VAD's pre-emphasis and ``webrtcvad`` per 30 ms, no
-frame objects and no generators (goal: the chain ≤ 1.5× the loop). A second loop and chain use
-soxr HQ streams for the resamplers.
+resample 8k → g711_encode → null_sink`` through the Runner and, beside it, the library path: a
+plain Python loop making the libraries' calls on the same file (the file read 160 bytes at a
+time, ``audioop`` decode, a soxr HQ stream up to 16 kHz, the VAD's pre-emphasis and ``webrtcvad``
+per 30 ms, a soxr HQ stream down to 8 kHz, ``audioop`` encode), no frame objects and no
+generators. The goal: the chain ≤ 1.5× that loop. Information rows beside it: a loop over the
+stages' own cores (what the framework and the stages' bookkeeping add over their kernels), the
+chain with ``low_latency: false``, and the chain with the pure-Python twins of the compiled
+kernels (``PIPELINE_PURE_PYTHON=1`` in a child process whose runs take their turn with these:
+what the kernels buy).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import numpy as np
 from pipeline import Audio, Frame, Pipeline, stage
 from pipeline.frames import AudioFormat
 
-from .harness import Row, compare, row
+from .goals import mark
+from .harness import Row, compare, fixed, row
 
 _cpu = time.process_time_ns
 
@@ -96,25 +101,39 @@ def _pipeline(frames: list[Audio], n: int, stage_type: str | None, **params: Any
 
 
 def paired(
-    runs: dict[str, Callable[[int], object]], *, n: int, n0: int, repeat: int
+    runs: dict[str, Callable[[int], object]],
+    *,
+    n: int,
+    n0: int,
+    repeat: int,
+    fewer: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """CPU µs per item of each ``run(k)``, the fixed cost taken out by differencing ``n`` and
     ``n0`` items; within a repetition every run goes once, in turn, the order reversed every
     other repetition (so a burst of load from other processes, or a drift, hits them all
-    alike), each after a full garbage collection (so none pays for another's garbage)."""
+    alike), each after a full garbage collection (so none pays for another's garbage). A run
+    that returns an int has measured itself (CPU ns in another process: ``benchmarks.remote``);
+    that figure is taken instead of this process's CPU time. ``fewer``: runs that do
+    ``n // d`` and ``n0 // d`` items (a slow one, such as another framework's)."""
     out = {name: np.empty(repeat) for name in runs}
-    for fn in runs.values():
-        fn(n0)  # warm-up: imports, first-call caches
+    sizes = {name: (n, n0) for name in runs}
+    for name, d in (fewer or {}).items():
+        sizes[name] = (n // d, max(1, n0 // d))
+    for name, fn in runs.items():
+        fn(sizes[name][1])  # warm-up: imports, first-call caches
     order = list(runs.items())
     for r in range(repeat):
         for name, fn in order if r % 2 == 0 else order[::-1]:
+            k, k0 = sizes[name]
             gc.collect()
             t0 = _cpu()
-            fn(n0)
+            short = fn(k0)
             t1 = _cpu()
-            fn(n)
+            long = fn(k)
             t2 = _cpu()
-            out[name][r] = ((t2 - t1) - (t1 - t0)) / (n - n0) / 1e3
+            if isinstance(short, int) and isinstance(long, int):
+                t0, t1, t2 = 0, short, short + long
+            out[name][r] = ((t2 - t1) - (t1 - t0)) / (k - k0) / 1e3
     return out
 
 
@@ -152,14 +171,20 @@ def audioop_module() -> Any:
 
 
 class RawCalls(NamedTuple):
-    """The bare library calls a raw path is made of. ``up``/``down`` take and return int16
-    arrays for soxr (its own call) and pcm16 bytes for ours (``process_bytes``, the call the
-    ``resample`` stage makes); ``soxr`` says which."""
+    """The calls a plain loop is made of, per 20 ms frame. The library path (``soxr``) calls
+    audioop's ``ulaw2lin``/``lin2ulaw`` and its ``add``/``mul`` for the VAD's pre-emphasis
+    inline, and soxr HQ streams as ``up``/``down`` on int16 arrays. The stages' cores
+    (``ours``): ``decode(codes)``, ``encode(pcm)``, ``emphasize(pcm, prev)`` (the VAD's
+    pre-emphasis, ``prev`` the sample before) and the low-latency resampler's
+    ``process_bytes`` as ``up``/``down`` on pcm16 bytes, the calls the stages make."""
 
     ulaw2lin: Callable[..., bytes]
     lin2ulaw: Callable[..., bytes]
     add: Callable[..., bytes]
     mul: Callable[..., bytes]
+    decode: Callable[[bytes], bytes]
+    encode: Callable[[bytes], bytes]
+    emphasize: Callable[[bytes, bytes], bytes]
     up: Callable[[Any], Any]
     down: Callable[[Any], Any]
     is_speech: Callable[..., bool]
@@ -167,26 +192,35 @@ class RawCalls(NamedTuple):
 
 
 def raw_calls(engine: str, down_from: int, what: str) -> RawCalls:
-    """audioop's μ-law codec and arithmetic, resamplers 8k→16k and ``down_from``→8k (``soxr``:
-    soxr HQ streams, int16; ``ours``: the low-latency resampler's core, as the stage calls it)
-    and webrtcvad mode 3. ``what`` names the caller in the error when audioop is missing."""
+    """The calls of a plain loop (see :class:`RawCalls`): resamplers 8k→16k and
+    ``down_from``→8k, webrtcvad mode 3. ``engine``: ``soxr``, the library path as issue 14
+    names it (audioop, soxr HQ streams), or ``ours``, the stages' own cores (compiled kernels
+    where built). ``what`` names the caller in the error when audioop is missing."""
     import webrtcvad
 
+    from stages import g711
     from stages.resample import PolyphaseResampler
+    from stages.vad.engines import preemphasize
 
     ao = audioop_module()
     if ao is None:
         raise RuntimeError(f"{what} needs audioop (or audioop-lts on Python 3.13+)")
     is_speech = webrtcvad.Vad(3).is_speech
+    lib = (ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul)
+
+    def emphasize(pcm: bytes, prev: bytes) -> bytes:
+        return preemphasize(pcm, prev, 0.8)
+
+    cores = (g711.DECODERS["pcmu"], g711.ENCODERS["pcmu"], emphasize)
     if engine == "soxr":
         import soxr
 
         up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality="HQ").resample_chunk
         down = soxr.ResampleStream(down_from, 8000, 1, dtype="int16", quality="HQ").resample_chunk
-        return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, is_speech, True)
+        return RawCalls(*lib, *cores, up, down, is_speech, True)
     up = PolyphaseResampler(8000, 16000).process_bytes
     down = PolyphaseResampler(down_from, 8000).process_bytes
-    return RawCalls(ao.ulaw2lin, ao.lin2ulaw, ao.add, ao.mul, up, down, is_speech, False)
+    return RawCalls(*lib, *cores, up, down, is_speech, False)
 
 
 # ---------------------------------------------------------------------------- per stage
@@ -308,10 +342,10 @@ def _triple(group: str, name: str, raw: np.ndarray, in_place: np.ndarray) -> lis
         over,
         note=(
             f"in place − raw; best of {len(over)}: {float(np.min(in_place) - np.min(raw)):.2f} "
-            "(fastest in place − fastest raw); goal ≤ 1 µs"
+            "(fastest in place − fastest raw)"
         ),
     )
-    return [r, compare(p, r), o]
+    return [r, compare(p, r), mark(o, "overhead")]
 
 
 # ---------------------------------------------------------------------------- wav_source
@@ -366,10 +400,10 @@ def _source_sink_rows(n: int, n0: int, repeat: int) -> list[Row]:
         "stage",
         "wav_source → null_sink",
         got["ours"],
-        note=f"the whole pipeline; best of {repeat} {float(np.min(got['ours'])):.2f}; goal ≤ 1 µs",
+        note=f"the whole pipeline; best of {repeat} {float(np.min(got['ours'])):.2f}",
     )
     o = row("stage", "wav_source → null_sink: overhead", got["ours"] - got["raw"], note="− raw")
-    return [r, compare(w, r), o]
+    return [r, mark(compare(w, r), "wav"), o]
 
 
 # ---------------------------------------------------------------------------- the chain
@@ -391,14 +425,14 @@ def _chain_pipeline(path: Path, low_latency: bool) -> Pipeline:
 
 
 def _plain_loop(path: Path, engine: str) -> None:
-    """The chain's library calls in one Python loop: read 20 ms from the file, decode, resample
-    up, the VAD's pre-emphasis and webrtcvad per 30 ms window, resample down, encode; no frame
-    objects, no generators. ``engine``: ``soxr`` (soxr HQ streams on int16 arrays) or ``ours``
-    (the low-latency resampler's core on bytes, the call the stage makes)."""
+    """The chain's calls in one Python loop: read 20 ms from the file, decode, resample up, the
+    VAD's pre-emphasis and webrtcvad per 30 ms window, resample down, encode; no frame objects,
+    no generators. ``engine``: ``soxr`` (the library path: audioop, soxr HQ streams on int16
+    arrays) or ``ours`` (the stages' own cores): see :func:`raw_calls`."""
     from stages.wavfile import read_header
 
-    raw = raw_calls(engine, 16000, "the plain loop")
-    ulaw2lin, lin2ulaw, add, mul, up, down, is_speech, soxr = raw
+    calls = raw_calls(engine, 16000, "the loop")
+    ulaw2lin, lin2ulaw, add, mul, decode, encode, emphasize, up, down, is_speech, _ = calls
     i16 = np.dtype("<i2")
     frombuffer = np.frombuffer
     last = b"\0\0"
@@ -406,81 +440,143 @@ def _plain_loop(path: Path, engine: str) -> None:
     with open(path, "rb") as f:
         f.seek(read_header(path).data_offset)
         read = f.read
-        while data := read(160):
-            if soxr:
+        if calls.soxr:  # the libraries' own calls, inline
+            while data := read(160):
                 y = up(frombuffer(ulaw2lin(data, 2), i16))
                 b = y.tobytes()
-                low = down(y).tobytes()
-            else:
-                b = up(ulaw2lin(data, 2))
-                low = down(b)
+                if b:
+                    buf += add(b, mul(last + b[:-2], 2, -0.8), 2)
+                    last = b[-2:]
+                    while len(buf) >= 960:
+                        is_speech(buf[:960], 16000)
+                        buf = buf[960:]
+                lin2ulaw(down(y).tobytes(), 2)
+            return
+        while data := read(160):  # the stages' cores
+            b = up(decode(data))
             if b:
-                emph = add(b, mul(last + b[:-2], 2, -0.8), 2)
+                buf += emphasize(b, last)
                 last = b[-2:]
-                buf += emph
                 while len(buf) >= 960:
                     is_speech(buf[:960], 16000)
                     buf = buf[960:]
-            lin2ulaw(low, 2)
+            encode(down(b))
 
 
-def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
-    """The chain through the Runner beside the plain loop (goal ≤ 1.5×)."""
+@contextmanager
+def chain_runs(n: int, n0: int) -> Iterator[dict[str, Callable[[int], object]]]:
+    """The chain's runs over WAV files of ``n`` and ``n0`` frames: the two plain loops (soxr
+    streams, the stages' cores) and the chain with either resampler. Also entered in a child
+    process (``benchmarks.remote``) for the pure-Python kernels' figures."""
     with _wav_files((n, n0)) as paths:
-        runs: dict[str, Callable[[int], object]] = {
+        yield {
             "loop soxr": lambda k: _plain_loop(paths[k], "soxr"),
             "loop ours": lambda k: _plain_loop(paths[k], "ours"),
             "chain ll": lambda k: _run(_chain_pipeline(paths[k], True)),
             "chain soxr": lambda k: _run(_chain_pipeline(paths[k], False)),
         }
+
+
+#: the setting under which a child process runs the pure-Python twins of the kernels
+PURE_ENV = {"PIPELINE_PURE_PYTHON": "1"}
+
+CHAIN = (
+    "wav_source → g711_decode → resample 16k → vad_gate webrtc annotate → resample 8k "
+    "→ g711_encode → null_sink"
+)
+
+
+def kernels_note(kernels: dict[str, bool]) -> str:
+    """Which compiled kernels a process uses, for a row's note."""
+    used = [k.rsplit(".", 1)[-1] for k, on in kernels.items() if on]
+    return "compiled kernels in use: " + (", ".join(used) if used else "none")
+
+
+def chain_rows(n: int, n0: int, repeat: int) -> list[Row]:
+    """The chain through the Runner beside the plain loop over the libraries (the goal, ≤ 1.5×),
+    beside a loop over the stages' own cores (information), and the chain again with the
+    pure-Python kernels (another process, taking turns)."""
+    from pipeline import native
+
+    from . import remote
+
+    with (
+        chain_runs(n, n0) as runs,
+        remote.optional("benchmarks.inplace:chain_runs", [n, n0], PURE_ENV) as pure,
+    ):
+        if isinstance(pure, remote.Remote):
+            runs = {**runs, "chain pure": pure.run("chain ll")}
         got = paired(runs, n=n, n0=n0, repeat=repeat)
-    loop_ours = row(
-        "chain",
-        "plain loop, the stages' cores: file read 160 B, audioop ulaw2lin, low-latency resampler "
-        "8k→16k, pre-emphasis + webrtcvad per 30 ms, resampler 16k→8k, audioop lin2ulaw",
-        got["loop ours"],
-        note="CPU per 20 ms frame; the same calls the stages make, no frames, no generators",
-    )
-    loop_soxr = row(
-        "chain",
-        "plain loop, the same with soxr HQ streams (int16) for the resamplers",
-        got["loop soxr"],
-        note="CPU per 20 ms frame; soxr's own call on int16 arrays",
-    )
-    chain = (
-        "wav_source → g711_decode → resample 16k → vad_gate webrtc annotate → resample 8k "
-        "→ g711_encode → null_sink"
-    )
 
     def best(a: str, b: str) -> str:
         return f"best of {repeat}: {float(np.min(got[a]) / np.min(got[b])):.2f}×"
 
-    ll = row(
+    library = row(
         "chain",
-        chain,
+        "library path: plain loop, file read 160 B, audioop ulaw2lin, soxr HQ stream 8k→16k "
+        "(int16), pre-emphasis (audioop) + webrtcvad per 30 ms, soxr HQ stream 16k→8k, "
+        "audioop lin2ulaw",
+        got["loop soxr"],
+        note="CPU per 20 ms frame; the libraries' own calls, no frames, no generators",
+    )
+    chain = mark(
+        compare(
+            row(
+                "chain",
+                CHAIN,
+                got["chain ll"],
+                note=f"default resamplers (low_latency); {best('chain ll', 'loop soxr')}; "
+                + kernels_note(native.status()),
+            ),
+            library,
+        ),
+        "chain",
+    )
+    pure_name = (
+        "  the chain, pure-Python kernels (PIPELINE_PURE_PYTHON=1, a child process taking turns)"
+    )
+    if isinstance(pure, remote.Remote):
+        pure_row = compare(
+            row(
+                "chain",
+                pure_name,
+                got["chain pure"],
+                note=f"{best('chain pure', 'loop soxr')}; the kernels buy "
+                f"{float(np.median(got['chain pure'] - got['chain ll'])):.2f} µs per frame; "
+                + kernels_note(pure.kernels),
+            ),
+            library,
+        )
+    else:
+        pure_row = fixed("chain", pure_name, float("nan"), "µs/frame", f"not measured: {pure}")
+    cores = row(
+        "chain",
+        "  information: plain loop over the stages' cores (audioop, the low-latency "
+        "resampler's core, pre-emphasis + webrtcvad per 30 ms)",
+        got["loop ours"],
+        note="CPU per 20 ms frame; the calls the stages make, no frames, no generators",
+    )
+    ll_cores = row(
+        "chain",
+        "  information: the chain vs the loop over the stages' cores",
         got["chain ll"],
-        note=f"low_latency (default), same cores as the loop; {best('chain ll', 'loop ours')}; "
-        "goal ≤ 1.5× loop",
+        note="what the framework and the stages' bookkeeping add over their own cores; "
+        + best("chain ll", "loop ours"),
     )
     sx = row(
         "chain",
-        "  the chain with low_latency: false",
+        "  information: the chain with low_latency: false vs the library loop",
         got["chain soxr"],
-        note=f"soxr HQ in both (the stage's soxr call goes through float32); "
-        f"{best('chain soxr', 'loop soxr')}; goal ≤ 1.5× loop",
-    )
-    ll_sx = row(
-        "chain",
-        "  the chain (low_latency) vs the loop with soxr",
-        ll.samples,
-        note=f"different resamplers; {best('chain ll', 'loop soxr')}",
+        note="soxr HQ in both (the stage's soxr call goes through float32); "
+        + best("chain soxr", "loop soxr"),
     )
     return [
-        loop_ours,
-        loop_soxr,
-        compare(ll, loop_ours),
-        compare(sx, loop_soxr),
-        compare(ll_sx, loop_soxr),
+        library,
+        chain,
+        pure_row,
+        cores,
+        compare(ll_cores, cores),
+        compare(sx, library),
     ]
 
 

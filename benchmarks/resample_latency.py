@@ -188,8 +188,9 @@ CORE_RATIOS = [
 
 
 def core_rows(inner: int = 500, repeat: int = 31, against: str | None = None) -> list[Row]:
-    """The low-latency engine's call (``PolyphaseResampler.process`` on a 20 ms frame of pcm16
-    bytes, what the stage hands it) against soxr's stream call at the same rates
+    """The low-latency engine's call (``PolyphaseResampler.process_bytes`` on a 20 ms frame of
+    pcm16 bytes, the call the stage makes; ``process`` for a revision without it) against
+    soxr's stream call at the same rates
     (``soxr.ResampleStream(..., dtype="int16", quality="HQ").resample_chunk`` on the same
     frame as int16, as other frameworks call it). CPU µs per frame: ``repeat`` samples, each
     the mean of ``inner`` calls; the candidates take turns sample by sample, so that load from
@@ -209,7 +210,7 @@ def core_rows(inner: int = 500, repeat: int = 31, against: str | None = None) ->
         b = x.tobytes()
         theirs = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
         fns: list[tuple[Callable[[Any], object], Any]] = [(theirs.resample_chunk, x)]
-        fns += [(engine(in_rate, out_rate).process, b) for _, engine in engines]
+        fns += [(_stage_call(engine(in_rate, out_rate)), b) for _, engine in engines]
         for fn, arg in fns:  # warm up
             _cpu_us(fn, arg, max(10, inner // 5))
         samples: list[list[float]] = [[] for _ in fns]
@@ -222,6 +223,11 @@ def core_rows(inner: int = 500, repeat: int = 31, against: str | None = None) ->
         for (name, _), got in zip(engines, samples[1:], strict=True):
             rows.append(compare(row("resample core", f"{ratio} {name}", got), base))
     return rows
+
+
+def _stage_call(engine: Any) -> Callable[[bytes], object]:
+    """The call the ``resample`` stage makes on an engine: pcm16 bytes in, bytes out."""
+    return getattr(engine, "process_bytes", None) or engine.process  # type: ignore[no-any-return]
 
 
 def _engine_at(rev: str) -> Any:

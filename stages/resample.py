@@ -32,9 +32,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from pipeline import native
 from pipeline.context import StageContext
 from pipeline.errors import FormatError, StageError, UsageError
-from pipeline.frames import Audio, AudioFormat, Frame, Interrupt
+from pipeline.frames import Audio, AudioFormat, Frame, Interrupt, make_audio
 from pipeline.spec import stage
 from stages.g711 import AUDIOOP
 
@@ -90,6 +91,16 @@ PASS_RIPPLE_DB = 0.1
 #: up to 1.3 dB, hence 2 dB in hand).
 _MAX_MINIMAX_TAPS = 1024
 DESIGN_ATTENUATION_DB = 78.0
+#: The taps are integer multiples of 2**-TAP_BITS. With int16 input (|x| ≤ 2**15) and the
+#: absolute taps of every phase summing to less than 2**(53 - 15 - TAP_BITS) = 64 (about 2.4 at
+#: most in the designs here; checked for each design), every product x·tap and every partial
+#: sum of an output's products is an integer times 2**-TAP_BITS below 2**53: a float64 holds it
+#: exactly. So every summation order (BLAS's block product, the gather, the compiled loop with
+#: its vector accumulators, with or without fused multiply-add) gives the same double, and
+#: rounding it gives the same sample. The quantisation moves each tap by at most 2**-33 (below
+#: -190 dB of the response): the design goals are checked with the quantised taps.
+TAP_BITS = 32
+_TAP_SCALE = float(1 << TAP_BITS)
 #: Above this many coefficients in the block matrix, use the gather form (less waste, slower).
 _MAX_BLOCK_MATRIX = 1 << 18
 #: Above this many filter coefficients, the ratio is too odd for the polyphase engine.
@@ -237,12 +248,29 @@ def minimax_lowpass(
     return h
 
 
+def quantise_taps(h: Float64Array, multiple_of: int) -> Float64Array:
+    """``h`` rounded to integer multiples of 2**-TAP_BITS (read-only), after checking that
+    int16 input keeps every partial sum of every polyphase branch exact in float64 (see
+    TAP_BITS). ``h`` is ``multiple_of`` branches interleaved (tap ``p + k·multiple_of`` is
+    branch ``p``'s ``k``-th)."""
+    q: Float64Array = np.rint(h * _TAP_SCALE) / _TAP_SCALE
+    worst = float(np.abs(q).reshape(-1, multiple_of).sum(axis=0).max())
+    if worst * 32768.0 * _TAP_SCALE >= 2.0**53:
+        raise UsageError(
+            f"a polyphase branch's taps sum to {worst:.3g} in magnitude: int16 input would make "
+            f"sums beyond 2**53 with taps at 2**-{TAP_BITS}; lower TAP_BITS for this filter"
+        )
+    q.setflags(write=False)
+    return q
+
+
 @functools.lru_cache(maxsize=64)
 def _design(fs: float, low: float, multiple_of: int) -> Float64Array:
     """The taps for a resampler at intermediate rate ``fs`` whose lower rate is ``low``: the
-    shortest length (a multiple of the polyphase factor) whose minimax design meets
-    STOP_BAND_DB and PASS_RIPPLE_DB; a Kaiser design beyond _MAX_MINIMAX_TAPS. DC gain is
-    ``multiple_of`` (each polyphase branch of an up-sampler has unit gain)."""
+    shortest length (a multiple of the polyphase factor) whose minimax design, quantised to
+    multiples of 2**-TAP_BITS, meets STOP_BAND_DB and PASS_RIPPLE_DB; a Kaiser design beyond
+    _MAX_MINIMAX_TAPS. DC gain is ``multiple_of`` (each polyphase branch of an up-sampler has
+    unit gain)."""
     fp, fst, L = PASS_EDGE * low, STOP_EDGE * low, multiple_of
     dp = 10 ** (PASS_RIPPLE_DB / 40) - 1  # the largest pass-band and stop-band errors
     ds = 10 ** (-STOP_BAND_DB / 20)
@@ -250,7 +278,7 @@ def _design(fs: float, low: float, multiple_of: int) -> Float64Array:
     est = (-20 * math.log10(math.sqrt(dp * ds)) - 13) / (14.6 * (fst - fp) / fs)
 
     def meets(n: int) -> Float64Array | None:
-        h = minimax_lowpass(fs, fp, fst, n, dp / ds)
+        h = quantise_taps(minimax_lowpass(fs, fp, fst, n, dp / ds) * L, L)
         stop, ripple = _response_db(h, fs, fp, fst)
         return h if stop <= -STOP_BAND_DB and ripple <= PASS_RIPPLE_DB else None
 
@@ -266,12 +294,34 @@ def _design(fs: float, low: float, multiple_of: int) -> Float64Array:
                 n += L
                 best = meets(n)
     if best is not None:
-        h = best * L
-        h.setflags(write=False)
-        return h
-    h = kaiser_lowpass(fs, 0.5 * low, fst - fp, DESIGN_ATTENUATION_DB, multiple_of=L)
-    h.setflags(write=False)
-    return h
+        return best
+    # (thousands of taps: the quantisation's 2**-33 per tap is far below the Kaiser design's
+    # 2 dB in hand, and the response check would take a very long FFT)
+    return quantise_taps(
+        kaiser_lowpass(fs, 0.5 * low, fst - fp, DESIGN_ATTENUATION_DB, multiple_of=L), L
+    )
+
+
+#: The polyphase filter's compiled kernel (stages/_cresample.c), None when not built
+_cresample = native.load("stages._cresample")
+#: The engines of the polyphase filter: the compiled kernel, or numpy (the fallback)
+Engine: TypeAlias = Literal["native", "pure"]
+
+
+def _engine(engine: Engine | None, block_periods: int | None) -> Engine:
+    """The engine asked for, or the default: the kernel when it is built (numpy when a block
+    size is asked for: only numpy has blocks)."""
+    if engine is None:
+        return "native" if _cresample is not None and block_periods is None else "pure"
+    if engine == "native" and _cresample is None:
+        raise UsageError(
+            "the compiled polyphase kernel (stages._cresample) is not built or "
+            "PIPELINE_PURE_PYTHON is set: reinstall the package with a C compiler, or use "
+            "engine='pure'"
+        )
+    if engine not in ("native", "pure"):
+        raise UsageError(f"engine {engine!r} is not one of 'native', 'pure'")
+    return engine
 
 
 class PolyphaseResampler:
@@ -294,7 +344,14 @@ class PolyphaseResampler:
     tail so that every input sample's content is out.
     """
 
-    def __init__(self, in_rate: int, out_rate: int, *, block_periods: int | None = None) -> None:
+    def __init__(
+        self,
+        in_rate: int,
+        out_rate: int,
+        *,
+        block_periods: int | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise UsageError(f"sample rates must be positive, got {in_rate} and {out_rate}")
         g = math.gcd(in_rate, out_rate)
@@ -314,6 +371,18 @@ class PolyphaseResampler:
         self.taps = h
         self.num_taps = n = len(h)
         self._T = T = n // L
+        #: group delay of the filter, in seconds of media
+        self.delay_s = (n - 1) / 2.0 / fs
+        #: which engine computes the sums: "native" (the compiled kernel) or "pure" (numpy)
+        self.engine: Engine = _engine(engine, block_periods)
+        self._kernel: Any = None
+        if self.engine == "native":
+            # The kernel holds the stream (history, counts): its methods are this object's.
+            self._kernel = kernel = _cresample.Polyphase(h.tobytes(), L, M)  # type: ignore[union-attr]
+            self.process_bytes = kernel.process  # type: ignore[method-assign]
+            self.process = self._process_native  # type: ignore[method-assign]
+            self.reset = kernel.reset  # type: ignore[method-assign]
+            return
         #: phases[p, k] = h[p + k·L]
         phases = np.ascontiguousarray(h.reshape(T, L).T)
         # Outputs are computed a block at a time: P = K·L outputs from Q = K·M new inputs, as
@@ -347,8 +416,6 @@ class PolyphaseResampler:
             self._block = G
         else:
             self._phases = phases
-        #: group delay of the filter, in seconds of media
-        self.delay_s = (n - 1) / 2.0 / fs
         # An output is at most (the sum of its phase's |taps|) × (the loudest input sample in
         # its window): while every input sample an output's window can see is at most _quiet,
         # no output can round beyond the int16 range and saturating is skipped (it changes
@@ -393,12 +460,26 @@ class PolyphaseResampler:
     @property
     def samples_in(self) -> int:
         """Input samples consumed since the start (or the last reset/flush)."""
+        if self._kernel is not None:
+            return int(self._kernel.samples_in)
         return self._n_in
 
     @property
     def samples_out(self) -> int:
         """Output samples released since the start (or the last reset/flush)."""
+        if self._kernel is not None:
+            return int(self._kernel.samples_out)
         return -(-self._n_in * self.up // self.down)
+
+    def _process_native(self, samples: Int16Array | bytes) -> Int16Array:
+        """:meth:`process` through the compiled kernel: the same samples, as a fresh array."""
+        if type(samples) is bytes:
+            out = self._kernel.process_bytearray(samples)
+        else:
+            out = self._kernel.process_bytearray(np.ascontiguousarray(_as_int16(samples), _PCM16))
+        if _LITTLE_ENDIAN:  # a writable array over the new bytearray: no copy
+            return np.frombuffer(out, _INT16)
+        return np.frombuffer(out, _PCM16).astype(_INT16)
 
     def process(self, samples: Int16Array | bytes) -> Int16Array:
         """Resample one chunk; returns every output sample it makes computable (int16)."""
@@ -487,7 +568,7 @@ class PolyphaseResampler:
 
         Afterwards the resampler is reset, ready for a new stream."""
         L, M = self.up, self.down
-        n, j0 = self._n_in, self.samples_out
+        n, j0 = self.samples_in, self.samples_out
         if n == 0:  # nothing since the start or the last reset: nothing owed
             self.reset()
             return _EMPTY16
@@ -850,7 +931,7 @@ async def resample(
             n_in += len(data) >> 1
             expect = anchor + n_in / in_rate
             if out:
-                yield Audio(out, "pcm16", rate, 1, anchor + n_out / rate)
+                yield make_audio(out, "pcm16", rate, 1, anchor + n_out / rate)
                 n_out += len(out) >> 1
             continue
         if f.__class__ is not Audio:
@@ -887,7 +968,7 @@ async def resample(
         n_in = len(data) >> 1
         expect = anchor + n_in / in_rate if n_in else _NAN
         if out:
-            yield Audio(out, "pcm16", rate, 1, anchor)
+            yield make_audio(out, "pcm16", rate, 1, anchor)
             n_out = len(out) >> 1
     if rs is not None and (t := _tail(rs, rate, anchor, n_out)) is not None:
         yield t

@@ -76,6 +76,9 @@ async def wav_sink(
             yield _
         return
     writer: WavWriter | None = None
+    # the file's format as three values, compared per frame field by field (building the
+    # frame's AudioFormat to compare costs 1.3 µs)
+    encoding, rate, channels = "", 0, 0
     ended = False  # True once the input ended normally (no error on the way out)
     try:
         async for frame in frames:
@@ -84,8 +87,9 @@ async def wav_sink(
             try:
                 if writer is None:
                     writer = WavWriter(path, frame.format)
+                    encoding, rate, channels = frame.encoding, frame.rate, frame.channels
                     ctx.log.debug("wav_sink_open", path=str(path), format=str(frame.format))
-                elif frame.format != writer.format:
+                elif frame.encoding != encoding or frame.rate != rate or frame.channels != channels:
                     raise _other_format(ctx, frame, writer.format)
                 writer.write(frame.data)
             except OSError as exc:

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from pipeline.context import StageContext
 from pipeline.errors import InputError, StageError
-from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Encoding, Frame
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Encoding, Frame, make_audio
 from pipeline.spec import InputPath, stage
 
 from . import g711
@@ -124,6 +124,7 @@ async def wav_source(
         pacer = _Pacer(ctx, pace)
         realtime = pace == "realtime"
         stopping = ctx.stopping.is_set
+        make = make_audio  # the frame without the dataclass __init__ (see pipeline.frames)
         index = 0  # sample index of the next frame, across loops
         if not loop:
             ctx.media_total_s = reader.header.duration
@@ -137,7 +138,7 @@ async def wav_source(
                     if stopping():
                         return
                     index += len(data) // align
-                    yield Audio(data, encoding, rate, channels, pts)
+                    yield make(data, encoding, rate, channels, pts)
             else:
                 # As fast as taken: the frames of a block are made in one go and handed out
                 # from a list.
@@ -145,7 +146,7 @@ async def wav_source(
                     first = index
                     index += len(block) // align
                     frames = [
-                        Audio(block[i : i + size], encoding, rate, channels, (first + k * n) / rate)
+                        make(block[i : i + size], encoding, rate, channels, (first + k * n) / rate)
                         for k, i in enumerate(range(0, len(block), size))
                     ]
                     for frame in frames:
@@ -181,7 +182,7 @@ async def _wav_stream(pace: Pace, frame_ms: int, ctx: StageContext) -> AsyncIter
         await pacer.wait(pts)
         if ctx.stopping.is_set():
             break
-        frame = Audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
+        frame = make_audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)
         index += frame.num_samples
         yield frame
 
@@ -305,7 +306,7 @@ async def signal_source(
         await pacer.wait(pts)
         if ctx.stopping.is_set():
             break
-        yield Audio(g711.encode(gen.read(count), encoding), encoding, rate, 1, pts)
+        yield make_audio(g711.encode(gen.read(count), encoding), encoding, rate, 1, pts)
 
 
 def _blocks(total: int, size: int) -> Iterator[tuple[int, int]]:

@@ -10,8 +10,19 @@ from typing import Any
 
 import pytest
 
-from benchmarks import cli, e2e, framework, hotpath, latency, load
-from benchmarks.harness import Row, cpu_per_item_us, drive, per_call_us, row
+from benchmarks import cli, e2e, framework, goals, hotpath, inplace, latency, load, remote
+from benchmarks.harness import (
+    Row,
+    compare,
+    cpu_per_item_us,
+    drive,
+    fixed,
+    per_call_us,
+    quiet_pipecat,
+    row,
+)
+from benchmarks.resample_latency import CORE_RATIOS
+from pipeline import native
 
 
 def _finite(rows: list[Row]) -> None:
@@ -52,7 +63,74 @@ def test_hotpath_tiny() -> None:
     assert "wav_source → null_sink" in names
     assert "8k→16k low_latency core" in names  # the resampler engine's rows beside soxr's call
     chain = next(r for r in rows if r.group == "chain" and r.name.startswith("wav_source"))
-    assert chain.baseline.startswith("plain loop") and chain.ratio is not None
+    assert chain.baseline.startswith("library path: plain loop") and chain.ratio is not None
+    assert "soxr HQ stream 8k→16k" in chain.baseline and chain.goal == "chain"
+    call = next(r for r in rows if r.name == "whole call, both directions, fused Runner")
+    assert call.goal == "call" and call.baseline.startswith("raw library path")
+    assert "soxr HQ streams" in call.baseline and "orjson + pybase64" in call.baseline
+    # the same measurements with the pure-Python kernels, from a child process
+    pure = [r for r in rows if "pure-Python kernels" in r.name]
+    assert [r.group for r in pure] == ["chain", "callpath"]
+    assert all("compiled kernels in use: none" in r.note for r in pure)
+    found = {v.key: v for v in goals.verdicts(rows)}
+    assert list(found) == list(goals.GOALS)
+    for key in ("overhead", "wav", "chain", "call", "resampler"):
+        assert found[key].met is not None, found[key]
+    assert sum(r.goal == "overhead" for r in rows) == 8
+    assert sum(r.goal == "resampler" for r in rows) == len(CORE_RATIOS)
+    if quiet_pipecat():
+        assert found["pipecat"].met is not None
+    else:
+        assert found["pipecat"].met is None and "pip install --no-deps" in found["pipecat"].detail
+
+
+def _goal_row(name: str, median: float, ratio: float | None = None, base: str = "") -> Row:
+    r = row("g", name, [median])
+    r.ratio, r.baseline = ratio, base
+    return r
+
+
+def test_verdicts_say_met_or_missed_with_the_numbers() -> None:
+    base = row("g", "loop", [10.0])
+    rows = [
+        base,
+        goals.mark(compare(row("g", "chain", [16.0]), base), "chain"),
+        goals.mark(row("g", "a: overhead", [0.5]), "overhead"),
+        goals.mark(row("g", "b: overhead", [1.25]), "overhead"),
+        goals.mark(_goal_row("pipecat ÷ ours", 160.0, 10.0, "ours"), "pipecat"),
+        goals.mark(fixed("g", "wav", float("nan"), "µs/frame", note="no file"), "wav"),
+    ]
+    assert rows[1].note == "goal ≤ 1.5×: MISSED"
+    assert rows[4].note == "goal ≥ 8×: met"
+    found = {v.key: v for v in goals.verdicts(rows)}
+    assert found["chain"].met is False
+    assert found["chain"].detail == "1.60×: 16.00 against 10.00 µs/frame"
+    assert found["overhead"].met is False
+    assert found["overhead"].detail == (
+        "1 of 2 rows; worst 1.25 µs (b: overhead); missed by: b: overhead 1.25 µs"
+    )
+    assert found["pipecat"].met is True
+    assert found["wav"].met is None and "no file" in found["wav"].detail
+    assert found["call"].met is None and found["call"].detail == "its suite did not run"
+    assert found["chain"].line().startswith("      MISSED  the chain ≤ 1.5×")
+
+
+def test_remote_runs_measure_themselves_in_a_child_process() -> None:
+    with remote.Remote("benchmarks.inplace:chain_runs", [30, 10], inplace.PURE_ENV) as child:
+        assert child.kernels and not any(child.kernels.values())
+        got = inplace.paired({"pure": child.run("chain ll")}, n=30, n0=10, repeat=2)
+        assert got["pure"].shape == (2,) and all(math.isfinite(x) for x in got["pure"])
+        with pytest.raises(remote.RemoteError, match="run 'nope': error: KeyError"):
+            child.run("nope")(1)
+
+
+def test_remote_says_why_the_child_failed() -> None:
+    with pytest.raises(remote.RemoteError, match=r"exited: .*ModuleNotFoundError"):
+        remote.Remote("benchmarks.no_such_module:runs", [], {})
+    # optional: the error in place of the child, for rows that say why they are missing
+    with remote.optional("benchmarks.no_such_module:runs", [], {}) as got:
+        assert isinstance(got, remote.RemoteError)
+        assert "No module named 'benchmarks.no_such_module'" in str(got)
 
 
 def test_framework_tiny() -> None:
@@ -117,7 +195,55 @@ def test_cli_outputs(tmp_path: Path) -> None:
     assert md.count("\n") == 4 and "| g | a |" in md
     info = cli.machine()
     assert info["cpus"] and "processor" in info
+    assert set(info["kernels_compiled_in_use"]) == set(native.KERNELS)
+    assert "soxr" in info["libraries"] and "numpy" in info["libraries"]
+    line = cli.machine_line(info)
+    assert f"{info['cpus']} cores" in line and f"soxr {info['libraries']['soxr']}" in line
+    assert "compiled kernels in use: " in line and "load [" in line
     json.dumps(info)
     png = tmp_path / "chart.png"
     if cli.chart(rows, str(png)):
         assert png.stat().st_size > 1000
+
+
+def test_paired_runs_take_turns_and_a_slow_run_does_fewer_items() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def run(name: str) -> Any:
+        return lambda k: calls.append((name, k))
+
+    got = inplace.paired({"a": run("a"), "b": run("b")}, n=100, n0=10, repeat=2, fewer={"b": 5})
+    assert set(got) == {"a", "b"} and all(v.shape == (2,) for v in got.values())
+    # warm-up, then each repetition in turn, the order reversed every other repetition
+    assert calls == [
+        ("a", 10), ("b", 2),
+        ("a", 10), ("a", 100), ("b", 2), ("b", 20),
+        ("b", 2), ("b", 20), ("a", 10), ("a", 100),
+    ]  # fmt: skip
+
+
+def test_bench_prints_a_verdict_per_goal_and_writes_them_to_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    base = row("chain", "library loop", [10.0])
+    rows = [base, goals.mark(compare(row("chain", "the chain", [12.0]), base), "chain")]
+    monkeypatch.setattr(cli, "run_all", lambda *a, **k: rows)
+    buf = io.StringIO()
+    out = tmp_path / "bench.json"
+    args = argparse.Namespace(
+        quick=True, only=[], json_path=str(out), md_path=None, png_path=None, log_level="warning"
+    )
+    assert cli.cmd_bench(args, Console(file=buf, width=200)) == 0
+    text = buf.getvalue()
+    assert "machine: " in text and "compiled kernels in use: " in text
+    assert "met  the chain ≤ 1.5× the plain loop over the libraries: 1.20×: 12.00 against" in text
+    assert "not measured  the whole call, both directions, ≤ 1.2×" in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    chain = next(g for g in data["goals"] if g["key"] == "chain")
+    assert chain["met"] is True and chain["detail"].startswith("1.20×")
+    assert data["machine"]["kernels_compiled_in_use"] == native.status()

@@ -14,10 +14,12 @@ Both are driven by :mod:`stages.realtime.session` and tested synchronously.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from pipeline.context import Played
-from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt
+from pipeline.frames import BYTES_PER_SAMPLE, Audio, AudioFormat, Frame, Interrupt, make_audio
+
+from .wire.server import AudioDeltaEvent
 
 MIN_APPEND_MS = 20
 MAX_APPEND_MS = 100
@@ -125,6 +127,13 @@ class ReplyAudio(NamedTuple):
     response_id: str
 
 
+#: What the playout takes as assistant audio: a :class:`ReplyAudio`, or the protocol's
+#: :class:`~stages.realtime.wire.server.AudioDeltaEvent` itself (the same fields, by name: the
+#: stage queues a delta's event as it is, with nothing made per delta)
+REPLY_AUDIO = (ReplyAudio, AudioDeltaEvent)
+Reply: TypeAlias = ReplyAudio | AudioDeltaEvent
+
+
 class ReplyPlayout:
     """The stage's output queue, and where the assistant's audio stands.
 
@@ -137,7 +146,8 @@ class ReplyPlayout:
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.fmt = fmt
-        self._q: deque[Frame | ReplyAudio] = deque()
+        self._width = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels  # bytes per sample frame
+        self._q: deque[Frame | Reply] = deque()
         self.samples_out = 0
         self.played: float | None = None
         self._item = ""
@@ -152,7 +162,7 @@ class ReplyPlayout:
     def __len__(self) -> int:
         return len(self._q)
 
-    def put(self, item: Frame | ReplyAudio) -> None:
+    def put(self, item: Frame | Reply) -> None:
         self._q.append(item)
 
     def interrupt(self, frame: Interrupt) -> int:
@@ -161,14 +171,14 @@ class ReplyPlayout:
         The interrupt overtakes queued audio only (all of it is gone): events queued before it
         (a ``tool_call`` of the interrupted response, a transcript) keep their order and stay
         ahead of it, so a tool router sees the call before the interrupt, as it happened."""
-        kept = [x for x in self._q if not isinstance(x, ReplyAudio)]
+        kept = [x for x in self._q if not isinstance(x, REPLY_AUDIO)]
         dropped = len(self._q) - len(kept)
         self._q = deque([*kept, frame])
         self.interrupted_at = self.pts
         return dropped
 
     def has_audio(self) -> bool:
-        return any(isinstance(x, ReplyAudio) for x in self._q)
+        return any(isinstance(x, REPLY_AUDIO) for x in self._q)
 
     def lagging(self) -> bool:
         """A sink reported playing behind what left the stage (and it was not cut since)."""
@@ -195,12 +205,12 @@ class ReplyPlayout:
         if not self._q:
             return None
         item = self._q.popleft()
-        if not isinstance(item, ReplyAudio):
+        if not isinstance(item, REPLY_AUDIO):
             return item
+        data, fmt = item.data, self.fmt
+        pts = self.samples_out / fmt.rate  # (self.pts)
         if item.item_id != self._item:
             self._item = item.item_id
-            self._item_start.setdefault(item.item_id, self.pts)
-        fmt = self.fmt
-        frame = Audio(item.data, fmt.encoding, fmt.rate, fmt.channels, self.pts)
-        self.samples_out += frame.num_samples
-        return frame
+            self._item_start.setdefault(item.item_id, pts)
+        self.samples_out += len(data) // self._width
+        return make_audio(data, fmt.encoding, fmt.rate, fmt.channels, pts)

@@ -98,6 +98,7 @@ from .wire import (
     b64,
     canonical_event,
     codec,
+    fast,
     format_from_wire,
     is_fatal_error,
     normalize_dialect,
@@ -249,6 +250,8 @@ _AUDIO_DELTA_NAMES: frozenset[str] = frozenset(
 )
 # receive() takes audio deltas past the lifecycle table: it has no entry for them.
 assert not any(trigger == _AUDIO_DELTA for _, trigger in TRANSITIONS)
+#: the compiled reader of the usual audio delta (None when not built: the checked path reads all)
+_DELTA_READER = fast.native_reader(_AUDIO_DELTA_NAMES)
 
 
 @dataclass
@@ -274,9 +277,12 @@ class RealtimeProtocol:
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
+        self._encode_append = codec(config.dialect).append_encoder()
         #: the dialect's server messages are its events as they are (audio deltas go straight
         #: to their handler)
         self._plain = type(codec(config.dialect)).decode_server is DialectCodec.decode_server
+        #: reads the usual audio delta straight into its event (None: the checked path reads it)
+        self._read_delta = _DELTA_READER if self._plain else None
         self.state: State = "connecting"
         self._outbox: list[str] = []
         self._seq = 0
@@ -407,6 +413,7 @@ class RealtimeProtocol:
         """Queue a ``session.update`` for ``config`` (default: this protocol's)."""
         if config is not None:
             self.config = config
+            self._encode_append = codec(config.dialect).append_encoder()
         self._updates_sent += 1
         return self._send(wc.SessionUpdate(self.config.to_wire()))
 
@@ -455,7 +462,7 @@ class RealtimeProtocol:
             )
         self._input_bytes_uncommitted += n
         self._seq += 1  # as _send, with the message built directly (the call's hot path)
-        text = codec(self.config.dialect).encode_append(data, f"c-{self._seq}")
+        text = self._encode_append(data, f"c-{self._seq}")
         self._outbox.append(text)
         return text
 
@@ -608,6 +615,12 @@ class RealtimeProtocol:
 
     def receive(self, message: str | bytes | Mapping[str, Any]) -> list[ServerEvent]:
         """The events one server message means. Never raises on the message's content."""
+        if type(message) is str and self._read_delta is not None:
+            # the usual message (an audio delta in the servers' shape) read in one pass; None
+            # for anything else, which the checked path below reads
+            delta = self._read_delta(message)
+            if delta is not None:
+                return self._audio_delta(delta)
         if type(message) is not str and isinstance(message, Mapping):  # (str first: cheaper)
             event: Any = message
         else:
@@ -772,12 +785,24 @@ class RealtimeProtocol:
     def _on_audio_delta(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         data = b64.decode_strict(ev["delta"])
         item = str(ev.get("item_id") or "")
-        self._audio_item = item
-        self._audio_bytes[item] = self._audio_bytes.get(item, 0) + len(data)
         rid = str(ev.get("response_id") or "")
-        cut = bool(self._cut) and (rid or self._last) == self._cut
-        self.barge.fire("audio_cut" if cut else "audio")
-        return [AudioDeltaEvent(data, rid, item, cut)]
+        return self._audio_delta(AudioDeltaEvent(data, rid, item))
+
+    def _audio_delta(self, ev: AudioDeltaEvent) -> list[ServerEvent]:
+        """Where the assistant's audio stands after ``ev`` (not yet marked discarded): the
+        item's bytes received, the barge-in table moved (``audio``, or ``audio_cut`` for a
+        response the user cut, whose audio comes back marked discarded)."""
+        item = ev.item_id
+        self._audio_item = item
+        received = self._audio_bytes
+        received[item] = received.get(item, 0) + len(ev.data)
+        barge = self.barge
+        if self._cut and (ev.response_id or self._last) == self._cut:
+            barge.fire("audio_cut")
+            return [AudioDeltaEvent(ev.data, ev.response_id, item, True)]
+        # (the table lists every server trigger in every state: no KeyError; Machine.fire)
+        barge.state = BARGE[barge.state, "audio"]
+        return [ev]
 
     def _on_audio_done(self, ev: Mapping[str, Any]) -> list[ServerEvent]:
         return [AudioDoneEvent(str(ev.get("response_id") or ""), str(ev.get("item_id") or ""))]

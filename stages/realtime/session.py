@@ -80,7 +80,7 @@ from pipeline.tasks import StageTasks
 
 from ..wsbatch import send_batch
 from . import protocol as p
-from .buffers import AudioBatcher, ReplyAudio, ReplyPlayout
+from .buffers import AudioBatcher, Reply, ReplyPlayout
 from .connection import (
     BridgedSocket,
     Retry,
@@ -174,7 +174,7 @@ class _Run:
 
     # -- output
 
-    def emit(self, item: Frame | ReplyAudio) -> None:
+    def emit(self, item: Frame | Reply) -> None:
         self.out.put(item)
         self.wake.set()
 
@@ -446,10 +446,15 @@ class _Run:
             await self.barge_in(local=False)
 
     def on_audio(self, ev: p.AudioDeltaEvent) -> None:
-        """An audio delta: what :meth:`on_event` does for one, without its dispatch."""
-        self.police_audio(len(ev.data))
+        """An audio delta: what :meth:`on_event` does for one, without its dispatch (and with
+        :meth:`police_audio` and :meth:`emit` in line)."""
+        data = ev.data
+        now = self.ctx.clock.now()
+        if not self.audio_budget.add(len(data), now):
+            raise self.flood(now)
         if not ev.discarded:
-            self.emit(ReplyAudio(ev.data, ev.item_id, ev.response_id))
+            self.out.put(ev)  # (the playout reads its data, item_id, response_id)
+            self.wake.set()
 
     def carried(self) -> list[tuple[str, str]]:
         """The most recent turns of the conversation that fit in :data:`CARRY_CHARS`."""
@@ -466,12 +471,16 @@ class _Run:
         """Audio too far ahead of real time ends the run (see :class:`AudioBudget`)."""
         now = self.ctx.clock.now()
         if not self.audio_budget.add(n_bytes, now):
-            raise SessionRemoteError(
-                f"{self.endpoint} sent {self.audio_budget.received_s:.1f} s of audio in "
-                f"{now - self.audio_budget.start:.1f} s, more than {self.s.max_audio_ahead_s:g} s "
-                "ahead of real time (max_audio_ahead_s): the service is misbehaving",
-                code="audio_flood",
-            )
+            raise self.flood(now)
+
+    def flood(self, now: float) -> SessionRemoteError:
+        """The error that ends a run whose service sent audio too far ahead of real time."""
+        return SessionRemoteError(
+            f"{self.endpoint} sent {self.audio_budget.received_s:.1f} s of audio in "
+            f"{now - self.audio_budget.start:.1f} s, more than {self.s.max_audio_ahead_s:g} s "
+            "ahead of real time (max_audio_ahead_s): the service is misbehaving",
+            code="audio_flood",
+        )
 
     def _check_echo(self, ev: p.SessionReadyEvent) -> None:
         for which, got, want in (
@@ -825,7 +834,12 @@ async def realtime_session(
                 run.start(tasks, run.connection_loop(), "connection", ends=True)
                 run.start(tasks, run.pump_input(frames), "input")
                 run.start(tasks, run.finish(), "finish")
-                while (frame := await run.next_frame(tasks)) is not None:
+                take = run.out.take
+                while True:
+                    # what is queued, without a coroutine per frame; else wait for more
+                    frame = take()
+                    if frame is None and (frame := await run.next_frame(tasks)) is None:
+                        break
                     yield frame
         finally:
             for ws in (run.ws, run.next_ws):

@@ -22,6 +22,7 @@ each engine keeps its own recurrent state and context, so gates never disturb on
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from pipeline import native
 from pipeline.errors import FormatError, InputError, UsageError
 from stages.g711 import AUDIOOP
 
@@ -251,6 +253,121 @@ def _is_speech(vad: Any, rate: int, window: bytes, samples: int) -> bool:
     return bool(vad.is_speech(window, rate))
 
 
+class PureWindows:
+    """The webrtc engine's per-frame work in Python: int16 audio in pieces of any length, cut
+    into windows of ``size`` samples, each pre-emphasised (:func:`preemphasize`, ``x[-1] = 0``
+    at the start) and handed to ``decide(handle, rate, window, size)``; :meth:`process` returns
+    a score per window completed, 1.0 where the answer is true, else 0.0. The compiled
+    ``stages.vad._cvad.Windows`` computes the same windows and scores, and raises the same
+    errors: if ``decide`` raises, the call's samples are consumed all the same (the windows
+    after the failing one go unanalysed, a partial window at the end is kept).
+    """
+
+    __slots__ = ("_a", "_decide", "_end", "_handle", "_minus_a", "_rate", "_raw", "_size", "_wb")
+
+    def __init__(
+        self,
+        size: int,
+        a: float,
+        decide: Callable[[Any, int, bytes, int], Any],
+        handle: Any,
+        rate: int,
+    ) -> None:
+        if not 1 <= size <= 1 << 24:
+            raise ValueError(
+                f"a VAD window of {size} samples; give 1 to {1 << 24} samples (the engine's "
+                "rate x frame_ms / 1000)"
+            )
+        if not 0.0 <= a < 1.0:
+            raise ValueError(
+                f"pre-emphasis {float(a)!r} is out of range; give 0 (off) up to below 1"
+            )
+        if not callable(decide):
+            raise TypeError(
+                f"decide must be callable as decide(handle, rate, window, samples), got {decide!r}"
+            )
+        self._size, self._a, self._minus_a = size, float(a), -float(a)
+        self._decide, self._handle, self._rate = decide, handle, rate
+        self._wb = 2 * size
+        self._end = self._wb + 2  # a window and the sample before it
+        # x[-1] (the sample before them, for the pre-emphasis), then the samples not yet
+        # analysed, as they came: a window is pre-emphasised once, when it is complete
+        self._raw = b"\0\0"
+
+    def process(self, data: bytes) -> list[float]:
+        """Scores for every window completed by these native-order int16 bytes."""
+        if len(data) & 1:
+            raise ValueError(
+                f"VAD audio of {len(data)} bytes: int16 samples are 2 bytes each; pass whole "
+                "samples"
+            )
+        raw = self._raw + data
+        size = len(raw)
+        end = self._end
+        if size < end:  # no window completed (one 20 ms frame in three for 30 ms windows)
+            self._raw = raw
+            return []
+        wb = self._wb
+        if size >= end + wb:  # several windows: large frames
+            return self._windows(raw)
+        # one window, the usual case: raw[2:end] pre-emphasised with raw[:wb], its x[n-1]
+        self._raw = raw[wb:]
+        if not self._a:
+            window = raw[2:end]
+        elif _ADD is not None:
+            window = _ADD(raw[2:end], _MUL(raw[:wb], 2, self._minus_a), 2)
+        else:
+            window = _preemphasis_numpy(raw[2:end], raw[:2], self._a)
+        return [1.0 if self._decide(self._handle, self._rate, window, self._size) else 0.0]
+
+    def process_g711(self, codes: bytes, table: bytes) -> list[float]:
+        """:meth:`process` for G.711 codes, each decoded through ``table`` (the codec's 256
+        native int16 samples, as bytes)."""
+        if not isinstance(table, bytes) or len(table) != 512:
+            raise ValueError(
+                f"a G.711 decode table is 256 native int16 samples (512 bytes), got {table!r}; "
+                "pass the codec's table as bytes"
+            )
+        lut = np.frombuffer(table, np.int16)
+        return self.process(lut[np.frombuffer(codes, np.uint8)].tobytes())
+
+    def _windows(self, raw: bytes) -> list[float]:
+        wb = self._wb
+        n = (len(raw) - 2) // wb
+        a, rate, decide, handle, size = self._a, self._rate, self._decide, self._handle, self._size
+        self._raw = raw[n * wb :]
+        scores = []
+        for i in range(n):
+            at = i * wb
+            window = raw[at + 2 : at + wb + 2]
+            if a:
+                window = preemphasize(window, raw[at : at + 2], a)
+            scores.append(1.0 if decide(handle, rate, window, size) else 0.0)
+        return scores
+
+    def reset(self) -> None:
+        """Forget the partial window and the carried sample."""
+        self._raw = b"\0\0"
+
+    @property
+    def pending(self) -> bytes:
+        """The partial window so far, pre-emphasised."""
+        raw = self._raw
+        if len(raw) == 2 or not self._a:
+            return raw[2:]
+        return preemphasize(raw[2:], raw[:2], self._a)
+
+    @property
+    def prev(self) -> int:
+        """``x[-1]``: the last sample received."""
+        return int.from_bytes(self._raw[-2:], sys.byteorder, signed=True)
+
+
+_CVAD = native.load("stages.vad._cvad")
+#: the compiled twin of :class:`PureWindows` (None when not built, or PIPELINE_PURE_PYTHON=1)
+NativeWindows: Any = _CVAD.Windows if _CVAD is not None else None
+
+
 class WebrtcEngine:
     """Google's WebRTC VAD (``webrtcvad``): a 0/1 decision per 10, 20 or 30 ms window.
 
@@ -261,13 +378,27 @@ class WebrtcEngine:
     it found one segment from the first word to the end of the file without it, and every
     utterance with it, at no cost on the other files). It works on bytes, as webrtcvad does
     (:func:`preemphasize`): no float conversion, no numpy on the audioop path.
+
+    The per-frame work (pre-emphasis, windows, the call into webrtcvad) is the compiled
+    ``stages.vad._cvad`` kernel when it is built, else :class:`PureWindows`, which computes the
+    same: ``native=True`` / ``False`` asks for one of them (``None``: the kernel when built).
     """
 
     default_threshold = 0.5
     hysteresis = 0.0
+    #: :meth:`process` for native-order int16 bytes (what the gate has for pcm16 frames): the
+    #: windows' own ``process``, so the gate's call goes straight into the kernel
+    process_bytes: Callable[[bytes], list[float]]
 
     def __init__(
-        self, rate: int, *, aggressiveness: int = 3, frame_ms: int = 30, preemphasis: float = 0.8
+        self,
+        rate: int,
+        *,
+        aggressiveness: int = 3,
+        frame_ms: int = 30,
+        preemphasis: float = 0.8,
+        native: bool | None = None,
+        decide: Callable[[Any, int, bytes, int], Any] | None = None,
     ) -> None:
         check_rate("webrtc", rate)
         if frame_ms not in (10, 20, 30):
@@ -276,28 +407,41 @@ class WebrtcEngine:
             raise UsageError(f"webrtc aggressiveness is 0..3, not {aggressiveness}")
         if not 0 <= preemphasis < 1:
             raise UsageError(f"webrtc pre-emphasis is 0 (off) up to below 1, not {preemphasis}")
+        if native and NativeWindows is None:
+            raise UsageError(
+                "the compiled VAD kernel (stages.vad._cvad) is not in use (not built, or "
+                "PIPELINE_PURE_PYTHON is set); reinstall pipeline with a C compiler, or leave "
+                "native unset"
+            )
         import webrtcvad
 
         vad = webrtcvad.Vad(aggressiveness)
         self.rate = rate
         self.window = rate * frame_ms // 1000
-        self._window_bytes = 2 * self.window
         self._vad = vad
         # webrtcvad's Vad.is_speech is a Python method around the C function _webrtcvad.process
         # (handle, rate, bytes, samples): calling that directly saves its frame, ~0.2 µs a window
-        self._decide: Callable[[Any, int, bytes, int], bool]
-        try:
-            self._decide = importlib.import_module("_webrtcvad").process
-            self._handle: Any = vad._vad
-        except (ImportError, AttributeError):  # another webrtcvad build: its public method
-            self._decide, self._handle = _is_speech, vad
-        self._a = preemphasis
-        self._minus_a = -preemphasis
-        self._end = self._window_bytes + 2
-        self._audioop = AUDIOOP is not None  # else numpy's pre-emphasis (the same bytes)
-        # x[-1] (the sample before them, for the pre-emphasis), then the samples not yet
-        # analysed, as they came: a window is pre-emphasised once, when it is complete
-        self._raw = b"\0\0"
+        # (a ``decide`` given is called with the ``webrtcvad.Vad`` as its handle, as
+        # ``_is_speech`` is)
+        handle: Any = vad
+        if decide is None:
+            try:
+                decide = importlib.import_module("_webrtcvad").process
+                handle = vad._vad
+            except (ImportError, AttributeError):  # another webrtcvad build: its public method
+                decide = _is_speech
+        #: decide(handle, rate, window, samples): webrtcvad's answer for one window
+        self.decide = decide
+        use_native = NativeWindows is not None if native is None else native
+        kind = NativeWindows if use_native else PureWindows
+        self.windows = kind(self.window, float(preemphasis), decide, handle, rate)
+        self.process_bytes = self.windows.process
+        #: with the compiled kernel, ``process_g711(codes, table)``: G.711 codes decoded on
+        #: their way into the windows (one call a telephony frame); None on the pure path,
+        #: where the codec's own decoder (audioop) and :attr:`process_bytes` are quicker
+        self.process_g711: Callable[[bytes, bytes], list[float]] | None = (
+            self.windows.process_g711 if use_native else None
+        )
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
         # native order, as webrtcvad reads it
@@ -305,44 +449,8 @@ class WebrtcEngine:
             pcm = pcm.astype(_INT16)
         return self.process_bytes(pcm.tobytes())
 
-    def process_bytes(self, data: bytes) -> list[float]:
-        """:meth:`process` for native-order int16 bytes (what the gate has for pcm16 frames)."""
-        raw = self._raw + data
-        size = len(raw)
-        end = self._end  # a window and the sample before it
-        if size < end:  # no window completed (one 20 ms frame in three for 30 ms windows)
-            self._raw = raw
-            return []
-        wb = self._window_bytes
-        if size >= end + wb:  # several windows: large frames
-            return self._windows(raw)
-        # one window, the usual case: raw[2:end] pre-emphasised with raw[:wb], its x[n-1]
-        if not self._a:
-            window = raw[2:end]
-        elif self._audioop:
-            window = _ADD(raw[2:end], _MUL(raw[:wb], 2, self._minus_a), 2)
-        else:
-            window = _preemphasis_numpy(raw[2:end], raw[:2], self._a)
-        self._raw = raw[wb:]
-        return [1.0 if self._decide(self._handle, self.rate, window, self.window) else 0.0]
-
-    def _windows(self, raw: bytes) -> list[float]:
-        wb = self._window_bytes
-        n = (len(raw) - 2) // wb
-        a, rate, decide, handle = self._a, self.rate, self._decide, self._handle
-        emphasize = _preemphasis_audioop if self._audioop else _preemphasis_numpy
-        scores = []
-        for i in range(n):
-            at = i * wb
-            window = raw[at + 2 : at + wb + 2]
-            if a:
-                window = emphasize(window, raw[at : at + 2], a)
-            scores.append(1.0 if decide(handle, rate, window, self.window) else 0.0)
-        self._raw = raw[n * wb :]
-        return scores
-
     def reset(self) -> None:
-        self._raw = b"\0\0"
+        self.windows.reset()
 
 
 # ---------------------------------------------------------------------------- energy

@@ -39,7 +39,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import UsageError
-from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame, SpeechStarted, SpeechStopped
+from pipeline.frames import (
+    BYTES_PER_SAMPLE,
+    Audio,
+    Frame,
+    SpeechStarted,
+    SpeechStopped,
+    make_audio,
+)
 from stages.g711 import ALAW_DECODE, AUDIOOP, DECODERS, ULAW_DECODE
 
 from .engines import Engine
@@ -73,6 +80,12 @@ _DECODE: dict[str, Callable[[bytes, int], bytes]] = (
 )
 
 _PCM16 = np.dtype("<i2")  # parsed once: a dtype string costs ~0.4 µs per call
+
+#: G.711 encoding -> its decode table as native int16 bytes (for an engine's process_g711)
+_G711_TABLES: dict[str, bytes] = {
+    "pcmu": ULAW_TO_PCM16.astype(np.int16).tobytes(),
+    "pcma": ALAW_TO_PCM16.astype(np.int16).tobytes(),
+}
 
 
 def analysis_samples(frame: Audio) -> npt.NDArray[np.int16]:
@@ -131,40 +144,53 @@ class VadGate:
             if process_bytes is not None and sys.byteorder == "little"
             else lambda data: engine.process(np.frombuffer(data, dtype=_PCM16))
         )
+        # G.711 frames straight into the engine's kernel when it has one (webrtc, compiled)
+        self._g711: Callable[[bytes, bytes], list[float]] | None = (
+            getattr(engine, "process_g711", None) if sys.byteorder == "little" else None
+        )
 
     def push(self, frame: Audio) -> list[Frame]:
         """Analyse one audio frame; return what to send on (audio and events, in order)."""
-        if frame.rate != self.rate:
-            raise UsageError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
-        start = self.position
         data = frame.data
         encoding = frame.encoding
-        if frame.channels != 1:
-            n = frame.num_samples
-            scores = self.engine.process(analysis_samples(frame)) if n else _NO_SCORES
-        elif encoding == "pcm16":  # the usual case: no decoding
-            n = len(data) >> 1
+        if encoding == "pcm16" and frame.channels == 1 and frame.rate == self.rate:
+            n = len(data) >> 1  # the usual case: no decoding, straight into the engine
             scores = self._process_pcm16(data) if n else _NO_SCORES
-        else:  # telephony: G.711 mono, decoded for the engine only
+        elif self._g711 is not None and frame.channels == 1 and frame.rate == self.rate:
+            # telephony: G.711 mono, decoded on its way into the engine's kernel
             n = len(data)
-            scores = self._process_pcm16(_DECODE[encoding](data, 2)) if n else _NO_SCORES
+            scores = self._g711(data, _G711_TABLES[encoding]) if n else _NO_SCORES
+        else:
+            n, scores = self._analyse(frame)
+        start = self.position
         position = self.position = start + n
-        pts = frame.pts
         anchors = self._anchors
-        anchors.append((start, pts))
+        anchors.append((start, frame.pts))
         if len(anchors) > 8:  # a few spare anchors cost nothing: prune now and then
             self._prune_anchors()
-        if self._annotate:  # every frame passes: only the events need work
-            out: list[Frame] = [frame]
-            if scores:
-                self._score(scores, out)
-            return out
-        out = []
-        held = self._held
-        if n:
-            held.append((start, position, frame, pts, start))
+        annotate = self._annotate
+        out: list[Frame]
+        if annotate:  # every frame passes at once: only the events need work
+            out = [frame]
+        else:  # held before the events: a START or STOP releases it
+            out = []
+            if n:
+                self._held.append((start, position, frame, frame.pts, start))
         if scores:
-            self._score(scores, out)
+            machine = self.machine
+            state = machine.state
+            # one window in a steady state (most frames): only the machine's position moves,
+            # as _score has it
+            if len(scores) == 1 and (
+                (state is _SILENCE and scores[0] < self.threshold)
+                or (state is _SPEECH and scores[0] >= self.release_threshold)
+            ):
+                machine.position += self._window
+            else:
+                self._score(scores, out)
+        if annotate:
+            return out
+        held = self._held
         machine = self.machine
         state = machine.state
         if state is _SPEECH:  # everything held passes (whole frames: they end by position)
@@ -185,6 +211,23 @@ class VadGate:
         else:
             self._drop(machine.pending_since - self.prefix)
         return out
+
+    def _analyse(self, frame: Audio) -> tuple[int, list[float]]:
+        """(samples, scores) for a frame off the usual path: G.711, several channels, or a
+        rate the gate does not analyse (refused)."""
+        if frame.rate != self.rate:
+            raise UsageError(f"the gate analyses {self.rate} Hz audio, got {frame.rate} Hz")
+        data = frame.data
+        encoding = frame.encoding
+        if frame.channels != 1:
+            n = frame.num_samples
+            return n, self.engine.process(analysis_samples(frame)) if n else _NO_SCORES
+        if encoding == "pcm16":
+            n = len(data) >> 1
+            return n, self._process_pcm16(data) if n else _NO_SCORES
+        # telephony: G.711 mono, decoded for the engine only
+        n = len(data)
+        return n, self._process_pcm16(_DECODE[encoding](data, 2)) if n else _NO_SCORES
 
     def finish(self) -> list[Frame]:
         """End of stream: close a turn still open; return the last frames to send on."""
@@ -247,7 +290,7 @@ class VadGate:
             else:  # the head passes (at pts), the tail stays (at pts + k / rate)
                 w = BYTES_PER_SAMPLE[frame.encoding] * frame.channels
                 out.append(
-                    Audio(
+                    make_audio(
                         frame.data[(start - first) * w : (until - first) * w],
                         frame.encoding,
                         frame.rate,
@@ -301,4 +344,4 @@ def _whole(entry: _Held) -> Audio:
     if start == first:
         return frame
     cut = (start - first) * BYTES_PER_SAMPLE[frame.encoding] * frame.channels
-    return Audio(frame.data[cut:], frame.encoding, frame.rate, frame.channels, pts)
+    return make_audio(frame.data[cut:], frame.encoding, frame.rate, frame.channels, pts)

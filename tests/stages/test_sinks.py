@@ -86,6 +86,20 @@ def test_wav_sink_publishes_played(tmp_path: Path) -> None:
     assert ctx.reports["seconds"] == 0.06
 
 
+@pytest.mark.parametrize(
+    ("frame", "shown"),
+    [
+        (Audio(b"\0" * 160, "pcmu", 8000, 1, 0.04), "pcmu 8000 Hz"),
+        (Audio(b"\0" * 640, "pcm16", 8000, 2, 0.04), "pcm16 8000 Hz x2"),
+    ],
+)
+def test_wav_sink_refuses_another_encoding_or_channel_count(
+    tmp_path: Path, frame: Audio, shown: str
+) -> None:
+    with pytest.raises(StageError, match=f"got {shown} audio at 0.040 s after pcm16 8000 Hz"):
+        run_stage("wav_sink", [*pcm_frames(2), frame], path=tmp_path / "r.wav")
+
+
 def test_wav_sink_refuses_a_second_format(tmp_path: Path) -> None:
     frames: list[Frame] = [*pcm_frames(2), Audio(b"\0" * 640, "pcm16", 16000, 1, 0.04)]
     p = tmp_path / "r.wav"

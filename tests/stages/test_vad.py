@@ -723,21 +723,23 @@ def test_preemphasis_values_and_both_paths_in_the_engine(monkeypatch: pytest.Mon
     y = np.frombuffer(engines.preemphasize(x, np.array([50], np.int16).tobytes(), 0.8), np.int16)
     assert y.tolist() == [60, 20, -32768, 32767, -26214, -1]  # saturated both ways
     speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
-    fast = WebrtcEngine(16000)
-    fallback = WebrtcEngine(16000)
-    fallback._audioop = False  # numpy's pre-emphasis: what runs where audioop is absent
-    for size in (320, 1000):  # one window a call, and several
-        for i in range(0, len(speech), size):
-            assert fast.process(speech[i : i + size]) == fallback.process(speech[i : i + size])
+    chunks = [speech[i : i + size] for size in (320, 1000) for i in range(0, len(speech), size)]
+    fast = WebrtcEngine(16000, native=False)
+    by_audioop = [fast.process(c) for c in chunks]  # one window a call, and several
+    # numpy's pre-emphasis: what the pure path runs where audioop is absent
+    monkeypatch.setattr(engines, "AUDIOOP", None)
+    monkeypatch.setattr(engines, "_ADD", None)
+    calls.clear()
+    fallback = WebrtcEngine(16000, native=False)
+    assert [fallback.process(c) for c in chunks] == by_audioop
     assert calls and set(calls) == {960}  # whole 30 ms windows, each once
 
 
 def test_webrtc_calls_webrtcvads_c_function_as_is_speech_does() -> None:
     speech = _speech_like(16000, 2.0, [(0.5, 1.5)])
     direct = WebrtcEngine(16000, aggressiveness=2)
-    public = WebrtcEngine(16000, aggressiveness=2)
-    public._decide, public._handle = engines._is_speech, public._vad  # Vad.is_speech
-    assert direct._decide is not engines._is_speech  # the wheel has _webrtcvad.process
+    public = WebrtcEngine(16000, aggressiveness=2, decide=engines._is_speech)  # Vad.is_speech
+    assert direct.decide is not engines._is_speech  # the wheel has _webrtcvad.process
     got = direct.process(speech)
     assert got == public.process(speech) and 0.0 in got and 1.0 in got
     with pytest.raises(ValueError, match=r"pre-emphasis is 0 \(off\) up to below 1, not 1\.2"):

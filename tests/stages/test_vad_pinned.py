@@ -5,7 +5,8 @@ For every engine and mode, on the two recordings in the repository (``examples/c
 seeded integer noise: every event (its type, its ``pts`` and how many audio frames had left before
 it), the digest of the audio that passed and of the frames' layout (``pts`` and length), and the
 digest of the per-window decisions (score against the threshold). The expected values live in
-``tests/fixtures/vad_pinned.json``; a change that moves one decision or one byte fails here.
+``tests/fixtures/vad_pinned.json``; a change that moves one decision or one byte fails here. Every
+case runs on the compiled kernels and on their pure-Python twins.
 
 Regenerate the file only when a decision is meant to change::
 
@@ -25,9 +26,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from pipeline import frames as frames_module
 from pipeline.frames import BYTES_PER_SAMPLE, Audio, Frame
 from stages import g711
-from stages.vad import EnergyEngine, Engine, SileroEngine, VadGate, WebrtcEngine
+from stages.vad import EnergyEngine, Engine, SileroEngine, VadGate, WebrtcEngine, engines
+from stages.vad import gate as gate_module
 from stages.wavfile import read_wav
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,16 +211,16 @@ def _record_decisions(engine: Engine, decisions: list[int]) -> None:
     threshold = engine.default_threshold
     release = threshold - engine.hysteresis
 
-    def wrap(fn: Callable[[Any], list[float]]) -> Callable[[Any], list[float]]:
-        def scored(data: Any) -> list[float]:
-            scores = fn(data)
+    def wrap(fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        def scored(*args: Any) -> list[float]:
+            scores = fn(*args)
             decisions.extend((s >= threshold) + 2 * (s >= release) for s in scores)
             return scores
 
         return scored
 
-    for name in ("process", "process_bytes"):
-        if hasattr(engine, name):
+    for name in ("process", "process_bytes", "process_g711"):
+        if getattr(engine, name, None) is not None:
             setattr(engine, name, wrap(getattr(engine, name)))
 
 
@@ -241,11 +244,23 @@ def _skip_missing(engine: str) -> None:
         pytest.importorskip("onnxruntime")
 
 
+@pytest.fixture(params=["native", "pure"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run on the compiled kernels (skipped when not built) or on their pure-Python twins."""
+    if request.param == "native":
+        if engines.NativeWindows is None:
+            pytest.skip("stages.vad._cvad is not built (or PIPELINE_PURE_PYTHON is set)")
+    else:
+        monkeypatch.setattr(engines, "NativeWindows", None)
+        monkeypatch.setattr(gate_module, "make_audio", frames_module._make_audio_pure)
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     ("case", "signal", "engine", "variant", "shape", "settings"), list(cases())
 )
 def test_the_gate_decides_and_passes_exactly_what_it_did(
-    case: str, signal: str, engine: str, variant: str, shape: str, settings: str
+    case: str, signal: str, engine: str, variant: str, shape: str, settings: str, impl: str
 ) -> None:
     _skip_missing(engine)
     expected = _pinned()[case]

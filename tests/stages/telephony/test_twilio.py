@@ -454,14 +454,24 @@ def test_sink_refuses_other_formats_before_running() -> None:
     assert "g711_encode" in problems[0].fix
 
 
-def test_sink_refuses_other_formats_while_running() -> None:
+@pytest.mark.parametrize(
+    ("frame", "shown"),
+    [
+        (Audio(bytes(320), "pcm16", 8000), "pcm16 8000 Hz"),
+        (Audio(bytes(160), "pcma", 8000), "pcma 8000 Hz"),
+        (Audio(bytes(320), "pcmu", 16000), "pcmu 16000 Hz"),
+        (Audio(bytes(320), "pcmu", 8000, 2), "pcmu 8000 Hz x2"),
+    ],
+)
+def test_sink_refuses_other_formats_while_running(frame: Audio, shown: str) -> None:
+    # the encoding, the rate and the channels are each checked, after a frame that passed
     async def main() -> None:
         call = _call([])
         await _start(call)
         with bind_call(call):
-            await run_stage_async(twilio_sink, [Audio(bytes(320), "pcm16", 8000)])
+            await run_stage_async(twilio_sink, [Audio(bytes(160), "pcmu", 8000), frame])
 
-    with pytest.raises(FormatError, match="pcm16 8000 Hz audio"):
+    with pytest.raises(FormatError, match=f"got {shown} audio; the call's stream plays pcmu"):
         asyncio.run(main())
 
 
