@@ -82,7 +82,8 @@ class StageStats:
     every timed frame, every event and at the end, so while running they may lag by up to
     ``timed_every`` frames); ``times`` holds the stage's own time for the frames that were
     timed, one in ``timed_every`` (see :class:`Runner`). A source's ``media_s`` is exact at
-    every moment."""
+    every moment while its audio keeps the format it is counted in (the plan's, or its first
+    timed frame's); a change of format is caught on the next timed frame."""
 
     __slots__ = (
         "audio_bytes",
