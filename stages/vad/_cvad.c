@@ -16,7 +16,9 @@
  * when it is full it is handed to decide(handle, rate, window, size) through the vectorcall
  * protocol (webrtcvad's _webrtcvad.process, or any callable), and process() returns one score
  * per window completed by its data, 1.0 where decide's answer is true, 0.0 where it is false.
- * A partial window waits for the next call, with x[n-1] carried over.
+ * A partial window waits for the next call, with x[n-1] carried over. process_g711(codes, table)
+ * does the same for G.711 codes (a byte a sample), each decoded through the codec's table of 256
+ * int16 samples on its way in: one call for a telephony frame, no decoded copy.
  *
  * If decide raises, process() raises the same exception after consuming all its data, as the
  * pure twin does: the windows after the failing one in that call go unanalysed, and a partial
@@ -224,19 +226,22 @@ windows_init(Windows *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-/* consume n samples at in, deciding every window they complete into scores (a list of as many
- * items as windows); returns -1 with an exception set (scores' unset items stay NULL) */
+/* consume n samples at in, deciding every window they complete into scores from item *done on
+ * (scores has room for every window); after a failure (*failed set, an exception set) the
+ * samples are still consumed but no window is decided */
 static int
-windows_feed(Windows *self, const char *in, Py_ssize_t n, PyObject *scores)
+windows_feed(Windows *self, const char *in, Py_ssize_t n, PyObject *scores, Py_ssize_t *done,
+             int *failed)
 {
-    Py_ssize_t i = 0, done = 0;
+    Py_ssize_t i = 0;
     const Py_ssize_t size = self->size;
-    int failed = 0;
     while (i < n) {
         if (self->pending == NULL) {
             self->pending = PyBytes_FromStringAndSize(NULL, 2 * size);
-            if (self->pending == NULL)
+            if (self->pending == NULL) {
+                *failed = 1;
                 return -1;
+            }
             self->filled = 0;
         }
         char *w = PyBytes_AS_STRING(self->pending) + 2 * self->filled;
@@ -257,7 +262,7 @@ windows_feed(Windows *self, const char *in, Py_ssize_t n, PyObject *scores)
         PyObject *window = self->pending;
         self->pending = NULL;
         self->filled = 0;
-        if (failed) { /* consumed, not analysed: see the top of the file */
+        if (*failed) { /* consumed, not analysed: see the top of the file */
             Py_DECREF(window);
             continue;
         }
@@ -267,18 +272,18 @@ windows_feed(Windows *self, const char *in, Py_ssize_t n, PyObject *scores)
         int yes = answer == NULL ? -1 : PyObject_IsTrue(answer);
         Py_XDECREF(answer);
         if (yes < 0) {
-            failed = 1;
+            *failed = 1;
             continue;
         }
         PyObject *score = PyFloat_FromDouble(yes ? 1.0 : 0.0);
         if (score == NULL) {
-            failed = 1;
+            *failed = 1;
             continue;
         }
-        PyList_SET_ITEM(scores, done, score);
-        done++;
+        PyList_SET_ITEM(scores, *done, score);
+        (*done)++;
     }
-    return failed ? -1 : 0;
+    return *failed ? -1 : 0;
 }
 
 static PyObject *
@@ -318,11 +323,58 @@ windows_process(Windows *self, PyObject *const *args, Py_ssize_t nargs)
     scores = PyList_New((self->filled + n) / self->size);
     if (scores == NULL)
         goto done;
-    if (windows_feed(self, in, n, scores) < 0)
+    Py_ssize_t done = 0;
+    int failed = 0;
+    if (windows_feed(self, in, n, scores, &done, &failed) < 0)
         Py_CLEAR(scores);
 done:
     if (!bytes)
         PyBuffer_Release(&view);
+    return scores;
+}
+
+static PyObject *
+windows_process_g711(Windows *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "process_g711() takes 2 arguments (codes, table), got %zd",
+                     nargs);
+        return NULL;
+    }
+    if (self->decide == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Windows.__init__ was not called");
+        return NULL;
+    }
+    PyObject *table = args[1];
+    if (!PyBytes_Check(table) || PyBytes_GET_SIZE(table) != 512) {
+        PyErr_Format(PyExc_ValueError,
+                     "a G.711 decode table is 256 native int16 samples (512 bytes), got %R; "
+                     "pass the codec's table as bytes",
+                     table);
+        return NULL;
+    }
+    int16_t lut[256];
+    memcpy(lut, PyBytes_AS_STRING(table), sizeof lut);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *codes = view.buf;
+    Py_ssize_t n = view.len;
+    PyObject *scores = PyList_New((self->filled + n) / self->size);
+    if (scores != NULL) {
+        int16_t pcm[256]; /* decoded a block at a time, aligned for the pre-emphasis */
+        Py_ssize_t done = 0;
+        int failed = 0;
+        for (Py_ssize_t at = 0; at < n; at += 256) {
+            Py_ssize_t m = n - at < 256 ? n - at : 256;
+            for (Py_ssize_t k = 0; k < m; k++)
+                pcm[k] = lut[codes[at + k]];
+            windows_feed(self, (const char *)pcm, m, scores, &done, &failed);
+        }
+        if (failed)
+            Py_CLEAR(scores);
+    }
+    PyBuffer_Release(&view);
     return scores;
 }
 
@@ -352,6 +404,9 @@ windows_get_prev(Windows *self, void *Py_UNUSED(closure))
 static PyMethodDef windows_methods[] = {
     {"process", (PyCFunction)(void (*)(void))windows_process, METH_FASTCALL,
      "process(data) -> list[float]: a score per window completed by these int16 samples."},
+    {"process_g711", (PyCFunction)(void (*)(void))windows_process_g711, METH_FASTCALL,
+     "process_g711(codes, table) -> list[float]: process() for G.711 codes, decoded through "
+     "table (256 native int16 samples as bytes)."},
     {"reset", (PyCFunction)windows_reset, METH_NOARGS,
      "reset(): forget the partial window and the carried sample."},
     {NULL, NULL, 0, NULL},

@@ -320,6 +320,17 @@ class PureWindows:
             window = _preemphasis_numpy(raw[2:end], raw[:2], self._a)
         return [1.0 if self._decide(self._handle, self._rate, window, self._size) else 0.0]
 
+    def process_g711(self, codes: bytes, table: bytes) -> list[float]:
+        """:meth:`process` for G.711 codes, each decoded through ``table`` (the codec's 256
+        native int16 samples, as bytes)."""
+        if not isinstance(table, bytes) or len(table) != 512:
+            raise ValueError(
+                f"a G.711 decode table is 256 native int16 samples (512 bytes), got {table!r}; "
+                "pass the codec's table as bytes"
+            )
+        lut = np.frombuffer(table, np.int16)
+        return self.process(lut[np.frombuffer(codes, np.uint8)].tobytes())
+
     def _windows(self, raw: bytes) -> list[float]:
         wb = self._wb
         n = (len(raw) - 2) // wb
@@ -425,6 +436,12 @@ class WebrtcEngine:
         kind = NativeWindows if use_native else PureWindows
         self.windows = kind(self.window, float(preemphasis), decide, handle, rate)
         self.process_bytes = self.windows.process
+        #: with the compiled kernel, ``process_g711(codes, table)``: G.711 codes decoded on
+        #: their way into the windows (one call a telephony frame); None on the pure path,
+        #: where the codec's own decoder (audioop) and :attr:`process_bytes` are quicker
+        self.process_g711: Callable[[bytes, bytes], list[float]] | None = (
+            self.windows.process_g711 if use_native else None
+        )
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[float]:
         # native order, as webrtcvad reads it

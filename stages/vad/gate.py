@@ -81,6 +81,12 @@ _DECODE: dict[str, Callable[[bytes, int], bytes]] = (
 
 _PCM16 = np.dtype("<i2")  # parsed once: a dtype string costs ~0.4 µs per call
 
+#: G.711 encoding -> its decode table as native int16 bytes (for an engine's process_g711)
+_G711_TABLES: dict[str, bytes] = {
+    "pcmu": ULAW_TO_PCM16.astype(np.int16).tobytes(),
+    "pcma": ALAW_TO_PCM16.astype(np.int16).tobytes(),
+}
+
 
 def analysis_samples(frame: Audio) -> npt.NDArray[np.int16]:
     """The frame's audio as mono int16 samples for the engine (decoded, channels averaged):
@@ -138,13 +144,22 @@ class VadGate:
             if process_bytes is not None and sys.byteorder == "little"
             else lambda data: engine.process(np.frombuffer(data, dtype=_PCM16))
         )
+        # G.711 frames straight into the engine's kernel when it has one (webrtc, compiled)
+        self._g711: Callable[[bytes, bytes], list[float]] | None = (
+            getattr(engine, "process_g711", None) if sys.byteorder == "little" else None
+        )
 
     def push(self, frame: Audio) -> list[Frame]:
         """Analyse one audio frame; return what to send on (audio and events, in order)."""
         data = frame.data
-        if frame.encoding == "pcm16" and frame.channels == 1 and frame.rate == self.rate:
+        encoding = frame.encoding
+        if encoding == "pcm16" and frame.channels == 1 and frame.rate == self.rate:
             n = len(data) >> 1  # the usual case: no decoding, straight into the engine
             scores = self._process_pcm16(data) if n else _NO_SCORES
+        elif self._g711 is not None and frame.channels == 1 and frame.rate == self.rate:
+            # telephony: G.711 mono, decoded on its way into the engine's kernel
+            n = len(data)
+            scores = self._g711(data, _G711_TABLES[encoding]) if n else _NO_SCORES
         else:
             n, scores = self._analyse(frame)
         start = self.position

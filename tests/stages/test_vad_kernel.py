@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stages import g711
 from stages.vad import engines
 from stages.vad.engines import NativeWindows, PureWindows
 
@@ -256,3 +257,67 @@ def test_the_engine_decides_alike_on_both(rate: int, frame_ms: int) -> None:
         got[native] = out
     assert got[True] == got[False]
     assert 0.0 in got[True] and 1.0 in got[True]
+
+
+TABLES = {
+    "pcmu": g711.ULAW_DECODE.astype(np.int16).tobytes(),
+    "pcma": g711.ALAW_DECODE.astype(np.int16).tobytes(),
+}
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=1200),
+    st.sampled_from(["pcmu", "pcma"]),
+    st.sampled_from([1, 80, 160, 240]),
+    alphas,
+    st.lists(st.integers(0, 700), min_size=1, max_size=6),
+    st.integers(-1, 4),
+)
+def test_g711_codes_go_in_as_their_decoded_samples(
+    codes: bytes, encoding: str, size: int, a: float, splits: list[int], fail_at: int
+) -> None:
+    """process_g711(codes, table) on both, and process() of the codec's decoded bytes: the same
+    windows, scores, state and errors, whatever the splits (and a decide failing anywhere)."""
+    if not any(splits):
+        splits = [*splits, 1]
+    table = TABLES[encoding]
+    runs = []
+    for kind, coded in ((PureWindows, True), (NativeWindows, True), (NativeWindows, False)):
+        rec = Recorder(fail_at)
+        w = kind(size, a, rec, None, 8000)
+        out: list[Any] = []
+        at = k = 0
+        while at < len(codes):
+            piece = codes[at : at + splits[k % len(splits)]]
+            at, k = at + len(piece), k + 1
+            try:
+                if coded:
+                    out.append(w.process_g711(piece, table))
+                else:
+                    out.append(w.process(g711.decode(piece, encoding)))
+            except RuntimeError as exc:
+                out.append(str(exc))
+        runs.append((out, rec.windows, w.pending, w.prev))
+    assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("impl", ["pure", "native"])
+def test_a_g711_table_must_be_256_samples(impl: str) -> None:
+    w = _impl(impl)(160, 0.8, Recorder(), None, 8000)
+    with pytest.raises(ValueError, match=r"^a G\.711 decode table is 256 native int16 samples"):
+        w.process_g711(b"\x00" * 10, bytes(510))
+
+
+@needs_native
+def test_the_g711_path_holds_no_references() -> None:
+    codes = bytes(range(256)) * 4
+    table = TABLES["pcmu"]
+    before = [sys.getrefcount(o) for o in (codes, table)]
+    w = NativeWindows(160, 0.8, lambda h, r, win, s: False, None, 8000)
+    for _ in range(300):
+        w.process_g711(codes, table)
+        w.process_g711(memoryview(codes)[3:500], table)
+    del w
+    assert [sys.getrefcount(o) for o in (codes, table)] == before

@@ -211,16 +211,16 @@ def _record_decisions(engine: Engine, decisions: list[int]) -> None:
     threshold = engine.default_threshold
     release = threshold - engine.hysteresis
 
-    def wrap(fn: Callable[[Any], list[float]]) -> Callable[[Any], list[float]]:
-        def scored(data: Any) -> list[float]:
-            scores = fn(data)
+    def wrap(fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        def scored(*args: Any) -> list[float]:
+            scores = fn(*args)
             decisions.extend((s >= threshold) + 2 * (s >= release) for s in scores)
             return scores
 
         return scored
 
-    for name in ("process", "process_bytes"):
-        if hasattr(engine, name):
+    for name in ("process", "process_bytes", "process_g711"):
+        if getattr(engine, name, None) is not None:
             setattr(engine, name, wrap(getattr(engine, name)))
 
 
