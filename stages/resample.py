@@ -11,7 +11,10 @@ code with no event loop:
   when up-sampling), ≤ 0.1 dB ripple up to 0.425 × the lower rate, and about 12 / lower-rate
   seconds of delay (1.44-1.59 ms when one side is 8 kHz). Every input chunk produces every
   output sample it can: after ``n`` input samples exactly ``ceil(n × out / in)`` have come
-  out, so a 20 ms frame in is a 20 ms frame out.
+  out, so a 20 ms frame in is a 20 ms frame out. Two engines compute the same bytes: the
+  compiled kernel ``stages._cresample`` (the default where it is built) and numpy (the
+  fallback, ``engine="pure"``); the taps are multiples of 2**-TAP_BITS so that every
+  summation order gives the same sums (see TAP_BITS).
 * ``low_latency=False``: :class:`SoxrStream`, ``soxr.ResampleStream`` at the chosen quality. Its
   concatenated output equals one-shot ``soxr.resample`` of the whole input to ±1 LSB, but it
   releases audio in bursts (tens of ms held back; see ``docs/resample.md``).
