@@ -23,6 +23,7 @@ static Py_ssize_t offsets[N_FIELDS];
 static PyObject *
 bind(PyObject *self, PyObject *args)
 {
+    (void)self;
     PyObject *cls, *names;
     if (!PyArg_ParseTuple(args, "O!O!:bind", &PyType_Type, &cls, &PyTuple_Type, &names))
         return NULL;
@@ -63,6 +64,7 @@ bind(PyObject *self, PyObject *args)
 static PyObject *
 make_audio(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)self;
     if (nargs != N_FIELDS) {
         PyErr_Format(PyExc_TypeError,
                      "make_audio() takes 5 arguments (data, encoding, rate, channels, pts), "
@@ -94,6 +96,7 @@ static PyMethodDef methods[] = {
 static int
 module_clear(PyObject *m)
 {
+    (void)m;
     Py_CLEAR(audio_type);
     return 0;
 }
