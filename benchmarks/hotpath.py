@@ -61,12 +61,12 @@ def g711_rows(inner: int, repeat: int) -> list[Row]:
     rows: list[Row] = []
     dec = row(
         "g711",
-        "μ-law decode (ours, table)",
+        "μ-law decode (ours)",
         per_call_us(lambda: g711.decode_ulaw(ulaw), inner=inner, repeat=repeat),
     )
     enc = row(
         "g711",
-        "μ-law encode (ours, table)",
+        "μ-law encode (ours)",
         per_call_us(lambda: g711.encode_ulaw(pcm), inner=inner, repeat=repeat),
     )
     ao = inplace.audioop_module()
