@@ -78,9 +78,14 @@ def test_make_audio_frames_are_frozen_tracked_and_freed(make: object) -> None:
     assert sys.getrefcount(data) == before
 
 
-def test_make_audio_counts_its_arguments() -> None:
-    with pytest.raises(TypeError, match="5 arguments"):
-        make_audio(b"", "pcm16", 8000, 1)  # type: ignore[call-arg]
+@pytest.mark.parametrize("make", MAKERS)
+def test_make_audio_counts_its_arguments(make: object) -> None:
+    # the kernel says how many it takes; the pure one is a Python function and says so its way
+    match = (
+        "5 arguments" if make is not _make_audio_pure and native.load("pipeline._cframes") else ""
+    )
+    with pytest.raises(TypeError, match=match):
+        make(b"", "pcm16", 8000, 1)  # type: ignore[operator]
 
 
 def test_the_kernel_binds_only_object_slots() -> None:
