@@ -19,7 +19,7 @@ let captureNode = null, playbackNode = null, graphLabels = {};
 let sentSamples = 0, receivedSamples = 0, muted = false;
 let timeline = [];          // [sample index, performance time] of each captured chunk
 let newReply = false;       // a response started and none of its audio has played yet
-let replyStart = 0;         // play position where the current reply began
+let replyStart = 0;         // play position where the current reply began (samples received before it)
 let pendingTurn = null;     // the user's last end of speech, waiting for the reply to play
 let lastOnset = null;       // the user's last start of speech
 const bubbles = new Map();  // item id -> element of a transcript being spoken
@@ -114,7 +114,12 @@ function onEvent(ev) {
     case "speech_stopped":
       if (ev.pts != null) pendingTurn = { end: capturedAt(ev.pts), heard: performance.now() };
       break;
-    case "response_started": newReply = true; break;
+    case "response_started":
+      // its audio follows on this socket: it starts after every sample received so far, even
+      // if earlier audio is still playing (so no "started" marks where it begins)
+      newReply = true;
+      replyStart = receivedSamples;
+      break;
     case "interrupt": note("barge-in: the assistant stopped"); break;
   }
 }
@@ -145,7 +150,6 @@ function onPlayback(msg) {
     case "started": {
       if (newReply) {
         newReply = false;
-        replyStart = msg.position;
         addTurn(heardAt(playback, msg.frame));
       }
       send({ type: "played", position: msg.position });
