@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-HERE = Path(__file__).parent
-#: (module, C source). A source not in the tree is left out (a source checkout being trimmed).
+#: (module, C source); pipeline/native.py lists the same modules.
 KERNELS = [
     ("pipeline._cframes", "pipeline/_cframes.c"),
     ("stages._cresample", "stages/_cresample.c"),
@@ -47,10 +45,6 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    ext_modules=[
-        Extension(name, [src], extra_compile_args=ARGS)
-        for name, src in KERNELS
-        if (HERE / src).is_file()
-    ],
+    ext_modules=[Extension(name, [src], extra_compile_args=ARGS) for name, src in KERNELS],
     cmdclass={"build_ext": OptionalBuildExt},
 )

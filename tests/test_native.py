@@ -22,13 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MAKERS = [pytest.param(_make_audio_pure, id="pure"), pytest.param(make_audio, id="native")]
 
 
-def _source(module: str) -> Path:
-    return ROOT / (module.replace(".", "/") + ".c")
-
-
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI builds every kernel")
 def test_every_kernel_in_the_tree_is_built_in_ci() -> None:
-    missing = [m for m in native.KERNELS if _source(m).is_file() and native.load(m) is None]
+    missing = [m for m in native.KERNELS if native.load(m) is None]
     assert not missing, f"not compiled: {missing}"
 
 
